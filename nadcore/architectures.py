@@ -1,0 +1,334 @@
+"""The paper's CIFAR-style architectures (NADS.md section 3) and the torchvision builders.
+
+`build_model(name, input_shape, num_outputs)` returns a freshly initialized module with the
+architecture's own default initialization; the engine draws networks faster through
+`nadcore.init`, which reproduces exactly these distributions.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .spec import BUILTIN_ARCHITECTURES, TORCHVISION_PREFIX
+
+
+class HeNormalConv2d(nn.Conv2d):
+    """Conv2d initialized as in the paper's VGG: weight ~ N(0, 2/(k*k*out)), bias 0."""
+
+    def reset_parameters(self) -> None:
+        n = self.kernel_size[0] * self.kernel_size[1] * self.out_channels
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / n))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    @property
+    def init_std(self) -> float:
+        return math.sqrt(2.0 / (self.kernel_size[0] * self.kernel_size[1] * self.out_channels))
+
+
+class StemNet(nn.Module, abc.ABC):
+    """A network split into its stem (the affine layer applied first to the raw input) and
+    its head (everything after it).
+
+    `forward(x, part="stem")` and `forward(h, part="head")` let finite differences compute
+    stem(x0 +- s e_i) = stem(x0) +- s (stem(e_i) - stem(0)) once per pixel instead of running
+    the first layer on all 2*D perturbed inputs.
+    """
+
+    @abc.abstractmethod
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def head_forward(self, h: torch.Tensor) -> torch.Tensor: ...
+
+    def forward(self, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        if part == "stem":
+            return self.stem_forward(x)
+        if part == "head":
+            return self.head_forward(x)
+        return self.head_forward(self.stem_forward(x))
+
+
+class LogReg(StemNet):
+    """One Linear layer on the flattened input."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
+        super().__init__()
+        self.linear = nn.Linear(math.prod(input_shape), num_outputs)
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x.flatten(1))
+
+    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h
+
+
+class LeNet(StemNet):
+    def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
+        super().__init__()
+        c, h, w = input_shape
+        self.conv1 = nn.Conv2d(c, 6, 5)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        h, w = (h - 4) // 2 - 4, (w - 4) // 2 - 4
+        h, w = h // 2, w // 2
+        _require_positive("lenet", input_shape, h, w)
+        self.fc1 = nn.Linear(16 * h * w, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, num_outputs)
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def head_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # relu(maxpool(.)) == maxpool(relu(.)) exactly; pooling first quarters the ReLU work.
+        x = F.relu(F.max_pool2d(x, 2))
+        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = x.flatten(1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+VGG11_CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
+
+
+class VGG11(StemNet):
+    """VGG-11 with BatchNorm, as in the paper's NAD script."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
+        super().__init__()
+        c, h, w = input_shape
+        layers: list[nn.Module] = []
+        for v in VGG11_CONFIG:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            else:
+                layers += [HeNormalConv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                c = v
+        _require_positive("vgg11", input_shape, h, w)
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.Linear(512 * h * w, 512), nn.ReLU(), nn.Dropout(),
+            nn.Linear(512, 512), nn.ReLU(), nn.Dropout(),
+            nn.Linear(512, num_outputs),
+        )
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features[0](x)
+
+    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features[1:](h).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(StemNet):
+    """CIFAR ResNet-18: 3x3 stem, stride 1, four stages of two BasicBlocks, 4x4 average pool."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
+        super().__init__()
+        c, h, w = input_shape
+        self.conv1 = nn.Conv2d(c, 64, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks: list[nn.Module] = []
+        in_planes = 64
+        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(in_planes, planes, stride), BasicBlock(planes, planes, 1)]
+            in_planes = planes
+            h, w = (h - 1) // stride + 1, (w - 1) // stride + 1
+        h, w = h // 4, w // 4
+        _require_positive("resnet18", input_shape, h, w)
+        self.layers = nn.Sequential(*blocks)
+        self.linear = nn.Linear(512 * h * w, num_outputs)
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.layers(F.relu(self.bn1(h)))
+        return self.linear(F.avg_pool2d(out, 4).flatten(1))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, in_planes: int, growth: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, 4 * growth, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4 * growth)
+        self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(F.relu(self.bn1(x)))
+        out = self.conv2(F.relu(self.bn2(out)))
+        return torch.cat([out, x], 1)
+
+
+class Transition(nn.Module):
+    def __init__(self, in_planes: int, out_planes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.conv = nn.Conv2d(in_planes, out_planes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+
+
+DENSENET121_BLOCKS = (6, 12, 24, 16)
+
+
+class DenseNet121(StemNet):
+    """CIFAR DenseNet-121: growth 32, blocks (6, 12, 24, 16), reduction 0.5."""
+
+    def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1, growth: int = 32):
+        super().__init__()
+        c, h, w = input_shape
+        planes = 2 * growth
+        self.conv1 = nn.Conv2d(c, planes, 3, padding=1, bias=False)
+        stages: list[nn.Module] = []
+        for i, n in enumerate(DENSENET121_BLOCKS):
+            layers = []
+            for _ in range(n):
+                layers.append(Bottleneck(planes, growth))
+                planes += growth
+            stages.append(nn.Sequential(*layers))
+            if i < len(DENSENET121_BLOCKS) - 1:
+                out_planes = planes // 2
+                stages.append(Transition(planes, out_planes))
+                planes = out_planes
+                h, w = h // 2, w // 2
+        h, w = h // 4, w // 4
+        _require_positive("densenet121", input_shape, h, w)
+        self.features = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(planes)
+        self.linear = nn.Linear(planes * h * w, num_outputs)
+
+    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1(x)
+
+    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
+        out = self.features(h)
+        out = F.avg_pool2d(F.relu(self.bn(out)), 4)
+        return self.linear(out.flatten(1))
+
+
+BUILTIN_CLASSES: dict[str, type[nn.Module]] = {
+    "logreg": LogReg,
+    "lenet": LeNet,
+    "vgg11": VGG11,
+    "resnet18": ResNet18,
+    "densenet121": DenseNet121,
+}
+assert tuple(BUILTIN_CLASSES) == BUILTIN_ARCHITECTURES
+
+
+class ArchitectureError(ValueError):
+    """The architecture is unknown or cannot take the requested input shape."""
+
+
+def _require_positive(name: str, shape: tuple[int, int, int], h: int, w: int) -> None:
+    if h < 1 or w < 1:
+        raise ArchitectureError(
+            f"{name} cannot take input shape {tuple(shape)}: the feature map shrinks to "
+            f"{h}x{w} before the classifier; use a larger H and W"
+        )
+
+
+def torchvision_builders() -> list[str]:
+    """Names of torchvision's classification builders (usable as 'torchvision:<name>')."""
+    import torchvision.models as tvm
+
+    return sorted(tvm.list_models(module=tvm))
+
+
+def _torchvision_factory(name: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
+    import torchvision.models as tvm
+
+    if name not in torchvision_builders():
+        raise ArchitectureError(
+            f"unknown torchvision classification builder {name!r}; "
+            f"known: {', '.join(torchvision_builders())}"
+        )
+
+    def build(input_shape: tuple[int, int, int], num_outputs: int) -> nn.Module:
+        kwargs: dict = {"weights": None, "num_classes": num_outputs}
+        if name in ("googlenet", "inception_v3"):
+            kwargs["aux_logits"] = False
+            kwargs["init_weights"] = True
+        return tvm.get_model(name, **kwargs)
+
+    return build
+
+
+def model_factory(architecture: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
+    """A function (input_shape, num_outputs) -> freshly initialized module."""
+    if architecture in BUILTIN_CLASSES:
+        return BUILTIN_CLASSES[architecture]
+    if architecture.startswith(TORCHVISION_PREFIX):
+        return _torchvision_factory(architecture[len(TORCHVISION_PREFIX):])
+    raise ArchitectureError(
+        f"unknown architecture {architecture!r}: expected one of "
+        f"{', '.join(BUILTIN_CLASSES)} or '{TORCHVISION_PREFIX}<builder name>'"
+    )
+
+
+def build_model(
+    architecture: str,
+    input_shape: tuple[int, int, int] = (1, 32, 32),
+    num_outputs: int = 1,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Build one randomly initialized network in eval mode, checked against `input_shape`.
+
+    Raises ArchitectureError when the architecture is unknown or cannot take the shape.
+    """
+    factory = model_factory(architecture)
+    with torch.device(device or "cpu"):
+        model = factory(tuple(input_shape), num_outputs)
+    model.eval()
+    check_input_shape(model, architecture, input_shape, num_outputs)
+    return model
+
+
+def check_input_shape(
+    model: nn.Module, architecture: str, input_shape: tuple[int, int, int], num_outputs: int
+) -> None:
+    """Run the model on a meta tensor of the shape; raise ArchitectureError if it cannot."""
+    import copy
+
+    meta = copy.deepcopy(model).to("meta")
+    try:
+        with torch.no_grad():
+            out = meta(torch.empty((2, *input_shape), device="meta"))
+    except Exception as exc:  # the model's own error says why; we name the shape
+        raise ArchitectureError(
+            f"{architecture} cannot take input shape {tuple(input_shape)}: {exc}"
+        ) from exc
+    if out.shape != (2, num_outputs):
+        raise ArchitectureError(
+            f"{architecture} maps input shape {tuple(input_shape)} to outputs of shape "
+            f"{tuple(out.shape[1:])}, expected ({num_outputs},)"
+        )

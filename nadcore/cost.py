@@ -1,0 +1,150 @@
+"""What a NAD spec costs, before running it (no torch: the API refuses absurd specs with it).
+
+FLOPs count the multiply-adds of convolutions and linear layers (2 FLOPs each), walked
+analytically through the built-in architectures; torchvision models report None here (the
+worker can measure them with torch). An autograd gradient costs about three forward passes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .spec import NADSpec
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    macs: int
+    params: int
+
+
+def _walk_lenet(c: int, h: int, w: int, m: int) -> LayerCount | None:
+    macs = params = 0
+    h, w = h - 4, w - 4
+    macs += 6 * h * w * c * 25
+    params += 6 * c * 25 + 6
+    h, w = h // 2 - 4, w // 2 - 4
+    if h < 1 or w < 1:
+        return None
+    macs += 16 * h * w * 6 * 25
+    params += 16 * 6 * 25 + 16
+    flat = 16 * (h // 2) * (w // 2)
+    if flat < 1:
+        return None
+    for i, o in ((flat, 120), (120, 84), (84, m)):
+        macs += i * o
+        params += i * o + o
+    return LayerCount(macs, params)
+
+
+def _walk_vgg11(c: int, h: int, w: int, m: int) -> LayerCount | None:
+    macs = params = 0
+    for v in (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"):
+        if v == "M":
+            h, w = h // 2, w // 2
+            continue
+        macs += v * h * w * c * 9
+        params += v * c * 9 + v + 2 * v
+        c = v
+    if h < 1 or w < 1:
+        return None
+    for i, o in ((512 * h * w, 512), (512, 512), (512, m)):
+        macs += i * o
+        params += i * o + o
+    return LayerCount(macs, params)
+
+
+def _walk_resnet18(c: int, h: int, w: int, m: int) -> LayerCount | None:
+    macs = 64 * h * w * c * 9
+    params = 64 * c * 9 + 2 * 64
+    planes_in = 64
+    for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+        for block_stride in (stride, 1):
+            ho, wo = (h - 1) // block_stride + 1, (w - 1) // block_stride + 1
+            macs += planes * ho * wo * planes_in * 9 + planes * ho * wo * planes * 9
+            params += planes * planes_in * 9 + planes * planes * 9 + 4 * planes
+            if block_stride != 1 or planes_in != planes:
+                macs += planes * ho * wo * planes_in
+                params += planes * planes_in + 2 * planes
+            h, w, planes_in = ho, wo, planes
+    h, w = h // 4, w // 4
+    if h < 1 or w < 1:
+        return None
+    macs += 512 * h * w * m
+    params += 512 * h * w * m + m
+    return LayerCount(macs, params)
+
+
+def _walk_densenet121(c: int, h: int, w: int, m: int) -> LayerCount | None:
+    growth = 32
+    planes = 2 * growth
+    macs = planes * h * w * c * 9
+    params = planes * c * 9
+    blocks = (6, 12, 24, 16)
+    for i, n in enumerate(blocks):
+        for _ in range(n):
+            macs += 4 * growth * h * w * planes + growth * h * w * 4 * growth * 9
+            params += 2 * planes + 4 * growth * planes + 2 * 4 * growth + growth * 4 * growth * 9
+            planes += growth
+        if i < len(blocks) - 1:
+            out = planes // 2
+            macs += out * h * w * planes
+            params += 2 * planes + out * planes
+            planes = out
+            h, w = h // 2, w // 2
+    params += 2 * planes
+    h, w = h // 4, w // 4
+    if h < 1 or w < 1:
+        return None
+    macs += planes * h * w * m
+    params += planes * h * w * m + m
+    return LayerCount(macs, params)
+
+
+def _walk_logreg(c: int, h: int, w: int, m: int) -> LayerCount:
+    return LayerCount(c * h * w * m, c * h * w * m + m)
+
+
+_WALKERS = {
+    "logreg": _walk_logreg,
+    "lenet": _walk_lenet,
+    "vgg11": _walk_vgg11,
+    "resnet18": _walk_resnet18,
+    "densenet121": _walk_densenet121,
+}
+
+
+def layer_count(architecture: str, input_shape: tuple[int, int, int],
+                num_outputs: int = 1) -> LayerCount | None:
+    """MACs of one forward pass and parameter count; None if unknown or the shape is invalid."""
+    walker = _WALKERS.get(architecture)
+    return walker(*input_shape, num_outputs) if walker else None
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    forward_passes: int  # forward-pass equivalents over all networks
+    flops: float | None  # total FLOPs, None when unknown without torch
+    flops_per_network: float | None
+    parameters: int | None  # per network
+    memory_bytes: int  # partial results held for the merge (gradients or moments)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def estimate_cost(spec: NADSpec) -> CostEstimate:
+    """Forward passes, FLOPs and result memory of a spec, without running anything."""
+    d, n = spec.input_dim, spec.num_networks
+    per_network = 2 * d if spec.method == "finite_difference" else 3
+    count = layer_count(spec.architecture, spec.input_shape, spec.output_index + 1)
+    flops_net = None if count is None else 2.0 * count.macs * per_network
+    grad_bytes = n * d * 4
+    memory = grad_bytes if grad_bytes <= (1 << 30) or spec.uses_lowrank else 2 * d * d * 8 * 2
+    return CostEstimate(
+        forward_passes=n * per_network,
+        flops=None if flops_net is None else flops_net * n,
+        flops_per_network=flops_net,
+        parameters=None if count is None else count.params,
+        memory_bytes=memory,
+    )

@@ -1,0 +1,108 @@
+"""Input gradients of many random networks at one evaluation point.
+
+One function computes a block of gradient entries of one network; a chunk of networks runs
+it either through `vmap` over the networks' stacked state (torch.func's ensembling idiom: the
+first layer of all networks becomes one wide layer, the rest grouped layers) or in a loop
+over the networks, whichever is faster on the device (see `GradientEvaluator.strategy`).
+
+Finite differences use the stem split of the built-in networks (`StemNet`): the first affine
+layer is evaluated on x0 and on the D basis images once, and the 2*D perturbed first-layer
+outputs are formed as stem(x0) +- s (stem(e_i) - stem(0)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .architectures import StemNet
+
+StateDict = dict[str, torch.Tensor]
+Strategy = Literal["vmap", "loop"]
+
+
+def basis_images(shape: tuple[int, ...], start: int, stop: int, device: torch.device):
+    """The one-hot images e_i for pixels i in [start, stop), shape (stop-start, *shape)."""
+    d = 1
+    for s in shape:
+        d *= s
+    p = stop - start
+    e = torch.zeros((p, d), device=device)
+    e[torch.arange(p, device=device), torch.arange(start, stop, device=device)] = 1.0
+    return e.view(p, *shape)
+
+
+class GradientEvaluator:
+    """Computes the (n, D) input gradients of a chunk of networks given their stacked state."""
+
+    def __init__(
+        self,
+        template: nn.Module,
+        x0: torch.Tensor,
+        method: Literal["finite_difference", "autograd"],
+        scale: float,
+        output_index: int = 0,
+        pixel_block: int | None = None,
+        strategy: Strategy | None = None,
+    ):
+        self.template = template
+        self.x0 = x0
+        self.method = method
+        self.scale = float(scale)
+        self.output_index = output_index
+        self.dim = x0.numel()
+        self.pixel_block = min(self.dim, pixel_block or self.dim)
+        self.split_stem = isinstance(template, StemNet)
+        # Measured (BENCHMARKS.md): on the CPU the grouped convolutions of vmap are slower than
+        # a loop; on a GPU vmap wins for small networks.
+        self.strategy: Strategy = strategy or ("vmap" if x0.device.type == "cuda" else "loop")
+
+    def _call(self, state: StateDict, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        if part == "all":
+            return functional_call(self.template, state, (x,))
+        return functional_call(self.template, state, (x,), {"part": part})
+
+    def _output(self, state: StateDict, x: torch.Tensor, part: str = "all") -> torch.Tensor:
+        return self._call(state, x, part)[:, self.output_index]
+
+    def _fd_block(self, state: StateDict, e: torch.Tensor) -> torch.Tensor:
+        """Central differences of one network along the basis images e (p, *shape)."""
+        s, x0 = self.scale, self.x0.unsqueeze(0)
+        if self.split_stem:
+            base = self._call(state, x0, "stem")
+            zero = self._call(state, torch.zeros_like(x0), "stem")
+            r = self._call(state, e, "stem") - zero
+            values = self._output(state, torch.cat([base + s * r, base - s * r]), "head")
+        else:
+            values = self._output(state, torch.cat([x0 + s * e, x0 - s * e]))
+        p = e.shape[0]
+        return (values[:p] - values[p:]) / (2 * s)
+
+    def _autograd(self, state: StateDict, x0: torch.Tensor) -> torch.Tensor:
+        return grad(lambda x: self._output(state, x.unsqueeze(0))[0])(x0).reshape(-1)
+
+    def _map(self, fn: Callable, state: StateDict, arg: torch.Tensor) -> torch.Tensor:
+        if self.strategy == "vmap":
+            return vmap(fn, in_dims=(0, None))(state, arg)
+        n = next(iter(state.values())).shape[0]
+        return torch.stack([fn({k: v[j] for k, v in state.items()}, arg) for j in range(n)])
+
+    def __call__(self, state: StateDict, pixels: range | None = None) -> torch.Tensor:
+        """Gradients (n, D) of the n stacked networks; with `pixels` (finite differences
+        only), just those input coordinates, (n, len(pixels))."""
+        if self.method == "autograd":
+            return self._map(self._autograd, state, self.x0).detach()
+        pixels = pixels or range(self.dim)
+        n = next(iter(state.values())).shape[0]
+        out = torch.empty((n, len(pixels)), dtype=torch.float32, device=self.x0.device)
+        with torch.no_grad():
+            for start in range(pixels.start, pixels.stop, self.pixel_block):
+                stop = min(pixels.stop, start + self.pixel_block)
+                e = basis_images(tuple(self.x0.shape), start, stop, self.x0.device)
+                out[:, start - pixels.start:stop - pixels.start] = self._map(
+                    self._fd_block, state, e)
+        return out

@@ -1,0 +1,129 @@
+"""The NAD job spec: one pydantic model, used by the engine, the API and the worker.
+
+This module imports no torch, so the API can validate specs and estimate costs without it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+BUILTIN_ARCHITECTURES = ("logreg", "lenet", "vgg11", "resnet18", "densenet121")
+TORCHVISION_PREFIX = "torchvision:"
+_TORCHVISION_NAME = re.compile(r"^torchvision:[a-z][a-z0-9_]*$")
+
+Method = Literal["finite_difference", "autograd"]
+Decomposition = Literal["auto", "covariance", "lowrank"]
+
+STABILITY_KS = (1, 4, 16, 64)
+MAX_INPUT_DIM = 3 * 512 * 512
+
+
+class NADSpec(BaseModel):
+    """Everything that determines a NAD estimate (the arrays are a function of this alone).
+
+    Defaults are the paper's settings (NADS.md section 2) except `num_networks`, which the
+    paper fixed at 10,000 and which `target_stability` can choose for you.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    architecture: str = Field(
+        description="Built-in name (logreg, lenet, vgg11, resnet18, densenet121) "
+        "or 'torchvision:<builder>' (e.g. torchvision:resnet18)."
+    )
+    input_shape: tuple[
+        Annotated[int, Field(ge=1, le=16)],
+        Annotated[int, Field(ge=1, le=512)],
+        Annotated[int, Field(ge=1, le=512)],
+    ] = Field((1, 32, 32), description="(C, H, W) of one input.")
+    num_networks: int = Field(
+        10_000, ge=2, le=10_000_000, description="Number of random networks N (at least 2)."
+    )
+    method: Method = Field(
+        "finite_difference",
+        description="finite_difference (the paper's, central differences with step `scale`) "
+        "or autograd (the exact input gradient).",
+    )
+    scale: float = Field(100.0, gt=0, description="Finite-difference step (paper: 100).")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the evaluation point and nets.")
+    k: int | None = Field(
+        None, ge=1, description="Number of NADs kept; default min(D, N - 1)."
+    )
+    eval_point: list[float] | None = Field(
+        None, description="Evaluation point x0, flattened (C*H*W values); default N(0, I)."
+    )
+    output_index: int = Field(0, ge=0, description="Which output of the network is f.")
+    target_stability: float | None = Field(
+        None, gt=0, le=1, description="Stop once split-half stability at `stability_k` reaches it."
+    )
+    stability_k: int = Field(16, ge=1, description="k at which `target_stability` is checked.")
+    check_every: int = Field(
+        500, ge=2, description="Networks between two stability checks when stopping early."
+    )
+    decomposition: Decomposition = Field(
+        "auto",
+        description="covariance (D x D eigendecomposition), lowrank (randomized SVD of the "
+        "gradients, for large D), or auto (covariance when D <= 4096).",
+    )
+    shards: int = Field(1, ge=1, le=4096, description="Shards the service splits the work into.")
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_alias(cls, v: object) -> object:
+        return v.replace("-", "_") if isinstance(v, str) else v
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, v: str) -> str:
+        if v in BUILTIN_ARCHITECTURES or _TORCHVISION_NAME.match(v):
+            return v
+        raise ValueError(
+            f"unknown architecture {v!r}: expected one of {', '.join(BUILTIN_ARCHITECTURES)} "
+            f"or '{TORCHVISION_PREFIX}<builder name>'"
+        )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NADSpec:
+        d = self.input_dim
+        if d > MAX_INPUT_DIM:
+            raise ValueError(f"input_shape: C*H*W = {d} exceeds the limit {MAX_INPUT_DIM}")
+        if self.eval_point is not None and len(self.eval_point) != d:
+            raise ValueError(
+                f"eval_point: has {len(self.eval_point)} values, input_shape needs C*H*W = {d}"
+            )
+        if self.k is not None and self.k > min(d, self.num_networks):
+            raise ValueError(
+                f"k: {self.k} exceeds min(D, num_networks) = {min(d, self.num_networks)}"
+            )
+        if self.shards > self.num_networks:
+            raise ValueError(
+                f"shards: {self.shards} exceeds num_networks = {self.num_networks}"
+            )
+        if self.decomposition == "covariance" and d > 16384:
+            raise ValueError(f"decomposition: covariance needs D <= 16384, D is {d}; use lowrank")
+        return self
+
+    @property
+    def input_dim(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    @property
+    def num_nads(self) -> int:
+        """k, resolved: how many NADs the result holds."""
+        return self.k if self.k is not None else min(self.input_dim, self.num_networks - 1)
+
+    @property
+    def uses_lowrank(self) -> bool:
+        if self.decomposition == "auto":
+            return self.input_dim > 4096
+        return self.decomposition == "lowrank"
+
+    def shard_ranges(self) -> list[tuple[int, int]]:
+        """Contiguous network-index ranges [start, stop) of the `shards` shards."""
+        n, s = self.num_networks, self.shards
+        bounds = [round(i * n / s) for i in range(s + 1)]
+        return [(bounds[i], bounds[i + 1]) for i in range(s)]

@@ -1,0 +1,32 @@
+"""Reference implementations for the tests: one network at a time, no batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def one_network(factory, state: dict[str, torch.Tensor], j: int) -> nn.Module:
+    """Network j of a stacked state dict, loaded into a plain module in eval mode."""
+    model = factory().eval()
+    model.load_state_dict({k: v[j] for k, v in state.items()})
+    return model
+
+
+@torch.no_grad()
+def naive_finite_differences(
+    model: nn.Module, x0: torch.Tensor, scale: float, pixels: range, output: int = 0
+) -> np.ndarray:
+    """The paper's loop body: all perturbed inputs of one network through model(x), directly."""
+    d = x0.numel()
+    eye = torch.eye(d)[list(pixels)].view(len(pixels), *x0.shape)
+    values = model(torch.cat([x0 + scale * eye, x0 - scale * eye]))[:, output]
+    p = len(pixels)
+    return ((values[:p] - values[p:]) / (2 * scale)).numpy()
+
+
+def autograd_gradient(model: nn.Module, x0: torch.Tensor, output: int = 0) -> np.ndarray:
+    x = x0.clone().unsqueeze(0).requires_grad_(True)
+    model(x)[0, output].backward()
+    return x.grad[0].reshape(-1).numpy()

@@ -1,0 +1,134 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nadcore import NADSpec, estimate_nads
+from nadcore.architectures import model_factory
+from nadcore.engine import ShardRunner
+from nadcore.gradients import GradientEvaluator
+from nadcore.init import NetworkSampler
+from nadcore.spec import BUILTIN_ARCHITECTURES
+from tests.helpers import autograd_gradient, naive_finite_differences, one_network
+
+
+def _runner(arch, shape, method="finite_difference", scale=100.0, seed=0, n=4, **kw):
+    spec = NADSpec(architecture=arch, input_shape=shape, num_networks=n, method=method,
+                   scale=scale, seed=seed)
+    return ShardRunner(spec, device="cpu", **kw)
+
+
+def test_logreg_gradient_is_its_weight_both_methods():
+    fd = _runner("logreg", (1, 8, 8))
+    ag = _runner("logreg", (1, 8, 8), method="autograd")
+    state = fd.sampler.sample(range(6))
+    weights = state["linear.weight"][:, 0, :]
+    torch.testing.assert_close(fd.evaluator(state), weights, rtol=0, atol=2e-6)
+    torch.testing.assert_close(ag.evaluator(state), weights, rtol=0, atol=1e-7)
+
+
+def test_logreg_covariance_is_isotropic_marchenko_pastur():
+    n, d = 3000, 64
+    res = estimate_nads("logreg", (1, 8, 8), n, seed=1)
+    sigma2 = (1 / math.sqrt(d)) ** 2 / 3  # variance of U(-1/sqrt(D), 1/sqrt(D))
+    ev = res.eigenvalues
+    assert ev.mean() == pytest.approx(sigma2, rel=0.03)
+    ratio = d / n
+    lo, hi = sigma2 * (1 - math.sqrt(ratio)) ** 2, sigma2 * (1 + math.sqrt(ratio)) ** 2
+    assert ev.min() > 0.85 * lo and ev.max() < 1.15 * hi, (ev.min(), ev.max(), lo, hi)
+    # and the spread is real: an isotropic cloud still has eigenvalues across the band
+    assert ev.max() > 1.05 * sigma2 and ev.min() < 0.95 * sigma2
+    np.testing.assert_allclose(res.nads @ res.nads.T, np.eye(len(ev)), atol=1e-5)
+    assert np.all(np.diff(ev) <= 0)
+
+
+class TanhMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(36, 32), nn.Tanh(), nn.Linear(32, 16),
+                                 nn.Tanh(), nn.Linear(16, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_smooth_model_small_step_matches_autograd():
+    template = TanhMLP().eval()
+    x0 = torch.randn(1, 6, 6, generator=torch.Generator().manual_seed(0))
+    state = NetworkSampler(TanhMLP, template, 5, torch.device("cpu")).sample(range(8))
+    fd = GradientEvaluator(template, x0, "finite_difference", 1e-2)(state)
+    ag = GradientEvaluator(template, x0, "autograd", 1.0)(state)
+    err = (fd - ag).abs().max() / ag.abs().max()
+    assert err < 2e-3
+    # the paper's large step is a different quantity on a nonlinear model
+    big = GradientEvaluator(template, x0, "finite_difference", 100.0)(state)
+    assert (big - ag).abs().max() / ag.abs().max() > 0.1
+
+
+class CircularLinearNet(nn.Module):
+    """Linear: fixed circular filter P, random circular 3x3 convs, random linear readout.
+
+    E[g g^T] = c P^T P, circulant, so its eigenvectors are real Fourier modes: each NAD lives
+    on one frequency pair (k, -k). P's spectrum is chosen distinct across pairs.
+    """
+
+    size = 8
+
+    def __init__(self):
+        super().__init__()
+        n = self.size
+        freqs = torch.fft.fftfreq(n)
+        ky, kx = torch.meshgrid(freqs, freqs, indexing="ij")
+        # distinct |P(k)| per pair, symmetric under k -> -k (so P is real)
+        key = (ky * 1.37 + kx * 0.71).abs() + 3 * (ky.abs() + 1.9 * kx.abs())
+        spectrum = torch.exp(-1.5 * key)
+        self.register_buffer("p_hat", spectrum)
+        self.conv = nn.Conv2d(1, 4, 3, padding=1, padding_mode="circular", bias=False)
+        self.readout = nn.Linear(4 * n * n, 1, bias=False)
+
+    def forward(self, x):
+        filtered = torch.fft.ifft2(torch.fft.fft2(x) * self.p_hat).real
+        return self.readout(self.conv(filtered).flatten(1))
+
+
+def test_circular_linear_network_nads_are_fourier_modes():
+    n = CircularLinearNet.size
+    template = CircularLinearNet().eval()
+    x0 = torch.randn(1, n, n, generator=torch.Generator().manual_seed(0))
+    sampler = NetworkSampler(CircularLinearNet, template, 0, torch.device("cpu"), mode="builder")
+    evaluator = GradientEvaluator(template, x0, "finite_difference", 1.0)
+    grads = torch.cat([evaluator(sampler.sample(range(i, i + 500))) for i in range(0, 3000, 500)])
+    g = grads.double() - grads.double().mean(0)
+    _, vecs = torch.linalg.eigh(g.T @ g)
+    nads = vecs.flip(1).T
+    for i in range(8):
+        energy = torch.fft.fft2(nads[i].view(n, n)).abs() ** 2
+        energy = energy / energy.sum()
+        pair = energy + torch.roll(torch.flip(energy, (0, 1)), (1, 1), (0, 1))  # k and -k
+        best = pair.max().item() if pair.argmax() != 0 else energy.max().item()
+        assert best > 0.9, (i, best)
+
+
+@pytest.mark.parametrize("arch", BUILTIN_ARCHITECTURES)
+def test_batched_equals_one_network_at_a_time(arch):
+    small = arch in ("logreg", "lenet")
+    shape = (1, 16, 16) if small else (1, 32, 32)
+    pixels = range(0, 256) if small else range(300, 316 if arch == "densenet121" else 364)
+    nets = 3 if small else 2
+    fd = _runner(arch, shape)
+    factory = lambda: model_factory(arch)(shape, 1)  # noqa: E731
+    state = fd.sampler.sample(range(nets))
+    x0 = fd.evaluator.x0
+    for strategy in ("vmap", "loop"):
+        fd.evaluator.strategy = strategy
+        batched = fd.evaluator(state, pixels).numpy()
+        for j in range(nets):
+            ref = naive_finite_differences(one_network(factory, state, j), x0, 100.0, pixels)
+            np.testing.assert_allclose(batched[j], ref, rtol=1e-3, atol=1e-6 * np.abs(ref).max())
+    ag = _runner(arch, shape, method="autograd")
+    batched = ag.evaluator(state).numpy()
+    for j in range(nets):
+        ref = autograd_gradient(one_network(factory, state, j), x0)
+        np.testing.assert_allclose(batched[j], ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
