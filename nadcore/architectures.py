@@ -7,7 +7,6 @@ architecture's own default initialization; the engine draws networks faster thro
 
 from __future__ import annotations
 
-import abc
 import math
 from collections.abc import Callable
 
@@ -32,44 +31,18 @@ class HeNormalConv2d(nn.Conv2d):
         return math.sqrt(2.0 / (self.kernel_size[0] * self.kernel_size[1] * self.out_channels))
 
 
-class StemNet(nn.Module, abc.ABC):
-    """A network split into its stem (the affine layer applied first to the raw input) and
-    its head (everything after it).
-
-    `forward(x, part="stem")` and `forward(h, part="head")` let finite differences compute
-    stem(x0 +- s e_i) = stem(x0) +- s (stem(e_i) - stem(0)) once per pixel instead of running
-    the first layer on all 2*D perturbed inputs.
-    """
-
-    @abc.abstractmethod
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor: ...
-
-    @abc.abstractmethod
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor: ...
-
-    def forward(self, x: torch.Tensor, part: str = "all") -> torch.Tensor:
-        if part == "stem":
-            return self.stem_forward(x)
-        if part == "head":
-            return self.head_forward(x)
-        return self.head_forward(self.stem_forward(x))
-
-
-class LogReg(StemNet):
+class LogReg(nn.Module):
     """One Linear layer on the flattened input."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
         super().__init__()
         self.linear = nn.Linear(math.prod(input_shape), num_outputs)
 
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x.flatten(1))
 
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h
 
-
-class LeNet(StemNet):
+class LeNet(nn.Module):
     def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
         super().__init__()
         c, h, w = input_shape
@@ -82,12 +55,9 @@ class LeNet(StemNet):
         self.fc2 = nn.Linear(120, 84)
         self.fc3 = nn.Linear(84, num_outputs)
 
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(x)
-
-    def head_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         # relu(maxpool(.)) == maxpool(relu(.)) exactly; pooling first quarters the ReLU work.
-        x = F.relu(F.max_pool2d(x, 2))
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.conv2(x), 2))
         x = x.flatten(1)
         x = F.relu(self.fc1(x))
@@ -98,7 +68,7 @@ class LeNet(StemNet):
 VGG11_CONFIG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
-class VGG11(StemNet):
+class VGG11(nn.Module):
     """VGG-11 with BatchNorm, as in the paper's NAD script."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
@@ -120,11 +90,8 @@ class VGG11(StemNet):
             nn.Linear(512, num_outputs),
         )
 
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features[0](x)
-
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features[1:](h).flatten(1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
 
 
 class BasicBlock(nn.Module):
@@ -146,7 +113,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet18(StemNet):
+class ResNet18(nn.Module):
     """CIFAR ResNet-18: 3x3 stem, stride 1, four stages of two BasicBlocks, 4x4 average pool."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1):
@@ -165,11 +132,8 @@ class ResNet18(StemNet):
         self.layers = nn.Sequential(*blocks)
         self.linear = nn.Linear(512 * h * w, num_outputs)
 
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(x)
-
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.layers(F.relu(self.bn1(h)))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
         return self.linear(F.avg_pool2d(out, 4).flatten(1))
 
 
@@ -200,7 +164,7 @@ class Transition(nn.Module):
 DENSENET121_BLOCKS = (6, 12, 24, 16)
 
 
-class DenseNet121(StemNet):
+class DenseNet121(nn.Module):
     """CIFAR DenseNet-121: growth 32, blocks (6, 12, 24, 16), reduction 0.5."""
 
     def __init__(self, input_shape: tuple[int, int, int], num_outputs: int = 1, growth: int = 32):
@@ -226,11 +190,8 @@ class DenseNet121(StemNet):
         self.bn = nn.BatchNorm2d(planes)
         self.linear = nn.Linear(planes * h * w, num_outputs)
 
-    def stem_forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1(x)
-
-    def head_forward(self, h: torch.Tensor) -> torch.Tensor:
-        out = self.features(h)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.features(self.conv1(x))
         out = F.avg_pool2d(F.relu(self.bn(out)), 4)
         return self.linear(out.flatten(1))
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .architectures import StemNet, build_model, model_factory
+from .architectures import build_model, model_factory
 from .decompose import (
     covariance_from_gradients,
     covariance_from_moments,
@@ -114,10 +114,27 @@ class ExecutionPlan:
     pixel_block: int
     strategy: str
     init: str
+    channels_last: bool = False
 
     def as_dict(self) -> dict:
         return {"device": str(self.device), "chunk_size": self.chunk_size,
-                "pixel_block": self.pixel_block, "strategy": self.strategy, "init": self.init}
+                "pixel_block": self.pixel_block, "strategy": self.strategy, "init": self.init,
+                "channels_last": self.channels_last}
+
+
+def default_strategy(spec: NADSpec, device: torch.device, parameters: int) -> str:
+    """vmap or loop, from measurements (BENCHMARKS.md).
+
+    CPU: grouped convolutions make vmap slower than a loop for finite differences (LeNet:
+    4x). H100: vmap is 2x faster than a loop for LeNet, 2x slower for ResNet-18 (whose
+    2*D-input batch already fills the GPU). Autograd (one input per network): vmap, but for
+    large networks on the CPU.
+    """
+    small = parameters < 2_000_000
+    if spec.method == "autograd":
+        # CPU ResNet-18: loop 23 ms, vmap 33 ms per network
+        return "vmap" if small or device.type == "cuda" else "loop"
+    return "vmap" if small and device.type == "cuda" else "loop"
 
 
 def plan_execution(
@@ -128,35 +145,45 @@ def plan_execution(
     memory_budget: int | None = None,
     strategy: str | None = None,
 ) -> ExecutionPlan:
-    """Size chunks from the model's activation sizes and the device's free memory.
+    """Size the work from the model's activation sizes and the device.
 
-    The pixel block depends only on the model and the device type, never on free memory, so
-    that a spec gives bitwise the same gradients on any machine of one kind; the network chunk
-    can vary freely (each network is evaluated alone in the loop strategy, and with identical
-    shapes in the vmap one).
+    Bitwise reproducibility: the pixel block and the vmap group size depend only on the model
+    and the device type (never on N, the shard or the free memory), and vmap groups are aligned
+    to multiples of the group size, so every network is always evaluated in the same company.
+    A loop evaluates each network alone; its chunk only batches the sampling and can be sized
+    from free memory. Passing `chunk_size` with vmap sets the group size (and so the bits).
     """
     prof = activation_profile(template, spec.input_shape)
     d = spec.input_dim
-    strategy = strategy or ("vmap" if device.type == "cuda" else "loop")
+    strategy = strategy or default_strategy(spec, device, prof.parameters)
     # CPU: keep a block's largest activation near the cache size (measured: 2.5x faster for
     # LeNet than all 2*D inputs at once) but not below 64 pixels, where per-call overhead
     # dominates deep models. GPU: large blocks.
     target, floor = ((1 << 23), 64) if device.type == "cpu" else ((1 << 31), 1)
     pixel_block = 2 ** int(math.log2(max(1, target // (8 * prof.largest))))
     pixel_block = max(1, min(d, max(floor, pixel_block)))
-    budget = memory_budget or _available_memory(device) // 4
     per_net = 4 * prof.parameters * 2 + 4 * d * 2
-    if spec.method == "finite_difference" and strategy == "vmap":
-        per_net += 4 * 2 * pixel_block * prof.largest * 4
-    elif spec.method == "autograd":
-        per_net += 4 * prof.total * (3 if strategy == "vmap" else 0)
-    fixed = 4 * 2 * pixel_block * prof.largest * 4
-    # A loop evaluates one network at a time: chunks then only batch the sampling, and small
-    # ones keep progress reports frequent.
-    cap = 1024 if strategy == "vmap" else 64
-    size = chunk_size or max(1, min(cap, (budget - fixed) // max(per_net, 1)))
+    if strategy == "vmap":
+        if spec.method == "finite_difference":
+            per_net += 4 * 2 * pixel_block * prof.largest * 4
+        else:
+            per_net += 4 * prof.total * 3
+        # a fixed budget per device type, so that the group (and the bits) never depend on
+        # what else is using the memory; lowered only on a device that has less
+        fixed_budget = (1 << 30) if device.type == "cpu" else (8 << 30)
+        budget = min(fixed_budget, memory_budget or fixed_budget,
+                     _available_memory(device) // 2)
+        cap = 1024
+    else:
+        budget = memory_budget or _available_memory(device) // 4
+        cap = 64  # chunks only batch the sampling; small ones keep progress reports frequent
+    size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
     init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
-    return ExecutionPlan(device, int(size), int(pixel_block), strategy, init)
+    # channels_last convolutions: 1.4x for ResNet-18 finite differences on an H100
+    # (BENCHMARKS.md); no gain measured on the CPU.
+    has_conv = any(isinstance(m, nn.Conv2d) for m in template.modules())
+    channels_last = device.type == "cuda" and has_conv and spec.method == "finite_difference"
+    return ExecutionPlan(device, int(size), int(pixel_block), strategy, init, channels_last)
 
 
 class ShardRunner:
@@ -186,6 +213,7 @@ class ShardRunner:
         self.evaluator = GradientEvaluator(
             self.template, torch.as_tensor(self.eval_point, device=self.device), spec.method,
             spec.scale, spec.output_index, self.plan.pixel_block, self.plan.strategy,
+            self.plan.channels_last,
         )
         self.key = merge_key(spec)
         self.representation = representation_for(spec)
@@ -196,13 +224,19 @@ class ShardRunner:
     ) -> torch.Tensor:
         """(stop-start, D) gradients of networks start..stop-1, chunk by chunk."""
         total = total if total is not None else stop - start
+        size = self.plan.chunk_size
         out = torch.empty((stop - start, self.spec.input_dim), dtype=torch.float32)
-        for lo in range(start, stop, self.plan.chunk_size):
+        # vmap groups are aligned to multiples of the group size (see plan_execution)
+        first = (start // size) * size if self.plan.strategy == "vmap" else start
+        for group in range(first, stop, size):
             if should_stop is not None and should_stop():
-                raise Cancelled(f"cancelled after {lo - start} of {stop - start} networks")
-            hi = min(stop, lo + self.plan.chunk_size)
-            state = self.sampler.sample(range(lo, hi))
-            out[lo - start:hi - start] = self.evaluator(state).cpu()
+                raise Cancelled(f"cancelled after {max(group, start) - start} of "
+                                f"{stop - start} networks")
+            lo, hi = max(group, start), min(stop, group + size)
+            members = range(group, group + size) if self.plan.strategy == "vmap" else \
+                range(lo, hi)
+            grads = self.evaluator(self.sampler.sample(members)).cpu()
+            out[lo - start:hi - start] = grads[lo - members.start:hi - members.start]
             if progress is not None:
                 progress(done_offset + hi - start, total)
         return out
@@ -426,5 +460,4 @@ def estimate_nads(
                     strategy=strategy, progress=progress)
 
 
-__all__ = ["Cancelled", "NADResult", "compute_shard", "estimate_nads", "finalize", "run_spec",
-           "StemNet"]
+__all__ = ["Cancelled", "NADResult", "compute_shard", "estimate_nads", "finalize", "run_spec"]

@@ -3,11 +3,7 @@
 One function computes a block of gradient entries of one network; a chunk of networks runs
 it either through `vmap` over the networks' stacked state (torch.func's ensembling idiom: the
 first layer of all networks becomes one wide layer, the rest grouped layers) or in a loop
-over the networks, whichever is faster on the device (see `GradientEvaluator.strategy`).
-
-Finite differences use the stem split of the built-in networks (`StemNet`): the first affine
-layer is evaluated on x0 and on the D basis images once, and the 2*D perturbed first-layer
-outputs are formed as stem(x0) +- s (stem(e_i) - stem(0)).
+over the networks, whichever measures faster on the device (`engine.default_strategy`).
 """
 
 from __future__ import annotations
@@ -18,8 +14,6 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
-
-from .architectures import StemNet
 
 StateDict = dict[str, torch.Tensor]
 Strategy = Literal["vmap", "loop"]
@@ -48,6 +42,7 @@ class GradientEvaluator:
         output_index: int = 0,
         pixel_block: int | None = None,
         strategy: Strategy | None = None,
+        channels_last: bool = False,
     ):
         self.template = template
         self.x0 = x0
@@ -56,29 +51,20 @@ class GradientEvaluator:
         self.output_index = output_index
         self.dim = x0.numel()
         self.pixel_block = min(self.dim, pixel_block or self.dim)
-        self.split_stem = isinstance(template, StemNet)
-        # Measured (BENCHMARKS.md): on the CPU the grouped convolutions of vmap are slower than
-        # a loop; on a GPU vmap wins for small networks.
-        self.strategy: Strategy = strategy or ("vmap" if x0.device.type == "cuda" else "loop")
+        self.strategy: Strategy = strategy or "loop"
+        self.channels_last = channels_last and x0.dim() == 3
 
-    def _call(self, state: StateDict, x: torch.Tensor, part: str = "all") -> torch.Tensor:
-        if part == "all":
-            return functional_call(self.template, state, (x,))
-        return functional_call(self.template, state, (x,), {"part": part})
+    def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.template, state, (x,))[:, self.output_index]
 
-    def _output(self, state: StateDict, x: torch.Tensor, part: str = "all") -> torch.Tensor:
-        return self._call(state, x, part)[:, self.output_index]
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _fd_block(self, state: StateDict, e: torch.Tensor) -> torch.Tensor:
         """Central differences of one network along the basis images e (p, *shape)."""
-        s, x0 = self.scale, self.x0.unsqueeze(0)
-        if self.split_stem:
-            base = self._call(state, x0, "stem")
-            zero = self._call(state, torch.zeros_like(x0), "stem")
-            r = self._call(state, e, "stem") - zero
-            values = self._output(state, torch.cat([base + s * r, base - s * r]), "head")
-        else:
-            values = self._output(state, torch.cat([x0 + s * e, x0 - s * e]))
+        s, x0 = self.scale, self._layout(self.x0.unsqueeze(0))
+        e = self._layout(e)
+        values = self._output(state, torch.cat([x0 + s * e, x0 - s * e]))
         p = e.shape[0]
         return (values[:p] - values[p:]) / (2 * s)
 
@@ -89,7 +75,13 @@ class GradientEvaluator:
         if self.strategy == "vmap":
             return vmap(fn, in_dims=(0, None))(state, arg)
         n = next(iter(state.values())).shape[0]
-        return torch.stack([fn({k: v[j] for k, v in state.items()}, arg) for j in range(n)])
+        return torch.stack([fn(self._network(state, j), arg) for j in range(n)])
+
+    def _network(self, state: StateDict, j: int) -> StateDict:
+        one = {k: v[j] for k, v in state.items()}
+        if self.channels_last:
+            one = {k: self._layout(v) if v.dim() == 4 else v for k, v in one.items()}
+        return one
 
     def __call__(self, state: StateDict, pixels: range | None = None) -> torch.Tensor:
         """Gradients (n, D) of the n stacked networks; with `pixels` (finite differences

@@ -121,8 +121,9 @@ def test_batched_equals_one_network_at_a_time(arch):
     factory = lambda: model_factory(arch)(shape, 1)  # noqa: E731
     state = fd.sampler.sample(range(nets))
     x0 = fd.evaluator.x0
-    for strategy in ("vmap", "loop"):
+    for strategy, channels_last in (("vmap", False), ("loop", False), ("loop", True)):
         fd.evaluator.strategy = strategy
+        fd.evaluator.channels_last = channels_last and arch != "logreg"
         batched = fd.evaluator(state, pixels).numpy()
         for j in range(nets):
             ref = naive_finite_differences(one_network(factory, state, j), x0, 100.0, pixels)

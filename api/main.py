@@ -1,0 +1,40 @@
+"""The FastAPI application: `uvicorn --factory api.main:create_app` or `nads serve`."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from api import errors
+from api.metrics import ServiceCollector
+from api.routers import artifacts, health, jobs
+from store.blobs import BlobStore
+from store.settings import Settings, get_settings
+from worker.config import make_celery
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="NADs service",
+        version="0.1.0",
+        description="Compute, follow and download neural anisotropy directions. "
+        "Authenticate with `Authorization: Bearer <key>` (`nads admin create-key`).",
+    )
+    app.state.settings = settings
+    app.state.celery = make_celery(settings)
+    app.state.blobs = BlobStore(settings.resolved_blob_dir)
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(artifacts.router)
+
+    registry = CollectorRegistry()
+    registry.register(ServiceCollector(settings.resolved_database_url, app.state.celery))
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text format: jobs by state, queue depth, job durations."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

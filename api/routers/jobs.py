@@ -1,0 +1,102 @@
+"""/v1/jobs: submit, read, list and cancel jobs. A caller sees only its own jobs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.quota import check_quota
+from api.schemas import JobKind, JobOut, JobPage, JobStatus
+from nadcore.spec import NADSpec
+from store.models import SEQUENTIAL, SHARDED, TERMINAL, Job, Shard, User
+from worker.dispatch import enqueue_job, revoke_job
+from worker.state import cancel_job
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def get_own_job(session: SessionDep, user: User, job_id: str) -> Job:
+    """The caller's job; 404 for a job that does not exist and for another user's."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.user_id == user.id))
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
+    return job
+
+
+@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
+                celery: CeleryDep, response: Response) -> JobOut:
+    """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
+    estimate = check_quota(spec, settings)
+    mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
+    ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
+    job = Job(id=uuid.uuid4().hex, user_id=user.id, kind="nads", mode=mode,
+              spec=spec.model_dump(mode="json"), estimate=estimate)
+    job.shards = [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(ranges)]
+    session.add(job)
+    session.commit()
+    enqueue_job(celery, session, job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def read_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
+    return JobOut.from_row(get_own_job(session, user, job_id))
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail=f"cursor: {cursor!r} is not a cursor returned by this endpoint",
+        ) from None
+
+
+def _encode_cursor(pk: int) -> str:
+    return base64.urlsafe_b64encode(str(pk).encode()).decode().rstrip("=")
+
+
+@router.get("", response_model=JobPage)
+def list_jobs(
+    session: SessionDep,
+    user: CurrentUser,
+    kind: JobKind | None = None,
+    status_: Annotated[JobStatus | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: str | None = None,
+) -> JobPage:
+    """The caller's jobs, newest first."""
+    query = select(Job).where(Job.user_id == user.id)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    if status_ is not None:
+        query = query.where(Job.status == status_)
+    if cursor:
+        query = query.where(Job.pk < _decode_cursor(cursor))
+    query = query.options(selectinload(Job.shards), selectinload(Job.artifacts))
+    rows = session.scalars(query.order_by(Job.pk.desc()).limit(limit + 1)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return JobPage(items=[JobOut.from_row(j) for j in rows],
+                   next_cursor=_encode_cursor(rows[-1].pk) if more else None)
+
+
+@router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def cancel(job_id: str, session: SessionDep, user: CurrentUser, celery: CeleryDep) -> JobOut:
+    """Stops a queued or running job: revokes its messages; running shards stop cooperatively."""
+    job = get_own_job(session, user, job_id)
+    if job.status in TERMINAL or not cancel_job(session, job):
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"job {job_id!r} is already {job.status}; nothing to cancel")
+    revoke_job(celery, job)
+    return JobOut.from_row(job)

@@ -1,0 +1,120 @@
+"""Response models, kept apart from the table models (what the API promises stays stable)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from store.models import JOB_STATES, SEQUENTIAL, SUCCEEDED, TERMINAL, Job
+
+JobKind = Literal["nads"]
+JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+class Progress(BaseModel):
+    fraction: float = Field(description="0 to 1, aggregated over the shards.")
+    message: str
+
+
+class Timings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queued_s: float | None = Field(description="Seconds from submission to the first shard.")
+    run_s: float | None = Field(description="Seconds from the first shard to the end.")
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+    url: str
+
+
+class ShardOut(BaseModel):
+    index: int
+    start: int
+    stop: int
+    status: str
+    fraction: float
+    attempts: int
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    mode: Literal["sharded", "sequential"]
+    progress: Progress
+    spec: dict[str, Any]
+    estimate: dict[str, Any] | None
+    timings: Timings
+    error: str | None
+    summary: dict[str, Any] | None
+    artifacts: list[ArtifactOut]
+    shards: list[ShardOut]
+
+    @classmethod
+    def from_row(cls, job: Job) -> JobOut:
+        created, started, finished = map(_utc, (job.created_at, job.started_at, job.finished_at))
+        return cls(
+            id=job.id,
+            kind=job.kind,
+            status=job.status,
+            mode=job.mode,
+            progress=progress_of(job),
+            spec=job.spec,
+            estimate=job.estimate,
+            timings=Timings(
+                created_at=created,
+                started_at=started,
+                finished_at=finished,
+                queued_s=(started - created).total_seconds() if started else None,
+                run_s=(finished - started).total_seconds() if started and finished else None,
+            ),
+            error=job.error,
+            summary=job.summary,
+            artifacts=[
+                ArtifactOut(name=a.name, size=a.size, sha256=a.sha256, media_type=a.media_type,
+                            url=f"/v1/jobs/{job.id}/artifacts/{a.name}")
+                for a in job.artifacts
+            ],
+            shards=[
+                ShardOut(index=s.index, start=s.start, stop=s.stop, status=s.status,
+                         fraction=s.fraction, attempts=s.attempts)
+                for s in job.shards
+            ],
+        )
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
+
+
+def progress_of(job: Job) -> Progress:
+    """Networks done over networks planned, weighting each shard by its size."""
+    if job.status == SUCCEEDED:
+        return Progress(fraction=1.0, message="succeeded")
+    total = sum(s.stop - s.start for s in job.shards) or 1
+    done = sum((s.stop - s.start) * s.fraction for s in job.shards)
+    fraction = min(done / total, 0.99)
+    finished = sum(s.status == SUCCEEDED for s in job.shards)
+    if job.status in TERMINAL:
+        message = job.status
+    elif job.status == "queued":
+        message = "queued"
+    elif job.mode == SEQUENTIAL:
+        message = f"running: {fraction:.0%} of at most {total} networks"
+    elif finished == len(job.shards):
+        message = "merging"
+    else:
+        message = f"running: {finished}/{len(job.shards)} shards done, {fraction:.0%} of networks"
+    return Progress(fraction=round(fraction, 4), message=message)

@@ -1,0 +1,37 @@
+"""API keys: random tokens shown once, stored as sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import ApiKey, User
+
+KEY_PREFIX = "nads_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, user_name: str, key_name: str = "default") -> str:
+    """Creates the user if needed and a new key for it; returns the key (not stored)."""
+    user = session.scalar(select(User).where(User.name == user_name))
+    if user is None:
+        user = User(name=user_name)
+        session.add(user)
+        session.flush()
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    session.add(ApiKey(user_id=user.id, name=key_name, prefix=key[:12], key_hash=hash_key(key)))
+    session.flush()
+    return key
+
+
+def user_for_key(session: Session, key: str) -> User | None:
+    row = session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+    return row.user if row is not None else None

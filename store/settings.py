@@ -1,0 +1,74 @@
+"""The one configuration class of the service, read from `NADS_*` environment variables.
+
+With no variable set, everything is embedded under `NADS_DATA_DIR` (default `./var`): a SQLite
+database, kombu's filesystem broker and a blob directory. Production only changes the URLs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NADS_", extra="ignore")
+
+    data_dir: Path = Field(Path("var"), description="Root of the embedded defaults.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite.")
+    broker_url: str | None = Field(None, description="Celery broker; default filesystem://.")
+    blob_dir: Path | None = Field(None, description="Content-addressed blob store directory.")
+
+    # Quotas: a spec whose estimate exceeds one of them is refused (0 disables a limit).
+    max_forward_passes: int = Field(2_000_000_000, ge=0)
+    max_flops: float = Field(1e15, ge=0)
+    max_memory_bytes: int = Field(16 * 2**30, ge=0)
+
+    # Worker behaviour.
+    task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
+    task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
+    progress_interval_s: float = Field(1.0, ge=0, description="Min. seconds between DB writes.")
+    reconcile_interval_s: float = Field(60.0, gt=0)
+    stale_after_s: float = Field(
+        900.0, ge=0, description="A queued/running shard untouched this long is sent again."
+    )
+    task_max_retries: int = Field(5, ge=0, description="Retries of a transient error.")
+    max_attempts: int = Field(3, ge=1, description="Runs of one shard before the job fails.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'nads.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        return (self.blob_dir or self.data_dir / "blobs").resolve()
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where kombu's filesystem transport keeps messages (embedded mode only)."""
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def quotas(self) -> dict[str, float]:
+        """Limits by the name of the cost-estimate field they bound (0 = unlimited)."""
+        return {
+            "forward_passes": self.max_forward_passes,
+            "flops": self.max_flops,
+            "memory_bytes": self.max_memory_bytes,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,153 @@
+"""Fixtures for the service tests: the machine's REAL Postgres and Redis, a real Celery worker
+subprocess and the API served over HTTP by uvicorn. Nothing of ours is mocked.
+
+Each test session gets a throwaway Postgres database and a Redis database number, dropped and
+flushed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+
+from api.main import create_app
+from store.db import get_engine
+from store.migrate import upgrade
+from store.settings import Settings
+
+from .support import ROOT, ServerThread, new_key, settings_env
+
+PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
+REDIS_DB = int(os.environ.get("NADS_TEST_REDIS_DB", "13"))
+
+
+def sqlalchemy_url(pg_url: str) -> str:
+    return pg_url.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+class ThrowawayDatabases:
+    """Creates Postgres databases for this session and drops them all at the end."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def create(self) -> str:
+        name = f"nads_test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        return sqlalchemy_url(PG_ADMIN.rsplit("/", 1)[0] + "/" + name)
+
+    def drop_all(self) -> None:
+        for name in self.names:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def databases() -> Iterator[ThrowawayDatabases]:
+    dbs = ThrowawayDatabases()
+    yield dbs
+    get_engine.cache_clear()
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: ThrowawayDatabases) -> str:
+    url = databases.create()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    url = f"{REDIS}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    yield url
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Settings:
+    data = tmp_path_factory.mktemp("nads-data")
+    return Settings(data_dir=data, database_url=database_url, broker_url=broker_url,
+                    blob_dir=data / "blobs", progress_interval_s=0.2, stale_after_s=600)
+
+
+def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    raise RuntimeError(f"{needle!r} not seen in {path} (exit {proc.poll()}):\n{text[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings) -> Iterator[subprocess.Popen]:
+    """A real Celery worker: prefork, one child (soft time limits need prefork)."""
+    log_path = settings.data_dir / "worker.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu",
+           "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+           "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
+    # One BLAS/OpenMP thread: on this 2-core machine, OpenMP spinning under contention makes
+    # tasks 10x slower at random. The e2e tests compute their reference single-threaded too.
+    env = settings_env(settings) | {"OMP_NUM_THREADS": "1"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for_log(log_path, "ready.", proc, timeout=90)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def api_url(settings: Settings) -> Iterator[str]:
+    with ServerThread(create_app(settings)) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def alice(settings: Settings, api_url: str) -> Iterator[httpx.Client]:
+    key = new_key(settings, f"alice-{uuid.uuid4().hex[:6]}")
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def bob(settings: Settings, api_url: str) -> Iterator[httpx.Client]:
+    key = new_key(settings, f"bob-{uuid.uuid4().hex[:6]}")
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def anonymous(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        yield client

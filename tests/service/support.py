@@ -1,0 +1,99 @@
+"""Helpers shared by the service tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+import uvicorn
+from fastapi import FastAPI
+
+from nadcore import run_spec
+from nadcore.spec import NADSpec
+from store.auth import create_key
+from store.db import session_scope
+from store.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NADS_")}
+    env.update(
+        NADS_DATA_DIR=str(settings.data_dir),
+        NADS_DATABASE_URL=settings.resolved_database_url,
+        NADS_BROKER_URL=settings.resolved_broker_url,
+        NADS_BLOB_DIR=str(settings.resolved_blob_dir),
+        NADS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
+        NADS_STALE_AFTER_S=str(settings.stale_after_s),
+    )
+    return env
+
+
+class ServerThread:
+    """uvicorn serving an app over real HTTP on a free port, in a thread of the test process."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def new_key(settings: Settings, user: str) -> str:
+    with session_scope(settings.resolved_database_url) as session:
+        return create_key(session, user)
+
+
+def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120,
+                 until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = client.get(f"/v1/jobs/{job_id}")
+        assert r.status_code == 200, r.text
+        job = r.json()
+        if job["status"] in until:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {timeout} s: {job}")
+        time.sleep(0.2)
+
+
+def reference(body: dict) -> dict[str, np.ndarray]:
+    """run_spec in this process, with one thread like the test worker: the eigendecomposition's
+    last bit depends on the thread count (the partial sums do not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_spec(NADSpec.model_validate(body)).arrays()
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,175 @@
+"""The REST API against the real Postgres and Redis: auth, validation, quotas, listing."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from api.main import create_app
+from store.db import session_scope
+from store.models import Job
+from store.settings import Settings
+
+from .support import ServerThread, new_key
+
+TINY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
+
+
+def _job_count(settings: Settings) -> int:
+    with session_scope(settings.resolved_database_url) as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+def test_health_and_readiness(anonymous: httpx.Client) -> None:
+    assert anonymous.get("/healthz").json() == {"status": "ok"}
+    r = anonymous.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json()["checks"] == {"database": "ok", "broker": "ok", "blob_store": "ok"}
+
+
+def test_readiness_reports_an_unreachable_broker(settings: Settings) -> None:
+    broken = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with ServerThread(create_app(broken)) as server:
+        r = httpx.get(server.url + "/readyz", timeout=30)
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "ok"
+    assert r.json()["checks"]["broker"].startswith("error")
+
+
+def test_openapi_lists_the_v1_routes(anonymous: httpx.Client) -> None:
+    paths = anonymous.get("/openapi.json").json()["paths"]
+    assert {"/v1/jobs/nads", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/cancel",
+            "/v1/jobs/{job_id}/artifacts/{name}", "/healthz", "/readyz"} <= set(paths)
+    assert anonymous.get("/docs").status_code == 200
+
+
+def test_no_key_or_a_wrong_key_is_401(anonymous: httpx.Client) -> None:
+    r = anonymous.post("/v1/jobs/nads", json=TINY)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    assert "missing API key" in r.json()["detail"]
+    r = anonymous.get("/v1/jobs", headers={"Authorization": "Bearer nads_not-a-key"})
+    assert r.status_code == 401
+    assert "unknown" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ({**TINY, "num_networks": 1}, "num_networks", ["greater than or equal to 2"]),
+        ({**TINY, "input_shape": [1, 8, 9999]}, "input_shape.2", ["less than or equal to 512"]),
+        ({**TINY, "architecture": "alexnet"}, "architecture", ["unknown architecture"]),
+        ({**TINY, "method": "guess"}, "method", ["finite_difference", "autograd"]),
+        ({**TINY, "k": 50}, "k", ["exceeds min(D, num_networks) = 8"]),
+        ({**TINY, "shards": 9}, "shards", ["exceeds num_networks = 8"]),
+        ({**TINY, "colour": "red"}, "colour", ["Extra inputs are not permitted"]),
+        ({"input_shape": [1, 8, 8]}, "architecture", ["Field required"]),
+    ],
+)
+def test_invalid_specs_are_422_naming_the_field_and_limit(
+    alice: httpx.Client, settings: Settings, body: dict, field: str, words: list[str]
+) -> None:
+    before = _job_count(settings)
+    r = alice.post("/v1/jobs/nads", json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    msgs = [d["msg"] for d in detail]
+    assert any(m.startswith(f"{field}:") or m.startswith(field.split(".")[0])
+               for m in msgs), msgs
+    assert any(all(w in m for w in words) for m in msgs), msgs
+    assert _job_count(settings) == before  # nothing stored
+
+
+def test_over_quota_is_refused_with_the_estimate_and_the_limit(settings: Settings) -> None:
+    small = settings.model_copy(update={"max_forward_passes": 1000})
+    key = new_key(settings, "quota-user")
+    before = _job_count(settings)
+    with ServerThread(create_app(small)) as server:
+        r = httpx.post(server.url + "/v1/jobs/nads", json=TINY, timeout=30,
+                       headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    # 8 networks x 2 x 64 pixels = 1,024 forward passes > 1,000
+    assert "forward_passes 1,024 exceeds the limit 1,000 (NADS_MAX_FORWARD_PASSES)" in detail["msg"]
+    assert detail["estimate"]["forward_passes"] == 1024
+    assert detail["limits"]["forward_passes"] == 1000
+    assert _job_count(settings) == before
+
+
+def test_other_users_jobs_are_404_and_unlisted(alice: httpx.Client, bob: httpx.Client) -> None:
+    r = alice.post("/v1/jobs/nads", json=TINY)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert r.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert job["kind"] == "nads" and job["status"] in ("queued", "running", "succeeded")
+    assert job["spec"]["architecture"] == "logreg" and job["spec"]["method"] == "finite_difference"
+    assert job["estimate"]["forward_passes"] == 1024
+    for path in (f"/v1/jobs/{job['id']}", f"/v1/jobs/{job['id']}/artifacts/nads.npy"):
+        r = bob.get(path)
+        assert r.status_code == 404, r.text
+        assert job["id"] in r.json()["detail"]
+    assert bob.post(f"/v1/jobs/{job['id']}/cancel").status_code == 404
+    assert job["id"] not in [j["id"] for j in bob.get("/v1/jobs").json()["items"]]
+    assert alice.get(f"/v1/jobs/{job['id']}").status_code == 200
+    assert alice.get("/v1/jobs/0123456789abcdef").status_code == 404
+
+
+def test_listing_is_newest_first_paginated_and_filtered(settings: Settings, api_url: str
+                                                        ) -> None:
+    key = new_key(settings, "lister")
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        ids = []
+        for seed in range(5):
+            r = client.post("/v1/jobs/nads", json={**TINY, "seed": seed})
+            assert r.status_code == 202
+            ids.append(r.json()["id"])
+            # Cancel at once: listing is what is tested here, not computing.
+            assert client.post(f"/v1/jobs/{ids[-1]}/cancel").status_code in (202, 409)
+        seen, cursor = [], None
+        while True:
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = client.get("/v1/jobs", params=params).json()
+            assert len(page["items"]) <= 2
+            seen += [j["id"] for j in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert seen == ids[::-1]
+        statuses = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()["items"]}
+        cancelled = [i for i in ids if statuses[i] == "cancelled"]
+        assert cancelled, statuses
+        r = client.get("/v1/jobs", params={"status": "cancelled", "kind": "nads"})
+        assert [j["id"] for j in r.json()["items"]] == cancelled[::-1]
+        bad = client.get("/v1/jobs", params={"limit": 1000})
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["msg"].startswith("limit:")
+        assert "100" in bad.json()["detail"][0]["msg"]
+        bad = client.get("/v1/jobs", params={"status": "sleeping"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "status"
+        bad = client.get("/v1/jobs", params={"cursor": "!!"})
+        assert bad.status_code == 422 and bad.json()["detail"].startswith("cursor:")
+
+
+def test_cancelling_a_queued_job_then_again_is_409(settings: Settings, api_url: str) -> None:
+    key = new_key(settings, "canceller")
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        job = client.post("/v1/jobs/nads", json={**TINY, "shards": 2}).json()
+        r = client.post(f"/v1/jobs/{job['id']}/cancel")
+        if r.status_code == 202:  # a worker may already have finished it: then 409
+            assert r.json()["status"] == "cancelled"
+            assert r.json()["timings"]["finished_at"] is not None
+        again = client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert again.status_code == 409
+        assert "nothing to cancel" in again.json()["detail"]
+
+
+def test_metrics_expose_jobs_queue_depth_and_durations(anonymous: httpx.Client,
+                                                       alice: httpx.Client) -> None:
+    alice.post("/v1/jobs/nads", json=TINY)
+    text = anonymous.get("/metrics").text
+    assert 'nads_jobs{kind="nads",state="queued"}' in text
+    assert 'nads_queue_depth{queue="gpu"}' in text
+    assert "# TYPE nads_job_duration_seconds summary" in text

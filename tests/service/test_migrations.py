@@ -1,0 +1,41 @@
+"""Alembic creates the schema on an empty database, and the schema matches the models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from store.migrate import downgrade, upgrade
+from store.models import Base
+
+from .conftest import ThrowawayDatabases
+
+TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts"}
+
+
+def _check_round_trip(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        assert set(inspect(engine).get_table_names()) == set()
+        upgrade(url)
+        assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert diff == [], f"models and migrations disagree: {diff}"
+        upgrade(url)  # idempotent
+        downgrade(url, "base")
+        assert set(inspect(engine).get_table_names()) == {"alembic_version"}
+    finally:
+        engine.dispose()
+
+
+def test_migrations_on_an_empty_postgres_database(databases: ThrowawayDatabases) -> None:
+    _check_round_trip(databases.create())
+
+
+def test_migrations_on_an_empty_sqlite_database(tmp_path: Path) -> None:
+    _check_round_trip(f"sqlite:///{tmp_path / 'empty.db'}")

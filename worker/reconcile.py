@@ -1,0 +1,61 @@
+"""The reconciler: the job rows say what should be running; send again what was lost.
+
+Runs periodically (celery beat in production, a thread of `nads serve` embedded). A shard that
+is queued or running but whose heartbeat (`updated_at`) is older than `stale_after_s` gets a new
+message; a shard already run `max_attempts` times fails its job instead. A job whose shards are
+all done but whose merge never happened gets its merge.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from celery import Celery
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import QUEUED, RUNNING, SEQUENTIAL, SUCCEEDED, Job, utcnow
+from store.settings import Settings
+from worker import state
+from worker.dispatch import enqueue_merge, enqueue_shard
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_once(session: Session, app: Celery, settings: Settings) -> int:
+    """One pass over the unfinished jobs; returns the number of messages sent."""
+    stale = utcnow() - timedelta(seconds=settings.stale_after_s)
+    sent = 0
+    jobs = session.scalars(select(Job).where(Job.status.in_((QUEUED, RUNNING)))).all()
+    for job in jobs:
+        sent += _reconcile_job(session, app, settings, job, stale)
+    return sent
+
+
+def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,
+                   stale: datetime) -> int:
+    sent = 0
+    for shard in job.shards:
+        if shard.status not in (QUEUED, RUNNING) or shard.updated_at > stale:
+            continue
+        if shard.attempts >= settings.max_attempts:
+            state.fail_job(session, job.pk, f"shard {shard.index}: gave up after "
+                           f"{shard.attempts} attempts (limit {settings.max_attempts})")
+            return sent
+        log.warning("job %s shard %d: %s and silent since %s, sending it again",
+                    job.id, shard.index, shard.status, shard.updated_at)
+        shard.status = QUEUED
+        enqueue_shard(app, session, job, shard)
+        sent += 1
+    if job.mode == SEQUENTIAL or any(s.status != SUCCEEDED for s in job.shards):
+        return sent
+    if job.merge_status is None and state.claim_merge(session, job.pk):
+        sent += enqueue_merge(app, job.id)
+    elif job.merge_status in (QUEUED, RUNNING) and job.updated_at <= stale:
+        log.warning("job %s: merge silent since %s, sending it again", job.id, job.updated_at)
+        job.merge_status = QUEUED
+        job.updated_at = utcnow()
+        session.commit()
+        sent += enqueue_merge(app, job.id)
+    return sent

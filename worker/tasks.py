@@ -1,0 +1,238 @@
+"""Celery tasks: one per unit of work. Each reads the job row, calls nadcore, writes blobs and
+moves the row. A task that finds its work already done (duplicate message) does nothing."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import delete, update
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from nadcore import (
+    Cancelled,
+    NADResult,
+    PartialNADs,
+    compute_shard,
+    finalize,
+    merge_partials,
+    run_spec,
+)
+from nadcore.spec import NADSpec
+from store.blobs import BlobStore, record_blob
+from store.db import session_scope
+from store.models import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, Job, utcnow
+from store.settings import get_settings
+from worker import state
+from worker.app import app
+from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
+from worker.dispatch import enqueue_merge
+from worker.reconcile import reconcile_once
+
+log = logging.getLogger(__name__)
+
+# Errors worth retrying: the database or the disk was briefly unavailable.
+TRANSIENT = (OperationalError, ConnectionError, TimeoutError)
+
+
+class JobTask(Task):
+    """Retries transient errors with backoff; any other failure fails the job (not retried)."""
+
+    autoretry_for = TRANSIENT
+    retry_backoff = 2
+    retry_backoff_max = 120
+    retry_jitter = True
+
+    @property
+    def max_retries(self) -> int:  # type: ignore[override]
+        return get_settings().task_max_retries
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                   einfo: object) -> None:
+        job_id = args[0] if args else kwargs.get("job_id")
+        if isinstance(exc, SoftTimeLimitExceeded):
+            message = f"time limit exceeded ({get_settings().task_soft_time_limit_s} s)"
+        else:
+            message = f"{type(exc).__name__}: {exc}"
+        if len(args) > 1:
+            message = f"shard {args[1]}: {message}"
+        log.error("job %s failed: %s", job_id, message)
+        try:
+            with session_scope(_db_url()) as session:
+                job = state.load_job(session, job_id)
+                if job is not None:
+                    state.fail_job(session, job.pk, message)
+                    index = args[1] if len(args) > 1 else 0
+                    shard = next((s for s in job.shards if s.index == index), None)
+                    if shard is not None and shard.status == RUNNING:
+                        state.finish_shard(session, shard.id, FAILED, error=message)
+        except DBAPIError:
+            log.exception("could not record the failure of job %s", job_id)
+
+
+def _db_url() -> str:
+    return get_settings().resolved_database_url
+
+
+def _blobs() -> BlobStore:
+    return BlobStore(get_settings().resolved_blob_dir)
+
+
+class _Throttle:
+    """`due()` is true at most once per `interval` seconds (and always when forced)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = float("-inf")
+
+    def due(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+def _callbacks(job_pk: int, shard_id: int) -> tuple[Callable[[int, int], None],
+                                                      Callable[[], bool]]:
+    """progress(done, total) and should_stop() for nadcore, both throttled DB round trips."""
+    interval = get_settings().progress_interval_s
+    progress_gate, stop_gate = _Throttle(interval), _Throttle(interval)
+    stopped = False
+
+    def progress(done: int, total: int) -> None:
+        if progress_gate.due(force=done >= total):
+            with session_scope(_db_url()) as session:
+                state.record_progress(session, shard_id, done / max(total, 1))
+
+    def should_stop() -> bool:
+        nonlocal stopped
+        if not stopped and stop_gate.due():
+            with session_scope(_db_url()) as session:
+                stopped = state.is_stopped(session, job_pk)
+        return stopped
+
+    return progress, should_stop
+
+
+def _claim(task: Task, job_id: str, index: int) -> tuple[Job, int, NADSpec] | None:
+    with session_scope(_db_url()) as session:
+        job = state.load_job(session, job_id)
+        if job is None:
+            log.warning("job %s does not exist; message dropped", job_id)
+            return None
+        shard = next((s for s in job.shards if s.index == index), None)
+        if shard is None:
+            return None
+        if not state.claim_shard(session, job, shard, task.request.id,
+                                 get_settings().stale_after_s):
+            log.info("job %s shard %d: nothing to do (%s/%s)", job_id, index, job.status,
+                     shard.status)
+            return None
+        return job, shard.id, NADSpec.model_validate(job.spec)
+
+
+@app.task(bind=True, base=JobTask, name=RUN_SHARD)
+def run_shard(self: Task, job_id: str, index: int) -> None:
+    """Computes the partial sums of one shard and stores them as a blob."""
+    claimed = _claim(self, job_id, index)
+    if claimed is None:
+        return
+    job, shard_id, spec = claimed
+    start, stop = spec.shard_ranges()[index]
+    progress, should_stop = _callbacks(job.pk, shard_id)
+    try:
+        part = compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
+    except Cancelled:
+        with session_scope(_db_url()) as session:
+            state.finish_shard(session, shard_id, CANCELLED)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "partial.npz"
+        part.save(path)
+        sha, size = _blobs().put_file(path)
+    with session_scope(_db_url()) as session:
+        record_blob(session, sha, size)
+        state.finish_shard(session, shard_id, SUCCEEDED, partial_sha256=sha)
+        if state.claim_merge(session, job.pk):
+            enqueue_merge(app, job_id)
+
+
+def _store_result(job_id: str, result: NADResult) -> None:
+    """Writes the arrays as .npy blobs and moves the job to succeeded (if still running)."""
+    blobs = _blobs()
+    stored: list[tuple[str, str, int]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, array in result.arrays().items():
+            path = Path(tmp) / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(array))
+            sha, size = blobs.put_file(path)
+            stored.append((path.name, sha, size))
+    summary = result.summary()
+    with session_scope(_db_url()) as session:
+        job = state.load_job(session, job_id)
+        if job is None or job.status != RUNNING:
+            return
+        for _, sha, size in stored:
+            record_blob(session, sha, size)
+        session.execute(delete(Artifact).where(Artifact.job_pk == job.pk))
+        for name, sha, size in stored:
+            session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size))
+        now = utcnow()
+        session.execute(
+            update(Job)
+            .where(Job.pk == job.pk, Job.status == RUNNING)
+            .values(status=SUCCEEDED, summary=summary, merge_status=SUCCEEDED,
+                    finished_at=now, updated_at=now)
+        )
+
+
+@app.task(bind=True, base=JobTask, name=MERGE)
+def merge(self: Task, job_id: str) -> None:
+    """Loads every shard's partial sums, merges, finalizes and stores the arrays."""
+    with session_scope(_db_url()) as session:
+        job = state.load_job(session, job_id)
+        if job is None or job.status != RUNNING or job.merge_status == SUCCEEDED:
+            return
+        shas = [s.partial_sha256 for s in job.shards]
+        if any(s.status != SUCCEEDED for s in job.shards) or None in shas:
+            return
+        job.merge_status = RUNNING
+        job.updated_at = utcnow()
+        spec = NADSpec.model_validate(job.spec)
+    blobs = _blobs()
+    partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]
+    result = finalize(spec, merge_partials(partials))
+    _store_result(job_id, result)
+
+
+@app.task(bind=True, base=JobTask, name=RUN_WHOLE)
+def run_whole(self: Task, job_id: str) -> None:
+    """The whole job in one task: required when early stopping (target_stability) is on."""
+    claimed = _claim(self, job_id, 0)
+    if claimed is None:
+        return
+    job, shard_id, spec = claimed
+    progress, should_stop = _callbacks(job.pk, shard_id)
+    try:
+        result = run_spec(spec, progress=progress, should_stop=should_stop)
+    except Cancelled:
+        with session_scope(_db_url()) as session:
+            state.finish_shard(session, shard_id, CANCELLED)
+        return
+    with session_scope(_db_url()) as session:
+        state.finish_shard(session, shard_id, SUCCEEDED)
+    _store_result(job_id, result)
+
+
+@app.task(name=RECONCILE)
+def reconcile() -> int:
+    """Periodic (celery beat): sends again the work whose messages were lost."""
+    with session_scope(_db_url()) as session:
+        return reconcile_once(session, app, get_settings())
