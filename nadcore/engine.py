@@ -122,7 +122,9 @@ class ExecutionPlan:
                 "channels_last": self.channels_last}
 
 
-def default_strategy(spec: NADSpec, device: torch.device, parameters: int) -> str:
+def default_strategy(
+    spec: NADSpec, device: torch.device, parameters: int, has_conv: bool
+) -> str:
     """vmap or loop, from measurements (BENCHMARKS.md).
 
     CPU: grouped convolutions make vmap slower than a loop for finite differences (LeNet:
@@ -134,6 +136,8 @@ def default_strategy(spec: NADSpec, device: torch.device, parameters: int) -> st
     if spec.method == "autograd":
         # CPU ResNet-18: loop 23 ms, vmap 33 ms per network
         return "vmap" if small or device.type == "cuda" else "loop"
+    if not has_conv:  # vmap of a linear model is one matrix product for all networks
+        return "vmap"
     return "vmap" if small and device.type == "cuda" else "loop"
 
 
@@ -155,7 +159,8 @@ def plan_execution(
     """
     prof = activation_profile(template, spec.input_shape)
     d = spec.input_dim
-    strategy = strategy or default_strategy(spec, device, prof.parameters)
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in template.modules())
+    strategy = strategy or default_strategy(spec, device, prof.parameters, has_conv)
     # CPU: keep a block's largest activation near the cache size (measured: 2.5x faster for
     # LeNet than all 2*D inputs at once) but not below 64 pixels, where per-call overhead
     # dominates deep models. GPU: large blocks.
@@ -179,10 +184,10 @@ def plan_execution(
         cap = 64  # chunks only batch the sampling; small ones keep progress reports frequent
     size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
     init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
-    # channels_last convolutions: 1.4x for ResNet-18 finite differences on an H100
-    # (BENCHMARKS.md); no gain measured on the CPU.
-    has_conv = any(isinstance(m, nn.Conv2d) for m in template.modules())
-    channels_last = device.type == "cuda" and has_conv and spec.method == "finite_difference"
+    # channels_last convolutions: 1.4x for ResNet-18 finite differences in a loop on an H100
+    # (BENCHMARKS.md); no gain measured on the CPU, not measured with vmap.
+    channels_last = (device.type == "cuda" and has_conv and strategy == "loop"
+                     and spec.method == "finite_difference")
     return ExecutionPlan(device, int(size), int(pixel_block), strategy, init, channels_last)
 
 

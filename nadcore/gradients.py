@@ -60,13 +60,11 @@ class GradientEvaluator:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _fd_block(self, state: StateDict, e: torch.Tensor) -> torch.Tensor:
-        """Central differences of one network along the basis images e (p, *shape)."""
-        s, x0 = self.scale, self._layout(self.x0.unsqueeze(0))
-        e = self._layout(e)
-        values = self._output(state, torch.cat([x0 + s * e, x0 - s * e]))
-        p = e.shape[0]
-        return (values[:p] - values[p:]) / (2 * s)
+    def _central_difference(self, state: StateDict, xs: torch.Tensor) -> torch.Tensor:
+        """(f(x0 + s e_i) - f(x0 - s e_i)) / 2s of one network, xs = the + block then the -."""
+        values = self._output(state, xs)
+        p = xs.shape[0] // 2
+        return (values[:p] - values[p:]) / (2 * self.scale)
 
     def _autograd(self, state: StateDict, x0: torch.Tensor) -> torch.Tensor:
         return grad(lambda x: self._output(state, x.unsqueeze(0))[0])(x0).reshape(-1)
@@ -95,6 +93,8 @@ class GradientEvaluator:
             for start in range(pixels.start, pixels.stop, self.pixel_block):
                 stop = min(pixels.stop, start + self.pixel_block)
                 e = basis_images(tuple(self.x0.shape), start, stop, self.x0.device)
+                # the perturbed inputs are shared by all networks: built once per block
+                xs = self._layout(torch.cat([self.x0 + self.scale * e, self.x0 - self.scale * e]))
                 out[:, start - pixels.start:stop - pixels.start] = self._map(
-                    self._fd_block, state, e)
+                    self._central_difference, state, xs)
         return out

@@ -4,9 +4,9 @@ PyTorch initializes a module parameter by parameter on the CPU; for ResNet-18 th
 tensors and 11 M random numbers per network, a large share of the cost of a NAD estimate.
 Here an *init plan* lists, for every entry of a template's state dict, the distribution its
 module type gives it (kaiming-uniform bounds of Conv/Linear, ones and zeros of BatchNorm, ...).
-A network is then drawn with two random calls on the target device (one uniform, one normal
-vector for all its parameters) from a generator seeded by (seed, network index) alone, and a
-chunk of networks is scaled into stacked tensors with one kernel per parameter.
+A chunk of networks is drawn straight into stacked tensors on the target device, each
+network's parameters in plan order from a generator seeded by (seed, network index) alone:
+one in-place `uniform_`/`normal_` per parameter, no module objects, no CPU round trip.
 
 Architectures whose initialization is not a function of module types alone (torchvision's
 builders have their own init loops) are drawn by running their builder once per network on
@@ -127,11 +127,6 @@ class NetworkSampler:
         self.mode = mode
         self.names = list(template.state_dict().keys())
         self.plan = init_plan(template) if mode == "plan" else None
-        if self.plan is not None:
-            self._uniform = [p for p in self.plan if p.kind == "uniform"]
-            self._normal = [p for p in self.plan if p.kind == "normal"]
-            self.n_uniform = sum(p.numel for p in self._uniform)
-            self.n_normal = sum(p.numel for p in self._normal)
 
     def sample(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stacked state dict: each entry has a leading dimension len(indices)."""
@@ -141,28 +136,20 @@ class NetworkSampler:
 
     def _sample_plan(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         n, dev = len(indices), self.device
-        uniform = torch.empty((n, self.n_uniform), device=dev)
-        normal = torch.empty((n, self.n_normal), device=dev)
+        state = {p.name: torch.empty((n, *p.shape), dtype=p.dtype, device=dev)
+                 for p in self.plan}
+        for p in self.plan:
+            if p.kind == "constant":
+                state[p.name].fill_(p.value)
+        drawn = [p for p in self.plan if p.kind != "constant"]
         gen = torch.Generator(device=dev)
         for row, j in enumerate(indices):
             gen.manual_seed(network_seed(self.seed, j))
-            if self.n_uniform:
-                torch.rand(self.n_uniform, generator=gen, device=dev, out=uniform[row])
-            if self.n_normal:
-                torch.randn(self.n_normal, generator=gen, device=dev, out=normal[row])
-        state: dict[str, torch.Tensor] = {}
-        offsets = {"uniform": 0, "normal": 0}
-        for p in self.plan:
-            shape = (n, *p.shape)
-            if p.kind == "constant":
-                state[p.name] = torch.full(shape, p.value, dtype=p.dtype, device=dev)
-                continue
-            src = uniform if p.kind == "uniform" else normal
-            off = offsets[p.kind]
-            block = src[:, off:off + p.numel].view(shape)
-            offsets[p.kind] = off + p.numel
-            state[p.name] = block.mul(2 * p.value).sub_(p.value) if p.kind == "uniform" \
-                else block.mul(p.value)
+            for p in drawn:  # in plan order: the stream of network j is fixed
+                if p.kind == "uniform":
+                    state[p.name][row].uniform_(-p.value, p.value, generator=gen)
+                else:
+                    state[p.name][row].normal_(0.0, p.value, generator=gen)
         return state
 
     def _sample_builder(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
