@@ -180,8 +180,10 @@ def plan_execution(
                      _available_memory(device) // 2)
         cap = 1024
     else:
-        budget = memory_budget or _available_memory(device) // 4
-        cap = 64  # chunks only batch the sampling; small ones keep progress reports frequent
+        # chunks only batch the sampling: a few hundred MB is plenty, and small chunks keep
+        # progress reports frequent
+        budget = min(memory_budget or 1 << 28, _available_memory(device) // 4)
+        cap = 64
     size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
     init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
     # channels_last convolutions: 1.4x for ResNet-18 finite differences in a loop on an H100
@@ -240,7 +242,7 @@ class ShardRunner:
             lo, hi = max(group, start), min(stop, group + size)
             members = range(group, group + size) if self.plan.strategy == "vmap" else \
                 range(lo, hi)
-            grads = self.evaluator(self.sampler.sample(members)).cpu()
+            grads = self.evaluator(self.sampler.sample(members, reuse=True)).cpu()
             out[lo - start:hi - start] = grads[lo - members.start:hi - members.start]
             if progress is not None:
                 progress(done_offset + hi - start, total)

@@ -127,17 +127,28 @@ class NetworkSampler:
         self.mode = mode
         self.names = list(template.state_dict().keys())
         self.plan = init_plan(template) if mode == "plan" else None
+        self._buffers: dict[str, torch.Tensor] | None = None
+        self._buffers_n = 0
 
-    def sample(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Stacked state dict: each entry has a leading dimension len(indices)."""
+    def sample(self, indices: Sequence[int], reuse: bool = False) -> dict[str, torch.Tensor]:
+        """Stacked state dict: each entry has a leading dimension len(indices).
+
+        `reuse=True` draws into the buffers of the previous call of the same size (the caller
+        is done with them): on the CPU, fresh gigabyte-sized buffers cost more in page faults
+        than the random numbers themselves.
+        """
         if self.mode == "builder":
             return self._sample_builder(indices)
-        return self._sample_plan(indices)
+        return self._sample_plan(indices, reuse)
 
-    def _sample_plan(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+    def _sample_plan(self, indices: Sequence[int], reuse: bool) -> dict[str, torch.Tensor]:
         n, dev = len(indices), self.device
-        state = {p.name: torch.empty((n, *p.shape), dtype=p.dtype, device=dev)
-                 for p in self.plan}
+        state = self._buffers if reuse and self._buffers_n == n else None
+        if state is None:
+            state = {p.name: torch.empty((n, *p.shape), dtype=p.dtype, device=dev)
+                     for p in self.plan}
+            if reuse:
+                self._buffers, self._buffers_n = state, n
         for p in self.plan:
             if p.kind == "constant":
                 state[p.name].fill_(p.value)
