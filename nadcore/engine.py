@@ -180,9 +180,10 @@ def plan_execution(
                      _available_memory(device) // 2)
         cap = 1024
     else:
-        # chunks only batch the sampling: a few hundred MB is plenty, and small chunks keep
-        # progress reports frequent
-        budget = min(memory_budget or 1 << 28, _available_memory(device) // 4)
+        # chunks only batch the sampling and keep progress reports frequent; on the CPU a few
+        # hundred MB is plenty (fresh pages cost more than the random numbers)
+        default = (1 << 28) if device.type == "cpu" else _available_memory(device) // 4
+        budget = min(memory_budget or default, _available_memory(device) // 4)
         cap = 64
     size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
     init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
