@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from api import errors
 from api.metrics import ServiceCollector
-from api.routers import artifacts, health, jobs
+from api.routers import artifacts, health, jobs, probe
 from store.blobs import BlobStore
 from store.settings import Settings, get_settings
 from worker.config import make_celery
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(probe.router)
     app.include_router(artifacts.router)
 
     registry = CollectorRegistry()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import get_args
 
 from celery import Celery
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from api.schemas import JobKind
 from store.db import get_sessionmaker
 from store.models import JOB_STATES, Job, Shard
 from worker.config import CPU_QUEUE, GPU_QUEUE
@@ -43,8 +45,9 @@ class ServiceCollector(Collector):
         with get_sessionmaker(self.database_url)() as session:
             counts = {(k, s): n for k, s, n in session.execute(
                 select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))}
-            for state in JOB_STATES:
-                jobs.add_metric(["nads", state], counts.get(("nads", state), 0))
+            for kind in get_args(JobKind):
+                for state in JOB_STATES:
+                    jobs.add_metric([kind, state], counts.get((kind, state), 0))
             for state, n in session.execute(
                 select(Shard.status, func.count()).group_by(Shard.status)
             ):

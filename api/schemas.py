@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from store.models import JOB_STATES, SEQUENTIAL, SUCCEEDED, TERMINAL, Job
 
-JobKind = Literal["nads"]
+JobKind = Literal["nads", "probe"]
 JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
 
 
@@ -100,9 +100,11 @@ class JobPage(BaseModel):
 
 
 def progress_of(job: Job) -> Progress:
-    """Networks done over networks planned, weighting each shard by its size."""
+    """Work done over work planned (networks of a NAD job, directions of a probe job),
+    weighting each shard by its size."""
     if job.status == SUCCEEDED:
         return Progress(fraction=1.0, message="succeeded")
+    unit = "directions" if job.kind == "probe" else "networks"
     total = sum(s.stop - s.start for s in job.shards) or 1
     done = sum((s.stop - s.start) * s.fraction for s in job.shards)
     fraction = min(done / total, 0.99)
@@ -112,9 +114,10 @@ def progress_of(job: Job) -> Progress:
     elif job.status == "queued":
         message = "queued"
     elif job.mode == SEQUENTIAL:
-        message = f"running: {fraction:.0%} of at most {total} networks"
+        message = f"running: {fraction:.0%} of at most {total} {unit}"
     elif finished == len(job.shards):
         message = "merging"
     else:
-        message = f"running: {finished}/{len(job.shards)} shards done, {fraction:.0%} of networks"
+        message = (f"running: {finished}/{len(job.shards)} shards done, {fraction:.0%} of "
+                   f"{total} {unit}")
     return Progress(fraction=round(fraction, 4), message=message)

@@ -29,6 +29,9 @@ QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
+# Job kinds.
+NADS, PROBE = "nads", "probe"
+
 # How a NAD job is executed: shard tasks + a merge task, or one task (early stopping is sequential).
 SHARDED, SEQUENTIAL = "sharded", "sequential"
 

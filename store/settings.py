@@ -26,6 +26,19 @@ class Settings(BaseSettings):
     max_flops: float = Field(1e17, ge=0)  # the paper's 10,000 DenseNet-121s: 3.6e16
     max_memory_bytes: int = Field(16 * 2**30, ge=0)
 
+    # Quotas of probe jobs (0 disables a limit). The paper's full 32 x 32 Fourier grid with its
+    # recipe (1024 directions, 20 epochs, 10,000 samples) is 2.0e8 training samples, 9.1e17
+    # FLOPs with ResNet-18.
+    max_probe_train_samples: int = Field(
+        1_000_000_000, ge=0, description="directions x epochs x num_train"
+    )
+    max_probe_flops: float = Field(
+        1e18, ge=0, description="training and test passes over all directions"
+    )
+    max_probe_directions_bytes: int = Field(
+        2**30, ge=0, description="directions.npy: directions x C*H*W x 4 bytes"
+    )
+
     # Worker behaviour.
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
@@ -66,6 +79,14 @@ class Settings(BaseSettings):
             "forward_passes": self.max_forward_passes,
             "flops": self.max_flops,
             "memory_bytes": self.max_memory_bytes,
+        }
+
+    def probe_quotas(self) -> dict[str, float]:
+        """Limits of probe jobs by the name of the estimate field they bound (0 = unlimited)."""
+        return {
+            "train_samples": self.max_probe_train_samples,
+            "flops": self.max_probe_flops,
+            "directions_bytes": self.max_probe_directions_bytes,
         }
 
 

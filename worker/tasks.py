@@ -7,6 +7,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,22 @@ from nadcore import (
     merge_partials,
     run_spec,
 )
+from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import NADSpec
 from store.blobs import BlobStore, record_blob
 from store.db import session_scope
-from store.models import CANCELLED, FAILED, RUNNING, SUCCEEDED, Artifact, Job, utcnow
+from store.models import (
+    CANCELLED,
+    FAILED,
+    PROBE,
+    RUNNING,
+    SUCCEEDED,
+    Artifact,
+    Job,
+    utcnow,
+)
 from store.settings import get_settings
-from worker import state
+from worker import probe, state
 from worker.app import app
 from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from worker.dispatch import enqueue_merge
@@ -121,7 +132,20 @@ def _callbacks(job_pk: int, shard_id: int) -> tuple[Callable[[int, int], None],
     return progress, should_stop
 
 
-def _claim(task: Task, job_id: str, index: int) -> tuple[Job, int, NADSpec] | None:
+@dataclass(frozen=True)
+class _Claimed:
+    """What a shard task needs once it owns its shard row."""
+
+    job_pk: int
+    user_id: int
+    kind: str
+    spec: dict
+    shard_id: int
+    start: int
+    stop: int
+
+
+def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
     with session_scope(_db_url()) as session:
         job = state.load_job(session, job_id)
         if job is None:
@@ -135,23 +159,43 @@ def _claim(task: Task, job_id: str, index: int) -> tuple[Job, int, NADSpec] | No
             log.info("job %s shard %d: nothing to do (%s/%s)", job_id, index, job.status,
                      shard.status)
             return None
-        return job, shard.id, NADSpec.model_validate(job.spec)
+        return _Claimed(job.pk, job.user_id, job.kind, job.spec, shard.id, shard.start,
+                        shard.stop)
+
+
+def _nad_shard(claimed: _Claimed, index: int, progress: Callable[[int, int], None],
+               should_stop: Callable[[], bool]) -> PartialNADs:
+    spec = NADSpec.model_validate(claimed.spec)
+    start, stop = spec.shard_ranges()[index]
+    return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
+
+
+def _probe_shard(claimed: _Claimed, progress: Callable[[int, int], None],
+                 should_stop: Callable[[], bool]) -> probe.ProbePartial:
+    spec = ProbeSpec.model_validate(claimed.spec)
+    with session_scope(_db_url()) as session:
+        nad_sha = probe.nad_source_sha(session, claimed.user_id, spec)
+    directions = probe.build_directions(spec, _blobs(), nad_sha)
+    return probe.run_probe_shard(spec, directions, claimed.start, claimed.stop,
+                                 progress=progress, should_stop=should_stop)
 
 
 @app.task(bind=True, base=JobTask, name=RUN_SHARD)
 def run_shard(self: Task, job_id: str, index: int) -> None:
-    """Computes the partial sums of one shard and stores them as a blob."""
+    """Computes one shard (the partial sums of a range of networks of a NAD job, or the
+    trained directions of a range of a probe job) and stores it as a blob."""
     claimed = _claim(self, job_id, index)
     if claimed is None:
         return
-    job, shard_id, spec = claimed
-    start, stop = spec.shard_ranges()[index]
-    progress, should_stop = _callbacks(job.pk, shard_id)
+    progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     try:
-        part = compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
+        if claimed.kind == PROBE:
+            part = _probe_shard(claimed, progress, should_stop)
+        else:
+            part = _nad_shard(claimed, index, progress, should_stop)
     except Cancelled:
         with session_scope(_db_url()) as session:
-            state.finish_shard(session, shard_id, CANCELLED)
+            state.finish_shard(session, claimed.shard_id, CANCELLED)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partial.npz"
@@ -159,31 +203,26 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
         sha, size = _blobs().put_file(path)
     with session_scope(_db_url()) as session:
         record_blob(session, sha, size)
-        state.finish_shard(session, shard_id, SUCCEEDED, partial_sha256=sha)
-        if state.claim_merge(session, job.pk):
+        state.finish_shard(session, claimed.shard_id, SUCCEEDED, partial_sha256=sha)
+        if state.claim_merge(session, claimed.job_pk):
             enqueue_merge(app, job_id)
 
 
-def _store_result(job_id: str, result: NADResult) -> None:
-    """Writes the arrays as .npy blobs and moves the job to succeeded (if still running)."""
+def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) -> None:
+    """Stores the files as blobs, records them as the job's artifacts (replacing any earlier
+    ones: a merge done twice gives the same list) and moves the job to succeeded."""
     blobs = _blobs()
-    stored: list[tuple[str, str, int]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, array in result.arrays().items():
-            path = Path(tmp) / f"{name}.npy"
-            np.save(path, np.ascontiguousarray(array))
-            sha, size = blobs.put_file(path)
-            stored.append((path.name, sha, size))
-    summary = result.summary()
+    stored = [(path.name, media_type, *blobs.put_file(path)) for path, media_type in files]
     with session_scope(_db_url()) as session:
         job = state.load_job(session, job_id)
         if job is None or job.status != RUNNING:
             return
-        for _, sha, size in stored:
+        for _, _, sha, size in stored:
             record_blob(session, sha, size)
         session.execute(delete(Artifact).where(Artifact.job_pk == job.pk))
-        for name, sha, size in stored:
-            session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size))
+        for name, media_type, sha, size in stored:
+            session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size,
+                                 media_type=media_type))
         now = utcnow()
         session.execute(
             update(Job)
@@ -193,9 +232,31 @@ def _store_result(job_id: str, result: NADResult) -> None:
         )
 
 
+def _store_result(job_id: str, result: NADResult) -> None:
+    """Writes a NAD result's arrays as .npy artifacts and moves the job to succeeded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for name, array in result.arrays().items():
+            path = Path(tmp) / f"{name}.npy"
+            np.save(path, np.ascontiguousarray(array))
+            files.append((path, "application/octet-stream"))
+        _store_artifacts(job_id, files, result.summary())
+
+
+def _merge_probe(job_id: str, spec: ProbeSpec, shas: list[str], nad_sha: str | None) -> None:
+    """Concatenates the shards' directions in order, writes the arrays and the figures."""
+    blobs = _blobs()
+    directions = probe.build_directions(spec, blobs, nad_sha)
+    partials = [probe.ProbePartial.load(blobs.path(sha)) for sha in shas]
+    accuracies, curves = probe.merge_partials(partials, directions.shape[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        files = probe.write_artifacts(spec, directions, accuracies, curves, Path(tmp))
+        _store_artifacts(job_id, files, probe.summarize(spec, accuracies, partials))
+
+
 @app.task(bind=True, base=JobTask, name=MERGE)
 def merge(self: Task, job_id: str) -> None:
-    """Loads every shard's partial sums, merges, finalizes and stores the arrays."""
+    """Loads every shard's partial, merges them and stores the artifacts."""
     with session_scope(_db_url()) as session:
         job = state.load_job(session, job_id)
         if job is None or job.status != RUNNING or job.merge_status == SUCCEEDED:
@@ -205,7 +266,15 @@ def merge(self: Task, job_id: str) -> None:
             return
         job.merge_status = RUNNING
         job.updated_at = utcnow()
-        spec = NADSpec.model_validate(job.spec)
+        kind = job.kind
+        if kind == PROBE:
+            probe_spec = ProbeSpec.model_validate(job.spec)
+            nad_sha = probe.nad_source_sha(session, job.user_id, probe_spec)
+        else:
+            spec = NADSpec.model_validate(job.spec)
+    if kind == PROBE:
+        _merge_probe(job_id, probe_spec, shas, nad_sha)
+        return
     blobs = _blobs()
     partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]
     result = finalize(spec, merge_partials(partials))
@@ -218,16 +287,16 @@ def run_whole(self: Task, job_id: str) -> None:
     claimed = _claim(self, job_id, 0)
     if claimed is None:
         return
-    job, shard_id, spec = claimed
-    progress, should_stop = _callbacks(job.pk, shard_id)
+    progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
+    spec = NADSpec.model_validate(claimed.spec)
     try:
         result = run_spec(spec, progress=progress, should_stop=should_stop)
     except Cancelled:
         with session_scope(_db_url()) as session:
-            state.finish_shard(session, shard_id, CANCELLED)
+            state.finish_shard(session, claimed.shard_id, CANCELLED)
         return
     with session_scope(_db_url()) as session:
-        state.finish_shard(session, shard_id, SUCCEEDED)
+        state.finish_shard(session, claimed.shard_id, SUCCEEDED)
     _store_result(job_id, result)
 
 

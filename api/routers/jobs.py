@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
+from celery import Celery
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
 from api.quota import check_quota
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
 from nadcore.spec import NADSpec
-from store.models import SEQUENTIAL, SHARDED, TERMINAL, Job, Shard, User
+from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job, Shard, User
 from worker.dispatch import enqueue_job, revoke_job
 from worker.state import cancel_job
 
@@ -30,6 +31,20 @@ def get_own_job(session: SessionDep, user: User, job_id: str) -> Job:
     return job
 
 
+def create_job(session: Session, celery: Celery, user: User, response: Response, *,
+               kind: str, mode: str, spec: dict[str, Any], estimate: dict[str, Any] | None,
+               ranges: list[tuple[int, int]]) -> JobOut:
+    """Writes the job row and one shard row per range, commits, then sends the shards."""
+    job = Job(id=uuid.uuid4().hex, user_id=user.id, kind=kind, mode=mode, spec=spec,
+              estimate=estimate)
+    job.shards = [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(ranges)]
+    session.add(job)
+    session.commit()
+    enqueue_job(celery, session, job)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
 @router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
                 celery: CeleryDep, response: Response) -> JobOut:
@@ -37,14 +52,8 @@ def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings:
     estimate = check_quota(spec, settings)
     mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
     ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
-    job = Job(id=uuid.uuid4().hex, user_id=user.id, kind="nads", mode=mode,
-              spec=spec.model_dump(mode="json"), estimate=estimate)
-    job.shards = [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(ranges)]
-    session.add(job)
-    session.commit()
-    enqueue_job(celery, session, job)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_row(job)
+    return create_job(session, celery, user, response, kind=NADS, mode=mode,
+                      spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
 
 
 @router.get("/{job_id}", response_model=JobOut)

@@ -1,0 +1,169 @@
+"""Probe jobs on the API side, torch-free: how many directions a spec selects (the shards are
+ranges of direction indices), what it costs, and whether the NAD job it refers to can be probed.
+
+`count_directions` mirrors `nadcore.probe.make_directions` row for row without building any
+direction (the service tests check it against the engine).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nadcore.cost import layer_count
+from nadcore.probe_spec import (
+    CustomDirections,
+    FourierDirections,
+    NADDirections,
+    ProbeSpec,
+    RandomDirections,
+)
+from store.models import NADS, SUCCEEDED, Job, User
+from store.settings import Settings
+
+_ENV = {"train_samples": "NADS_MAX_PROBE_TRAIN_SAMPLES", "flops": "NADS_MAX_PROBE_FLOPS",
+        "directions_bytes": "NADS_MAX_PROBE_DIRECTIONS_BYTES"}
+_WHAT = {"train_samples": "directions x epochs x num_train",
+         "flops": "training and test passes",
+         "directions_bytes": "directions x C*H*W x 4"}
+
+
+def _sin_vanishes(k: int, n: int) -> bool:
+    """Along one axis of size n: 2 k = 0 mod n (DC, or Nyquist when n is even). A sine image
+    is identically zero when this holds along both axes."""
+    return (2 * k) % n == 0
+
+
+def count_directions(spec: ProbeSpec) -> int:
+    """Number of rows `make_directions(spec)` returns: fourier list -> its length, fourier grid ->
+    every `grid_stride`-th (ky, kx) of the H x W plane (a sine grid skips the frequencies whose
+    sine image is zero), nad -> its rows, random -> count, custom -> its values."""
+    d = spec.directions
+    _, h, w = spec.input_shape
+    if isinstance(d, FourierDirections):
+        if d.frequencies is not None:
+            return len(d.frequencies)
+        ys, xs = range(0, h, d.grid_stride), range(0, w, d.grid_stride)
+        count = len(ys) * len(xs)
+        if d.phase == "sin":
+            count -= (sum(_sin_vanishes(ky, h) for ky in ys)
+                      * sum(_sin_vanishes(kx, w) for kx in xs))
+        return count
+    if isinstance(d, NADDirections):
+        return len(d.rows())
+    if isinstance(d, RandomDirections):
+        return d.count
+    if isinstance(d, CustomDirections):
+        return len(d.values)
+    raise TypeError(f"unknown directions kind {type(d).__name__}")
+
+
+def shard_ranges(num_directions: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous direction-index ranges [start, stop), as `NADSpec.shard_ranges` splits."""
+    bounds = [round(i * num_directions / shards) for i in range(shards + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(shards)]
+
+
+def invalid(field: str, message: str, value: Any = None) -> RequestValidationError:
+    """A 422 in the same shape as pydantic's: one entry whose `msg` starts with the field."""
+    loc = ("body", *field.split("."))
+    return RequestValidationError([{"loc": loc, "msg": f"{field}: {message}",
+                                    "type": "value_error", "input": value}])
+
+
+def check_shape(spec: ProbeSpec, num_directions: int) -> None:
+    """What the spec alone does not check: every direction is a non-zero finite vector, there
+    is at least one, and no more shards than directions."""
+    d = spec.directions
+    _, h, w = spec.input_shape
+    if isinstance(d, FourierDirections) and d.phase == "sin" and d.frequencies is not None:
+        for ky, kx in d.frequencies:
+            if _sin_vanishes(ky, h) and _sin_vanishes(kx, w):
+                raise invalid("directions.frequencies",
+                              f"the sine image of ({ky}, {kx}) is identically zero (DC or "
+                              f"Nyquist frequency of a {h}x{w} image); use phase 'cos' for it",
+                              [ky, kx])
+    if isinstance(d, CustomDirections):
+        for i, row in enumerate(d.values):
+            if not all(math.isfinite(v) for v in row):
+                raise invalid("directions.values", f"row {i} has non-finite values")
+            if not any(row):
+                raise invalid("directions.values",
+                              f"row {i} is zero; a direction needs a non-zero vector")
+    if num_directions < 1:
+        raise invalid("directions", "selects no direction; give at least one")
+    if spec.shards > num_directions:
+        raise invalid("shards", f"{spec.shards} exceeds the number of directions = "
+                      f"{num_directions}", spec.shards)
+
+
+def estimate_probe(spec: ProbeSpec, num_directions: int) -> dict[str, Any]:
+    """Training samples, FLOPs (None for torchvision models) and the size of directions.npy.
+
+    A training step counts as three forward passes (forward and backward), a test evaluation
+    (every epoch, for the curves) as one.
+    """
+    c, h, w = spec.input_shape
+    epochs, num_train, num_test = spec.training.epochs, spec.data.num_train, spec.data.num_test
+    count = layer_count(spec.architecture, spec.input_shape, 2)
+    passes = num_directions * epochs * (3 * num_train + num_test)
+    return {
+        "directions": num_directions,
+        "train_samples": num_directions * epochs * num_train,
+        "flops": None if count is None else 2.0 * count.macs * passes,
+        "parameters": None if count is None else count.params,
+        "directions_bytes": num_directions * c * h * w * 4,
+    }
+
+
+def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:
+    """Raises 422 naming every exceeded estimate and its limit (as `api.quota.check_quota`)."""
+    limits = settings.probe_quotas()
+    over = []
+    for name, limit in limits.items():
+        value = estimate.get(name)
+        if limit and value is not None and value > limit:
+            over.append(f"estimated {name} {value:,.0f} ({_WHAT[name]}) exceeds the limit "
+                        f"{limit:,.0f} ({_ENV[name]})")
+    if over:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            detail={"msg": "spec exceeds the quota: " + "; ".join(over) +
+                    "; reduce the directions, training.epochs or data.num_train",
+                    "estimate": estimate, "limits": limits},
+        )
+
+
+def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
+    """For `nad` directions: the NAD job is the caller's, has succeeded, holds every requested
+    row, and its inputs have the probe's shape. Another user's job reads as a missing one."""
+    d = spec.directions
+    if not isinstance(d, NADDirections):
+        return
+    if d.job is None:
+        raise invalid("directions.job", "required: the id of one of your succeeded NAD jobs "
+                      "(there is no precomputed NAD catalog yet)")
+    source = session.scalar(select(Job).where(Job.id == d.job, Job.user_id == user.id))
+    if source is None:
+        raise invalid("directions.job", f"no job {d.job!r} of yours", d.job)
+    if source.kind != NADS:
+        raise invalid("directions.job", f"job {d.job!r} is a {source.kind} job, not a NAD job",
+                      d.job)
+    if source.status != SUCCEEDED:
+        raise invalid("directions.job", f"NAD job {d.job!r} is {source.status}; only a "
+                      "succeeded NAD job can be probed", d.job)
+    if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
+        raise invalid("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
+                      f"{list(source.spec['input_shape'])} of NAD job {d.job!r}",
+                      list(spec.input_shape))
+    num_nads = int((source.summary or {}).get("num_nads", 0))
+    rows = d.rows()
+    if max(rows, default=-1) >= num_nads:
+        field = "directions.indices" if d.indices is not None else "directions.stop"
+        raise invalid(field, f"row {max(rows)} is out of range: NAD job {d.job!r} has "
+                      f"{num_nads} NADs (rows 0 to {num_nads - 1})")

@@ -1,0 +1,40 @@
+"""POST /v1/jobs/probe: how well an architecture learns D(v) along chosen directions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.probe import (
+    check_nad_source,
+    check_probe_quota,
+    check_shape,
+    count_directions,
+    estimate_probe,
+    shard_ranges,
+)
+from api.routers.jobs import create_job
+from api.schemas import JobOut
+from nadcore.probe_spec import ProbeSpec
+from store.models import PROBE, SHARDED
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("/probe", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit_probe(spec: ProbeSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
+                 celery: CeleryDep, response: Response) -> JobOut:
+    """Queues a probe job: `shards` tasks, each training a range of directions, and a merge.
+
+    Body: the engine's `ProbeSpec` (architecture, input_shape, directions with `kind` fourier,
+    nad, random or custom, data, training, seed, shards). `nad` directions name one of the
+    caller's succeeded NAD jobs in `directions.job`.
+    """
+    num_directions = count_directions(spec)
+    check_shape(spec, num_directions)
+    estimate = estimate_probe(spec, num_directions)
+    check_probe_quota(estimate, settings)
+    check_nad_source(session, user, spec)
+    return create_job(session, celery, user, response, kind=PROBE, mode=SHARDED,
+                      spec=spec.model_dump(mode="json"), estimate=estimate,
+                      ranges=shard_ranges(num_directions, spec.shards))

@@ -1,0 +1,625 @@
+"""Probing an architecture's directional bias (NADS.md section 4): train one fresh model per
+direction v on the linearly separable distribution D(v) and report its test accuracy.
+
+Everything about direction number j of a job (its model's initialization, its training and
+test sets, its shuffling order, its dropout masks in a loop) is drawn from seeds derived from
+(spec.seed, j) alone, so a job split into shards by direction gives the same numbers as one run.
+
+Two ways to train a set of directions, with identical math:
+- "vmap": a chunk of directions is trained as one stacked ensemble. The forward pass is
+  `vmap(functional_call)` over the stacked parameters and each model's own batch; one backward
+  pass of the summed per-model losses gives every model its own gradient (the models share no
+  parameters); clipping, weight decay, momentum and the SGD step are batched tensor ops with a
+  per-model gradient norm.
+- "loop": one direction after the other with a plain module, `torch.optim.SGD` and
+  `clip_grad_norm_`: the independent reference, and the baseline of the benchmark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+
+from .architectures import build_model, model_factory
+from .engine import Cancelled
+from .init import NetworkSampler
+from .probe_spec import (
+    CustomDirections,
+    FourierDirections,
+    NADDirections,
+    ProbeSpec,
+    RandomDirections,
+)
+from .spec import TORCHVISION_PREFIX
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+STRATEGIES = ("vmap", "loop")
+
+# Seed purposes of a probe job (spawn keys disjoint from nadcore.seeding's 0 and 1).
+_PROBE = 100
+_INIT, _TRAIN, _TEST, _SHUFFLE, _DROPOUT = range(5)
+
+
+def probe_seed(seed: int, purpose: int, index: int | None = None) -> int:
+    """63-bit seed for `purpose` of direction `index` (or of the whole job) of a probe job."""
+    key = (_PROBE, purpose) if index is None else (_PROBE, purpose, index)
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint32)
+    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Directions
+
+
+def _sin_vanishes(ky: int, kx: int, h: int, w: int) -> bool:
+    """sin(2 pi (ky y/H + kx x/W)) is identically 0 exactly at the self-conjugate frequencies
+    (DC, and the Nyquist rows/columns of even sizes): 2 ky = 0 mod H and 2 kx = 0 mod W."""
+    return (2 * ky) % h == 0 and (2 * kx) % w == 0
+
+
+def _fourier_frequencies(d: FourierDirections, h: int, w: int) -> list[tuple[int, int]]:
+    if d.frequencies is not None:
+        freqs = [(int(ky), int(kx)) for ky, kx in d.frequencies]
+        if d.phase == "sin":
+            bad = [f for f in freqs if _sin_vanishes(*f, h, w)]
+            if bad:
+                raise ValueError(
+                    f"directions.frequencies: the sine image of {bad[0]} is identically zero "
+                    f"(DC or Nyquist frequency of a {h}x{w} image); use phase 'cos' for it"
+                )
+        return freqs
+    s = d.grid_stride
+    freqs = [(ky, kx) for ky in range(0, h, s) for kx in range(0, w, s)]
+    if d.phase == "sin":  # a grid skips the frequencies whose sine image is zero
+        freqs = [f for f in freqs if not _sin_vanishes(*f, h, w)]
+    return freqs
+
+
+def fourier_image(ky: int, kx: int, input_shape: Sequence[int], phase: str = "cos") -> np.ndarray:
+    """The unit-norm real image cos (or sin) of 2 pi (ky y / H + kx x / W), same in every
+    channel, flattened to C*H*W float32."""
+    c, h, w = input_shape
+    y = np.arange(h, dtype=np.float64)[:, None]
+    x = np.arange(w, dtype=np.float64)[None, :]
+    angle = 2 * np.pi * ((ky * y) % h / h + (kx * x) % w / w)  # reduced: exact at large k
+    img = np.cos(angle) if phase == "cos" else np.sin(angle)
+    if _sin_vanishes(ky, kx, h, w) and phase == "sin":
+        raise ValueError(f"the sine image of ({ky}, {kx}) is identically zero")
+    full = np.broadcast_to(img, (c, h, w)).reshape(-1)
+    return (full / np.linalg.norm(full)).astype(np.float32)
+
+
+def direction_frequencies(spec: ProbeSpec) -> list[tuple[int, int]] | None:
+    """For fourier directions: the (ky, kx) of each row of make_directions; else None."""
+    if not isinstance(spec.directions, FourierDirections):
+        return None
+    _, h, w = spec.input_shape
+    return _fourier_frequencies(spec.directions, h, w)
+
+
+def _unit_rows(rows: np.ndarray, what: str) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float64)
+    if not np.all(np.isfinite(rows)):
+        bad = int(np.nonzero(~np.all(np.isfinite(rows), axis=1))[0][0])
+        raise ValueError(f"{what}: row {bad} has non-finite values")
+    norms = np.linalg.norm(rows, axis=1)
+    if np.any(norms == 0):
+        raise ValueError(f"{what}: row {int(np.nonzero(norms == 0)[0][0])} is zero; "
+                         "a direction needs a non-zero vector")
+    return (rows / norms[:, None]).astype(np.float32)
+
+
+def make_directions(spec: ProbeSpec, nad_array: np.ndarray | None = None) -> np.ndarray:
+    """(n, C*H*W) float32 unit rows, in the order of the spec.
+
+    fourier: the listed frequencies, or the grid in row-major (ky, kx) order (a sine grid skips
+    the frequencies whose sine image is zero; `direction_frequencies` lists the rows). nad: the
+    selected rows of `nad_array` (k, C*H*W). random: Gaussian vectors from `directions.seed`,
+    normalized. custom: the given rows, normalized (zero rows rejected).
+    """
+    c, h, w = spec.input_shape
+    dim = c * h * w
+    d = spec.directions
+    if isinstance(d, FourierDirections):
+        freqs = _fourier_frequencies(d, h, w)
+        if not freqs:
+            raise ValueError(
+                f"directions: this {d.phase} grid (grid_stride {d.grid_stride}) of a {h}x{w} "
+                "image has only frequencies whose sine image is zero; use a smaller grid_stride "
+                "or phase cos"
+            )
+        return np.stack([fourier_image(ky, kx, spec.input_shape, d.phase) for ky, kx in freqs])
+    if isinstance(d, NADDirections):
+        if nad_array is None:
+            raise ValueError("directions: kind 'nad' needs the NAD array")
+        nads = np.asarray(nad_array)
+        if nads.ndim != 2:
+            raise ValueError(f"the NAD array must be 2-D (k, D), got shape {nads.shape}")
+        if nads.shape[1] != dim:
+            if c > 1 and nads.shape[1] == h * w:
+                raise ValueError(
+                    f"the NAD array has D = {nads.shape[1]} = H*W (NADs of 1-channel inputs) "
+                    f"but input_shape {tuple(spec.input_shape)} has {c} channels: probe with "
+                    f"input_shape (1, {h}, {w}) or use NADs computed on {c} channels"
+                )
+            raise ValueError(
+                f"the NAD array has D = {nads.shape[1]} per row, input_shape "
+                f"{tuple(spec.input_shape)} needs C*H*W = {dim}"
+            )
+        rows = d.rows()
+        k = nads.shape[0]
+        too_big = [i for i in rows if i >= k]
+        if too_big:
+            name = "indices" if d.indices is not None else "stop"
+            raise ValueError(
+                f"directions.{name}: NAD row {too_big[0]} is out of range; the NAD array has "
+                f"{k} rows (indices must be < {k})"
+            )
+        return _unit_rows(nads[rows], "directions.indices")
+    if isinstance(d, RandomDirections):
+        rng = np.random.default_rng(np.random.SeedSequence(d.seed))
+        return _unit_rows(rng.standard_normal((d.count, dim)), "directions")
+    if isinstance(d, CustomDirections):
+        rows = np.asarray(d.values, dtype=np.float64)
+        if rows.ndim != 2 or rows.shape[1] != dim:
+            raise ValueError(f"directions.values: rows must have C*H*W = {dim} values")
+        return _unit_rows(rows, "directions.values")
+    raise TypeError(f"unknown directions kind {type(d).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The distribution D(v)
+
+
+def sample_dataset(
+    direction: np.ndarray | torch.Tensor,
+    input_shape: Sequence[int],
+    num: int,
+    sigma: float,
+    epsilon: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`num` samples of D(v): x = y (eps/2) v + w_perp, w ~ N(0, sigma^2 I), w_perp = w minus
+    its component along v; y = +1 for exactly num//2 samples and -1 for the rest, shuffled.
+
+    Returns x (num, C, H, W) float32 and the class index (y + 1) / 2 in {0, 1} (int64). The
+    projection is done in float64, so <x, v> = +-eps/2 to float32 rounding. Drawn on the
+    generator's device, from the generator alone.
+    """
+    dev = generator.device
+    shape = tuple(int(s) for s in input_shape)
+    v = torch.as_tensor(direction).to(dev, torch.float64).reshape(-1)
+    if v.numel() != math.prod(shape):
+        raise ValueError(f"direction has {v.numel()} values, input shape {shape} needs "
+                         f"{math.prod(shape)}")
+    v = v / v.norm()
+    labels = torch.zeros(num, dtype=torch.int64, device=dev)
+    labels[: num // 2] = 1
+    labels = labels[torch.randperm(num, generator=generator, device=dev)]
+    w = torch.randn((num, v.numel()), generator=generator, device=dev).to(torch.float64)
+    w.mul_(sigma)
+    y = labels.to(torch.float64) * 2 - 1
+    coef = y * (epsilon / 2) - w @ v
+    x = w.addr_(coef, v)  # w - (w.v) v + y (eps/2) v, in place
+    return x.to(torch.float32).view(num, *shape), labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+@dataclass
+class ProbeResult:
+    accuracies: np.ndarray  # (n,) float64, test accuracy in percent, in the order of directions
+    curves: np.ndarray  # (n, epochs, 4) float32: train loss, train acc %, test loss, test acc %
+    info: dict = field(default_factory=dict)  # JSON-able: seconds, strategy, chunk size, ...
+
+
+def _lr_at(spec: ProbeSpec, step: int, steps_per_epoch: int) -> float:
+    """The notebook's schedule: interp(epoch + (i+1)/batches, [0, epochs], [lr, 0])."""
+    total = spec.training.epochs * steps_per_epoch
+    return spec.training.lr * (1.0 - (step + 1) / total)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def _batches(num: int, size: int, drop_single: bool) -> list[tuple[int, int]]:
+    """DataLoader-style batches (the last one smaller); with BatchNorm a last batch of one
+    sample is dropped (train-mode BatchNorm cannot normalize a single value)."""
+    out = [(s, min(num, s + size)) for s in range(0, num, size)]
+    if drop_single and len(out) > 1 and out[-1][1] - out[-1][0] == 1:
+        out.pop()
+    return out
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _available_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def _activation_floats(template: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Floats of all module outputs for one input (a run on the meta device)."""
+    meta = copy.deepcopy(template).to("meta")
+    sizes: list[int] = []
+
+    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output[0].numel())
+
+    handles = [m.register_forward_hook(hook) for m in meta.modules()]
+    with torch.no_grad():
+        meta(torch.empty((1, *input_shape), device="meta"))
+    for h in handles:
+        h.remove()
+    return sum(sizes) + math.prod(input_shape)
+
+
+class _Direction:
+    """Seeded data and shuffle generator of direction `index` of a job, drawn on `device`
+    (like the initialization: numbers depend on the device type, never on the batching)."""
+
+    def __init__(self, spec: ProbeSpec, direction: np.ndarray, index: int,
+                 device: torch.device | None = None):
+        data = spec.data
+        shape = spec.input_shape
+        dev = device or torch.device("cpu")
+        gen = torch.Generator(dev).manual_seed(probe_seed(spec.seed, _TRAIN, index))
+        self.x_train, self.y_train = sample_dataset(direction, shape, data.num_train,
+                                                    data.sigma, data.epsilon, gen)
+        gen = torch.Generator(dev).manual_seed(probe_seed(spec.seed, _TEST, index))
+        self.x_test, self.y_test = sample_dataset(direction, shape, data.num_test,
+                                                  data.sigma, data.epsilon, gen)
+        self.shuffle = torch.Generator(dev).manual_seed(probe_seed(spec.seed, _SHUFFLE, index))
+        self.num_train = data.num_train
+
+    def permutation(self) -> torch.Tensor:
+        return torch.randperm(self.num_train, generator=self.shuffle, device=self.shuffle.device)
+
+
+@contextlib.contextmanager
+def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Global RNG (dropout) seeded for a block, restored afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.manual_seed(seed)
+        yield
+
+
+class ProbeRunner:
+    """Builds the template and sampler of a spec once; trains chunks of directions."""
+
+    def __init__(self, spec: ProbeSpec, device: torch.device | str | None = None,
+                 strategy: str | None = None, chunk_size: int | None = None,
+                 memory_budget: int | None = None):
+        self.spec = spec
+        self.device = resolve_device(device)
+        shape = tuple(spec.input_shape)
+        self.template = build_model(spec.architecture, shape, 2, self.device)
+        factory = model_factory(spec.architecture)
+        self.factory = lambda: factory(shape, 2)
+        init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
+        self.sampler = NetworkSampler(self.factory, self.template,
+                                      probe_seed(spec.seed, _INIT), self.device, init)
+        self.param_names = [n for n, _ in self.template.named_parameters()]
+        self.has_bn = _has_batchnorm(self.template)
+        self.has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd)
+                               for m in self.template.modules())
+        self.strategy = strategy or default_strategy(self.device)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        self._act: int | None = None
+        self.batches = _batches(spec.data.num_train, spec.training.batch_size, self.has_bn)
+        self.chunk_size = chunk_size or self._chunk_size(memory_budget)
+        self.eval_batch = self._eval_batch()
+
+    # -- sizing --------------------------------------------------------------------------------
+    def _activation_floats(self) -> int:
+        if self._act is None:
+            self._act = _activation_floats(self.template, tuple(self.spec.input_shape))
+        return self._act
+
+    def _chunk_size(self, memory_budget: int | None) -> int:
+        """Directions per chunk from a memory budget: data, parameters (with gradient and
+        momentum), activations of one training batch kept for the backward pass."""
+        if self.strategy == "loop":
+            return 1
+        dim = math.prod(self.spec.input_shape)
+        params = sum(p.numel() for p in self.template.parameters())
+        data = (self.spec.data.num_train + self.spec.data.num_test) * dim * 4
+        acts = self.spec.training.batch_size * self._activation_floats() * 4 * 3
+        per_dir = data + 4 * params * 4 + acts
+        fixed = (2 << 30) if self.device.type == "cpu" else (16 << 30)
+        budget = min(memory_budget or fixed, _available_memory(self.device) // 3)
+        cap = 64 if self.device.type == "cpu" else 1024
+        return max(1, min(cap, budget // per_dir))
+
+    def _eval_batch(self) -> int:
+        """Test samples per model per forward pass: bounded activations for a whole chunk."""
+        per_sample = max(1, self._activation_floats()) * 4 * max(1, self.chunk_size)
+        budget = (256 << 20) if self.device.type == "cpu" else (4 << 30)
+        return int(max(self.spec.training.batch_size, min(self.spec.data.num_test,
+                                                          budget // per_sample)))
+
+    # -- running -------------------------------------------------------------------------------
+    def run(self, directions: np.ndarray, first_index: int = 0,
+            progress: Progress | None = None, should_stop: ShouldStop | None = None,
+            ) -> ProbeResult:
+        t0 = time.perf_counter()
+        directions = np.asarray(directions, dtype=np.float32)
+        n = directions.shape[0]
+        dim = math.prod(self.spec.input_shape)
+        if directions.ndim != 2 or directions.shape[1] != dim:
+            raise ValueError(f"directions must be (n, {dim}), got {directions.shape}")
+        epochs = self.spec.training.epochs
+        curves = np.zeros((n, epochs, 4), dtype=np.float32)
+        size = self.chunk_size
+        for lo in range(0, n, size):
+            hi = min(n, lo + size)
+            if should_stop is not None and should_stop():
+                raise Cancelled(f"cancelled after {lo} of {n} directions")
+            indices = list(range(first_index + lo, first_index + hi))
+
+            def chunk_progress(done: int, lo: int = lo) -> None:
+                """`done` direction-epochs of this chunk."""
+                if progress is not None:
+                    progress(lo * epochs + done, n * epochs)
+
+            train = self._train_vmap if self.strategy == "vmap" else self._train_loop
+            curves[lo:hi] = train(directions[lo:hi], indices, chunk_progress, should_stop)
+        info = {
+            "seconds": time.perf_counter() - t0,
+            "strategy": self.strategy,
+            "chunk_size": self.chunk_size,
+            "device": str(self.device),
+            "num_directions": n,
+            "first_index": first_index,
+            "batches_per_epoch": len(self.batches),
+            "torch": torch.__version__,
+        }
+        if self.has_dropout and self.strategy == "vmap":
+            info["dropout_note"] = ("dropout masks of batched training depend on the chunk a "
+                                    "direction is trained in")
+        # accuracies == curves[:, -1, 3] exactly (float32 values widened), an invariant the
+        # service's artifacts rely on
+        return ProbeResult(curves[:, -1, 3].astype(np.float64), curves, info)
+
+    def _check_stop(self, should_stop: ShouldStop | None, what: str) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"cancelled during {what}")
+
+    def _train_vmap(self, directions: np.ndarray, indices: list[int],
+                    progress: Callable[[int], None], should_stop: ShouldStop | None,
+                    ) -> np.ndarray:
+        spec, tr, dev = self.spec, self.spec.training, self.device
+        n = len(indices)
+        shape, data = tuple(spec.input_shape), spec.data
+        x_train = torch.empty((n, data.num_train, *shape), device=dev)
+        y_train = torch.empty((n, data.num_train), dtype=torch.int64, device=dev)
+        x_test = torch.empty((n, data.num_test, *shape), device=dev)
+        y_test = torch.empty((n, data.num_test), dtype=torch.int64, device=dev)
+        dirs = []
+        for r, j in enumerate(indices):  # stacked one by one: peak memory = the chunk's data
+            d = _Direction(spec, directions[r], j, dev)
+            x_train[r], y_train[r], x_test[r], y_test[r] = d.x_train, d.y_train, d.x_test, d.y_test
+            d.x_train = d.y_train = d.x_test = d.y_test = None
+            dirs.append(d)
+        state = self.sampler.sample(indices)
+        params = {k: state[k].detach().clone().requires_grad_(True) for k in self.param_names}
+        buffers = {k: v.clone() for k, v in state.items() if k not in params}
+        plist = list(params.values())
+        momentum: list[torch.Tensor] | None = None
+        template = self.template
+        rows = torch.arange(n, device=dev)[:, None]
+
+        def forward(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, (p, b), (x,))
+
+        batched = vmap(forward, in_dims=(0, 0, 0), randomness="different")
+        curves = np.zeros((n, tr.epochs, 4), dtype=np.float32)
+        step = 0
+        with _seeded_rng(probe_seed(spec.seed, _DROPOUT, indices[0]), dev):
+            for epoch in range(tr.epochs):
+                self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
+                perms = torch.stack([d.permutation() for d in dirs])
+                loss_sum = torch.zeros(n, dtype=torch.float64, device=dev)
+                correct = torch.zeros(n, dtype=torch.int64, device=dev)
+                seen = 0
+                template.train()
+                for start, stop in self.batches:
+                    idx = perms[:, start:stop]
+                    xb, yb = x_train[rows, idx], y_train[rows, idx]
+                    out = batched(params, buffers, xb)  # (n, B, 2)
+                    losses = F.cross_entropy(out.flatten(0, 1), yb.flatten(),
+                                             reduction="none").view(n, -1).mean(1)
+                    grads = torch.autograd.grad(losses.sum(), plist, allow_unused=True,
+                                                materialize_grads=True)
+                    with torch.no_grad():
+                        momentum = self._sgd_step(plist, list(grads), momentum,
+                                                  _lr_at(spec, step, len(self.batches)))
+                        loss_sum += losses.detach().to(torch.float64) * (stop - start)
+                        correct += (out.detach().argmax(-1) == yb).sum(1)
+                    seen += stop - start
+                    step += 1
+                template.eval()
+                test_loss, test_correct = self._evaluate_vmap(params, buffers, x_test, y_test)
+                curves[:, epoch, 0] = (loss_sum / seen).cpu().numpy()
+                curves[:, epoch, 1] = (100.0 * correct.to(torch.float64) / seen).cpu().numpy()
+                curves[:, epoch, 2] = test_loss
+                curves[:, epoch, 3] = 100.0 * test_correct / spec.data.num_test
+                progress(n * (epoch + 1))
+        template.eval()
+        return curves
+
+    def _sgd_step(self, params: list[torch.Tensor], grads: list[torch.Tensor],
+                  momentum: list[torch.Tensor] | None, lr: float) -> list[torch.Tensor] | None:
+        """clip_grad_norm_ per model (leading dim), then torch.optim.SGD's update."""
+        tr = self.spec.training
+        n = params[0].shape[0]
+        if tr.grad_clip is not None:
+            sq = torch.stack([g.reshape(n, -1).pow(2).sum(1) for g in grads]).sum(0)
+            coef = (tr.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+            grads = [g.mul_(coef.view(n, *([1] * (g.dim() - 1)))) for g in grads]
+        if tr.weight_decay:
+            grads = [g.add_(p, alpha=tr.weight_decay) for g, p in zip(grads, params, strict=True)]
+        if tr.momentum:
+            if momentum is None:
+                momentum = [g.clone() for g in grads]
+            else:
+                for buf, g in zip(momentum, grads, strict=True):
+                    buf.mul_(tr.momentum).add_(g)
+            grads = momentum
+        torch._foreach_add_(params, grads, alpha=-lr)
+        return momentum
+
+    @torch.no_grad()
+    def _evaluate_vmap(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        template = self.template
+
+        def forward(p: dict, b: dict, xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(template, (p, b), (xb,))
+
+        batched = vmap(forward, in_dims=(0, 0, 0))
+        n, num = y.shape
+        loss = torch.zeros(n, dtype=torch.float64, device=x.device)
+        correct = torch.zeros(n, dtype=torch.int64, device=x.device)
+        for start in range(0, num, self.eval_batch):
+            stop = min(num, start + self.eval_batch)
+            out = batched(params, buffers, x[:, start:stop])
+            yb = y[:, start:stop]
+            ce = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none")
+            loss += ce.view(n, -1).to(torch.float64).sum(1)
+            correct += (out.argmax(-1) == yb).sum(1)
+        return (loss / num).cpu().numpy(), correct.cpu().numpy()
+
+    def _train_loop(self, directions: np.ndarray, indices: list[int],
+                    progress: Callable[[int], None], should_stop: ShouldStop | None,
+                    ) -> np.ndarray:
+        """Each direction alone: plain module, torch.optim.SGD, clip_grad_norm_."""
+        spec, tr, dev = self.spec, self.spec.training, self.device
+        curves = np.zeros((len(indices), tr.epochs, 4), dtype=np.float32)
+        for r, j in enumerate(indices):
+            d = _Direction(spec, directions[r], j, dev)
+            x_train, y_train, x_test, y_test = d.x_train, d.y_train, d.x_test, d.y_test
+            with torch.device(dev):
+                model = self.factory()
+            model.load_state_dict({k: v[0] for k, v in self.sampler.sample([j]).items()})
+            opt = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum,
+                                  weight_decay=tr.weight_decay)
+            step = 0
+            with _seeded_rng(probe_seed(spec.seed, _DROPOUT, j), dev):
+                for epoch in range(tr.epochs):
+                    self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
+                    perm = d.permutation()
+                    model.train()
+                    # running sums stay on the device: no host sync per step
+                    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+                    correct = torch.zeros((), dtype=torch.int64, device=dev)
+                    seen = 0
+                    for start, stop in self.batches:
+                        idx = perm[start:stop]
+                        xb, yb = x_train[idx], y_train[idx]
+                        for group in opt.param_groups:
+                            group["lr"] = _lr_at(spec, step, len(self.batches))
+                        opt.zero_grad(set_to_none=True)
+                        out = model(xb)
+                        loss = F.cross_entropy(out, yb)
+                        loss.backward()
+                        if tr.grad_clip is not None:
+                            nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+                        opt.step()
+                        loss_sum += loss.detach() * (stop - start)
+                        correct += (out.detach().argmax(1) == yb).sum()
+                        seen += stop - start
+                        step += 1
+                    model.eval()
+                    test_loss, test_correct = _evaluate_module(model, x_test, y_test,
+                                                               self.eval_batch)
+                    curves[r, epoch] = (float(loss_sum) / seen, 100.0 * int(correct) / seen,
+                                        test_loss,
+                                        100.0 * test_correct / spec.data.num_test)
+                    progress(r * tr.epochs + epoch + 1)
+        return curves
+
+
+@torch.no_grad()
+def _evaluate_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
+                     ) -> tuple[float, int]:
+    loss, correct = 0.0, 0
+    for start in range(0, x.shape[0], batch):
+        out = model(x[start:start + batch])
+        yb = y[start:start + batch]
+        loss += float(F.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    return loss / x.shape[0], correct
+
+
+def default_strategy(device: torch.device) -> str:
+    """vmap or loop, from measurements (BENCHMARKS.md, "Probe (issue 4)").
+
+    CPU: batching does not pay. Grouped convolutions and pooling cost as much per model as
+    alone, and a LogReg step is dominated by memory traffic either way: LeNet measured
+    0.9x, LogReg 0.85x (vmap / loop throughput). The loop also needs no memory for a whole
+    chunk's data. GPU (H100): vmap, 6.2x the loop for LeNet; one small model per step
+    cannot fill the device.
+    """
+    return "loop" if device.type == "cpu" else "vmap"
+
+
+def run_probe(
+    spec: ProbeSpec,
+    directions: np.ndarray,
+    *,
+    first_index: int = 0,
+    device: torch.device | str | None = None,
+    strategy: str | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = None,
+) -> ProbeResult:
+    """Train one fresh model per row of `directions` on D(row) and report its test accuracy.
+
+    Row r is direction number first_index + r of the job: its model's initialization, data,
+    shuffling (and dropout masks with strategy "loop") depend only on (spec.seed,
+    first_index + r). `progress(done, total)` counts direction-epochs; `should_stop()` is
+    checked before every epoch and raises nadcore.engine.Cancelled. `strategy` ("vmap" or
+    "loop"), `chunk_size` and `memory_budget` only change how the work is executed.
+    """
+    runner = ProbeRunner(spec, device, strategy, chunk_size, memory_budget)
+    return runner.run(directions, first_index, progress, should_stop)
+
+
+__all__ = [
+    "ProbeResult",
+    "ProbeRunner",
+    "default_strategy",
+    "direction_frequencies",
+    "fourier_image",
+    "make_directions",
+    "probe_seed",
+    "run_probe",
+    "sample_dataset",
+]

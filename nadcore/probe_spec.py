@@ -1,0 +1,122 @@
+"""The probe job spec (NADS.md section 4): how well an architecture learns the linearly
+separable distribution D(v) along chosen directions v. Torch-free, like `nadcore.spec`.
+
+Frequency convention of `fourier` directions: (ky, kx) indexes numpy's `fft2` of an H x W image,
+0 <= ky < H and 0 <= kx < W; the direction is the real cosine (or sine) image
+cos(2 pi (ky y / H + kx x / W)), normalized to unit norm, identical in every channel.
+Heatmaps show the frequency plane fft-shifted (DC at the centre).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .spec import NADSpec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FourierDirections(_Strict):
+    kind: Literal["fourier"] = "fourier"
+    frequencies: list[tuple[int, int]] | None = Field(
+        None, description="(ky, kx) pairs; default: the whole H x W grid (see grid_stride)."
+    )
+    phase: Literal["cos", "sin"] = "cos"
+    grid_stride: int = Field(1, ge=1, description="With no frequencies: every stride-th one.")
+
+
+class NADDirections(_Strict):
+    kind: Literal["nad"] = "nad"
+    job: str | None = Field(None, description="id of a finished NAD job of the caller")
+    indices: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="NAD rows")
+    start: int | None = Field(None, ge=0, description="with stop (and step): a range of rows")
+    stop: int | None = Field(None, ge=1)
+    step: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> NADDirections:
+        if (self.indices is None) == (self.start is None or self.stop is None):
+            raise ValueError("directions: give either indices or start and stop")
+        if self.start is not None and self.stop is not None and self.stop <= self.start:
+            raise ValueError("directions.stop: must exceed start")
+        return self
+
+    def rows(self) -> list[int]:
+        if self.indices is not None:
+            return list(self.indices)
+        return list(range(self.start, self.stop, self.step))
+
+
+class RandomDirections(_Strict):
+    kind: Literal["random"] = "random"
+    count: int = Field(ge=1, le=4096)
+    seed: int = Field(0, ge=0)
+
+
+class CustomDirections(_Strict):
+    kind: Literal["custom"] = "custom"
+    values: list[list[float]] = Field(description="one flattened direction (C*H*W) per row")
+
+
+Directions = Annotated[
+    FourierDirections | NADDirections | RandomDirections | CustomDirections,
+    Field(discriminator="kind"),
+]
+
+
+class DataSettings(_Strict):
+    """x = y (eps/2) v + w_perp, w ~ N(0, sigma^2 I); independent train and test draws."""
+
+    num_train: int = Field(10_000, ge=2, le=1_000_000)
+    num_test: int = Field(10_000, ge=2, le=1_000_000)
+    sigma: float = Field(3.0, gt=0)
+    epsilon: float = Field(1.0, gt=0)
+
+
+class TrainingSettings(_Strict):
+    """The paper's recipe: 2 logits, cross-entropy, SGD, linear decay to 0 every batch."""
+
+    epochs: int = Field(20, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(0.5, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(0.5, gt=0, description="max gradient norm; null: none")
+
+
+class ProbeSpec(_Strict):
+    architecture: str
+    input_shape: tuple[
+        Annotated[int, Field(ge=1, le=16)],
+        Annotated[int, Field(ge=1, le=512)],
+        Annotated[int, Field(ge=1, le=512)],
+    ] = (1, 32, 32)
+    directions: Directions
+    data: DataSettings = DataSettings()
+    training: TrainingSettings = TrainingSettings()
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    shards: int = Field(1, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProbeSpec:
+        NADSpec(architecture=self.architecture, input_shape=self.input_shape, num_networks=2)
+        c, h, w = self.input_shape
+        d = self.directions
+        if isinstance(d, FourierDirections) and d.frequencies is not None:
+            for ky, kx in d.frequencies:
+                if not (0 <= ky < h and 0 <= kx < w):
+                    raise ValueError(
+                        f"directions.frequencies: ({ky}, {kx}) outside 0 <= ky < {h}, 0 <= kx < {w}"
+                    )
+        if isinstance(d, CustomDirections):
+            bad = [i for i, row in enumerate(d.values) if len(row) != c * h * w]
+            if bad:
+                raise ValueError(
+                    f"directions.values: row {bad[0]} has {len(d.values[bad[0]])} values, "
+                    f"input_shape needs C*H*W = {c * h * w}"
+                )
+        return self

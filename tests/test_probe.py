@@ -1,0 +1,306 @@
+"""nadcore.probe: the distribution D(v), the direction families, batched and one-at-a-time
+training, and the paper's directional-bias findings at test scale."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from nadcore.engine import Cancelled
+from nadcore.probe import (
+    _Direction,
+    direction_frequencies,
+    make_directions,
+    run_probe,
+    sample_dataset,
+)
+from nadcore.probe_spec import ProbeSpec
+
+
+def _spec(directions: dict, arch: str = "logreg", shape=(1, 32, 32), **kw) -> ProbeSpec:
+    return ProbeSpec(architecture=arch, input_shape=shape, directions=directions, **kw)
+
+
+def _unit(rng: np.random.Generator, d: int) -> np.ndarray:
+    v = rng.standard_normal(d)
+    return v / np.linalg.norm(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# D(v)
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (3, 8, 8)])
+def test_dataset_signal_noise_and_labels(shape):
+    d = int(np.prod(shape))
+    v = _unit(np.random.default_rng(1), d)
+    num, sigma, eps = 2001, 3.0, 1.0
+    x, labels = sample_dataset(v, shape, num, sigma, eps, torch.Generator().manual_seed(0))
+    assert x.shape == (num, *shape) and x.dtype == torch.float32
+    assert labels.dtype == torch.int64
+    x64 = x.reshape(num, -1).double().numpy()
+    coef = x64 @ v
+    y = labels.numpy() * 2 - 1  # class 1 <-> y = +1
+    # the component along v is exactly y eps/2 (float32 rounding of x only)
+    assert np.abs(coef - y * eps / 2).max() < 2e-5
+    # the rest is the noise, orthogonal to v, with per-pixel std sigma (1022 or 191 dims)
+    noise = x64 - np.outer(coef, v)
+    assert np.abs(noise @ v).max() < 1e-9
+    assert abs(noise.std() - sigma) < 0.02 * sigma
+    # balanced (odd num: one more -1) and shuffled
+    assert int(labels.sum()) == num // 2
+    assert 0 < labels[: num // 2].sum() < num // 2
+
+
+def test_dataset_draws_are_independent():
+    shape = (1, 32, 32)
+    v = _unit(np.random.default_rng(2), 1024)
+    a, la = sample_dataset(v, shape, 200, 3.0, 1.0, torch.Generator().manual_seed(1))
+    b, lb = sample_dataset(v, shape, 200, 3.0, 1.0, torch.Generator().manual_seed(2))
+    again, _ = sample_dataset(v, shape, 200, 3.0, 1.0, torch.Generator().manual_seed(1))
+    assert torch.equal(a, again)  # seeded
+    # different seeds: no sample of one draw resembles any sample of the other (not a shift
+    # or a permutation); independent 1022-dim noises have |corr| ~ 1/32, max ~ 0.16
+    na = a.reshape(200, -1).double()
+    nb = b.reshape(200, -1).double()
+    na, nb = na / na.norm(dim=1, keepdim=True), nb / nb.norm(dim=1, keepdim=True)
+    assert (na @ nb.T).abs().max() < 0.3
+    assert not torch.equal(la, lb)
+
+
+def test_train_and_test_sets_of_a_direction_are_independent():
+    spec = _spec({"kind": "random", "count": 1}, data={"num_train": 300, "num_test": 300})
+    d = _Direction(spec, make_directions(spec)[0], index=0)
+    tr = d.x_train.reshape(300, -1).double()
+    te = d.x_test.reshape(300, -1).double()
+    tr, te = tr / tr.norm(dim=1, keepdim=True), te / te.norm(dim=1, keepdim=True)
+    assert (tr @ te.T).abs().max() < 0.3
+    # another direction index of the same job gets other data
+    other = _Direction(spec, make_directions(spec)[0], index=1)
+    assert not torch.equal(other.x_train, d.x_train)
+
+
+# ---------------------------------------------------------------------------------------------
+# Directions
+
+
+def test_fourier_directions_are_real_unit_single_frequency():
+    freqs = [(0, 1), (3, 4), (8, 8), (15, 15), (16, 3), (31, 2)]
+    for phase in ("cos", "sin"):
+        dirs = make_directions(_spec({"kind": "fourier", "frequencies": freqs, "phase": phase}))
+        assert dirs.shape == (len(freqs), 1024) and dirs.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(dirs, axis=1), 1.0, atol=1e-6)
+        for (ky, kx), row in zip(freqs, dirs, strict=True):
+            energy = np.abs(np.fft.fft2(row.reshape(32, 32).astype(np.float64))) ** 2
+            mirror = ((-ky) % 32, (-kx) % 32)
+            on = energy[ky, kx] + (energy[mirror] if mirror != (ky, kx) else 0.0)
+            assert on / energy.sum() > 1 - 1e-10, (phase, ky, kx)
+    cos = make_directions(_spec({"kind": "fourier", "frequencies": [(3, 4)], "phase": "cos"}))
+    sin = make_directions(_spec({"kind": "fourier", "frequencies": [(3, 4)], "phase": "sin"}))
+    assert abs(float(cos[0] @ sin[0])) < 1e-6
+    # the paper's example: imaginary part of rfft2 coefficient (3, 4) set to 1 -> a sine image
+    spectrum = np.zeros((32, 17), dtype=np.complex128)
+    spectrum[3, 4] = 1j
+    paper = np.fft.irfft2(spectrum, s=(32, 32)).ravel()
+    paper /= np.linalg.norm(paper)
+    assert abs(abs(float(paper @ sin[0])) - 1) < 1e-6
+
+
+def test_fourier_multichannel_is_the_same_image_in_every_channel():
+    dirs = make_directions(_spec({"kind": "fourier", "frequencies": [(1, 2)]}, shape=(3, 8, 8)))
+    img = dirs[0].reshape(3, 8, 8)
+    np.testing.assert_allclose(img[0], img[2])
+    assert abs(np.linalg.norm(img) - 1) < 1e-6
+
+
+def test_fourier_grid_counts_order_and_dc():
+    spec = _spec({"kind": "fourier"})
+    assert make_directions(spec).shape == (1024, 1024)
+    freqs = direction_frequencies(spec)
+    assert freqs[:3] == [(0, 0), (0, 1), (0, 2)] and freqs[32] == (1, 0)  # row-major (ky, kx)
+    strided = _spec({"kind": "fourier", "grid_stride": 4})
+    assert make_directions(strided).shape == (64, 1024)
+    assert direction_frequencies(strided)[:2] == [(0, 0), (0, 4)]
+    odd = _spec({"kind": "fourier", "grid_stride": 3}, shape=(1, 10, 10))
+    assert len(direction_frequencies(odd)) == 16  # ceil(10/3)^2
+    # sine: DC and Nyquist images are zero; a grid skips them, a list is rejected
+    sin_grid = _spec({"kind": "fourier", "phase": "sin"})
+    sin_freqs = direction_frequencies(sin_grid)
+    assert len(sin_freqs) == 1024 - 4
+    assert (0, 0) not in sin_freqs and (16, 16) not in sin_freqs
+    assert make_directions(sin_grid).shape == (1020, 1024)
+    with pytest.raises(ValueError, match=r"directions.frequencies.*\(0, 0\).*zero"):
+        make_directions(_spec({"kind": "fourier", "frequencies": [(0, 0)], "phase": "sin"}))
+    # cosine DC is the constant image
+    dc = make_directions(_spec({"kind": "fourier", "frequencies": [(0, 0)]}))
+    np.testing.assert_allclose(dc[0], 1 / 32, rtol=1e-6)
+    assert direction_frequencies(_spec({"kind": "random", "count": 2})) is None
+
+
+def test_random_custom_and_nad_directions():
+    r1 = make_directions(_spec({"kind": "random", "count": 5, "seed": 3}))
+    r2 = make_directions(_spec({"kind": "random", "count": 5, "seed": 3}))
+    r3 = make_directions(_spec({"kind": "random", "count": 5, "seed": 4}))
+    np.testing.assert_array_equal(r1, r2)
+    assert not np.allclose(r1, r3)
+    np.testing.assert_allclose(np.linalg.norm(r1, axis=1), 1.0, atol=1e-6)
+
+    rows = [[0.0] * 63 + [2.0], [1.0] * 64]
+    custom = make_directions(_spec({"kind": "custom", "values": rows}, shape=(1, 8, 8)))
+    np.testing.assert_allclose(custom[0, -1], 1.0)
+    np.testing.assert_allclose(custom[1], 1 / 8, rtol=1e-6)
+
+    nads = np.linalg.qr(np.random.default_rng(0).standard_normal((64, 64)))[0].T
+    got = make_directions(_spec({"kind": "nad", "indices": [3, 0]}, shape=(1, 8, 8)), nads)
+    np.testing.assert_allclose(got, nads[[3, 0]], atol=1e-6)
+    got = make_directions(
+        _spec({"kind": "nad", "start": 10, "stop": 20, "step": 5}, shape=(1, 8, 8)), nads)
+    np.testing.assert_allclose(got, nads[[10, 15]], atol=1e-6)
+
+
+def test_direction_errors():
+    nads = np.eye(64, dtype=np.float32)[:40]
+    with pytest.raises(ValueError, match=r"directions.indices.*40.*< 40"):
+        make_directions(_spec({"kind": "nad", "indices": [1, 40]}, shape=(1, 8, 8)), nads)
+    with pytest.raises(ValueError, match=r"directions.stop.*40"):
+        make_directions(_spec({"kind": "nad", "start": 30, "stop": 45}, shape=(1, 8, 8)), nads)
+    with pytest.raises(ValueError, match=r"1-channel.*3 channels"):
+        make_directions(_spec({"kind": "nad", "indices": [0]}, shape=(3, 8, 8)), nads)
+    with pytest.raises(ValueError, match=r"D = 64.*C\*H\*W = 100"):
+        make_directions(_spec({"kind": "nad", "indices": [0]}, shape=(1, 10, 10)), nads)
+    with pytest.raises(ValueError, match="needs the NAD array"):
+        make_directions(_spec({"kind": "nad", "indices": [0]}, shape=(1, 8, 8)))
+    with pytest.raises(ValueError, match=r"directions.values: row 1 is zero"):
+        make_directions(_spec({"kind": "custom", "values": [[1.0] * 64, [0.0] * 64]},
+                              shape=(1, 8, 8)))
+    with pytest.raises(ValidationError, match=r"row 0 has 63 values"):
+        _spec({"kind": "custom", "values": [[1.0] * 63]}, shape=(1, 8, 8))
+    empty = _spec({"kind": "fourier", "grid_stride": 16, "phase": "sin"})
+    with pytest.raises(ValueError, match="sine image is zero"):
+        make_directions(empty)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def test_acceptance_example_of_the_issue():
+    """The issue's example as written: logreg, 4 cosines, 2,000 / 2,000 samples, 5 epochs.
+
+    Measured: 51-56 % on every direction with both strategies (the plain-module loop, i.e.
+    the paper's own training code, gives the same figures): with 2,000 samples in D = 1,024
+    under sigma = 3 noise, the paper's recipe does not find the noise-free direction in 80
+    steps. The same example with 10,000 training samples reaches >= 99.7 % (next test). The
+    spec of the issue (>= 90 % as written) therefore cannot be met by the engine; pinned here
+    so that a change of these figures is noticed.
+    """
+    spec = ProbeSpec.model_validate({
+        "architecture": "logreg", "input_shape": [1, 32, 32],
+        "directions": {"kind": "fourier", "frequencies": [[0, 1], [3, 4], [8, 8], [15, 15]],
+                       "phase": "cos"},
+        "data": {"num_train": 2000, "num_test": 2000, "sigma": 3.0, "epsilon": 1.0},
+        "training": {"epochs": 5}, "seed": 0})
+    result = run_probe(spec, make_directions(spec))
+    print("acceptance example accuracies:", result.accuracies)
+    assert result.accuracies.shape == (4,) and result.curves.shape == (4, 5, 4)
+    assert np.all((result.accuracies > 45) & (result.accuracies < 65))
+
+
+def test_logreg_learns_every_direction_of_a_fourier_grid():
+    """The paper: logistic regression always succeeds. Default recipe (lr 0.5, linear decay,
+    clip 0.5, batch 128) with 10,000 training samples, 1,000 test samples, 5 epochs (the paper:
+    10,000 / 10,000, 20 epochs) on a stride-8 grid of 16 cosines."""
+    spec = _spec({"kind": "fourier", "grid_stride": 8},
+                 data={"num_train": 10_000, "num_test": 1000}, training={"epochs": 5})
+    result = run_probe(spec, make_directions(spec))
+    print("logreg grid accuracies:", result.accuracies)
+    assert result.accuracies.shape == (16,)
+    assert result.accuracies.min() >= 95.0
+    curves = result.curves
+    assert np.all(curves[:, -1, 0] < curves[:, 0, 0])  # train loss decreases
+    np.testing.assert_allclose(curves[:, -1, 3], result.accuracies)
+
+
+def test_vmap_and_loop_agree():
+    """Same seeds, same math. LogReg (10,000 samples: it learns): identical arithmetic
+    up to summation order, so the accuracies agree to 0.1 pp. LeNet: vmap runs grouped
+    convolutions whose float32 rounding differs from the plain ones by ~1e-7 relative; SGD
+    amplifies it slowly, so losses agree to 1e-3 and accuracies (1,000 test samples,
+    0.1 pp each) to 1.5 pp (measured: 0 to 0.5 pp on the CPU, up to 0.95 pp on an H100)."""
+    for arch, num_train, epochs, tol in (("logreg", 10_000, 5, 0.1), ("lenet", 1000, 2, 1.5)):
+        spec = _spec({"kind": "fourier", "frequencies": [(0, 1), (5, 3), (12, 30)]}, arch,
+                     data={"num_train": num_train, "num_test": 1000},
+                     training={"epochs": epochs})
+        dirs = make_directions(spec)
+        a = run_probe(spec, dirs, strategy="vmap")
+        b = run_probe(spec, dirs, strategy="loop")
+        print(arch, "vmap", a.accuracies, "loop", b.accuracies)
+        assert a.info["strategy"] == "vmap" and b.info["strategy"] == "loop"
+        np.testing.assert_allclose(a.curves[..., 0], b.curves[..., 0], rtol=1e-3)
+        assert np.abs(a.accuracies - b.accuracies).max() <= tol
+        if arch == "logreg":
+            assert a.accuracies.min() > 95
+
+
+@pytest.mark.slow
+def test_vmap_batchnorm_matches_loop():
+    """ResNet-18 (BatchNorm): batched training uses batch statistics and updates each model's
+    running statistics, which the test pass then uses (eval mode), exactly like the loop.
+    num_train 129 with batch 64: the trailing batch of one sample is dropped for BatchNorm."""
+    spec = _spec({"kind": "random", "count": 2}, "resnet18",
+                 data={"num_train": 129, "num_test": 64},
+                 training={"epochs": 1, "batch_size": 64, "momentum": 0.9,
+                           "weight_decay": 5e-4})
+    dirs = make_directions(spec)
+    a = run_probe(spec, dirs, strategy="vmap")
+    b = run_probe(spec, dirs, strategy="loop")
+    assert a.info["batches_per_epoch"] == 2
+    np.testing.assert_allclose(a.curves[..., :3], b.curves[..., :3], rtol=1e-3)
+    np.testing.assert_array_equal(a.accuracies, b.accuracies)
+
+
+def test_shards_and_chunks_give_the_same_numbers():
+    spec = _spec({"kind": "random", "count": 5}, data={"num_train": 300, "num_test": 200},
+                 training={"epochs": 2, "momentum": 0.9, "weight_decay": 1e-3})
+    dirs = make_directions(spec)
+    whole = run_probe(spec, dirs, strategy="vmap")
+    shard = run_probe(spec, dirs[3:], first_index=3, strategy="vmap", chunk_size=1)
+    np.testing.assert_allclose(shard.curves, whole.curves[3:], rtol=1e-5, atol=1e-4)
+    seen = []
+    run_probe(spec, dirs[:2], strategy="loop", progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (4, 4) and all(t == 4 for _, t in seen)
+    with pytest.raises(Cancelled):
+        run_probe(spec, dirs, should_stop=lambda: True)
+
+
+@pytest.mark.slow
+def test_lenet_first_nads_beat_last_nads(lenet_nads):
+    """The paper (figure 3): LeNet learns D(u_i) along its first NADs, not along its last.
+
+    Paper scale is 10,000 / 10,000 samples and 20 epochs (~100 % vs ~50 %); here 10,000 /
+    1,000 and 4 epochs, where LeNet has only started to escape the 50 % plateau along its
+    first NADs (measured 64.8, 71.9, 63.9 % vs 52.1, 50.4, 50.2 %; the paper's published
+    LeNet Fourier accuracies top out at ~81 % for comparison)."""
+    first, last = [0, 1, 2], [1020, 1021, 1022]
+    spec = _spec({"kind": "nad", "indices": first + last}, "lenet",
+                 data={"num_train": 10_000, "num_test": 1000}, training={"epochs": 4})
+    t0 = time.perf_counter()
+    result = run_probe(spec, make_directions(spec, lenet_nads))
+    acc = result.accuracies
+    print(f"LeNet NADs {first}: {acc[:3]}, NADs {last}: {acc[3:]} "
+          f"({time.perf_counter() - t0:.1f} s)")
+    assert acc[:3].min() >= 60.0
+    assert acc[3:].max() <= 56.0
+    assert acc[:3].mean() - acc[3:].mean() >= 10.0
+
+
+@pytest.fixture(scope="module")
+def lenet_nads() -> np.ndarray:
+    """Paper-method (finite-difference) NADs of LeNet from 1,100 networks: all 1,024 rows."""
+    from nadcore import estimate_nads
+
+    return estimate_nads("lenet", (1, 32, 32), num_networks=1100, seed=0).nads

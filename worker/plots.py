@@ -1,0 +1,103 @@
+"""PNG figures of probe jobs, rendered once by the merge task (matplotlib, Agg canvas, no pyplot
+state). Colour scales are fixed so that figures of different jobs compare at a glance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+
+from nadcore.probe_spec import ProbeSpec
+
+VMIN, VMAX = 50.0, 100.0  # percent: chance to perfect
+_ANNOTATE_MAX = 64  # cells labelled with their accuracy when at most this many were probed
+_MAX_TICKS = 17
+
+
+def shifted(k: int, n: int) -> int:
+    """Signed frequency of fft index k along an axis of size n, as `np.fft.fftshift` places it
+    (DC at 0, in the middle of the figure; -n//2 .. (n-1)//2)."""
+    return (k + n // 2) % n - n // 2
+
+
+def _ticks(values: list[int]) -> tuple[list[int], list[str]]:
+    stride = max(1, -(-len(values) // _MAX_TICKS))
+    positions = list(range(0, len(values), stride))
+    return positions, [str(values[p]) for p in positions]
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, format="png", dpi=100, metadata={"Software": None})
+
+
+def render_heatmap(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndarray,
+                   path: Path) -> None:
+    """Accuracy over the frequency plane, fft-shifted (DC at the centre), scale 50-100 %.
+
+    Rows and columns are the signed frequencies present (the whole plane for a full grid);
+    frequencies not probed are grey. With a cosine phase (ky, kx) and (-ky, -kx) are the same
+    image, so a full grid is point-symmetric.
+    """
+    _, h, w = spec.input_shape
+    fy = [shifted(int(ky), h) for ky in frequencies[:, 0]]
+    fx = [shifted(int(kx), w) for kx in frequencies[:, 1]]
+    ys, xs = sorted(set(fy)), sorted(set(fx))
+    row, col = {v: i for i, v in enumerate(ys)}, {v: i for i, v in enumerate(xs)}
+    grid = np.full((len(ys), len(xs)), np.nan)
+    for a, y, x in zip(accuracies, fy, fx, strict=True):
+        grid[row[y], col[x]] = a
+
+    side = min(9.0, 3.5 + 0.18 * max(len(ys), len(xs)))
+    fig = Figure(figsize=(side + 1.4, side))
+    ax = fig.add_subplot()
+    cmap = _cmap()
+    image = ax.imshow(grid, origin="lower", cmap=cmap, vmin=VMIN, vmax=VMAX,
+                      interpolation="nearest")
+    ax.set_xticks(*_ticks(xs))
+    ax.set_yticks(*_ticks(ys))
+    ax.set_xlabel("kx (signed, DC at the centre)")
+    ax.set_ylabel("ky (signed, DC at the centre)")
+    if len(accuracies) <= _ANNOTATE_MAX:
+        for a, y, x in zip(accuracies, fy, fx, strict=True):
+            ax.text(col[x], row[y], f"{a:.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if a < 75 else "black")
+    c, _, _ = spec.input_shape
+    ax.set_title(f"{spec.architecture} ({c}x{h}x{w}): test accuracy on D(v), "
+                 f"Fourier {spec.directions.phase}", fontsize=10)
+    fig.colorbar(image, ax=ax, label="test accuracy (%)", fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _cmap() -> Colormap:
+    cmap = colormaps["viridis"].copy()
+    cmap.set_bad("lightgrey")
+    return cmap
+
+
+def render_accuracy_vs_index(spec: ProbeSpec, accuracies: np.ndarray, indices: Sequence[int],
+                             path: Path) -> None:
+    """Test accuracy on D(u_i) against the NAD index i (chance level dashed)."""
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    order = np.argsort(np.asarray(indices), kind="stable")
+    xs = np.asarray(indices)[order]
+    ys = np.asarray(accuracies)[order]
+    ax.plot(xs, ys, marker="o" if len(xs) <= 64 else None, markersize=3, linewidth=1)
+    ax.axhline(50.0, color="grey", linestyle="--", linewidth=0.8, label="chance")
+    ax.set_ylim(min(40.0, float(ys.min()) - 2), 101.0)
+    ax.set_xlabel("NAD index i")
+    ax.set_ylabel("test accuracy (%)")
+    c, h, w = spec.input_shape
+    ax.set_title(f"{spec.architecture} ({c}x{h}x{w}): test accuracy on D(u_i), "
+                 f"NADs of job {spec.directions.job}", fontsize=9)
+    ax.legend(loc="lower left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,166 @@
+"""Probe jobs in the worker (loads torch through nadcore.probe; imported by `worker.tasks` only).
+
+A shard of a probe job is a range [start, stop) of direction indices: it builds the job's
+directions, trains rows start:stop (`run_probe(..., first_index=start)`, so direction j is
+seeded by (seed, j) whichever shard trains it) and stores a partial `.npz`. The merge
+concatenates the partials in direction order and writes the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nadcore.probe import direction_frequencies, make_directions, run_probe
+from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
+from store.blobs import BlobStore
+from store.models import NADS, SUCCEEDED, Artifact, Job
+from worker.plots import render_accuracy_vs_index, render_heatmap
+
+PNG = "image/png"
+NPY = "application/octet-stream"
+HEAD = 16  # directions listed in the job summary
+
+
+class ProbeSourceError(ValueError):
+    """The NAD job a probe refers to cannot be read (it was validated at submission)."""
+
+
+def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | None:
+    """sha256 of the `nads.npy` blob of the NAD job (of user `user_id`) that `nad` directions
+    refer to; None for other directions."""
+    d = spec.directions
+    if not isinstance(d, NADDirections):
+        return None
+    source = session.scalar(select(Job).where(Job.id == d.job, Job.user_id == user_id))
+    if source is None or source.kind != NADS or source.status != SUCCEEDED:
+        raise ProbeSourceError(f"directions.job: NAD job {d.job!r} is no longer a succeeded "
+                               "NAD job of this user")
+    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == source.pk,
+                                                     Artifact.name == "nads.npy"))
+    if artifact is None:
+        raise ProbeSourceError(f"directions.job: NAD job {d.job!r} has no nads.npy")
+    return artifact.sha256
+
+
+def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> np.ndarray:
+    """All the job's directions, (n, C*H*W) float32 unit rows, in direction-index order."""
+    nad_array = None if nad_sha is None else np.load(blobs.path(nad_sha))
+    return make_directions(spec, nad_array)
+
+
+@dataclass
+class ProbePartial:
+    """The result of one shard: directions start..stop-1."""
+
+    start: int
+    stop: int
+    accuracies: np.ndarray  # (stop - start,) float64 percent
+    curves: np.ndarray  # (stop - start, epochs, 4) float32
+    info: dict
+
+    def save(self, path: Path) -> None:
+        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop),
+                 accuracies=self.accuracies, curves=self.curves,
+                 info=np.frombuffer(json.dumps(self.info).encode(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, path: Path) -> ProbePartial:
+        with np.load(path) as z:
+            return cls(int(z["start"]), int(z["stop"]), z["accuracies"], z["curves"],
+                       json.loads(z["info"].tobytes().decode()))
+
+
+def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: int, *,
+                    progress: Callable[[int, int], None],
+                    should_stop: Callable[[], bool]) -> ProbePartial:
+    """Trains directions start..stop-1; raises nadcore.engine.Cancelled when stopped."""
+    result = run_probe(spec, directions[start:stop], first_index=start, progress=progress,
+                       should_stop=should_stop)
+    return ProbePartial(start, stop, np.asarray(result.accuracies, dtype=np.float64),
+                        np.asarray(result.curves, dtype=np.float32), result.info)
+
+
+def merge_partials(partials: list[ProbePartial], num_directions: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Accuracies and curves of every direction, checking that the shards tile 0..n-1."""
+    partials = sorted(partials, key=lambda p: p.start)
+    expected = 0
+    for p in partials:
+        if p.start != expected or p.accuracies.shape[0] != p.stop - p.start:
+            raise ValueError(f"probe partials do not tile the directions: shard [{p.start}, "
+                             f"{p.stop}) after {expected}")
+        expected = p.stop
+    if expected != num_directions:
+        raise ValueError(f"probe partials cover {expected} of {num_directions} directions")
+    return (np.concatenate([p.accuracies for p in partials]),
+            np.concatenate([p.curves for p in partials]))
+
+
+def _labels(spec: ProbeSpec) -> tuple[str, list]:
+    """What identifies each direction in the summary: its (ky, kx), its NAD row, or nothing."""
+    if isinstance(spec.directions, FourierDirections):
+        return "frequency", [list(f) for f in direction_frequencies(spec)]
+    if isinstance(spec.directions, NADDirections):
+        return "nad_index", spec.directions.rows()
+    return "", []
+
+
+def _entry(i: int, acc: float, label: str, labels: list) -> dict:
+    entry = {"index": i, "accuracy": round(float(acc), 4)}
+    if label:
+        entry[label] = labels[i]
+    return entry
+
+
+def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbePartial]) -> dict:
+    """JSON-able job summary: accuracy statistics, the first and the worst directions."""
+    label, labels = _labels(spec)
+    worst = np.argsort(accuracies, kind="stable")[:5]
+    info = partials[0].info if partials else {}
+    return {
+        "architecture": spec.architecture,
+        "input_shape": list(spec.input_shape),
+        "directions_kind": spec.directions.kind,
+        "num_directions": int(accuracies.shape[0]),
+        "epochs": spec.training.epochs,
+        "accuracy_mean": round(float(accuracies.mean()), 4),
+        "accuracy_min": round(float(accuracies.min()), 4),
+        "accuracy_max": round(float(accuracies.max()), 4),
+        "head": [_entry(i, a, label, labels) for i, a in enumerate(accuracies[:HEAD])],
+        "worst": [_entry(int(i), accuracies[i], label, labels) for i in worst],
+        "engine": {k: info[k] for k in ("strategy", "device", "chunk_size", "torch")
+                   if k in info},
+        "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
+    }
+
+
+def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndarray,
+                    curves: np.ndarray, folder: Path) -> list[tuple[Path, str]]:
+    """Writes the artifact files of a finished probe job; returns (path, media type) pairs."""
+    files: list[tuple[Path, str]] = []
+
+    def save(name: str, array: np.ndarray) -> None:
+        path = folder / name
+        np.save(path, np.ascontiguousarray(array))
+        files.append((path, NPY))
+
+    save("accuracies.npy", accuracies.astype(np.float64))
+    save("directions.npy", directions.astype(np.float32))
+    save("curves.npy", curves.astype(np.float32))
+    if isinstance(spec.directions, FourierDirections):
+        freqs = np.asarray(direction_frequencies(spec), dtype=np.int64).reshape(-1, 2)
+        save("frequencies.npy", freqs)
+        render_heatmap(spec, accuracies, freqs, folder / "heatmap.png")
+        files.append((folder / "heatmap.png", PNG))
+    if isinstance(spec.directions, NADDirections):
+        render_accuracy_vs_index(spec, accuracies, spec.directions.rows(),
+                                 folder / "accuracy_vs_index.png")
+        files.append((folder / "accuracy_vs_index.png", PNG))
+    return files
