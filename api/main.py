@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from api import errors
 from api.metrics import ServiceCollector
-from api.routers import artifacts, health, jobs, probe
+from api.routers import artifacts, health, jobs, poison, probe, uploads
 from store.blobs import BlobStore
 from store.settings import Settings, get_settings
 from worker.config import make_celery
@@ -28,6 +28,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(probe.router)
+    app.include_router(poison.router)
+    app.include_router(uploads.router)
     app.include_router(artifacts.router)
 
     registry = CollectorRegistry()

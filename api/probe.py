@@ -10,11 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fastapi import HTTPException, status
-from fastapi.exceptions import RequestValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.validation import check_limits, invalid
 from nadcore.cost import layer_count
 from nadcore.probe_spec import (
     CustomDirections,
@@ -61,19 +60,6 @@ def count_directions(spec: ProbeSpec) -> int:
     if isinstance(d, CustomDirections):
         return len(d.values)
     raise TypeError(f"unknown directions kind {type(d).__name__}")
-
-
-def shard_ranges(num_directions: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous direction-index ranges [start, stop), as `NADSpec.shard_ranges` splits."""
-    bounds = [round(i * num_directions / shards) for i in range(shards + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(shards)]
-
-
-def invalid(field: str, message: str, value: Any = None) -> RequestValidationError:
-    """A 422 in the same shape as pydantic's: one entry whose `msg` starts with the field."""
-    loc = ("body", *field.split("."))
-    return RequestValidationError([{"loc": loc, "msg": f"{field}: {message}",
-                                    "type": "value_error", "input": value}])
 
 
 def check_shape(spec: ProbeSpec, num_directions: int) -> None:
@@ -123,20 +109,8 @@ def estimate_probe(spec: ProbeSpec, num_directions: int) -> dict[str, Any]:
 
 def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:
     """Raises 422 naming every exceeded estimate and its limit (as `api.quota.check_quota`)."""
-    limits = settings.probe_quotas()
-    over = []
-    for name, limit in limits.items():
-        value = estimate.get(name)
-        if limit and value is not None and value > limit:
-            over.append(f"estimated {name} {value:,.0f} ({_WHAT[name]}) exceeds the limit "
-                        f"{limit:,.0f} ({_ENV[name]})")
-    if over:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail={"msg": "spec exceeds the quota: " + "; ".join(over) +
-                    "; reduce the directions, training.epochs or data.num_train",
-                    "estimate": estimate, "limits": limits},
-        )
+    check_limits(estimate, settings.probe_quotas(), _ENV, _WHAT,
+                 "reduce the directions, training.epochs or data.num_train")
 
 
 def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:

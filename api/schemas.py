@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from store.models import JOB_STATES, SEQUENTIAL, SUCCEEDED, TERMINAL, Job
 
-JobKind = Literal["nads", "probe"]
+JobKind = Literal["nads", "probe", "poison"]
 JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
 
 
@@ -99,12 +99,15 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
+_UNITS = {"probe": "directions", "poison": "indices"}
+
+
 def progress_of(job: Job) -> Progress:
-    """Work done over work planned (networks of a NAD job, directions of a probe job),
-    weighting each shard by its size."""
+    """Work done over work planned (networks of a NAD job, directions of a probe job, poison
+    indices of a poison job: their epochs), weighting each shard by its size."""
     if job.status == SUCCEEDED:
         return Progress(fraction=1.0, message="succeeded")
-    unit = "directions" if job.kind == "probe" else "networks"
+    unit = _UNITS.get(job.kind, "networks")
     total = sum(s.stop - s.start for s in job.shards) or 1
     done = sum((s.stop - s.start) * s.fraction for s in job.shards)
     fraction = min(done / total, 0.99)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .architectures import HeNormalConv2d
-from .seeding import network_seed
+from .seeding import network_seed, seeded_global_rng
 
 Kind = Literal["uniform", "normal", "constant"]
 
@@ -165,10 +165,8 @@ class NetworkSampler:
 
     def _sample_builder(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         states = []
-        devices = [self.device] if self.device.type == "cuda" else []
         for j in indices:
-            with torch.random.fork_rng(devices=devices, device_type=self.device.type):
-                torch.manual_seed(network_seed(self.seed, j))
-                with torch.device(self.device):
-                    states.append(self.factory().state_dict())
+            with seeded_global_rng(network_seed(self.seed, j), self.device), \
+                    torch.device(self.device):
+                states.append(self.factory().state_dict())
         return {k: torch.stack([s[k] for s in states]) for k in self.names}

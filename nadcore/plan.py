@@ -18,7 +18,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device:
     return torch.device(device)
 
 
-def _available_memory(device: torch.device) -> int:
+def available_memory(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free)
@@ -125,13 +125,13 @@ def plan_execution(
         # what else is using the memory; lowered only on a device that has less
         fixed_budget = (1 << 30) if device.type == "cpu" else (8 << 30)
         budget = min(fixed_budget, memory_budget or fixed_budget,
-                     _available_memory(device) // 2)
+                     available_memory(device) // 2)
         cap = 1024
     else:
         # chunks only batch the sampling and keep progress reports frequent; on the CPU a few
         # hundred MB is plenty (fresh pages cost more than the random numbers)
-        default = (1 << 28) if device.type == "cpu" else _available_memory(device) // 4
-        budget = min(memory_budget or default, _available_memory(device) // 4)
+        default = (1 << 28) if device.type == "cpu" else available_memory(device) // 4
+        budget = min(memory_budget or default, available_memory(device) // 4)
         cap = 64
     size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
     init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"

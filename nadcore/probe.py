@@ -17,11 +17,9 @@ Two ways to train a set of directions, with identical math:
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +31,7 @@ from torch.func import functional_call, vmap
 from .architectures import build_model, model_factory
 from .engine import Cancelled
 from .init import NetworkSampler
+from .plan import activation_profile, available_memory, resolve_device
 from .probe_spec import (
     CustomDirections,
     FourierDirections,
@@ -40,6 +39,7 @@ from .probe_spec import (
     ProbeSpec,
     RandomDirections,
 )
+from .seeding import seeded_global_rng
 from .spec import TORCHVISION_PREFIX
 
 Progress = Callable[[int, int], None]
@@ -245,37 +245,6 @@ def _batches(num: int, size: int, drop_single: bool) -> list[tuple[int, int]]:
     return out
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _available_memory(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
-
-
-def _activation_floats(template: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Floats of all module outputs for one input (a run on the meta device)."""
-    meta = copy.deepcopy(template).to("meta")
-    sizes: list[int] = []
-
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        if isinstance(output, torch.Tensor):
-            sizes.append(output[0].numel())
-
-    handles = [m.register_forward_hook(hook) for m in meta.modules()]
-    with torch.no_grad():
-        meta(torch.empty((1, *input_shape), device="meta"))
-    for h in handles:
-        h.remove()
-    return sum(sizes) + math.prod(input_shape)
-
-
 class _Direction:
     """Seeded data and shuffle generator of direction `index` of a job, drawn on `device`
     (like the initialization: numbers depend on the device type, never on the batching)."""
@@ -296,15 +265,6 @@ class _Direction:
 
     def permutation(self) -> torch.Tensor:
         return torch.randperm(self.num_train, generator=self.shuffle, device=self.shuffle.device)
-
-
-@contextlib.contextmanager
-def _seeded_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Global RNG (dropout) seeded for a block, restored afterwards."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type):
-        torch.manual_seed(seed)
-        yield
 
 
 class ProbeRunner:
@@ -337,7 +297,8 @@ class ProbeRunner:
     # -- sizing --------------------------------------------------------------------------------
     def _activation_floats(self) -> int:
         if self._act is None:
-            self._act = _activation_floats(self.template, tuple(self.spec.input_shape))
+            prof = activation_profile(self.template, tuple(self.spec.input_shape))
+            self._act = prof.total + math.prod(self.spec.input_shape)
         return self._act
 
     def _chunk_size(self, memory_budget: int | None) -> int:
@@ -351,7 +312,7 @@ class ProbeRunner:
         acts = self.spec.training.batch_size * self._activation_floats() * 4 * 3
         per_dir = data + 4 * params * 4 + acts
         fixed = (2 << 30) if self.device.type == "cpu" else (16 << 30)
-        budget = min(memory_budget or fixed, _available_memory(self.device) // 3)
+        budget = min(memory_budget or fixed, available_memory(self.device) // 3)
         cap = 64 if self.device.type == "cpu" else 1024
         return max(1, min(cap, budget // per_dir))
 
@@ -439,7 +400,7 @@ class ProbeRunner:
         batched = vmap(forward, in_dims=(0, 0, 0), randomness="different")
         curves = np.zeros((n, tr.epochs, 4), dtype=np.float32)
         step = 0
-        with _seeded_rng(probe_seed(spec.seed, _DROPOUT, indices[0]), dev):
+        with seeded_global_rng(probe_seed(spec.seed, _DROPOUT, indices[0]), dev):
             for epoch in range(tr.epochs):
                 self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
                 perms = torch.stack([d.permutation() for d in dirs])
@@ -529,7 +490,7 @@ class ProbeRunner:
             opt = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum,
                                   weight_decay=tr.weight_decay)
             step = 0
-            with _seeded_rng(probe_seed(spec.seed, _DROPOUT, j), dev):
+            with seeded_global_rng(probe_seed(spec.seed, _DROPOUT, j), dev):
                 for epoch in range(tr.epochs):
                     self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
                     perm = d.permutation()

@@ -57,6 +57,20 @@ class BlobStore:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
+    def adopt(self, tmp_path: Path, sha256: str) -> Path:
+        """Moves a complete, fsynced file that hashes to `sha256` (written under `tmp_dir()`)
+        into place; used by streamed uploads, which hash while they write."""
+        final = self.path(sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp_path, final)
+        return final
+
+    def tmp_dir(self) -> Path:
+        """Where files bound for the store are written first (same filesystem: atomic rename)."""
+        folder = self.root / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
     def verify(self, sha256: str) -> bool:
         """True when the stored bytes still hash to their name."""
         digest = hashlib.sha256()

@@ -30,7 +30,10 @@ JOB_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 # Job kinds.
-NADS, PROBE = "nads", "probe"
+NADS, PROBE, POISON = "nads", "probe", "poison"
+
+# Upload kinds: an image dataset (.npz) or a NAD array (.npy).
+DATASET_UPLOAD, NADS_UPLOAD = "dataset", "nads"
 
 # How a NAD job is executed: shard tasks + a merge task, or one task (early stopping is sequential).
 SHARDED, SEQUENTIAL = "sharded", "sequential"
@@ -147,3 +150,18 @@ class Artifact(Base):
     media_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
 
     job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class Upload(Base):
+    """A file a user uploaded (a dataset .npz or a NAD .npy), stored as a blob."""
+
+    __tablename__ = "uploads"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -39,6 +39,19 @@ class Settings(BaseSettings):
         2**30, ge=0, description="directions.npy: directions x C*H*W x 4 bytes"
     )
 
+    # Quota of poison jobs (0 disables it): indices x epochs x training-set size (digits 1,437,
+    # CIFAR-10 50,000, an upload: its size / 1,024 bytes). The paper's CIFAR-10 curve
+    # (ResNet-18, 50 epochs, ~100 indices): 2.5e8.
+    max_poison_train_samples: int = Field(
+        1_000_000_000, ge=0, description="indices x epochs x training-set size"
+    )
+    max_upload_bytes: int = Field(
+        200_000_000, ge=1, description="Largest accepted upload (.npz dataset, .npy NADs)."
+    )
+    datasets_dir: Path | None = Field(
+        None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."
+    )
+
     # Worker behaviour.
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
@@ -65,6 +78,10 @@ class Settings(BaseSettings):
         return (self.blob_dir or self.data_dir / "blobs").resolve()
 
     @property
+    def resolved_datasets_dir(self) -> Path:
+        return (self.datasets_dir or self.data_dir / "datasets").resolve()
+
+    @property
     def broker_folder(self) -> Path:
         """Where kombu's filesystem transport keeps messages (embedded mode only)."""
         return (self.data_dir / "broker").resolve()
@@ -88,6 +105,10 @@ class Settings(BaseSettings):
             "flops": self.max_probe_flops,
             "directions_bytes": self.max_probe_directions_bytes,
         }
+
+    def poison_quotas(self) -> dict[str, float]:
+        """Limits of poison jobs by the name of the estimate field they bound (0 = unlimited)."""
+        return {"train_samples": self.max_poison_train_samples}
 
 
 @lru_cache

@@ -1,5 +1,6 @@
-"""PNG figures of probe jobs, rendered once by the merge task (matplotlib, Agg canvas, no pyplot
-state). Colour scales are fixed so that figures of different jobs compare at a glance."""
+"""PNG figures of probe and poison jobs, rendered once by the merge task (matplotlib, Agg
+canvas, no pyplot state). Colour scales are fixed so that figures of different jobs compare at
+a glance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
+from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 
 VMIN, VMAX = 50.0, 100.0  # percent: chance to perfect
@@ -99,5 +102,73 @@ def render_accuracy_vs_index(spec: ProbeSpec, accuracies: np.ndarray, indices: S
                  f"NADs of job {spec.directions.job}", fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def render_poison_accuracy(spec: PoisonSpec, indices: Sequence[int], train: np.ndarray,
+                           test: np.ndarray, path: Path) -> None:
+    """Final clean-test (and poisoned-train) accuracy against the poison index; a single index
+    is still a point. Flip mode has no index: one point at x = 0."""
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    order = np.argsort(np.asarray(indices), kind="stable")
+    xs = np.asarray(indices)[order]
+    marker = "o" if len(xs) <= 64 else None
+    ax.plot(xs, np.asarray(test)[order], marker=marker, markersize=4, linewidth=1,
+            label="clean test")
+    ax.plot(xs, np.asarray(train)[order], marker=marker, markersize=3, linewidth=0.8,
+            linestyle=":", label="poisoned train")
+    ax.set_ylim(-2.0, 102.0)
+    if len(xs) == 1:
+        ax.set_xlim(xs[0] - 1, xs[0] + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("flipped basis (no index)" if spec.mode == "flip" else "poison NAD index i")
+    ax.set_ylabel("final accuracy (%)")
+    what = "flipped basis" if spec.mode == "flip" else f"eps = {spec.eps:g}"
+    source = spec.dataset.name or f"upload {spec.dataset.upload}"
+    ax.set_title(f"{spec.architecture} on {source}, {what}, {spec.training.epochs} epochs",
+                 fontsize=9)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(C, H, W) in [0, 1] -> something imshow draws: grey for 1 channel, RGB for 3, else the
+    channel mean."""
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[0] == 3:
+        return image.transpose(1, 2, 0), None
+    return image.mean(axis=0), "gray"
+
+
+def render_examples(spec: PoisonSpec, index: int, clean: np.ndarray, changed: np.ndarray,
+                    labels: np.ndarray, path: Path) -> None:
+    """A few training images: clean, poisoned (or flipped), and the difference (channel mean,
+    symmetric colour scale)."""
+    n = clean.shape[0]
+    fig = Figure(figsize=(1.6 * n + 0.6, 5.4))
+    diff = (changed - clean).mean(axis=1)
+    bound = float(np.abs(diff).max()) or 1.0
+    rows = ("clean", "flipped" if spec.mode == "flip" else f"poisoned (i={index})",
+            "difference")
+    for j in range(n):
+        for r, title in enumerate(rows):
+            ax = fig.add_subplot(3, n, r * n + j + 1)
+            if r == 2:
+                ax.imshow(diff[j], cmap="seismic", vmin=-bound, vmax=bound,
+                          interpolation="nearest")
+            else:
+                image, cmap = _display(clean[j] if r == 0 else changed[j])
+                ax.imshow(image, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(title, fontsize=8)
+            if r == 0:
+                ax.set_title(f"label {int(labels[j])}", fontsize=8)
+    fig.suptitle(f"{spec.mode}: difference scale +-{bound:.3g}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)

@@ -22,6 +22,7 @@ from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from store.blobs import BlobStore
 from store.models import NADS, SUCCEEDED, Artifact, Job
 from worker.plots import render_accuracy_vs_index, render_heatmap
+from worker.tiling import concatenate_tiles
 
 PNG = "image/png"
 NPY = "application/octet-stream"
@@ -90,17 +91,7 @@ def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: i
 def merge_partials(partials: list[ProbePartial], num_directions: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Accuracies and curves of every direction, checking that the shards tile 0..n-1."""
-    partials = sorted(partials, key=lambda p: p.start)
-    expected = 0
-    for p in partials:
-        if p.start != expected or p.accuracies.shape[0] != p.stop - p.start:
-            raise ValueError(f"probe partials do not tile the directions: shard [{p.start}, "
-                             f"{p.stop}) after {expected}")
-        expected = p.stop
-    if expected != num_directions:
-        raise ValueError(f"probe partials cover {expected} of {num_directions} directions")
-    return (np.concatenate([p.accuracies for p in partials]),
-            np.concatenate([p.curves for p in partials]))
+    return concatenate_tiles(partials, num_directions, "directions", ("accuracies", "curves"))
 
 
 def _labels(spec: ProbeSpec) -> tuple[str, list]:

@@ -25,6 +25,7 @@ from nadcore import (
     merge_partials,
     run_spec,
 )
+from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import NADSpec
 from store.blobs import BlobStore, record_blob
@@ -32,6 +33,7 @@ from store.db import session_scope
 from store.models import (
     CANCELLED,
     FAILED,
+    POISON,
     PROBE,
     RUNNING,
     SUCCEEDED,
@@ -40,7 +42,7 @@ from store.models import (
     utcnow,
 )
 from store.settings import get_settings
-from worker import probe, state
+from worker import poison, probe, state
 from worker.app import app
 from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from worker.dispatch import enqueue_merge
@@ -180,17 +182,36 @@ def _probe_shard(claimed: _Claimed, progress: Callable[[int, int], None],
                                  progress=progress, should_stop=should_stop)
 
 
+def _poison_inputs(user_id: int, spec: PoisonSpec) -> tuple:
+    """The dataset and NAD array of a poison job (resolved for the user who submitted it)."""
+    with session_scope(_db_url()) as session:
+        src = poison.sources(session, user_id, spec)
+    return poison.load_inputs(spec, _blobs(), src, get_settings().resolved_datasets_dir)
+
+
+def _poison_shard(claimed: _Claimed, progress: Callable[[int, int], None],
+                  should_stop: Callable[[], bool]) -> poison.PoisonPartial:
+    spec = PoisonSpec.model_validate(claimed.spec)
+    data, nads = _poison_inputs(claimed.user_id, spec)
+    return poison.run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
+                                   progress=progress, should_stop=should_stop)
+
+
+_SHARD_RUNNERS = {PROBE: _probe_shard, POISON: _poison_shard}
+
+
 @app.task(bind=True, base=JobTask, name=RUN_SHARD)
 def run_shard(self: Task, job_id: str, index: int) -> None:
-    """Computes one shard (the partial sums of a range of networks of a NAD job, or the
-    trained directions of a range of a probe job) and stores it as a blob."""
+    """Computes one shard (the partial sums of a range of networks of a NAD job, the trained
+    directions of a range of a probe job, the trained models of a range of poison indices) and
+    stores it as a blob."""
     claimed = _claim(self, job_id, index)
     if claimed is None:
         return
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     try:
-        if claimed.kind == PROBE:
-            part = _probe_shard(claimed, progress, should_stop)
+        if claimed.kind in _SHARD_RUNNERS:
+            part = _SHARD_RUNNERS[claimed.kind](claimed, progress, should_stop)
         else:
             part = _nad_shard(claimed, index, progress, should_stop)
     except Cancelled:
@@ -254,6 +275,18 @@ def _merge_probe(job_id: str, spec: ProbeSpec, shas: list[str], nad_sha: str | N
         _store_artifacts(job_id, files, probe.summarize(spec, accuracies, partials))
 
 
+def _merge_poison(job_id: str, spec: PoisonSpec, shas: list[str], user_id: int) -> None:
+    """Concatenates the shards' accuracies in index order, writes metrics, figures and (with
+    keep_dataset) the poisoned training sets."""
+    blobs = _blobs()
+    data, nads = _poison_inputs(user_id, spec)
+    partials = [poison.PoisonPartial.load(blobs.path(sha)) for sha in shas]
+    train, test = poison.merge_partials(partials, len(poison.positions(spec)))
+    with tempfile.TemporaryDirectory() as tmp:
+        files = poison.write_artifacts(spec, data, nads, train, test, Path(tmp))
+        _store_artifacts(job_id, files, poison.summarize(spec, train, test, partials, data))
+
+
 @app.task(bind=True, base=JobTask, name=MERGE)
 def merge(self: Task, job_id: str) -> None:
     """Loads every shard's partial, merges them and stores the artifacts."""
@@ -266,14 +299,19 @@ def merge(self: Task, job_id: str) -> None:
             return
         job.merge_status = RUNNING
         job.updated_at = utcnow()
-        kind = job.kind
-        if kind == PROBE:
+        kind, user_id = job.kind, job.user_id
+        if kind == POISON:
+            poison_spec = PoisonSpec.model_validate(job.spec)
+        elif kind == PROBE:
             probe_spec = ProbeSpec.model_validate(job.spec)
             nad_sha = probe.nad_source_sha(session, job.user_id, probe_spec)
         else:
             spec = NADSpec.model_validate(job.spec)
     if kind == PROBE:
         _merge_probe(job_id, probe_spec, shas, nad_sha)
+        return
+    if kind == POISON:
+        _merge_poison(job_id, poison_spec, shas, user_id)
         return
     blobs = _blobs()
     partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]

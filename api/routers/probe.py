@@ -11,10 +11,10 @@ from api.probe import (
     check_shape,
     count_directions,
     estimate_probe,
-    shard_ranges,
 )
 from api.routers.jobs import create_job
 from api.schemas import JobOut
+from api.validation import shard_ranges
 from nadcore.probe_spec import ProbeSpec
 from store.models import PROBE, SHARDED
 

@@ -1,0 +1,115 @@
+"""Poison jobs on the API side, torch-free: what a spec refers to (the caller's NAD job or
+uploads), what it costs, and how it is sharded (ranges of positions in `spec.indices`).
+
+What the API knows about the named datasets (shape, classes, training-set size) mirrors
+`nadcore.datasets`; an uploaded dataset is only parsed by the worker, so its checks (shapes,
+labels, classes the NADs can carry) fail the job there with the engine's message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.validation import check_limits, invalid, shard_ranges
+from nadcore.poison_spec import PoisonSpec
+from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Job, Upload, User
+from store.settings import Settings
+
+# name -> (C, H, W), classes, training-set size (before limit_train)
+NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
+    "digits": ((1, 32, 32), 10, 1437),
+    "cifar10": ((3, 32, 32), 10, 50_000),
+}
+UPLOAD_BYTES_PER_SAMPLE = 1024  # an upload's training-set size is estimated as size / 1,024
+_ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
+_WHAT = {"train_samples": "indices x epochs x training-set size"}
+
+
+def carrier_rows(num_classes: int, channels: int) -> int:
+    """How many NAD rows past the poison index i the carriers use: class t takes row
+    i + t // (2C) (NADS.md section 5), so rows i .. i + (num_classes - 1) // (2C)."""
+    return (num_classes - 1) // (2 * channels)
+
+
+def own_upload(session: Session, user: User, upload_id: str, kind: str, field: str) -> Upload:
+    """The caller's upload of `kind`; another user's reads exactly like a missing one."""
+    row = session.scalar(select(Upload).where(Upload.id == upload_id,
+                                              Upload.user_id == user.id))
+    if row is None:
+        raise invalid(field, f"no upload {upload_id!r} of yours", upload_id)
+    if row.kind != kind:
+        want = ".npz dataset" if kind == DATASET_UPLOAD else ".npy NAD array"
+        raise invalid(field, f"upload {upload_id!r} is a {row.kind} upload, not a {want}",
+                      upload_id)
+    return row
+
+
+def train_size(spec: PoisonSpec, session: Session, user: User) -> int:
+    """Training-set size for the quota; checks a dataset upload (the caller's, a dataset)."""
+    ref = spec.dataset
+    if ref.upload is not None:
+        row = own_upload(session, user, ref.upload, DATASET_UPLOAD, "dataset.upload")
+        size = max(1, row.size // UPLOAD_BYTES_PER_SAMPLE)
+    else:
+        size = NAMED_DATASETS[ref.name][2]
+    return min(size, ref.limit_train) if ref.limit_train else size
+
+
+def check_nad_source(session: Session, user: User, spec: PoisonSpec) -> None:
+    """`nads.job`: the caller's succeeded NAD job, on the dataset's image shape, with rows for
+    every carrier; `nads.upload`: the caller's .npy upload (its rows are checked by the worker)."""
+    src = spec.nads
+    if src.upload is not None:
+        own_upload(session, user, src.upload, NADS_UPLOAD, "nads.upload")
+        return
+    job = session.scalar(select(Job).where(Job.id == src.job, Job.user_id == user.id))
+    if job is None:
+        raise invalid("nads.job", f"no job {src.job!r} of yours", src.job)
+    if job.kind != NADS:
+        raise invalid("nads.job", f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
+    if job.status != SUCCEEDED:
+        raise invalid("nads.job", f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
+                      "job can poison a dataset", src.job)
+    if spec.dataset.name is None:
+        return
+    shape, classes, _ = NAMED_DATASETS[spec.dataset.name]
+    nad_shape, want = tuple(job.spec["input_shape"]), (1, *shape[1:])
+    if nad_shape != want:
+        raise invalid("nads.job", f"NAD job {src.job!r} has input_shape {list(nad_shape)}; "
+                      f"dataset {spec.dataset.name!r} needs the NADs of a 1-channel "
+                      f"{shape[1]}x{shape[2]} architecture, input_shape {list(want)} (each "
+                      "channel is poisoned with them)", src.job)
+    num_nads = int((job.summary or {}).get("num_nads", 0))
+    pixels = shape[1] * shape[2]
+    if spec.mode == "flip" and num_nads < pixels - 1:
+        raise invalid("nads.job", f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
+                      f"{pixels - 1}); NAD job {src.job!r} has {num_nads}", src.job)
+    if spec.mode == "poison":
+        extra = carrier_rows(classes, shape[0])
+        top = max(spec.indices)
+        if top + extra >= num_nads:
+            raise invalid("indices", f"index {top} needs NAD rows {top}..{top + extra} "
+                          f"({classes} classes, {shape[0]} channel(s)), NAD job {src.job!r} has "
+                          f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
+
+
+def estimate_poison(spec: PoisonSpec, size: int) -> dict[str, Any]:
+    indices = 1 if spec.mode == "flip" else len(spec.indices)
+    epochs = spec.training.epochs
+    return {"indices": indices, "epochs": epochs, "train_size": size,
+            "train_samples": indices * epochs * size}
+
+
+def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:
+    check_limits(estimate, settings.poison_quotas(), _ENV, _WHAT,
+                 "reduce the indices, training.epochs or dataset.limit_train")
+
+
+def poison_shards(spec: PoisonSpec) -> list[tuple[int, int]]:
+    """Ranges of positions in `spec.indices`; flip mode trains one model: one shard."""
+    if spec.mode == "flip":
+        return [(0, 1)]
+    return shard_ranges(len(spec.indices), spec.shards)

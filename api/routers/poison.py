@@ -1,0 +1,40 @@
+"""POST /v1/jobs/poison: NAD carriers planted in an image dataset (or the flipped-basis
+experiment), then a network trained on it, one model per poison index."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.poison import (
+    check_nad_source,
+    check_poison_quota,
+    estimate_poison,
+    poison_shards,
+    train_size,
+)
+from api.routers.jobs import create_job
+from api.schemas import JobOut
+from nadcore.poison_spec import PoisonSpec
+from store.models import POISON, SHARDED
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.post("/poison", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
+                  settings: SettingsDep, celery: CeleryDep, response: Response) -> JobOut:
+    """Queues a poison job: `shards` tasks, each training the models of a range of positions
+    in `indices`, and a merge.
+
+    Body: the engine's `PoisonSpec` (architecture, dataset `{"name": "digits"|"cifar10"}` or
+    `{"upload": id}`, nads `{"job": id}` or `{"upload": id}`, indices, eps, mode `poison` or
+    `flip`, training, keep_dataset, seed, shards).
+    """
+    size = train_size(spec, session, user)
+    check_nad_source(session, user, spec)
+    estimate = estimate_poison(spec, size)
+    check_poison_quota(estimate, settings)
+    return create_job(session, celery, user, response, kind=POISON, mode=SHARDED,
+                      spec=spec.model_dump(mode="json"), estimate=estimate,
+                      ranges=poison_shards(spec))

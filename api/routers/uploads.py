@@ -1,0 +1,111 @@
+"""/v1/uploads: datasets (.npz) and NAD arrays (.npy) for poison jobs. A caller sees only its
+own uploads; another user's upload is a 404, exactly like one that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
+from api.schemas import _utc
+from api.uploads import check_upload, receive_upload
+from store.blobs import record_blob
+from store.models import Upload, User
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+
+class UploadOut(BaseModel):
+    id: str
+    kind: Literal["dataset", "nads"]
+    filename: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Upload) -> UploadOut:
+        return cls(id=row.id, kind=row.kind, filename=row.filename, size=row.size,
+                   sha256=row.sha256, created_at=_utc(row.created_at))
+
+
+class UploadPage(BaseModel):
+    items: list[UploadOut]
+
+
+def get_own_upload(session: SessionDep, user: User, upload_id: str) -> Upload:
+    row = session.scalar(select(Upload).where(Upload.id == upload_id,
+                                              Upload.user_id == user.id))
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"upload {upload_id!r} not found")
+    return row
+
+
+_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "kind"],
+    "properties": {"file": {"type": "string", "format": "binary"},
+                   "kind": {"type": "string", "enum": ["dataset", "nads"]}}}}}}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut,
+             openapi_extra=_BODY)
+async def create_upload(request: Request, session: SessionDep, user: CurrentUser,
+                        settings: SettingsDep, blobs: BlobsDep, response: Response
+                        ) -> UploadOut:
+    """multipart/form-data: `file` and `kind` (`dataset`: an .npz with x uint8 NHWC or float
+    NCHW in [0, 1] and y integers, optional x_test/y_test; `nads`: an .npy of NAD rows).
+    Refused with 413 past NADS_MAX_UPLOAD_BYTES, with 422 when the magic bytes are wrong."""
+    received = await receive_upload(request, blobs, settings.max_upload_bytes)
+    try:
+        kind = check_upload(received)
+    except HTTPException:
+        received.discard()
+        raise
+
+    def store() -> Upload:
+        blobs.adopt(received.path, received.sha256)
+        record_blob(session, received.sha256, received.size)
+        row = Upload(id=uuid.uuid4().hex, user_id=user.id, kind=kind,
+                     filename=received.filename, size=received.size, sha256=received.sha256)
+        session.add(row)
+        session.commit()
+        return row
+
+    try:
+        row = await run_in_threadpool(store)
+    finally:
+        received.discard()  # nothing left once adopted into the store
+    response.headers["Location"] = f"/v1/uploads/{row.id}"
+    return UploadOut.from_row(row)
+
+
+@router.get("", response_model=UploadPage)
+def list_uploads(session: SessionDep, user: CurrentUser,
+                 kind: Literal["dataset", "nads"] | None = None) -> UploadPage:
+    """The caller's uploads, newest first."""
+    query = select(Upload).where(Upload.user_id == user.id)
+    if kind is not None:
+        query = query.where(Upload.kind == kind)
+    rows = session.scalars(query.order_by(Upload.pk.desc()).limit(1000)).all()
+    return UploadPage(items=[UploadOut.from_row(r) for r in rows])
+
+
+@router.get("/{upload_id}", response_model=UploadOut)
+def read_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> UploadOut:
+    return UploadOut.from_row(get_own_upload(session, user, upload_id))
+
+
+@router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    """Forgets the upload (its blob stays: blobs are content-addressed and may be shared).
+    A queued job that refers to it fails when its shard runs."""
+    session.delete(get_own_upload(session, user, upload_id))
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

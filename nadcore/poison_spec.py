@@ -1,0 +1,87 @@
+"""The poison job spec (NADS.md section 5): NAD carriers planted in an image dataset, or the
+flipped-basis experiment, then a network trained on it. Torch-free, like `nadcore.spec`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .spec import NADSpec
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.247, 0.243, 0.261)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetRef(_Strict):
+    """`digits` (scikit-learn's 8x8 digits resized to 32x32, 1 channel, a fixed train/test
+    split), `cifar10` (torchvision's CIFAR10 from the worker's NADS_DATA_DIR), or `upload`: an
+    uploaded .npz (x uint8 NHWC or float NCHW in [0, 1], y integers; optional x_test, y_test)."""
+
+    name: Literal["digits", "cifar10"] | None = None
+    upload: str | None = Field(None, description="id of an uploaded .npz dataset")
+    limit_train: int | None = Field(None, ge=10, description="use the first n training images")
+    limit_test: int | None = Field(None, ge=10, description="use the first n test images")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetRef:
+        if (self.name is None) == (self.upload is None):
+            raise ValueError("dataset: give exactly one of name and upload")
+        return self
+
+
+class NadSource(_Strict):
+    """Where the NAD rows come from: a finished NAD job of the caller, or an uploaded .npy."""
+
+    job: str | None = None
+    upload: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NadSource:
+        if (self.job is None) == (self.upload is None):
+            raise ValueError("nads: give exactly one of job and upload")
+        return self
+
+
+class PoisonTraining(_Strict):
+    """The paper's CIFAR-10 recipe (NADS.md section 5)."""
+
+    epochs: int = Field(50, ge=1, le=1000)
+    batch_size: int = Field(128, ge=1, le=65536)
+    lr: float = Field(0.21, gt=0, description="max lr, decayed linearly to 0 every batch")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    grad_clip: float | None = Field(0.5, gt=0)
+    mean: tuple[float, ...] | None = Field(
+        None, description="input normalization; default CIFAR-10's for 3 channels, else the "
+        "training set's own per-channel statistics")
+    std: tuple[float, ...] | None = None
+
+
+class PoisonSpec(_Strict):
+    architecture: str = "resnet18"
+    dataset: DatasetRef
+    nads: NadSource
+    indices: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=1024)
+    eps: float = Field(0.05, gt=0, le=10)
+    mode: Literal["poison", "flip"] = "poison"
+    training: PoisonTraining = PoisonTraining()
+    keep_dataset: bool = False
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    shards: int = Field(1, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PoisonSpec:
+        NADSpec(architecture=self.architecture, num_networks=2)  # same architecture names
+        if self.mode == "flip" and len(self.indices) != 1:
+            raise ValueError("indices: flip mode takes no poison index; give [0]")
+        if self.shards > len(self.indices):
+            raise ValueError(f"shards: {self.shards} exceeds the {len(self.indices)} indices")
+        t = self.training
+        if (t.mean is None) != (t.std is None) or (t.mean and len(t.mean) != len(t.std)):
+            raise ValueError("training.mean, training.std: give both, one value per channel")
+        return self

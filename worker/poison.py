@@ -1,0 +1,236 @@
+"""Poison jobs in the worker (loads torch through nadcore.poison; imported by `worker.tasks`).
+
+A shard of a poison job is a range [start, stop) of positions in `spec.indices`: it loads the
+dataset and the NAD array, trains one model per position (`run_poison(..., positions=range(p,
+p + 1))`; position p is seeded by (seed, p) whichever shard trains it) and stores a partial
+`.npz` of the per-epoch accuracies. The merge concatenates the partials in position order and
+writes the metrics, the figures and, with `keep_dataset`, the poisoned training sets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from nadcore.datasets import ImageDataset, load_dataset
+from nadcore.poison import flip_dataset, poison_dataset, run_poison
+from nadcore.poison_spec import PoisonSpec
+from store.blobs import BlobStore
+from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Artifact, Job, Upload
+from worker.plots import render_examples, render_poison_accuracy
+from worker.tiling import concatenate_tiles
+
+PNG = "image/png"
+NPY = "application/octet-stream"
+JSON = "application/json"
+EXAMPLES = 6  # training images shown in examples.png
+
+
+class PoisonSourceError(ValueError):
+    """An upload or NAD job the spec refers to is gone (it was validated at submission)."""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """sha256 of the blobs a job reads: the NAD array and, for an uploaded dataset, its .npz."""
+
+    nads: str
+    dataset: str | None
+
+
+def _upload_sha(session: Session, user_id: int, upload_id: str, kind: str, field: str) -> str:
+    row = session.scalar(select(Upload).where(Upload.id == upload_id,
+                                              Upload.user_id == user_id))
+    if row is None or row.kind != kind:
+        raise PoisonSourceError(f"{field}: upload {upload_id!r} no longer exists")
+    return row.sha256
+
+
+def sources(session: Session, user_id: int, spec: PoisonSpec) -> Sources:
+    """Resolves the spec's references to blobs, for the user who submitted it."""
+    if spec.nads.upload is not None:
+        nads = _upload_sha(session, user_id, spec.nads.upload, NADS_UPLOAD, "nads.upload")
+    else:
+        job = session.scalar(select(Job).where(Job.id == spec.nads.job, Job.user_id == user_id))
+        if job is None or job.kind != NADS or job.status != SUCCEEDED:
+            raise PoisonSourceError(f"nads.job: NAD job {spec.nads.job!r} is no longer a "
+                                    "succeeded NAD job of this user")
+        artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
+                                                         Artifact.name == "nads.npy"))
+        if artifact is None:
+            raise PoisonSourceError(f"nads.job: NAD job {spec.nads.job!r} has no nads.npy")
+        nads = artifact.sha256
+    dataset = None
+    if spec.dataset.upload is not None:
+        dataset = _upload_sha(session, user_id, spec.dataset.upload, DATASET_UPLOAD,
+                              "dataset.upload")
+    return Sources(nads, dataset)
+
+
+def load_inputs(spec: PoisonSpec, blobs: BlobStore, src: Sources, datasets_dir: Path
+                ) -> tuple[ImageDataset, np.ndarray]:
+    """The job's dataset and NAD array (the engine checks their shapes and contents)."""
+    upload_path = None if src.dataset is None else blobs.path(src.dataset)
+    data = load_dataset(spec.dataset, data_dir=datasets_dir, upload_path=upload_path)
+    try:
+        nads = np.load(blobs.path(src.nads), allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"nads: not a readable .npy file ({exc})") from exc
+    return data, nads
+
+
+@dataclass
+class PoisonPartial:
+    """The result of one shard: positions start..stop-1 of `spec.indices`."""
+
+    start: int
+    stop: int
+    train: np.ndarray  # (stop - start, epochs) float64: accuracy % on the poisoned training set
+    test: np.ndarray  # (stop - start, epochs) float64: accuracy % on the clean test set
+    info: dict
+
+    def save(self, path: Path) -> None:
+        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop), train=self.train,
+                 test=self.test,
+                 info=np.frombuffer(json.dumps(self.info, default=str).encode(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, path: Path) -> PoisonPartial:
+        with np.load(path) as z:
+            return cls(int(z["start"]), int(z["stop"]), z["train"], z["test"],
+                       json.loads(z["info"].tobytes().decode()))
+
+
+def run_poison_shard(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, start: int,
+                     stop: int, *, progress: Callable[[int, int], None],
+                     should_stop: Callable[[], bool]) -> PoisonPartial:
+    """Trains positions start..stop-1, one at a time so that progress counts epochs over the
+    whole shard; raises nadcore.engine.Cancelled when stopped."""
+    epochs = spec.training.epochs
+    total = (stop - start) * epochs
+    results = []
+    for p in range(start, stop):
+        done = (p - start) * epochs
+
+        def step(epoch: int, _epochs: int, done: int = done) -> None:
+            progress(done + epoch, total)
+
+        results += run_poison(spec, data, nads, positions=range(p, p + 1), progress=step,
+                              should_stop=should_stop)
+    train = np.stack([np.asarray(r.train_accuracy, dtype=np.float64) for r in results])
+    test = np.stack([np.asarray(r.test_accuracy, dtype=np.float64) for r in results])
+    info = dict(results[0].info) if results else {}
+    info["seconds"] = sum(float(r.info.get("seconds", 0.0)) for r in results)
+    return PoisonPartial(start, stop, train, test, info)
+
+
+def merge_partials(partials: list[PoisonPartial], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """(count, epochs) train and test accuracies, checking that the shards tile 0..count-1."""
+    return concatenate_tiles(partials, count, "indices", ("train", "test"))
+
+
+def positions(spec: PoisonSpec) -> list[int]:
+    """The poison indices the job trained, in order (flip mode: one model)."""
+    return spec.indices[:1] if spec.mode == "flip" else list(spec.indices)
+
+
+def transformed_train(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, index: int,
+                      x: torch.Tensor | None = None, y: torch.Tensor | None = None
+                      ) -> torch.Tensor:
+    """The training images the model at poison `index` saw (poisoned, or flipped)."""
+    x = data.x_train if x is None else x
+    y = data.y_train if y is None else y
+    if spec.mode == "flip":
+        return flip_dataset(x, nads)
+    return poison_dataset(x, y, nads, index, spec.eps, num_classes=data.num_classes)
+
+
+def example_picks(data: ImageDataset) -> torch.Tensor:
+    """The first training image of each of the first EXAMPLES classes (as
+    nadcore.poison.example_images picks them, without poisoning the whole set)."""
+    y = data.y_train
+    picks = [int(torch.nonzero(y == c)[0]) for c in range(data.num_classes) if (y == c).any()]
+    return torch.tensor(picks[:EXAMPLES], dtype=torch.int64)
+
+
+def metrics(spec: PoisonSpec, train: np.ndarray, test: np.ndarray) -> dict:
+    rows = []
+    for i, index in enumerate(positions(spec)):
+        rows.append({
+            "index": None if spec.mode == "flip" else index,
+            "eps": None if spec.mode == "flip" else spec.eps,
+            "train_accuracy": [round(float(v), 6) for v in train[i]],
+            "test_accuracy": [round(float(v), 6) for v in test[i]],
+            "final_train_accuracy": round(float(train[i, -1]), 6),
+            "final_test_accuracy": round(float(test[i, -1]), 6),
+        })
+    return {"mode": spec.mode, "architecture": spec.architecture,
+            "dataset": spec.dataset.model_dump(mode="json", exclude_none=True),
+            "epochs": spec.training.epochs, "eps": spec.eps, "seed": spec.seed,
+            "columns": ["poisoned-train accuracy %", "clean-test accuracy %"],
+            "indices": rows}
+
+
+def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
+              partials: list[PoisonPartial], data: ImageDataset) -> dict:
+    info = partials[0].info if partials else {}
+    finals = [{"index": None if spec.mode == "flip" else idx,
+               "test_accuracy": round(float(test[i, -1]), 4),
+               "train_accuracy": round(float(train[i, -1]), 4)}
+              for i, idx in enumerate(positions(spec))]
+    return {
+        "architecture": spec.architecture,
+        "mode": spec.mode,
+        "dataset": data.name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "train_size": int(data.x_train.shape[0]),
+        "test_size": int(data.x_test.shape[0]),
+        "eps": spec.eps,
+        "epochs": spec.training.epochs,
+        "num_indices": len(finals),
+        "final": finals,
+        "engine": {k: info[k] for k in ("device", "torch") if k in info},
+        "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
+    }
+
+
+def write_artifacts(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, train: np.ndarray,
+                    test: np.ndarray, folder: Path) -> list[tuple[Path, str]]:
+    """Writes the artifact files of a finished poison job; returns (path, media type) pairs."""
+    files: list[tuple[Path, str]] = []
+    path = folder / "metrics.json"
+    path.write_text(json.dumps(metrics(spec, train, test), indent=1))
+    files.append((path, JSON))
+    path = folder / "metrics.npy"
+    np.save(path, np.ascontiguousarray(np.stack([train, test], axis=-1), dtype=np.float64))
+    files.append((path, NPY))
+    indices = positions(spec)
+    path = folder / "accuracy_vs_index.png"
+    render_poison_accuracy(spec, indices, train[:, -1], test[:, -1], path)
+    files.append((path, PNG))
+    picks = example_picks(data)
+    x, y = data.x_train[picks], data.y_train[picks]
+    changed = transformed_train(spec, data, nads, indices[0], x, y)
+    path = folder / "examples.png"
+    render_examples(spec, indices[0], _numpy(x), _numpy(changed), _numpy(y), path)
+    files.append((path, PNG))
+    if spec.keep_dataset:
+        for index in indices:
+            name = "flipped_train.npy" if spec.mode == "flip" else f"poisoned_train_{index}.npy"
+            path = folder / name
+            array = _numpy(transformed_train(spec, data, nads, index)).astype(np.float32)
+            np.save(path, np.ascontiguousarray(array))
+            files.append((path, NPY))
+    return files
+
+
+def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
