@@ -91,7 +91,8 @@ def test_over_quota_is_refused_with_the_estimate_and_the_limit(settings: Setting
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     # 8 networks x 2 x 64 pixels = 1,024 forward passes > 1,000
-    assert "forward_passes 1,024 exceeds the limit 1,000 (NADS_MAX_FORWARD_PASSES)" in detail["msg"]
+    assert ("forward_passes 1,024 (forward passes) exceeds the limit 1,000 "
+            "(NADS_MAX_FORWARD_PASSES)") in detail["msg"]
     assert detail["estimate"]["forward_passes"] == 1024
     assert detail["limits"]["forward_passes"] == 1000
     assert _job_count(settings) == before
