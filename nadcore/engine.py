@@ -182,6 +182,7 @@ class NADResult:
             "method": self.method,
             "scale": self.scale,
             "seed": self.seed,
+            "eval_point": "given" if self.spec.eval_point is not None else "N(0, I) from seed",
             "num_networks": self.num_networks,
             "num_nads": int(self.nads.shape[0]),
             "decomposition": self.decomposition,

@@ -90,6 +90,8 @@ def test_seeds_and_given_eval_point():
     assert np.array_equal(d.eval_point, x0)
     assert not np.array_equal(d.nads, a.nads)
     assert a.summary()["method"] == "finite_difference" and a.summary()["scale"] == 100.0
+    assert a.summary()["eval_point"] == "N(0, I) from seed"
+    assert d.summary()["eval_point"] == "given"
     assert a.nads.shape == (39, 256) and a.nads.dtype == np.float32
 
 
