@@ -23,18 +23,15 @@ from nadcore.datasets import ImageDataset, load_dataset
 from nadcore.poison import flip_dataset, poison_dataset, run_poison
 from nadcore.poison_spec import PoisonSpec
 from store.blobs import BlobStore
-from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Artifact, Job, Upload
+from store.models import DATASET_UPLOAD, NADS_UPLOAD, Upload
 from worker.plots import render_examples, render_poison_accuracy
+from worker.sources import SourceError, nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"
 NPY = "application/octet-stream"
 JSON = "application/json"
 EXAMPLES = 6  # training images shown in examples.png
-
-
-class PoisonSourceError(ValueError):
-    """An upload or NAD job the spec refers to is gone (it was validated at submission)."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +46,7 @@ def _upload_sha(session: Session, user_id: int, upload_id: str, kind: str, field
     row = session.scalar(select(Upload).where(Upload.id == upload_id,
                                               Upload.user_id == user_id))
     if row is None or row.kind != kind:
-        raise PoisonSourceError(f"{field}: upload {upload_id!r} no longer exists")
+        raise SourceError(f"{field}: upload {upload_id!r} no longer exists")
     return row.sha256
 
 
@@ -58,15 +55,7 @@ def sources(session: Session, user_id: int, spec: PoisonSpec) -> Sources:
     if spec.nads.upload is not None:
         nads = _upload_sha(session, user_id, spec.nads.upload, NADS_UPLOAD, "nads.upload")
     else:
-        job = session.scalar(select(Job).where(Job.id == spec.nads.job, Job.user_id == user_id))
-        if job is None or job.kind != NADS or job.status != SUCCEEDED:
-            raise PoisonSourceError(f"nads.job: NAD job {spec.nads.job!r} is no longer a "
-                                    "succeeded NAD job of this user")
-        artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
-                                                         Artifact.name == "nads.npy"))
-        if artifact is None:
-            raise PoisonSourceError(f"nads.job: NAD job {spec.nads.job!r} has no nads.npy")
-        nads = artifact.sha256
+        nads = nads_blob_of_job(session, user_id, spec.nads.job, "nads.job")
     dataset = None
     if spec.dataset.upload is not None:
         dataset = _upload_sha(session, user_id, spec.dataset.upload, DATASET_UPLOAD,

@@ -14,23 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nadcore.probe import direction_frequencies, make_directions, run_probe
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from store.blobs import BlobStore
-from store.models import NADS, SUCCEEDED, Artifact, Job
 from worker.plots import render_accuracy_vs_index, render_heatmap
+from worker.sources import nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"
 NPY = "application/octet-stream"
 HEAD = 16  # directions listed in the job summary
-
-
-class ProbeSourceError(ValueError):
-    """The NAD job a probe refers to cannot be read (it was validated at submission)."""
 
 
 def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | None:
@@ -39,15 +34,7 @@ def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | Non
     d = spec.directions
     if not isinstance(d, NADDirections):
         return None
-    source = session.scalar(select(Job).where(Job.id == d.job, Job.user_id == user_id))
-    if source is None or source.kind != NADS or source.status != SUCCEEDED:
-        raise ProbeSourceError(f"directions.job: NAD job {d.job!r} is no longer a succeeded "
-                               "NAD job of this user")
-    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == source.pk,
-                                                     Artifact.name == "nads.npy"))
-    if artifact is None:
-        raise ProbeSourceError(f"directions.job: NAD job {d.job!r} has no nads.npy")
-    return artifact.sha256
+    return nads_blob_of_job(session, user_id, d.job, "directions.job")
 
 
 def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> np.ndarray:

@@ -97,3 +97,24 @@ def reference(body: dict) -> dict[str, np.ndarray]:
         return run_spec(NADSpec.model_validate(body)).arrays()
     finally:
         torch.set_num_threads(threads)
+
+
+def cancel_once_running(client: httpx.Client, job_id: str) -> tuple[dict, dict]:
+    """Waits until a shard reports progress, cancels, waits until no shard runs.
+    Returns (the job as it was when cancelled, the job at the end)."""
+    deadline = time.monotonic() + 60
+    while True:
+        current = client.get(f"/v1/jobs/{job_id}").json()
+        if any(s["fraction"] > 0 for s in current["shards"]):
+            break
+        assert time.monotonic() < deadline, current
+        time.sleep(0.1)
+    r = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert r.status_code == 202 and r.json()["status"] == "cancelled"
+    final = wait_for_job(client, job_id, until=("cancelled",))
+    t0 = time.monotonic()
+    while any(s["status"] == "running" for s in final["shards"]):
+        assert time.monotonic() - t0 < 60, "the running shard did not stop"
+        time.sleep(0.2)
+        final = client.get(f"/v1/jobs/{job_id}").json()
+    return current, final

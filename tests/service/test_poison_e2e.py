@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 import uuid
 
 import httpx
@@ -28,7 +27,7 @@ from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings
 
-from .support import ServerThread, wait_for_job
+from .support import ServerThread, cancel_once_running, wait_for_job
 from .test_probe_e2e import assert_png, download, download_npy
 
 # The acceptance example, exactly as written there (J: the LeNet NAD job's id).
@@ -396,23 +395,9 @@ def test_progress_counts_epochs_and_cancel_stops_a_poison_job(alice: httpx.Clien
             "training": {"epochs": 30}, "shards": 2}
     job = submit(alice, body)
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 4)]
-    deadline = time.monotonic() + 60
-    while True:
-        current = alice.get(f"/v1/jobs/{job['id']}").json()
-        if any(s["fraction"] > 0 for s in current["shards"]):
-            break
-        assert time.monotonic() < deadline, current
-        time.sleep(0.1)
+    current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5
     assert current["progress"]["message"].endswith("of 4 indices"), current["progress"]
-    r = alice.post(f"/v1/jobs/{job['id']}/cancel")
-    assert r.status_code == 202 and r.json()["status"] == "cancelled"
-    final = wait_for_job(alice, job["id"], until=("cancelled",))
-    t0 = time.monotonic()
-    while any(s["status"] == "running" for s in final["shards"]):
-        assert time.monotonic() - t0 < 60, "the running shard did not stop"
-        time.sleep(0.2)
-        final = alice.get(f"/v1/jobs/{job['id']}").json()
     assert {s["status"] for s in final["shards"]} == {"cancelled"}
     assert final["artifacts"] == []
 

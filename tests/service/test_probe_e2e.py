@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import time
 from datetime import timedelta
 
 import httpx
@@ -29,7 +28,7 @@ from store.settings import Settings
 from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
-from .support import ServerThread, wait_for_job
+from .support import ServerThread, cancel_once_running, wait_for_job
 
 # The issue's acceptance example, exactly as written there.
 ACCEPTANCE = """{"architecture": "logreg", "input_shape": [1, 32, 32],
@@ -365,23 +364,9 @@ def test_progress_is_per_direction_and_cancel_stops_a_probe(alice: httpx.Client)
             "shards": 2}
     job = submit(alice, body)
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 128), (128, 256)]
-    deadline = time.monotonic() + 60
-    while True:
-        current = alice.get(f"/v1/jobs/{job['id']}").json()
-        if any(s["fraction"] > 0 for s in current["shards"]):
-            break
-        assert time.monotonic() < deadline, current
-        time.sleep(0.1)
+    current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5
     assert current["progress"]["message"].endswith("of 256 directions"), current["progress"]
-    r = alice.post(f"/v1/jobs/{job['id']}/cancel")
-    assert r.status_code == 202 and r.json()["status"] == "cancelled"
-    final = wait_for_job(alice, job["id"], until=("cancelled",))
-    t0 = time.monotonic()
-    while any(s["status"] == "running" for s in final["shards"]):
-        assert time.monotonic() - t0 < 60, "the running shard did not stop"
-        time.sleep(0.2)
-        final = alice.get(f"/v1/jobs/{job['id']}").json()
     assert {s["status"] for s in final["shards"]} == {"cancelled"}
     assert final["artifacts"] == []
 

@@ -1,0 +1,25 @@
+"""References of probe and poison jobs resolved to blobs, for the user who submitted them."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import NADS, SUCCEEDED, Artifact, Job
+
+
+class SourceError(ValueError):
+    """A job's reference (NAD job, upload) no longer resolves; the message names the field."""
+
+
+def nads_blob_of_job(session: Session, user_id: int, job_id: str, field: str) -> str:
+    """sha256 of the `nads.npy` of `job_id`, which must be a succeeded NAD job of the user."""
+    job = session.scalar(select(Job).where(Job.id == job_id, Job.user_id == user_id))
+    if job is None or job.kind != NADS or job.status != SUCCEEDED:
+        raise SourceError(f"{field}: NAD job {job_id!r} is no longer a succeeded NAD job of "
+                          "this user")
+    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
+                                                     Artifact.name == "nads.npy"))
+    if artifact is None:
+        raise SourceError(f"{field}: NAD job {job_id!r} has no nads.npy")
+    return artifact.sha256
