@@ -165,3 +165,32 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# Architecture states: validated in the worker, never in the API process.
+VALIDATING, READY, REJECTED = "validating", "ready", "rejected"
+ARCHITECTURE_STATES = (VALIDATING, READY, REJECTED)
+
+
+class Architecture(Base):
+    """A user's own architecture: a TorchScript archive or a torch.export program, stored as a
+    blob, usable by every job kind once the worker has validated it (`status` = ready)."""
+
+    __tablename__ = "architectures"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    filename: Mapped[str] = mapped_column(String(255))
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    init: Mapped[str] = mapped_column(String(64), default="torch-default")
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True)  # torchscript|export
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    status: Mapped[str] = mapped_column(String(16), default=VALIDATING)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What validation learned: outputs, parameters, FLOPs per forward pass, module types...
+    info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

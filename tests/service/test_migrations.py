@@ -13,7 +13,7 @@ from store.models import Base
 
 from .conftest import ThrowawayDatabases
 
-TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads"}
+TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures"}
 
 
 def _check_round_trip(url: str) -> None:
@@ -23,7 +23,7 @@ def _check_round_trip(url: str) -> None:
         upgrade(url)
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         upgrade(url)  # idempotent
