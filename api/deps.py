@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from celery import Celery
 from fastapi import Depends, HTTPException, Request, status
@@ -58,6 +58,10 @@ def get_current_user(
             headers={"WWW-Authenticate": "Bearer"},
         )
     user = user_for_key(session, credentials.credentials)
+    # End the read transaction: its connection goes back to the pool while the request waits
+    # for a worker thread to run the route. Held across that wait, 100 concurrent requests
+    # deadlocked the 40 threads against the 10 connections until the pool timed out (500s).
+    session.commit()
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -68,3 +72,16 @@ def get_current_user(
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+_T = TypeVar("_T")
+
+
+def released(session: Session, value: _T) -> _T:
+    """Returns `value` after giving the session's connection back to the pool.
+
+    A sync route's return value is validated in one more worker-thread hop; a connection held
+    across it (until the dependency's teardown) lets concurrent requests deadlock the thread
+    pool against the connection pool. Build the response from the rows, then return it through
+    this."""
+    session.close()
+    return value

@@ -6,8 +6,19 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import errors
+from api.limits import BodyLimit
 from api.metrics import ServiceCollector
-from api.routers import artifacts, health, jobs, poison, probe, uploads
+from api.routers import (
+    architectures,
+    artifacts,
+    catalog,
+    health,
+    jobs,
+    poison,
+    probe,
+    uploads,
+    web,
+)
 from store.blobs import BlobStore
 from store.settings import Settings, get_settings
 from worker.config import make_celery
@@ -25,12 +36,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.blobs = BlobStore(settings.resolved_blob_dir)
     errors.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(probe.router)
     app.include_router(poison.router)
     app.include_router(uploads.router)
+    app.include_router(architectures.router)
     app.include_router(artifacts.router)
+    app.include_router(catalog.router)
+    app.include_router(web.router)
 
     registry = CollectorRegistry()
     registry.register(ServiceCollector(settings.resolved_database_url, app.state.celery))

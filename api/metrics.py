@@ -10,6 +10,7 @@ import logging
 from collections.abc import Iterator
 from typing import get_args
 
+from amqp.exceptions import ChannelError
 from celery import Celery
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -71,7 +72,11 @@ class ServiceCollector(Collector):
             with self.celery.connection_for_read() as conn:
                 channel = conn.default_channel
                 for queue in (GPU_QUEUE, CPU_QUEUE):
-                    depths[queue] = channel.queue_declare(queue=queue, passive=True).message_count
+                    try:
+                        depths[queue] = channel.queue_declare(queue=queue,
+                                                              passive=True).message_count
+                    except ChannelError:  # Redis drops an emptied list: "no queue" is 0
+                        depths[queue] = 0
         except Exception:  # noqa: BLE001 (a scrape must not fail because the broker is down)
             log.warning("queue depth unavailable", exc_info=True)
         return depths

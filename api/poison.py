@@ -17,6 +17,7 @@ from api.validation import check_limits, invalid, shard_ranges
 from nadcore.poison_spec import PoisonSpec
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Job, Upload, User
 from store.settings import Settings
+from worker.sources import SourceError, catalog_job
 
 # name -> (C, H, W), classes, training-set size (before limit_train)
 NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
@@ -59,40 +60,49 @@ def train_size(spec: PoisonSpec, session: Session, user: User) -> int:
 
 
 def check_nad_source(session: Session, user: User, spec: PoisonSpec) -> None:
-    """`nads.job`: the caller's succeeded NAD job, on the dataset's image shape, with rows for
-    every carrier; `nads.upload`: the caller's .npy upload (its rows are checked by the worker)."""
+    """`nads.job`: the caller's succeeded NAD job (or `nads.catalog`: a ready catalog entry), on
+    the dataset's image shape, with rows for every carrier; `nads.upload`: the caller's .npy
+    upload (its rows are checked by the worker)."""
     src = spec.nads
     if src.upload is not None:
         own_upload(session, user, src.upload, NADS_UPLOAD, "nads.upload")
         return
-    job = session.scalar(select(Job).where(Job.id == src.job, Job.user_id == user.id))
-    if job is None:
-        raise invalid("nads.job", f"no job {src.job!r} of yours", src.job)
-    if job.kind != NADS:
-        raise invalid("nads.job", f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
-    if job.status != SUCCEEDED:
-        raise invalid("nads.job", f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
-                      "job can poison a dataset", src.job)
+    if src.catalog is not None:  # a ready catalog entry (public): succeeded NAD job
+        field, value, what = "nads.catalog", src.catalog, f"the catalog's {src.catalog!r}"
+        try:
+            job = catalog_job(session, src.catalog, field)
+        except SourceError as exc:
+            raise invalid(field, str(exc).partition(": ")[2], src.catalog) from None
+    else:
+        field, value, what = "nads.job", src.job, f"NAD job {src.job!r}"
+        job = session.scalar(select(Job).where(Job.id == src.job, Job.user_id == user.id))
+        if job is None:
+            raise invalid(field, f"no job {src.job!r} of yours", src.job)
+        if job.kind != NADS:
+            raise invalid(field, f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
+        if job.status != SUCCEEDED:
+            raise invalid(field, f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
+                          "job can poison a dataset", src.job)
     if spec.dataset.name is None:
         return
     shape, classes, _ = NAMED_DATASETS[spec.dataset.name]
     nad_shape, want = tuple(job.spec["input_shape"]), (1, *shape[1:])
     if nad_shape != want:
-        raise invalid("nads.job", f"NAD job {src.job!r} has input_shape {list(nad_shape)}; "
+        raise invalid(field, f"{what} has input_shape {list(nad_shape)}; "
                       f"dataset {spec.dataset.name!r} needs the NADs of a 1-channel "
                       f"{shape[1]}x{shape[2]} architecture, input_shape {list(want)} (each "
-                      "channel is poisoned with them)", src.job)
+                      "channel is poisoned with them)", value)
     num_nads = int((job.summary or {}).get("num_nads", 0))
     pixels = shape[1] * shape[2]
     if spec.mode == "flip" and num_nads < pixels - 1:
-        raise invalid("nads.job", f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
-                      f"{pixels - 1}); NAD job {src.job!r} has {num_nads}", src.job)
+        raise invalid(field, f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
+                      f"{pixels - 1}); {what} has {num_nads}", value)
     if spec.mode == "poison":
         extra = carrier_rows(classes, shape[0])
         top = max(spec.indices)
         if top + extra >= num_nads:
             raise invalid("indices", f"index {top} needs NAD rows {top}..{top + extra} "
-                          f"({classes} classes, {shape[0]} channel(s)), NAD job {src.job!r} has "
+                          f"({classes} classes, {shape[0]} channel(s)), {what} has "
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.architectures import custom_flops
 from api.validation import check_limits, invalid
 from nadcore.cost import layer_count
 from nadcore.probe_spec import (
@@ -24,6 +25,7 @@ from nadcore.probe_spec import (
 )
 from store.models import NADS, SUCCEEDED, Job, User
 from store.settings import Settings
+from worker.sources import SourceError, catalog_job
 
 _ENV = {"train_samples": "NADS_MAX_PROBE_TRAIN_SAMPLES", "flops": "NADS_MAX_PROBE_FLOPS",
         "directions_bytes": "NADS_MAX_PROBE_DIRECTIONS_BYTES"}
@@ -88,7 +90,8 @@ def check_shape(spec: ProbeSpec, num_directions: int) -> None:
                       f"{num_directions}", spec.shards)
 
 
-def estimate_probe(spec: ProbeSpec, num_directions: int) -> dict[str, Any]:
+def estimate_probe(spec: ProbeSpec, num_directions: int,
+                   arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
     """Training samples, FLOPs (None for torchvision models) and the size of directions.npy.
 
     A training step counts as three forward passes (forward and backward), a test evaluation
@@ -98,11 +101,15 @@ def estimate_probe(spec: ProbeSpec, num_directions: int) -> dict[str, Any]:
     epochs, num_train, num_test = spec.training.epochs, spec.data.num_train, spec.data.num_test
     count = layer_count(spec.architecture, spec.input_shape, 2)
     passes = num_directions * epochs * (3 * num_train + num_test)
+    flops = None if count is None else 2.0 * count.macs * passes
+    params = None if count is None else count.params
+    if arch_info is not None:  # an uploaded architecture: what its validation measured
+        flops, params = custom_flops(arch_info, passes), arch_info.get("num_params")
     return {
         "directions": num_directions,
         "train_samples": num_directions * epochs * num_train,
-        "flops": None if count is None else 2.0 * count.macs * passes,
-        "parameters": None if count is None else count.params,
+        "flops": flops,
+        "parameters": params,
         "directions_bytes": num_directions * c * h * w * 4,
     }
 
@@ -119,9 +126,12 @@ def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
     d = spec.directions
     if not isinstance(d, NADDirections):
         return
+    if d.catalog is not None:
+        check_catalog_directions(session, spec, d)
+        return
     if d.job is None:
         raise invalid("directions.job", "required: the id of one of your succeeded NAD jobs "
-                      "(there is no precomputed NAD catalog yet)")
+                      "(or `catalog`: a ready entry of GET /v1/catalog)")
     source = session.scalar(select(Job).where(Job.id == d.job, Job.user_id == user.id))
     if source is None:
         raise invalid("directions.job", f"no job {d.job!r} of yours", d.job)
@@ -141,3 +151,22 @@ def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
         field = "directions.indices" if d.indices is not None else "directions.stop"
         raise invalid(field, f"row {max(rows)} is out of range: NAD job {d.job!r} has "
                       f"{num_nads} NADs (rows 0 to {num_nads - 1})")
+
+
+def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections) -> None:
+    """`directions.catalog`: a ready catalog entry on the probe's input shape, holding every
+    requested row."""
+    try:
+        source = catalog_job(session, d.catalog, "directions.catalog")
+    except SourceError as exc:
+        raise invalid("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
+    if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
+        raise invalid("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
+                      f"{list(source.spec['input_shape'])} of the catalog's {d.catalog!r}",
+                      list(spec.input_shape))
+    num_nads = int((source.summary or {}).get("num_nads", 0))
+    rows = d.rows()
+    if max(rows, default=-1) >= num_nads:
+        field = "directions.indices" if d.indices is not None else "directions.stop"
+        raise invalid(field, f"row {max(rows)} is out of range: the catalog's {d.catalog!r} "
+                      f"has {num_nads} NADs (rows 0 to {num_nads - 1})")

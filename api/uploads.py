@@ -6,6 +6,7 @@ zip, `.npy` starts with `\\x93NUMPY`); the worker parses the arrays.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -25,10 +26,10 @@ _MAX_FIELD = 1024  # bytes of a non-file form field
 _OVERHEAD = 64 * 1024  # multipart framing allowed on top of the file in Content-Length
 
 
-def too_large(limit: int) -> HTTPException:
+def too_large(limit: int, setting: str = "NADS_MAX_UPLOAD_BYTES") -> HTTPException:
     return HTTPException(
         status.HTTP_413_CONTENT_TOO_LARGE,
-        detail=f"file: upload exceeds the limit of {limit:,} bytes (NADS_MAX_UPLOAD_BYTES)",
+        detail=f"file: upload exceeds the limit of {limit:,} bytes ({setting})",
     )
 
 
@@ -58,8 +59,8 @@ class ReceivedFile:
 class _Receiver:
     """python-multipart callbacks: fields into a dict, the `file` part into a hashed file."""
 
-    def __init__(self, blobs: BlobStore, limit: int) -> None:
-        self.blobs, self.limit = blobs, limit
+    def __init__(self, blobs: BlobStore, limit: int, setting: str) -> None:
+        self.blobs, self.limit, self.setting = blobs, limit, setting
         self.result = ReceivedFile()
         self._header_field = b""
         self._header_value = b""
@@ -115,7 +116,7 @@ class _Receiver:
             return
         self.result.size += len(chunk)
         if self.result.size > self.limit:
-            raise self._fail(too_large(self.limit))
+            raise self._fail(too_large(self.limit, self.setting))
         if len(self.result.head) < 16:
             self.result.head += chunk[: 16 - len(self.result.head)]
         self._digest.update(chunk)
@@ -150,18 +151,19 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=folder, prefix="upload-")
 
 
-async def receive_upload(request: Request, blobs: BlobStore, limit: int) -> ReceivedFile:
+async def receive_upload(request: Request, blobs: BlobStore, limit: int,
+                         setting: str = "NADS_MAX_UPLOAD_BYTES",
+                         fields: str = "a 'kind' field") -> ReceivedFile:
     """Parses a multipart/form-data body as it arrives. Raises 413 once the file passes
     `limit` bytes (or when Content-Length already says it will), 422 for a malformed form."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
-        raise bad_request("file", "send multipart/form-data with a 'file' part and a 'kind' "
-                          "field")
+        raise bad_request("file", f"send multipart/form-data with a 'file' part and {fields}")
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit + _OVERHEAD:
-        raise too_large(limit)
-    receiver = _Receiver(blobs, limit)
+        raise too_large(limit, setting)
+    receiver = _Receiver(blobs, limit, setting)
     parser = MultipartParser(boundary, receiver.callbacks())
     try:
         async for chunk in request.stream():
@@ -171,6 +173,13 @@ async def receive_upload(request: Request, blobs: BlobStore, limit: int) -> Rece
     except HTTPException:
         receiver.abort()
         raise
+    except OSError as exc:  # the blob store's disk, not the client: 507 when full, else 503
+        receiver.abort()
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise HTTPException(
+            status.HTTP_507_INSUFFICIENT_STORAGE if full else status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"file: the blob store cannot take the upload now: {exc.strerror or exc}",
+        ) from None
     except Exception as exc:  # noqa: BLE001 (python-multipart's parse errors)
         receiver.abort()
         if receiver.error is not None:

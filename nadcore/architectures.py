@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import BUILTIN_ARCHITECTURES, TORCHVISION_PREFIX
+from .spec import BUILTIN_ARCHITECTURES, TORCHVISION_PREFIX, ArchitectureRef
 
 
 class HeNormalConv2d(nn.Conv2d):
@@ -244,8 +244,15 @@ def _torchvision_factory(name: str) -> Callable[[tuple[int, int, int], int], nn.
     return build
 
 
-def model_factory(architecture: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
-    """A function (input_shape, num_outputs) -> freshly initialized module."""
+def model_factory(
+    architecture: str | ArchitectureRef,
+) -> Callable[[tuple[int, int, int], int], nn.Module]:
+    """A function (input_shape, num_outputs) -> freshly initialized module (an uploaded
+    architecture: a fresh copy with its uploaded tensors; its outputs are its own)."""
+    if isinstance(architecture, ArchitectureRef):
+        from .custom import custom_model
+
+        return lambda _shape, _outputs: custom_model(architecture, torch.get_default_device())
     if architecture in BUILTIN_CLASSES:
         return BUILTIN_CLASSES[architecture]
     if architecture.startswith(TORCHVISION_PREFIX):
@@ -257,15 +264,27 @@ def model_factory(architecture: str) -> Callable[[tuple[int, int, int], int], nn
 
 
 def build_model(
-    architecture: str,
+    architecture: str | ArchitectureRef,
     input_shape: tuple[int, int, int] = (1, 32, 32),
     num_outputs: int = 1,
     device: torch.device | str | None = None,
+    at_least: bool = False,
 ) -> nn.Module:
     """Build one randomly initialized network in eval mode, checked against `input_shape`.
 
-    Raises ArchitectureError when the architecture is unknown or cannot take the shape.
+    Raises ArchitectureError when the architecture is unknown or cannot take the shape. An
+    uploaded architecture (nadcore.custom) comes with its uploaded tensors and must have
+    `num_outputs` outputs (at least that many with `at_least`).
     """
+    if isinstance(architecture, ArchitectureRef):
+        from .custom import CustomArchitectureError, check_outputs, custom_model
+
+        try:
+            model = custom_model(architecture, "cpu")
+            check_outputs(model, architecture, tuple(input_shape), num_outputs, not at_least)
+        except CustomArchitectureError as exc:
+            raise ArchitectureError(str(exc)) from exc
+        return model.to(device or "cpu")
     factory = model_factory(architecture)
     with torch.device(device or "cpu"):
         model = factory(tuple(input_shape), num_outputs)

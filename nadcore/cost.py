@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .spec import NADSpec
+from .spec import ArchitectureRef, NADSpec
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,11 @@ _WALKERS = {
 }
 
 
-def layer_count(architecture: str, input_shape: tuple[int, int, int],
+def layer_count(architecture: str | ArchitectureRef, input_shape: tuple[int, int, int],
                 num_outputs: int = 1) -> LayerCount | None:
-    """MACs of one forward pass and parameter count; None if unknown or the shape is invalid."""
-    walker = _WALKERS.get(architecture)
+    """MACs of one forward pass and parameter count; None if unknown or the shape is invalid
+    (an uploaded architecture: the service uses what its validation measured)."""
+    walker = _WALKERS.get(architecture) if isinstance(architecture, str) else None
     return walker(*input_shape, num_outputs) if walker else None
 
 

@@ -76,7 +76,8 @@ class ShardRunner:
         self.spec = spec
         self.device = resolve_device(device)
         shape = tuple(spec.input_shape)
-        self.template = build_model(spec.architecture, shape, spec.output_index + 1, "cpu")
+        self.template = build_model(spec.architecture, shape, spec.output_index + 1, "cpu",
+                                    at_least=True)
         self.plan = plan_execution(spec, self.template, self.device, chunk_size, memory_budget,
                                    strategy)
         self.template = self.template.to(self.device)
@@ -177,7 +178,7 @@ class NADResult:
     def summary(self, head: int = 10) -> dict:
         """JSON-able description: provenance, eigenvalue head, stability."""
         return {
-            "architecture": self.spec.architecture,
+            "architecture": self.spec.model_dump(mode="json")["architecture"],
             "input_shape": list(self.spec.input_shape),
             "method": self.method,
             "scale": self.scale,

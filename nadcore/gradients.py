@@ -55,6 +55,11 @@ class GradientEvaluator:
         self.channels_last = channels_last and x0.dim() == 3
 
     def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
+        # an uploaded TorchScript model has no stateless call: it loads the state in place
+        # (loop strategy only; see nadcore.custom)
+        call = getattr(self.template, "call_with_state", None)
+        if call is not None:
+            return call(state, x)[:, self.output_index]
         return functional_call(self.template, state, (x,))[:, self.output_index]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,6 +72,9 @@ class GradientEvaluator:
         return (values[:p] - values[p:]) / (2 * self.scale)
 
     def _autograd(self, state: StateDict, x0: torch.Tensor) -> torch.Tensor:
+        own = getattr(self.template, "input_gradient", None)  # an uploaded model's own
+        if own is not None:
+            return own(state, x0, self.output_index)
         return grad(lambda x: self._output(state, x.unsqueeze(0))[0])(x0).reshape(-1)
 
     def _map(self, fn: Callable, state: StateDict, arg: torch.Tensor) -> torch.Tensor:

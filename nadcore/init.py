@@ -26,18 +26,20 @@ from torch import nn
 from .architectures import HeNormalConv2d
 from .seeding import network_seed, seeded_global_rng
 
-Kind = Literal["uniform", "normal", "constant"]
+Kind = Literal["uniform", "normal", "constant", "copy"]
 
 
 @dataclass(frozen=True)
 class ParamInit:
-    """Distribution of one state-dict entry: U(-value, value), N(0, value^2) or constant."""
+    """Distribution of one state-dict entry: U(-value, value), N(0, value^2), constant, or a
+    copy of the tensor `source` (an uploaded architecture's kept tensors, nadcore.custom)."""
 
     name: str
     shape: tuple[int, ...]
     kind: Kind
     value: float
     dtype: torch.dtype = torch.float32
+    source: torch.Tensor | None = None
 
     @property
     def numel(self) -> int:
@@ -94,7 +96,10 @@ def module_init_rules(module: nn.Module, prefix: str) -> list[ParamInit]:
 
 
 def init_plan(template: nn.Module) -> list[ParamInit]:
-    """The init plan of every state-dict entry of `template`, in state-dict order."""
+    """The init plan of every state-dict entry of `template`, in state-dict order (a module
+    with its own `init_plan()`, such as an uploaded architecture, gives its own)."""
+    if callable(getattr(template, "init_plan", None)):
+        return template.init_plan()
     rules: dict[str, ParamInit] = {}
     for mod_name, module in template.named_modules():
         for rule in module_init_rules(module, f"{mod_name}." if mod_name else ""):
@@ -152,7 +157,9 @@ class NetworkSampler:
         for p in self.plan:
             if p.kind == "constant":
                 state[p.name].fill_(p.value)
-        drawn = [p for p in self.plan if p.kind != "constant"]
+            elif p.kind == "copy":
+                state[p.name].copy_(p.source.to(dev).expand(n, *p.shape))
+        drawn = [p for p in self.plan if p.kind in ("uniform", "normal")]
         gen = torch.Generator(device=dev)
         for row, j in enumerate(indices):
             gen.manual_seed(network_seed(self.seed, j))

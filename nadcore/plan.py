@@ -37,6 +37,8 @@ class ActivationProfile:
 
 
 def activation_profile(template: nn.Module, input_shape: tuple[int, ...]) -> ActivationProfile:
+    if callable(getattr(template, "activation_profile", None)):  # uploaded models measure
+        return template.activation_profile(input_shape)
     meta = copy.deepcopy(template).to("meta")
     sizes: list[int] = []
 
@@ -107,8 +109,12 @@ def plan_execution(
     """
     prof = activation_profile(template, spec.input_shape)
     d = spec.input_dim
-    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in template.modules())
+    has_conv = getattr(template, "has_conv", None)  # an uploaded model records its types
+    if has_conv is None:
+        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in template.modules())
     strategy = strategy or default_strategy(spec, device, prof.parameters, has_conv)
+    if strategy == "vmap" and not getattr(template, "supports_vmap", True):
+        strategy = "loop"  # TorchScript: PyTorch's stateless API refuses jitted modules
     # CPU: keep a block's largest activation near the cache size (measured: 2.5x faster for
     # LeNet than all 2*D inputs at once) but not below 64 pixels, where per-call overhead
     # dominates deep models. GPU: large blocks.
@@ -134,7 +140,7 @@ def plan_execution(
         budget = min(memory_budget or default, available_memory(device) // 4)
         cap = 64
     size = chunk_size or max(1, min(cap, budget // max(per_net, 1)))
-    init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
+    init = "builder" if str(spec.architecture).startswith(TORCHVISION_PREFIX) else "plan"
     # channels_last convolutions: 1.4x for ResNet-18 finite differences in a loop on an H100
     # (BENCHMARKS.md); no gain measured on the CPU, not measured with vmap.
     channels_last = (device.type == "cuda" and has_conv and strategy == "loop"

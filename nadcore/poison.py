@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import build_model
+from .custom import seeded_custom_network
 from .datasets import ImageDataset
 from .engine import Cancelled
 from .plan import resolve_device
 from .poison_spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec
 from .seeding import seeded_global_rng
+from .spec import ArchitectureRef
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -219,6 +221,9 @@ def normalization(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor,
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
+    types = getattr(model, "types", None)  # an uploaded model: its recorded module types
+    if isinstance(types, dict) and any(".batchnorm." in t for t in types.values()):
+        return True
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -256,8 +261,14 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     xte = (data.x_test.to(dev, torch.float32) - m) / s
     yte = data.y_test.to(dev)
 
-    with seeded_global_rng(poison_seed(spec.seed, _INIT, index_position), torch.device("cpu")):
-        model = build_model(spec.architecture, shape, data.num_classes, "cpu")  # type: ignore[arg-type]
+    if isinstance(spec.architecture, ArchitectureRef):  # re-drawn by its init policy
+        model = seeded_custom_network(spec.architecture, poison_seed(spec.seed, _INIT,
+                                                                     index_position),
+                                      shape, data.num_classes)
+    else:
+        with seeded_global_rng(poison_seed(spec.seed, _INIT, index_position),
+                               torch.device("cpu")):
+            model = build_model(spec.architecture, shape, data.num_classes, "cpu")  # type: ignore[arg-type]
     model.to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum,
                           weight_decay=tr.weight_decay)
@@ -295,7 +306,7 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     info = {
         "seconds": time.perf_counter() - t0,
         "index_position": index_position,
-        "architecture": spec.architecture,
+        "architecture": spec.model_dump(mode="json")["architecture"],
         "device": str(dev),
         "num_train": n,
         "num_test": int(xte.shape[0]),

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import NADSpec
+from .spec import ArchitectureRef, NADSpec
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.247, 0.243, 0.261)
@@ -35,15 +35,17 @@ class DatasetRef(_Strict):
 
 
 class NadSource(_Strict):
-    """Where the NAD rows come from: a finished NAD job of the caller, or an uploaded .npy."""
+    """Where the NAD rows come from: a finished NAD job of the caller, an uploaded .npy, or a
+    ready entry of the public catalog (its architecture's name, e.g. "lenet")."""
 
     job: str | None = None
     upload: str | None = None
+    catalog: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> NadSource:
-        if (self.job is None) == (self.upload is None):
-            raise ValueError("nads: give exactly one of job and upload")
+        if sum(v is not None for v in (self.job, self.upload, self.catalog)) != 1:
+            raise ValueError("nads: give exactly one of job and upload, or catalog")
         return self
 
 
@@ -63,7 +65,7 @@ class PoisonTraining(_Strict):
 
 
 class PoisonSpec(_Strict):
-    architecture: str = "resnet18"
+    architecture: str | ArchitectureRef = "resnet18"
     dataset: DatasetRef
     nads: NadSource
     indices: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=1024)

@@ -233,6 +233,9 @@ def _lr_at(spec: ProbeSpec, step: int, steps_per_epoch: int) -> float:
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
+    types = getattr(model, "types", None)  # an uploaded model: its recorded module types
+    if isinstance(types, dict) and any(".batchnorm." in t for t in types.values()):
+        return True
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -279,7 +282,7 @@ class ProbeRunner:
         self.template = build_model(spec.architecture, shape, 2, self.device)
         factory = model_factory(spec.architecture)
         self.factory = lambda: factory(shape, 2)
-        init = "builder" if spec.architecture.startswith(TORCHVISION_PREFIX) else "plan"
+        init = "builder" if str(spec.architecture).startswith(TORCHVISION_PREFIX) else "plan"
         self.sampler = NetworkSampler(self.factory, self.template,
                                       probe_seed(spec.seed, _INIT), self.device, init)
         self.param_names = [n for n, _ in self.template.named_parameters()]
@@ -287,6 +290,8 @@ class ProbeRunner:
         self.has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd)
                                for m in self.template.modules())
         self.strategy = strategy or default_strategy(self.device)
+        if not getattr(self.template, "supports_vmap", True):
+            self.strategy = "loop"  # TorchScript: no stateless API (nadcore.custom)
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         self._act: int | None = None

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import NADSpec
+from .spec import ArchitectureRef, NADSpec
 
 
 class _Strict(BaseModel):
@@ -32,6 +32,8 @@ class FourierDirections(_Strict):
 class NADDirections(_Strict):
     kind: Literal["nad"] = "nad"
     job: str | None = Field(None, description="id of a finished NAD job of the caller")
+    catalog: str | None = Field(
+        None, description="or a ready entry of the public catalog, e.g. 'lenet' (GET /v1/catalog)")
     indices: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="NAD rows")
     start: int | None = Field(None, ge=0, description="with stop (and step): a range of rows")
     stop: int | None = Field(None, ge=1)
@@ -41,6 +43,8 @@ class NADDirections(_Strict):
     def _one_selection(self) -> NADDirections:
         if (self.indices is None) == (self.start is None or self.stop is None):
             raise ValueError("directions: give either indices or start and stop")
+        if self.job is not None and self.catalog is not None:
+            raise ValueError("directions: give job or catalog, not both")
         if self.start is not None and self.stop is not None and self.stop <= self.start:
             raise ValueError("directions.stop: must exceed start")
         return self
@@ -89,7 +93,7 @@ class TrainingSettings(_Strict):
 
 
 class ProbeSpec(_Strict):
-    architecture: str
+    architecture: str | ArchitectureRef
     input_shape: tuple[
         Annotated[int, Field(ge=1, le=16)],
         Annotated[int, Field(ge=1, le=512)],

@@ -18,6 +18,56 @@ Method = Literal["finite_difference", "autograd"]
 Decomposition = Literal["auto", "covariance", "lowrank"]
 
 STABILITY_KS = (1, 4, 16, 64)
+INIT_POLICIES = ("torch-default", "normal:<std>", "uniform:<bound>", "keep")
+_INIT_POLICY = re.compile(r"^(torch-default|keep|(normal|uniform):([0-9.eE+-]+))$")
+
+
+def parse_init_policy(policy: str) -> tuple[str, float | None]:
+    """("torch-default" | "keep", None) or ("normal" | "uniform", value > 0); ValueError naming
+    `init` otherwise."""
+    m = _INIT_POLICY.match(policy.strip())
+    value = None
+    if m and m.group(3) is not None:
+        try:
+            value = float(m.group(3))
+        except ValueError:
+            m = None
+    if not m or (value is not None and not (0 < value < float("inf"))):
+        raise ValueError(f"init: {policy!r} is not one of {', '.join(INIT_POLICIES)} "
+                         "(std and bound are positive numbers, e.g. normal:0.05)")
+    return (m.group(2), value) if value is not None else (m.group(1), None)
+
+
+class ArchitectureRef(BaseModel):
+    """A user's uploaded architecture (`POST /v1/architectures`). The service fills `sha256`
+    (the archive's bytes) and `init` (its re-initialization policy) when it stores a job, so
+    the stored spec alone determines the networks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[0-9a-f]{32}$", description="id of a ready architecture")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="the archive's sha256 (recorded by the service)")
+    init: str | None = Field(None, description="re-initialization policy (recorded by the "
+                             "service); default torch-default")
+
+    @field_validator("init")
+    @classmethod
+    def _policy(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_init_policy(v)
+        return v
+
+    @property
+    def policy(self) -> str:
+        return self.init or "torch-default"
+
+    def __str__(self) -> str:
+        return f"custom:{self.id}"
+
+
+def is_custom(architecture: str | ArchitectureRef) -> bool:
+    return isinstance(architecture, ArchitectureRef)
 MAX_INPUT_DIM = 3 * 512 * 512
 
 
@@ -30,9 +80,10 @@ class NADSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    architecture: str = Field(
-        description="Built-in name (logreg, lenet, vgg11, resnet18, densenet121) "
-        "or 'torchvision:<builder>' (e.g. torchvision:resnet18)."
+    architecture: str | ArchitectureRef = Field(
+        description="Built-in name (logreg, lenet, vgg11, resnet18, densenet121), "
+        "'torchvision:<builder>' (e.g. torchvision:resnet18) or {\"id\": \"<architecture id>\"} "
+        "(an uploaded architecture, POST /v1/architectures)."
     )
     input_shape: tuple[
         Annotated[int, Field(ge=1, le=16)],
@@ -77,7 +128,9 @@ class NADSpec(BaseModel):
 
     @field_validator("architecture")
     @classmethod
-    def _known_architecture(cls, v: str) -> str:
+    def _known_architecture(cls, v: str | ArchitectureRef) -> str | ArchitectureRef:
+        if isinstance(v, ArchitectureRef):
+            return v
         if v in BUILTIN_ARCHITECTURES or _TORCHVISION_NAME.match(v):
             return v
         raise ValueError(

@@ -1,33 +1,32 @@
-"""The `nads` command: one entry point, subcommands registered by the modules that own them."""
+"""The `nads` command (typer): one entry point, commands registered by the modules that own them.
+
+Nothing heavy is imported here: `nads --help` stays fast; each command imports what it needs
+(torch only for `nads compute` and `nads export`).
+"""
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import sys
 
-# Modules that expose `register(subparsers)`; each adds its own subcommands.
-COMMAND_MODULES = ("nads.compute_command", "nads.service_commands")
+import typer
+
+# Modules that expose `register(app: typer.Typer)`; each adds its own commands.
+COMMAND_MODULES = ("nads.compute_command", "nads.service_commands", "nads.client_commands",
+                   "nads.catalog_command")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nads", description="Neural anisotropy directions.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_app() -> typer.Typer:
+    app = typer.Typer(name="nads", help="Neural anisotropy directions.", no_args_is_help=True,
+                      add_completion=False, pretty_exceptions_enable=False)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
-    return parser
+        importlib.import_module(name).register(app)
+    return app
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+def main(argv: list[str] | None = None) -> None:
+    """Runs the command line (exits with the command's status)."""
+    build_app()(args=argv, prog_name="nads")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

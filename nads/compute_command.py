@@ -1,62 +1,71 @@
-"""`nads compute`: estimate NADs from the command line."""
+"""`nads compute`: estimate NADs from the command line (in this process, no service)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+class MethodChoice(StrEnum):
+    finite_difference = "finite-difference"
+    autograd = "autograd"
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'1,32,32' -> (1, 32, 32); a clear error naming the option otherwise."""
     try:
         c, h, w = (int(v) for v in text.split(","))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected C,H,W (e.g. 1,32,32), got {text!r}") from exc
+        raise typer.BadParameter(f"expected C,H,W (e.g. 1,32,32), got {text!r}") from exc
     return c, h, w
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compute", help="estimate the NADs of an architecture")
-    p.add_argument("--arch", required=True, help="logreg, lenet, vgg11, resnet18, densenet121 "
-                   "or torchvision:<name>")
-    p.add_argument("--input-shape", type=_shape, default=(1, 32, 32), help="C,H,W (1,32,32)")
-    p.add_argument("--networks", type=int, default=10_000, help="number of networks (10000)")
-    p.add_argument("--method", default="finite-difference",
-                   choices=["finite-difference", "autograd"])
-    p.add_argument("--scale", type=float, default=100.0, help="finite-difference step (100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=None, help="NADs kept (default min(D, N-1))")
-    p.add_argument("--target-stability", type=float, default=None,
-                   help="stop once split-half stability at --stability-k reaches this")
-    p.add_argument("--stability-k", type=int, default=16)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if any)")
-    p.add_argument("--chunk-size", type=int, default=None, help="networks per chunk")
-    p.add_argument("--out", default=None, help="write nads, eigenvalues, eval_point to a .npz")
-    p.add_argument("--npy-dir", default=None, help="write nads.npy, eigenvalues.npy, ... here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+def compute(
+    arch: Annotated[str, typer.Option(help="logreg, lenet, vgg11, resnet18, densenet121 or "
+                                      "torchvision:<name>")],
+    input_shape: Annotated[str, typer.Option(help="C,H,W")] = "1,32,32",
+    networks: Annotated[int, typer.Option(help="number of networks")] = 10_000,
+    method: Annotated[MethodChoice, typer.Option()] = MethodChoice.finite_difference,
+    scale: Annotated[float, typer.Option(help="finite-difference step")] = 100.0,
+    seed: int = 0,
+    k: Annotated[int | None, typer.Option(help="NADs kept (default min(D, N-1))")] = None,
+    target_stability: Annotated[float | None, typer.Option(
+        help="stop once split-half stability at --stability-k reaches this")] = None,
+    stability_k: int = 16,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if any)")
+                      ] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="networks per chunk")] = None,
+    out: Annotated[str | None, typer.Option(
+        help="write nads, eigenvalues, eval_point to a .npz")] = None,
+    npy_dir: Annotated[str | None, typer.Option(
+        help="write nads.npy, eigenvalues.npy, ... here")] = None,
+    no_progress: Annotated[bool, typer.Option("--no-progress", help="no progress bar")] = False,
+) -> None:
+    """Estimate the NADs of an architecture."""
     from pydantic import ValidationError
     from tqdm import tqdm
 
     from nadcore import ArchitectureError, NADSpec, build_model, run_spec
 
-    if args.out is None and args.npy_dir is None:
+    shape = parse_shape(input_shape)
+    if out is None and npy_dir is None:
         print("nads compute: give --out FILE.npz and/or --npy-dir DIR", file=sys.stderr)
-        return 2
+        raise typer.Exit(2)
     try:
         spec = NADSpec(
-            architecture=args.arch, input_shape=args.input_shape, num_networks=args.networks,
-            method=args.method, scale=args.scale, seed=args.seed, k=args.k,
-            target_stability=args.target_stability, stability_k=args.stability_k,
+            architecture=arch, input_shape=shape, num_networks=networks, method=method.value,
+            scale=scale, seed=seed, k=k, target_stability=target_stability,
+            stability_k=stability_k,
         )
         build_model(spec.architecture, spec.input_shape)
     except (ValidationError, ArchitectureError) as exc:
         print(f"nads compute: {exc}", file=sys.stderr)
-        return 2
-    bar = None if args.no_progress else tqdm(total=args.networks, unit="net")
+        raise typer.Exit(2) from None
+    bar = None if no_progress else tqdm(total=networks, unit="net")
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
@@ -64,14 +73,16 @@ def run(args: argparse.Namespace) -> int:
             bar.update(done - bar.n)
 
     try:
-        result = run_spec(spec, device=args.device, chunk_size=args.chunk_size,
-                          progress=progress)
+        result = run_spec(spec, device=device, chunk_size=chunk_size, progress=progress)
     finally:
         if bar is not None:
             bar.close()
-    if args.out:
-        result.save_npz(args.out)
-    if args.npy_dir:
-        result.save_npy_dir(args.npy_dir)
+    if out:
+        result.save_npz(out)
+    if npy_dir:
+        result.save_npy_dir(npy_dir)
     print(json.dumps(result.summary(head=5), indent=2))
-    return 0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("compute")(compute)

@@ -5,7 +5,6 @@ Nothing here imports torch at import time: the API process and `nads admin` stay
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -15,7 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 if TYPE_CHECKING:  # imported lazily at run time: `nads --help` stays fast
     import uvicorn
@@ -24,26 +25,17 @@ if TYPE_CHECKING:  # imported lazily at run time: `nads --help` stays fast
     from store.settings import Settings
 
 LOCAL_USER = "local"
+KEEP_ALIVE_S = 75  # as Dockerfile.api's uvicorn
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser(
-        "serve", help="start the API and a worker (embedded defaults: no server needed)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--data-dir", type=Path, default=None,
-                       help="Where embedded state lives (default $NADS_DATA_DIR or ./var).")
-    serve.add_argument("--no-worker", action="store_true",
-                       help="Run the API only (workers run elsewhere).")
-    serve.set_defaults(func=serve_command)
-
-    admin = subparsers.add_parser("admin", help="administration of the service")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    create = admin_sub.add_parser("create-key", help="create an API key (printed as the last word)")
-    create.add_argument("--name", required=True, help="User the key belongs to.")
-    create.set_defaults(func=create_key_command)
-    migrate = admin_sub.add_parser("migrate", help="bring the database schema up to date")
-    migrate.set_defaults(func=migrate_command)
+def register(app: typer.Typer) -> None:
+    app.command("serve", help="start the API and a worker (embedded defaults: no server "
+                "needed)")(serve_command)
+    admin = typer.Typer(help="administration of the service", no_args_is_help=True)
+    admin.command("create-key", help="create an API key (printed as the last word)")(
+        create_key_command)
+    admin.command("migrate", help="bring the database schema up to date")(migrate_command)
+    app.add_typer(admin, name="admin")
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -57,16 +49,17 @@ def _settings(data_dir: Path | None = None) -> Settings:
     return settings
 
 
-def migrate_command(args: argparse.Namespace) -> int:
+def migrate_command() -> None:
     from store.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.resolved_database_url)
     print("database schema is up to date")
-    return 0
 
 
-def create_key_command(args: argparse.Namespace) -> int:
+def create_key_command(
+    name: Annotated[str, typer.Option(help="User the key belongs to.")],
+) -> None:
     from store.auth import create_key
     from store.db import session_scope
     from store.migrate import upgrade
@@ -74,9 +67,8 @@ def create_key_command(args: argparse.Namespace) -> int:
     settings = _settings()
     upgrade(settings.resolved_database_url)
     with session_scope(settings.resolved_database_url) as session:
-        key = create_key(session, args.name, key_name="cli")
-    print(f"created API key for {args.name}: {key}")
-    return 0
+        key = create_key(session, name, key_name="cli")
+    print(f"created API key for {name}: {key}")
 
 
 def _local_key(settings: Settings) -> str:
@@ -96,11 +88,32 @@ def _local_key(settings: Settings) -> str:
     return key
 
 
+def _autobuild_catalog(settings: Settings) -> str:
+    """Starts (or resumes) the catalog builds named by NADS_CATALOG_AUTOBUILD; returns the
+    names still building ('' for none)."""
+    from store.db import session_scope
+    from worker.catalog import CatalogError, build, parse_names
+    from worker.config import make_celery
+
+    try:
+        names = parse_names(settings.catalog_autobuild)
+        if not names:
+            return ""
+        with session_scope(settings.resolved_database_url) as session:
+            done = build(session, make_celery(settings), settings, names)
+    except CatalogError as exc:
+        print(f"nads serve: NADS_CATALOG_AUTOBUILD: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    return ", ".join(n for n, what in done.items() if what != "ready")
+
+
 class WorkerSupervisor:
     """Runs `celery worker` (with beat, for the reconciler) and restarts it when it dies."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.log_path = settings.data_dir / "worker.log"
+        self.env = env  # None: this process's environment (where NADS_* already are)
+        self.restarts = 0
         schedule = settings.data_dir / "celerybeat-schedule"
         self.command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
                         "-Q", "gpu,cpu", "--concurrency", "1", "--loglevel", "INFO",
@@ -118,10 +131,11 @@ class WorkerSupervisor:
             started = time.monotonic()
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(self.command, stdout=log, stderr=log,
-                                                start_new_session=True)
+                                                env=self.env, start_new_session=True)
                 code = self.process.wait()
             if self.stopping.is_set():
                 return
+            self.restarts += 1
             backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 60)
             print(f"worker exited with {code}; restarting in {backoff:.0f} s "
                   f"(log: {self.log_path})", file=sys.stderr, flush=True)
@@ -155,29 +169,43 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
 
-    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    # Keep-alive past uvicorn's 5 s: a polling client's next request otherwise races the
+    # server closing the idle connection ("Server disconnected" in the load test).
+    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                 timeout_keep_alive=KEEP_ALIVE_S))
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def serve_command(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    data_dir: Annotated[Path | None, typer.Option(
+        help="Where embedded state lives (default $NADS_DATA_DIR or ./var).")] = None,
+    no_worker: Annotated[bool, typer.Option(
+        "--no-worker", help="Run the API only (workers run elsewhere).")] = False,
+) -> None:
 
     from api.main import create_app
     from store.migrate import upgrade
 
-    settings = _settings(args.data_dir)
+    settings = _settings(data_dir)
     upgrade(settings.resolved_database_url)
     key = _local_key(settings)
-    supervisor = None if args.no_worker else WorkerSupervisor(settings)
+    building = _autobuild_catalog(settings)
+    supervisor = None if no_worker else WorkerSupervisor(settings)
     if supervisor is not None:
         supervisor.start()
-    server = _server(create_app(settings), args.host, args.port)
+    server = _server(create_app(settings), host, port)
 
     def banner() -> None:
         while not server.started and not server.should_exit:
             time.sleep(0.1)
         if server.started:
-            url = f"http://{args.host}:{args.port}"
+            url = f"http://{host}:{port}"
             worker = f"worker log: {supervisor.log_path}" if supervisor else "no worker"
             data = settings.data_dir.resolve()
+            if building:
+                print(f"catalog: building {building} in the background "
+                      f"({url}/v1/catalog)", flush=True)
             print(f"NADs service at {url} (docs: {url}/docs; data: {data}; {worker})\n"
                   f"local API key: {key}", flush=True)
 
@@ -187,4 +215,3 @@ def serve_command(args: argparse.Namespace) -> int:
     finally:
         if supervisor is not None:
             supervisor.stop()
-    return 0

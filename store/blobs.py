@@ -36,10 +36,14 @@ class BlobStore:
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy `source` into the store; returns (sha256, size)."""
         tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+        except OSError as exc:
+            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name}: "
+                          f"{exc.strerror or exc}") from exc
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
                 while chunk := src.read(_CHUNK):
@@ -53,6 +57,10 @@ class BlobStore:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp_name, final)
             return sha, size
+        except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name} "
+                          f"({size:,} bytes written): {exc.strerror or exc}") from exc
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -194,3 +195,42 @@ class Architecture(Base):
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# Catalog entry states: building (rounds of NAD jobs running), ready, failed (re-run the build).
+CATALOG_BUILDING, CATALOG_READY, CATALOG_FAILED = "building", "ready", "failed"
+CATALOG_STATES = (CATALOG_BUILDING, CATALOG_READY, CATALOG_FAILED)
+
+
+class CatalogEntry(Base):
+    """A precomputed NAD set of a built-in architecture, served publicly at /v1/catalog.
+
+    It is built by ordinary sharded NAD jobs owned by the system user "catalog", in rounds of
+    growing network counts (worker/catalog.py); `job_pk` is the current (or final) round's job.
+    """
+
+    __tablename__ = "catalog"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=CATALOG_BUILDING)
+    # The target spec: the paper's settings with num_networks = the cap (10,000).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    target_stability: Mapped[float] = mapped_column(Float)
+    stability_k: Mapped[int] = mapped_column(Integer)
+    round_networks: Mapped[int] = mapped_column(Integer)  # networks added per round
+    shard_networks: Mapped[int] = mapped_column(Integer)  # networks per shard
+    job_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.pk", ondelete="SET NULL"), nullable=True
+    )
+    rounds: Mapped[int] = mapped_column(Integer, default=0)
+    networks: Mapped[int | None] = mapped_column(Integer, nullable=True)  # used by the result
+    stability: Mapped[float | None] = mapped_column(Float, nullable=True)  # at stability_k
+    stopped_early: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # of nads.npy
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    built_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    job: Mapped[Job | None] = relationship()

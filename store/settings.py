@@ -48,9 +48,42 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         200_000_000, ge=1, description="Largest accepted upload (.npz dataset, .npy NADs)."
     )
+    # Uploaded architectures (POST /v1/architectures), validated in a child of the worker.
+    max_architecture_bytes: int = Field(
+        50_000_000, ge=1, description="Largest accepted architecture archive (.pt, .pt2)."
+    )
+    architecture_validation_timeout_s: float = Field(
+        60.0, gt=0, description="Wall time of one architecture validation (child killed past it)."
+    )
+    architecture_validation_memory_bytes: int = Field(
+        2 * 2**30, ge=2**28,
+        description="Memory (RLIMIT_DATA: heap and anonymous mappings) of the validation child.",
+    )
+    max_body_bytes: int = Field(
+        32 * 2**20, ge=1,
+        description="Largest request body outside the streamed uploads (413). The largest "
+        "legitimate one is a spec with an eval_point of 786,432 floats (~16 MB of JSON).",
+    )
+    submit_rate_per_minute: int = Field(
+        60, ge=0, description="Jobs a user may submit in any 60 s (429 past it; 0 = no limit)."
+    )
     datasets_dir: Path | None = Field(
         None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."
     )
+
+    # The public NAD catalog (worker/catalog.py): the paper's settings, built in rounds of
+    # sharded NAD jobs until split-half stability reaches the target or the cap is used up.
+    catalog_autobuild: str = Field(
+        "logreg,lenet",
+        description="Architectures `nads serve` starts building at first start ('' for none).",
+    )
+    catalog_networks: int = Field(10_000, ge=2, description="Cap on networks (paper: 10,000).")
+    catalog_target_stability: float = Field(0.95, gt=0, le=1)
+    catalog_stability_k: int = Field(64, ge=1)
+    catalog_round_networks: int = Field(
+        2_000, ge=2, description="Networks added per round (stability is checked between)."
+    )
+    catalog_shard_networks: int = Field(500, ge=1, description="Networks per shard.")
 
     # Worker behaviour.
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)

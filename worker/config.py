@@ -19,6 +19,7 @@ RUN_SHARD = "nads.run_shard"
 RUN_WHOLE = "nads.run_whole"
 MERGE = "nads.merge"
 RECONCILE = "nads.reconcile"
+VALIDATE_ARCHITECTURE = "nads.validate_architecture"
 
 
 def broker_transport_options(settings: Settings) -> dict:
@@ -40,7 +41,8 @@ def broker_transport_options(settings: Settings) -> dict:
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    app = Celery("nads", broker=settings.resolved_broker_url, include=["worker.tasks"])
+    app = Celery("nads", broker=settings.resolved_broker_url,
+                 include=["worker.tasks", "worker.architectures"])
     app.conf.update(
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,
@@ -63,6 +65,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
             RUN_WHOLE: {"queue": GPU_QUEUE, "routing_key": GPU_QUEUE},
             MERGE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
             RECONCILE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
+            VALIDATE_ARCHITECTURE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
         },
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_s},

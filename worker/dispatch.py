@@ -9,7 +9,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from store.models import SEQUENTIAL, Job, Shard, utcnow
-from worker.config import MERGE, RUN_SHARD, RUN_WHOLE
+from worker.config import MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ def enqueue_job(app: Celery, session: Session, job: Job) -> None:
 
 def enqueue_merge(app: Celery, job_id: str) -> bool:
     return _send(app, MERGE, [job_id], uuid.uuid4().hex)
+
+
+def enqueue_validation(app: Celery, architecture_id: str) -> bool:
+    """Queues the validation of an uploaded architecture (worker/architectures.py)."""
+    return _send(app, VALIDATE_ARCHITECTURE, [architecture_id], uuid.uuid4().hex)
 
 
 def revoke_job(app: Celery, job: Job) -> None:

@@ -4,6 +4,7 @@ a glance."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,3 +173,112 @@ def render_examples(spec: PoisonSpec, index: int, clean: np.ndarray, changed: np
     fig.suptitle(f"{spec.mode}: difference scale +-{bound:.3g}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
+
+
+GALLERY_MAX = 8  # NADs shown in preview.png
+
+
+def spatial_view(nad: np.ndarray) -> np.ndarray:
+    """The (H, W) image drawn for one NAD of shape (C, H, W): channel 0 (signed)."""
+    return nad[0]
+
+
+def fourier_energy(nad: np.ndarray) -> np.ndarray:
+    """|fft2|^2 of one NAD of shape (C, H, W), summed over channels and fft-shifted: DC at
+    (H // 2, W // 2), frequency (ky, kx) at (H // 2 + ky, W // 2 + kx) as `shifted` signs it.
+    By Parseval it sums to H * W * ||nad||^2."""
+    energy = np.abs(np.fft.fft2(nad.astype(np.float64), axes=(-2, -1))) ** 2
+    return np.fft.fftshift(energy.sum(axis=0))
+
+
+def gallery_size(count: int) -> tuple[int, int]:
+    """(width, height) in pixels of a preview.png showing `count` NADs (at dpi 100)."""
+    return max(600, int(round(100 * (1.0 + 1.45 * count)))), 340
+
+
+def render_nad_gallery(nads: np.ndarray, input_shape: Sequence[int], path: Path,
+                       title: str, count: int = GALLERY_MAX) -> int:
+    """preview.png: the first `count` NADs, one per column. Top row: the NAD in pixel space
+    (channel 0 when C > 1), diverging colour map symmetric around 0 per NAD; bottom row: its
+    Fourier energy (summed over channels), DC at the centre. Returns the NADs shown."""
+    c, h, w = (int(v) for v in input_shape)
+    if nads.ndim != 2 or nads.shape[0] == 0 or nads.shape[1] != c * h * w:
+        raise ValueError(f"nads: expected (k >= 1, {c * h * w}) rows, got {nads.shape}")
+    n = min(count, nads.shape[0])
+    width, height = gallery_size(n)
+    fig = Figure(figsize=(width / 100, height / 100))
+    grid = fig.add_gridspec(2, n, left=1.0 / (width / 100), right=0.99, top=0.83, bottom=0.03,
+                            wspace=0.08, hspace=0.08)
+    spatial_label = "pixels" if c == 1 else "pixels (ch 0)"
+    fourier_label = "|F|², DC centre" if c == 1 else "|F|², ch sum"
+    for j in range(n):
+        nad = nads[j].reshape(c, h, w)
+        top, bottom = fig.add_subplot(grid[0, j]), fig.add_subplot(grid[1, j])
+        image = spatial_view(nad)
+        bound = float(np.abs(image).max()) or 1.0
+        top.imshow(image, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        bottom.imshow(fourier_energy(nad), cmap="magma", vmin=0.0, interpolation="nearest")
+        top.set_title(f"u{j}", fontsize=9)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if j == 0:
+            top.set_ylabel(spatial_label, fontsize=8)
+            bottom.set_ylabel(fourier_label, fontsize=8)
+    fig.suptitle(textwrap.shorten(title, width=width // 6, placeholder="…"), fontsize=9)
+    _save(fig, path)
+    return n
+
+
+def render_spectrum(eigenvalues: np.ndarray, path: Path, title: str) -> None:
+    """spectrum.png: the eigenvalues of the gradient covariance against their index (log scale
+    when they are positive) and the cumulative share of the variance they explain."""
+    values = np.asarray(eigenvalues, dtype=np.float64)
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    index = np.arange(values.size)
+    positive = values > 0
+    marker = "o" if values.size <= 64 else None
+    ax.plot(index[positive], values[positive], marker=marker, markersize=3, linewidth=1,
+            color="tab:blue")
+    if positive.any() and values[positive].max() > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("NAD index i")
+    ax.set_ylabel(r"eigenvalue $\lambda_i$", color="tab:blue")
+    ax.grid(alpha=0.3)
+    total = float(np.clip(values, 0, None).sum())
+    if total > 0:
+        share = ax.twinx()
+        share.plot(index, 100 * np.cumsum(np.clip(values, 0, None)) / total, color="tab:orange",
+                   linewidth=1)
+        share.set_ylim(0, 101)
+        share.set_ylabel("cumulative share (%)", color="tab:orange")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def nad_title(summary: dict) -> str:
+    """One line of provenance for the NAD figures: architecture, shape, method, networks."""
+    shape = "x".join(str(v) for v in summary["input_shape"])
+    method = summary["method"].replace("_", " ")
+    if summary.get("scale") is not None:
+        method += f", scale {summary['scale']:g}"
+    arch = summary["architecture"]
+    if isinstance(arch, dict):  # an uploaded architecture: {"id", "sha256", "init"}
+        arch = f"custom:{arch['id'][:8]}"
+    return f"{arch} ({shape}), {method}, {summary['num_networks']} networks"
+
+
+def render_nad_figures(nads: np.ndarray, eigenvalues: np.ndarray, summary: dict,
+                       folder: Path) -> list[Path]:
+    """preview.png and spectrum.png of a NAD result, written into `folder`."""
+    title = nad_title(summary)
+    preview, spectrum = folder / "preview.png", folder / "spectrum.png"
+    render_nad_gallery(nads, summary["input_shape"], preview, title)
+    stability = summary.get("stability") or {}
+    if stability:
+        k = max(stability, key=int)
+        title += f"; split-half stability {stability[k]:.3f} at k = {k}"
+    render_spectrum(eigenvalues, spectrum, title)
+    return [preview, spectrum]

@@ -25,7 +25,7 @@ from nadcore.poison_spec import PoisonSpec
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS_UPLOAD, Upload
 from worker.plots import render_examples, render_poison_accuracy
-from worker.sources import SourceError, nads_blob_of_job
+from worker.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"
@@ -54,6 +54,8 @@ def sources(session: Session, user_id: int, spec: PoisonSpec) -> Sources:
     """Resolves the spec's references to blobs, for the user who submitted it."""
     if spec.nads.upload is not None:
         nads = _upload_sha(session, user_id, spec.nads.upload, NADS_UPLOAD, "nads.upload")
+    elif spec.nads.catalog is not None:
+        nads = nads_blob_of_catalog(session, spec.nads.catalog, "nads.catalog")
     else:
         nads = nads_blob_of_job(session, user_id, spec.nads.job, "nads.job")
     dataset = None
@@ -160,7 +162,8 @@ def metrics(spec: PoisonSpec, train: np.ndarray, test: np.ndarray) -> dict:
             "final_train_accuracy": round(float(train[i, -1]), 6),
             "final_test_accuracy": round(float(test[i, -1]), 6),
         })
-    return {"mode": spec.mode, "architecture": spec.architecture,
+    return {"mode": spec.mode,
+            "architecture": spec.model_dump(mode="json")["architecture"],
             "dataset": spec.dataset.model_dump(mode="json", exclude_none=True),
             "epochs": spec.training.epochs, "eps": spec.eps, "seed": spec.seed,
             "columns": ["poisoned-train accuracy %", "clean-test accuracy %"],
@@ -175,7 +178,7 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
                "train_accuracy": round(float(train[i, -1]), 4)}
               for i, idx in enumerate(positions(spec))]
     return {
-        "architecture": spec.architecture,
+        "architecture": spec.model_dump(mode="json")["architecture"],
         "mode": spec.mode,
         "dataset": data.name,
         "input_shape": list(data.input_shape),

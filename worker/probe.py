@@ -20,7 +20,7 @@ from nadcore.probe import direction_frequencies, make_directions, run_probe
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from store.blobs import BlobStore
 from worker.plots import render_accuracy_vs_index, render_heatmap
-from worker.sources import nads_blob_of_job
+from worker.sources import nads_blob_of_catalog, nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"
@@ -34,6 +34,8 @@ def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | Non
     d = spec.directions
     if not isinstance(d, NADDirections):
         return None
+    if d.catalog is not None:
+        return nads_blob_of_catalog(session, d.catalog, "directions.catalog")
     return nads_blob_of_job(session, user_id, d.job, "directions.job")
 
 
@@ -103,7 +105,7 @@ def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbeParti
     worst = np.argsort(accuracies, kind="stable")[:5]
     info = partials[0].info if partials else {}
     return {
-        "architecture": spec.architecture,
+        "architecture": spec.model_dump(mode="json")["architecture"],
         "input_shape": list(spec.input_shape),
         "directions_kind": spec.directions.kind,
         "num_directions": int(accuracies.shape[0]),

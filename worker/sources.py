@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import NADS, SUCCEEDED, Artifact, Job
+from store.models import CATALOG_READY, NADS, SUCCEEDED, Artifact, CatalogEntry, Job
 
 
 class SourceError(ValueError):
@@ -22,4 +22,25 @@ def nads_blob_of_job(session: Session, user_id: int, job_id: str, field: str) ->
                                                      Artifact.name == "nads.npy"))
     if artifact is None:
         raise SourceError(f"{field}: NAD job {job_id!r} has no nads.npy")
+    return artifact.sha256
+
+
+def catalog_job(session: Session, arch: str, field: str) -> Job:
+    """The final NAD job of the ready catalog entry `arch` (public: any user may use it)."""
+    entry = session.scalar(select(CatalogEntry).where(CatalogEntry.name == arch))
+    if entry is None or entry.status != CATALOG_READY or entry.job_pk is None:
+        ready = session.scalars(select(CatalogEntry.name)
+                                .where(CatalogEntry.status == CATALOG_READY)).all()
+        raise SourceError(f"{field}: {arch!r} is not a ready catalog entry; ready: "
+                          f"{', '.join(ready) or 'none yet'} (GET /v1/catalog)")
+    return session.get(Job, entry.job_pk)
+
+
+def nads_blob_of_catalog(session: Session, arch: str, field: str) -> str:
+    """sha256 of the catalog's `nads.npy` of `arch`."""
+    job = catalog_job(session, arch, field)
+    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
+                                                     Artifact.name == "nads.npy"))
+    if artifact is None:
+        raise SourceError(f"{field}: the catalog's {arch!r} has no nads.npy")
     return artifact.sha256

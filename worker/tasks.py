@@ -42,10 +42,11 @@ from store.models import (
     utcnow,
 )
 from store.settings import get_settings
-from worker import poison, probe, state
+from worker import catalog, poison, probe, state
 from worker.app import app
 from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from worker.dispatch import enqueue_merge
+from worker.plots import render_nad_figures
 from worker.reconcile import reconcile_once
 
 log = logging.getLogger(__name__)
@@ -254,14 +255,18 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
 
 
 def _store_result(job_id: str, result: NADResult) -> None:
-    """Writes a NAD result's arrays as .npy artifacts and moves the job to succeeded."""
+    """Writes a NAD result's arrays as .npy artifacts and its figures (preview.png,
+    spectrum.png) and moves the job to succeeded."""
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for name, array in result.arrays().items():
             path = Path(tmp) / f"{name}.npy"
             np.save(path, np.ascontiguousarray(array))
             files.append((path, "application/octet-stream"))
-        _store_artifacts(job_id, files, result.summary())
+        summary = result.summary()
+        figures = render_nad_figures(result.nads, result.eigenvalues, summary, Path(tmp))
+        files += [(path, "image/png") for path in figures]
+        _store_artifacts(job_id, files, summary)
 
 
 def _merge_probe(job_id: str, spec: ProbeSpec, shas: list[str], nad_sha: str | None) -> None:
@@ -317,6 +322,8 @@ def merge(self: Task, job_id: str) -> None:
     partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]
     result = finalize(spec, merge_partials(partials))
     _store_result(job_id, result)
+    with session_scope(_db_url()) as session:  # a catalog round: the next one, or ready
+        catalog.on_job_done(session, app, job_id)
 
 
 @app.task(bind=True, base=JobTask, name=RUN_WHOLE)
@@ -342,4 +349,6 @@ def run_whole(self: Task, job_id: str) -> None:
 def reconcile() -> int:
     """Periodic (celery beat): sends again the work whose messages were lost."""
     with session_scope(_db_url()) as session:
-        return reconcile_once(session, app, get_settings())
+        sent = reconcile_once(session, app, get_settings())
+        catalog.sweep(session, app)
+        return sent

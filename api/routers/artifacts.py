@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
@@ -37,12 +39,24 @@ def download_artifact(job_id: str, name: str, request: Request, session: Session
         names = ", ".join(a.name for a in job.artifacts) or "none yet"
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"artifact {name!r} not found; job {job_id} has: {names}")
-    etag = f'"{artifact.sha256}"'
-    headers = {"ETag": etag, "Cache-Control": "private, max-age=31536000, immutable"}
+    sha256, media_type = artifact.sha256, artifact.media_type
+    # Give the database connection back before the file streams: the session would otherwise
+    # hold it until the last byte reached a (slow) client, and 100 concurrent downloads would
+    # starve every other request of the pool (the load test: 30 s waits, then 500s).
+    session.close()
+    return file_response(request, blobs.path(sha256), sha256, media_type, name,
+                         "private, max-age=31536000, immutable")
+
+
+def file_response(request: Request, path: Path, etag_value: str, media_type: str, name: str,
+                  cache_control: str) -> Response:
+    """An immutable file under a strong ETag: 304 on If-None-Match, Range/If-Range by
+    FileResponse. Shared by job artifacts and the public catalog."""
+    etag = f'"{etag_value}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control}
     if _etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    path = blobs.path(artifact.sha256)
     if not path.is_file():
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
-                            detail=f"blob {artifact.sha256} of {name!r} is missing from the store")
-    return FileResponse(path, media_type=artifact.media_type, filename=name, headers=headers)
+                            detail=f"blob {etag_value} of {name!r} is missing from the store")
+    return FileResponse(path, media_type=media_type, filename=name, headers=headers)

@@ -12,8 +12,10 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.architectures import resolve_architecture
+from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep, released
 from api.quota import check_quota
+from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
 from nadcore.spec import NADSpec
 from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job, Shard, User
@@ -42,14 +44,18 @@ def create_job(session: Session, celery: Celery, user: User, response: Response,
     session.commit()
     enqueue_job(celery, session, job)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobOut.from_row(job)
+    return released(session, JobOut.from_row(job))
 
 
-@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             dependencies=[SUBMIT_RATE])
 def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
                 celery: CeleryDep, response: Response) -> JobOut:
     """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
-    estimate = check_quota(spec, settings)
+    spec, arch_info = resolve_architecture(session, user, spec, networks=spec.num_networks,
+                                           outputs=spec.output_index + 1,
+                                           input_shape=spec.input_shape)
+    estimate = check_quota(spec, settings, arch_info)
     mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
     ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
     return create_job(session, celery, user, response, kind=NADS, mode=mode,
@@ -58,7 +64,7 @@ def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings:
 
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
-    return JobOut.from_row(get_own_job(session, user, job_id))
+    return released(session, JobOut.from_row(get_own_job(session, user, job_id)))
 
 
 def _decode_cursor(cursor: str) -> int:
@@ -96,8 +102,8 @@ def list_jobs(
     rows = session.scalars(query.order_by(Job.pk.desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return JobPage(items=[JobOut.from_row(j) for j in rows],
-                   next_cursor=_encode_cursor(rows[-1].pk) if more else None)
+    return released(session, JobPage(items=[JobOut.from_row(j) for j in rows],
+                                     next_cursor=_encode_cursor(rows[-1].pk) if more else None))
 
 
 @router.post("/{job_id}/cancel", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
@@ -108,4 +114,4 @@ def cancel(job_id: str, session: SessionDep, user: CurrentUser, celery: CeleryDe
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"job {job_id!r} is already {job.status}; nothing to cancel")
     revoke_job(celery, job)
-    return JobOut.from_row(job)
+    return released(session, JobOut.from_row(job))

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from api.architectures import resolve_architecture
 from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
 from api.poison import (
+    NAMED_DATASETS,
     check_nad_source,
     check_poison_quota,
     estimate_poison,
     poison_shards,
     train_size,
 )
+from api.ratelimit import SUBMIT_RATE
 from api.routers.jobs import create_job
 from api.schemas import JobOut
 from nadcore.poison_spec import PoisonSpec
@@ -21,7 +24,8 @@ from store.models import POISON, SHARDED
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("/poison", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("/poison", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             dependencies=[SUBMIT_RATE])
 def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
                   settings: SettingsDep, celery: CeleryDep, response: Response) -> JobOut:
     """Queues a poison job: `shards` tasks, each training the models of a range of positions
@@ -31,6 +35,9 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
     `{"upload": id}`, nads `{"job": id}` or `{"upload": id}`, indices, eps, mode `poison` or
     `flip`, training, keep_dataset, seed, shards).
     """
+    named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
+    spec, _ = resolve_architecture(session, user, spec, outputs=named and named[1],
+                                   exact_outputs=True, input_shape=named and named[0])
     size = train_size(spec, session, user)
     check_nad_source(session, user, spec)
     estimate = estimate_poison(spec, size)

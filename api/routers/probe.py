@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
+from api.architectures import resolve_architecture
 from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
 from api.probe import (
     check_nad_source,
@@ -12,6 +13,7 @@ from api.probe import (
     count_directions,
     estimate_probe,
 )
+from api.ratelimit import SUBMIT_RATE
 from api.routers.jobs import create_job
 from api.schemas import JobOut
 from api.validation import shard_ranges
@@ -21,7 +23,8 @@ from store.models import PROBE, SHARDED
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
-@router.post("/probe", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+@router.post("/probe", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             dependencies=[SUBMIT_RATE])
 def submit_probe(spec: ProbeSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
                  celery: CeleryDep, response: Response) -> JobOut:
     """Queues a probe job: `shards` tasks, each training a range of directions, and a merge.
@@ -30,9 +33,11 @@ def submit_probe(spec: ProbeSpec, session: SessionDep, user: CurrentUser, settin
     nad, random or custom, data, training, seed, shards). `nad` directions name one of the
     caller's succeeded NAD jobs in `directions.job`.
     """
+    spec, arch_info = resolve_architecture(session, user, spec, outputs=2, exact_outputs=True,
+                                           input_shape=spec.input_shape)
     num_directions = count_directions(spec)
     check_shape(spec, num_directions)
-    estimate = estimate_probe(spec, num_directions)
+    estimate = estimate_probe(spec, num_directions, arch_info)
     check_probe_quota(estimate, settings)
     check_nad_source(session, user, spec)
     return create_job(session, celery, user, response, kind=PROBE, mode=SHARDED,

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep
+from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep, released
 from api.schemas import _utc
 from api.uploads import check_upload, receive_upload
 from store.blobs import record_blob
@@ -94,12 +94,12 @@ def list_uploads(session: SessionDep, user: CurrentUser,
     if kind is not None:
         query = query.where(Upload.kind == kind)
     rows = session.scalars(query.order_by(Upload.pk.desc()).limit(1000)).all()
-    return UploadPage(items=[UploadOut.from_row(r) for r in rows])
+    return released(session, UploadPage(items=[UploadOut.from_row(r) for r in rows]))
 
 
 @router.get("/{upload_id}", response_model=UploadOut)
 def read_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> UploadOut:
-    return UploadOut.from_row(get_own_upload(session, user, upload_id))
+    return released(session, UploadOut.from_row(get_own_upload(session, user, upload_id)))
 
 
 @router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)

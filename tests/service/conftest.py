@@ -85,7 +85,9 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
              ) -> Settings:
     data = tmp_path_factory.mktemp("nads-data")
     return Settings(data_dir=data, database_url=database_url, broker_url=broker_url,
-                    blob_dir=data / "blobs", progress_interval_s=0.2, stale_after_s=600)
+                    blob_dir=data / "blobs", progress_interval_s=0.2, stale_after_s=600,
+                    # uploaded architectures: small limits keep their e2e tests short
+                    max_architecture_bytes=2_000_000, architecture_validation_timeout_s=20)
 
 
 def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:

@@ -38,6 +38,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         NADS_BLOB_DIR=str(settings.resolved_blob_dir),
         NADS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
         NADS_STALE_AFTER_S=str(settings.stale_after_s),
+        NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S=str(settings.architecture_validation_timeout_s),
     )
     return env
 

@@ -50,7 +50,8 @@ def download(client: httpx.Client, job: dict, name: str) -> np.ndarray:
 
 def assert_matches_in_process(client: httpx.Client, job: dict, body: dict) -> None:
     expected = reference(body)
-    assert sorted(a["name"] for a in job["artifacts"]) == sorted(f"{n}.npy" for n in ARRAYS)
+    assert sorted(a["name"] for a in job["artifacts"]) == sorted(
+        [f"{n}.npy" for n in ARRAYS] + ["preview.png", "spectrum.png"])  # + figures (web page)
     for name in ARRAYS:
         got = download(client, job, f"{name}.npy")
         assert got.dtype == expected[name].dtype and got.shape == expected[name].shape

@@ -13,7 +13,8 @@ from store.models import Base
 
 from .conftest import ThrowawayDatabases
 
-TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures"}
+TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures",
+          "catalog"}
 
 
 def _check_round_trip(url: str) -> None:
@@ -23,7 +24,7 @@ def _check_round_trip(url: str) -> None:
         upgrade(url)
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         upgrade(url)  # idempotent

@@ -23,8 +23,8 @@ with TestClient(app) as client:
 import nads.service_commands, worker.app, worker.config, worker.dispatch, worker.reconcile
 import store.migrate
 # `nads admin ...` runs in the torch-free API image too.
-from nads.cli import build_parser
-build_parser()
+from nads.cli import build_app
+build_app()
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
 print("TORCH:", loaded)
 """

@@ -1,0 +1,140 @@
+"""/v1/architectures: users' own architectures, uploaded as TorchScript (`torch.jit.save`, .pt)
+or torch.export (`torch.export.save`, .pt2) archives. The API stores the file (streamed, size
+limited) and queues its validation in the worker; it never loads a model. A caller sees only
+its own architectures; another user's is a 404, exactly like one that does not exist."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.architectures import own_architecture, parse_input_shape, parse_policy
+from api.deps import BlobsDep, CeleryDep, CurrentUser, SessionDep, SettingsDep, released
+from api.schemas import _utc
+from api.uploads import bad_request, receive_upload
+from store.blobs import record_blob
+from store.models import VALIDATING, Architecture, User
+from worker.dispatch import enqueue_validation
+
+router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
+_MAX_NAME = 100
+
+
+class ArchitectureOut(BaseModel):
+    id: str
+    name: str
+    filename: str
+    input_shape: list[int]
+    init: str
+    format: str | None = Field(description="torchscript or export; null until validated")
+    size: int
+    sha256: str
+    status: str = Field(description="validating, ready or rejected")
+    reason: str | None = Field(description="why it was rejected")
+    info: dict[str, Any] | None = Field(
+        description="what validation measured: num_outputs, num_params, flops (one forward "
+        "pass of one input), module_types, params_by_type, ...")
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Architecture) -> ArchitectureOut:
+        return cls(id=row.id, name=row.name, filename=row.filename,
+                   input_shape=list(row.input_shape), init=row.init, format=row.format,
+                   size=row.size, sha256=row.sha256, status=row.status, reason=row.reason,
+                   info=row.info, created_at=_utc(row.created_at))
+
+
+class ArchitecturePage(BaseModel):
+    items: list[ArchitectureOut]
+
+
+def get_own_architecture(session: SessionDep, user: User, architecture_id: str) -> Architecture:
+    row = own_architecture(session, user, architecture_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"architecture {architecture_id!r} not found")
+    return row
+
+
+_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file", "name", "input_shape"],
+    "properties": {"file": {"type": "string", "format": "binary"},
+                   "name": {"type": "string", "maxLength": _MAX_NAME},
+                   "input_shape": {"type": "string", "example": "1,32,32"},
+                   "init": {"type": "string", "default": "torch-default",
+                            "example": "torch-default | normal:0.05 | uniform:0.1 | keep"}}}}}}}
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ArchitectureOut,
+             openapi_extra=_BODY)
+async def create_architecture(request: Request, session: SessionDep, user: CurrentUser,
+                              settings: SettingsDep, blobs: BlobsDep, celery: CeleryDep,
+                              response: Response) -> ArchitectureOut:
+    """multipart/form-data: `file` (a torch.export `.pt2`, preferred, or a TorchScript `.pt`),
+    `name`, `input_shape` ("C,H,W") and optional `init` (torch-default, normal:<std>,
+    uniform:<bound> or keep). 201 with status `validating`; the worker then sets `ready` or
+    `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES."""
+    received = await receive_upload(request, blobs, settings.max_architecture_bytes,
+                                    "NADS_MAX_ARCHITECTURE_BYTES",
+                                    "the fields 'name' and 'input_shape'")
+    try:
+        if received.path is None:
+            raise bad_request("file", "missing; send the archive as the multipart part 'file'")
+        name = received.fields.get("name", "").strip()
+        if not name or len(name) > _MAX_NAME:
+            raise bad_request("name", f"required, 1 to {_MAX_NAME} characters")
+        shape = parse_input_shape(received.fields.get("input_shape", ""))
+        policy = parse_policy(received.fields.get("init"))
+    except Exception:
+        received.discard()
+        raise
+
+    def store() -> Architecture:
+        blobs.adopt(received.path, received.sha256)
+        record_blob(session, received.sha256, received.size)
+        row = Architecture(id=uuid.uuid4().hex, user_id=user.id, name=name,
+                           filename=received.filename, input_shape=shape, init=policy,
+                           size=received.size, sha256=received.sha256, status=VALIDATING)
+        session.add(row)
+        session.commit()
+        return row
+
+    try:
+        row = await run_in_threadpool(store)
+    finally:
+        received.discard()
+    # a lost message leaves the row `validating` (visible to the caller, who can upload again)
+    enqueue_validation(celery, row.id)
+    response.headers["Location"] = f"/v1/architectures/{row.id}"
+    return released(session, ArchitectureOut.from_row(row))
+
+
+@router.get("", response_model=ArchitecturePage)
+def list_architectures(session: SessionDep, user: CurrentUser) -> ArchitecturePage:
+    """The caller's architectures, newest first."""
+    rows = session.scalars(select(Architecture).where(Architecture.user_id == user.id)
+                           .order_by(Architecture.pk.desc()).limit(1000)).all()
+    return released(session, ArchitecturePage(items=[ArchitectureOut.from_row(r) for r in rows]))
+
+
+@router.get("/{architecture_id}", response_model=ArchitectureOut)
+def read_architecture(architecture_id: str, session: SessionDep, user: CurrentUser
+                      ) -> ArchitectureOut:
+    return released(session, ArchitectureOut.from_row(
+        get_own_architecture(session, user, architecture_id)))
+
+
+@router.delete("/{architecture_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_architecture(architecture_id: str, session: SessionDep, user: CurrentUser
+                        ) -> Response:
+    """Forgets the architecture. Jobs already stored keep working: their specs record the
+    archive's sha256, and blobs are never deleted."""
+    session.delete(get_own_architecture(session, user, architecture_id))
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,152 @@
+"""/v1/catalog: the precomputed NADs of the paper's five architectures. Public (no key).
+
+The arrays are the artifacts of the entry's final round job (worker/catalog.py), served with
+the same ETag / 304 / Range handling as job artifacts. `?k=` cuts the first k rows into a valid
+.npy, written once to a cache file (its ETag is the blob's sha256 and k).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.routers.artifacts import file_response
+from store.models import CATALOG_READY, Artifact, CatalogEntry
+from store.settings import Settings
+from worker.catalog import CATALOG_ARCHITECTURES, describe
+
+router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+
+
+class CatalogEntryOut(BaseModel):
+    """One architecture of the catalog (worker/catalog.py: describe)."""
+
+    name: str
+    status: Literal["ready", "building", "failed"]
+    progress: float = Field(description="networks computed / max_networks; 1 once ready")
+    message: str
+    networks_done: int
+    input_shape: list[int]
+    method: str
+    scale: float
+    seed: int
+    networks: int | None = Field(description="networks of the result (once ready)")
+    max_networks: int = Field(description="the cap: 10,000 in the paper")
+    stability: float | None = Field(description="split-half stability at stability_k")
+    stability_k: int
+    target_stability: float
+    stopped_early: bool | None = Field(description="the target was reached before the cap")
+    rounds: int = Field(description="round jobs submitted so far")
+    sha256: str | None = Field(description="of nads.npy")
+    built_at: str | None
+    job_id: str | None = Field(description="the current (or final) round's NAD job")
+    error: str | None
+
+# Files of an entry; the .npy arrays accept ?k=.
+FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application/octet-stream",
+         "eval_point.npy": "application/octet-stream", "preview.png": "image/png",
+         "spectrum.png": "image/png"}
+SLICEABLE = ("nads.npy", "eigenvalues.npy")
+CACHE_CONTROL = "public, max-age=3600"
+
+_ORDER = {name: i for i, name in enumerate(CATALOG_ARCHITECTURES)}
+
+
+def _entry(session: SessionDep, arch: str) -> CatalogEntry:
+    entry = session.scalar(select(CatalogEntry).where(CatalogEntry.name == arch))
+    if entry is None:
+        names = ", ".join(session.scalars(select(CatalogEntry.name)).all()) or "none yet"
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"arch: {arch!r} is not in the catalog; it has: {names}")
+    return entry
+
+
+@router.get("", response_model=list[CatalogEntryOut])
+def list_catalog(session: SessionDep) -> list[dict[str, Any]]:
+    """Every catalog entry, ready or building (with progress), in the paper's order."""
+    entries = session.scalars(select(CatalogEntry)).all()
+    entries = sorted(entries, key=lambda e: (_ORDER.get(e.name, len(_ORDER)), e.name))
+    return [describe(e, e.job) for e in entries]
+
+
+@router.get("/{arch}", response_model=CatalogEntryOut)
+def read_entry(arch: str, session: SessionDep) -> dict[str, Any]:
+    entry = _entry(session, arch)
+    return describe(entry, entry.job)
+
+
+def _sliced(settings: Settings, source: Path, sha: str, name: str, k: int) -> Path:
+    """The first k rows of an .npy blob as a .npy file, cached (written once, atomically)."""
+    cache = settings.data_dir / "cache" / "catalog"
+    path = cache / f"{sha}-k{k}-{name}"
+    if path.is_file():
+        return path
+    cache.mkdir(parents=True, exist_ok=True)
+    array = np.load(source, mmap_mode="r")
+    if k > array.shape[0]:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"k: {k} exceeds the {array.shape[0]} rows of {name}")
+    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npy")
+    with os.fdopen(fd, "wb") as out:
+        np.save(out, np.ascontiguousarray(array[:k]))
+    os.replace(tmp, path)
+    return path
+
+
+_RESPONSES = {200: {"content": {"application/octet-stream": {}, "image/png": {}}},
+              206: {"description": "Partial content (Range)"},
+              304: {"description": "Not modified (If-None-Match)"},
+              404: {"description": "Unknown architecture or file"},
+              409: {"description": "The entry is still building"},
+              416: {"description": "Range not satisfiable"}}
+
+
+@router.head("/{arch}/{name}", response_class=FileResponse, operation_id="head_catalog_file",
+             responses=_RESPONSES)
+@router.get("/{arch}/{name}", response_class=FileResponse, operation_id="download_catalog_file",
+            responses=_RESPONSES)
+def download(arch: str, name: str, request: Request, session: SessionDep, blobs: BlobsDep,
+             settings: SettingsDep,
+             k: Annotated[int | None, Query(ge=1, description="First k rows only (.npy)")] = None,
+             ) -> Response:
+    """nads.npy, eigenvalues.npy (optionally the first `k` rows), eval_point.npy, preview.png,
+    spectrum.png of a ready entry."""
+    if name not in FILES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"name: {name!r} is not a catalog file; files: "
+                            f"{', '.join(FILES)}")
+    if k is not None and name not in SLICEABLE:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                            detail=f"k: only {' and '.join(SLICEABLE)} can be cut to k rows")
+    entry = _entry(session, arch)
+    if entry.status != CATALOG_READY or entry.job_pk is None:
+        info = describe(entry, entry.job)
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"arch: {arch!r} is {info['status']} "
+                            f"({info['progress']:.0%} of at most {info['max_networks']} "
+                            "networks); see GET /v1/catalog")
+    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == entry.job_pk,
+                                                     Artifact.name == name))
+    if artifact is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=f"name: the {arch} build has no {name}")
+    sha256, media_type = artifact.sha256, artifact.media_type
+    session.close()  # the database connection goes back to the pool before the file streams
+    path = blobs.path(sha256)
+    if k is None:
+        return file_response(request, path, sha256, media_type, name, CACHE_CONTROL)
+    if not path.is_file():
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            detail=f"blob {sha256} of {name!r} is missing from the store")
+    sliced = _sliced(settings, path, sha256, name, k)
+    return file_response(request, sliced, f"{sha256}-k{k}", media_type,
+                         f"{arch}-{name.removesuffix('.npy')}-k{k}.npy", CACHE_CONTROL)

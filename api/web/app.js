@@ -1,0 +1,524 @@
+// The NADs service page: job list with live status, job pages with the worker's figures, the
+// catalog. Vanilla JS, no build step. The API key is asked for once, kept in localStorage and
+// sent only as `Authorization: Bearer`; artifact images are fetched with it and shown as blob:
+// URLs, so the key never appears in a URL. Untrusted text is set with textContent only.
+"use strict";
+
+const KEY_STORAGE = "nads.apiKey";
+const POLL_MS = 2000;
+const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+// Figures per job kind, in the order shown; any other PNG artifact is shown after them.
+const FIGURES = {
+  nads: [
+    ["preview.png", "The first NADs. Top: pixel space (channel 0), diverging colour map " +
+      "symmetric around 0. Bottom: Fourier energy |F|² with DC at the centre."],
+    ["spectrum.png", "Eigenvalues of the gradient covariance (log scale) and the cumulative " +
+      "share of the variance."],
+  ],
+  probe: [
+    ["heatmap.png", "Test accuracy on D(v) over the frequency plane (DC at the centre)."],
+    ["accuracy_vs_index.png", "Test accuracy on D(u_i) against the NAD index i."],
+  ],
+  poison: [
+    ["accuracy_vs_index.png", "Final clean-test and poisoned-train accuracy against the " +
+      "poison index."],
+    ["examples.png", "Training images: clean, poisoned, and the difference."],
+  ],
+};
+
+// The paper's five architectures: the catalog page shows a row for each, built or not.
+const PAPER_ARCHITECTURES = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"];
+
+class AuthError extends Error {}
+
+// Everything a view started (timers, blob: URLs) is dropped when the route changes.
+let generation = 0;
+let timers = [];
+let blobUrls = [];
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name === "text") node.textContent = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+const getKey = () => localStorage.getItem(KEY_STORAGE);
+
+async function api(path, { auth = true, raw = false } = {}) {
+  const headers = {};
+  if (auth) {
+    const key = getKey();
+    if (!key) throw new AuthError("no API key yet");
+    headers.Authorization = `Bearer ${key}`;
+  }
+  const response = await fetch(path, { headers });
+  if (response.status === 401) throw new AuthError("the server refused the key");
+  if (!response.ok) {
+    let detail = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body.detail) detail = typeof body.detail === "string" ? body.detail
+        : JSON.stringify(body.detail);
+    } catch (_) { /* not JSON */ }
+    const error = new Error(detail);
+    error.status = response.status;
+    throw error;
+  }
+  return raw ? response : response.json();
+}
+
+function schedule(fn, ms) {
+  const mine = generation;
+  timers.push(setTimeout(() => { if (mine === generation) fn(); }, ms));
+}
+
+function blobUrl(blob) {
+  const url = URL.createObjectURL(blob);
+  blobUrls.push(url);
+  return url;
+}
+
+// ---------- formatting ----------
+
+function fmtTime(iso) {
+  if (!iso) return "–";
+  return new Date(iso).toLocaleString(undefined, { dateStyle: "short", timeStyle: "medium" });
+}
+
+function fmtSeconds(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 60) return `${s.toFixed(1)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+
+function fmtBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
+const fmtShape = (shape) => (Array.isArray(shape) ? shape.join("×") : "–");
+
+function badge(status) {
+  return el("span", { class: `badge status-${status}`, "data-status": status, text: status });
+}
+
+function progressBar(fraction, message) {
+  const pct = Math.max(0, Math.min(100, 100 * (fraction || 0)));
+  const bar = el("div", { class: "bar" });
+  bar.style.width = `${pct.toFixed(1)}%`; // CSSOM, not a style attribute: the CSP forbids those
+  return el("div", { class: "progress", title: message || `${pct.toFixed(0)} %` }, bar,
+    el("span", { class: "label", text: message || `${pct.toFixed(0)} %` }));
+}
+
+function facts(pairs) {
+  const dl = el("dl", { class: "facts" });
+  for (const [name, value] of pairs) {
+    if (value === null || value === undefined || value === "") continue;
+    dl.append(el("dt", { text: name }), el("dd", {}, value));
+  }
+  return dl;
+}
+
+function errorBox(message) {
+  return el("p", { class: "error", role: "alert", text: message });
+}
+
+// ---------- key ----------
+
+function showKeyForm(message) {
+  const view = document.getElementById("view");
+  const input = el("input", { id: "api-key", type: "password", autocomplete: "off",
+    placeholder: "nads_…", required: true, "aria-label": "API key" });
+  const status = el("p", { class: "error", role: "alert", hidden: !message, text: message || "" });
+  const form = el("form", { id: "key-form", class: "card narrow" },
+    el("h1", { text: "API key" }),
+    el("p", {}, "Your jobs are private: enter your key (from ",
+      el("code", { text: "nads admin create-key" }),
+      "). It stays in this browser and is sent only in the Authorization header."),
+    input, el("button", { type: "submit", text: "Use key" }), status,
+    el("p", { class: "muted" }, "The ", el("a", { href: "#/catalog", text: "catalog" }),
+      " is public and needs no key."));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const key = input.value.trim();
+    if (!key) return;
+    let response;
+    try {
+      response = await fetch("/v1/jobs?limit=1", { headers: { Authorization: `Bearer ${key}` } });
+    } catch (error) {
+      status.hidden = false;
+      status.textContent = `Could not reach the server: ${error.message}`;
+      return;
+    }
+    if (!response.ok) {
+      status.hidden = false;
+      status.textContent = response.status === 401 ? "The server does not know this key."
+        : `The server answered ${response.status}.`;
+      return;
+    }
+    localStorage.setItem(KEY_STORAGE, key);
+    render();
+  });
+  view.replaceChildren(form);
+  input.focus();
+}
+
+function handle(error) {
+  if (error instanceof AuthError) {
+    if (getKey()) localStorage.removeItem(KEY_STORAGE);
+    showKeyForm(error.message === "no API key yet" ? "" : "The server refused the stored key; " +
+      "enter a valid one.");
+    return;
+  }
+  document.getElementById("view").replaceChildren(errorBox(error.message));
+}
+
+// ---------- job list ----------
+
+function architectureOf(job) {
+  const arch = job.spec.architecture || (job.summary && job.summary.architecture);
+  if (arch && typeof arch === "object") return arch.id ? `custom:${arch.id}` : "custom";
+  return arch || "–";
+}
+
+function outcome(job) {
+  if (job.error) return job.error.length > 80 ? `${job.error.slice(0, 79)}…` : job.error;
+  if (job.status !== "succeeded") return job.progress.message || job.status;
+  const s = job.summary || {};
+  if (job.kind === "nads" && s.num_nads !== undefined) {
+    return `${s.num_networks} networks, ${s.num_nads} NADs`;
+  }
+  const figures = job.artifacts.filter((a) => a.media_type === "image/png").length;
+  return `${job.artifacts.length} artifacts, ${figures} figure${figures === 1 ? "" : "s"}`;
+}
+
+function jobRow(job) {
+  const run = job.timings.run_s;
+  return el("tr", { "data-job": job.id, "data-kind": job.kind },
+    el("td", {}, el("a", { href: `#/jobs/${job.id}`, class: "mono", text: job.id.slice(0, 12) })),
+    el("td", { text: job.kind }),
+    el("td", { text: architectureOf(job) }),
+    el("td", {}, badge(job.status)),
+    el("td", {}, TERMINAL.has(job.status) ? el("span", { class: "muted", title: job.error || "",
+      text: outcome(job) }) : progressBar(job.progress.fraction, job.progress.message)),
+    el("td", { class: "nowrap", text: fmtTime(job.timings.created_at) }),
+    el("td", { class: "nowrap", text: fmtSeconds(run) }));
+}
+
+function viewJobs() {
+  const kind = el("select", { id: "filter-kind", "aria-label": "kind" },
+    ...["", "nads", "probe", "poison"].map((k) => el("option", { value: k, text: k || "all kinds" })));
+  const state = el("select", { id: "filter-status", "aria-label": "status" },
+    ...["", "queued", "running", "succeeded", "failed", "cancelled"]
+      .map((s) => el("option", { value: s, text: s || "all states" })));
+  const body = el("tbody");
+  const note = el("p", { class: "muted", id: "jobs-note" });
+  const table = el("table", { id: "jobs", class: "jobs" },
+    el("thead", {}, el("tr", {}, ...["Job", "Kind", "Architecture", "Status", "Progress or result",
+      "Created", "Run time"].map((h) => el("th", { text: h })))), body);
+  document.getElementById("view").replaceChildren(
+    el("div", { class: "toolbar" }, el("h1", { text: "Your jobs" }), kind, state,
+      el("span", { class: "live", title: `refreshed every ${POLL_MS / 1000} s`, text: "live" })),
+    table, note);
+
+  const mine = generation;
+  let token = 0; // a filter change starts a new polling loop; the old one stops
+  async function poll() {
+    const current = ++token;
+    const query = new URLSearchParams({ limit: "100" });
+    if (kind.value) query.set("kind", kind.value);
+    if (state.value) query.set("status", state.value);
+    try {
+      const page = await api(`/v1/jobs?${query}`);
+      if (mine !== generation || current !== token) return;
+      body.replaceChildren(...page.items.map(jobRow));
+      note.textContent = page.items.length === 0 ? "No jobs yet: submit one with POST " +
+        "/v1/jobs/nads (see /docs) or `nads submit`."
+        : page.next_cursor ? "Showing the newest 100 jobs." : "";
+      table.dataset.loaded = "true";
+    } catch (error) {
+      if (mine !== generation || current !== token) return;
+      if (error instanceof AuthError) { handle(error); return; }
+      note.textContent = `Could not refresh: ${error.message}`;
+    }
+    schedule(() => { if (current === token) poll(); }, POLL_MS);
+  }
+  for (const select of [kind, state]) {
+    select.addEventListener("change", () => { body.replaceChildren(); poll(); });
+  }
+  poll();
+}
+
+// ---------- job page ----------
+
+async function showImage(img, jobId, name) {
+  try {
+    const response = await api(`/v1/jobs/${jobId}/artifacts/${encodeURIComponent(name)}`,
+      { raw: true });
+    img.src = blobUrl(await response.blob());
+  } catch (error) {
+    img.replaceWith(errorBox(`${name}: ${error.message}`));
+  }
+}
+
+function figures(job) {
+  const pngs = job.artifacts.filter((a) => a.media_type === "image/png").map((a) => a.name);
+  const known = (FIGURES[job.kind] || []).filter(([name]) => pngs.includes(name));
+  const others = pngs.filter((name) => !known.some(([k]) => k === name)).map((n) => [n, n]);
+  const section = el("section", { class: "figures", id: "figures" });
+  if (known.length + others.length === 0) {
+    section.append(el("p", { class: "muted", text: "This job has no figures." }));
+  }
+  for (const [name, caption] of [...known, ...others]) {
+    const img = el("img", { "data-artifact": name, alt: caption });
+    section.append(el("figure", {}, img, el("figcaption", {}, el("code", { text: name }),
+      " ", caption)));
+    showImage(img, job.id, name);
+  }
+  return section;
+}
+
+async function download(jobId, name, button) {
+  button.disabled = true;
+  try {
+    const response = await api(`/v1/jobs/${jobId}/artifacts/${encodeURIComponent(name)}`,
+      { raw: true });
+    const link = el("a", { href: blobUrl(await response.blob()), download: name });
+    document.body.append(link);
+    link.click();
+    link.remove();
+  } catch (error) {
+    button.after(errorBox(error.message));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function artifactTable(job) {
+  if (job.artifacts.length === 0) return el("p", { class: "muted", text: "No artifacts." });
+  return el("table", { class: "artifacts" },
+    el("thead", {}, el("tr", {}, ...["Artifact", "Size", "Type", "sha256", ""]
+      .map((h) => el("th", { text: h })))),
+    el("tbody", {}, ...job.artifacts.map((a) => {
+      const button = el("button", { type: "button", text: "Download" });
+      button.addEventListener("click", () => download(job.id, a.name, button));
+      return el("tr", {}, el("td", {}, el("code", { text: a.name })),
+        el("td", { text: fmtBytes(a.size) }), el("td", { text: a.media_type }),
+        el("td", { class: "mono", title: a.sha256, text: a.sha256.slice(0, 12) }),
+        el("td", {}, button));
+    })));
+}
+
+function summaryFacts(job) {
+  const s = job.summary || {};
+  const spec = job.spec || {};
+  const pairs = [
+    ["Kind", job.kind], ["Execution", job.mode], ["Architecture", architectureOf(job)],
+    ["Input shape", fmtShape(spec.input_shape || s.input_shape)],
+    ["Created", fmtTime(job.timings.created_at)], ["Queued", fmtSeconds(job.timings.queued_s)],
+    ["Run time", fmtSeconds(job.timings.run_s)],
+  ];
+  if (job.kind === "nads") {
+    const method = s.method || spec.method;
+    pairs.push(["Method", method && (method.replace("_", " ") +
+      (s.scale ? `, scale ${s.scale}` : ""))],
+      ["Networks", s.num_networks ?? spec.num_networks], ["NADs", s.num_nads],
+      ["Decomposition", s.decomposition]);
+    if (s.stability) {
+      pairs.push(["Split-half stability", Object.entries(s.stability)
+        .map(([k, v]) => `${Number(v).toFixed(3)} at k = ${k}`).join(", ")]);
+    }
+  }
+  if (job.kind === "probe" && spec.directions) {
+    pairs.push(["Directions", spec.directions.kind], ["Epochs", spec.training && spec.training.epochs]);
+  }
+  if (job.kind === "poison") {
+    const data = spec.dataset || {};
+    pairs.push(["Dataset", data.name || (data.upload && `upload ${data.upload}`)],
+      ["Poison mode", spec.mode], ["eps", spec.mode === "flip" ? null : spec.eps],
+      ["Indices", Array.isArray(spec.indices) ? spec.indices.join(", ") : null],
+      ["Epochs", spec.training && spec.training.epochs]);
+  }
+  return facts(pairs);
+}
+
+function viewJob(jobId) {
+  const view = document.getElementById("view");
+  view.replaceChildren(el("p", { class: "muted", text: "Loading job…" }));
+  const mine = generation;
+  let head = null;
+  let live = null;
+  async function poll() {
+    let job;
+    try {
+      job = await api(`/v1/jobs/${encodeURIComponent(jobId)}`);
+    } catch (error) {
+      if (mine === generation) handle(error);
+      return;
+    }
+    if (mine !== generation) return;
+    if (!head) {
+      head = el("div", { class: "job-head" },
+        el("h1", {}, `${job.kind === "nads" ? "NAD" : job.kind} job `,
+          el("span", { class: "mono", text: job.id })),
+        el("span", { id: "job-status" }));
+      live = el("div", { id: "job-live" });
+      view.replaceChildren(el("p", {}, el("a", { href: "#/jobs", text: "← all jobs" })), head,
+        live);
+    }
+    document.getElementById("job-status").replaceChildren(badge(job.status));
+    if (!TERMINAL.has(job.status)) {
+      live.replaceChildren(progressBar(job.progress.fraction, job.progress.message),
+        summaryFacts(job));
+      schedule(poll, POLL_MS);
+      return;
+    }
+    // Terminal: draw the rest once (figures are fetched once, not at every poll).
+    live.replaceChildren(
+      job.error ? errorBox(job.error) : "",
+      summaryFacts(job),
+      job.status === "succeeded" ? figures(job) : "",
+      el("h2", { text: "Artifacts" }), artifactTable(job),
+      el("details", {}, el("summary", { text: "Spec" }),
+        el("pre", { text: JSON.stringify(job.spec, null, 2) })),
+      job.summary ? el("details", {}, el("summary", { text: "Summary" }),
+        el("pre", { text: JSON.stringify(job.summary, null, 2) })) : "");
+  }
+  poll();
+}
+
+// ---------- catalog ----------
+
+function catalogProgress(entry) {
+  const p = entry.progress;
+  const fraction = typeof p === "number" ? p : (p && p.fraction) || 0;
+  let message = `building, ${(100 * fraction).toFixed(0)} %`;
+  if (entry.networks_done !== undefined && entry.networks_done !== null && entry.max_networks) {
+    message += ` (${entry.networks_done} of at most ${entry.max_networks} networks)`;
+  }
+  return progressBar(fraction, message);
+}
+
+function catalogRow(entry) {
+  const ready = entry.status === "ready";
+  let stability = null;
+  if (entry.stability !== null && entry.stability !== undefined) {
+    stability = Number(entry.stability).toFixed(3) +
+      (entry.stability_k ? ` at k = ${entry.stability_k}` : "");
+  }
+  let networks = entry.networks;
+  if (networks !== null && networks !== undefined && entry.stopped_early !== undefined &&
+      entry.stopped_early !== null) {
+    networks = `${networks} (${entry.stopped_early ? "stability target reached"
+      : "network budget used"})`;
+  }
+  const info = el("div", { class: "catalog-info" },
+    el("h2", { text: entry.name }), badge(entry.status),
+    facts([["Input", fmtShape(entry.input_shape)],
+      ["Method", entry.method && (entry.method.replace("_", " ") +
+        (entry.scale ? `, scale ${entry.scale}` : ""))],
+      ["Networks", networks], ["Stability", stability],
+      ["Built", entry.built_at ? fmtTime(entry.built_at) : null],
+      ["sha256", entry.sha256 ? el("span", { class: "mono", title: entry.sha256,
+        text: entry.sha256.slice(0, 12) }) : null]]),
+    entry.error ? errorBox(entry.error) : "");
+  let figure;
+  if (ready) {
+    const img = el("img", { "data-arch": entry.name, alt: `first NADs of ${entry.name}`,
+      src: `/v1/catalog/${encodeURIComponent(entry.name)}/preview.png` });
+    img.addEventListener("error", () => img.replaceWith(
+      el("p", { class: "muted", text: "preview.png is not available." })));
+    figure = img;
+  } else if (entry.status === "building") {
+    figure = el("div", { class: "placeholder" }, catalogProgress(entry),
+      el("p", { class: "muted", text: "Its NADs appear here when the build finishes." }));
+  } else {
+    figure = el("p", { class: "muted", text: `No NADs: the build is ${entry.status}.` });
+  }
+  return el("article", { class: "catalog-row", "data-arch": entry.name,
+    "data-status": entry.status }, info, el("div", { class: "catalog-figure" }, figure));
+}
+
+function absentRow(name) {
+  return el("article", { class: "catalog-row", "data-arch": name, "data-status": "absent" },
+    el("div", { class: "catalog-info" }, el("h2", { text: name }), badge("not built")),
+    el("div", { class: "catalog-figure" }, el("p", { class: "muted" },
+      "Not in the catalog yet: ", el("code", { text: `nads catalog build --arch ${name}` }),
+      " starts its build.")));
+}
+
+function viewCatalog() {
+  const view = document.getElementById("view");
+  const list = el("div", { id: "catalog", class: "catalog" });
+  view.replaceChildren(
+    el("div", { class: "toolbar" }, el("h1", { text: "Catalog" })),
+    el("p", { class: "muted" }, "Precomputed NADs of the paper's architectures (public). " +
+      "Each row shows the first NADs in pixel space and their Fourier energy, aligned by index."),
+    list);
+  const mine = generation;
+  async function poll() {
+    let entries;
+    try {
+      entries = await api("/v1/catalog", { auth: false });
+    } catch (error) {
+      if (mine !== generation) return;
+      list.dataset.loaded = "true";
+      list.replaceChildren(errorBox(error.status === 404
+        ? "This server has no catalog." : `Could not load the catalog: ${error.message}`));
+      return;
+    }
+    if (mine !== generation) return;
+    const names = new Set(entries.map((e) => e.name));
+    const missing = PAPER_ARCHITECTURES.filter((name) => !names.has(name));
+    list.replaceChildren(...entries.map(catalogRow), ...missing.map(absentRow));
+    if (entries.length === 0) {
+      list.prepend(el("p", { class: "muted", id: "catalog-empty",
+        text: "The catalog is empty: its builds have not started yet." }));
+    }
+    list.dataset.loaded = "true";
+    if (entries.some((e) => e.status !== "ready")) schedule(poll, 5 * POLL_MS);
+  }
+  poll();
+}
+
+// ---------- routing ----------
+
+function render() {
+  generation++;
+  timers.forEach(clearTimeout);
+  timers = [];
+  blobUrls.forEach((url) => URL.revokeObjectURL(url));
+  blobUrls = [];
+  const hash = location.hash || "#/jobs";
+  const parts = hash.replace(/^#\/?/, "").split("/");
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    link.classList.toggle("active", link.dataset.nav === parts[0]);
+  }
+  document.getElementById("forget-key").hidden = !getKey();
+  if (parts[0] === "catalog") { viewCatalog(); return; }
+  if (!getKey()) { showKeyForm(""); return; }
+  if (parts[0] === "jobs" && parts[1]) { viewJob(decodeURIComponent(parts[1])); return; }
+  viewJobs();
+}
+
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("forget-key").addEventListener("click", () => {
+    localStorage.removeItem(KEY_STORAGE);
+    render();
+  });
+  render();
+});

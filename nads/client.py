@@ -1,0 +1,276 @@
+"""A Python client of the NADs service (httpx, no torch): the verbs of the `nads` CLI.
+
+    from nads.client import Client
+    client = Client()                       # $NADS_URL (default http://127.0.0.1:8000), $NADS_KEY
+    job = client.submit("nads", {"architecture": "lenet", "num_networks": 2000, "shards": 4})
+    job = client.wait(job.id)
+    nads, eigenvalues, eval_point = client.nads(job.id)
+    top = Client().catalog("resnet18", k=64)  # public, no key needed
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import httpx
+import numpy as np
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+JOB_KINDS = ("nads", "probe", "poison")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class NadsError(RuntimeError):
+    """The service refused a request; `status_code` and the service's `detail`."""
+
+    def __init__(self, status_code: int, detail: Any, url: str) -> None:
+        self.status_code, self.detail, self.url = status_code, detail, url
+        super().__init__(f"{status_code} from {url}: {_detail_text(detail)}")
+
+
+def _detail_text(detail: Any) -> str:
+    if isinstance(detail, list):  # FastAPI validation errors
+        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
+                         if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    size: int
+    sha256: str
+    media_type: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as the service reports it (`raw` keeps the whole JSON)."""
+
+    id: str
+    kind: str
+    status: str
+    progress: float
+    message: str
+    spec: dict[str, Any]
+    summary: dict[str, Any] | None
+    error: str | None
+    artifacts: list[Artifact]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        return cls(id=data["id"], kind=data["kind"], status=data["status"],
+                   progress=data["progress"]["fraction"], message=data["progress"]["message"],
+                   spec=data["spec"], summary=data.get("summary"), error=data.get("error"),
+                   artifacts=[Artifact(**{k: a[k] for k in Artifact.__dataclass_fields__})
+                              for a in data.get("artifacts", [])], raw=data)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One architecture of the public catalog (GET /v1/catalog)."""
+
+    name: str
+    status: str  # ready, building or failed
+    progress: float
+    input_shape: tuple[int, int, int]
+    method: str
+    scale: float
+    networks: int | None
+    stability: float | None
+    sha256: str | None
+    built_at: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CatalogEntry:
+        return cls(name=data["name"], status=data["status"], progress=data["progress"],
+                   input_shape=tuple(data["input_shape"]), method=data["method"],
+                   scale=data["scale"], networks=data.get("networks"),
+                   stability=data.get("stability"), sha256=data.get("sha256"),
+                   built_at=data.get("built_at"), raw=data)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """An uploaded architecture (POST /v1/architectures)."""
+
+    id: str
+    name: str
+    status: str  # validating, ready or rejected
+    reason: str | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Architecture:
+        return cls(id=data["id"], name=data.get("name", ""), status=data["status"],
+                   reason=data.get("reason"), raw=data)
+
+
+class NADArrays(NamedTuple):
+    nads: np.ndarray  # (k, C*H*W) float32, orthonormal rows, by decreasing eigenvalue
+    eigenvalues: np.ndarray  # (k,)
+    eval_point: np.ndarray  # (C, H, W)
+
+
+def _npy(content: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(content), allow_pickle=False)
+
+
+class Client:
+    """The service's verbs. `url` and `key` default to $NADS_URL and $NADS_KEY; the catalog
+    needs no key."""
+
+    def __init__(self, url: str | None = None, key: str | None = None, *,
+                 timeout: float = 60.0) -> None:
+        self.url = (url or os.environ.get("NADS_URL") or DEFAULT_URL).rstrip("/")
+        self.key = key if key is not None else os.environ.get("NADS_KEY")
+        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            r = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise NadsError(0, f"cannot reach the service ({exc}); is NADS_URL right?",
+                            self.url + path) from exc
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise NadsError(r.status_code, detail, str(r.request.url))
+        return r
+
+    # Jobs
+
+    def submit(self, kind: str, spec: dict[str, Any]) -> Job:
+        """Submits a job of `kind` (nads, probe, poison) with the spec as the service takes it."""
+        if kind not in JOB_KINDS:
+            raise ValueError(f"kind: {kind!r}; expected one of {', '.join(JOB_KINDS)}")
+        return Job.from_json(self._request("POST", f"/v1/jobs/{kind}", json=spec).json())
+
+    def status(self, job_id: str) -> Job:
+        return Job.from_json(self._request("GET", f"/v1/jobs/{job_id}").json())
+
+    def jobs(self, kind: str | None = None, status: str | None = None,
+             limit: int | None = 20) -> Iterator[Job]:
+        """The caller's jobs, newest first (all of them with limit=None), page by page."""
+        params: dict[str, Any] = {"limit": min(limit or 100, 100)}
+        params |= {k: v for k, v in (("kind", kind), ("status", status)) if v}
+        seen = 0
+        while True:
+            page = self._request("GET", "/v1/jobs", params=params).json()
+            for item in page["items"]:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield Job.from_json(item)
+            if not page.get("next_cursor"):
+                return
+            params["cursor"] = page["next_cursor"]
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.from_json(self._request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def wait(self, job_id: str, *, timeout: float | None = None, interval: float = 1.0,
+             on_progress: Callable[[Job], None] | None = None) -> Job:
+        """Polls until the job is succeeded, failed or cancelled (TimeoutError after
+        `timeout` s); `on_progress(job)` after every poll."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.status(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.done:
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+            time.sleep(interval)
+
+    def artifact(self, job_id: str, name: str) -> bytes:
+        return self._request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
+
+    def download(self, job_id: str, out: str | Path, names: list[str] | None = None
+                 ) -> list[Path]:
+        """Writes the job's artifacts (or those named) into directory `out`."""
+        job = self.status(job_id)
+        available = {a.name for a in job.artifacts}
+        wanted = names or sorted(available)
+        missing = [n for n in wanted if n not in available]
+        if missing:
+            raise NadsError(404, f"job {job_id} has no {', '.join(missing)}; it has: "
+                            f"{', '.join(sorted(available)) or 'none yet'}", self.url)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name in wanted:
+            path = out / name
+            with path.open("wb") as f, self._http.stream(
+                    "GET", f"/v1/jobs/{job_id}/artifacts/{name}") as r:
+                if r.status_code >= 400:
+                    r.read()
+                    raise NadsError(r.status_code, r.text, str(r.request.url))
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+            paths.append(path)
+        return paths
+
+    def nads(self, job_id: str) -> NADArrays:
+        """The arrays of a succeeded NAD job."""
+        return NADArrays(*(_npy(self.artifact(job_id, f"{n}.npy"))
+                           for n in ("nads", "eigenvalues", "eval_point")))
+
+    # Catalog (public)
+
+    def catalog_ls(self) -> list[CatalogEntry]:
+        return [CatalogEntry.from_json(e) for e in self._request("GET", "/v1/catalog").json()]
+
+    def catalog_entry(self, arch: str) -> CatalogEntry:
+        return CatalogEntry.from_json(self._request("GET", f"/v1/catalog/{arch}").json())
+
+    def catalog_file(self, arch: str, name: str = "nads.npy", k: int | None = None) -> bytes:
+        params = {"k": k} if k is not None else None
+        return self._request("GET", f"/v1/catalog/{arch}/{name}", params=params).content
+
+    def catalog(self, arch: str, k: int | None = None, *, what: str = "nads") -> np.ndarray:
+        """The catalog's NADs of `arch` (first k rows with `k`); what="eigenvalues" for those."""
+        return _npy(self.catalog_file(arch, f"{what}.npy", k))
+
+    # Architectures
+
+    def arch_upload(self, path: str | Path, name: str, input_shape: tuple[int, int, int],
+                    init: str | None = None) -> Architecture:
+        """Uploads a TorchScript archive or a torch.export program (validated by a worker)."""
+        path = Path(path)
+        data = {"name": name, "input_shape": ",".join(str(v) for v in input_shape)}
+        if init:
+            data["init"] = init
+        with path.open("rb") as f:
+            r = self._request("POST", "/v1/architectures", data=data,
+                              files={"file": (path.name, f, "application/octet-stream")})
+        return Architecture.from_json(r.json())
+
+    def architecture(self, arch_id: str) -> Architecture:
+        return Architecture.from_json(self._request("GET", f"/v1/architectures/{arch_id}").json())

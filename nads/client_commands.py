@@ -1,0 +1,357 @@
+"""The service verbs of the `nads` CLI, each one call of `nads.client.Client`:
+submit, status, wait, download, ls, cancel, catalog ls|get, arch upload (and export).
+
+The server URL and key come from --url / --key or $NADS_URL / $NADS_KEY.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
+    from nads.client import Client, Job
+
+Url = Annotated[str | None, typer.Option("--url", envvar="NADS_URL",
+                                         help="Service URL [default: http://127.0.0.1:8000]")]
+Key = Annotated[str | None, typer.Option("--key", envvar="NADS_KEY", help="API key")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON.")]
+
+
+class Kind(StrEnum):
+    nads = "nads"
+    probe = "probe"
+    poison = "poison"
+
+
+def _client(url: str | None, key: str | None) -> Client:
+    from nads.client import Client
+
+    return Client(url, key)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    print(f"nads: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+class _Guard:
+    """Turns the client's errors into one line on stderr and exit status 1."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        from nads.client import NadsError
+
+        if isinstance(exc, NadsError | TimeoutError | ValueError | OSError):
+            raise _fail(str(exc)) from None
+        return False
+
+
+def _job_line(job: Job) -> str:
+    return f"{job.id}  {job.kind:<6}  {job.status:<9}  {job.progress:>4.0%}  {job.message}"
+
+
+def _print_job(job: Job, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(job.raw, indent=2))
+    else:
+        print(_job_line(job))
+        if job.error:
+            print(f"error: {job.error}")
+
+
+# Spec building: a JSON/YAML file, then flags, then --set overrides.
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    """A JSON or YAML mapping (YAML is a superset of JSON)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise _fail(f"--spec {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise _fail(f"--spec {path}: expected a mapping of spec fields, got "
+                    f"{type(data).__name__}")
+    return data
+
+
+def apply_sets(spec: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """--set a.b=value: value parsed as JSON when it is JSON, else kept as a string."""
+    for item in sets:
+        path, sep, raw = item.partition("=")
+        if not sep or not path:
+            raise _fail(f"--set {item!r}: expected FIELD=VALUE (e.g. training.epochs=5)")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = spec
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise _fail(f"--set {item!r}: {p} is not a mapping")
+        node[last] = value
+    return spec
+
+
+def _shape(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    from nads.compute_command import parse_shape
+
+    return list(parse_shape(text))
+
+
+def _indices(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected integers separated by commas, got {text!r}") from None
+
+
+def build_spec(kind: Kind, spec_file: Path | None, flags: dict[str, Any], sets: list[str]
+               ) -> dict[str, Any]:
+    spec = load_spec_file(spec_file) if spec_file else {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        node = spec
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    spec = apply_sets(spec, sets)
+    if kind == Kind.nads and "architecture" not in spec:
+        raise _fail("submit nads: give --arch or a --spec file with 'architecture'", 2)
+    return spec
+
+
+def submit(
+    kind: Annotated[Kind, typer.Argument(help="nads, probe or poison")],
+    spec_file: Annotated[Path | None, typer.Option(
+        "--spec", exists=True, dir_okay=False, help="JSON or YAML spec (flags override it)")
+    ] = None,
+    arch: Annotated[str | None, typer.Option(help="architecture")] = None,
+    input_shape: Annotated[str | None, typer.Option(help="C,H,W")] = None,
+    seed: int | None = None,
+    shards: int | None = None,
+    networks: Annotated[int | None, typer.Option(help="nads: number of networks")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="nads: finite-difference or autograd")] = None,
+    scale: Annotated[float | None, typer.Option(help="nads: finite-difference step")] = None,
+    k: Annotated[int | None, typer.Option(help="nads: NADs kept")] = None,
+    target_stability: Annotated[float | None, typer.Option(
+        help="nads: stop early at this split-half stability")] = None,
+    stability_k: Annotated[int | None, typer.Option(help="nads: k of the stability")] = None,
+    directions: Annotated[str | None, typer.Option(
+        help="probe: fourier, nad or random")] = None,
+    nad_job: Annotated[str | None, typer.Option(
+        help="probe: directions from this NAD job; poison: NADs from this job")] = None,
+    count: Annotated[int | None, typer.Option(help="probe: random directions")] = None,
+    grid_stride: Annotated[int | None, typer.Option(help="probe: Fourier grid stride")] = None,
+    epochs: Annotated[int | None, typer.Option(help="probe, poison: training epochs")] = None,
+    dataset: Annotated[str | None, typer.Option(help="poison: digits or cifar10")] = None,
+    indices: Annotated[str | None, typer.Option(help="poison: NAD indices, e.g. 0,600")
+                       ] = None,
+    eps: Annotated[float | None, typer.Option(help="poison: perturbation size")] = None,
+    sets: Annotated[list[str] | None, typer.Option(
+        "--set", help="FIELD=VALUE for any spec field (dotted, JSON values), repeatable")
+    ] = None,
+    wait_: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    url: Url = None,
+    key: Key = None,
+    as_json: AsJson = False,
+) -> None:
+    """Submit a job (the job id is printed first)."""
+    flags: dict[str, Any] = {"architecture": arch, "input_shape": _shape(input_shape),
+                             "seed": seed, "shards": shards}
+    if kind == Kind.nads:
+        flags |= {"num_networks": networks, "method": method, "scale": scale, "k": k,
+                  "target_stability": target_stability, "stability_k": stability_k}
+    elif kind == Kind.probe:
+        flags |= {"directions.kind": directions, "directions.job": nad_job,
+                  "directions.count": count, "directions.grid_stride": grid_stride,
+                  "training.epochs": epochs}
+    else:
+        flags |= {"dataset.name": dataset, "nads.job": nad_job, "indices": _indices(indices),
+                  "eps": eps, "training.epochs": epochs}
+    spec = build_spec(kind, spec_file, flags, sets or [])
+    client = _client(url, key)
+    with _Guard():
+        job = client.submit(kind.value, spec)
+        _print_job(job, as_json)
+        if wait_:
+            _wait(client, job.id, None, as_json)
+
+
+def status(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Show a job: status, progress, error."""
+    with _Guard():
+        _print_job(_client(url, key).status(job_id), as_json)
+
+
+def _wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> None:
+    from tqdm import tqdm
+
+    with tqdm(total=100, unit="%", file=sys.stderr, desc=job_id[:8],
+              bar_format="{desc} {bar} {n:.0f}% {postfix}") as bar:
+        def show(job: Job) -> None:
+            bar.n = round(job.progress * 100)
+            bar.set_postfix_str(job.message, refresh=True)
+
+        job = client.wait(job_id, timeout=timeout, on_progress=show)
+    _print_job(job, as_json)
+    if job.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def wait(job_id: str,
+         timeout: Annotated[float | None, typer.Option(help="Give up after this many s.")] = None,
+         url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Wait for a job with a live progress bar; exit 0 only when it succeeded."""
+    with _Guard():
+        _wait(_client(url, key), job_id, timeout, as_json)
+
+
+def download(job_id: str,
+             out: Annotated[Path, typer.Option(help="Directory to write into.")] = Path("."),
+             names: Annotated[list[str] | None, typer.Option(
+                 "--name", help="Only this artifact (repeatable).")] = None,
+             url: Url = None, key: Key = None) -> None:
+    """Download a job's artifacts."""
+    with _Guard():
+        for path in _client(url, key).download(job_id, out, names):
+            print(path)
+
+
+def ls(kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None,
+       status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+       limit: Annotated[int, typer.Option(help="At most this many (0: all).")] = 20,
+       url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """List your jobs, newest first."""
+    with _Guard():
+        jobs = list(_client(url, key).jobs(kind.value if kind else None, status_,
+                                           limit or None))
+    if as_json:
+        print(json.dumps([j.raw for j in jobs], indent=2))
+        return
+    for job in jobs:
+        print(_job_line(job))
+
+
+def cancel(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
+    """Cancel a queued or running job."""
+    with _Guard():
+        _print_job(_client(url, key).cancel(job_id), as_json)
+
+
+def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
+    """The public catalog: architectures, status, networks, stability."""
+    with _Guard():
+        entries = _client(url, None).catalog_ls()
+    if as_json:
+        print(json.dumps([e.raw for e in entries], indent=2))
+        return
+    for e in entries:
+        stab = "-" if e.stability is None else f"{e.stability:.3f}"
+        nets = e.raw.get("networks_done") if e.networks is None else e.networks
+        print(f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "
+              f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}")
+
+
+def catalog_get(
+    arch: str,
+    k: Annotated[int | None, typer.Option(help="Only the first k NADs.")] = None,
+    file: Annotated[str, typer.Option(
+        help="nads.npy, eigenvalues.npy, eval_point.npy, preview.png or spectrum.png")
+    ] = "nads.npy",
+    out: Annotated[Path | None, typer.Option(help="Output file [default: ARCH-FILE]")] = None,
+    url: Url = None,
+) -> None:
+    """Download a catalog file (public, no key)."""
+    out = out or Path(f"{arch}-{file}")
+    with _Guard():
+        data = _client(url, None).catalog_file(arch, file, k)
+        out.write_bytes(data)
+    print(out)
+
+
+def arch_upload(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
+                                         help="TorchScript archive or torch.export program")],
+    name: Annotated[str, typer.Option(help="Name of the architecture")],
+    input_shape: Annotated[str, typer.Option(help="C,H,W")],
+    init: Annotated[str | None, typer.Option(help="Initialization scheme")] = None,
+    wait_: Annotated[bool, typer.Option("--wait", help="Wait for the validation.")] = False,
+    url: Url = None, key: Key = None, as_json: AsJson = False,
+) -> None:
+    """Upload your own architecture (a worker validates it)."""
+    import time
+
+    shape = tuple(_shape(input_shape) or ())
+    client = _client(url, key)
+    with _Guard():
+        arch = client.arch_upload(file, name, shape, init)
+        while wait_ and arch.status == "validating":
+            time.sleep(1.0)
+            arch = client.architecture(arch.id)
+    if as_json:
+        print(json.dumps(arch.raw, indent=2))
+    else:
+        print(f"{arch.id}  {arch.name}  {arch.status}" + (f"  {arch.reason}" if arch.reason
+                                                           else ""))
+    if arch.status == "rejected":
+        raise typer.Exit(1)
+
+
+class ExportFormat(StrEnum):
+    torchscript = "torchscript"
+    export = "export"
+
+
+def export(
+    arch: Annotated[str, typer.Option(help="Built-in or torchvision:<name> architecture")],
+    out: Annotated[Path, typer.Option(help="Output file (e.g. lenet.pt)")],
+    input_shape: Annotated[str, typer.Option(help="C,H,W")] = "1,32,32",
+    fmt: Annotated[ExportFormat | None, typer.Option(
+        "--format", help="torchscript or export [default: from the suffix]")] = None,
+) -> None:
+    """Write a built-in architecture as a file `nads arch upload` accepts."""
+    from nads.compute_command import parse_shape
+
+    try:
+        from nads.export_command import export_architecture
+    except ModuleNotFoundError as exc:
+        if exc.name != "nads.export_command":
+            raise
+        raise _fail("export is not available in this installation") from None
+    shape = parse_shape(input_shape)
+    try:
+        path = export_architecture(arch, shape, out, fmt.value if fmt else None)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from None
+    print(path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("submit")(submit)
+    app.command("status")(status)
+    app.command("wait")(wait)
+    app.command("download")(download)
+    app.command("ls")(ls)
+    app.command("cancel")(cancel)
+    app.command("export")(export)
+    arch_app = typer.Typer(help="your own architectures", no_args_is_help=True)
+    arch_app.command("upload")(arch_upload)
+    app.add_typer(arch_app, name="arch")

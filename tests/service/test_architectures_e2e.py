@@ -1,0 +1,248 @@
+"""Uploaded architectures end to end: HTTP upload -> blob -> validation in a limited child of
+the real Celery worker -> ready or rejected -> NAD and probe jobs that use them.
+
+Run with NADS_TEST_REDIS_DB=10 (its own Redis database).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nadcore import subspace_overlap
+from nads.export_command import export_architecture
+from store.settings import Settings
+
+from .support import reference, wait_for_job
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
+SHAPE = [1, 16, 16]
+
+
+def upload(client: httpx.Client, data: bytes, filename: str = "model.pt",
+           shape: list[int] = SHAPE, init: str | None = None) -> httpx.Response:
+    fields = {"name": filename.split(".")[0], "input_shape": ",".join(map(str, shape))}
+    if init is not None:
+        fields["init"] = init
+    return client.post("/v1/architectures", data=fields,
+                       files={"file": (filename, data, "application/octet-stream")})
+
+
+def wait_validated(client: httpx.Client, arch_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = client.get(f"/v1/architectures/{arch_id}").json()
+        if row["status"] != "validating":
+            return row
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+
+
+def scripted(module: nn.Module) -> bytes:
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(module.eval()), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def lenets(alice: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """The built-in LeNet uploaded as TorchScript and as a torch.export program, validated."""
+    folder = tmp_path_factory.mktemp("archives")
+    rows = {}
+    for suffix in ("pt", "pt2"):
+        path = export_architecture("lenet", tuple(SHAPE), Path(folder) / f"lenet.{suffix}")
+        r = upload(alice, path.read_bytes(), path.name)
+        assert r.status_code == 201, r.text
+        row = r.json()
+        assert row["status"] == "validating" and row["format"] is None
+        assert r.headers["location"] == f"/v1/architectures/{row['id']}"
+        assert row["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        rows[suffix] = row
+    for suffix, row in rows.items():
+        rows[suffix] = wait_validated(alice, row["id"])
+    return rows
+
+
+def test_upload_validate_read_list_and_owner_scope(alice: httpx.Client, bob: httpx.Client,
+                                                   lenets: dict) -> None:
+    for suffix, fmt in (("pt", "torchscript"), ("pt2", "export")):
+        row = lenets[suffix]
+        assert row["status"] == "ready", row
+        assert row["format"] == fmt and row["reason"] is None
+        info = row["info"]
+        assert info["num_outputs"] == 1 and info["num_params"] == 2572 + 12289
+        assert info["module_types"] == {"Conv2d": 2, "Linear": 3}
+        assert info["flops"] > 0 and info["unknown_params"] == []
+        assert bob.get(f"/v1/architectures/{row['id']}").status_code == 404
+        assert bob.delete(f"/v1/architectures/{row['id']}").status_code == 404
+    mine = [a["id"] for a in alice.get("/v1/architectures").json()["items"]]
+    assert {lenets["pt"]["id"], lenets["pt2"]["id"]} <= set(mine)
+    assert not {lenets["pt"]["id"]} & {a["id"] for a in
+                                       bob.get("/v1/architectures").json()["items"]}
+
+
+@pytest.mark.parametrize("suffix", ["pt", "pt2"])
+def test_nad_job_on_an_uploaded_lenet_matches_the_builtin(alice: httpx.Client, lenets: dict,
+                                                          suffix: str) -> None:
+    common = {"input_shape": SHAPE, "num_networks": 48, "seed": 4, "method": "autograd"}
+    body = {**common, "architecture": {"id": lenets[suffix]["id"]}, "shards": 2}
+    r = alice.post("/v1/jobs/nads", json=body)
+    assert r.status_code == 202, r.text
+    job = r.json()
+    stored = job["spec"]["architecture"]
+    assert stored == {"id": lenets[suffix]["id"], "sha256": lenets[suffix]["sha256"],
+                      "init": "torch-default"}  # the stored spec alone reproduces the job
+    assert job["estimate"]["flops"] == pytest.approx(
+        lenets[suffix]["info"]["flops"] * 3 * 48)
+    job = wait_for_job(alice, job["id"])
+    assert job["status"] == "succeeded", job
+    got = np.load(io.BytesIO(alice.get(f"/v1/jobs/{job['id']}/artifacts/nads.npy").content))
+    builtin = reference({**common, "architecture": "lenet"})
+    assert subspace_overlap(got, builtin["nads"], 16) >= 0.9
+
+
+def test_job_specs_are_checked_against_the_architecture(alice: httpx.Client, bob: httpx.Client,
+                                                        lenets: dict) -> None:
+    arch = {"id": lenets["pt"]["id"]}
+    base = {"architecture": arch, "input_shape": SHAPE, "num_networks": 4}
+
+    def refused(client: httpx.Client, body: dict, field: str) -> str:
+        r = client.post("/v1/jobs/nads", json=body)
+        assert r.status_code == 422, r.text
+        text = r.text
+        assert field in text, text
+        return text
+
+    refused(bob, base, "no architecture")  # another user's id reads as a missing one
+    refused(alice, {**base, "input_shape": [1, 32, 32]}, "input_shape")
+    refused(alice, {**base, "output_index": 1}, "output_index")
+    refused(alice, {**base, "architecture": {**arch, "init": "keep"}}, "architecture.init")
+    refused(alice, {**base, "architecture": {"id": "f" * 32}}, "architecture.id")
+    r = alice.post("/v1/jobs/probe", json={"architecture": arch, "input_shape": SHAPE,
+                                          "directions": {"kind": "random", "count": 1}})
+    assert r.status_code == 422 and "exactly 2" in r.text, r.text
+
+
+def test_probe_job_trains_an_uploaded_model(alice: httpx.Client) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
+    r = upload(alice, scripted(model), "logreg2.pt", shape=[1, 4, 4], init="normal:0.05")
+    row = wait_validated(alice, r.json()["id"])
+    assert row["status"] == "ready" and row["init"] == "normal:0.05", row
+    r = alice.post("/v1/jobs/probe", json={
+        "architecture": {"id": row["id"]}, "input_shape": [1, 4, 4],
+        "directions": {"kind": "random", "count": 2}, "data": {"num_train": 64, "num_test": 64},
+        "training": {"epochs": 2, "batch_size": 32}})
+    assert r.status_code == 202, r.text
+    assert r.json()["spec"]["architecture"]["init"] == "normal:0.05"
+    job = wait_for_job(alice, r.json()["id"])
+    assert job["status"] == "succeeded", job
+
+
+class _Raises(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("deliberately broken")
+
+
+class _NaN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1)) * float("nan")
+
+
+class _Forever(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(1_000_000_000_000):
+            x = x * 1.0000001
+        return x.flatten(1)
+
+
+def test_rejections_name_the_reason_and_the_worker_survives(
+        alice: httpx.Client, worker: subprocess.Popen, settings: Settings,
+        tmp_path: Path) -> None:
+    checkpoint = io.BytesIO()
+    torch.save(nn.Linear(4, 1), checkpoint)
+    program = torch.export.export(_NaN().eval(), (torch.zeros(2, 1, 2, 2),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "nan.pt2"))
+    cases = [
+        (b"certainly not a zip", "x.pt", "not a zip archive"),
+        (b"\x80\x04K\x01.", "x.pt", "a plain pickle"),
+        (checkpoint.getvalue(), "x.pt", "torch.save checkpoint"),
+        (scripted(_Raises()), "x.pt", "deliberately broken"),
+        ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
+        (scripted(_Forever()), "forever.pt", "time limit of 20 s"),
+    ]
+    ids = []
+    for data, name, _ in cases:
+        r = upload(alice, data, name, shape=[1, 2, 2])
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    t0 = time.monotonic()
+    for arch_id, (_, _, reason) in zip(ids, cases, strict=True):
+        row = wait_validated(alice, arch_id, timeout=120)
+        assert row["status"] == "rejected" and reason in row["reason"], row
+    assert "torch.export.save" in alice.get(f"/v1/architectures/{ids[1]}").json()["reason"]
+    assert time.monotonic() - t0 < 300  # the runaway child was killed at 20 s
+    # the worker killed the runaway child, not itself, and takes the next upload
+    assert worker.poll() is None
+    good = upload(alice, scripted(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
+                  shape=[1, 2, 2])
+    assert wait_validated(alice, good.json()["id"])["status"] == "ready"
+    r = alice.post("/v1/jobs/nads", json={"architecture": {"id": ids[3]}, "input_shape": [1, 2, 2],
+                                          "num_networks": 2})
+    assert r.status_code == 422 and "rejected" in r.text
+
+
+def test_oversized_and_malformed_uploads(alice: httpx.Client, settings: Settings) -> None:
+    limit = settings.max_architecture_bytes
+    big = os.urandom(limit + 1)
+    r = upload(alice, big, "big.pt")
+    assert r.status_code == 413, r.text
+    assert f"{limit:,}" in r.text and "NADS_MAX_ARCHITECTURE_BYTES" in r.text
+
+    def chunked():  # no Content-Length: refused while streaming
+        boundary = b"b0undary"
+        yield (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
+               b'filename="big.pt"\r\n\r\n')
+        for start in range(0, len(big), 1 << 16):
+            yield big[start:start + (1 << 16)]
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    r = alice.post("/v1/architectures", content=chunked(),
+                   headers={"Content-Type": "multipart/form-data; boundary=b0undary"})
+    assert r.status_code == 413 and "NADS_MAX_ARCHITECTURE_BYTES" in r.text, r.text
+    for fields, field in (({"name": "x", "input_shape": "1,32"}, "input_shape"),
+                          ({"name": "x", "input_shape": "1,32,32", "init": "xavier"}, "init"),
+                          ({"input_shape": "1,32,32"}, "name")):
+        r = alice.post("/v1/architectures", data=fields,
+                       files={"file": ("m.pt", b"PK\x03\x04", "application/octet-stream")})
+        assert r.status_code == 422 and field in r.text, r.text
+
+
+def test_delete_keeps_stored_jobs_reproducible(alice: httpx.Client, tmp_path: Path) -> None:
+    path = export_architecture("logreg", (1, 4, 4), tmp_path / "logreg.pt2")
+    row = wait_validated(alice, upload(alice, path.read_bytes(), "logreg.pt2",
+                                       shape=[1, 4, 4]).json()["id"])
+    r = alice.post("/v1/jobs/nads", json={"architecture": {"id": row["id"]},
+                                          "input_shape": [1, 4, 4], "num_networks": 6})
+    assert r.status_code == 202, r.text
+    assert alice.delete(f"/v1/architectures/{row['id']}").status_code == 204
+    assert alice.get(f"/v1/architectures/{row['id']}").status_code == 404
+    job = wait_for_job(alice, r.json()["id"])  # runs from its spec: the archive's sha256
+    assert job["status"] == "succeeded", job

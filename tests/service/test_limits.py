@@ -1,0 +1,233 @@
+"""Bad input and limits: oversize bodies and uploads refused early (413 naming the limit), path
+traversal in artifact, upload, catalog and architecture names, absurd specs refused naming the
+field and the limit, and the per-user rate limit of job submission (429 + Retry-After), shared
+by several API processes through the database.
+
+The apps built here with their own settings get their own throwaway database and an in-memory
+broker: their jobs are never computed and never seen by the shared worker or reconciler.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from api.main import create_app
+from store.migrate import upgrade
+from store.settings import Settings
+
+from .conftest import ThrowawayDatabases
+from .support import ServerThread, new_key
+from .test_isolation import route_table
+
+TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
+
+
+@pytest.fixture(scope="module")
+def limited(databases: ThrowawayDatabases, tmp_path_factory: pytest.TempPathFactory
+            ) -> Settings:
+    """Small limits, a database of its own and a broker that only holds messages."""
+    url = databases.create()
+    upgrade(url)
+    data = tmp_path_factory.mktemp("limits")
+    return Settings(data_dir=data, database_url=url, broker_url="memory://",
+                    blob_dir=data / "blobs", max_body_bytes=64 * 1024,
+                    max_upload_bytes=100_000, submit_rate_per_minute=3)
+
+
+@pytest.fixture(scope="module")
+def server(limited: Settings) -> Iterator[str]:
+    with ServerThread(create_app(limited)) as s:
+        yield s.url
+
+
+def _client(settings: Settings, url: str, user: str | None = None) -> httpx.Client:
+    key = new_key(settings, user or f"u-{uuid.uuid4().hex[:8]}")
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+# Oversize bodies --------------------------------------------------------------------------------
+
+def test_an_oversize_json_body_is_413_naming_the_limit(limited: Settings, server: str) -> None:
+    body = {**TINY, "eval_point": [0.5] * 40_000}  # ~200 kB of JSON
+    with _client(limited, server) as c:
+        r = c.post("/v1/jobs/nads", json=body)
+        assert r.status_code == 413, r.text
+        assert "65,536 bytes" in r.json()["detail"] and "NADS_MAX_BODY_BYTES" in r.json()["detail"]
+        # Chunked (no Content-Length): refused once the limit is passed, not after the end.
+        sent = 0
+
+        def chunks() -> Iterator[bytes]:
+            nonlocal sent
+            for _ in range(10_000):
+                sent += 8192
+                yield b" " * 8192
+        r = c.post("/v1/jobs/nads", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "NADS_MAX_BODY_BYTES" in r.text
+        assert sent < 10_000 * 8192  # the generator was not drained: refused early
+        # Under the limit, the same route works.
+        assert c.post("/v1/jobs/nads", json=TINY).status_code == 202
+
+
+def test_an_oversize_upload_is_413_and_leaves_nothing(limited: Settings, server: str) -> None:
+    tmp = limited.resolved_blob_dir / "tmp"
+    with _client(limited, server) as c:
+        buf = io.BytesIO()
+        np.save(buf, np.zeros((300, 100), np.float32))  # 120 kB > 100,000
+        r = c.post("/v1/uploads", data={"kind": "nads"}, files={"file": ("n.npy", buf.getvalue())})
+        assert r.status_code == 413, r.text
+        assert "100,000 bytes" in r.text and "NADS_MAX_UPLOAD_BYTES" in r.text
+    assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+# Path traversal --------------------------------------------------------------------------------
+
+TRAVERSALS = ["..%2F..%2F..%2Fetc%2Fpasswd", "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+              "..%5C..%5Cwindows", "%2Fetc%2Fpasswd", "....%2F%2F....%2F%2Fetc%2Fpasswd",
+              "nads.npy%00.png", "%2e%2e"]
+
+
+@pytest.mark.parametrize("name", TRAVERSALS)
+def test_traversal_in_artifact_and_catalog_names_is_404(limited: Settings, server: str,
+                                                        name: str) -> None:
+    with _client(limited, server) as c:
+        job = c.post("/v1/jobs/nads", json=TINY)
+        assert job.status_code == 202, job.text
+        job_id = job.json()["id"]
+        for url in (f"{server}/v1/jobs/{job_id}/artifacts/{name}",
+                    f"{server}/v1/catalog/{name}/nads.npy", f"{server}/v1/catalog/logreg/{name}",
+                    f"{server}/v1/uploads/{name}"):
+            r = c.send(c.build_request("GET", httpx.URL(url)))
+            assert r.status_code in (404, 422), (url, r.status_code, r.text)
+            assert "root:" not in r.text
+
+
+def test_traversal_in_upload_and_architecture_filenames_stays_in_the_store(
+    limited: Settings, server: str
+) -> None:
+    with _client(limited, server) as c:
+        buf = io.BytesIO()
+        np.save(buf, np.eye(2, 16, dtype=np.float32))
+        r = c.post("/v1/uploads", data={"kind": "nads"},
+                   files={"file": ("../../../../tmp/escaped.npy", buf.getvalue())})
+        assert r.status_code == 201, r.text
+        assert r.json()["filename"] == "escaped.npy"
+        if ("POST", "/v1/architectures") in route_table(create_app(limited)):
+            r = c.post("/v1/architectures",
+                       data={"name": "../../../tmp/evil", "input_shape": "1,4,4"},
+                       files={"file": ("..\\..\\..\\tmp\\evil.pt",
+                                       b"PK\x03\x04" + b"\0" * 64)})
+            print(f"\narchitecture upload with traversal in name and filename: "
+                  f"{r.status_code} {r.text[:200]}")
+            assert r.status_code in (201, 422), r.text
+            if r.status_code == 201:
+                assert "/" not in r.json()["filename"] and "\\" not in r.json()["filename"]
+    assert not Path("/tmp/escaped.npy").exists() and not Path("/tmp/evil.pt").exists()
+    stored = [p for p in limited.resolved_blob_dir.rglob("*") if p.is_file()]
+    assert all(p.parent.parent == limited.resolved_blob_dir for p in stored), stored
+
+
+# Absurd specs ------------------------------------------------------------------------------------
+
+ABSURD = [
+    ("/v1/jobs/nads", {**TINY, "num_networks": 10**9}, "num_networks", "10000000"),
+    ("/v1/jobs/nads", {**TINY, "input_shape": [1, 100_000, 100_000]}, "input_shape", "512"),
+    ("/v1/jobs/nads", {**TINY, "num_networks": -5}, "num_networks", "2"),
+    ("/v1/jobs/nads", {**TINY, "input_shape": [-1, 4, 4]}, "input_shape", "1"),
+    ("/v1/jobs/nads", {**TINY, "shards": -3}, "shards", "1"),
+    ("/v1/jobs/nads", {**TINY, "shards": 10**6}, "shards", "4096"),
+    ("/v1/jobs/nads", {**TINY, "k": 0}, "k", "1"),
+    # Within every field's range, far over the quota: refused naming the estimate and limit.
+    ("/v1/jobs/nads", {**TINY, "input_shape": [16, 512, 512]}, "input_shape", "786432"),
+    ("/v1/jobs/nads", {"architecture": "lenet", "input_shape": [1, 512, 512],
+                       "num_networks": 10_000_000}, "quota", "NADS_MAX_FORWARD_PASSES"),
+    ("/v1/jobs/probe", {"architecture": "logreg", "input_shape": [1, 8, 8],
+                        "directions": {"kind": "random", "count": 10**6, "seed": 0}},
+     "directions", "4096"),
+    ("/v1/jobs/probe", {"architecture": "logreg", "input_shape": [1, 8, 8],
+                        "directions": {"kind": "random", "count": 4, "seed": 0},
+                        "data": {"num_train": 10**9}}, "data.num_train", "1000000"),
+    ("/v1/jobs/poison", {"architecture": "lenet", "dataset": {"name": "digits"},
+                         "nads": {"job": "x"}, "indices": [0], "training": {"epochs": -1}},
+     "training.epochs", "1"),
+]
+
+
+@pytest.mark.parametrize(("route", "body", "field", "limit"), ABSURD,
+                         ids=[f"{a[2]}={i}" for i, a in enumerate(ABSURD)])
+def test_absurd_specs_are_refused_naming_the_field_and_the_limit(
+    limited: Settings, server: str, route: str, body: dict, field: str, limit: str
+) -> None:
+    with _client(limited, server) as c:
+        r = c.post(route, json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    if field == "quota":
+        assert "exceeds the quota" in detail["msg"] and limit in detail["msg"], detail
+        return
+    msgs = [d["msg"] for d in detail]
+    # The message starts with the field (or an element of it: "input_shape.1: ...").
+    assert any(m.startswith((f"{field}:", f"{field}.")) and limit in m for m in msgs), msgs
+
+
+# Rate limit --------------------------------------------------------------------------------------
+
+def test_submissions_past_the_rate_are_429_with_retry_after(limited: Settings, server: str
+                                                            ) -> None:
+    with _client(limited, server) as c, _client(limited, server) as other:
+        for seed in range(3):
+            assert c.post("/v1/jobs/nads", json={**TINY, "seed": seed}).status_code == 202
+        r = c.post("/v1/jobs/nads", json=TINY)
+        assert r.status_code == 429, r.text
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert "3 per minute" in r.json()["detail"]
+        assert "NADS_SUBMIT_RATE_PER_MINUTE" in r.json()["detail"]
+        # Probe and poison submissions draw on the same budget; reads are not limited.
+        assert c.post("/v1/jobs/probe", json={}).status_code == 429
+        assert c.get("/v1/jobs").status_code == 200
+        # Another user has a budget of their own.
+        assert other.post("/v1/jobs/nads", json=TINY).status_code == 202
+
+
+def test_the_rate_is_shared_by_api_processes_and_holds_under_concurrency(
+    limited: Settings, server: str
+) -> None:
+    """Two servers (as two API processes would) on one database; 8 concurrent submissions of
+    one user against a limit of 3: exactly 3 accepted."""
+    user = f"burst-{uuid.uuid4().hex[:6]}"
+    key = new_key(limited, user)
+    headers = {"Authorization": f"Bearer {key}"}
+    with ServerThread(create_app(limited)) as second:
+        urls = [server, second.url] * 4
+        codes: list[int] = []
+        barrier = threading.Barrier(len(urls))
+
+        def submit(url: str, seed: int) -> None:
+            barrier.wait()
+            r = httpx.post(url + "/v1/jobs/nads", json={**TINY, "seed": seed}, headers=headers,
+                           timeout=60)
+            codes.append(r.status_code)
+
+        threads = [threading.Thread(target=submit, args=(u, i)) for i, u in enumerate(urls)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(codes) == [202] * 3 + [429] * 5, codes
+
+
+def test_the_rate_limit_is_a_setting() -> None:
+    os.environ["NADS_SUBMIT_RATE_PER_MINUTE"] = "7"
+    try:
+        assert Settings().submit_rate_per_minute == 7
+    finally:
+        del os.environ["NADS_SUBMIT_RATE_PER_MINUTE"]
+    assert Settings().submit_rate_per_minute == 60

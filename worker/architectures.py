@@ -1,0 +1,78 @@
+"""Validation of uploaded architectures (Celery task on the "cpu" queue), and the blob store
+as the place where the engine finds architecture archives by sha256.
+
+The checks run in a CHILD process, never in the worker itself (nadcore.custom_check.
+check_in_child: a memory limit and a wall-time limit, past which its process group is killed).
+A model that hangs, explodes or crashes the interpreter takes only the child down; the worker
+records the reason and takes the next job.
+The task is idempotent: an architecture that is no longer `validating` is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import update
+
+from nadcore.custom import CustomArchitectureError, add_archive_source, sniff_format
+from nadcore.custom_check import check_in_child
+from store.blobs import BlobStore
+from store.db import session_scope
+from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
+from store.settings import Settings, get_settings
+from worker.app import app
+from worker.config import VALIDATE_ARCHITECTURE
+
+log = logging.getLogger(__name__)
+
+
+def _blob_path(sha256: str) -> Path | None:
+    blobs = BlobStore(get_settings().resolved_blob_dir)
+    return blobs.path(sha256) if blobs.exists(sha256) else None
+
+
+add_archive_source(_blob_path)  # NAD, probe and poison shards find uploaded archives here
+
+
+def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
+               ) -> tuple[str, dict | None, str | None]:
+    """(status, info, reason) of the archive at `path`: the zip layout is read here (a file
+    that is no TorchScript or torch.export archive needs no child), the rest is checked in a
+    limited child process."""
+    try:
+        sniff_format(path)  # reads the zip's directory only; never unpickles
+    except CustomArchitectureError as exc:
+        return REJECTED, None, str(exc)
+    info, reason = check_in_child(path, input_shape, init,
+                                  settings.architecture_validation_timeout_s,
+                                  settings.architecture_validation_memory_bytes)
+    return (READY, info, None) if info is not None else (REJECTED, None, reason)
+
+
+@app.task(name=VALIDATE_ARCHITECTURE, acks_late=True)
+def validate_architecture(architecture_id: str) -> str | None:
+    """Validates one uploaded architecture; returns its new status (None when not found or
+    already decided: a duplicate message does nothing)."""
+    settings = get_settings()
+    with session_scope(settings.resolved_database_url) as session:
+        row = session.query(Architecture).filter_by(id=architecture_id).one_or_none()
+        if row is None or row.status != VALIDATING:
+            return None
+        sha, shape, init = row.sha256, list(row.input_shape), row.init
+    path = BlobStore(settings.resolved_blob_dir).path(sha)
+    if not path.is_file():
+        status, info, reason = REJECTED, None, "file: the uploaded archive is missing from " \
+            "the blob store"
+    else:
+        status, info, reason = run_checks(path, shape, init, settings)
+    log.info("architecture %s: %s %s", architecture_id, status, reason or "")
+    with session_scope(settings.resolved_database_url) as session:
+        session.execute(
+            update(Architecture)
+            .where(Architecture.id == architecture_id, Architecture.status == VALIDATING)
+            .values(status=status, info=info, reason=reason, updated_at=utcnow(),
+                    format=(info or {}).get("format"))
+        )
+        session.commit()
+    return status

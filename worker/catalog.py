@@ -1,0 +1,328 @@
+"""The public NAD catalog: the paper's five architectures, built by ordinary sharded NAD jobs.
+
+The paper's rule is "10,000 networks unless split-half stability 0.95 at k = 64 is reached
+sooner". Stopping early is sequential by nature, sharding is parallel; a catalog build does both
+in rounds. Round r is an ordinary sharded NAD job of the system user "catalog" over networks
+[0, N_r), N_r = min(cap, r x round_networks), with shards of `shard_networks` networks. Network
+j is drawn from (seed, j) whatever N is, so the shards of earlier rounds are reused as they are
+(their rows are created already succeeded, pointing at the same partial blobs): round r computes
+only the new networks. When a round's job has merged, its summary holds the split-half
+stability of the merged partials; `advance` then either records the entry as ready or submits
+the next round. The merge task calls `advance` for catalog jobs, the reconciler sweeps every
+entry (lost hooks), and `nads catalog build` / `nads serve` start or resume builds.
+
+Resumable: a finished entry is left alone; a failed or cancelled round is submitted again with
+its succeeded shards reused. Nothing here imports torch (the CLI and `nads serve` use it).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from nadcore.cost import estimate_cost
+from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
+from store.models import (
+    CANCELLED,
+    CATALOG_BUILDING,
+    CATALOG_FAILED,
+    CATALOG_READY,
+    FAILED,
+    NADS,
+    QUEUED,
+    SHARDED,
+    SUCCEEDED,
+    Artifact,
+    CatalogEntry,
+    Job,
+    Shard,
+    User,
+    utcnow,
+)
+from store.settings import Settings
+from worker import state
+from worker.dispatch import enqueue_merge, enqueue_shard
+
+log = logging.getLogger(__name__)
+
+CATALOG_USER = "catalog"
+CATALOG_ARCHITECTURES = BUILTIN_ARCHITECTURES  # logreg, lenet, vgg11, resnet18, densenet121
+CATALOG_INPUT_SHAPE = (1, 32, 32)
+
+
+class CatalogError(ValueError):
+    """A catalog request names an unknown architecture or a bad setting."""
+
+
+def check_names(names: list[str]) -> list[str]:
+    """The names, validated against the five architectures of the paper."""
+    unknown = [n for n in names if n not in CATALOG_ARCHITECTURES]
+    if unknown:
+        raise CatalogError(f"arch: unknown {', '.join(map(repr, unknown))}; the catalog holds "
+                           f"{', '.join(CATALOG_ARCHITECTURES)}")
+    return names
+
+
+def parse_names(text: str) -> list[str]:
+    """'logreg,lenet' -> ['logreg', 'lenet'] ('' -> [])."""
+    return check_names([n.strip() for n in text.split(",") if n.strip()])
+
+
+def target_spec(name: str, settings: Settings) -> NADSpec:
+    """The paper's settings (finite differences, scale 100, 1x32x32, seed 0) at the cap."""
+    return NADSpec(architecture=name, input_shape=CATALOG_INPUT_SHAPE,
+                   num_networks=settings.catalog_networks, method="finite_difference",
+                   scale=100.0, seed=0)
+
+
+def round_spec(entry: CatalogEntry, networks: int) -> NADSpec:
+    """The spec of the round job over networks [0, networks)."""
+    shards = math.ceil(networks / entry.shard_networks)
+    return NADSpec.model_validate(entry.spec | {"num_networks": networks, "shards": shards})
+
+
+def _catalog_user(session: Session) -> User:
+    user = session.scalar(select(User).where(User.name == CATALOG_USER))
+    if user is None:
+        user = User(name=CATALOG_USER)
+        session.add(user)
+        session.flush()
+    return user
+
+
+def ensure_entry(session: Session, name: str, settings: Settings) -> CatalogEntry:
+    """The entry of `name`, created (building, no job yet) with the current settings."""
+    entry = session.scalar(select(CatalogEntry).where(CatalogEntry.name == name))
+    if entry is None:
+        if settings.catalog_round_networks % settings.catalog_shard_networks:
+            raise CatalogError(
+                f"NADS_CATALOG_ROUND_NETWORKS ({settings.catalog_round_networks}) must be a "
+                f"multiple of NADS_CATALOG_SHARD_NETWORKS ({settings.catalog_shard_networks})")
+        entry = CatalogEntry(
+            name=name, status=CATALOG_BUILDING,
+            spec=target_spec(name, settings).model_dump(mode="json"),
+            target_stability=settings.catalog_target_stability,
+            stability_k=settings.catalog_stability_k,
+            round_networks=settings.catalog_round_networks,
+            shard_networks=settings.catalog_shard_networks,
+        )
+        session.add(entry)
+        session.commit()
+    return entry
+
+
+def _reusable_partials(session: Session, entry: CatalogEntry) -> dict[tuple[int, int], str]:
+    """(start, stop) -> partial blob of every succeeded shard of this entry's earlier rounds.
+
+    Every round shares the target spec but for N, and partials do not depend on N."""
+    if entry.job_pk is None:
+        return {}
+    rows = session.execute(
+        select(Shard.start, Shard.stop, Shard.partial_sha256)
+        .join(Job, Job.pk == Shard.job_pk)
+        .where(Job.pk == entry.job_pk, Shard.status == SUCCEEDED,
+               Shard.partial_sha256.is_not(None))
+    ).all()
+    return {(a, b): sha for a, b, sha in rows}
+
+
+def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: int,
+                  rounds_seen: int) -> Job | None:
+    """Creates the round job over [0, networks), reusing earlier partials; None when another
+    process advanced the entry first (the `rounds` counter is the compare-and-set guard)."""
+    claimed = session.execute(
+        update(CatalogEntry)
+        .where(CatalogEntry.id == entry.id, CatalogEntry.rounds == rounds_seen)
+        .values(rounds=rounds_seen + 1, status=CATALOG_BUILDING, error=None,
+                updated_at=utcnow())
+    )
+    session.commit()
+    if claimed.rowcount != 1:
+        return None
+    spec = round_spec(entry, networks)
+    reuse = _reusable_partials(session, entry)
+    job = Job(id=uuid.uuid4().hex, user_id=_catalog_user(session).id, kind=NADS, mode=SHARDED,
+              spec=spec.model_dump(mode="json"), estimate=estimate_cost(spec).as_dict())
+    now = utcnow()
+    for i, (a, b) in enumerate(spec.shard_ranges()):
+        sha = reuse.get((a, b))
+        job.shards.append(
+            Shard(index=i, start=a, stop=b, status=SUCCEEDED, fraction=1.0, partial_sha256=sha,
+                  finished_at=now) if sha else Shard(index=i, start=a, stop=b))
+    session.add(job)
+    session.flush()
+    session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id)
+                    .values(job_pk=job.pk, updated_at=now))
+    session.commit()
+    session.refresh(entry)
+    todo = [s for s in job.shards if s.status == QUEUED]
+    log.info("catalog %s: round %d, job %s over %d networks (%d of %d shards reused)",
+             entry.name, entry.rounds, job.id, networks, len(job.shards) - len(todo),
+             len(job.shards))
+    if not todo:  # everything was computed already: straight to the merge
+        job.status = "running"
+        job.started_at = now
+        session.commit()
+        if state.claim_merge(session, job.pk):
+            enqueue_merge(app, job.id)
+    for shard in todo:
+        if not enqueue_shard(app, session, job, shard):
+            break  # the reconciler sends the rest
+    return job
+
+
+def _finish(session: Session, entry: CatalogEntry, job: Job) -> None:
+    summary = job.summary or {}
+    nads = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
+                                                 Artifact.name == "nads.npy"))
+    stability = (summary.get("stability") or {}).get(str(entry.stability_k))
+    session.execute(
+        update(CatalogEntry).where(CatalogEntry.id == entry.id, CatalogEntry.job_pk == job.pk)
+        .values(status=CATALOG_READY, networks=summary.get("num_networks"),
+                stability=stability, stopped_early=summary.get("num_networks", 0) <
+                entry.spec["num_networks"], sha256=nads.sha256 if nads else None,
+                built_at=job.finished_at or utcnow(), error=None, updated_at=utcnow()))
+    session.commit()
+    session.refresh(entry)
+    log.info("catalog %s: ready, %s networks, stability %s at k=%d", entry.name,
+             entry.networks, entry.stability, entry.stability_k)
+
+
+def _active(session: Session, entry: CatalogEntry) -> CatalogEntry | None:
+    """Another entry whose build has a round job going (builds run one after the other)."""
+    return session.scalar(select(CatalogEntry).where(
+        CatalogEntry.id != entry.id, CatalogEntry.status == CATALOG_BUILDING,
+        CatalogEntry.job_pk.is_not(None)).limit(1))
+
+
+def advance(session: Session, app: Celery, entry: CatalogEntry, *, resume: bool) -> str:
+    """Moves one entry on: first round, next round, ready. A failed or cancelled round is
+    submitted again when `resume` (a build command), else the entry is marked failed.
+    Returns what it did, for logs and the CLI."""
+    if entry.status == CATALOG_READY:
+        return "ready"
+    job = session.get(Job, entry.job_pk) if entry.job_pk is not None else None
+    cap = entry.spec["num_networks"]
+    if job is None:
+        if _active(session, entry) is not None:
+            return "waiting"  # one architecture at a time: the queue stays short for users
+        done = _submit_round(session, app, entry, min(cap, entry.round_networks), entry.rounds)
+        return "submitted round 1" if done else "busy"
+    if job.status == SUCCEEDED:
+        summary = job.summary or {}
+        n = int(summary.get("num_networks", job.spec["num_networks"]))
+        stability = (summary.get("stability") or {}).get(str(entry.stability_k))
+        if n >= cap or (stability is not None and stability >= entry.target_stability):
+            _finish(session, entry, job)
+            return "ready"
+        done = _submit_round(session, app, entry, min(cap, n + entry.round_networks),
+                             entry.rounds)
+        return f"submitted round {entry.rounds}" if done else "busy"
+    if job.status in (FAILED, CANCELLED):
+        if resume:
+            done = _submit_round(session, app, entry, job.spec["num_networks"], entry.rounds)
+            return f"resubmitted round {entry.rounds}" if done else "busy"
+        if entry.status != CATALOG_FAILED:
+            session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id)
+                            .values(status=CATALOG_FAILED, updated_at=utcnow(),
+                                    error=f"round {entry.rounds} job {job.id} {job.status}: "
+                                    f"{job.error or 'no error recorded'}"))
+            session.commit()
+        return "failed"
+    return "building"
+
+
+def build(session: Session, app: Celery, settings: Settings, names: list[str]) -> dict[str, str]:
+    """Starts or resumes the builds of `names` (one at a time: the others wait their turn,
+    started by the merge of the previous one); finished entries are left alone."""
+    entries = [ensure_entry(session, name, settings) for name in check_names(names)]
+    return {e.name: advance(session, app, e, resume=True) for e in _paper_order(entries)}
+
+
+def on_job_done(session: Session, app: Celery, job_id: str) -> None:
+    """Called by the merge task: advances the entry whose current round is `job_id`, if any."""
+    entry = session.scalar(select(CatalogEntry).join(Job, Job.pk == CatalogEntry.job_pk)
+                           .where(Job.id == job_id))
+    if entry is not None and advance(session, app, entry, resume=False) in ("ready", "failed"):
+        sweep(session, app)  # the next waiting entry, if any
+
+
+def _paper_order(entries: list[CatalogEntry]) -> list[CatalogEntry]:
+    order = {name: i for i, name in enumerate(CATALOG_ARCHITECTURES)}
+    return sorted(entries, key=lambda e: order.get(e.name, len(order)))
+
+
+def sweep(session: Session, app: Celery) -> None:
+    """Advances every entry still building (the reconciler's pass: a lost hook is redone)."""
+    entries = session.scalars(select(CatalogEntry)
+                              .where(CatalogEntry.status == CATALOG_BUILDING)).all()
+    for entry in sorted(_paper_order(list(entries)), key=lambda e: e.job_pk is None):
+        session.refresh(entry)
+        advance(session, app, entry, resume=False)
+
+
+@dataclass(frozen=True)
+class Progress:
+    networks_done: int
+    fraction: float
+
+
+def progress_of(entry: CatalogEntry, job: Job | None) -> Progress:
+    """Networks computed over the cap (an upper bound on the work left: a build can stop
+    early); 1.0 once ready."""
+    if entry.status == CATALOG_READY:
+        return Progress(entry.networks or 0, 1.0)
+    if job is None:
+        return Progress(0, 0.0)
+    done = sum((s.stop - s.start) * (1.0 if s.status == SUCCEEDED else s.fraction)
+               for s in job.shards)
+    return Progress(int(done), round(min(done / entry.spec["num_networks"], 0.99), 4))
+
+
+def _message(entry: CatalogEntry, job: Job | None, progress: Progress) -> str:
+    cap = entry.spec["num_networks"]
+    if entry.status == CATALOG_READY:
+        why = (f"stability {entry.stability:.3f} >= {entry.target_stability} at "
+               f"k={entry.stability_k}" if entry.stopped_early else "the cap was reached")
+        return f"ready: {entry.networks} networks ({why})"
+    if entry.status == CATALOG_FAILED:
+        return f"failed: {entry.error}; `nads catalog build --arch {entry.name}` resumes it"
+    if job is None:
+        return "waiting for another catalog build to finish"
+    return (f"round {entry.rounds}: {progress.networks_done} of {job.spec['num_networks']} "
+            f"networks (at most {cap})")
+
+
+def describe(entry: CatalogEntry, job: Job | None) -> dict[str, Any]:
+    """The public JSON of an entry (GET /v1/catalog)."""
+    spec = entry.spec
+    progress = progress_of(entry, job)
+    return {
+        "name": entry.name,
+        "status": entry.status,
+        "progress": progress.fraction,
+        "message": _message(entry, job, progress),
+        "networks_done": progress.networks_done,
+        "input_shape": list(spec["input_shape"]),
+        "method": spec["method"],
+        "scale": spec["scale"],
+        "seed": spec["seed"],
+        "networks": entry.networks,
+        "max_networks": spec["num_networks"],
+        "stability": entry.stability,
+        "stability_k": entry.stability_k,
+        "target_stability": entry.target_stability,
+        "stopped_early": entry.stopped_early,
+        "rounds": entry.rounds,
+        "sha256": entry.sha256,
+        "built_at": entry.built_at.isoformat() + "Z" if entry.built_at else None,
+        "job_id": job.id if job is not None else None,
+        "error": entry.error,
+    }
