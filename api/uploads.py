@@ -10,13 +10,17 @@ import errno
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from fastapi import HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore
+from store.blobs import BlobStore, record_blob
 from store.models import DATASET_UPLOAD, NADS_UPLOAD
 
 UPLOAD_KINDS = (DATASET_UPLOAD, NADS_UPLOAD)
@@ -186,6 +190,28 @@ async def receive_upload(request: Request, blobs: BlobStore, limit: int,
             raise receiver.error from None
         raise bad_request("file", f"malformed multipart body: {exc}") from None
     return receiver.result
+
+
+RowT = TypeVar("RowT")
+
+
+async def store_upload(session: Session, blobs: BlobStore, received: ReceivedFile,
+                       make_row: Callable[[], RowT]) -> RowT:
+    """Adopts the received file into the blob store, records the blob and the row `make_row`
+    builds, commits, and returns the row. The temporary file is gone afterwards either way."""
+
+    def store() -> RowT:
+        blobs.adopt(received.path, received.sha256)
+        record_blob(session, received.sha256, received.size)
+        row = make_row()
+        session.add(row)
+        session.commit()
+        return row
+
+    try:
+        return await run_in_threadpool(store)
+    finally:
+        received.discard()
 
 
 def check_upload(received: ReceivedFile) -> str:

@@ -60,14 +60,17 @@ def migrate_command() -> None:
 def create_key_command(
     name: Annotated[str, typer.Option(help="User the key belongs to.")],
 ) -> None:
-    from store.auth import create_key
+    from store.auth import ReservedUserError, create_key
     from store.db import session_scope
     from store.migrate import upgrade
 
     settings = _settings()
     upgrade(settings.resolved_database_url)
-    with session_scope(settings.resolved_database_url) as session:
-        key = create_key(session, name, key_name="cli")
+    try:
+        with session_scope(settings.resolved_database_url) as session:
+            key = create_key(session, name, key_name="cli")
+    except ReservedUserError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--name") from None
     print(f"created API key for {name}: {key}")
 
 

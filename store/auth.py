@@ -11,6 +11,14 @@ from sqlalchemy.orm import Session
 from store.models import ApiKey, User
 
 KEY_PREFIX = "nads_"
+# The system user that owns the catalog's build jobs: no key may be made for it, or its holder
+# would see (and could cancel) the catalog's jobs.
+CATALOG_USER = "catalog"
+RESERVED_USERS = frozenset({CATALOG_USER})
+
+
+class ReservedUserError(ValueError):
+    """A key was asked for a system user."""
 
 
 def hash_key(key: str) -> str:
@@ -19,6 +27,9 @@ def hash_key(key: str) -> str:
 
 def create_key(session: Session, user_name: str, key_name: str = "default") -> str:
     """Creates the user if needed and a new key for it; returns the key (not stored)."""
+    if user_name in RESERVED_USERS:
+        raise ReservedUserError(f"name: {user_name!r} is a system user of the service; "
+                                "choose another name")
     user = session.scalar(select(User).where(User.name == user_name))
     if user is None:
         user = User(name=user_name)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from nadcore.custom import CustomArchitectureError, add_archive_source, sniff_format
 from nadcore.custom_check import check_in_child
@@ -56,7 +56,7 @@ def validate_architecture(architecture_id: str) -> str | None:
     already decided: a duplicate message does nothing)."""
     settings = get_settings()
     with session_scope(settings.resolved_database_url) as session:
-        row = session.query(Architecture).filter_by(id=architecture_id).one_or_none()
+        row = session.scalar(select(Architecture).where(Architecture.id == architecture_id))
         if row is None or row.status != VALIDATING:
             return None
         sha, shape, init = row.sha256, list(row.input_shape), row.init

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from nadcore.cost import estimate_cost
 from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
+from store.auth import CATALOG_USER
 from store.models import (
     CANCELLED,
     CATALOG_BUILDING,
@@ -37,6 +38,7 @@ from store.models import (
     FAILED,
     NADS,
     QUEUED,
+    RUNNING,
     SHARDED,
     SUCCEEDED,
     Artifact,
@@ -52,7 +54,6 @@ from worker.dispatch import enqueue_merge, enqueue_shard
 
 log = logging.getLogger(__name__)
 
-CATALOG_USER = "catalog"
 CATALOG_ARCHITECTURES = BUILTIN_ARCHITECTURES  # logreg, lenet, vgg11, resnet18, densenet121
 CATALOG_INPUT_SHAPE = (1, 32, 32)
 
@@ -167,7 +168,7 @@ def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: 
              entry.name, entry.rounds, job.id, networks, len(job.shards) - len(todo),
              len(job.shards))
     if not todo:  # everything was computed already: straight to the merge
-        job.status = "running"
+        job.status = RUNNING
         job.started_at = now
         session.commit()
         if state.claim_merge(session, job.pk):

@@ -3,7 +3,8 @@
 Runs periodically (celery beat in production, a thread of `nads serve` embedded). A shard that
 is queued or running but whose heartbeat (`updated_at`) is older than `stale_after_s` gets a new
 message; a shard already run `max_attempts` times fails its job instead. A job whose shards are
-all done but whose merge never happened gets its merge.
+all done but whose merge never happened gets its merge. An uploaded architecture still being
+validated that long gets its validation sent again (the task is idempotent).
 """
 
 from __future__ import annotations
@@ -12,13 +13,22 @@ import logging
 from datetime import datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.models import QUEUED, RUNNING, SEQUENTIAL, SUCCEEDED, Job, utcnow
+from store.models import (
+    QUEUED,
+    RUNNING,
+    SEQUENTIAL,
+    SUCCEEDED,
+    VALIDATING,
+    Architecture,
+    Job,
+    utcnow,
+)
 from store.settings import Settings
 from worker import state
-from worker.dispatch import enqueue_merge, enqueue_shard
+from worker.dispatch import enqueue_merge, enqueue_shard, enqueue_validation
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +40,20 @@ def reconcile_once(session: Session, app: Celery, settings: Settings) -> int:
     jobs = session.scalars(select(Job).where(Job.status.in_((QUEUED, RUNNING)))).all()
     for job in jobs:
         sent += _reconcile_job(session, app, settings, job, stale)
-    return sent
+    return sent + _reconcile_validations(session, app, stale)
+
+
+def _reconcile_validations(session: Session, app: Celery, stale: datetime) -> int:
+    ids = session.scalars(select(Architecture.id).where(Architecture.status == VALIDATING,
+                                                        Architecture.updated_at <= stale)).all()
+    for architecture_id in ids:
+        log.warning("architecture %s: still validating, sending its validation again",
+                    architecture_id)
+        session.execute(update(Architecture).where(Architecture.id == architecture_id)
+                        .values(updated_at=utcnow()))
+        session.commit()
+        enqueue_validation(app, architecture_id)
+    return len(ids)
 
 
 def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,

@@ -110,14 +110,15 @@ def fail_job(session: Session, job_pk: int, error: str) -> None:
 def cancel_job(session: Session, job: Job) -> bool:
     """Marks a queued or running job cancelled; False when it had already finished."""
     now = utcnow()
-    result = session.execute(
-        update(Job)
-        .where(Job.pk == job.pk, Job.status.in_((QUEUED, RUNNING)))
-        .values(status=CANCELLED, finished_at=now, updated_at=now)
-    )
+    # Shards before the job: the same lock order as claim_shard, or the two deadlock.
     session.execute(
         update(Shard)
         .where(Shard.job_pk == job.pk, Shard.status == QUEUED)
+        .values(status=CANCELLED, finished_at=now, updated_at=now)
+    )
+    result = session.execute(
+        update(Job)
+        .where(Job.pk == job.pk, Job.status.in_((QUEUED, RUNNING)))
         .values(status=CANCELLED, finished_at=now, updated_at=now)
     )
     session.commit()

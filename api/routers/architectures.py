@@ -5,25 +5,25 @@ its own architectures; another user's is a 404, exactly like one that does not e
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.architectures import own_architecture, parse_input_shape, parse_policy
 from api.deps import BlobsDep, CeleryDep, CurrentUser, SessionDep, SettingsDep, released
 from api.schemas import _utc
-from api.uploads import bad_request, receive_upload
-from store.blobs import record_blob
+from api.uploads import bad_request, receive_upload, store_upload
 from store.models import VALIDATING, Architecture, User
 from worker.dispatch import enqueue_validation
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 _MAX_NAME = 100
+_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{_MAX_NAME - 1}}}")
 
 
 class ArchitectureOut(BaseModel):
@@ -65,7 +65,8 @@ def get_own_architecture(session: SessionDep, user: User, architecture_id: str) 
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["file", "name", "input_shape"],
     "properties": {"file": {"type": "string", "format": "binary"},
-                   "name": {"type": "string", "maxLength": _MAX_NAME},
+                   "name": {"type": "string", "maxLength": _MAX_NAME,
+                            "pattern": _NAME.pattern},
                    "input_shape": {"type": "string", "example": "1,32,32"},
                    "init": {"type": "string", "default": "torch-default",
                             "example": "torch-default | normal:0.05 | uniform:0.1 | keep"}}}}}}}
@@ -87,29 +88,20 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
         if received.path is None:
             raise bad_request("file", "missing; send the archive as the multipart part 'file'")
         name = received.fields.get("name", "").strip()
-        if not name or len(name) > _MAX_NAME:
-            raise bad_request("name", f"required, 1 to {_MAX_NAME} characters")
+        if not _NAME.fullmatch(name):
+            raise bad_request("name", f"required, 1 to {_MAX_NAME} characters among letters, "
+                              "digits and . _ - (it names files and CLI output)")
         shape = parse_input_shape(received.fields.get("input_shape", ""))
         policy = parse_policy(received.fields.get("init"))
     except Exception:
         received.discard()
         raise
 
-    def store() -> Architecture:
-        blobs.adopt(received.path, received.sha256)
-        record_blob(session, received.sha256, received.size)
-        row = Architecture(id=uuid.uuid4().hex, user_id=user.id, name=name,
-                           filename=received.filename, input_shape=shape, init=policy,
-                           size=received.size, sha256=received.sha256, status=VALIDATING)
-        session.add(row)
-        session.commit()
-        return row
-
-    try:
-        row = await run_in_threadpool(store)
-    finally:
-        received.discard()
-    # a lost message leaves the row `validating` (visible to the caller, who can upload again)
+    row = await store_upload(session, blobs, received, lambda: Architecture(
+        id=uuid.uuid4().hex, user_id=user.id, name=name, filename=received.filename,
+        input_shape=shape, init=policy, size=received.size, sha256=received.sha256,
+        status=VALIDATING))
+    # A lost message leaves the row `validating`: the reconciler sends it again.
     enqueue_validation(celery, row.id)
     response.headers["Location"] = f"/v1/architectures/{row.id}"
     return released(session, ArchitectureOut.from_row(row))

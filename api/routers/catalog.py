@@ -18,7 +18,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import BlobsDep, SessionDep, SettingsDep
+from api.deps import BlobsDep, SessionDep, SettingsDep, released
 from api.routers.artifacts import file_response
 from store.models import CATALOG_READY, Artifact, CatalogEntry
 from store.settings import Settings
@@ -75,13 +75,13 @@ def list_catalog(session: SessionDep) -> list[dict[str, Any]]:
     """Every catalog entry, ready or building (with progress), in the paper's order."""
     entries = session.scalars(select(CatalogEntry)).all()
     entries = sorted(entries, key=lambda e: (_ORDER.get(e.name, len(_ORDER)), e.name))
-    return [describe(e, e.job) for e in entries]
+    return released(session, [describe(e, e.job) for e in entries])
 
 
 @router.get("/{arch}", response_model=CatalogEntryOut)
 def read_entry(arch: str, session: SessionDep) -> dict[str, Any]:
     entry = _entry(session, arch)
-    return describe(entry, entry.job)
+    return released(session, describe(entry, entry.job))
 
 
 def _sliced(settings: Settings, source: Path, sha: str, name: str, k: int) -> Path:

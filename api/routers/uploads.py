@@ -8,14 +8,12 @@ from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep, released
 from api.schemas import _utc
-from api.uploads import check_upload, receive_upload
-from store.blobs import record_blob
+from api.uploads import check_upload, receive_upload, store_upload
 from store.models import Upload, User
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -69,19 +67,9 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
         received.discard()
         raise
 
-    def store() -> Upload:
-        blobs.adopt(received.path, received.sha256)
-        record_blob(session, received.sha256, received.size)
-        row = Upload(id=uuid.uuid4().hex, user_id=user.id, kind=kind,
-                     filename=received.filename, size=received.size, sha256=received.sha256)
-        session.add(row)
-        session.commit()
-        return row
-
-    try:
-        row = await run_in_threadpool(store)
-    finally:
-        received.discard()  # nothing left once adopted into the store
+    row = await store_upload(session, blobs, received, lambda: Upload(
+        id=uuid.uuid4().hex, user_id=user.id, kind=kind, filename=received.filename,
+        size=received.size, sha256=received.sha256))
     response.headers["Location"] = f"/v1/uploads/{row.id}"
     return UploadOut.from_row(row)
 

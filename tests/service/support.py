@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -21,6 +27,50 @@ from store.db import session_scope
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+NADS_BIN = str(Path(sys.executable).with_name("nads"))
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without any NADS_* variable, one BLAS thread (as `reference`
+    computes), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NADS_")}
+    return env | {"OMP_NUM_THREADS": "1"} | extra
+
+
+@dataclass
+class Serve:
+    """A running `nads serve`: its process, URL, printed key and start-up banner."""
+
+    proc: subprocess.Popen
+    url: str
+    key: str
+    banner: str
+
+
+@contextlib.contextmanager
+def nads_serve(cwd: Path, env: dict[str, str], *args: str, timeout: float = 90
+               ) -> Iterator[Serve]:
+    """Starts `nads serve` as a user does, waits for its key, and stops it with SIGTERM at the
+    end (SIGKILL after 30 s: then `proc.returncode` is negative, which tests can assert on)."""
+    port = free_port()
+    proc = subprocess.Popen([NADS_BIN, "serve", "--port", str(port), *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not any(line.startswith("local API key:") for line in lines):
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "".join(lines)
+            lines.append(line)
+            assert time.monotonic() < deadline, "".join(lines)
+        yield Serve(proc, f"http://127.0.0.1:{port}", lines[-1].split()[-1], "".join(lines))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:

@@ -20,11 +20,15 @@ import pytest
 import torch
 from torch import nn
 
+from api.main import create_app
 from nadcore import subspace_overlap
 from nads.export_command import export_architecture
+from store.db import session_scope
 from store.settings import Settings
+from worker.config import make_celery
+from worker.reconcile import reconcile_once
 
-from .support import reference, wait_for_job
+from .support import ServerThread, reference, wait_for_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 SHAPE = [1, 16, 16]
@@ -229,7 +233,8 @@ def test_oversized_and_malformed_uploads(alice: httpx.Client, settings: Settings
     assert r.status_code == 413 and "NADS_MAX_ARCHITECTURE_BYTES" in r.text, r.text
     for fields, field in (({"name": "x", "input_shape": "1,32"}, "input_shape"),
                           ({"name": "x", "input_shape": "1,32,32", "init": "xavier"}, "init"),
-                          ({"input_shape": "1,32,32"}, "name")):
+                          ({"input_shape": "1,32,32"}, "name"),
+                          ({"name": "../../x", "input_shape": "1,32,32"}, "name")):
         r = alice.post("/v1/architectures", data=fields,
                        files={"file": ("m.pt", b"PK\x03\x04", "application/octet-stream")})
         assert r.status_code == 422 and field in r.text, r.text
@@ -246,3 +251,24 @@ def test_delete_keeps_stored_jobs_reproducible(alice: httpx.Client, tmp_path: Pa
     assert alice.get(f"/v1/architectures/{row['id']}").status_code == 404
     job = wait_for_job(alice, r.json()["id"])  # runs from its spec: the archive's sha256
     assert job["status"] == "succeeded", job
+
+
+def test_a_validation_the_broker_never_got_is_sent_again_by_the_reconciler(
+        alice: httpx.Client, settings: Settings, tmp_path: Path) -> None:
+    """Uploaded while the broker is unreachable: 201 all the same (the row is the truth), the
+    architecture stays `validating`, and the reconciler sends its validation once stale."""
+    path = export_architecture("logreg", tuple(SHAPE), tmp_path / "logreg.pt2")
+    unreachable = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with ServerThread(create_app(unreachable)) as server:
+        r = httpx.post(server.url + "/v1/architectures", timeout=60,
+                       headers={"Authorization": alice.headers["Authorization"]},
+                       data={"name": "lost", "input_shape": "1,16,16"},
+                       files={"file": ("logreg.pt2", path.read_bytes())})
+    assert r.status_code == 201, r.text
+    arch_id = r.json()["id"]
+    time.sleep(1.0)
+    assert alice.get(f"/v1/architectures/{arch_id}").json()["status"] == "validating"
+    with session_scope(settings.resolved_database_url) as session:
+        stale_now = settings.model_copy(update={"stale_after_s": 0})
+        assert reconcile_once(session, make_celery(settings), stale_now) >= 1
+    assert wait_validated(alice, arch_id)["status"] == "ready"

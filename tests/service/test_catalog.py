@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,11 +28,19 @@ from worker import catalog
 from worker.config import make_celery
 from worker.state import cancel_job
 
-from .support import ROOT, free_port, new_key, settings_env, wait_for_job
+from .support import (
+    NADS_BIN,
+    ROOT,
+    clean_env,
+    free_port,
+    nads_serve,
+    new_key,
+    settings_env,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
 
-NADS_BIN = str(Path(sys.executable).with_name("nads"))
 # logreg runs to the cap (its gradient covariance is isotropic: stability stays near k/D);
 # lenet stops after its first round (a target any estimate reaches).
 LENET_N = 40
@@ -280,42 +286,23 @@ def test_probe_and_poison_jobs_take_their_nads_from_the_catalog(
         assert field in r.text and words in r.text, r.text
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NADS_")}
-    return env | {"OMP_NUM_THREADS": "1"} | extra
-
-
 @pytest.mark.slow
 def test_a_fresh_nads_serve_builds_its_autobuild_list(tmp_path: Path) -> None:
     """First start, embedded (SQLite, filesystem broker): logreg is built in the background
     and served; a bad NADS_CATALOG_AUTOBUILD is refused with its name."""
     bad = subprocess.run([NADS_BIN, "serve", "--port", str(free_port())], cwd=tmp_path,
-                         env=_clean_env(NADS_CATALOG_AUTOBUILD="logreg,alexnet"),
+                         env=clean_env(NADS_CATALOG_AUTOBUILD="logreg,alexnet"),
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "NADS_CATALOG_AUTOBUILD" in bad.stderr
     assert "'alexnet'" in bad.stderr
-    port = free_port()
-    env = _clean_env(NADS_CATALOG_AUTOBUILD="logreg", NADS_CATALOG_NETWORKS="400",
-                     NADS_CATALOG_ROUND_NETWORKS="200", NADS_CATALOG_SHARD_NETWORKS="100")
-    proc = subprocess.Popen([NADS_BIN, "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines: list[str] = []
-        while not any(line.startswith("local API key:") for line in lines):
-            line = proc.stdout.readline()
-            assert line or proc.poll() is None, "".join(lines)
-            lines.append(line)
-        assert any(line.startswith("catalog: building logreg") for line in lines), lines
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+    env = clean_env(NADS_CATALOG_AUTOBUILD="logreg", NADS_CATALOG_NETWORKS="400",
+                    NADS_CATALOG_ROUND_NETWORKS="200", NADS_CATALOG_SHARD_NETWORKS="100")
+    with nads_serve(tmp_path, env) as serve:
+        assert "catalog: building logreg" in serve.banner, serve.banner
+        with httpx.Client(base_url=serve.url, timeout=30) as client:
             entries = _wait_ready(client, {"logreg"}, timeout=180)
             assert entries["logreg"]["status"] == "ready", entries
             assert (entries["logreg"]["networks"], entries["logreg"]["rounds"]) == (400, 2)
             r = client.get("/v1/catalog/logreg/nads.npy", params={"k": 4})
             assert r.status_code == 200 and np.load(io.BytesIO(r.content)).shape == (4, 1024)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+    assert serve.proc.returncode == 0

@@ -33,7 +33,7 @@ from nads.service_commands import WorkerSupervisor
 from store.migrate import upgrade
 from store.settings import Settings
 
-from .support import ROOT, free_port, new_key, settings_env, wait_for_job
+from .support import ROOT, clean_env, free_port, nads_serve, new_key, settings_env, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -387,31 +387,18 @@ def test_nads_serve_restarts_a_worker_killed_mid_job(tmp_path: Path) -> None:
     """The embedded mode (SQLite, filesystem broker) as the user starts it: kill -9 the
     supervised worker's process group mid-job; `nads serve` starts a new one and the job
     succeeds with arrays identical to estimate_nads."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NADS_")} | {
-        "OMP_NUM_THREADS": "1", "NADS_STALE_AFTER_S": "4", "NADS_RECONCILE_INTERVAL_S": "1",
-        "NADS_PROGRESS_INTERVAL_S": "0.2", "NADS_CATALOG_AUTOBUILD": ""}
-    serve = subprocess.Popen([str(Path(sys.executable).with_name("nads")), "serve", "--port",
-                              str(port), "--data-dir", str(tmp_path / "var")], cwd=tmp_path,
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines: list[str] = []
-        deadline = time.monotonic() + 90
-        while not any(line.startswith("local API key:") for line in lines):
-            line = serve.stdout.readline()
-            assert line or serve.poll() is None, "".join(lines)
-            lines.append(line)
-            assert time.monotonic() < deadline, "".join(lines)
-        key = lines[-1].split()[-1]
+    env = clean_env(NADS_STALE_AFTER_S="4", NADS_RECONCILE_INTERVAL_S="1",
+                    NADS_PROGRESS_INTERVAL_S="0.2", NADS_CATALOG_AUTOBUILD="")
+    with nads_serve(tmp_path, env, "--data-dir", str(tmp_path / "var")) as serve:
         log = tmp_path / "var" / "worker.log"
         _wait(lambda: "ready." in _text(log), 90, "the embedded worker did not start")
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                          headers={"Authorization": f"Bearer {key}"}) as client:
+        with httpx.Client(base_url=serve.url, timeout=30,
+                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
             job_id = _submit(client, seed=8)
             _wait_running(client, job_id)
-            [worker] = psutil.Process(serve.pid).children()
+            [worker] = psutil.Process(serve.proc.pid).children()
             os.killpg(worker.pid, signal.SIGKILL)
-            _wait(lambda: [c.pid for c in psutil.Process(serve.pid).children()
+            _wait(lambda: [c.pid for c in psutil.Process(serve.proc.pid).children()
                            if c.status() != psutil.STATUS_ZOMBIE] not in ([], [worker.pid]),
                   30, "nads serve did not restart its worker")
             job = wait_for_job(client, job_id, timeout=240)
@@ -419,10 +406,3 @@ def test_nads_serve_restarts_a_worker_killed_mid_job(tmp_path: Path) -> None:
         assert _text(log).count("ready.") >= 2
         print("\nfault survived: nads serve's worker group SIGKILLed mid-job; restarted, job "
               "succeeded, arrays identical to estimate_nads")
-    finally:
-        serve.send_signal(signal.SIGTERM)
-        try:
-            serve.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            serve.kill()
-            serve.wait()

@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from api.main import create_app
+from store.auth import CATALOG_USER, ReservedUserError, create_key
 from store.db import session_scope
 from store.settings import Settings
 
@@ -240,3 +241,12 @@ def test_keys_are_stored_only_as_hashes(settings: Settings) -> None:
             assert hits == 0, f"the key is stored in clear in {table}"
         stored = session.execute(text("SELECT key_hash FROM api_keys")).scalars().all()
     assert hashlib.sha256(key.encode()).hexdigest() in stored
+
+
+def test_no_key_can_be_made_for_the_catalogs_system_user(settings: Settings) -> None:
+    """Its holder would see and could cancel the catalog's build jobs."""
+    with session_scope(settings.resolved_database_url) as session:
+        with pytest.raises(ReservedUserError, match="catalog"):
+            create_key(session, CATALOG_USER)
+        assert session.execute(text("SELECT count(*) FROM api_keys k JOIN users u ON "
+                                    "u.id = k.user_id WHERE u.name = 'catalog'")).scalar_one() == 0
