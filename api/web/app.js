@@ -54,14 +54,14 @@ function el(tag, attrs = {}, ...children) {
 
 const getKey = () => localStorage.getItem(KEY_STORAGE);
 
-async function api(path, { auth = true, raw = false } = {}) {
+async function api(path, { auth = true, raw = false, method = "GET" } = {}) {
   const headers = {};
   if (auth) {
     const key = getKey();
     if (!key) throw new AuthError("no API key yet");
     headers.Authorization = `Bearer ${key}`;
   }
-  const response = await fetch(path, { headers });
+  const response = await fetch(path, { headers, method });
   if (response.status === 401) throw new AuthError("the server refused the key");
   if (!response.ok) {
     let detail = `${response.status} ${response.statusText}`;
@@ -355,6 +355,20 @@ function summaryFacts(job) {
   return facts(pairs);
 }
 
+function cancelButton(job) {
+  const button = el("button", { type: "button", id: "cancel-job", text: "Cancel job" });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api(`/v1/jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
+      button.textContent = "Cancelling…";  // the next poll shows the job cancelled
+    } catch (error) {
+      button.after(errorBox(error.message));  // e.g. 409: it finished in the meantime
+    }
+  });
+  return el("p", {}, button);
+}
+
 function viewJob(jobId) {
   const view = document.getElementById("view");
   view.replaceChildren(el("p", { class: "muted", text: "Loading job…" }));
@@ -382,7 +396,7 @@ function viewJob(jobId) {
     document.getElementById("job-status").replaceChildren(badge(job.status));
     if (!TERMINAL.has(job.status)) {
       live.replaceChildren(progressBar(job.progress.fraction, job.progress.message),
-        summaryFacts(job));
+        cancelButton(job), summaryFacts(job));
       schedule(poll, POLL_MS);
       return;
     }

@@ -47,6 +47,8 @@ NAD_SHARDED = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_network
                "seed": 3, "shards": 2}
 NAD_SEQUENTIAL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 60,
                   "seed": 2, "target_stability": 0.5, "stability_k": 1, "check_every": 20}
+LONG = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 100_000,
+        "seed": 5}  # hours on this CPU: it is cancelled from its page
 FAILING = {"architecture": "torchvision:no_such_net", "input_shape": [3, 8, 8],
            "num_networks": 4}  # only the worker (with torch) can tell
 POISON = {"architecture": "lenet", "indices": [0, 3], "training": {"epochs": 1},
@@ -324,6 +326,15 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
                 f"() => {{ const i = document.querySelector(\"img[data-artifact='{name}']\");"
                 " return i && i.complete && i.naturalWidth > 0; }")
         _shot(page, tmp_path, "07-poison-job")
+
+        # A long job cancelled from its page: the button posts the cancel, the page follows
+        # the job to `cancelled`.
+        r = client.post("/v1/jobs/nads", json=LONG)
+        assert r.status_code == 202, r.text
+        page.goto(f"{api_url}/#/jobs/{r.json()['id']}")
+        page.click("#cancel-job")
+        page.wait_for_selector("#job-status [data-status=cancelled]")
+        assert wait_for_job(client, r.json()["id"])["status"] == "cancelled"
 
         # The catalog page (public): one row per entry of GET /v1/catalog, in its order, the
         # ready ones with their preview (the catalog job's preview.png) loaded.
