@@ -55,7 +55,7 @@ def catalog_build(
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="the public NAD catalog", no_args_is_help=True)
+    group = typer.Typer(help="The public NAD catalog.", no_args_is_help=True)
     group.command("ls")(catalog_ls)
     group.command("get")(catalog_get)
     group.command("build")(catalog_build)

@@ -352,6 +352,6 @@ def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
     app.command("cancel")(cancel)
     app.command("export")(export)
-    arch_app = typer.Typer(help="your own architectures", no_args_is_help=True)
+    arch_app = typer.Typer(help="Your own architectures.", no_args_is_help=True)
     arch_app.command("upload")(arch_upload)
     app.add_typer(arch_app, name="arch")

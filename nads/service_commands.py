@@ -29,12 +29,12 @@ KEEP_ALIVE_S = 75  # as Dockerfile.api's uvicorn
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve", help="start the API and a worker (embedded defaults: no server "
-                "needed)")(serve_command)
-    admin = typer.Typer(help="administration of the service", no_args_is_help=True)
-    admin.command("create-key", help="create an API key (printed as the last word)")(
+    app.command("serve", help="Start the API and a worker (embedded defaults: no "
+                "server needed).")(serve_command)
+    admin = typer.Typer(help="Administration of the service.", no_args_is_help=True)
+    admin.command("create-key", help="Create an API key (printed as the last word).")(
         create_key_command)
-    admin.command("migrate", help="bring the database schema up to date")(migrate_command)
+    admin.command("migrate", help="Bring the database schema up to date.")(migrate_command)
     app.add_typer(admin, name="admin")
 
 
