@@ -10,10 +10,10 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from store.auth import user_for_key
+from store.auth import find_key
 from store.blobs import BlobStore
 from store.db import get_sessionmaker
-from store.models import User
+from store.models import ApiKey, User
 from store.settings import Settings
 
 
@@ -47,28 +47,36 @@ SessionDep = Annotated[Session, Depends(get_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API key from `nads admin create-key`.")
 
 
-def get_current_user(
+def get_current_key(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> ApiKey:
+    """The caller's API key row (with its user); 401 without a valid key."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="Authorization: missing API key; send 'Authorization: Bearer <key>'",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = user_for_key(session, credentials.credentials)
+    key = find_key(session, credentials.credentials)
     # End the read transaction: its connection goes back to the pool while the request waits
     # for a worker thread to run the route. Held across that wait, 100 concurrent requests
     # deadlocked the 40 threads against the 10 connections until the pool timed out (500s).
     session.commit()
-    if user is None:
+    if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="Authorization: unknown or revoked API key",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    return user
+    return key
+
+
+CurrentKey = Annotated[ApiKey, Depends(get_current_key)]
+
+
+def get_current_user(key: CurrentKey) -> User:
+    return key.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

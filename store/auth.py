@@ -6,7 +6,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from store.models import ApiKey, User
 
@@ -41,8 +41,14 @@ def create_key(session: Session, user_name: str, key_name: str = "default") -> s
     return key
 
 
-def user_for_key(session: Session, key: str) -> User | None:
-    row = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+def find_key(session: Session, key: str) -> ApiKey | None:
+    """The unrevoked key row of `key` (its user loaded), or None."""
+    return session.scalar(
+        select(ApiKey).options(joinedload(ApiKey.user))
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
+
+
+def user_for_key(session: Session, key: str) -> User | None:
+    row = find_key(session, key)
     return row.user if row is not None else None

@@ -90,6 +90,10 @@ class Job(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # The key it was submitted with (None for the catalog's own jobs): the rate is per key.
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_jobs_api_key_id_api_keys"),
+        nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED)
     mode: Mapped[str] = mapped_column(String(16), default=SHARDED)

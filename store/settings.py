@@ -65,7 +65,7 @@ class Settings(BaseSettings):
         "legitimate one is a spec with an eval_point of 786,432 floats (~16 MB of JSON).",
     )
     submit_rate_per_minute: int = Field(
-        60, ge=0, description="Jobs a user may submit in any 60 s (429 past it; 0 = no limit)."
+        60, ge=0, description="Jobs one API key may submit in any 60 s (429 past it; 0 = no limit)."
     )
     datasets_dir: Path | None = Field(
         None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."

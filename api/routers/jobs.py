@@ -13,12 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from api.architectures import resolve_architecture
-from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep, released
+from api.deps import CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
 from api.quota import check_quota
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
 from nadcore.spec import NADSpec
-from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job, Shard, User
+from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, ApiKey, Job, Shard, User
 from worker.dispatch import enqueue_job, revoke_job
 from worker.state import cancel_job
 
@@ -33,12 +33,13 @@ def get_own_job(session: SessionDep, user: User, job_id: str) -> Job:
     return job
 
 
-def create_job(session: Session, celery: Celery, user: User, response: Response, *,
+def create_job(session: Session, celery: Celery, key: ApiKey, response: Response, *,
                kind: str, mode: str, spec: dict[str, Any], estimate: dict[str, Any] | None,
                ranges: list[tuple[int, int]]) -> JobOut:
-    """Writes the job row and one shard row per range, commits, then sends the shards."""
-    job = Job(id=uuid.uuid4().hex, user_id=user.id, kind=kind, mode=mode, spec=spec,
-              estimate=estimate)
+    """Writes the job row (of the key's user) and one shard row per range, commits, then sends
+    the shards."""
+    job = Job(id=uuid.uuid4().hex, user_id=key.user_id, api_key_id=key.id, kind=kind,
+              mode=mode, spec=spec, estimate=estimate)
     job.shards = [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(ranges)]
     session.add(job)
     session.commit()
@@ -49,16 +50,16 @@ def create_job(session: Session, celery: Celery, user: User, response: Response,
 
 @router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              dependencies=[SUBMIT_RATE])
-def submit_nads(spec: NADSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
+def submit_nads(spec: NADSpec, session: SessionDep, key: CurrentKey, settings: SettingsDep,
                 celery: CeleryDep, response: Response) -> JobOut:
     """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
-    spec, arch_info = resolve_architecture(session, user, spec, networks=spec.num_networks,
+    spec, arch_info = resolve_architecture(session, key.user, spec, networks=spec.num_networks,
                                            outputs=spec.output_index + 1,
                                            input_shape=spec.input_shape)
     estimate = check_quota(spec, settings, arch_info)
     mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
     ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
-    return create_job(session, celery, user, response, kind=NADS, mode=mode,
+    return create_job(session, celery, key, response, kind=NADS, mode=mode,
                       spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.architectures import resolve_architecture
-from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.deps import CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.poison import (
     NAMED_DATASETS,
     check_nad_source,
@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("/poison", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              dependencies=[SUBMIT_RATE])
-def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
+def submit_poison(spec: PoisonSpec, session: SessionDep, key: CurrentKey,
                   settings: SettingsDep, celery: CeleryDep, response: Response) -> JobOut:
     """Queues a poison job: `shards` tasks, each training the models of a range of positions
     in `indices`, and a merge.
@@ -35,6 +35,7 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
     `{"upload": id}`, nads `{"job": id}` or `{"upload": id}`, indices, eps, mode `poison` or
     `flip`, training, keep_dataset, seed, shards).
     """
+    user = key.user
     named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
     spec, _ = resolve_architecture(session, user, spec, outputs=named and named[1],
                                    exact_outputs=True, input_shape=named and named[0])
@@ -42,6 +43,6 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, user: CurrentUser,
     check_nad_source(session, user, spec)
     estimate = estimate_poison(spec, size)
     check_poison_quota(estimate, settings)
-    return create_job(session, celery, user, response, kind=POISON, mode=SHARDED,
+    return create_job(session, celery, key, response, kind=POISON, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=poison_shards(spec))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.architectures import resolve_architecture
-from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep
+from api.deps import CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.probe import (
     check_nad_source,
     check_probe_quota,
@@ -25,14 +25,15 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("/probe", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              dependencies=[SUBMIT_RATE])
-def submit_probe(spec: ProbeSpec, session: SessionDep, user: CurrentUser, settings: SettingsDep,
-                 celery: CeleryDep, response: Response) -> JobOut:
+def submit_probe(spec: ProbeSpec, session: SessionDep, key: CurrentKey,
+                 settings: SettingsDep, celery: CeleryDep, response: Response) -> JobOut:
     """Queues a probe job: `shards` tasks, each training a range of directions, and a merge.
 
     Body: the engine's `ProbeSpec` (architecture, input_shape, directions with `kind` fourier,
     nad, random or custom, data, training, seed, shards). `nad` directions name one of the
     caller's succeeded NAD jobs in `directions.job`.
     """
+    user = key.user
     spec, arch_info = resolve_architecture(session, user, spec, outputs=2, exact_outputs=True,
                                            input_shape=spec.input_shape)
     num_directions = count_directions(spec)
@@ -40,6 +41,6 @@ def submit_probe(spec: ProbeSpec, session: SessionDep, user: CurrentUser, settin
     estimate = estimate_probe(spec, num_directions, arch_info)
     check_probe_quota(estimate, settings)
     check_nad_source(session, user, spec)
-    return create_job(session, celery, user, response, kind=PROBE, mode=SHARDED,
+    return create_job(session, celery, key, response, kind=PROBE, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=shard_ranges(num_directions, spec.shards))

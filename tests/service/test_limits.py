@@ -180,7 +180,9 @@ def test_absurd_specs_are_refused_naming_the_field_and_the_limit(
 
 def test_submissions_past_the_rate_are_429_with_retry_after(limited: Settings, server: str
                                                             ) -> None:
-    with _client(limited, server) as c, _client(limited, server) as other:
+    user = f"rated-{uuid.uuid4().hex[:6]}"
+    with _client(limited, server, user) as c, _client(limited, server) as other, \
+            _client(limited, server, user) as second_key:
         for seed in range(3):
             assert c.post("/v1/jobs/nads", json={**TINY, "seed": seed}).status_code == 202
         r = c.post("/v1/jobs/nads", json=TINY)
@@ -191,15 +193,18 @@ def test_submissions_past_the_rate_are_429_with_retry_after(limited: Settings, s
         # Probe and poison submissions draw on the same budget; reads are not limited.
         assert c.post("/v1/jobs/probe", json={}).status_code == 429
         assert c.get("/v1/jobs").status_code == 200
-        # Another user has a budget of their own.
+        # The budget is the key's: another user's key, and another key of the same user (made
+        # by an administrator), each have their own.
         assert other.post("/v1/jobs/nads", json=TINY).status_code == 202
+        assert second_key.post("/v1/jobs/nads", json=TINY).status_code == 202
+        assert "with this key" in c.post("/v1/jobs/nads", json=TINY).json()["detail"]
 
 
 def test_the_rate_is_shared_by_api_processes_and_holds_under_concurrency(
     limited: Settings, server: str
 ) -> None:
-    """Two servers (as two API processes would) on one database; 8 concurrent submissions of
-    one user against a limit of 3: exactly 3 accepted."""
+    """Two servers (as two API processes would) on one database; 8 concurrent submissions with
+    one key against a limit of 3: exactly 3 accepted."""
     user = f"burst-{uuid.uuid4().hex[:6]}"
     key = new_key(limited, user)
     headers = {"Authorization": f"Bearer {key}"}
