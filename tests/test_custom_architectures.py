@@ -27,6 +27,7 @@ from nadcore.probe import run_probe
 from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import ArchitectureRef
 from nads.export_command import export_architecture
+from tests.bad_models import NaN, Raises, WrongShape, scripted_bytes
 
 FORMATS = ("pt", "pt2")
 
@@ -158,49 +159,18 @@ def test_policies_and_unknown_module_types(tmp_path, suffix):
     assert torch.equal(kept["net.scale"], torch.full((2, 4), 0.5))
 
 
-def _scripted_bytes(module: nn.Module) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.script(module), buf)
-    return buf.getvalue()
-
-
-class _Raises(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("this model always fails")
-
-
-class _Square(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1)).view(-1, 2, 2)
-
-
-class _NaN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1)) * float("nan")
-
-
 def test_rejections_say_why(tmp_path):
     shape = (1, 2, 2)
     cases = {
         "zip": (b"hello, not an archive", "not a zip archive"),
         "pickle": (pickle.dumps({"weights": [1, 2]}), "plain pickle.*torch.export.save"),
-        "raises": (_scripted_bytes(_Raises()), "raises on a batch.*this model always fails"),
-        "shape": (_scripted_bytes(_Square()),
+        "raises": (scripted_bytes(Raises()), "raises on a batch.*deliberately broken"),
+        "shape": (scripted_bytes(WrongShape()),
                   r"outputs of shape \(1, 2, 2\); expected \(1,\) or \(1, m\)"),
-        "nan": (_scripted_bytes(_NaN()), "non-finite outputs"),
+        "nan": (scripted_bytes(NaN()), "non-finite outputs"),
     }
     buf = io.BytesIO()
-    torch.save(_Square(), buf)
+    torch.save(WrongShape(), buf)
     cases["torch.save"] = (buf.getvalue(), "torch.save checkpoint.*torch.jit.save")
     for name, (data, reason) in cases.items():
         path = tmp_path / f"{name}.pt"
@@ -209,10 +179,10 @@ def test_rejections_say_why(tmp_path):
             validate(path, shape, "torch-default")
     # torch.export programs: wrong shape and NaN; a static batch dimension is explained
     with pytest.raises(CustomArchitectureError, match=r"outputs of shape"):
-        validate(_save_path(_Square(), tmp_path / "shape.pt2", shape), shape, "torch-default")
+        validate(_save_path(WrongShape(), tmp_path / "shape.pt2", shape), shape, "torch-default")
     with pytest.raises(CustomArchitectureError, match="non-finite"):
-        validate(_save_path(_NaN(), tmp_path / "nan.pt2", shape), shape, "torch-default")
-    static = torch.export.export(_Square().eval(), (torch.zeros((2, *shape)),))
+        validate(_save_path(NaN(), tmp_path / "nan.pt2", shape), shape, "torch-default")
+    static = torch.export.export(WrongShape().eval(), (torch.zeros((2, *shape)),))
     torch.export.save(static, str(tmp_path / "static.pt2"))
     with pytest.raises(CustomArchitectureError, match="dynamic batch dimension"):
         validate(tmp_path / "static.pt2", shape, "torch-default")
@@ -265,7 +235,7 @@ class _Greedy(nn.Module):
 
 def test_child_process_memory_limit(tmp_path):
     path = tmp_path / "greedy.pt"
-    path.write_bytes(_scripted_bytes(_Greedy()))
+    path.write_bytes(scripted_bytes(_Greedy()))
     info, reason = check_in_child(path, (1, 2, 2), "torch-default", timeout_s=120,
                                   memory_bytes=1 << 30)
     assert info is None

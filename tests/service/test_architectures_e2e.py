@@ -11,7 +11,6 @@ import io
 import os
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ from nadcore import subspace_overlap
 from nads.export_command import export_architecture
 from store.db import session_scope
 from store.settings import Settings
+from tests.bad_models import Forever, NaN, Raises, scripted_bytes
 from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
@@ -51,14 +51,6 @@ def wait_validated(client: httpx.Client, arch_id: str, timeout: float = 90) -> d
             return row
         assert time.monotonic() < deadline, row
         time.sleep(0.2)
-
-
-def scripted(module: nn.Module) -> bytes:
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.jit.save(torch.jit.script(module.eval()), buf)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +134,7 @@ def test_job_specs_are_checked_against_the_architecture(alice: httpx.Client, bob
 
 def test_probe_job_trains_an_uploaded_model(alice: httpx.Client) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2))
-    r = upload(alice, scripted(model), "logreg2.pt", shape=[1, 4, 4], init="normal:0.05")
+    r = upload(alice, scripted_bytes(model), "logreg2.pt", shape=[1, 4, 4], init="normal:0.05")
     row = wait_validated(alice, r.json()["id"])
     assert row["status"] == "ready" and row["init"] == "normal:0.05", row
     r = alice.post("/v1/jobs/probe", json={
@@ -155,42 +147,21 @@ def test_probe_job_trains_an_uploaded_model(alice: httpx.Client) -> None:
     assert job["status"] == "succeeded", job
 
 
-class _Raises(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("deliberately broken")
-
-
-class _NaN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(x.flatten(1)) * float("nan")
-
-
-class _Forever(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for _ in range(1_000_000_000_000):
-            x = x * 1.0000001
-        return x.flatten(1)
-
-
 def test_rejections_name_the_reason_and_the_worker_survives(
         alice: httpx.Client, worker: subprocess.Popen, settings: Settings,
         tmp_path: Path) -> None:
     checkpoint = io.BytesIO()
     torch.save(nn.Linear(4, 1), checkpoint)
-    program = torch.export.export(_NaN().eval(), (torch.zeros(2, 1, 2, 2),),
+    program = torch.export.export(NaN().eval(), (torch.zeros(2, 1, 2, 2),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(tmp_path / "nan.pt2"))
     cases = [
         (b"certainly not a zip", "x.pt", "not a zip archive"),
         (b"\x80\x04K\x01.", "x.pt", "a plain pickle"),
         (checkpoint.getvalue(), "x.pt", "torch.save checkpoint"),
-        (scripted(_Raises()), "x.pt", "deliberately broken"),
+        (scripted_bytes(Raises()), "x.pt", "deliberately broken"),
         ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
-        (scripted(_Forever()), "forever.pt", "time limit of 20 s"),
+        (scripted_bytes(Forever()), "forever.pt", "time limit of 20 s"),
     ]
     ids = []
     for data, name, _ in cases:
@@ -205,7 +176,7 @@ def test_rejections_name_the_reason_and_the_worker_survives(
     assert time.monotonic() - t0 < 300  # the runaway child was killed at 20 s
     # the worker killed the runaway child, not itself, and takes the next upload
     assert worker.poll() is None
-    good = upload(alice, scripted(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
+    good = upload(alice, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
                   shape=[1, 2, 2])
     assert wait_validated(alice, good.json()["id"])["status"] == "ready"
     r = alice.post("/v1/jobs/nads", json={"architecture": {"id": ids[3]}, "input_shape": [1, 2, 2],
