@@ -169,3 +169,23 @@ def cancel_once_running(client: httpx.Client, job_id: str) -> tuple[dict, dict]:
         time.sleep(0.2)
         final = client.get(f"/v1/jobs/{job_id}").json()
     return current, final
+
+
+def submit_job(client: httpx.Client, body: dict | str, path: str) -> dict:
+    """POSTs a job spec (a dict, or JSON text as written in an issue) to `path`; asserts 202
+    and the Location header, returns the job."""
+    if isinstance(body, str):
+        r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    else:
+        r = client.post(path, json=body)
+    assert r.status_code == 202, r.text
+    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
+    return r.json()
+
+
+def refused_messages(client: httpx.Client, body: dict, path: str) -> list[str]:
+    """POSTs a spec that must be refused; returns the messages of the 422."""
+    r = client.post(path, json=body)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    return [detail["msg"]] if isinstance(detail, dict) else [d["msg"] for d in detail]

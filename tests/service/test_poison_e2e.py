@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import uuid
+from functools import partial
 
 import httpx
 import numpy as np
@@ -27,7 +28,13 @@ from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings
 
-from .support import ServerThread, cancel_once_running, wait_for_job
+from .support import (
+    ServerThread,
+    cancel_once_running,
+    refused_messages,
+    submit_job,
+    wait_for_job,
+)
 from .test_probe_e2e import assert_png, download, download_npy
 
 # The acceptance example, exactly as written there (J: the LeNet NAD job's id).
@@ -62,22 +69,8 @@ def reference(body: dict, nads: np.ndarray, upload: bytes | None = None) -> np.n
     return np.stack([np.stack([r.train_accuracy, r.test_accuracy], axis=-1) for r in results])
 
 
-def submit(client: httpx.Client, body: dict | str) -> dict:
-    if isinstance(body, str):
-        r = client.post("/v1/jobs/poison", content=body,
-                        headers={"Content-Type": "application/json"})
-    else:
-        r = client.post("/v1/jobs/poison", json=body)
-    assert r.status_code == 202, r.text
-    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
-    return r.json()
-
-
-def refused(client: httpx.Client, body: dict) -> list[str]:
-    r = client.post("/v1/jobs/poison", json=body)
-    assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    return [detail["msg"]] if isinstance(detail, dict) else [d["msg"] for d in detail]
+submit = partial(submit_job, path="/v1/jobs/poison")
+refused = partial(refused_messages, path="/v1/jobs/poison")
 
 
 def upload(client: httpx.Client, data: bytes, kind: str, filename: str = "f.bin"

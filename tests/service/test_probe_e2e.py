@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 from datetime import timedelta
+from functools import partial
 
 import httpx
 import numpy as np
@@ -28,7 +29,13 @@ from store.settings import Settings
 from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
-from .support import ServerThread, cancel_once_running, wait_for_job
+from .support import (
+    ServerThread,
+    cancel_once_running,
+    refused_messages,
+    submit_job,
+    wait_for_job,
+)
 
 # The issue's acceptance example, exactly as written there.
 ACCEPTANCE = """{"architecture": "logreg", "input_shape": [1, 32, 32],
@@ -83,23 +90,8 @@ def reference(body: dict, nad_array: np.ndarray | None = None) -> tuple[np.ndarr
         torch.set_num_threads(threads)
 
 
-def submit(client: httpx.Client, body: dict | str) -> dict:
-    if isinstance(body, str):
-        r = client.post("/v1/jobs/probe", content=body,
-                        headers={"Content-Type": "application/json"})
-    else:
-        r = client.post("/v1/jobs/probe", json=body)
-    assert r.status_code == 202, r.text
-    assert r.headers["location"] == f"/v1/jobs/{r.json()['id']}"
-    return r.json()
-
-
-def refused(client: httpx.Client, body: dict) -> list[str]:
-    """POSTs a spec that must be refused; returns the messages of the 422."""
-    r = client.post("/v1/jobs/probe", json=body)
-    assert r.status_code == 422, r.text
-    detail = r.json()["detail"]
-    return [detail["msg"]] if isinstance(detail, dict) else [d["msg"] for d in detail]
+submit = partial(submit_job, path="/v1/jobs/probe")
+refused = partial(refused_messages, path="/v1/jobs/probe")
 
 
 # --- Fast: the API alone (no worker needed) --------------------------------------------------
