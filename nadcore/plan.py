@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .spec import TORCHVISION_PREFIX, NADSpec
+from .threads import fit_threads
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device:
@@ -65,11 +66,12 @@ class ExecutionPlan:
     strategy: str
     init: str
     channels_last: bool = False
+    threads: int = 1  # torch intra-op threads of the process that ran it
 
     def as_dict(self) -> dict:
         return {"device": str(self.device), "chunk_size": self.chunk_size,
                 "pixel_block": self.pixel_block, "strategy": self.strategy, "init": self.init,
-                "channels_last": self.channels_last}
+                "channels_last": self.channels_last, "threads": self.threads}
 
 
 def default_strategy(
@@ -106,6 +108,7 @@ def plan_execution(
     to multiples of the group size, so every network is always evaluated in the same company.
     A loop evaluates each network alone; its chunk only batches the sampling and can be sized
     from free memory. Passing `chunk_size` with vmap sets the group size (and so the bits).
+    Caps torch's intra-op threads at the cores the process may use (`nadcore.threads`).
     """
     prof = activation_profile(template, spec.input_shape)
     d = spec.input_dim
@@ -145,4 +148,5 @@ def plan_execution(
     # (BENCHMARKS.md); no gain measured on the CPU, not measured with vmap.
     channels_last = (device.type == "cuda" and has_conv and strategy == "loop"
                      and spec.method == "finite_difference")
-    return ExecutionPlan(device, int(size), int(pixel_block), strategy, init, channels_last)
+    return ExecutionPlan(device, int(size), int(pixel_block), strategy, init, channels_last,
+                         fit_threads())
