@@ -111,16 +111,21 @@ def _autobuild_catalog(settings: Settings) -> str:
 
 
 class WorkerSupervisor:
-    """Runs `celery worker` (with beat, for the reconciler) and restarts it when it dies."""
+    """Runs `celery worker` (with beat, for the reconciler) and restarts it when it dies.
+
+    Started through worker/launch.py: on the CPU, one process per usable core with one
+    intra-op thread each (worker/layout.py), so a user's shard runs on one core while a
+    catalog shard runs on another.
+    """
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
         self.log_path = settings.data_dir / "worker.log"
         self.env = env  # None: this process's environment (where NADS_* already are)
         self.restarts = 0
         schedule = settings.data_dir / "celerybeat-schedule"
-        self.command = [sys.executable, "-m", "celery", "-A", "worker.app", "worker",
-                        "-Q", "gpu,cpu", "--concurrency", "1", "--loglevel", "INFO",
-                        "-n", f"embedded-{os.getpid()}@%h", "-B", "--schedule", str(schedule)]
+        self.command = [sys.executable, "-m", "worker.launch", "-Q", "gpu,cpu",
+                        "--loglevel", "INFO", "-n", f"embedded-{os.getpid()}@%h", "-B",
+                        "--schedule", str(schedule)]
         self.process: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)

@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     )
     task_max_retries: int = Field(5, ge=0, description="Retries of a transient error.")
     max_attempts: int = Field(3, ge=1, description="Runs of one shard before the job fails.")
+    worker_processes: int = Field(
+        0, ge=0, description="Processes per worker: 0 is one per usable core on the CPU (one "
+        "intra-op thread each), one per GPU where there are GPUs (worker/layout.py)."
+    )
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,0 +1,35 @@
+"""Worker layout (worker/layout.py): processes and threads per node, torch-free."""
+
+from __future__ import annotations
+
+import sys
+
+from worker.layout import THREAD_VARIABLES, celery_worker_command, plan_layout
+
+
+def test_cpu_node_runs_one_single_thread_process_per_core() -> None:
+    layout = plan_layout(cores=2)
+    assert (layout.processes, layout.threads, layout.gpus) == (2, 1, 0)
+    assert all(layout.env()[name] == "1" for name in THREAD_VARIABLES)
+    assert plan_layout(cores=16).processes == 16
+    assert plan_layout(cores=0).processes == 1  # never less than one process
+
+
+def test_gpu_node_runs_one_process_per_gpu_with_the_cores_shared() -> None:
+    layout = plan_layout(cores=16, gpus=4)
+    assert (layout.processes, layout.threads, layout.gpus) == (4, 4, 4)
+    assert layout.env()["OMP_NUM_THREADS"] == "4"
+    assert plan_layout(cores=2, gpus=4).threads == 1
+
+
+def test_a_configured_count_is_kept_and_threads_follow() -> None:
+    layout = plan_layout(cores=2, processes=1)  # the old embedded layout: 1 x 2 threads
+    assert (layout.processes, layout.threads) == (1, 2)
+    assert plan_layout(cores=2, processes=8).threads == 1
+
+
+def test_command_sets_the_concurrency_and_keeps_the_callers_options() -> None:
+    cmd = celery_worker_command(plan_layout(cores=3), sys.executable, ["-Q", "gpu,cpu", "-B"])
+    assert cmd[:6] == [sys.executable, "-m", "celery", "-A", "worker.app", "worker"]
+    assert cmd[cmd.index("--concurrency") + 1] == "3"
+    assert cmd[-3:] == ["-Q", "gpu,cpu", "-B"]

@@ -1,0 +1,58 @@
+"""How many worker processes a node runs, and with how many threads each (torch-free).
+
+CPU: one Celery prefork process per usable core (affinity and cgroup quota, nadcore.cores),
+each with one intra-op thread: on this 2-core machine two 1-thread processes gave 1.4x the
+throughput of one 2-thread process, and two 2-thread processes side by side collapsed to a
+quarter of it each (BENCHMARKS.md, Contention). GPU: one process per GPU, child i on cuda:i,
+the cores shared out between them. Shards spread over the processes like over any workers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+GPUS_VARIABLE = "NADS_WORKER_GPUS"  # set by the launcher; read by each child (pin_gpu)
+
+
+@dataclass(frozen=True)
+class Layout:
+    processes: int
+    threads: int  # intra-op threads per process
+    gpus: int  # 0: a CPU worker
+
+    def env(self) -> dict[str, str]:
+        """Variables the worker is started with (before any OpenMP runtime loads)."""
+        env = dict.fromkeys(THREAD_VARIABLES, str(self.threads))
+        env[GPUS_VARIABLE] = str(self.gpus)
+        return env
+
+    def describe(self) -> str:
+        where = f"{self.gpus} GPU(s)" if self.gpus else "CPU"
+        return f"{self.processes} process(es) x {self.threads} thread(s) ({where})"
+
+
+def plan_layout(cores: int, gpus: int = 0, processes: int = 0) -> Layout:
+    """`processes` 0: one per core on the CPU, one per GPU; a given count is kept. Threads:
+    the cores divided between the processes, at least one."""
+    cores, gpus = max(1, cores), max(0, gpus)
+    count = processes or (gpus if gpus else cores)
+    return Layout(processes=count, threads=max(1, cores // count), gpus=gpus)
+
+
+def celery_worker_command(layout: Layout, python: str, args: list[str]) -> list[str]:
+    """`celery -A worker.app worker` with the layout's concurrency, then the caller's args."""
+    return [python, "-m", "celery", "-A", "worker.app", "worker", "--pool", "prefork",
+            "--concurrency", str(layout.processes), *args]
+
+
+def pin_gpu(**_: object) -> None:
+    """worker_process_init: child i of a GPU worker computes on cuda:(i mod GPUs)."""
+    gpus = int(os.environ.get(GPUS_VARIABLE, "0") or 0)
+    if gpus <= 0:
+        return
+    import torch
+    from celery.utils.log import current_process_index
+
+    torch.cuda.set_device((current_process_index(base=0) or 0) % gpus)
