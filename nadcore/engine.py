@@ -25,6 +25,7 @@ from .gradients import GradientEvaluator
 from .init import NetworkSampler
 from .partial import PartialNADs, merge_partials
 from .plan import plan_execution, resolve_device
+from .precision import resolve_precision
 from .seeding import eval_point_seed
 from .spec import NADSpec
 
@@ -49,10 +50,31 @@ def eval_point_for(spec: NADSpec) -> np.ndarray:
 
 
 def merge_key(spec: NADSpec) -> str:
-    """What partials must share to be merged: everything but N and the stopping rule."""
-    fields = spec.model_dump(include={"architecture", "input_shape", "method", "scale", "seed",
-                                      "eval_point", "output_index"})
+    """What partials must share to be merged: everything but N and the stopping rule. An
+    explicit precision is part of it; "auto" is left out, so that the keys of specs written
+    before the field existed stay what they were."""
+    include = {"architecture", "input_shape", "method", "scale", "seed", "eval_point",
+               "output_index"}
+    if spec.precision != "auto":
+        include.add("precision")
+    fields = spec.model_dump(include=include)
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def device_name(device: torch.device) -> str:
+    """The accelerator's or the CPU's model name, for provenance records."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
 
 
 def representation_for(spec: NADSpec) -> str:
@@ -87,10 +109,11 @@ class ShardRunner:
             self.device, self.plan.init,
         )
         self.eval_point = eval_point_for(spec)
+        self.precision = resolve_precision(spec, self.device)
         self.evaluator = GradientEvaluator(
             self.template, torch.as_tensor(self.eval_point, device=self.device), spec.method,
             spec.scale, spec.output_index, self.plan.pixel_block, self.plan.strategy,
-            self.plan.channels_last,
+            self.plan.channels_last, self.precision,
         )
         self.key = merge_key(spec)
         self.representation = representation_for(spec)
@@ -121,7 +144,9 @@ class ShardRunner:
     def partial(self, start: int, stop: int, **kwargs) -> PartialNADs:
         t0 = time.perf_counter()
         grads = self.gradients(start, stop, **kwargs)
-        meta = {"plan": self.plan.as_dict(), "seconds": time.perf_counter() - t0}
+        meta = {"plan": self.plan.as_dict(), "seconds": time.perf_counter() - t0,
+                "precision": self.precision, "device_name": device_name(self.device),
+                "torch": torch.__version__}
         return PartialNADs.from_gradients(self.key, start, grads, self.eval_point,
                                           self.representation, meta)
 
@@ -187,6 +212,7 @@ class NADResult:
             "num_networks": self.num_networks,
             "num_nads": int(self.nads.shape[0]),
             "decomposition": self.decomposition,
+            "precision_requested": self.spec.precision,
             "eigenvalues_head": [float(v) for v in self.eigenvalues[:head]],
             "stability": {str(k): v for k, v in self.stability.items()},
             **self.info,
@@ -307,6 +333,7 @@ def estimate_nads(
     stability_k: int = 16,
     check_every: int = 500,
     decomposition: str = "auto",
+    precision: str = "auto",
     device: torch.device | str | None = None,
     chunk_size: int | None = None,
     memory_budget: int | None = None,
@@ -323,6 +350,8 @@ def estimate_nads(
 
     With `target_stability`, networks are added `check_every` at a time until the split-half
     subspace overlap at `stability_k` reaches the target (or `num_networks` is used up).
+    `precision` ("auto", "fp32", "tf32", "bf16"; nadcore.precision) sets the arithmetic of the
+    forward passes; the summary records the one used.
     `device`, `chunk_size`, `memory_budget` and `strategy` ("vmap" or "loop") only change how
     the work is executed. `progress(done, total)` is called after every chunk.
     """
@@ -332,7 +361,7 @@ def estimate_nads(
         eval_point=None if eval_point is None
         else np.asarray(eval_point, np.float32).ravel().tolist(),
         target_stability=target_stability, stability_k=stability_k, check_every=check_every,
-        decomposition=decomposition,
+        decomposition=decomposition, precision=precision,
     )
     return run_spec(spec, device=device, chunk_size=chunk_size, memory_budget=memory_budget,
                     strategy=strategy, progress=progress)

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .precision import precision_context
+
 StateDict = dict[str, torch.Tensor]
 Strategy = Literal["vmap", "loop"]
 
@@ -43,6 +45,7 @@ class GradientEvaluator:
         pixel_block: int | None = None,
         strategy: Strategy | None = None,
         channels_last: bool = False,
+        precision: str = "fp32",
     ):
         self.template = template
         self.x0 = x0
@@ -53,6 +56,7 @@ class GradientEvaluator:
         self.pixel_block = min(self.dim, pixel_block or self.dim)
         self.strategy: Strategy = strategy or "loop"
         self.channels_last = channels_last and x0.dim() == 3
+        self.precision = precision  # resolved: fp32, tf32 or bf16 (nadcore.precision)
 
     def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
         # an uploaded TorchScript model has no stateless call: it loads the state in place
@@ -67,7 +71,7 @@ class GradientEvaluator:
 
     def _central_difference(self, state: StateDict, xs: torch.Tensor) -> torch.Tensor:
         """(f(x0 + s e_i) - f(x0 - s e_i)) / 2s of one network, xs = the + block then the -."""
-        values = self._output(state, xs)
+        values = self._output(state, xs).float()  # bf16 outputs: the difference in fp32
         p = xs.shape[0] // 2
         return (values[:p] - values[p:]) / (2 * self.scale)
 
@@ -91,9 +95,14 @@ class GradientEvaluator:
 
     def __call__(self, state: StateDict, pixels: range | None = None) -> torch.Tensor:
         """Gradients (n, D) of the n stacked networks; with `pixels` (finite differences
-        only), just those input coordinates, (n, len(pixels))."""
+        only), just those input coordinates, (n, len(pixels)); float32 whatever the
+        precision of the forward passes."""
+        with precision_context(self.precision, self.x0.device):
+            return self._gradients(state, pixels)
+
+    def _gradients(self, state: StateDict, pixels: range | None) -> torch.Tensor:
         if self.method == "autograd":
-            return self._map(self._autograd, state, self.x0).detach()
+            return self._map(self._autograd, state, self.x0).detach().float()
         pixels = pixels or range(self.dim)
         n = next(iter(state.values())).shape[0]
         out = torch.empty((n, len(pixels)), dtype=torch.float32, device=self.x0.device)

@@ -104,12 +104,17 @@ def merge_partials(parts: Iterable[PartialNADs]) -> PartialNADs:
             )
     if len(parts) == 1:
         return first
+    meta = first.meta
+    # shards of an "auto" spec run on a CPU and on a GPU used different precisions: say so
+    precisions = sorted({p.meta["precision"] for p in parts if "precision" in p.meta})
+    if len(precisions) > 1:
+        meta = {**meta, "precision": "+".join(precisions)}
     if first.representation == "gradients":
         return PartialNADs(first.key, first.start, parts[-1].stop, first.eval_point,
                            gradients=np.concatenate([p.gradients for p in parts]),
-                           meta=first.meta)
+                           meta=meta)
     return PartialNADs(
         first.key, first.start, parts[-1].stop, first.eval_point,
         count=sum(p.count for p in parts), sums=sum(p.sums for p in parts),
-        outer=sum(p.outer for p in parts), meta=first.meta,
+        outer=sum(p.outer for p in parts), meta=meta,
     )

@@ -16,6 +16,8 @@ _TORCHVISION_NAME = re.compile(r"^torchvision:[a-z][a-z0-9_]*$")
 
 Method = Literal["finite_difference", "autograd"]
 Decomposition = Literal["auto", "covariance", "lowrank"]
+Precision = Literal["auto", "fp32", "tf32", "bf16"]
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 STABILITY_KS = (1, 4, 16, 64)
 INIT_POLICIES = ("torch-default", "normal:<std>", "uniform:<bound>", "keep")
@@ -120,11 +122,27 @@ class NADSpec(BaseModel):
         "gradients, for large D), or auto (covariance when D <= 4096).",
     )
     shards: int = Field(1, ge=1, le=4096, description="Shards the service splits the work into.")
+    precision: Precision = Field(
+        "auto",
+        description="Arithmetic of the forward passes: fp32, tf32 (GPU tensor cores; fp32 on a "
+        "CPU), bf16 (autocast; differences, gradients and covariance stay fp32/fp64) or auto "
+        "(fp32 on a CPU, tf32 on a GPU, bf16 where measured safe). The result summary records "
+        "the precision used. fp16 is not offered (no provable overflow bound at step 100).",
+    )
 
     @field_validator("method", mode="before")
     @classmethod
     def _method_alias(cls, v: object) -> object:
         return v.replace("-", "_") if isinstance(v, str) else v
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _no_fp16(cls, v: object) -> object:
+        if isinstance(v, str) and v.lower() in ("fp16", "float16", "half"):
+            raise ValueError(
+                f"precision: {v!r} is not offered: with the step of 100 no bound keeps float16 "
+                "activations below 65,504; use bf16 (same range as fp32), tf32 or fp32")
+        return v
 
     @field_validator("architecture")
     @classmethod

@@ -15,6 +15,13 @@ class MethodChoice(StrEnum):
     autograd = "autograd"
 
 
+class PrecisionChoice(StrEnum):
+    auto = "auto"
+    fp32 = "fp32"
+    tf32 = "tf32"
+    bf16 = "bf16"
+
+
 def parse_shape(text: str) -> tuple[int, int, int]:
     """'1,32,32' -> (1, 32, 32); a clear error naming the option otherwise."""
     try:
@@ -36,6 +43,9 @@ def compute(
     target_stability: Annotated[float | None, typer.Option(
         help="stop once split-half stability at --stability-k reaches this")] = None,
     stability_k: int = 16,
+    precision: Annotated[PrecisionChoice, typer.Option(
+        help="forward-pass arithmetic (auto: fp32 on a CPU, tf32 on a GPU)")
+                         ] = PrecisionChoice.auto,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 (default: cuda if any)")
                       ] = None,
     chunk_size: Annotated[int | None, typer.Option(help="networks per chunk")] = None,
@@ -59,7 +69,7 @@ def compute(
         spec = NADSpec(
             architecture=arch, input_shape=shape, num_networks=networks, method=method.value,
             scale=scale, seed=seed, k=k, target_stability=target_stability,
-            stability_k=stability_k,
+            stability_k=stability_k, precision=precision.value,
         )
         build_model(spec.architecture, spec.input_shape)
     except (ValidationError, ArchitectureError) as exc:
