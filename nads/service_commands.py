@@ -113,22 +113,30 @@ def _autobuild_catalog(settings: Settings) -> str:
 class WorkerSupervisor:
     """Runs `celery worker` (with beat, for the reconciler) and restarts it when it dies.
 
-    Started through worker/launch.py: on the CPU, one process per usable core with one
-    intra-op thread each (worker/layout.py), so a user's shard runs on one core while a
-    catalog shard runs on another.
+    Started through worker/launch.py: on the CPU, one process per core of its share with one
+    intra-op thread each (worker/layout.py). `nads serve` runs one per entry of
+    `worker.layout.embedded_workers`: on 2 cores or more, a users-only worker on one core
+    beside one that also takes the catalog's shards.
     """
 
-    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None,
+                 queues: str | None = None, cores: int | None = None, beat: bool = True) -> None:
+        from worker.config import ALL_QUEUES
+
         self.log_path = settings.data_dir / "worker.log"
         self.env = env  # None: this process's environment (where NADS_* already are)
         self.restarts = 0
-        schedule = settings.data_dir / "celerybeat-schedule"
-        self.command = [sys.executable, "-m", "worker.launch", "-Q", "gpu,cpu",
-                        "--loglevel", "INFO", "-n", f"embedded-{os.getpid()}@%h", "-B",
-                        "--schedule", str(schedule)]
+        name = "embedded" if beat else "embedded-users"
+        share = ["--cores", str(cores)] if cores else []
+        self.command = [sys.executable, "-m", "worker.launch", *share, "-Q",
+                        queues or ALL_QUEUES, "--loglevel", "INFO",
+                        "-n", f"{name}-{os.getpid()}@%h"]
+        if beat:
+            schedule = settings.data_dir / "celerybeat-schedule"
+            self.command += ["-B", "--schedule", str(schedule)]
         self.process: subprocess.Popen | None = None
         self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"supervisor-{name}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -183,6 +191,16 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
                                  timeout_keep_alive=KEEP_ALIVE_S))
 
 
+def _supervisors(settings: Settings) -> list[WorkerSupervisor]:
+    """The embedded workers, the last one with beat (worker.layout.embedded_workers)."""
+    from nadcore.cores import usable_cores
+    from worker.layout import embedded_workers
+
+    workers = embedded_workers(usable_cores(), settings.worker_processes)
+    return [WorkerSupervisor(settings, queues=queues, cores=cores, beat=i == len(workers) - 1)
+            for i, (queues, cores) in enumerate(workers)]
+
+
 def serve_command(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -199,8 +217,8 @@ def serve_command(
     upgrade(settings.resolved_database_url)
     key = _local_key(settings)
     building = _autobuild_catalog(settings)
-    supervisor = None if no_worker else WorkerSupervisor(settings)
-    if supervisor is not None:
+    supervisors = [] if no_worker else _supervisors(settings)
+    for supervisor in supervisors:
         supervisor.start()
     server = _server(create_app(settings), host, port)
 
@@ -209,7 +227,7 @@ def serve_command(
             time.sleep(0.1)
         if server.started:
             url = f"http://{host}:{port}"
-            worker = f"worker log: {supervisor.log_path}" if supervisor else "no worker"
+            worker = f"worker log: {supervisors[0].log_path}" if supervisors else "no worker"
             data = settings.data_dir.resolve()
             if building:
                 print(f"catalog: building {building} in the background "
@@ -220,6 +238,9 @@ def serve_command(
     threading.Thread(target=banner, daemon=True).start()
     try:
         server.run()
-    finally:
-        if supervisor is not None:
-            supervisor.stop()
+    finally:  # all at once: each waits for its running tasks (warm shutdown)
+        stopping = [threading.Thread(target=s.stop) for s in supervisors]
+        for thread in stopping:
+            thread.start()
+        for thread in stopping:
+            thread.join()

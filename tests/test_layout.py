@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from worker.layout import THREAD_VARIABLES, celery_worker_command, plan_layout
+from worker.layout import THREAD_VARIABLES, celery_worker_command, embedded_workers, plan_layout
 
 
 def test_cpu_node_runs_one_single_thread_process_per_core() -> None:
@@ -33,3 +33,10 @@ def test_command_sets_the_concurrency_and_keeps_the_callers_options() -> None:
     assert cmd[:6] == [sys.executable, "-m", "celery", "-A", "worker.app", "worker"]
     assert cmd[cmd.index("--concurrency") + 1] == "3"
     assert cmd[-3:] == ["-Q", "gpu,cpu", "-B"]
+
+
+def test_embedded_mode_keeps_one_core_for_users_jobs() -> None:
+    assert embedded_workers(cores=2) == [("gpu,cpu", 1), ("gpu,cpu,catalog", 1)]
+    assert embedded_workers(cores=8) == [("gpu,cpu", 1), ("gpu,cpu,catalog", 7)]
+    assert embedded_workers(cores=1) == [("gpu,cpu,catalog", None)]  # one queue, FIFO
+    assert embedded_workers(cores=8, processes=3) == [("gpu,cpu,catalog", None)]

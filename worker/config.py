@@ -13,6 +13,11 @@ from kombu import Exchange, Queue
 from store.settings import Settings, get_settings
 
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
+# The catalog's own shards (worker/dispatch.py): a worker that leaves it out keeps its cores
+# for users' jobs (`nads serve` runs one such process beside the others, nads/service_commands).
+CATALOG_QUEUE = "catalog"
+USER_QUEUES = f"{GPU_QUEUE},{CPU_QUEUE}"
+ALL_QUEUES = f"{USER_QUEUES},{CATALOG_QUEUE}"  # what a worker consumes by default
 
 # Task names, shared with the API, which enqueues by name (it must not import worker.tasks).
 RUN_SHARD = "nads.run_shard"
@@ -58,6 +63,7 @@ def make_celery(settings: Settings | None = None) -> Celery:
         task_queues=(
             Queue(GPU_QUEUE, Exchange(GPU_QUEUE), routing_key=GPU_QUEUE),
             Queue(CPU_QUEUE, Exchange(CPU_QUEUE), routing_key=CPU_QUEUE),
+            Queue(CATALOG_QUEUE, Exchange(CATALOG_QUEUE), routing_key=CATALOG_QUEUE),
         ),
         task_default_queue=CPU_QUEUE,
         task_routes={

@@ -6,23 +6,27 @@ import logging
 import uuid
 
 from celery import Celery
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store.models import SEQUENTIAL, Job, Shard, utcnow
-from worker.config import MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
+from store.auth import CATALOG_USER
+from store.models import SEQUENTIAL, Job, Shard, User, utcnow
+from worker.config import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 
 log = logging.getLogger(__name__)
 
 
-def _send(app: Celery, name: str, args: list, task_id: str) -> bool:
-    """Sends one message; False (and a log line) when the broker is unreachable.
+def _send(app: Celery, name: str, args: list, task_id: str, queue: str | None = None) -> bool:
+    """Sends one message (to the task's routed queue, or `queue`); False (and a log line) when
+    the broker is unreachable.
 
     A message that could not be sent is not an error for the caller: the row says the work is
     queued, and the reconciler sends it again.
     """
+    route = {"queue": queue, "routing_key": queue} if queue else {}
     try:
         app.send_task(name, args=args, task_id=task_id, retry=True,
-                      retry_policy={"max_retries": 2, "interval_start": 0.2})
+                      retry_policy={"max_retries": 2, "interval_start": 0.2}, **route)
         return True
     except Exception:  # noqa: BLE001 (any broker failure is recovered from the row)
         log.exception("could not enqueue %s%s", name, args)
@@ -36,7 +40,9 @@ def enqueue_shard(app: Celery, session: Session, job: Job, shard: Shard) -> bool
     session.commit()
     name = RUN_WHOLE if job.mode == SEQUENTIAL else RUN_SHARD
     args = [job.id] if job.mode == SEQUENTIAL else [job.id, shard.index]
-    return _send(app, name, args, shard.task_id)
+    owner = session.scalar(select(User.name).where(User.id == job.user_id))
+    return _send(app, name, args, shard.task_id,
+                 CATALOG_QUEUE if owner == CATALOG_USER else None)
 
 
 def enqueue_job(app: Celery, session: Session, job: Job) -> None:

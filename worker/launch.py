@@ -1,6 +1,8 @@
-"""`python -m worker.launch [celery worker options]`: `celery -A worker.app worker`, laid out for
-this node (worker/layout.py): its concurrency and thread variables set, then exec'd, so the pid
-is celery's. `nads serve`'s supervisor and the worker image both start workers this way.
+"""`python -m worker.launch [--cores N] [celery worker options]`: `celery -A worker.app worker`,
+laid out for this node (worker/layout.py): its concurrency and thread variables set, then
+exec'd, so the pid is celery's. `nads serve`'s supervisor and the worker image both start
+workers this way. `--cores N`: this worker's share of the usable cores (`nads serve` splits
+them between a users-only worker and one that also takes the catalog's shards).
 """
 
 from __future__ import annotations
@@ -22,14 +24,26 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def node_layout() -> Layout:
-    return plan_layout(usable_cores(), visible_gpus(), get_settings().worker_processes)
+def node_layout(cores: int | None = None) -> Layout:
+    usable = usable_cores()
+    share = usable if cores is None else max(1, min(cores, usable))
+    return plan_layout(share, visible_gpus(), get_settings().worker_processes)
+
+
+def split_cores(argv: list[str]) -> tuple[int | None, list[str]]:
+    """`--cores N` taken out of the arguments (the rest go to celery)."""
+    if "--cores" not in argv:
+        return None, argv
+    i = argv.index("--cores")
+    return int(argv[i + 1]), argv[:i] + argv[i + 2:]
 
 
 def main(argv: list[str] | None = None) -> None:
-    layout = node_layout()
-    print(f"nads worker: {layout.describe()}, {usable_cores()} usable core(s)", flush=True)
-    command = celery_worker_command(layout, sys.executable, sys.argv[1:] if argv is None else argv)
+    cores, args = split_cores(sys.argv[1:] if argv is None else argv)
+    layout = node_layout(cores)
+    print(f"nads worker: {layout.describe()} of {usable_cores()} usable core(s): "
+          f"celery worker {' '.join(args)}", flush=True)
+    command = celery_worker_command(layout, sys.executable, args)
     os.execve(sys.executable, command, os.environ | layout.env())
 
 

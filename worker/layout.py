@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from worker.config import ALL_QUEUES, USER_QUEUES
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 GPUS_VARIABLE = "NADS_WORKER_GPUS"  # set by the launcher; read by each child (pin_gpu)
 
@@ -56,3 +58,15 @@ def pin_gpu(**_: object) -> None:
     from celery.utils.log import current_process_index
 
     torch.cuda.set_device((current_process_index(base=0) or 0) % gpus)
+
+
+def embedded_workers(cores: int, processes: int = 0) -> list[tuple[str, int | None]]:
+    """The workers `nads serve` runs: (queues, their share of the cores; None: all).
+
+    With 2 or more cores and no configured count, one core's worker takes users' work only
+    and the others' also the catalog's: a user's job never waits behind a catalog build. On
+    one core a single worker takes everything, first in, first out.
+    """
+    if cores < 2 or processes:
+        return [(ALL_QUEUES, None)]
+    return [(USER_QUEUES, 1), (ALL_QUEUES, cores - 1)]
