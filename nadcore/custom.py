@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .init import ParamInit, UnknownModuleError, module_init_rules
 from .plan import ActivationProfile
 from .spec import ArchitectureRef, parse_init_policy
+from .untrusted import RefusedArchive, load_untrusted
 
 FORMATS = ("torchscript", "export")
 EXPORT_HOWTO = (
@@ -150,24 +150,39 @@ class Loaded:
     types: dict[str, str]
 
 
-def load_archive(source: Path | bytes, fmt: str | None = None) -> Loaded:
-    """Load onto the CPU (always a fresh module: callers may train it)."""
+_ARCHIVE_CHECKS = [True]
+
+
+def set_archive_checks(on: bool) -> None:
+    """Turn `nadcore.untrusted`'s checks off (False) or on for this process. Off is for the
+    service's tests of the sandbox only (NADS_UNSAFE_SKIP_ARCHIVE_CHECKS)."""
+    _ARCHIVE_CHECKS[0] = bool(on)
+
+
+def load_archive(source: Path | bytes, fmt: str | None = None, *, checks: bool | None = None
+                 ) -> Loaded:
+    """Load onto the CPU (always a fresh module: callers may train it), through
+    `nadcore.untrusted`: the archive's metadata and every operator of its graphs are checked
+    before anything of it runs (CustomArchitectureError naming what was refused); `checks`
+    defaults to the process's setting (`set_archive_checks`)."""
     fmt = fmt or sniff_format(source)
-    opened = io.BytesIO(source) if isinstance(source, bytes) else str(source)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
-        if fmt == "torchscript":
-            module = torch.jit.load(opened, map_location="cpu")
-            types = {n: _strip_qualified(m._c.qualified_name) for n, m in module.named_modules()}
-            return Loaded(module, fmt, types)
-        program = torch.export.load(opened)
+    checks = _ARCHIVE_CHECKS[0] if checks is None else checks
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    try:
+        loaded = load_untrusted(data, fmt, checks=checks)
+    except RefusedArchive as exc:
+        raise CustomArchitectureError(str(exc)) from None
+    if fmt == "torchscript":
+        module = loaded.module
+        types = {n: _strip_qualified(m._c.qualified_name) for n, m in module.named_modules()}
+        return Loaded(module, fmt, types)
     types = {}
-    for node in program.graph.nodes:
+    for node in loaded.program.graph.nodes:
         for entry in (node.meta.get("nn_module_stack") or {}).values():
             mod_path, mod_type = entry[0], entry[1]
             types.setdefault(mod_path, mod_type if isinstance(mod_type, str) else
                              f"{mod_type.__module__}.{mod_type.__qualname__}")
-    return Loaded(program.module(), fmt, types)
+    return Loaded(loaded.module, fmt, types)
 
 
 @lru_cache(maxsize=8)
@@ -390,9 +405,14 @@ class _Sizes(TorchDispatchMode):
         super().__init__()
         self.batch = batch
         self.sizes: list[int] = []
+        self.error: BaseException | None = None  # the operator's own error (see below)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
+        try:
+            out = func(*args, **(kwargs or {}))
+        except BaseException as exc:
+            self.error = exc
+            raise
         if isinstance(out, torch.Tensor) and out.dim() > 0 and out.shape[0] == self.batch:
             self.sizes.append(out.numel() // self.batch)
         return out
@@ -402,6 +422,14 @@ def _operator_sizes(model: nn.Module, input_shape: tuple[int, ...]) -> list[int]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     batch = 3  # a batch size no weight dimension is likely to share
     x = torch.zeros((batch, *input_shape), device=device)
-    with torch.no_grad(), _Sizes(batch) as rec:
-        model(x)
+    rec = _Sizes(batch)
+    try:
+        with torch.no_grad(), rec:
+            model(x)
+    except Exception:
+        # TorchScript turns an error raised inside a dispatch mode into an unrelated
+        # SystemError; the operator's own (e.g. "can't allocate memory") says what happened
+        if rec.error is not None and isinstance(rec.error, Exception):
+            raise rec.error from None
+        raise
     return rec.sizes

@@ -1,28 +1,17 @@
-"""Validation of an uploaded architecture, meant to run in a child process with limits:
+"""Validation of an uploaded architecture: `validate(path, input_shape, init)` -> its info.
 
-    python -m nadcore.custom_check ARCHIVE --input-shape C,H,W --init POLICY
-
-prints one JSON line, {"ok": true, "format": ..., "info": {...}} or {"ok": false, "reason":
-...}. The service's worker runs it under a wall-time and memory limit (worker/architectures.py)
-so that a model that hangs, explodes or crashes takes only the child down.
-
-Checks, in order: a TorchScript or torch.export zip (a plain pickle or a torch.save
-checkpoint is refused with the export recipe), it loads, the init policy can re-draw every
-parameter, and both the uploaded network and a re-drawn one map batches of 1 and 3 inputs of
-the declared shape to (B,) or (B, m) finite floats.
+The service runs it only inside the worker's sandbox (`nadcore.isolated`, task `validate`),
+never in the worker itself. Checks, in order: a TorchScript or torch.export zip (a plain pickle
+or a torch.save checkpoint is refused with the export recipe), its metadata and operators
+(`nadcore.untrusted`), it loads, the init policy can re-draw every parameter, and both the
+uploaded network and a re-drawn one map batches of the sizes jobs use (1, 3, a probe or poison
+training batch, a finite-difference pixel block of + and - inputs on the CPU) to (B,) or
+(B, m) finite floats.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import os
-import resource
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -38,23 +27,42 @@ from .custom import (
 )
 from .init import NetworkSampler
 
-BATCHES = (1, 3)
+SMALL_BATCHES = (1, 3)
+TRAINING_BATCH = 128  # the probe and poison default batch size
+EXCERPT = 120  # characters of a model's own error text that a reason quotes
 _DYNAMIC = ("a torch.export program must be exported with a dynamic batch dimension: "
             "dynamic_shapes=({0: torch.export.Dim('batch')},)")
 
 
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """A short, escaped quote of text a model produced (its exception's last line): never more
+    than `limit` characters, non-printable and non-ASCII characters escaped."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    quoted = last.encode("ascii", "backslashreplace").decode("ascii")
+    quoted = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in quoted)
+    return quoted[:limit] + ("..." if len(quoted) > limit else "")
+
+
 def _short(exc: BaseException) -> str:
-    """The error's last line (TorchScript puts the original error after two tracebacks)."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    text = lines[-1] if lines else ""
-    return f"{type(exc).__name__}: {text[:500]}" if ":" not in text[:40] else text[:500]
+    return f"{type(exc).__name__}: {excerpt(str(exc))!r}"
+
+
+def job_batches(model: CustomModel, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """Batch sizes validation runs: the small ones, a training batch, and the + and - block of
+    finite differences that the engine's CPU plan uses for this model and shape."""
+    from .plan import cpu_pixel_block
+
+    largest = model.activation_profile(input_shape).largest
+    block = cpu_pixel_block(largest, math.prod(input_shape))
+    return tuple(sorted({*SMALL_BATCHES, TRAINING_BATCH, 2 * block}))
 
 
 def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], what: str,
-             gen: torch.Generator) -> int:
-    """Runs `net` on batches of BATCHES inputs; the number of outputs m (1 for (B,))."""
+             gen: torch.Generator, batches: tuple[int, ...] = SMALL_BATCHES) -> int:
+    """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,))."""
     m = None
-    for b in BATCHES:
+    for b in batches:
         x = torch.randn((b, *input_shape), generator=gen)
         try:
             with torch.no_grad():
@@ -89,6 +97,8 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
     fmt = sniff_format(path)
     try:
         loaded = load_archive(path, fmt)
+    except CustomArchitectureError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise CustomArchitectureError(
             f"file: the {fmt} archive does not load: {_short(exc)}; {EXPORT_HOWTO}") from None
@@ -99,13 +109,15 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
     _, unknown = module_rules(loaded)
     model = CustomModel(loaded, policy).eval()  # raises when the policy cannot re-draw
     num_params = sum(p.numel() for p in model.parameters())
+    batches = job_batches(model, input_shape)
+    what = "the uploaded network"
     if policy != "keep":
         state = NetworkSampler(lambda: model, model, 0, torch.device("cpu")).sample([0])
         with torch.no_grad():
             for name, slot in model.state_dict(keep_vars=True).items():
                 slot.copy_(state[name][0])
-        _outputs(model.net, fmt, input_shape, "a re-initialized network (seed 0, network 0)",
-                 gen)
+        what = "a re-initialized network (seed 0, network 0)"
+    _outputs(model.net, fmt, input_shape, what, gen, batches)
     flops = _flops(model, input_shape)
     types: Counter[str] = Counter()
     params_by_type: Counter[str] = Counter()
@@ -127,6 +139,7 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
         "state_entries": len(model.state_dict()),
         "input_shape": list(input_shape),
         "init": policy,
+        "batches": list(batches),
         "torch": torch.__version__,
     }
 
@@ -142,74 +155,3 @@ def _flops(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> float |
     except Exception:  # noqa: BLE001 (an operator the counter cannot follow: unknown cost)
         return None
     return float(counter.get_total_flops())
-
-
-_REASON_LIMIT = 4000
-
-
-def check_in_child(path: Path, input_shape: list[int] | tuple[int, ...], init: str,
-                   timeout_s: float, memory_bytes: int) -> tuple[dict | None, str | None]:
-    """(info, None) or (None, reason): `validate` in a child process (`python -m
-    nadcore.custom_check`) whose memory is limited by RLIMIT_DATA (heap and anonymous
-    mappings: torch's library mappings alone exceed any sane address-space limit) and whose
-    process group is killed after `timeout_s` seconds. The caller survives whatever the model
-    does."""
-    def limits() -> None:  # in the child, before exec
-        resource.setrlimit(resource.RLIMIT_DATA, (memory_bytes, memory_bytes))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    cmd = [sys.executable, "-m", "nadcore.custom_check", str(path),
-           "--input-shape", ",".join(str(v) for v in input_shape), "--init", init]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    memory = (f"the memory limit of {memory_bytes:,} bytes "
-              "(NADS_ARCHITECTURE_VALIDATION_MEMORY_BYTES)")
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                            preexec_fn=limits, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        return None, (f"validation exceeded the time limit of {timeout_s:g} s "
-                      "(NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S): the model takes too long to "
-                      "load or to run a batch of 3 inputs")
-    lines = out.decode("utf-8", "replace").strip().splitlines()
-    try:
-        result = json.loads(lines[-1])
-    except (IndexError, ValueError):
-        tail = " | ".join(err.decode("utf-8", "replace").strip().splitlines()[-3:])
-        return None, (f"validation died (exit {proc.returncode}) under {memory}: "
-                      f"{tail}")[:_REASON_LIMIT]
-    if not result.get("ok"):
-        reason = str(result.get("reason"))
-        if "allocate" in reason or "out of memory" in reason:
-            reason += f" ({memory})"
-        return None, reason[:_REASON_LIMIT]
-    info = result["info"]
-    info["validation_seconds"] = round(time.monotonic() - t0, 3)
-    return info, None
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nadcore.custom_check")
-    p.add_argument("archive", type=Path)
-    p.add_argument("--input-shape", required=True)
-    p.add_argument("--init", default="torch-default")
-    args = p.parse_args(argv)
-    torch.set_num_threads(1)
-    shape = tuple(int(v) for v in args.input_shape.split(","))
-    try:
-        info = validate(args.archive, shape, args.init)  # type: ignore[arg-type]
-        result = {"ok": True, "format": info["format"], "info": info}
-    except (CustomArchitectureError, ValueError) as exc:
-        result = {"ok": False, "reason": str(exc)}
-    except MemoryError:
-        result = {"ok": False, "reason": "validation ran out of memory"}
-    print(json.dumps(result, allow_nan=False, default=lambda o: None
-                     if isinstance(o, float) and not math.isfinite(o) else str(o)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

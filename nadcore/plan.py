@@ -56,6 +56,18 @@ def activation_profile(template: nn.Module, input_shape: tuple[int, ...]) -> Act
     return ActivationProfile(max(sizes + [math.prod(input_shape)]), sum(sizes), params)
 
 
+def _pixel_block(largest: int, d: int, device_type: str) -> int:
+    target, floor = ((1 << 23), 64) if device_type == "cpu" else ((1 << 31), 1)
+    block = 2 ** int(math.log2(max(1, target // (8 * largest))))
+    return max(1, min(d, max(floor, block)))
+
+
+def cpu_pixel_block(largest: int, d: int) -> int:
+    """Pixels per finite-difference block on the CPU for a model whose largest activation has
+    `largest` floats per input (each block runs 2 x this many inputs)."""
+    return _pixel_block(largest, d, "cpu")
+
+
 @dataclass
 class ExecutionPlan:
     """How a spec runs on a device: networks per chunk, pixels per block, strategy."""
@@ -121,9 +133,7 @@ def plan_execution(
     # CPU: keep a block's largest activation near the cache size (measured: 2.5x faster for
     # LeNet than all 2*D inputs at once) but not below 64 pixels, where per-call overhead
     # dominates deep models. GPU: large blocks.
-    target, floor = ((1 << 23), 64) if device.type == "cpu" else ((1 << 31), 1)
-    pixel_block = 2 ** int(math.log2(max(1, target // (8 * prof.largest))))
-    pixel_block = max(1, min(d, max(floor, pixel_block)))
+    pixel_block = _pixel_block(prof.largest, d, device.type)
     per_net = 4 * prof.parameters * 2 + 4 * d * 2
     if strategy == "vmap":
         if spec.method == "finite_difference":

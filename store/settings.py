@@ -59,6 +59,20 @@ class Settings(BaseSettings):
         2 * 2**30, ge=2**28,
         description="Memory (RLIMIT_DATA: heap and anonymous mappings) of the validation child.",
     )
+    # The sandbox in which uploaded models run (worker/sandbox.py), for jobs; validation uses
+    # the two settings above.
+    sandbox_memory_bytes: int = Field(
+        8 * 2**30, ge=2**28,
+        description="Memory (RLIMIT_DATA) of the sandbox that runs one shard of a job on an "
+        "uploaded architecture.",
+    )
+    sandbox_scratch_bytes: int = Field(
+        256 * 2**20, ge=2**20, description="Size of the sandbox's private /tmp (and largest file)."
+    )
+    unsafe_skip_archive_checks: bool = Field(
+        False, description="TESTS ONLY: load uploaded archives without nadcore.untrusted's "
+        "checks, so that tests can show the sandbox alone contains a hostile model.",
+    )
     max_body_bytes: int = Field(
         32 * 2**20, ge=1,
         description="Largest request body outside the streamed uploads (413). The largest "

@@ -18,7 +18,7 @@ from torch import nn
 
 from nadcore import NADSpec, run_spec, subspace_overlap
 from nadcore.custom import CustomArchitectureError, custom_model, register_archive
-from nadcore.custom_check import check_in_child, validate
+from nadcore.custom_check import validate
 from nadcore.datasets import ImageDataset
 from nadcore.init import NetworkSampler
 from nadcore.poison import train_classifier
@@ -228,15 +228,3 @@ def test_poison_trains_a_redrawn_uploaded_model(tmp_path, suffix):
         train_classifier(spec, ImageDataset(x, y % 2, x, y % 2, 2, "two"), x, device="cpu")
 
 
-class _Greedy(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) + torch.ones(400_000_000).sum()  # 1.6 GB
-
-
-def test_child_process_memory_limit(tmp_path):
-    path = tmp_path / "greedy.pt"
-    path.write_bytes(scripted_bytes(_Greedy()))
-    info, reason = check_in_child(path, (1, 2, 2), "torch-default", timeout_s=120,
-                                  memory_bytes=1 << 30)
-    assert info is None
-    assert "NADS_ARCHITECTURE_VALIDATION_MEMORY_BYTES" in reason and "1,073,741,824" in reason

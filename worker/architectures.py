@@ -1,10 +1,10 @@
 """Validation of uploaded architectures (Celery task on the "cpu" queue), and the blob store
 as the place where the engine finds architecture archives by sha256.
 
-The checks run in a CHILD process, never in the worker itself (nadcore.custom_check.
-check_in_child: a memory limit and a wall-time limit, past which its process group is killed).
-A model that hangs, explodes or crashes the interpreter takes only the child down; the worker
-records the reason and takes the next job.
+The zip's directory is read here (`sniff_format`: a file that is no TorchScript or torch.export
+archive needs no sandbox); everything else, loading included, runs in the sandbox
+(`worker.uploaded.validate`): a model that hangs, explodes, crashes or attacks takes only the
+sandbox down, and the worker records the reason in the service's own words.
 The task is idempotent: an architecture that is no longer `validating` is left alone.
 """
 
@@ -15,38 +15,26 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
-from nadcore.custom import CustomArchitectureError, add_archive_source, sniff_format
-from nadcore.custom_check import check_in_child
+from nadcore.custom import CustomArchitectureError, sniff_format
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
 from store.settings import Settings, get_settings
+from worker import uploaded
 from worker.app import app
 from worker.config import VALIDATE_ARCHITECTURE
 
 log = logging.getLogger(__name__)
 
 
-def _blob_path(sha256: str) -> Path | None:
-    blobs = BlobStore(get_settings().resolved_blob_dir)
-    return blobs.path(sha256) if blobs.exists(sha256) else None
-
-
-add_archive_source(_blob_path)  # NAD, probe and poison shards find uploaded archives here
-
-
 def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
                ) -> tuple[str, dict | None, str | None]:
-    """(status, info, reason) of the archive at `path`: the zip layout is read here (a file
-    that is no TorchScript or torch.export archive needs no child), the rest is checked in a
-    limited child process."""
+    """(status, info, reason) of the archive at `path`."""
     try:
         sniff_format(path)  # reads the zip's directory only; never unpickles
     except CustomArchitectureError as exc:
         return REJECTED, None, str(exc)
-    info, reason = check_in_child(path, input_shape, init,
-                                  settings.architecture_validation_timeout_s,
-                                  settings.architecture_validation_memory_bytes)
+    info, reason = uploaded.validate(settings, path, input_shape, init)
     return (READY, info, None) if info is not None else (REJECTED, None, reason)
 
 

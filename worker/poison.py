@@ -10,7 +10,6 @@ writes the metrics, the figures and, with `keep_dataset`, the poisoned training 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from nadcore.datasets import ImageDataset, load_dataset
-from nadcore.poison import flip_dataset, poison_dataset, run_poison
+from nadcore.poison import flip_dataset, poison_dataset
 from nadcore.poison_spec import PoisonSpec
+from nadcore.shards import PoisonPartial, run_poison_shard  # noqa: F401 (the worker's names)
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS_UPLOAD, Upload
 from worker.plots import render_examples, render_poison_accuracy
@@ -75,51 +75,6 @@ def load_inputs(spec: PoisonSpec, blobs: BlobStore, src: Sources, datasets_dir: 
     except (OSError, ValueError) as exc:
         raise ValueError(f"nads: not a readable .npy file ({exc})") from exc
     return data, nads
-
-
-@dataclass
-class PoisonPartial:
-    """The result of one shard: positions start..stop-1 of `spec.indices`."""
-
-    start: int
-    stop: int
-    train: np.ndarray  # (stop - start, epochs) float64: accuracy % on the poisoned training set
-    test: np.ndarray  # (stop - start, epochs) float64: accuracy % on the clean test set
-    info: dict
-
-    def save(self, path: Path) -> None:
-        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop), train=self.train,
-                 test=self.test,
-                 info=np.frombuffer(json.dumps(self.info, default=str).encode(), dtype=np.uint8))
-
-    @classmethod
-    def load(cls, path: Path) -> PoisonPartial:
-        with np.load(path) as z:
-            return cls(int(z["start"]), int(z["stop"]), z["train"], z["test"],
-                       json.loads(z["info"].tobytes().decode()))
-
-
-def run_poison_shard(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, start: int,
-                     stop: int, *, progress: Callable[[int, int], None],
-                     should_stop: Callable[[], bool]) -> PoisonPartial:
-    """Trains positions start..stop-1, one at a time so that progress counts epochs over the
-    whole shard; raises nadcore.engine.Cancelled when stopped."""
-    epochs = spec.training.epochs
-    total = (stop - start) * epochs
-    results = []
-    for p in range(start, stop):
-        done = (p - start) * epochs
-
-        def step(epoch: int, _epochs: int, done: int = done) -> None:
-            progress(done + epoch, total)
-
-        results += run_poison(spec, data, nads, positions=range(p, p + 1), progress=step,
-                              should_stop=should_stop)
-    train = np.stack([np.asarray(r.train_accuracy, dtype=np.float64) for r in results])
-    test = np.stack([np.asarray(r.test_accuracy, dtype=np.float64) for r in results])
-    info = dict(results[0].info) if results else {}
-    info["seconds"] = sum(float(r.info.get("seconds", 0.0)) for r in results)
-    return PoisonPartial(start, stop, train, test, info)
 
 
 def merge_partials(partials: list[PoisonPartial], count: int) -> tuple[np.ndarray, np.ndarray]:

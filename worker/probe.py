@@ -8,16 +8,14 @@ concatenates the partials in direction order and writes the artifacts.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from nadcore.probe import direction_frequencies, make_directions, run_probe
+from nadcore.probe import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
+from nadcore.shards import ProbePartial, run_probe_shard  # noqa: F401 (the worker's names)
 from store.blobs import BlobStore
 from worker.plots import render_accuracy_vs_index, render_heatmap
 from worker.sources import nads_blob_of_catalog, nads_blob_of_job
@@ -43,38 +41,6 @@ def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> 
     """All the job's directions, (n, C*H*W) float32 unit rows, in direction-index order."""
     nad_array = None if nad_sha is None else np.load(blobs.path(nad_sha))
     return make_directions(spec, nad_array)
-
-
-@dataclass
-class ProbePartial:
-    """The result of one shard: directions start..stop-1."""
-
-    start: int
-    stop: int
-    accuracies: np.ndarray  # (stop - start,) float64 percent
-    curves: np.ndarray  # (stop - start, epochs, 4) float32
-    info: dict
-
-    def save(self, path: Path) -> None:
-        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop),
-                 accuracies=self.accuracies, curves=self.curves,
-                 info=np.frombuffer(json.dumps(self.info).encode(), dtype=np.uint8))
-
-    @classmethod
-    def load(cls, path: Path) -> ProbePartial:
-        with np.load(path) as z:
-            return cls(int(z["start"]), int(z["stop"]), z["accuracies"], z["curves"],
-                       json.loads(z["info"].tobytes().decode()))
-
-
-def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: int, *,
-                    progress: Callable[[int, int], None],
-                    should_stop: Callable[[], bool]) -> ProbePartial:
-    """Trains directions start..stop-1; raises nadcore.engine.Cancelled when stopped."""
-    result = run_probe(spec, directions[start:stop], first_index=start, progress=progress,
-                       should_stop=should_stop)
-    return ProbePartial(start, stop, np.asarray(result.accuracies, dtype=np.float64),
-                        np.asarray(result.curves, dtype=np.float32), result.info)
 
 
 def merge_partials(partials: list[ProbePartial], num_directions: int

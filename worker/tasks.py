@@ -42,12 +42,13 @@ from store.models import (
     utcnow,
 )
 from store.settings import get_settings
-from worker import catalog, poison, probe, state
+from worker import catalog, poison, probe, state, uploaded
 from worker.app import app
 from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from worker.dispatch import enqueue_merge
 from worker.plots import render_nad_figures
 from worker.reconcile import reconcile_once
+from worker.sandbox import SandboxCancelled
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +167,19 @@ def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
                         shard.stop)
 
 
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _nad_shard(claimed: _Claimed, index: int, progress: Callable[[int, int], None],
                should_stop: Callable[[], bool]) -> PartialNADs:
     spec = NADSpec.model_validate(claimed.spec)
     start, stop = spec.shard_ranges()[index]
+    if uploaded.uses_upload(spec):
+        return uploaded.nad_shard(get_settings(), spec, start, stop, _threads(), progress,
+                                  should_stop)
     return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
 
 
@@ -179,6 +189,9 @@ def _probe_shard(claimed: _Claimed, progress: Callable[[int, int], None],
     with session_scope(_db_url()) as session:
         nad_sha = probe.nad_source_sha(session, claimed.user_id, spec)
     directions = probe.build_directions(spec, _blobs(), nad_sha)
+    if uploaded.uses_upload(spec):
+        return uploaded.probe_shard(get_settings(), spec, directions, claimed.start,
+                                    claimed.stop, _threads(), progress, should_stop)
     return probe.run_probe_shard(spec, directions, claimed.start, claimed.stop,
                                  progress=progress, should_stop=should_stop)
 
@@ -194,6 +207,9 @@ def _poison_shard(claimed: _Claimed, progress: Callable[[int, int], None],
                   should_stop: Callable[[], bool]) -> poison.PoisonPartial:
     spec = PoisonSpec.model_validate(claimed.spec)
     data, nads = _poison_inputs(claimed.user_id, spec)
+    if uploaded.uses_upload(spec):
+        return uploaded.poison_shard(get_settings(), spec, data, nads, claimed.start,
+                                     claimed.stop, _threads(), progress, should_stop)
     return poison.run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
                                    progress=progress, should_stop=should_stop)
 
@@ -215,7 +231,7 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
             part = _SHARD_RUNNERS[claimed.kind](claimed, progress, should_stop)
         else:
             part = _nad_shard(claimed, index, progress, should_stop)
-    except Cancelled:
+    except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
         return
@@ -254,9 +270,24 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
         )
 
 
+class NonFiniteResult(ValueError):
+    """A result holds NaN or inf: the job fails instead of succeeding with meaningless arrays."""
+
+
+def require_finite(**arrays: np.ndarray) -> None:
+    for name, array in arrays.items():
+        bad = int(array.size - np.isfinite(array).sum())
+        if bad:
+            raise NonFiniteResult(
+                f"{name}: {bad} of {array.size} values are not finite (NaN or inf); the "
+                "networks' outputs or gradients overflow or are undefined at these inputs "
+                "(check scale, eval_point and the architecture)")
+
+
 def _store_result(job_id: str, result: NADResult) -> None:
     """Writes a NAD result's arrays as .npy artifacts and its figures (preview.png,
-    spectrum.png) and moves the job to succeeded."""
+    spectrum.png) and moves the job to succeeded; NaN or inf anywhere fails the job."""
+    require_finite(**result.arrays())
     with tempfile.TemporaryDirectory() as tmp:
         files = []
         for name, array in result.arrays().items():
@@ -275,6 +306,7 @@ def _merge_probe(job_id: str, spec: ProbeSpec, shas: list[str], nad_sha: str | N
     directions = probe.build_directions(spec, blobs, nad_sha)
     partials = [probe.ProbePartial.load(blobs.path(sha)) for sha in shas]
     accuracies, curves = probe.merge_partials(partials, directions.shape[0])
+    require_finite(accuracies=accuracies)
     with tempfile.TemporaryDirectory() as tmp:
         files = probe.write_artifacts(spec, directions, accuracies, curves, Path(tmp))
         _store_artifacts(job_id, files, probe.summarize(spec, accuracies, partials))
@@ -287,6 +319,7 @@ def _merge_poison(job_id: str, spec: PoisonSpec, shas: list[str], user_id: int) 
     data, nads = _poison_inputs(user_id, spec)
     partials = [poison.PoisonPartial.load(blobs.path(sha)) for sha in shas]
     train, test = poison.merge_partials(partials, len(poison.positions(spec)))
+    require_finite(train_accuracy=train, test_accuracy=test)
     with tempfile.TemporaryDirectory() as tmp:
         files = poison.write_artifacts(spec, data, nads, train, test, Path(tmp))
         _store_artifacts(job_id, files, poison.summarize(spec, train, test, partials, data))
@@ -335,8 +368,12 @@ def run_whole(self: Task, job_id: str) -> None:
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     spec = NADSpec.model_validate(claimed.spec)
     try:
-        result = run_spec(spec, progress=progress, should_stop=should_stop)
-    except Cancelled:
+        if uploaded.uses_upload(spec):
+            result = uploaded.nad_whole(get_settings(), spec, _threads(), progress,
+                                        should_stop)
+        else:
+            result = run_spec(spec, progress=progress, should_stop=should_stop)
+    except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
         return

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -25,7 +22,7 @@ from store.db import get_engine
 from store.migrate import upgrade
 from store.settings import Settings
 
-from .support import ROOT, ServerThread, new_key, settings_env
+from .support import ServerThread, celery_worker, new_key
 
 PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -90,41 +87,11 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
                     max_architecture_bytes=2_000_000, architecture_validation_timeout_s=20)
 
 
-def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and needle in path.read_text(errors="replace"):
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    text = path.read_text(errors="replace") if path.exists() else ""
-    raise RuntimeError(f"{needle!r} not seen in {path} (exit {proc.poll()}):\n{text[-3000:]}")
-
-
 @pytest.fixture(scope="session")
 def worker(settings: Settings) -> Iterator[subprocess.Popen]:
     """A real Celery worker: prefork, one child (soft time limits need prefork)."""
-    log_path = settings.data_dir / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu",
-           "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
-           "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
-    # One BLAS/OpenMP thread: on this 2-core machine, OpenMP spinning under contention makes
-    # tasks 10x slower at random. The e2e tests compute their reference single-threaded too.
-    env = settings_env(settings) | {"OMP_NUM_THREADS": "1"}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        wait_for_log(log_path, "ready.", proc, timeout=90)
+    with celery_worker(settings) as proc:
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,44 @@ def nads_serve(cwd: Path, env: dict[str, str], *args: str, timeout: float = 90
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and needle in path.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    text = path.read_text(errors="replace") if path.exists() else ""
+    raise RuntimeError(f"{needle!r} not seen in {path} (exit {proc.poll()}):\n{text[-3000:]}")
+
+
+@contextlib.contextmanager
+def celery_worker(settings: Settings, **extra_env: str) -> Iterator[subprocess.Popen]:
+    """A real Celery worker for `settings` (prefork, one child: soft time limits need
+    prefork), its log in the data dir; stopped with SIGTERM (SIGKILL after 20 s)."""
+    log_path = settings.data_dir / "worker.log"
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu,catalog",
+           "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+           "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
+    # One BLAS/OpenMP thread: on this 2-core machine, OpenMP spinning under contention makes
+    # tasks 10x slower at random. The e2e tests compute their reference single-threaded too.
+    env = settings_env(settings) | {"OMP_NUM_THREADS": "1"} | extra_env
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for_log(log_path, "ready.", proc, timeout=90)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -1,0 +1,95 @@
+"""Probe and poison shards: the directions (poison indices) a shard trains and the partial
+result it stores, apart from the service so that the worker's sandbox child
+(`nadcore.isolated`) runs exactly what the worker runs for a built-in architecture."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import ImageDataset
+from .poison import run_poison
+from .poison_spec import PoisonSpec
+from .probe import run_probe
+from .probe_spec import ProbeSpec
+
+
+@dataclass
+class ProbePartial:
+    """The result of one shard: directions start..stop-1."""
+
+    start: int
+    stop: int
+    accuracies: np.ndarray  # (stop - start,) float64 percent
+    curves: np.ndarray  # (stop - start, epochs, 4) float32
+    info: dict
+
+    def save(self, path: Path) -> None:
+        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop),
+                 accuracies=self.accuracies, curves=self.curves,
+                 info=np.frombuffer(json.dumps(self.info).encode(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, path: Path) -> ProbePartial:
+        with np.load(path) as z:
+            return cls(int(z["start"]), int(z["stop"]), z["accuracies"], z["curves"],
+                       json.loads(z["info"].tobytes().decode()))
+
+
+def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: int, *,
+                    progress: Callable[[int, int], None],
+                    should_stop: Callable[[], bool]) -> ProbePartial:
+    """Trains directions start..stop-1; raises nadcore.engine.Cancelled when stopped."""
+    result = run_probe(spec, directions[start:stop], first_index=start, progress=progress,
+                       should_stop=should_stop)
+    return ProbePartial(start, stop, np.asarray(result.accuracies, dtype=np.float64),
+                        np.asarray(result.curves, dtype=np.float32), result.info)
+
+
+@dataclass
+class PoisonPartial:
+    """The result of one shard: positions start..stop-1 of `spec.indices`."""
+
+    start: int
+    stop: int
+    train: np.ndarray  # (stop - start, epochs) float64: accuracy % on the poisoned training set
+    test: np.ndarray  # (stop - start, epochs) float64: accuracy % on the clean test set
+    info: dict
+
+    def save(self, path: Path) -> None:
+        np.savez(path, start=np.int64(self.start), stop=np.int64(self.stop), train=self.train,
+                 test=self.test,
+                 info=np.frombuffer(json.dumps(self.info, default=str).encode(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, path: Path) -> PoisonPartial:
+        with np.load(path) as z:
+            return cls(int(z["start"]), int(z["stop"]), z["train"], z["test"],
+                       json.loads(z["info"].tobytes().decode()))
+
+
+def run_poison_shard(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, start: int,
+                     stop: int, *, progress: Callable[[int, int], None],
+                     should_stop: Callable[[], bool]) -> PoisonPartial:
+    """Trains positions start..stop-1, one at a time so that progress counts epochs over the
+    whole shard; raises nadcore.engine.Cancelled when stopped."""
+    epochs = spec.training.epochs
+    total = (stop - start) * epochs
+    results = []
+    for p in range(start, stop):
+        done = (p - start) * epochs
+
+        def step(epoch: int, _epochs: int, done: int = done) -> None:
+            progress(done + epoch, total)
+
+        results += run_poison(spec, data, nads, positions=range(p, p + 1), progress=step,
+                              should_stop=should_stop)
+    train = np.stack([np.asarray(r.train_accuracy, dtype=np.float64) for r in results])
+    test = np.stack([np.asarray(r.test_accuracy, dtype=np.float64) for r in results])
+    info = dict(results[0].info) if results else {}
+    info["seconds"] = sum(float(r.info.get("seconds", 0.0)) for r in results)
+    return PoisonPartial(start, stop, train, test, info)

@@ -1,0 +1,232 @@
+"""Uploaded models as an attacker would write them, each a real upload through the API to a real
+worker (tests/hostile_models.py).
+
+Layer one (nadcore.untrusted) refuses what is not a plain network before loading it; the tests
+marked `layer two` run a second service whose worker has that layer switched off
+(NADS_UNSAFE_SKIP_ARCHIVE_CHECKS, a test-only setting) to show that the sandbox alone still
+contains the model: no secret read, nothing written outside its scratch, no network. Models
+that are plain networks but spin, allocate or turn NaN only at a job's inputs pass validation;
+the job then ends within seconds of a cancel, fails naming the memory limit, or fails naming
+the non-finite values, and the worker serves the next job.
+
+Run with NADS_TEST_REDIS_DB=10 (its own Redis database).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.main import create_app
+from store.migrate import upgrade
+from store.settings import Settings
+from tests.bad_models import scripted_bytes
+from tests.hostile_models import (
+    SHAPE,
+    AllocatesAtJobInputs,
+    NaNAtJobInputs,
+    ReadsFile,
+    SpinsAtJobInputs,
+    WritesFile,
+    lenet_pt2,
+    pickled_weight_pt2,
+)
+
+from .support import ServerThread, celery_worker, new_key, wait_for_job
+
+pytestmark = pytest.mark.slow
+JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
+       "scale": 100.0}
+
+
+def upload(client: httpx.Client, data: bytes, filename: str) -> dict:
+    r = client.post("/v1/architectures", data={"name": filename.split(".")[0],
+                                               "input_shape": ",".join(map(str, SHAPE))},
+                    files={"file": (filename, data, "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    arch_id = r.json()["id"]
+    deadline = time.monotonic() + 120
+    while (row := client.get(f"/v1/architectures/{arch_id}").json())["status"] == "validating":
+        assert time.monotonic() < deadline, row
+        time.sleep(0.2)
+    return row
+
+
+def _payload(secret: Path, written: Path, port: int) -> str:
+    """Python that a pickled weight runs: read a secret, write outside scratch, connect out,
+    then raise what it got (the rejection reason is the channel it would exfiltrate through)."""
+    return f"""
+import socket
+got = []
+for attempt in (lambda: open({str(secret)!r}).read(),
+                lambda: open({str(written)!r}, 'w').write('owned'),
+                lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2)):
+    try:
+        got.append(repr(attempt()))
+    except Exception as exc:
+        got.append(type(exc).__name__)
+raise ValueError('got ' + ' '.join(got))  # torch.export.load swallows RuntimeError
+"""
+
+
+class Listener:
+    """A TCP server on loopback that counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.running = True
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while self.running:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+# -- layer one, with the service's own worker -----------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_pickled_weights_are_refused_and_nothing_runs(alice: httpx.Client, tmp_path: Path
+                                                      ) -> None:
+    marker = tmp_path / "ran"
+    data = pickled_weight_pt2(lenet_pt2(tmp_path), f"open({str(marker)!r}, 'w').write('x')")
+    row = upload(alice, data, "pickled.pt2")
+    assert row["status"] == "rejected", row
+    assert "pickled or custom object" in row["reason"]
+    assert not marker.exists()
+
+
+@pytest.mark.usefixtures("worker")
+def test_file_access_is_refused_before_running(alice: httpx.Client, settings: Settings,
+                                               tmp_path: Path) -> None:
+    secret = settings.data_dir / "secret-for-test"
+    secret.write_text("s3cr3t")
+    written = settings.data_dir / "written-by-model"
+    for model in (ReadsFile(str(secret), 6), WritesFile(str(written))):
+        row = upload(alice, scripted_bytes(model), "files.pt")
+        assert row["status"] == "rejected", row
+        assert "'aten::from_file'" in row["reason"], row["reason"]
+        assert "stolen" not in row["reason"]
+    assert not written.exists()
+
+
+def _cancel_within(client: httpx.Client, job_id: str, seconds: float) -> float:
+    deadline = time.monotonic() + 120
+    while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(3)  # the model is spinning inside its forward pass by now
+    t0 = time.monotonic()
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+    while any(s["status"] == "running" for s in client.get(f"/v1/jobs/{job_id}").json()["shards"]):
+        assert time.monotonic() - t0 < seconds, "the spinning shard was not stopped"
+        time.sleep(0.1)
+    return time.monotonic() - t0
+
+
+@pytest.mark.usefixtures("worker")
+def test_models_that_misbehave_only_at_job_inputs(alice: httpx.Client, settings: Settings
+                                                  ) -> None:
+    """Validation passes (N(0, I) inputs); the job's finite differences (scale 100) trigger."""
+    rows = {name: upload(alice, scripted_bytes(cls()), f"{name}.pt") for name, cls in
+            (("spin", SpinsAtJobInputs), ("alloc", AllocatesAtJobInputs),
+             ("nan", NaNAtJobInputs))}
+    assert all(r["status"] == "ready" for r in rows.values()), rows
+
+    spin = alice.post("/v1/jobs/nads", json={**JOB, "architecture": {"id": rows["spin"]["id"]}})
+    assert spin.status_code == 202, spin.text
+    stopped = _cancel_within(alice, spin.json()["id"], 10)
+    assert alice.get(f"/v1/jobs/{spin.json()['id']}").json()["status"] == "cancelled"
+
+    alloc = alice.post("/v1/jobs/nads", json={**JOB, "architecture": {"id": rows["alloc"]["id"]}})
+    job = wait_for_job(alice, alloc.json()["id"], timeout=180)
+    assert job["status"] == "failed", job
+    limit = f"{settings.sandbox_memory_bytes:,}"  # the default: 8 GiB
+    assert "memory limit" in job["error"] and limit in job["error"], job["error"]
+
+    nan = alice.post("/v1/jobs/nads", json={**JOB, "architecture": {"id": rows["nan"]["id"]}})
+    job = wait_for_job(alice, nan.json()["id"], timeout=180)
+    assert job["status"] == "failed", job
+    assert "not finite" in job["error"], job["error"]
+
+    # the worker serves the next job
+    ok = alice.post("/v1/jobs/nads", json={**JOB, "architecture": "lenet"})
+    assert wait_for_job(alice, ok.json()["id"], timeout=180)["status"] == "succeeded"
+    print(f"spinning shard stopped {stopped:.1f} s after the cancel")
+
+
+# -- layer two alone: a second service whose worker skips layer one ------------------------------
+@pytest.fixture(scope="module")
+def unchecked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Settings]]:
+    """An embedded service (SQLite, filesystem broker) whose worker loads archives without
+    nadcore.untrusted's checks: only the sandbox stands between a model and the service."""
+    data = tmp_path_factory.mktemp("unchecked")
+    settings = Settings(data_dir=data, unsafe_skip_archive_checks=True, progress_interval_s=0.2)
+    upgrade(settings.resolved_database_url)
+    key = new_key(settings, f"mallory-{uuid.uuid4().hex[:6]}")
+    with celery_worker(settings, NADS_UNSAFE_SKIP_ARCHIVE_CHECKS="true"), \
+            ServerThread(create_app(settings)) as server, \
+            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
+                         timeout=30) as client:
+        yield client, settings
+
+
+def test_layer_two_stops_file_reads_and_writes(unchecked: tuple[httpx.Client, Settings]
+                                               ) -> None:
+    client, settings = unchecked
+    secret = settings.data_dir / "local-api-key-copy"
+    secret.write_text("s3cr3t")
+    row = upload(client, scripted_bytes(ReadsFile(str(secret), 6)), "reads.pt")
+    assert row["status"] == "rejected", row
+    assert "stolen" not in row["reason"] and "115, 51" not in row["reason"]  # b"s3"
+    assert "unable to open file" in row["reason"], row["reason"]  # it is not there
+
+    written = settings.data_dir / "written-by-model"
+    written.write_bytes(b"\0" * 16)
+    row = upload(client, scripted_bytes(WritesFile(str(written))), "writes.pt")
+    assert written.read_bytes() == b"\0" * 16, "the model wrote outside its scratch"
+    assert row["status"] == "rejected", row
+
+
+def test_layer_two_stops_code_from_a_pickle(unchecked: tuple[httpx.Client, Settings],
+                                            tmp_path: Path) -> None:
+    client, settings = unchecked
+    secret = settings.data_dir / "secret-for-pickle"
+    secret.write_text("s3cr3t")
+    written = settings.data_dir / "written-by-pickle"
+    listener = Listener()
+    try:
+        data = pickled_weight_pt2(lenet_pt2(tmp_path),
+                                  _payload(secret, written, listener.port))
+        row = upload(client, data, "pickled.pt2")
+    finally:
+        listener.close()
+    assert row["status"] == "rejected", row
+    reason = row["reason"]
+    # the payload ran (layer one was off) and every attempt failed inside the sandbox
+    assert "got FileNotFoundError" in reason, reason
+    assert "s3cr3t" not in reason
+    assert not written.exists()
+    assert listener.accepted == 0, "the model reached the network"
+    assert reason.count("Error") >= 3, reason

@@ -1,0 +1,188 @@
+"""Layer one alone (nadcore.untrusted, in this process, no sandbox): archives that would run code
+while loading are refused before anything of them runs, and every real network passes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from nadcore.architectures import build_model
+from nadcore.custom import CustomArchitectureError, load_archive
+from nadcore.operators import ALLOWED_OPERATORS
+from nadcore.untrusted import (
+    RefusedArchive,
+    load_untrusted,
+    program_operators,
+    refuse_unlisted,
+    scripted_operators,
+)
+from tests.bad_models import scripted_bytes
+from tests.hostile_models import (
+    SHAPE,
+    ReadsFile,
+    SetsState,
+    WritesFile,
+    edited_program_pt2,
+    lenet_pt2,
+    pickled_sample_inputs_pt2,
+    pickled_weight_pt2,
+)
+
+BUILTINS = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
+
+
+def _marker_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').write('ran')"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return lenet_pt2(tmp_path_factory.mktemp("pt2"))
+
+
+def test_pickled_weights_are_refused_without_unpickling(base: bytes, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    data = pickled_weight_pt2(base, _marker_code(marker))
+    with pytest.raises(CustomArchitectureError, match="pickled or custom object"):
+        load_archive(data, "export")
+    assert not marker.exists()
+    # the attack is real: torch's own loader runs the payload
+    with pytest.raises(Exception):  # noqa: B017 (the payload replaced a tensor)
+        load_untrusted(data, "export", checks=False)
+    assert marker.read_text() == "ran"
+
+
+def test_sample_inputs_and_guards_code_never_run(base: bytes, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    data = pickled_sample_inputs_pt2(base, _marker_code(marker))
+
+    def guards(program: dict) -> None:
+        program["guards_code"] = [f"__import__('builtins').{_marker_code(marker)} or True"]
+
+    data = edited_program_pt2(data, guards)
+    module = load_archive(data, "export").module
+    assert module(torch.randn(3, *SHAPE)).shape == (3, 1)
+    assert not marker.exists()
+
+
+def test_a_size_expression_that_is_code_is_refused(base: bytes) -> None:
+    def inject(program: dict) -> None:
+        def walk(value: object) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if k == "expr_str":
+                        value[k] = "__import__('os').system('true')"
+                    walk(v)
+            elif isinstance(value, list):
+                for v in value:
+                    walk(v)
+        walk(program)
+
+    with pytest.raises(CustomArchitectureError, match="symbolic size expression"):
+        load_archive(edited_program_pt2(base, inject), "export")
+
+
+@pytest.mark.parametrize("target", ["torch.ops.aten.from_file.default", "torch.hub.load",
+                                    "torch.utils.cpp_extension.load_inline"])
+def test_a_graph_node_outside_the_allow_list_is_refused_by_name(base: bytes, target: str
+                                                                ) -> None:
+    def swap(program: dict) -> None:
+        program["graph_module"]["graph"]["nodes"][0]["target"] = target
+
+    with pytest.raises(CustomArchitectureError, match="the network calls") as info:
+        load_archive(edited_program_pt2(base, swap), "export")
+    assert target.split(".")[-2 if target.endswith("default") else -1] in str(info.value)
+
+
+def test_compiled_code_and_zip_bombs_are_refused(base: bytes) -> None:
+    with pytest.raises(CustomArchitectureError, match="compiled code"):
+        load_archive(_with_member(base, "archive/data/aotinductor/model/x.so", b"\x7fELF"),
+                     "export")
+    with pytest.raises(RefusedArchive, match="unpacks to"):
+        load_untrusted(base, "export", max_uncompressed=1000)
+
+
+def _with_member(data: bytes, name: str, body: bytes) -> bytes:
+    import zipfile
+
+    out = io.BytesIO(data)
+    with zipfile.ZipFile(out, "a") as z:
+        z.writestr(name, body)
+    return out.getvalue()
+
+
+def test_torchscript_file_access_is_refused_naming_the_operator(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"key")
+    for model in (ReadsFile(str(secret), 3), WritesFile(str(tmp_path / "written"))):
+        with pytest.raises(CustomArchitectureError, match="aten::from_file"):
+            load_archive(scripted_bytes(model), "torchscript")
+    assert not (tmp_path / "written").exists()
+
+
+def test_torchscript_setstate_is_refused_before_loading(tmp_path: Path) -> None:
+    with pytest.raises(CustomArchitectureError, match="__setstate__"):
+        load_archive(scripted_bytes(SetsState()), "torchscript")
+
+
+@pytest.mark.parametrize("arch", BUILTINS)
+def test_every_builtin_passes_both_formats(arch: str) -> None:
+    model = build_model(arch, (1, 32, 32), 2, "cpu").eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        want = model(x)
+    program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    for data, fmt in ((buf.getvalue(), "export"), (scripted_bytes(model), "torchscript")):
+        loaded = load_archive(data, fmt)
+        with torch.no_grad():
+            got = loaded.module(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_allow_list_has_no_file_process_or_python_operator() -> None:
+    for bad in ("aten::from_file", "aten::save", "aten::load", "prim::PythonOp", "prim::Print",
+                "prim::CallFunction", "aten::_nested_tensor_from_mask", "builtins.exec"):
+        assert bad not in ALLOWED_OPERATORS
+
+
+# One classifier of every torchvision family (the members of a family share their code, so
+# their operators): `python scripts/check_operator_allowlist.py` walks all of them.
+TORCHVISION_FAMILIES = [
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s",
+    "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
+    "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5",
+    "squeezenet1_0", "swin_t", "swin_v2_t", "vgg11", "vit_b_16", "wide_resnet50_2",
+]
+
+
+def classifier_operators(name: str) -> tuple[set[str], set[str] | None]:
+    """(scripted operators, exported operators or None where torch.export fails)."""
+    shape = (3, 224, 224) if name.startswith(("vit", "maxvit", "swin")) else (3, 96, 96)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
+        scripted = scripted_operators(torch.jit.script(model))
+        x = torch.randn(2, *shape)
+        program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
+    return scripted, program_operators(program)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCHVISION_FAMILIES)
+def test_torchvision_classifiers_pass_scripted_and_exported(name: str) -> None:
+    assert name in torchvision.models.list_models(module=torchvision.models)
+    scripted, exported = classifier_operators(name)
+    refuse_unlisted(scripted)
+    refuse_unlisted(exported)
+
+
+def test_refusal_names_the_operator() -> None:
+    with pytest.raises(RefusedArchive, match="'aten::from_file'"):
+        refuse_unlisted({"aten::conv2d", "aten::from_file"})

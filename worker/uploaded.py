@@ -1,0 +1,240 @@
+"""Work on users' uploaded architectures: validation and shards, each in the sandbox
+(`worker/sandbox.py`), with every answer checked before the service keeps it.
+
+The sandbox returns bytes that a hostile model may have written, so each result is loaded with
+allow_pickle=False, its ranges, shapes and keys compared with what the spec asks for, every
+float checked finite (a NaN or inf fails the job, naming the shard), and its free-form `info`
+reduced to short, escaped scalars. Built-in architectures never come here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from nadcore.custom_check import excerpt
+from nadcore.datasets import ImageDataset
+from nadcore.engine import NADResult, merge_key
+from nadcore.partial import PartialNADs
+from nadcore.poison_spec import PoisonSpec
+from nadcore.probe_spec import ProbeSpec
+from nadcore.shards import PoisonPartial, ProbePartial
+from nadcore.spec import ArchitectureRef, NADSpec, is_custom
+from store.blobs import BlobStore
+from store.settings import Settings
+from worker.sandbox import Limits, SandboxError, run_sandboxed
+
+Progress = Callable[[int, int], None]
+Stop = Callable[[], bool]
+
+
+def uses_upload(spec: NADSpec | ProbeSpec | PoisonSpec) -> bool:
+    return is_custom(spec.architecture)
+
+
+def _archive(settings: Settings, ref: ArchitectureRef) -> Path:
+    path = BlobStore(settings.resolved_blob_dir).path(ref.sha256 or "")
+    if ref.sha256 is None or not path.is_file():
+        raise SandboxError(f"architecture {ref.id}: its archive is missing from the blob store")
+    return path
+
+
+def job_limits(settings: Settings, threads: int) -> Limits:
+    return Limits(wall_s=settings.task_soft_time_limit_s,
+                  memory_bytes=settings.sandbox_memory_bytes, threads=threads,
+                  scratch_bytes=settings.sandbox_scratch_bytes,
+                  what="NADS_SANDBOX_MEMORY_BYTES, NADS_TASK_SOFT_TIME_LIMIT_S")
+
+
+def _request(settings: Settings, **fields: object) -> dict:
+    return {"archive_checks": not settings.unsafe_skip_archive_checks, **fields}
+
+
+# -- what may come back ---------------------------------------------------------------------
+def clean_info(value: object, depth: int = 0) -> object:
+    """JSON from the sandbox reduced to numbers, booleans and short escaped strings."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        return value if np.isfinite(value) else None
+    if isinstance(value, str):
+        return excerpt(value, 120)
+    if depth >= 3:
+        return None
+    if isinstance(value, dict):
+        return {excerpt(str(k), 60): clean_info(v, depth + 1) for k, v in list(value.items())[:64]}
+    if isinstance(value, list):
+        return [clean_info(v, depth + 1) for v in value[:64]]
+    return None
+
+
+def _finite(what: str, **arrays: np.ndarray | None) -> None:
+    for name, array in arrays.items():
+        if array is None:
+            continue
+        if not np.issubdtype(array.dtype, np.number):
+            raise SandboxError(f"{what}: {name} is not numeric")
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        if bad:
+            raise SandboxError(
+                f"{what}: {bad} of {array.size} values of {name} are not finite (NaN or inf): "
+                "the model's outputs or gradients overflow or are undefined at the job's inputs")
+
+
+def _shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:
+    if tuple(array.shape) != expected:
+        raise SandboxError(f"{what}: {name} has shape {tuple(array.shape)}, expected {expected}")
+
+
+def _result(outcome_bytes: bytes | None, what: str) -> io.BytesIO:
+    if outcome_bytes is None:
+        raise SandboxError(f"{what}: the sandbox returned no result")
+    return io.BytesIO(outcome_bytes)
+
+
+def _load(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str) -> object:
+    try:
+        return loader(_result(data, what))
+    except SandboxError:
+        raise
+    except Exception:  # noqa: BLE001 (malformed bytes from the sandbox)
+        raise SandboxError(f"{what}: the sandbox returned a malformed result") from None
+
+
+# -- NAD jobs -------------------------------------------------------------------------------
+def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
+              progress: Progress, should_stop: Stop) -> PartialNADs:
+    what = f"networks {start}..{stop - 1}"
+    outcome = run_sandboxed("nads_shard", _request(settings, spec=spec.model_dump(mode="json"),
+                                                   start=start, stop=stop),
+                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            progress=progress, should_stop=should_stop)
+    part = _load(PartialNADs.load, outcome.result, what)
+    assert isinstance(part, PartialNADs)
+    d = spec.input_dim
+    if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
+        raise SandboxError(f"{what}: the sandbox returned another shard")
+    _shape(what, "eval_point", part.eval_point, tuple(spec.input_shape))
+    if part.gradients is not None:
+        _shape(what, "gradients", part.gradients, (stop - start, d))
+    else:
+        for name, shape in (("count", (2,)), ("sums", (2, d)), ("outer", (2, d, d))):
+            if getattr(part, name) is None:
+                raise SandboxError(f"{what}: the sandbox returned no {name}")
+            _shape(what, name, getattr(part, name), shape)
+    _finite(what, eval_point=part.eval_point, gradients=part.gradients, sums=part.sums,
+            outer=part.outer)
+    part.meta = clean_info(part.meta)  # type: ignore[assignment]
+    return part
+
+
+def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
+              should_stop: Stop) -> NADResult:
+    what = "the job"
+    outcome = run_sandboxed("nads_whole", _request(settings, spec=spec.model_dump(mode="json")),
+                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            progress=progress, should_stop=should_stop)
+
+    def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
+        with np.load(buf, allow_pickle=False) as z:
+            return {n: z[n] for n in ("nads", "eigenvalues", "eval_point")}
+
+    arrays = _load(load, outcome.result, what)
+    assert isinstance(arrays, dict)
+    info = outcome.info
+    n = info.get("num_networks")
+    if not isinstance(n, int) or not 2 <= n <= spec.num_networks:
+        raise SandboxError(f"{what}: the sandbox returned no valid network count")
+    k = min(spec.num_nads, n - 1, spec.input_dim)
+    _shape(what, "nads", arrays["nads"], (k, spec.input_dim))
+    _shape(what, "eigenvalues", arrays["eigenvalues"], (k,))
+    _shape(what, "eval_point", arrays["eval_point"], tuple(spec.input_shape))
+    _finite(what, **arrays)
+    stability = {int(key): float(v) for key, v in (info.get("stability") or {}).items()
+                 if str(key).isdigit() and isinstance(v, (int, float)) and np.isfinite(v)}
+    extra = clean_info(info.get("info") or {})
+    return NADResult(nads=arrays["nads"], eigenvalues=arrays["eigenvalues"],
+                     eval_point=arrays["eval_point"], stability=stability, spec=spec,
+                     num_networks=n, decomposition=str(info.get("decomposition", ""))[:20],
+                     info=extra if isinstance(extra, dict) else {})
+
+
+# -- probe and poison jobs ------------------------------------------------------------------
+def _check_training(what: str, start: int, stop: int, epochs: int, part: object,
+                    curves: dict[str, tuple[int, ...]]) -> None:
+    if (part.start, part.stop) != (start, stop):  # type: ignore[attr-defined]
+        raise SandboxError(f"{what}: the sandbox returned another shard")
+    for name, shape in curves.items():
+        array = getattr(part, name)
+        _shape(what, name, array, shape)
+        _finite(what, **{name: array})
+    part.info = clean_info(part.info)  # type: ignore[attr-defined]
+
+
+def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
+                stop: int, threads: int, progress: Progress, should_stop: Stop) -> ProbePartial:
+    what = f"directions {start}..{stop - 1}"
+    outcome = run_sandboxed("probe_shard", _request(settings, spec=spec.model_dump(mode="json"),
+                                                    start=start, stop=stop),
+                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            arrays={"directions": directions}, progress=progress,
+                            should_stop=should_stop)
+    part = _load(ProbePartial.load, outcome.result, what)
+    assert isinstance(part, ProbePartial)
+    n = stop - start
+    _check_training(what, start, stop, spec.training.epochs, part,
+                    {"accuracies": (n,), "curves": (n, spec.training.epochs,
+                                                    part.curves.shape[-1])})
+    return part
+
+
+def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
+                 start: int, stop: int, threads: int, progress: Progress, should_stop: Stop
+                 ) -> PoisonPartial:
+    what = f"indices {start}..{stop - 1}"
+    arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
+              "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
+    outcome = run_sandboxed("poison_shard", _request(settings, spec=spec.model_dump(mode="json"),
+                                                     start=start, stop=stop,
+                                                     num_classes=data.num_classes,
+                                                     dataset=data.name),
+                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            arrays=arrays, progress=progress, should_stop=should_stop)
+    part = _load(PoisonPartial.load, outcome.result, what)
+    assert isinstance(part, PoisonPartial)
+    n, epochs = stop - start, spec.training.epochs
+    _check_training(what, start, stop, epochs, part, {"train": (n, epochs), "test": (n, epochs)})
+    return part
+
+
+# -- validation -----------------------------------------------------------------------------
+_INFO_TYPES = {"num_outputs": int, "num_params": int, "state_entries": int}
+
+
+def validate(settings: Settings, archive: Path, input_shape: list[int], init: str
+             ) -> tuple[dict | None, str | None]:
+    """(info, None) for a usable archive, (None, reason) otherwise; the reason is the
+    service's own words."""
+    limits = Limits(wall_s=settings.architecture_validation_timeout_s,
+                    memory_bytes=settings.architecture_validation_memory_bytes,
+                    scratch_bytes=settings.sandbox_scratch_bytes,
+                    what="NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S, "
+                         "NADS_ARCHITECTURE_VALIDATION_MEMORY_BYTES")
+    try:
+        outcome = run_sandboxed("validate", _request(settings, input_shape=list(input_shape),
+                                                     init=init), archive, limits)
+    except SandboxError as exc:
+        return None, str(exc)
+    info = clean_info(outcome.info)
+    if not isinstance(info, dict) or any(not isinstance(info.get(k), t) or info[k] < 0
+                                         for k, t in _INFO_TYPES.items()) \
+            or info["num_outputs"] < 1 or info.get("format") not in ("torchscript", "export"):
+        return None, "validation returned an incomplete report"
+    flops = info.get("flops")
+    if flops is not None and not (isinstance(flops, (int, float)) and flops >= 0):
+        info["flops"] = None
+    info["validation_seconds"] = round(outcome.seconds, 3)
+    return info, None
