@@ -21,6 +21,7 @@ of any shape), so an overflow would silently put inf/NaN into the covariance.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -30,6 +31,15 @@ from .spec import NADSpec
 # Architectures for which "auto" means bf16 on a GPU: only where the GPU measurement of
 # benchmarks/bench_precision.py showed overlap >= 0.99 at k = 16 and 64 (BENCHMARKS.md).
 AUTO_BF16: frozenset[str] = frozenset()
+# A GPU session that has just measured them (benchmarks/gpu_run.sh) extends the list for its
+# own processes through this variable (comma-separated names); the summary records the
+# precision every result used either way.
+AUTO_BF16_ENV = "NADS_AUTO_BF16"
+
+
+def auto_bf16() -> frozenset[str]:
+    extra = {n.strip() for n in os.environ.get(AUTO_BF16_ENV, "").split(",") if n.strip()}
+    return AUTO_BF16 | extra
 
 
 def resolve_precision(spec: NADSpec, device: torch.device) -> str:
@@ -38,7 +48,7 @@ def resolve_precision(spec: NADSpec, device: torch.device) -> str:
     if device.type != "cuda":
         return "bf16" if requested == "bf16" else "fp32"
     if requested == "auto":
-        return "bf16" if str(spec.architecture) in AUTO_BF16 else "tf32"
+        return "bf16" if str(spec.architecture) in auto_bf16() else "tf32"
     return requested
 
 

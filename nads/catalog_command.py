@@ -5,8 +5,10 @@ to that broker (GPUs where there are some) compute them."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,8 +21,11 @@ def catalog_build(
         "--arch", help="Architecture to build (repeatable) [default: all five]")] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Follow the builds until done.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between progress lines.")] = 5.0,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Recompute ready entries (shipped or built) from scratch.")] = False,
 ) -> None:
-    """Start or resume catalog builds (finished entries are left alone)."""
+    """Start or resume catalog builds (finished entries, shipped ones included, are left
+    alone unless --replace)."""
     from sqlalchemy import select
 
     from nads.service_commands import _settings
@@ -35,7 +40,7 @@ def catalog_build(
     names = list(arch or CATALOG_ARCHITECTURES)
     try:
         with session_scope(settings.resolved_database_url) as session:
-            done = build(session, make_celery(settings), settings, names)
+            done = build(session, make_celery(settings), settings, names, replace=replace)
     except CatalogError as exc:
         print(f"nads catalog build: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
@@ -54,9 +59,118 @@ def catalog_build(
             return
 
 
+def catalog_install() -> None:
+    """Install the catalog entries shipped with the repository (NADS_CATALOG_SHIPPED_DIR) as
+    ready; entries built by this service are kept."""
+    from nads.service_commands import _settings
+    from store.db import session_scope
+    from store.migrate import upgrade
+    from worker.shipped import install_shipped
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        done = install_shipped(session, settings)
+    if not done:
+        print(f"no shipped entries under {settings.catalog_shipped_dir}")
+    for name, what in done.items():
+        print(f"{name}: {what}")
+    if any(what.startswith("error") for what in done.values()):
+        raise typer.Exit(1)
+
+
+def catalog_export(
+    arch: Annotated[str, typer.Argument(help="logreg, lenet, vgg11, resnet18 or densenet121")],
+    out: Annotated[Path, typer.Option(help="Folder of shipped entries (writes OUT/ARCH/).")
+                   ] = Path("catalog_data"),
+    direct: Annotated[bool, typer.Option(
+        "--direct", help="Run the engine in this process instead of reading the service's "
+        "ready entry.")] = False,
+    partial: Annotated[Path | None, typer.Option(
+        help="A saved partial of networks [0, N) (PartialNADs.save) to export.")] = None,
+    networks: Annotated[int, typer.Option(help="--direct / --partial: networks.")] = 10_000,
+    precision: Annotated[str, typer.Option(help="--direct: auto, fp32, tf32 or bf16.")
+                         ] = "auto",
+    device: Annotated[str | None, typer.Option(help="--direct: cpu, cuda (default: cuda if "
+                                               "any).")] = None,
+    check_networks: Annotated[int, typer.Option(
+        help="Networks whose gradients ship for `verify`.")] = 4,
+) -> None:
+    """Write a catalog entry in the shipped format (catalog_data/ARCH/): from the service's
+    ready entry (NADS_DATABASE_URL, NADS_BLOB_DIR), a direct engine run, or a saved partial."""
+    from pydantic import ValidationError
+
+    from nads import catalog_export as export
+    from worker.catalog import CatalogError, check_names
+
+    try:
+        check_names([arch])
+        if partial is not None:
+            from nadcore.partial import PartialNADs
+
+            spec = export.catalog_spec(arch, networks, precision)
+            folder = export.export_partial(out, arch, spec, PartialNADs.load(partial),
+                                           check_networks,
+                                           source=f"direct engine run, partial {partial.name}")
+        elif direct:
+            folder = export.export_direct(out, arch, networks, precision, device,
+                                          check_networks)
+        else:
+            from nads.service_commands import _settings
+
+            folder = export.export_from_service(out, arch, _settings(), check_networks)
+    except (CatalogError, ValidationError, ValueError) as exc:
+        print(f"nads catalog export: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print(json.dumps({k: v for k, v in json.loads((folder / "provenance.json").read_text())
+                      .items() if k != "files"}, indent=2))
+    print(f"wrote {folder}")
+
+
+def catalog_verify(
+    arch: Annotated[list[str] | None, typer.Argument(
+        help="Entries to verify [default: every shipped entry]")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder of shipped entries [default: NADS_CATALOG_SHIPPED_DIR]")] = None,
+    device: Annotated[str, typer.Option(help="Where to recompute.")] = "cpu",
+) -> None:
+    """Recompute the shipped check gradients (the first networks) and compare them with the
+    shipped ones within the tolerance of the entry's precision; check every sha256."""
+    from nads import catalog_export as export
+    from nads.service_commands import _settings
+    from worker.shipped import ShippedError
+
+    root = data or _settings().catalog_shipped_dir
+    names = list(arch or [])
+    if not names and root is not None and root.is_dir():
+        names = sorted(p.name for p in root.iterdir() if (p / "provenance.json").is_file())
+    if root is None or not names:
+        print(f"nads catalog verify: no shipped entries under {root}", file=sys.stderr)
+        raise typer.Exit(2)
+    failed = False
+    for name in names:
+        try:
+            report = export.verify(root / name, device)
+        except (ShippedError, FileNotFoundError) as exc:
+            print(f"{name}: FAILED: {exc}")
+            failed = True
+            continue
+        failed |= not report["ok"]
+        print(f"{name}: {'ok' if report['ok'] else 'FAILED'}: {report['networks']} networks "
+              f"recomputed in fp32 on {device} in {report['seconds']} s; max relative error "
+              f"{report['max_relative_error']:.2e} (tolerance {report['tolerance']:g} for "
+              f"{report['precision']}; bitwise equal: {report['bitwise_equal']}); evaluation "
+              f"point equal: {report['eval_point_equal']}; sha256 of every file: ok")
+    if failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     group = typer.Typer(help="The public NAD catalog.", no_args_is_help=True)
     group.command("ls")(catalog_ls)
     group.command("get")(catalog_get)
     group.command("build")(catalog_build)
+    group.command("install")(catalog_install)
+    group.command("export")(catalog_export)
+    group.command("verify")(catalog_verify)
     app.add_typer(group, name="catalog")

@@ -92,22 +92,30 @@ def _local_key(settings: Settings) -> str:
 
 
 def _autobuild_catalog(settings: Settings) -> str:
-    """Starts (or resumes) the catalog builds named by NADS_CATALOG_AUTOBUILD; returns the
-    names still building ('' for none)."""
+    """Installs the catalog entries shipped with the repository (ready at once, nothing to
+    compute), then starts (or resumes) the builds named by NADS_CATALOG_AUTOBUILD that are not
+    ready; returns the names still building ('' for none)."""
     from store.db import session_scope
     from worker.catalog import CatalogError, build, parse_names
     from worker.config import make_celery
+    from worker.shipped import install_shipped
 
     try:
         names = parse_names(settings.catalog_autobuild)
-        if not names:
-            return ""
         with session_scope(settings.resolved_database_url) as session:
-            done = build(session, make_celery(settings), settings, names)
+            shipped = install_shipped(session, settings)
+            done = build(session, make_celery(settings), settings, names) if names else {}
     except CatalogError as exc:
         print(f"nads serve: NADS_CATALOG_AUTOBUILD: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None
-    return ", ".join(n for n, what in done.items() if what != "ready")
+    for name, what in shipped.items():
+        if what.startswith("error"):
+            print(f"nads serve: shipped catalog entry {name}: {what}", file=sys.stderr)
+    served = [n for n, what in shipped.items() if not what.startswith(("error", "kept"))]
+    if served:
+        print(f"catalog: serving {', '.join(served)} as shipped "
+              f"({settings.catalog_shipped_dir})", flush=True)
+    return ", ".join(n for n, what in done.items() if not what.startswith("ready"))
 
 
 class WorkerSupervisor:

@@ -236,5 +236,11 @@ class CatalogEntry(Base):
     built_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # "built" by this service's round jobs, or "shipped" with the repository (catalog_data/,
+    # worker/shipped.py): then `files` maps each file name to its blob's sha256 and
+    # `provenance` is the shipped provenance.json; `job_pk` is NULL.
+    origin: Mapped[str] = mapped_column(String(16), default="built", server_default="built")
+    files: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     job: Mapped[Job | None] = relationship()

@@ -9,8 +9,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository's shipped catalog entries (worker/shipped.py), next to the packages.
+SHIPPED_CATALOG_DIR = Path(__file__).resolve().parents[1] / "catalog_data"
 
 
 class Settings(BaseSettings):
@@ -98,6 +101,16 @@ class Settings(BaseSettings):
         2_000, ge=2, description="Networks added per round (stability is checked between)."
     )
     catalog_shard_networks: int = Field(500, ge=1, description="Networks per shard.")
+    catalog_shipped_dir: Path | None = Field(
+        SHIPPED_CATALOG_DIR,
+        description="Catalog entries shipped with the repository (catalog_data/), installed "
+        "as ready by `nads serve` and `nads catalog install` (worker/shipped.py); '' for none.",
+    )
+
+    @field_validator("catalog_shipped_dir", mode="before")
+    @classmethod
+    def _no_shipped_dir(cls, v: object) -> object:
+        return None if v == "" else v
 
     # Worker behaviour.
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)

@@ -51,6 +51,7 @@ from store.models import (
 from store.settings import Settings
 from worker import state
 from worker.dispatch import enqueue_merge, enqueue_shard
+from worker.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
 
 log = logging.getLogger(__name__)
 
@@ -240,11 +241,42 @@ def advance(session: Session, app: Celery, entry: CatalogEntry, *, resume: bool)
     return "building"
 
 
-def build(session: Session, app: Celery, settings: Settings, names: list[str]) -> dict[str, str]:
+def _restart(session: Session, entry: CatalogEntry, settings: Settings) -> None:
+    """Turns a ready entry (shipped or built) into a new build from scratch with the current
+    settings; its files are no longer served until the build is ready."""
+    if settings.catalog_round_networks % settings.catalog_shard_networks:
+        raise CatalogError(
+            f"NADS_CATALOG_ROUND_NETWORKS ({settings.catalog_round_networks}) must be a "
+            f"multiple of NADS_CATALOG_SHARD_NETWORKS ({settings.catalog_shard_networks})")
+    session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id).values(
+        status=CATALOG_BUILDING, origin=ORIGIN_BUILT, files=None, provenance=None,
+        spec=target_spec(entry.name, settings).model_dump(mode="json"),
+        target_stability=settings.catalog_target_stability,
+        stability_k=settings.catalog_stability_k,
+        round_networks=settings.catalog_round_networks,
+        shard_networks=settings.catalog_shard_networks, job_pk=None, rounds=0, networks=None,
+        stability=None, stopped_early=None, sha256=None, built_at=None, error=None,
+        updated_at=utcnow()))
+    session.commit()
+    session.refresh(entry)
+
+
+def build(session: Session, app: Celery, settings: Settings, names: list[str],
+          replace: bool = False) -> dict[str, str]:
     """Starts or resumes the builds of `names` (one at a time: the others wait their turn,
-    started by the merge of the previous one); finished entries are left alone."""
+    started by the merge of the previous one); finished entries are left alone, unless
+    `replace`: then a ready entry (shipped with the repository or built earlier) is computed
+    again from scratch."""
     entries = [ensure_entry(session, name, settings) for name in check_names(names)]
-    return {e.name: advance(session, app, e, resume=True) for e in _paper_order(entries)}
+    done = {}
+    for entry in _paper_order(entries):
+        if replace and entry.status == CATALOG_READY:
+            _restart(session, entry, settings)
+        what = advance(session, app, entry, resume=True)
+        if what == "ready" and entry.origin == ORIGIN_SHIPPED:
+            what = "ready (shipped with the repository; --replace recomputes it)"
+        done[entry.name] = what
+    return done
 
 
 def on_job_done(session: Session, app: Celery, job_id: str) -> None:
@@ -292,6 +324,11 @@ def _message(entry: CatalogEntry, job: Job | None, progress: Progress) -> str:
     if entry.status == CATALOG_READY:
         why = (f"stability {entry.stability:.3f} >= {entry.target_stability} at "
                f"k={entry.stability_k}" if entry.stopped_early else "the cap was reached")
+        if entry.origin == ORIGIN_SHIPPED and entry.provenance:
+            prov = entry.provenance
+            return (f"ready: {entry.networks} networks ({why}); shipped with the repository, "
+                    f"computed on {prov.get('device_name')} ({prov.get('precision')}) in "
+                    f"{prov.get('wall_seconds', 0):.0f} s")
         return f"ready: {entry.networks} networks ({why})"
     if entry.status == CATALOG_FAILED:
         return f"failed: {entry.error}; `nads catalog build --arch {entry.name}` resumes it"
@@ -326,4 +363,14 @@ def describe(entry: CatalogEntry, job: Job | None) -> dict[str, Any]:
         "built_at": entry.built_at.isoformat() + "Z" if entry.built_at else None,
         "job_id": job.id if job is not None else None,
         "error": entry.error,
+        "origin": entry.origin or ORIGIN_BUILT,
+        "precision": _precision(entry, job),
+        "provenance": entry.provenance,
     }
+
+
+def _precision(entry: CatalogEntry, job: Job | None) -> str | None:
+    """The precision the served arrays were computed at (resolved: fp32, tf32, bf16)."""
+    if entry.provenance is not None:
+        return entry.provenance.get("precision")
+    return (job.summary or {}).get("precision") if job is not None else None

@@ -1,6 +1,7 @@
 """/v1/catalog: the precomputed NADs of the paper's five architectures. Public (no key).
 
-The arrays are the artifacts of the entry's final round job (worker/catalog.py), served with
+The arrays are the artifacts of the entry's final round job (worker/catalog.py), or for an
+entry shipped with the repository its installed files (worker/shipped.py), served with
 the same ETag / 304 / Range handling as job artifacts. `?k=` cuts the first k rows into a valid
 .npy, written once to a cache file (its ETag is the blob's sha256 and k).
 """
@@ -50,6 +51,14 @@ class CatalogEntryOut(BaseModel):
     built_at: str | None
     job_id: str | None = Field(description="the current (or final) round's NAD job")
     error: str | None
+    origin: Literal["shipped", "built"] = Field(
+        description="shipped with the repository (catalog_data/) or built by this service")
+    precision: str | None = Field(
+        description="arithmetic of the forward passes that computed the arrays (fp32, tf32, "
+        "bf16)")
+    provenance: dict[str, Any] | None = Field(
+        description="shipped entries: spec, precision, device, torch version, wall time, "
+        "networks, split-half stability, sha256 of every file")
 
 # Files of an entry; the .npy arrays accept ?k=.
 FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application/octet-stream",
@@ -128,18 +137,21 @@ def download(arch: str, name: str, request: Request, session: SessionDep, blobs:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail=f"k: only {' and '.join(SLICEABLE)} can be cut to k rows")
     entry = _entry(session, arch)
-    if entry.status != CATALOG_READY or entry.job_pk is None:
+    if entry.status != CATALOG_READY or (entry.job_pk is None and entry.files is None):
         info = describe(entry, entry.job)
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"arch: {arch!r} is {info['status']} "
                             f"({info['progress']:.0%} of at most {info['max_networks']} "
                             "networks); see GET /v1/catalog")
-    artifact = session.scalar(select(Artifact).where(Artifact.job_pk == entry.job_pk,
-                                                     Artifact.name == name))
-    if artifact is None:
+    if entry.files is not None:  # shipped with the repository
+        sha256, media_type = entry.files.get(name), FILES[name]
+    else:
+        artifact = session.scalar(select(Artifact).where(Artifact.job_pk == entry.job_pk,
+                                                         Artifact.name == name))
+        sha256, media_type = (artifact.sha256, artifact.media_type) if artifact else (None, "")
+    if sha256 is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"name: the {arch} build has no {name}")
-    sha256, media_type = artifact.sha256, artifact.media_type
     session.close()  # the database connection goes back to the pool before the file streams
     path = blobs.path(sha256)
     if k is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import subprocess
 import sys
 import time
@@ -143,6 +144,29 @@ def test_catalog_arrays_equal_the_engine_in_process(built: dict,
         np.testing.assert_array_equal(eig, expected.eigenvalues)
         k = built[name]["stability_k"]
         assert built[name]["stability"] == pytest.approx(expected.stability[k], abs=1e-9)
+
+
+def test_a_built_entry_exports_to_the_shipped_format_and_verifies(
+        built: dict, settings: Settings, anonymous: httpx.Client, tmp_path: Path) -> None:
+    """`nads catalog export` of a ready built entry: the served arrays (eigenvalues as
+    float32), the first shard's gradients of networks 0..3, provenance; `verify` passes."""
+    from nads.catalog_export import export_from_service, verify
+
+    folder = export_from_service(tmp_path, "lenet", settings)
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert built["lenet"]["origin"] == "built" and built["lenet"]["precision"] == "fp32"
+    assert prov["networks"] == LENET_N and prov["precision"] == "fp32"
+    assert prov["source"].startswith("catalog entry built by the service")
+    assert prov["spec"]["num_networks"] == LENET_N and prov["device"] == "cpu"
+    served = np.load(io.BytesIO(anonymous.get("/v1/catalog/lenet/nads.npy").content))
+    np.testing.assert_array_equal(np.load(folder / "nads.npy"), served)
+    eig = np.load(io.BytesIO(anonymous.get("/v1/catalog/lenet/eigenvalues.npy").content))
+    np.testing.assert_array_equal(np.load(folder / "eigenvalues.npy"), eig.astype(np.float32))
+    report = verify(folder)
+    assert report["ok"] and report["networks"] == 4, report
+    r = subprocess.run([NADS_BIN, "catalog", "verify", "--data", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "lenet: ok: 4 networks" in r.stdout, r.stdout + r.stderr
 
 
 def test_http_caching_slices_and_errors(built: dict, anonymous: httpx.Client) -> None:
@@ -296,7 +320,8 @@ def test_a_fresh_nads_serve_builds_its_autobuild_list(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "NADS_CATALOG_AUTOBUILD" in bad.stderr
     assert "'alexnet'" in bad.stderr
     env = clean_env(NADS_CATALOG_AUTOBUILD="logreg", NADS_CATALOG_NETWORKS="400",
-                    NADS_CATALOG_ROUND_NETWORKS="200", NADS_CATALOG_SHARD_NETWORKS="100")
+                    NADS_CATALOG_ROUND_NETWORKS="200", NADS_CATALOG_SHARD_NETWORKS="100",
+                    NADS_CATALOG_SHIPPED_DIR="")  # nothing shipped: it must build
     with nads_serve(tmp_path, env) as serve:
         assert "catalog: building logreg" in serve.banner, serve.banner
         with httpx.Client(base_url=serve.url, timeout=30) as client:
