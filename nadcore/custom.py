@@ -43,6 +43,7 @@ from torch import nn
 from torch.func import functional_call, grad
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from .architectures import HeNormalConv2d
 from .init import ParamInit, UnknownModuleError, module_init_rules
 from .plan import ActivationProfile
 from .spec import ArchitectureRef, parse_init_policy
@@ -204,8 +205,18 @@ def load_ref(ref: ArchitectureRef) -> Loaded:
 
 
 # -- re-initialization ------------------------------------------------------------------------
+# nadcore's own layers that the built-in architectures use, recognized by name like torch.nn's
+# (an uploaded built-in, e.g. the paper's VGG, then draws exactly the built-in's networks)
+_OWN_LAYERS: dict[str, type[nn.Module]] = {
+    f"{HeNormalConv2d.__module__}.{HeNormalConv2d.__qualname__}": HeNormalConv2d,
+}
+
+
 def _torch_nn_class(type_name: str) -> type[nn.Module] | None:
-    """The torch.nn class of a recorded type name, or None (user classes are never imported)."""
+    """The torch.nn class (or nadcore layer) of a recorded type name, or None (user classes
+    are never imported)."""
+    if type_name in _OWN_LAYERS:
+        return _OWN_LAYERS[type_name]
     if not type_name.startswith(_TORCH_NN):
         return None
     cls = getattr(nn, type_name.rsplit(".", 1)[1], None)
@@ -229,6 +240,9 @@ def _stand_in(cls: type[nn.Module], entries: dict[str, torch.Tensor], params: se
     for attr in ("weight", "bias"):
         if attr not in entries:
             mod.register_parameter(attr, None)
+    if isinstance(mod, nn.modules.conv._ConvNd) and "weight" in entries:
+        mod.out_channels = int(entries["weight"].shape[0])  # what HeNormalConv2d's std reads
+        mod.kernel_size = tuple(int(v) for v in entries["weight"].shape[2:])
     return mod
 
 

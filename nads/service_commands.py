@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,6 +241,9 @@ def serve_command(
             if building:
                 print(f"catalog: building {building} in the background "
                       f"({url}/v1/catalog)", flush=True)
+            if supervisors and shutil.which("bwrap") is None:
+                print("uploaded architectures: disabled, bubblewrap (bwrap) is not installed "
+                      "(the sandbox they run in; see docs/service.md)", flush=True)
             print(f"NADs service at {url} (docs: {url}/docs; data: {data}; {worker})\n"
                   f"local API key: {key}", flush=True)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.11, installs the project with its dev extras, and Chromium
-# for the browser tests when it is missing.
+# Creates .venv with Python 3.11, installs the project with its dev extras, and the system
+# packages it needs when they are missing (bubblewrap for the sandbox, Chromium for the
+# browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
@@ -11,18 +12,23 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
 
-# Headless Chromium (Debian's package) for the web page's browser tests (tests/service/test_web.py,
-# driven by Playwright with executable_path; `playwright install` is never needed).
-if [ ! -x /usr/bin/chromium ]; then
-  SUDO=""
-  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  if command -v apt-get >/dev/null && { [ -z "$SUDO" ] || command -v sudo >/dev/null; }; then
-    { $SUDO apt-get update -q >/dev/null &&
-      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium chromium-driver \
-        >/dev/null; } ||
-      echo "install.sh: could not install chromium; the browser tests will fail" >&2
+# System packages the project needs, from Debian's packages when missing (root or sudo).
+apt_install() {  # apt_install WHAT PACKAGE...
+  local what=$1; shift
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if command -v apt-get >/dev/null && { [ -z "$sudo" ] || command -v sudo >/dev/null; }; then
+    { $sudo apt-get update -q >/dev/null &&
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "$@" >/dev/null; } ||
+      echo "install.sh: could not install $*; $what" >&2
   else
-    echo "install.sh: /usr/bin/chromium is missing and apt-get is not available;" \
-         "install chromium for the browser tests" >&2
+    echo "install.sh: apt-get is not available: install $* ($what)" >&2
   fi
-fi
+}
+
+# bubblewrap: the sandbox in which workers run users' uploaded models (worker/sandbox.py).
+command -v bwrap >/dev/null || apt_install "uploaded models will not run" bubblewrap
+
+# Headless Chromium for the web page's browser tests (tests/service/test_web.py, driven by
+# Playwright with executable_path; `playwright install` is never needed).
+[ -x /usr/bin/chromium ] || apt_install "the browser tests will fail" chromium chromium-driver

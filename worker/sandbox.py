@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import resource
@@ -47,6 +48,8 @@ import numpy as np
 import nadcore
 from nadcore.custom_check import excerpt
 from nadcore.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
+
+log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534
 MAX_JSON_FRAME = 1 << 20
@@ -289,6 +292,8 @@ def _collect(proc: subprocess.Popen, fd: int, limits: Limits, t0: float,
                     raise SandboxError("the sandboxed model broke the worker's protocol")
     code = proc.wait()
     if code != 0 or (outcome.result is None and not outcome.info):
+        log.warning("sandbox exited with %s; its stderr ends: %s", code,
+                    stderr_tail.decode("utf-8", "replace")[-2000:])
         if code == -signal.SIGKILL or code == 128 + signal.SIGKILL or \
                 code == -signal.SIGXCPU or code == 128 + signal.SIGXCPU:
             raise SandboxError(f"the model was killed past its limits ({limits.what})")

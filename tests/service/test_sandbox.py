@@ -14,6 +14,7 @@ Run with NADS_TEST_REDIS_DB=10 (its own Redis database).
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
@@ -22,9 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from api.main import create_app
+from nadcore import subspace_overlap
+from nads.export_command import export_architecture
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.bad_models import scripted_bytes
@@ -39,7 +43,7 @@ from tests.hostile_models import (
     pickled_weight_pt2,
 )
 
-from .support import ServerThread, celery_worker, new_key, wait_for_job
+from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
 
 pytestmark = pytest.mark.slow
 JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
@@ -63,6 +67,7 @@ def _payload(secret: Path, written: Path, port: int) -> str:
     """Python that a pickled weight runs: read a secret, write outside scratch, connect out,
     then raise what it got (the rejection reason is the channel it would exfiltrate through)."""
     return f"""
+import io
 import socket
 got = []
 for attempt in (lambda: open({str(secret)!r}).read(),
@@ -230,3 +235,38 @@ def test_layer_two_stops_code_from_a_pickle(unchecked: tuple[httpx.Client, Setti
     assert not written.exists()
     assert listener.accepted == 0, "the model reached the network"
     assert reason.count("Error") >= 3, reason
+
+
+# -- real networks still pass -----------------------------------------------------------------
+@pytest.mark.usefixtures("worker")
+def test_every_builtin_uploaded_both_ways_gives_the_builtins_nads(
+        alice: httpx.Client, tmp_path: Path) -> None:
+    """The five built-ins exported both ways pass both layers and draw the built-in's networks:
+    the NADs of the same spec agree with the built-in's (3 networks, autograd: 2 NADs, whose
+    eigenvalues are distinct, so the subspace is determined to rounding)."""
+    shape = [1, 32, 32]
+    spec = {"input_shape": shape, "num_networks": 3, "method": "autograd", "seed": 1}
+    rows = {}
+    for arch in ("logreg", "lenet", "vgg11", "resnet18", "densenet121"):
+        for suffix in ("pt", "pt2"):
+            path = export_architecture(arch, tuple(shape), tmp_path / f"{arch}.{suffix}")
+            r = alice.post("/v1/architectures", data={"name": arch, "input_shape": "1,32,32"},
+                           files={"file": (path.name, path.read_bytes())})
+            assert r.status_code == 201, r.text
+            rows[arch, suffix] = r.json()["id"]
+    for (arch, suffix), arch_id in rows.items():
+        deadline = time.monotonic() + 300
+        while (row := alice.get(f"/v1/architectures/{arch_id}").json())["status"] == \
+                "validating":
+            assert time.monotonic() < deadline, row
+            time.sleep(0.5)
+        assert row["status"] == "ready", (arch, suffix, row)
+        job = alice.post("/v1/jobs/nads", json={**spec, "architecture": {"id": arch_id}}).json()
+        job = wait_for_job(alice, job["id"], timeout=300)
+        assert job["status"] == "succeeded", (arch, suffix, job)
+        got = {name: np.load(io.BytesIO(alice.get(
+            f"/v1/jobs/{job['id']}/artifacts/{name}.npy").content))
+            for name in ("nads", "eigenvalues")}
+        want = reference({**spec, "architecture": arch})
+        np.testing.assert_allclose(got["eigenvalues"], want["eigenvalues"], rtol=1e-3)
+        assert subspace_overlap(got["nads"], want["nads"], 2) > 0.999, (arch, suffix)
