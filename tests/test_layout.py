@@ -40,3 +40,12 @@ def test_embedded_mode_keeps_one_core_for_users_jobs() -> None:
     assert embedded_workers(cores=8) == [("gpu,cpu", 1), ("gpu,cpu,catalog", 7)]
     assert embedded_workers(cores=1) == [("gpu,cpu,catalog", None)]  # one queue, FIFO
     assert embedded_workers(cores=8, processes=3) == [("gpu,cpu,catalog", None)]
+
+
+def test_launcher_takes_its_core_share_out_of_celerys_arguments() -> None:
+    from nadcore.cores import usable_cores
+    from worker.launch import node_layout, split_cores
+
+    assert split_cores(["--cores", "1", "-Q", "gpu,cpu"]) == (1, ["-Q", "gpu,cpu"])
+    assert split_cores(["-Q", "gpu,cpu"]) == (None, ["-Q", "gpu,cpu"])
+    assert node_layout(10_000) == node_layout(usable_cores())  # a share never exceeds the node
