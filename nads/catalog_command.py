@@ -24,8 +24,7 @@ def catalog_build(
     replace: Annotated[bool, typer.Option(
         "--replace", help="Recompute ready entries (shipped or built) from scratch.")] = False,
 ) -> None:
-    """Start or resume catalog builds (finished entries, shipped ones included, are left
-    alone unless --replace)."""
+    """Start or resume catalog builds (ready entries, shipped ones too, stay unless --replace)."""
     from sqlalchemy import select
 
     from nads.service_commands import _settings
@@ -60,8 +59,7 @@ def catalog_build(
 
 
 def catalog_install() -> None:
-    """Install the catalog entries shipped with the repository (NADS_CATALOG_SHIPPED_DIR) as
-    ready; entries built by this service are kept."""
+    """Install the entries shipped in NADS_CATALOG_SHIPPED_DIR as ready (built ones are kept)."""
     from nads.service_commands import _settings
     from store.db import session_scope
     from store.migrate import upgrade
@@ -96,8 +94,7 @@ def catalog_export(
     check_networks: Annotated[int, typer.Option(
         help="Networks whose gradients ship for `verify`.")] = 4,
 ) -> None:
-    """Write a catalog entry in the shipped format (catalog_data/ARCH/): from the service's
-    ready entry (NADS_DATABASE_URL, NADS_BLOB_DIR), a direct engine run, or a saved partial."""
+    """Write an entry in the shipped format: from the service, --direct, or --partial."""
     from pydantic import ValidationError
 
     from nads import catalog_export as export
@@ -134,8 +131,7 @@ def catalog_verify(
         help="Folder of shipped entries [default: NADS_CATALOG_SHIPPED_DIR]")] = None,
     device: Annotated[str, typer.Option(help="Where to recompute.")] = "cpu",
 ) -> None:
-    """Recompute the shipped check gradients (the first networks) and compare them with the
-    shipped ones within the tolerance of the entry's precision; check every sha256."""
+    """Recompute shipped entries' first-network gradients on this machine and compare them."""
     from nads import catalog_export as export
     from nads.service_commands import _settings
     from worker.shipped import ShippedError
