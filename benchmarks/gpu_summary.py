@@ -53,9 +53,9 @@ def main() -> None:
             if not job:
                 continue
             t = job.get("timings") or {}
-            result = job.get("accuracy") or {
-                k: v.get("final_test_accuracy") if isinstance(v, dict) else v
-                for k, v in ((job.get("summary") or {}).get("final") or {}).items()}
+            final = (job.get("summary") or {}).get("final") or []
+            result = job.get("accuracy") or {  # poison: clean test accuracy per index
+                f"index {row['index']}": row.get("test_accuracy") for row in final}
             print(f"| {kind} {job['id'][:8]} | {job['status']} | {job['wall_s']} | "
                   f"{t.get('run_s')} | {t.get('queued_s')} | {json.dumps(result)[:200]} |")
     for name in ("verify.txt", "timeline.txt"):
