@@ -6,6 +6,7 @@ Nothing here imports torch at import time: the API process and `nads admin` stay
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -137,9 +138,12 @@ class WorkerSupervisor:
         self.restarts = 0
         name = "embedded" if beat else "embedded-users"
         share = ["--cores", str(cores)] if cores else []
+        # one node name per data directory: a restarted `nads serve` takes back at once the
+        # shards its previous run left running (worker/heartbeat.py reclaim_own)
+        instance = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
         self.command = [sys.executable, "-m", "worker.launch", *share, "-Q",
                         queues or ALL_QUEUES, "--loglevel", "INFO",
-                        "-n", f"{name}-{os.getpid()}@%h"]
+                        "-n", f"{name}-{instance}@%h"]
         if beat:
             schedule = settings.data_dir / "celerybeat-schedule"
             self.command += ["-B", "--schedule", str(schedule)]
@@ -158,6 +162,7 @@ class WorkerSupervisor:
                 self.process = subprocess.Popen(self.command, stdout=log, stderr=log,
                                                 env=self.env, start_new_session=True)
                 code = self.process.wait()
+            self._kill_group()  # its pool children and beat, which outlive a killed worker
             if self.stopping.is_set():
                 return
             self.restarts += 1
@@ -166,7 +171,15 @@ class WorkerSupervisor:
                   f"(log: {self.log_path})", file=sys.stderr, flush=True)
             self.stopping.wait(backoff)
 
+    def _kill_group(self) -> None:
+        """SIGKILL to the worker's whole process group (its own session: start_new_session)."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+
     def stop(self) -> None:
+        """SIGTERM (a warm shutdown: running tasks finish or are handed back), then whatever
+        of its process group is left after 15 s is killed."""
         self.stopping.set()
         proc = self.process
         if proc is not None and proc.poll() is None:
@@ -176,6 +189,9 @@ class WorkerSupervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+        self._kill_group()
 
 
 def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:

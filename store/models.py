@@ -116,7 +116,8 @@ class Job(Base):
 
 
 class Shard(Base):
-    """A range [start, stop) of network indices of a job; `updated_at` is its heartbeat."""
+    """A range [start, stop) of network indices of a job. While it runs, `heartbeat_at` is
+    renewed every few seconds by the process running it (`worker`), whatever its progress."""
 
     __tablename__ = "shards"
     __table_args__ = (UniqueConstraint("job_pk", "index", name="uq_shards_job_index"),)
@@ -137,8 +138,22 @@ class Shard(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="shards")
+
+
+class Worker(Base):
+    """A Celery worker (node name) and when it last said it was alive."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Artifact(Base):

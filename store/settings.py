@@ -116,10 +116,21 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
     progress_interval_s: float = Field(1.0, ge=0, description="Min. seconds between DB writes.")
-    reconcile_interval_s: float = Field(60.0, gt=0)
-    stale_after_s: float = Field(
-        900.0, ge=0, description="A queued/running shard untouched this long is sent again."
+    reconcile_interval_s: float = Field(
+        10.0, gt=0, description="Period of the reconciler (a scan of the unfinished jobs)."
     )
+    heartbeat_interval_s: float = Field(
+        5.0, gt=0, description="How often a worker, and the process running a shard, say "
+        "they are alive (worker/heartbeat.py)."
+    )
+    heartbeat_timeout_s: float = Field(
+        30.0, gt=0, description="A running shard whose heartbeat is this old is sent again."
+    )
+    stale_after_s: float = Field(
+        900.0, ge=0, description="A queued shard (or one that never beat) untouched this long "
+        "is sent again."
+    )
+
     task_max_retries: int = Field(5, ge=0, description="Retries of a transient error.")
     max_attempts: int = Field(3, ge=1, description="Runs of one shard before the job fails.")
     worker_processes: int = Field(

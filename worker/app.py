@@ -5,10 +5,33 @@ Importing this module reads the settings (and prepares the embedded broker folde
 builds its own application with `worker.config.make_celery(settings)` instead.
 """
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
 from worker.config import make_celery
 from worker.layout import pin_gpu
 
 app = make_celery()
 worker_process_init.connect(pin_gpu, weak=False)
+_heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), once ready
+
+
+def _on_ready(sender: object = None, **_: object) -> None:
+    """The worker's heartbeat starts, and the shards its previous run left are sent again."""
+    from store.db import session_scope
+    from store.settings import get_settings
+    from worker.heartbeat import reclaim_own, start_worker_heartbeat
+
+    settings = get_settings()
+    name = getattr(sender, "hostname", None) or "worker"
+    _heartbeats.append(start_worker_heartbeat(settings, name))
+    with session_scope(settings.resolved_database_url) as session:
+        reclaim_own(session, app, name)
+
+
+def _on_shutdown(**_: object) -> None:
+    while _heartbeats:
+        _heartbeats.pop().stop()
+
+
+worker_ready.connect(_on_ready, weak=False)
+worker_shutdown.connect(_on_shutdown, weak=False)

@@ -1,8 +1,9 @@
 """The reconciler: the job rows say what should be running; send again what was lost.
 
-Runs periodically (celery beat in production, a thread of `nads serve` embedded). A shard that
-is queued or running but whose heartbeat (`updated_at`) is older than `stale_after_s` gets a new
-message; a shard already run `max_attempts` times fails its job instead. A job whose shards are
+Runs periodically (celery beat, every `reconcile_interval_s`). A running shard whose heartbeat
+(worker/heartbeat.py) is older than `heartbeat_timeout_s` (its process died), and a queued one
+untouched for `stale_after_s` (its message was lost), get a new message; a shard already run
+`max_attempts` times fails its job instead. A job whose shards are
 all done but whose merge never happened gets its merge. An uploaded architecture still being
 validated that long gets its validation sent again (the task is idempotent).
 """
@@ -24,6 +25,7 @@ from store.models import (
     VALIDATING,
     Architecture,
     Job,
+    Shard,
     utcnow,
 )
 from store.settings import Settings
@@ -43,6 +45,14 @@ def reconcile_once(session: Session, app: Celery, settings: Settings) -> int:
     return sent + _reconcile_validations(session, app, stale)
 
 
+def is_lost(shard: Shard, settings: Settings, stale: datetime) -> bool:
+    """True when nothing will finish the shard unless it is sent again."""
+    if shard.status == RUNNING and shard.heartbeat_at is not None:
+        dead = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+        return shard.heartbeat_at <= dead
+    return shard.status in (QUEUED, RUNNING) and shard.updated_at <= stale
+
+
 def _reconcile_validations(session: Session, app: Celery, stale: datetime) -> int:
     ids = session.scalars(select(Architecture.id).where(Architecture.status == VALIDATING,
                                                         Architecture.updated_at <= stale)).all()
@@ -60,14 +70,14 @@ def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,
                    stale: datetime) -> int:
     sent = 0
     for shard in job.shards:
-        if shard.status not in (QUEUED, RUNNING) or shard.updated_at > stale:
+        if not is_lost(shard, settings, stale):
             continue
         if shard.attempts >= settings.max_attempts:
             state.fail_job(session, job.pk, f"shard {shard.index}: gave up after "
                            f"{shard.attempts} attempts (limit {settings.max_attempts})")
             return sent
         log.warning("job %s shard %d: %s and silent since %s, sending it again",
-                    job.id, shard.index, shard.status, shard.updated_at)
+                    job.id, shard.index, shard.status, shard.heartbeat_at or shard.updated_at)
         shard.status = QUEUED
         enqueue_shard(app, session, job, shard)
         sent += 1

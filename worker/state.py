@@ -19,6 +19,7 @@ from store.models import (
     Shard,
     utcnow,
 )
+from store.settings import Settings
 
 
 def load_job(session: Session, job_id: str) -> Job | None:
@@ -26,20 +27,28 @@ def load_job(session: Session, job_id: str) -> Job | None:
 
 
 def claim_shard(session: Session, job: Job, shard: Shard, task_id: str | None,
-                stale_after_s: float) -> bool:
-    """Marks the shard running for this task; False when the work is done or owned elsewhere.
+                settings: Settings, worker: str | None = None) -> bool:
+    """Marks the shard running for this task (on `worker`); False when the work is done or
+    owned elsewhere.
 
     A shard is taken when it is queued, when this very message is a redelivery (same task id:
-    its previous run died), or when its heartbeat is older than `stale_after_s`.
+    its previous run died), or when the process running it stopped beating: its heartbeat is
+    older than `heartbeat_timeout_s` (a shard claimed before heartbeats existed: its
+    `updated_at` older than `stale_after_s`).
     """
     if job.status in TERMINAL or shard.status in (SUCCEEDED, CANCELLED, FAILED):
         return False
     now = utcnow()
-    fresh = now - shard.updated_at < timedelta(seconds=stale_after_s)
+    if shard.heartbeat_at is not None:
+        fresh = now - shard.heartbeat_at < timedelta(seconds=settings.heartbeat_timeout_s)
+    else:
+        fresh = now - shard.updated_at < timedelta(seconds=settings.stale_after_s)
     if shard.status == RUNNING and shard.task_id != task_id and fresh:
         return False
     shard.status = RUNNING
     shard.task_id = task_id or shard.task_id
+    shard.worker = worker
+    shard.heartbeat_at = now
     shard.attempts += 1
     shard.started_at = now
     shard.updated_at = now

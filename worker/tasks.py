@@ -46,6 +46,7 @@ from worker import catalog, poison, probe, state, uploaded
 from worker.app import app
 from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from worker.dispatch import enqueue_merge
+from worker.heartbeat import shard_heartbeat
 from worker.plots import render_nad_figures
 from worker.reconcile import reconcile_once
 from worker.sandbox import SandboxCancelled
@@ -147,6 +148,7 @@ class _Claimed:
     shard_id: int
     start: int
     stop: int
+    task_id: str | None
 
 
 def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
@@ -158,13 +160,13 @@ def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
         shard = next((s for s in job.shards if s.index == index), None)
         if shard is None:
             return None
-        if not state.claim_shard(session, job, shard, task.request.id,
-                                 get_settings().stale_after_s):
+        if not state.claim_shard(session, job, shard, task.request.id, get_settings(),
+                                 worker=task.request.hostname):
             log.info("job %s shard %d: nothing to do (%s/%s)", job_id, index, job.status,
                      shard.status)
             return None
         return _Claimed(job.pk, job.user_id, job.kind, job.spec, shard.id, shard.start,
-                        shard.stop)
+                        shard.stop, task.request.id)
 
 
 def _threads() -> int:
@@ -227,10 +229,11 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
         return
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     try:
-        if claimed.kind in _SHARD_RUNNERS:
-            part = _SHARD_RUNNERS[claimed.kind](claimed, progress, should_stop)
-        else:
-            part = _nad_shard(claimed, index, progress, should_stop)
+        with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
+            if claimed.kind in _SHARD_RUNNERS:
+                part = _SHARD_RUNNERS[claimed.kind](claimed, progress, should_stop)
+            else:
+                part = _nad_shard(claimed, index, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
@@ -368,11 +371,12 @@ def run_whole(self: Task, job_id: str) -> None:
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     spec = NADSpec.model_validate(claimed.spec)
     try:
-        if uploaded.uses_upload(spec):
-            result = uploaded.nad_whole(get_settings(), spec, _threads(), progress,
-                                        should_stop)
-        else:
-            result = run_spec(spec, progress=progress, should_stop=should_stop)
+        with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
+            if uploaded.uses_upload(spec):
+                result = uploaded.nad_whole(get_settings(), spec, _threads(), progress,
+                                            should_stop)
+            else:
+                result = run_spec(spec, progress=progress, should_stop=should_stop)
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)

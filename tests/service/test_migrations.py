@@ -6,15 +6,16 @@ from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
-from store.migrate import downgrade, upgrade
+from store.migrate import MIGRATIONS, alembic_config, downgrade, upgrade
 from store.models import Base
 
 from .conftest import ThrowawayDatabases
 
 TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures",
-          "catalog"}
+          "catalog", "workers"}
 
 
 def _check_round_trip(url: str) -> None:
@@ -24,7 +25,9 @@ def _check_round_trip(url: str) -> None:
         upgrade(url)
         assert set(inspect(engine).get_table_names()) == TABLES | {"alembic_version"}
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0006"
+            head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
+            assert head == max(p.stem[:4] for p in MIGRATIONS.glob("versions/0*.py"))
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
         upgrade(url)  # idempotent
