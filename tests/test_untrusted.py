@@ -152,13 +152,13 @@ def test_the_allow_list_has_no_file_process_or_python_operator() -> None:
         assert bad not in ALLOWED_OPERATORS
 
 
-# One classifier of every torchvision family (the members of a family share their code, so
-# their operators): `python scripts/check_operator_allowlist.py` walks all of them.
-TORCHVISION_FAMILIES = [
-    "alexnet", "convnext_tiny", "densenet121", "efficientnet_b0", "efficientnet_v2_s",
-    "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
-    "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnext50_32x4d", "shufflenet_v2_x0_5",
-    "squeezenet1_0", "swin_t", "swin_v2_t", "vgg11", "vit_b_16", "wide_resnet50_2",
+# Classifiers whose code brings operators the others do not (attention, stochastic depth,
+# channel shuffle, auxiliary heads, squeeze-excitation, ...): `python
+# scripts/check_operator_allowlist.py` walks all 80.
+TORCHVISION_SAMPLE = [
+    "alexnet", "convnext_tiny", "efficientnet_b0", "googlenet", "inception_v3",
+    "mobilenet_v3_small", "regnet_y_400mf", "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t",
+    "vit_b_16",
 ]
 
 
@@ -175,7 +175,7 @@ def classifier_operators(name: str) -> tuple[set[str], set[str] | None]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", TORCHVISION_FAMILIES)
+@pytest.mark.parametrize("name", TORCHVISION_SAMPLE)
 def test_torchvision_classifiers_pass_scripted_and_exported(name: str) -> None:
     assert name in torchvision.models.list_models(module=torchvision.models)
     scripted, exported = classifier_operators(name)

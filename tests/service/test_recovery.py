@@ -38,8 +38,8 @@ from .test_faults import (
 
 pytestmark = pytest.mark.slow
 
-# ~10-20 s per shard here: long enough to kill mid-shard, short enough for the suite
-SPEC = {"architecture": "lenet", "input_shape": [1, 16, 16], "num_networks": 4000,
+# ~10 s per shard here: long enough to kill mid-shard, short enough for the suite
+SPEC = {"architecture": "lenet", "input_shape": [1, 16, 16], "num_networks": 3000,
         "shards": 2}
 RESUME_S = 60.0
 
