@@ -446,6 +446,11 @@ function catalogRow(entry) {
         (entry.scale ? `, scale ${entry.scale}` : ""))],
       ["Networks", networks], ["Stability", stability],
       ["Built", entry.built_at ? fmtTime(entry.built_at) : null],
+      ["Origin", entry.origin === "shipped"
+        ? `shipped with the repository${entry.provenance && entry.provenance.device_name
+          ? ` (computed on ${entry.provenance.device_name})` : ""}`
+        : (entry.origin ? "built by this service" : null)],
+      ["Precision", entry.precision || null],
       ["sha256", entry.sha256 ? el("span", { class: "mono", title: entry.sha256,
         text: entry.sha256.slice(0, 12) }) : null]]),
     entry.error ? errorBox(entry.error) : "");
@@ -463,7 +468,8 @@ function catalogRow(entry) {
     figure = el("p", { class: "muted", text: `No NADs: the build is ${entry.status}.` });
   }
   return el("article", { class: "catalog-row", "data-arch": entry.name,
-    "data-status": entry.status }, info, el("div", { class: "catalog-figure" }, figure));
+    "data-status": entry.status, "data-origin": entry.origin || "built" }, info,
+    el("div", { class: "catalog-figure" }, figure));
 }
 
 function absentRow(name) {
