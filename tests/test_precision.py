@@ -159,3 +159,17 @@ def test_bf16_lenet_nads_stay_close_to_fp32():
     assert 1e-4 < total < BF16_MAX_GRADIENT_ERROR
     assert per_network < BF16_MAX_GRADIENT_ERROR
     assert all(v >= BF16_MIN_OVERLAP for v in overlaps.values()), overlaps
+
+
+@pytest.mark.parametrize("arch,shape", [("logreg", (1, 8, 8)), ("lenet", SHAPE)])
+def test_bf16_is_bitwise_reproducible_whatever_the_sharding(arch, shape):
+    """Per (device kind, precision) the bits do not depend on the sharding (logreg: vmap
+    groups, lenet: loop on the CPU)."""
+    spec = NADSpec(architecture=arch, input_shape=shape, num_networks=5, precision="bf16")
+    whole = compute_shard(spec, 0, 5, device="cpu")
+    again = compute_shard(spec, 0, 5, device="cpu")
+    parts = merge_partials([compute_shard(spec, 0, 2, device="cpu"),
+                            compute_shard(spec, 2, 5, device="cpu")])
+    assert np.array_equal(whole.gradients, again.gradients)
+    assert np.array_equal(whole.gradients, parts.gradients)
+    assert whole.key == parts.key != merge_key(spec.model_copy(update={"precision": "fp32"}))
