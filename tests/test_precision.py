@@ -173,3 +173,15 @@ def test_bf16_is_bitwise_reproducible_whatever_the_sharding(arch, shape):
     assert np.array_equal(whole.gradients, again.gradients)
     assert np.array_equal(whole.gradients, parts.gradients)
     assert whole.key == parts.key != merge_key(spec.model_copy(update={"precision": "fp32"}))
+
+
+def test_tf32_switch_sets_and_restores_the_backend_flags():
+    """The GPU path (run here on the flags alone: they exist in CPU builds too)."""
+    from nadcore.precision import _cuda_tf32
+
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)
+    for enabled, value in ((True, "tf32"), (False, "ieee")):
+        with _cuda_tf32(enabled):
+            assert (matmul.fp32_precision, conv.fp32_precision) == (value, value)
+        assert (matmul.fp32_precision, conv.fp32_precision) == before
