@@ -56,7 +56,7 @@ def count_directions(spec: ProbeSpec) -> int:
                       * sum(_sin_vanishes(kx, w) for kx in xs))
         return count
     if isinstance(d, NADDirections):
-        return len(d.rows())
+        return d.count()  # arithmetic: a range is never built
     if isinstance(d, RandomDirections):
         return d.count
     if isinstance(d, CustomDirections):
@@ -146,10 +146,10 @@ def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
                       f"{list(source.spec['input_shape'])} of NAD job {d.job!r}",
                       list(spec.input_shape))
     num_nads = int((source.summary or {}).get("num_nads", 0))
-    rows = d.rows()
-    if max(rows, default=-1) >= num_nads:
+    top = d.max_row()
+    if top >= num_nads:
         field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise invalid(field, f"row {max(rows)} is out of range: NAD job {d.job!r} has "
+        raise invalid(field, f"row {top} is out of range: NAD job {d.job!r} has "
                       f"{num_nads} NADs (rows 0 to {num_nads - 1})")
 
 
@@ -165,8 +165,8 @@ def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections
                       f"{list(source.spec['input_shape'])} of the catalog's {d.catalog!r}",
                       list(spec.input_shape))
     num_nads = int((source.summary or {}).get("num_nads", 0))
-    rows = d.rows()
-    if max(rows, default=-1) >= num_nads:
+    top = d.max_row()
+    if top >= num_nads:
         field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise invalid(field, f"row {max(rows)} is out of range: the catalog's {d.catalog!r} "
+        raise invalid(field, f"row {top} is out of range: the catalog's {d.catalog!r} "
                       f"has {num_nads} NADs (rows 0 to {num_nads - 1})")

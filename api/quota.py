@@ -6,14 +6,14 @@ from typing import Any
 
 from api.architectures import custom_flops
 from api.validation import check_limits
-from nadcore.cost import estimate_cost
+from nadcore.cost import estimate_cost, running_bytes
 from nadcore.spec import NADSpec
 from store.settings import Settings
 
 _ENV = {"forward_passes": "NADS_MAX_FORWARD_PASSES", "flops": "NADS_MAX_FLOPS",
         "memory_bytes": "NADS_MAX_MEMORY_BYTES"}
 _WHAT = {"forward_passes": "forward passes", "flops": "FLOP",
-         "memory_bytes": "bytes of partial results"}
+         "memory_bytes": "bytes of partial results and of one running network"}
 
 
 def check_quota(spec: NADSpec, settings: Settings,
@@ -26,5 +26,7 @@ def check_quota(spec: NADSpec, settings: Settings,
         estimate["flops_per_network"] = custom_flops(arch_info, per_network)
         estimate["flops"] = custom_flops(arch_info, estimate["forward_passes"])
         estimate["parameters"] = arch_info.get("num_params")
+        estimate["model_bytes"] = running_bytes(spec, estimate["parameters"], None)
+        estimate["memory_bytes"] = estimate["result_bytes"] + estimate["model_bytes"]
     check_limits(estimate, settings.quotas(), _ENV, _WHAT, "reduce num_networks or input_shape")
     return estimate

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import ArchitectureRef, NADSpec
+from .numbers import Finite
+from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.247, 0.243, 0.261)
@@ -23,9 +24,11 @@ class DatasetRef(_Strict):
     uploaded .npz (x uint8 NHWC or float NCHW in [0, 1], y integers; optional x_test, y_test)."""
 
     name: Literal["digits", "cifar10"] | None = None
-    upload: str | None = Field(None, description="id of an uploaded .npz dataset")
-    limit_train: int | None = Field(None, ge=10, description="use the first n training images")
-    limit_test: int | None = Field(None, ge=10, description="use the first n test images")
+    upload: str | None = Field(None, max_length=64, description="id of an uploaded .npz dataset")
+    limit_train: int | None = Field(None, ge=10, le=2**31 - 1,
+                                    description="use the first n training images")
+    limit_test: int | None = Field(None, ge=10, le=2**31 - 1,
+                                   description="use the first n test images")
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetRef:
@@ -38,9 +41,9 @@ class NadSource(_Strict):
     """Where the NAD rows come from: a finished NAD job of the caller, an uploaded .npy, or a
     ready entry of the public catalog (its architecture's name, e.g. "lenet")."""
 
-    job: str | None = None
-    upload: str | None = None
-    catalog: str | None = None
+    job: str | None = Field(None, max_length=64)
+    upload: str | None = Field(None, max_length=64)
+    catalog: str | None = Field(None, max_length=64)
 
     @model_validator(mode="after")
     def _one_source(self) -> NadSource:
@@ -54,22 +57,23 @@ class PoisonTraining(_Strict):
 
     epochs: int = Field(50, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)
-    lr: float = Field(0.21, gt=0, description="max lr, decayed linearly to 0 every batch")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    grad_clip: float | None = Field(0.5, gt=0)
-    mean: tuple[float, ...] | None = Field(
-        None, description="input normalization; default CIFAR-10's for 3 channels, else the "
-        "training set's own per-channel statistics")
-    std: tuple[float, ...] | None = None
+    lr: Finite = Field(0.21, gt=0, description="max lr, decayed linearly to 0 every batch")
+    momentum: Finite = Field(0.9, ge=0, lt=1)
+    weight_decay: Finite = Field(5e-4, ge=0)
+    grad_clip: Finite | None = Field(0.5, gt=0)
+    mean: tuple[Finite, ...] | None = Field(
+        None, max_length=16, description="input normalization; default CIFAR-10's for 3 "
+        "channels, else the training set's own per-channel statistics")
+    std: tuple[Annotated[Finite, Field(gt=0)], ...] | None = Field(None, max_length=16)
 
 
 class PoisonSpec(_Strict):
     architecture: str | ArchitectureRef = "resnet18"
     dataset: DatasetRef
     nads: NadSource
-    indices: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=1024)
-    eps: float = Field(0.05, gt=0, le=10)
+    indices: list[Annotated[int, Field(ge=0, le=MAX_INPUT_DIM - 1)]] = Field(
+        min_length=1, max_length=1024)
+    eps: Finite = Field(0.05, gt=0, le=10)
     mode: Literal["poison", "flip"] = "poison"
     training: PoisonTraining = PoisonTraining()
     keep_dataset: bool = False

@@ -13,7 +13,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .spec import ArchitectureRef, NADSpec
+from .numbers import Bounded, Finite
+from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
+
+MAX_GRID = 512 * 512  # frequencies of the largest H x W plane
 
 
 class _Strict(BaseModel):
@@ -23,21 +26,29 @@ class _Strict(BaseModel):
 class FourierDirections(_Strict):
     kind: Literal["fourier"] = "fourier"
     frequencies: list[tuple[int, int]] | None = Field(
-        None, description="(ky, kx) pairs; default: the whole H x W grid (see grid_stride)."
+        None, max_length=MAX_GRID,
+        description="(ky, kx) pairs; default: the whole H x W grid (see grid_stride).",
     )
     phase: Literal["cos", "sin"] = "cos"
-    grid_stride: int = Field(1, ge=1, description="With no frequencies: every stride-th one.")
+    grid_stride: int = Field(1, ge=1, le=512,
+                             description="With no frequencies: every stride-th one.")
 
 
 class NADDirections(_Strict):
     kind: Literal["nad"] = "nad"
-    job: str | None = Field(None, description="id of a finished NAD job of the caller")
+    job: str | None = Field(None, max_length=64,
+                            description="id of a finished NAD job of the caller")
     catalog: str | None = Field(
-        None, description="or a ready entry of the public catalog, e.g. 'lenet' (GET /v1/catalog)")
-    indices: list[Annotated[int, Field(ge=0)]] | None = Field(None, description="NAD rows")
-    start: int | None = Field(None, ge=0, description="with stop (and step): a range of rows")
-    stop: int | None = Field(None, ge=1)
-    step: int = Field(1, ge=1)
+        None, max_length=64,
+        description="or a ready entry of the public catalog, e.g. 'lenet' (GET /v1/catalog)")
+    # A NAD job has at most D <= MAX_INPUT_DIM rows: every bound below follows from that, so a
+    # selection is bounded (and counted arithmetically) before anything is built.
+    indices: list[Annotated[int, Field(ge=0, le=MAX_INPUT_DIM - 1)]] | None = Field(
+        None, max_length=MAX_INPUT_DIM, description="NAD rows")
+    start: int | None = Field(None, ge=0, le=MAX_INPUT_DIM - 1,
+                              description="with stop (and step): a range of rows")
+    stop: int | None = Field(None, ge=1, le=MAX_INPUT_DIM)
+    step: int = Field(1, ge=1, le=MAX_INPUT_DIM)
 
     @model_validator(mode="after")
     def _one_selection(self) -> NADDirections:
@@ -54,16 +65,30 @@ class NADDirections(_Strict):
             return list(self.indices)
         return list(range(self.start, self.stop, self.step))
 
+    def count(self) -> int:
+        """len(rows()), without building them."""
+        if self.indices is not None:
+            return len(self.indices)
+        return len(range(self.start, self.stop, self.step))
+
+    def max_row(self) -> int:
+        """max(rows()) (-1 for none), without building them."""
+        if self.indices is not None:
+            return max(self.indices, default=-1)
+        span = range(self.start, self.stop, self.step)
+        return span[-1] if span else -1
+
 
 class RandomDirections(_Strict):
     kind: Literal["random"] = "random"
     count: int = Field(ge=1, le=4096)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
 class CustomDirections(_Strict):
     kind: Literal["custom"] = "custom"
-    values: list[list[float]] = Field(description="one flattened direction (C*H*W) per row")
+    values: list[list[Bounded]] = Field(
+        description="one flattened direction (C*H*W finite values within +-1e6) per row")
 
 
 Directions = Annotated[
@@ -77,8 +102,8 @@ class DataSettings(_Strict):
 
     num_train: int = Field(10_000, ge=2, le=1_000_000)
     num_test: int = Field(10_000, ge=2, le=1_000_000)
-    sigma: float = Field(3.0, gt=0)
-    epsilon: float = Field(1.0, gt=0)
+    sigma: Finite = Field(3.0, gt=0)
+    epsilon: Finite = Field(1.0, gt=0)
 
 
 class TrainingSettings(_Strict):
@@ -86,10 +111,10 @@ class TrainingSettings(_Strict):
 
     epochs: int = Field(20, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)
-    lr: float = Field(0.5, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(0.5, gt=0, description="max gradient norm; null: none")
+    lr: Finite = Field(0.5, gt=0)
+    momentum: Finite = Field(0.0, ge=0, lt=1)
+    weight_decay: Finite = Field(0.0, ge=0)
+    grad_clip: Finite | None = Field(0.5, gt=0, description="max gradient norm; null: none")
 
 
 class ProbeSpec(_Strict):

@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .numbers import FLOAT32_TINY, FLOAT_LIMIT, Bounded, Finite, all_normal
+from .torchvision_names import TORCHVISION_CLASSIFIERS
+
 BUILTIN_ARCHITECTURES = ("logreg", "lenet", "vgg11", "resnet18", "densenet121")
 TORCHVISION_PREFIX = "torchvision:"
 _TORCHVISION_NAME = re.compile(r"^torchvision:[a-z][a-z0-9_]*$")
@@ -34,9 +37,10 @@ def parse_init_policy(policy: str) -> tuple[str, float | None]:
             value = float(m.group(3))
         except ValueError:
             m = None
-    if not m or (value is not None and not (0 < value < float("inf"))):
+    if not m or (value is not None and not (FLOAT32_TINY <= value <= FLOAT_LIMIT)):
         raise ValueError(f"init: {policy!r} is not one of {', '.join(INIT_POLICIES)} "
-                         "(std and bound are positive numbers, e.g. normal:0.05)")
+                         f"(std and bound are numbers in {FLOAT32_TINY:.3g}..{FLOAT_LIMIT:g}, "
+                         "e.g. normal:0.05)")
     return (m.group(2), value) if value is not None else (m.group(1), None)
 
 
@@ -70,7 +74,31 @@ class ArchitectureRef(BaseModel):
 
 def is_custom(architecture: str | ArchitectureRef) -> bool:
     return isinstance(architecture, ArchitectureRef)
+
+
+def known_architecture(v: str | ArchitectureRef) -> str | ArchitectureRef:
+    """A built-in, an uploaded architecture or `torchvision:<classification builder>`;
+    ValueError otherwise (segmentation, detection, video and quantized builders, and
+    torchvision's helpers such as get_model, are not classifiers of one image)."""
+    if isinstance(v, ArchitectureRef) or v in BUILTIN_ARCHITECTURES:
+        return v
+    if _TORCHVISION_NAME.match(v):
+        if v[len(TORCHVISION_PREFIX):] in TORCHVISION_CLASSIFIERS:
+            return v
+        raise ValueError(
+            f"{v[:80]!r} is not a torchvision classification builder; expected "
+            f"'{TORCHVISION_PREFIX}<name>' with a name of torchvision.models.list_models("
+            "module=torchvision.models), e.g. torchvision:resnet18")
+    raise ValueError(
+        f"unknown architecture {v[:80]!r}: expected one of {', '.join(BUILTIN_ARCHITECTURES)} "
+        f"or '{TORCHVISION_PREFIX}<classification builder>'"
+    )
 MAX_INPUT_DIM = 3 * 512 * 512
+# Outputs a built-in is built with (output_index + 1): at most those of an ImageNet classifier.
+MAX_OUTPUTS = 1000
+# Finite-difference steps: below, x0 +- s loses the step in float32 (x0 ~ N(0, 1), epsilon
+# 1.2e-7); above, activations overflow. The paper's step is 100.
+MIN_SCALE, MAX_SCALE = 1e-4, FLOAT_LIMIT
 
 
 class NADSpec(BaseModel):
@@ -100,16 +128,23 @@ class NADSpec(BaseModel):
         description="finite_difference (the paper's, central differences with step `scale`) "
         "or autograd (the exact input gradient).",
     )
-    scale: float = Field(100.0, gt=0, description="Finite-difference step (paper: 100).")
+    scale: Finite = Field(100.0, ge=MIN_SCALE, le=MAX_SCALE,
+                          description="Finite-difference step (paper: 100).")
     seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed of the evaluation point and nets.")
     k: int | None = Field(
         None, ge=1, description="Number of NADs kept; default min(D, N - 1)."
     )
-    eval_point: list[float] | None = Field(
-        None, description="Evaluation point x0, flattened (C*H*W values); default N(0, I)."
+    eval_point: list[Bounded] | None = Field(
+        None, max_length=MAX_INPUT_DIM,
+        description="Evaluation point x0, flattened (C*H*W finite values within +-1e6); "
+        "default N(0, I).",
     )
-    output_index: int = Field(0, ge=0, description="Which output of the network is f.")
-    target_stability: float | None = Field(
+    output_index: int = Field(
+        0, ge=0, le=MAX_OUTPUTS - 1,
+        description="Which output of the network is f (built-ins are built with "
+        "output_index + 1 outputs, at most 1000 as an ImageNet classifier).",
+    )
+    target_stability: Finite | None = Field(
         None, gt=0, le=1, description="Stop once split-half stability at `stability_k` reaches it."
     )
     stability_k: int = Field(16, ge=1, description="k at which `target_stability` is checked.")
@@ -144,17 +179,17 @@ class NADSpec(BaseModel):
                 "activations below 65,504; use bf16 (same range as fp32), tf32 or fp32")
         return v
 
+    @field_validator("eval_point")
+    @classmethod
+    def _normal_point(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None:
+            all_normal(v)
+        return v
+
     @field_validator("architecture")
     @classmethod
     def _known_architecture(cls, v: str | ArchitectureRef) -> str | ArchitectureRef:
-        if isinstance(v, ArchitectureRef):
-            return v
-        if v in BUILTIN_ARCHITECTURES or _TORCHVISION_NAME.match(v):
-            return v
-        raise ValueError(
-            f"unknown architecture {v!r}: expected one of {', '.join(BUILTIN_ARCHITECTURES)} "
-            f"or '{TORCHVISION_PREFIX}<builder name>'"
-        )
+        return known_architecture(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> NADSpec:

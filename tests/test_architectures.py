@@ -46,7 +46,8 @@ def test_paper_sizes():
     cost = estimate_cost(NADSpec(architecture="lenet", num_networks=10_000))
     assert cost.forward_passes == 10_000 * 2048
     assert 1.6e9 < cost.flops_per_network < 1.8e9
-    assert cost.memory_bytes == 10_000 * 1024 * 4
+    assert cost.result_bytes == 10_000 * 1024 * 4
+    assert cost.memory_bytes == cost.result_bytes + cost.model_bytes > cost.result_bytes
 
 
 @pytest.mark.parametrize(
