@@ -151,14 +151,24 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     results = []
+    errors = {}
     for arch in args.archs.split(","):
-        res = measure(arch, args.precisions.split(","), args.networks, args.budget_s,
-                      min(args.chunk, args.networks), device, args.baseline_networks)
+        try:  # one prepared GPU run: an architecture that fails must not cost the others
+            res = measure(arch, args.precisions.split(","), args.networks, args.budget_s,
+                          min(args.chunk, args.networks), device, args.baseline_networks)
+        except Exception as exc:  # noqa: BLE001 - reported and recorded, then the next one
+            errors[arch] = f"{type(exc).__name__}: {exc}"
+            print(json.dumps({"arch": arch, "error": errors[arch]}), flush=True)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         res["propose_bf16"] = proposes_bf16(res)
         print(json.dumps(res), flush=True)
         results.append(res)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
+        if errors:
+            args.out.with_suffix(".errors.json").write_text(json.dumps(errors, indent=2))
     if args.auto_out:
         args.auto_out.write_text(",".join(r["arch"] for r in results if r["propose_bf16"]))
     print("\n| arch | N | precision | net/s | TFLOP/s | of peak | vs paper loop | grad rel err "
