@@ -2,8 +2,9 @@
 uploads), what it costs, and how it is sharded (ranges of positions in `spec.indices`).
 
 What the API knows about the named datasets (shape, classes, training-set size) mirrors
-`nadcore.datasets`; an uploaded dataset is only parsed by the worker, so its checks (shapes,
-labels, classes the NADs can carry) fail the job there with the engine's message.
+`nadcore.datasets`; of an uploaded dataset it knows the arrays' shapes and dtypes, read from
+their headers at upload (`api.npz`), hence its training-set size; its values (labels, classes
+the NADs can carry) are checked by the worker, which fails the job with the engine's message.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
 from api.validation import check_limits, invalid, shard_ranges
 from nadcore.poison_spec import PoisonSpec
+from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Job, Upload, User
 from store.settings import Settings
 from worker.sources import SourceError, catalog_job
@@ -24,7 +27,6 @@ NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
     "digits": ((1, 32, 32), 10, 1437),
     "cifar10": ((3, 32, 32), 10, 50_000),
 }
-UPLOAD_BYTES_PER_SAMPLE = 1024  # an upload's training-set size is estimated as size / 1,024
 _ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
 _WHAT = {"train_samples": "indices x epochs x training-set size"}
 
@@ -48,12 +50,28 @@ def own_upload(session: Session, user: User, upload_id: str, kind: str, field: s
     return row
 
 
-def train_size(spec: PoisonSpec, session: Session, user: User) -> int:
-    """Training-set size for the quota; checks a dataset upload (the caller's, a dataset)."""
+def upload_train_size(row: Upload, blobs: BlobStore, settings: Settings) -> int:
+    """Training images of a dataset upload, from its arrays' headers; an upload stored before
+    they were recorded at upload time has them read from its blob now (and recorded with the
+    job's commit)."""
+    try:
+        if row.arrays is None:
+            row.arrays = inspect_upload(blobs.path(row.sha256), row.kind,
+                                        settings.max_dataset_decompressed_bytes)
+        return dataset_train_size(from_json(row.arrays))
+    except (ArchiveError, OSError) as exc:
+        raise invalid("dataset.upload", f"upload {row.id!r} cannot be used: {exc}",
+                      row.id) from None
+
+
+def train_size(spec: PoisonSpec, session: Session, user: User, blobs: BlobStore,
+               settings: Settings) -> int:
+    """Training-set size for the quota (an upload: from its arrays' shapes); checks a dataset
+    upload (the caller's, a dataset)."""
     ref = spec.dataset
     if ref.upload is not None:
         row = own_upload(session, user, ref.upload, DATASET_UPLOAD, "dataset.upload")
-        size = max(1, row.size // UPLOAD_BYTES_PER_SAMPLE)
+        size = upload_train_size(row, blobs, settings)
     else:
         size = NAMED_DATASETS[ref.name][2]
     return min(size, ref.limit_train) if ref.limit_train else size

@@ -185,6 +185,8 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # {key: {"shape": [...], "dtype": "<f4"}} from the .npy headers, read at upload (api/npz.py)
+    arrays: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 # Architecture states: validated in the worker, never in the API process.

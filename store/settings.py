@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         200_000_000, ge=1, description="Largest accepted upload (.npz dataset, .npy NADs)."
     )
+    max_dataset_decompressed_bytes: int = Field(
+        2**30, ge=1, description="Largest dataset upload once decompressed: the arrays' sizes "
+        "as their .npy headers in the .npz declare them (413 past it)."
+    )
     # Uploaded architectures (POST /v1/architectures), validated in a child of the worker.
     max_architecture_bytes: int = Field(
         50_000_000, ge=1, description="Largest accepted architecture archive (.pt, .pt2)."

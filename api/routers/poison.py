@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from api.architectures import resolve_architecture
-from api.deps import CeleryDep, CurrentKey, SessionDep, SettingsDep
+from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.poison import (
     NAMED_DATASETS,
     check_nad_source,
@@ -27,7 +27,8 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 @router.post("/poison", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
              dependencies=[SUBMIT_RATE])
 def submit_poison(spec: PoisonSpec, session: SessionDep, key: CurrentKey,
-                  settings: SettingsDep, celery: CeleryDep, response: Response) -> JobOut:
+                  settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
+                  response: Response) -> JobOut:
     """Queues a poison job: `shards` tasks, each training the models of a range of positions
     in `indices`, and a merge.
 
@@ -39,7 +40,7 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, key: CurrentKey,
     named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
     spec, _ = resolve_architecture(session, user, spec, outputs=named and named[1],
                                    exact_outputs=True, input_shape=named and named[0])
-    size = train_size(spec, session, user)
+    size = train_size(spec, session, user, blobs, settings)
     check_nad_source(session, user, spec)
     estimate = estimate_poison(spec, size)
     check_poison_quota(estimate, settings)

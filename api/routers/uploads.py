@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep, released
+from api.npz import ArchiveError, inspect_upload
 from api.schemas import _utc
-from api.uploads import check_upload, receive_upload, store_upload
+from api.uploads import bad_request, check_upload, receive_upload, store_upload
 from store.models import Upload, User
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
@@ -26,11 +28,14 @@ class UploadOut(BaseModel):
     size: int
     sha256: str
     created_at: datetime
+    # shape and dtype of each array, from the .npy headers ({"x": {"shape": [...],
+    # "dtype": "|u1"}, ...}; a NAD array: {"nads": ...}); None for uploads older than this
+    arrays: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def from_row(cls, row: Upload) -> UploadOut:
         return cls(id=row.id, kind=row.kind, filename=row.filename, size=row.size,
-                   sha256=row.sha256, created_at=_utc(row.created_at))
+                   sha256=row.sha256, created_at=_utc(row.created_at), arrays=row.arrays)
 
 
 class UploadPage(BaseModel):
@@ -59,17 +64,26 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
                         ) -> UploadOut:
     """multipart/form-data: `file` and `kind` (`dataset`: an .npz with x uint8 NHWC or float
     NCHW in [0, 1] and y integers, optional x_test/y_test; `nads`: an .npy of NAD rows).
-    Refused with 413 past NADS_MAX_UPLOAD_BYTES, with 422 when the magic bytes are wrong."""
+    Refused with 413 past NADS_MAX_UPLOAD_BYTES or, once decompressed as the arrays' headers
+    declare, past NADS_MAX_DATASET_DECOMPRESSED_BYTES; with 422 when the magic bytes, the
+    headers or a dataset's keys, ranks, dtypes or lengths are wrong."""
     received = await receive_upload(request, blobs, settings.max_upload_bytes)
     try:
         kind = check_upload(received)
+        arrays = await run_in_threadpool(inspect_upload, received.path, kind,
+                                         settings.max_dataset_decompressed_bytes)
+    except ArchiveError as exc:
+        received.discard()
+        if exc.status == status.HTTP_413_CONTENT_TOO_LARGE:
+            raise HTTPException(exc.status, detail=f"file: {exc}") from None
+        raise bad_request("file", str(exc)) from None
     except HTTPException:
         received.discard()
         raise
 
     row = await store_upload(session, blobs, received, lambda: Upload(
         id=uuid.uuid4().hex, user_id=user.id, kind=kind, filename=received.filename,
-        size=received.size, sha256=received.sha256))
+        size=received.size, sha256=received.sha256, arrays=arrays))
     response.headers["Location"] = f"/v1/uploads/{row.id}"
     return UploadOut.from_row(row)
 

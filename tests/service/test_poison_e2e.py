@@ -197,7 +197,8 @@ def test_an_upload_over_the_limit_is_413_naming_the_limit(alice: httpx.Client,
         assert r.status_code == 413 and r.json()["detail"] == expected
         # Under the limit, the same server takes it.
         ok = httpx.post(server.url + "/v1/uploads", headers=headers, data={"kind": "nads"},
-                        files={"file": ("ok.npy", content[:4000])}, timeout=30)
+                        files={"file": ("ok.npy", npy_bytes(np.zeros(900, np.float32)))},
+                        timeout=30)  # 3,728 bytes (a truncated .npy is refused, see test_bounds)
         assert ok.status_code == 201, ok.text
     assert _count(settings, Upload) == before + 1
     assert set((settings.resolved_blob_dir / "tmp").glob("upload-*")) == tmp_before
@@ -373,11 +374,18 @@ def test_an_uploaded_nad_array_drives_a_flip_job(alice: httpx.Client, nads: np.n
 def test_a_bad_upload_fails_the_job_with_the_engines_message(alice: httpx.Client,
                                                              nad_job: dict) -> None:
     arrays = small_digits()
-    up = upload(alice, npz_bytes(x=arrays["x"]), "dataset", "no-labels.npz").json()
+    # What the arrays' headers show is refused at upload (tests/service/test_bounds.py) ...
+    r = upload(alice, npz_bytes(x=arrays["x"]), "dataset", "no-labels.npz")
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["msg"] == "file: y: missing from the .npz (it has ['x'])"
+    # ... what only the values show fails the job with the engine's message.
+    x = arrays["x"].transpose(0, 3, 1, 2).astype(np.float32) / 127.5
+    up = upload(alice, npz_bytes(x=x, y=arrays["y"]), "dataset", "too-bright.npz").json()
     body = {**BASE, "dataset": {"upload": up["id"]}, "nads": {"job": nad_job["id"]}}
     job = wait_for_job(alice, submit(alice, body)["id"])
     assert job["status"] == "failed"
-    assert job["error"] == "shard 0: ValueError: y: missing from the .npz (it has ['x'])"
+    assert job["error"] == ("shard 0: ValueError: x: float images must lie in [0, 1], "
+                            "found [0, 2]")
     assert job["artifacts"] == []
 
 
