@@ -1,22 +1,42 @@
-"""Validation errors as `{"detail": [...]}` whose messages start with the field they concern."""
+"""Validation errors as `{"detail": [...]}` whose messages start with the field they concern.
+
+An error echoes at most a short excerpt of what the client sent: a 30 MB string in a field (or
+as a field's name) comes back as its first characters and its length, never whole.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 _LOCATIONS = {"body", "query", "path", "header"}
+EXCERPT_CHARS = 80  # of one echoed value
+MAX_MESSAGE_CHARS = 1000  # of one message, whatever built it
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """repr of `value`, cut to `limit` characters with the full length said when longer."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _field(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc if p not in _LOCATIONS)
+    return ".".join(_cut(str(p), EXCERPT_CHARS) for p in loc if p not in _LOCATIONS)
 
 
 def _plain(ctx: dict | None) -> dict:
-    return {k: v for k, v in (ctx or {}).items() if isinstance(v, int | float | str | bool)}
+    return {k: _cut(v, EXCERPT_CHARS) if isinstance(v, str) else v
+            for k, v in (ctx or {}).items() if isinstance(v, int | float | str | bool)}
 
 
 async def validation_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -27,8 +47,10 @@ async def validation_handler(_request: Request, exc: RequestValidationError) -> 
         # Model-level checks already name their field ("k: 40 exceeds ...").
         if field and not msg.startswith(f"{field}:"):
             msg = f"{field}: {msg}"
-        detail.append({"field": field or None, "msg": msg, "type": err.get("type"),
-                       "loc": list(err.get("loc", ())), "ctx": _plain(err.get("ctx"))})
+        loc = [p if isinstance(p, int) else _cut(str(p), EXCERPT_CHARS)
+               for p in err.get("loc", ())]
+        detail.append({"field": field or None, "msg": _cut(msg, MAX_MESSAGE_CHARS),
+                       "type": err.get("type"), "loc": loc, "ctx": _plain(err.get("ctx"))})
     return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
                         content={"detail": detail})
 
@@ -58,8 +80,17 @@ async def unstorable_value(_request: Request, exc: DataError) -> JSONResponse:
                         content={"detail": f"request: a value the database refuses: {reason}"})
 
 
+async def short_http_error(request: Request, exc: HTTPException) -> Response:
+    """FastAPI's own handler, with a string detail cut to MAX_MESSAGE_CHARS (a 404 naming an
+    id from the path, a 422 naming a query value)."""
+    if isinstance(exc.detail, str) and len(exc.detail) > MAX_MESSAGE_CHARS:
+        exc = HTTPException(exc.status_code, _cut(exc.detail, MAX_MESSAGE_CHARS), exc.headers)
+    return await http_exception_handler(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(HTTPException, short_http_error)
     app.add_exception_handler(OperationalError, database_unavailable)
     app.add_exception_handler(DataError, unstorable_value)
     app.add_exception_handler(PoolTimeout, database_busy)

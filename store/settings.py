@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         description="Largest request body outside the streamed uploads (413). The largest "
         "legitimate one is a spec with an eval_point of 786,432 floats (~16 MB of JSON).",
     )
+    header_timeout_s: float = Field(
+        15.0, gt=0, description="Seconds a request's headers may take to arrive (api/serving.py); "
+        "past it the connection gets a 408 and is closed."
+    )
     submit_rate_per_minute: int = Field(
         60, ge=0, description="Jobs one API key may submit in any 60 s (429 past it; 0 = no limit)."
     )

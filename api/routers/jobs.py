@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from api.architectures import resolve_architecture
 from api.deps import CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.errors import excerpt
 from api.quota import check_quota
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
@@ -68,13 +69,23 @@ def read_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
     return released(session, JobOut.from_row(get_own_job(session, user, job_id)))
 
 
+_MAX_PK = 2**31 - 1  # jobs.pk is an INTEGER: 32 bits on Postgres
+
+
 def _decode_cursor(cursor: str) -> int:
+    """The job pk a cursor names; 422 for anything else, before the database sees it (SQLite
+    cannot even bind an integer past 64 bits)."""
     try:
-        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+        if len(cursor) > 16:
+            raise ValueError("too long")
+        pk = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+        if not 0 < pk <= _MAX_PK:
+            raise ValueError("out of range")
+        return pk
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            detail=f"cursor: {cursor!r} is not a cursor returned by this endpoint",
+            detail=f"cursor: {excerpt(cursor)} is not a cursor returned by this endpoint",
         ) from None
 
 
