@@ -30,12 +30,14 @@ if [ "$TINY" = 1 ]; then
   DEV=cpu; ARCHS=${ARCHS:-logreg,lenet}; FID_N=6; FID_BUDGET=5; FID_CHUNK=3; BASE_N=1
   CAT_N=40; CAT_ROUND=20; CAT_SHARD=10; SERVICE_FLAGS=--tiny
 else
-  if ls .whl/*.whl >/dev/null 2>&1; then  # the device's Python lacks the service's packages
+  # the device's Python lacks the service's packages: install the carried wheels
+  if ! "$PY" -c 'import fastapi, celery, sqlalchemy, alembic, typer, matplotlib' 2>/dev/null \
+      && ls .whl/*.whl >/dev/null 2>&1; then
     "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site:$PWD
   fi
-  DEV=cuda; ARCHS=${ARCHS:-logreg,lenet,vgg11,resnet18,densenet121}
+  DEV=${DEV:-cuda}; ARCHS=${ARCHS:-logreg,lenet,vgg11,resnet18,densenet121}
   FID_N=${FID_N:-2000}; FID_BUDGET=${FID_BUDGET:-15}; FID_CHUNK=${FID_CHUNK:-100}
   BASE_N=${BASE_N:-4}
   CAT_N=${CAT_N:-10000}; CAT_ROUND=${CAT_ROUND:-10000}; CAT_SHARD=${CAT_SHARD:-2500}
