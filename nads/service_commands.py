@@ -194,10 +194,13 @@ class WorkerSupervisor:
         self._kill_group()
 
 
-def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
+def _server(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.Server:
     """A uvicorn server that, on SIGINT/SIGTERM, shuts down and returns (uvicorn re-raises the
-    signal by default, which would kill this process before it stops the worker)."""
+    signal by default, which would kill this process before it stops the worker), with the
+    request-header deadline (`api.serving`, NADS_HEADER_TIMEOUT_S)."""
     import uvicorn
+
+    from api.serving import server_config
 
     class Server(uvicorn.Server):
         @contextlib.contextmanager
@@ -212,8 +215,8 @@ def _server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
     # Keep-alive past uvicorn's 5 s: a polling client's next request otherwise races the
     # server closing the idle connection ("Server disconnected" in the load test).
-    return Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                 timeout_keep_alive=KEEP_ALIVE_S))
+    return Server(server_config(app, settings, host=host, port=port, log_level="warning",
+                                timeout_keep_alive=KEEP_ALIVE_S))
 
 
 def _supervisors(settings: Settings) -> list[WorkerSupervisor]:
@@ -245,7 +248,7 @@ def serve_command(
     supervisors = [] if no_worker else _supervisors(settings)
     for supervisor in supervisors:
         supervisor.start()
-    server = _server(create_app(settings), host, port)
+    server = _server(create_app(settings), settings, host, port)
 
     def banner() -> None:
         while not server.started and not server.should_exit:
