@@ -4,6 +4,7 @@ and `nads admin create-key`, as the user runs them: subprocesses talking HTTP.""
 from __future__ import annotations
 
 import io
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -65,3 +66,19 @@ def test_admin_create_key_prints_a_working_key_last(settings: Settings, api_url:
     assert key.startswith("nads_") and "carol" in out.stdout
     r = httpx.get(api_url + "/v1/jobs", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 200 and r.json()["items"] == []
+
+
+def test_nads_serve_closes_connections_whose_headers_never_end(tmp_path: Path) -> None:
+    """`nads serve` serves with api.serving's request-header deadline (a slowloris client gets
+    a 408 at the deadline, not a connection held for as long as it trickles)."""
+    env = clean_env(NADS_HEADER_TIMEOUT_S="1", NADS_CATALOG_AUTOBUILD="")
+    with nads_serve(tmp_path, env, "--no-worker", "--data-dir", str(tmp_path / "var")) as serve:
+        port = int(serve.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # headers never end
+            t0 = time.monotonic()
+            answer = sock.recv(1000)
+            waited = time.monotonic() - t0
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"NADS_HEADER_TIMEOUT_S" in answer
+    assert 0.5 < waited < 5, waited
