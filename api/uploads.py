@@ -196,11 +196,16 @@ RowT = TypeVar("RowT")
 
 
 async def store_upload(session: Session, blobs: BlobStore, received: ReceivedFile,
-                       make_row: Callable[[], RowT]) -> RowT:
-    """Adopts the received file into the blob store, records the blob and the row `make_row`
-    builds, commits, and returns the row. The temporary file is gone afterwards either way."""
+                       make_row: Callable[[], RowT],
+                       before: Callable[[], None] | None = None) -> RowT:
+    """Runs `before` (a check that may refuse, e.g. the rate limit, in the transaction that
+    stores), adopts the received file into the blob store, records the blob and the row
+    `make_row` builds, commits, and returns the row. The temporary file is gone afterwards
+    either way."""
 
     def store() -> RowT:
+        if before is not None:
+            before()
         blobs.adopt(received.path, received.sha256)
         record_blob(session, received.sha256, received.size)
         row = make_row()

@@ -180,6 +180,10 @@ class Upload(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # the key it was sent with: uploads are rate-limited per key (api/ratelimit.py)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_uploads_api_key_id_api_keys"),
+        nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -203,6 +207,10 @@ class Architecture(Base):
     pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # the key it was sent with: uploads are rate-limited per key (api/ratelimit.py)
+    api_key_id: Mapped[int | None] = mapped_column(
+        ForeignKey("api_keys.id", ondelete="SET NULL", name="fk_architectures_api_key_id_api_keys"),
+        nullable=True, index=True)
     name: Mapped[str] = mapped_column(String(100))
     filename: Mapped[str] = mapped_column(String(255))
     input_shape: Mapped[list[int]] = mapped_column(JSON)

@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     submit_rate_per_minute: int = Field(
         60, ge=0, description="Jobs one API key may submit in any 60 s (429 past it; 0 = no limit)."
     )
+    upload_rate_per_minute: int = Field(
+        20, ge=0, description="Uploads and architectures (each a validation) one API key may "
+        "send in any 60 s (429 past it; 0 = no limit)."
+    )
     datasets_dir: Path | None = Field(
         None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."
     )
@@ -138,7 +142,6 @@ class Settings(BaseSettings):
         900.0, ge=0, description="A queued shard (or one that never beat) untouched this long "
         "is sent again."
     )
-
     task_max_retries: int = Field(5, ge=0, description="Retries of a transient error.")
     max_attempts: int = Field(3, ge=1, description="Runs of one shard before the job fails.")
     worker_processes: int = Field(

@@ -11,11 +11,13 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.architectures import own_architecture, parse_input_shape, parse_policy
-from api.deps import BlobsDep, CeleryDep, CurrentUser, SessionDep, SettingsDep, released
+from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.uploads import bad_request, receive_upload, store_upload
 from store.models import VALIDATING, Architecture, User
@@ -75,12 +77,15 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ArchitectureOut,
              openapi_extra=_BODY)
 async def create_architecture(request: Request, session: SessionDep, user: CurrentUser,
+                              key: CurrentKey,
                               settings: SettingsDep, blobs: BlobsDep, celery: CeleryDep,
                               response: Response) -> ArchitectureOut:
     """multipart/form-data: `file` (a torch.export `.pt2`, preferred, or a TorchScript `.pt`),
     `name`, `input_shape` ("C,H,W") and optional `init` (torch-default, normal:<std>,
     uniform:<bound> or keep). 201 with status `validating`; the worker then sets `ready` or
     `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES."""
+    rate = settings.upload_rate_per_minute
+    await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
     received = await receive_upload(request, blobs, settings.max_architecture_bytes,
                                     "NADS_MAX_ARCHITECTURE_BYTES",
                                     "the fields 'name' and 'input_shape'")
@@ -98,9 +103,10 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
         raise
 
     row = await store_upload(session, blobs, received, lambda: Architecture(
-        id=uuid.uuid4().hex, user_id=user.id, name=name, filename=received.filename,
-        input_shape=shape, init=policy, size=received.size, sha256=received.sha256,
-        status=VALIDATING))
+        id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, name=name,
+        filename=received.filename, input_shape=shape, init=policy, size=received.size,
+        sha256=received.sha256, status=VALIDATING),
+        before=lambda: check_upload_rate(session, key, rate))
     # A lost message leaves the row `validating`: the reconciler sends it again.
     enqueue_validation(celery, row.id)
     response.headers["Location"] = f"/v1/architectures/{row.id}"

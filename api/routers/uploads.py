@@ -12,8 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from api.deps import BlobsDep, CurrentUser, SessionDep, SettingsDep, released
+from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
 from api.npz import ArchiveError, inspect_upload
+from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.uploads import bad_request, check_upload, receive_upload, store_upload
 from store.models import Upload, User
@@ -60,6 +61,7 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=UploadOut,
              openapi_extra=_BODY)
 async def create_upload(request: Request, session: SessionDep, user: CurrentUser,
+                        key: CurrentKey,
                         settings: SettingsDep, blobs: BlobsDep, response: Response
                         ) -> UploadOut:
     """multipart/form-data: `file` and `kind` (`dataset`: an .npz with x uint8 NHWC or float
@@ -67,6 +69,8 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
     Refused with 413 past NADS_MAX_UPLOAD_BYTES or, once decompressed as the arrays' headers
     declare, past NADS_MAX_DATASET_DECOMPRESSED_BYTES; with 422 when the magic bytes, the
     headers or a dataset's keys, ranks, dtypes or lengths are wrong."""
+    rate = settings.upload_rate_per_minute
+    await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
     received = await receive_upload(request, blobs, settings.max_upload_bytes)
     try:
         kind = check_upload(received)
@@ -82,8 +86,9 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
         raise
 
     row = await store_upload(session, blobs, received, lambda: Upload(
-        id=uuid.uuid4().hex, user_id=user.id, kind=kind, filename=received.filename,
-        size=received.size, sha256=received.sha256, arrays=arrays))
+        id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, kind=kind,
+        filename=received.filename, size=received.size, sha256=received.sha256, arrays=arrays),
+        before=lambda: check_upload_rate(session, key, rate))
     response.headers["Location"] = f"/v1/uploads/{row.id}"
     return UploadOut.from_row(row)
 

@@ -1,0 +1,58 @@
+"""Uploads and uploaded architectures (each a validation the worker runs) are rate-limited per
+API key like job submissions, at the default NADS_UPLOAD_RATE_PER_MINUTE (20): exactly 20 of
+30 concurrent requests with one key pass, the rest get 429 with Retry-After naming the setting,
+nothing of a refused request is stored, and another key has its own budget."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+
+from store.settings import Settings
+
+from .support import new_key
+
+
+def _client(api_url: str, settings: Settings) -> httpx.Client:
+    key = new_key(settings, f"rate-{uuid.uuid4().hex[:6]}")
+    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                        timeout=60)
+
+
+def _nads_file(seed: int) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.random.default_rng(seed).standard_normal((2, 64)).astype(np.float32))
+    return buf.getvalue()
+
+
+def test_uploads_and_architectures_share_one_rate_per_key(api_url: str, settings: Settings
+                                                          ) -> None:
+    limit = settings.upload_rate_per_minute
+    assert limit == Settings().upload_rate_per_minute == 20  # the default users get
+    with _client(api_url, settings) as carol, _client(api_url, settings) as dave:
+        def upload(i: int) -> int:
+            if i % 5 == 0:  # every fifth an architecture (rejected at once: not a zip)
+                r = carol.post("/v1/architectures", data={"name": f"a{i}",
+                                                          "input_shape": "1,8,8"},
+                               files={"file": ("a.pt", b"not a zip archive")})
+            else:
+                r = carol.post("/v1/uploads", data={"kind": "nads"},
+                               files={"file": (f"n{i}.npy", _nads_file(i))})
+            if r.status_code == 429:
+                assert "NADS_UPLOAD_RATE_PER_MINUTE" in r.json()["detail"], r.text
+                assert int(r.headers["retry-after"]) >= 1
+            return r.status_code
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(pool.map(upload, range(limit + 10)))
+        assert codes.count(201) == limit and codes.count(429) == 10, codes
+        stored = (len(carol.get("/v1/uploads").json()["items"]) +
+                  len(carol.get("/v1/architectures").json()["items"]))
+        assert stored == limit  # nothing of a refused request was kept
+        r = dave.post("/v1/uploads", data={"kind": "nads"},
+                      files={"file": ("n.npy", _nads_file(99))})
+        assert r.status_code == 201, r.text  # another key, its own budget
