@@ -85,7 +85,10 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
                     blob_dir=data / "blobs", progress_interval_s=0.2, stale_after_s=600,
                     # uploaded architectures: a short time limit keeps the runaway-model test
                     # short (the size limit is the default: real networks are uploaded)
-                    architecture_validation_timeout_s=20)
+                    architecture_validation_timeout_s=20,
+                    # alice uploads dozens of models a minute across the suite;
+                    # test_upload_rate.py checks the default on its own server
+                    upload_rate_per_minute=0)
 
 
 @pytest.fixture(scope="session")
