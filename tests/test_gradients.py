@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from nadcore import NADSpec, estimate_nads
+from nadcore import NADSpec, PartialNADs, estimate_nads, finalize
 from nadcore.architectures import model_factory
-from nadcore.engine import ShardRunner
+from nadcore.engine import ShardRunner, merge_key
 from nadcore.gradients import GradientEvaluator
 from nadcore.init import NetworkSampler
 from nadcore.spec import BUILTIN_ARCHITECTURES
@@ -30,6 +30,10 @@ def test_logreg_gradient_is_its_weight_both_methods():
 
 
 def test_logreg_covariance_is_isotropic_marchenko_pastur():
+    """The built-in logreg's eigenvalues against the Marchenko-Pastur law of its init. Its NADs
+    are arbitrary (isotropic: any orthonormal set is right), so the eigenVECTORS are checked
+    against closed forms in tests/test_decompose_reference.py (planted covariances, an
+    anisotropic linear model) and by the circulant network below."""
     n, d = 3000, 64
     res = estimate_nads("logreg", (1, 8, 8), n, seed=1)
     sigma2 = (1 / math.sqrt(d)) ** 2 / 3  # variance of U(-1/sqrt(D), 1/sqrt(D))
@@ -100,9 +104,11 @@ def test_circular_linear_network_nads_are_fourier_modes():
     sampler = NetworkSampler(CircularLinearNet, template, 0, torch.device("cpu"), mode="builder")
     evaluator = GradientEvaluator(template, x0, "finite_difference", 1.0)
     grads = torch.cat([evaluator(sampler.sample(range(i, i + 500))) for i in range(0, 3000, 500)])
-    g = grads.double() - grads.double().mean(0)
-    _, vecs = torch.linalg.eigh(g.T @ g)
-    nads = vecs.flip(1).T
+    # the engine's own decomposition (finalize), not one written here; the spec only gives
+    # finalize D = 64, N and k (any built-in of a 1x8x8 input)
+    spec = NADSpec(architecture="logreg", input_shape=(1, n, n), num_networks=3000, seed=0)
+    part = PartialNADs.from_gradients(merge_key(spec), 0, grads, x0.numpy(), "gradients")
+    nads = torch.from_numpy(finalize(spec, part).nads).double()
     for i in range(8):
         energy = torch.fft.fft2(nads[i].view(n, n)).abs() ** 2
         energy = energy / energy.sum()
