@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,48 @@ def test_digits_low_index_hurts_more_than_high_index(lenet_nads):
           f" test {high.test_accuracy[-1]:.1f}")
     assert low.train_accuracy[-1] > 90 and high.train_accuracy[-1] > 90
     assert high.test_accuracy[-1] - low.test_accuracy[-1] > MIN_GAP
+
+
+def _chance_bound(num_test: int, delta: float = 1e-6) -> float:
+    """Percentage points around 50 % that a 2-class predictor independent of the test labels
+    exceeds with probability at most delta (Hoeffding: 2 exp(-2 n t^2) <= delta)."""
+    return 100 * math.sqrt(math.log(2 / delta) / (2 * num_test))
+
+
+def test_carrier_against_the_clean_baseline_of_the_same_run():
+    """Two classes whose ONLY label information is their coefficient along NAD row 0: +1 for
+    class 0, -1 for class 1 (the rest is label-independent noise orthogonal to it). Poisoning at
+    index 0 with eps 1 sets that coefficient to -1 for class 0 and +1 for class 1 (NADS.md:
+    sign - for even t): the carrier carries the labels inverted. Trained on the clean set the
+    classifier must beat chance on the clean test set; trained, with the same spec and seeds,
+    on the poisoned set it must fall below chance by the same margin (it can only have learned
+    the inverted carrier). Margins: _chance_bound(400) = 13.5 pp, outside which a predictor
+    that learned nothing lands with probability <= 1e-6."""
+    d, n = 16, 400
+    nads = _orthonormal_rows(d, d, seed=4)
+    v = torch.from_numpy(nads[0]).double()
+    gen = torch.Generator().manual_seed(0)
+
+    def draw(num: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.arange(num) % 2
+        noise = torch.randn((num, d), generator=gen, dtype=torch.float64) * 0.3
+        noise -= torch.outer(noise @ v, v)
+        x = noise + torch.outer(1.0 - 2.0 * y.double(), v)  # +1 for class 0, -1 for class 1
+        return x.float().view(num, 1, 4, 4), y
+
+    x_train, y_train = draw(n)
+    x_test, y_test = draw(n)
+    data = ImageDataset(x_train, y_train, x_test, y_test, 2, "carrier-only")
+    spec = _spec(architecture="logreg", indices=[0], eps=1.0,
+                 training={"epochs": 10, "batch_size": 50, "lr": 0.1, "mean": (0.0,),
+                           "std": (1.0,)})
+    poisoned_x = poison_dataset(x_train, y_train, nads, 0, 1.0, num_classes=2)
+    clean = train_classifier(spec, data, x_train, device="cpu")
+    poisoned = train_classifier(spec, data, poisoned_x, device="cpu")
+    bound = _chance_bound(n)
+    print(f"clean baseline {clean.test_accuracy[-1]:.1f} %, poisoned "
+          f"{poisoned.test_accuracy[-1]:.1f} % (chance +- {bound:.1f})")
+    assert clean.test_accuracy[-1] > 50 + bound
+    assert poisoned.test_accuracy[-1] < 50 - bound
+    # both fit what they were given: the train accuracy is measured on their own training set
+    assert clean.train_accuracy[-1] > 50 + bound and poisoned.train_accuracy[-1] > 50 + bound

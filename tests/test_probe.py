@@ -3,6 +3,7 @@ training, and the paper's directional-bias findings at test scale."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -188,41 +189,53 @@ def test_direction_errors():
 # Training
 
 
-def test_acceptance_example_of_the_issue():
-    """The issue's example as written: logreg, 4 cosines, 2,000 / 2,000 samples, 5 epochs.
+def _chance_bound(num_test: int, delta: float = 1e-6) -> float:
+    """Half-width (percentage points) around 50 % that a classifier whose predictions are
+    independent of the test labels leaves with probability at most `delta`: the labels are a
+    balanced random permutation, so the number right is hypergeometric with mean num_test / 2,
+    and Hoeffding's bound (valid without replacement) gives
+    P(|acc - 1/2| >= t) <= 2 exp(-2 num_test t^2)."""
+    return 100 * math.sqrt(math.log(2 / delta) / (2 * num_test))
 
-    Measured: 51-56 % on every direction with both strategies (the plain-module loop, i.e.
-    the paper's own training code, gives the same figures): with 2,000 samples in D = 1,024
-    under sigma = 3 noise, the paper's recipe does not find the noise-free direction in 80
-    steps. The same example with 10,000 training samples reaches >= 99.7 % (next test). The
-    spec of the issue (>= 90 % as written) therefore cannot be met by the engine; pinned here
-    so that a change of these figures is noticed.
-    """
+
+def test_logreg_must_learn_any_direction_at_the_papers_recipe():
+    """The paper's full recipe (10,000 / 10,000 samples, 20 epochs, NADS.md section 4) for
+    logistic regression, which learns every direction: D(v) has no noise along v, so the Bayes
+    accuracy is 100 % and the paper reports ~100 % for logreg on every direction. Near-perfect
+    is asserted: >= 99 %, the paper's ~100 % less 1 pp, while a trainer that learns nothing
+    stays within 50 +- 2.7 pp (_chance_bound(10,000)). (At the issue's 2,000 training samples
+    the same recipe gives 51-56 %: BENCHMARKS.md.)"""
     spec = ProbeSpec.model_validate({
         "architecture": "logreg", "input_shape": [1, 32, 32],
-        "directions": {"kind": "fourier", "frequencies": [[0, 1], [3, 4], [8, 8], [15, 15]],
-                       "phase": "cos"},
-        "data": {"num_train": 2000, "num_test": 2000, "sigma": 3.0, "epsilon": 1.0},
-        "training": {"epochs": 5}, "seed": 0})
+        "directions": {"kind": "fourier", "grid_stride": 16, "phase": "cos"},
+        "data": {"num_train": 10_000, "num_test": 10_000, "sigma": 3.0, "epsilon": 1.0},
+        "training": {"epochs": 20}, "seed": 0})
     result = run_probe(spec, make_directions(spec))
-    print("acceptance example accuracies:", result.accuracies)
-    assert result.accuracies.shape == (4,) and result.curves.shape == (4, 5, 4)
-    assert np.all((result.accuracies > 45) & (result.accuracies < 65))
-
-
-def test_logreg_learns_every_direction_of_a_fourier_grid():
-    """The paper: logistic regression always succeeds. Default recipe (lr 0.5, linear decay,
-    clip 0.5, batch 128) with 10,000 training samples, 1,000 test samples, 5 epochs (the paper:
-    10,000 / 10,000, 20 epochs) on a stride-8 grid of 16 cosines."""
-    spec = _spec({"kind": "fourier", "grid_stride": 8},
-                 data={"num_train": 10_000, "num_test": 1000}, training={"epochs": 5})
-    result = run_probe(spec, make_directions(spec))
-    print("logreg grid accuracies:", result.accuracies)
-    assert result.accuracies.shape == (16,)
-    assert result.accuracies.min() >= 95.0
+    print("logreg, paper's recipe, stride-16 grid of cosines:", result.accuracies)
+    assert result.accuracies.shape == (4,) and result.curves.shape == (4, 20, 4)
+    assert result.accuracies.min() >= 99.0
     curves = result.curves
     assert np.all(curves[:, -1, 0] < curves[:, 0, 0])  # train loss decreases
     np.testing.assert_allclose(curves[:, -1, 3], result.accuracies)
+
+
+def test_a_probe_without_signal_must_stay_at_chance():
+    """epsilon = 1e-30: the signal y (eps/2) v is 1e-32 per pixel, below float32's resolution
+    of every input value larger than ~1e-25 (probability ~1e-26 per N(0, 9) pixel), so the
+    float32 inputs are the label-independent noise w_perp and nothing can be learned. The
+    test accuracy must be 50 % within _chance_bound(num_test) (delta 1e-6). logreg in
+    D = 1,024 on 2,000 samples can fit its training set by the noise, so a probe that reported
+    training accuracy, or evaluated on the training draw, would fail here."""
+    num_test = 10_000
+    spec = ProbeSpec.model_validate({
+        "architecture": "logreg", "input_shape": [1, 32, 32],
+        "directions": {"kind": "fourier", "frequencies": [[0, 1], [8, 8]], "phase": "cos"},
+        "data": {"num_train": 2000, "num_test": num_test, "sigma": 3.0, "epsilon": 1e-30},
+        "training": {"epochs": 5}, "seed": 0})
+    result = run_probe(spec, make_directions(spec))
+    bound = _chance_bound(num_test)
+    print("no signal:", result.accuracies, "bound", bound, "train acc", result.curves[:, -1, 1])
+    assert np.all(np.abs(result.accuracies - 50.0) < bound)
 
 
 def test_vmap_and_loop_agree():
@@ -293,9 +306,16 @@ def test_lenet_first_nads_beat_last_nads(lenet_nads):
     acc = result.accuracies
     print(f"LeNet NADs {first}: {acc[:3]}, NADs {last}: {acc[3:]} "
           f"({time.perf_counter() - t0:.1f} s)")
-    assert acc[:3].min() >= 60.0
-    assert acc[3:].max() <= 56.0
-    assert acc[:3].mean() - acc[3:].mean() >= 10.0
+    # Thresholds from the test size, not from the measured figures: with 1,000 test samples a
+    # direction that is not learned stays within 50 +- 8.5 pp (_chance_bound, delta 1e-6), so
+    # the last NADs (the paper: ~50 % beyond index 800) must lie below 58.5 %, and every first
+    # NAD must be learned beyond that noise (> 58.5 %: it is not at chance). Their means differ
+    # by more than 5 sd of the binomial noise of a difference of two means of 3 accuracies
+    # (sd 100 sqrt(2 * 0.25 / (3 * 1000)) = 1.3 pp, so > 6.5 pp).
+    bound = _chance_bound(1000)
+    assert acc[3:].max() < 50 + bound
+    assert acc[:3].min() > 50 + bound
+    assert acc[:3].mean() - acc[3:].mean() > 5 * 100 * math.sqrt(2 * 0.25 / 3000)
 
 
 @pytest.fixture(scope="module")
