@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from api.main import create_app
 from store.db import session_scope
+from store.migrate import upgrade
 from store.models import Job
 from store.settings import Settings
 
+from .conftest import ThrowawayDatabases
 from .support import ServerThread, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
@@ -116,61 +121,90 @@ def test_other_users_jobs_are_404_and_unlisted(alice: httpx.Client, bob: httpx.C
     assert alice.get("/v1/jobs/0123456789abcdef").status_code == 404
 
 
-def test_listing_is_newest_first_paginated_and_filtered(settings: Settings, api_url: str
-                                                        ) -> None:
-    key = new_key(settings, "lister")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
-        ids = []
-        for seed in range(5):
-            r = client.post("/v1/jobs/nads", json={**TINY, "seed": seed})
-            assert r.status_code == 202
-            ids.append(r.json()["id"])
-            # Cancel at once: listing is what is tested here, not computing.
-            assert client.post(f"/v1/jobs/{ids[-1]}/cancel").status_code in (202, 409)
-        seen, cursor = [], None
-        while True:
-            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
-            page = client.get("/v1/jobs", params=params).json()
-            assert len(page["items"]) <= 2
-            seen += [j["id"] for j in page["items"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                break
-        assert seen == ids[::-1]
-        statuses = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()["items"]}
-        cancelled = [i for i in ids if statuses[i] == "cancelled"]
-        assert cancelled, statuses
-        r = client.get("/v1/jobs", params={"status": "cancelled", "kind": "nads"})
-        assert [j["id"] for j in r.json()["items"]] == cancelled[::-1]
-        bad = client.get("/v1/jobs", params={"limit": 1000})
-        assert bad.status_code == 422
-        assert bad.json()["detail"][0]["msg"].startswith("limit:")
-        assert "100" in bad.json()["detail"][0]["msg"]
-        bad = client.get("/v1/jobs", params={"status": "sleeping"})
-        assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "status"
-        bad = client.get("/v1/jobs", params={"cursor": "!!"})
-        assert bad.status_code == 422 and bad.json()["detail"].startswith("cursor:")
+@pytest.fixture
+def quiet(databases: ThrowawayDatabases, tmp_path) -> Iterator[tuple[Settings, httpx.Client]]:
+    """An API on a database of its own whose broker (the embedded filesystem broker in a
+    private folder) no worker reads: every job stays queued until cancelled, so what a test
+    asserts about queued jobs cannot race a worker, and the database holds only its jobs."""
+    url = databases.create()
+    upgrade(url)
+    quiet_settings = Settings(data_dir=tmp_path, database_url=url, blob_dir=tmp_path / "blobs")
+    key = new_key(quiet_settings, "quiet")
+    with ServerThread(create_app(quiet_settings)) as server, httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        yield quiet_settings, c
 
 
-def test_cancelling_a_queued_job_then_again_is_409(settings: Settings, api_url: str) -> None:
-    key = new_key(settings, "canceller")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
-        job = client.post("/v1/jobs/nads", json={**TINY, "shards": 2}).json()
-        r = client.post(f"/v1/jobs/{job['id']}/cancel")
-        if r.status_code == 202:  # a worker may already have finished it: then 409
-            assert r.json()["status"] == "cancelled"
-            assert r.json()["timings"]["finished_at"] is not None
-        again = client.post(f"/v1/jobs/{job['id']}/cancel")
-        assert again.status_code == 409
-        assert "nothing to cancel" in again.json()["detail"]
+def test_listing_is_newest_first_paginated_and_filtered(quiet) -> None:
+    _, client = quiet
+    ids = []
+    for seed in range(5):
+        r = client.post("/v1/jobs/nads", json={**TINY, "seed": seed})
+        assert r.status_code == 202
+        ids.append(r.json()["id"])
+        if seed % 2 == 0:  # no worker: a queued job is always cancellable
+            assert client.post(f"/v1/jobs/{ids[-1]}/cancel").status_code == 202
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/jobs", params=params).json()
+        assert len(page["items"]) <= 2
+        seen += [j["id"] for j in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids[::-1]
+    statuses = {j["id"]: j["status"] for j in client.get("/v1/jobs").json()["items"]}
+    cancelled = [i for i in ids if statuses[i] == "cancelled"]
+    assert cancelled == ids[0::2], statuses
+    assert all(statuses[i] == "queued" for i in ids[1::2]), statuses
+    r = client.get("/v1/jobs", params={"status": "cancelled", "kind": "nads"})
+    assert [j["id"] for j in r.json()["items"]] == cancelled[::-1]
+    bad = client.get("/v1/jobs", params={"limit": 1000})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["msg"].startswith("limit:")
+    assert "100" in bad.json()["detail"][0]["msg"]
+    bad = client.get("/v1/jobs", params={"status": "sleeping"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "status"
+    bad = client.get("/v1/jobs", params={"cursor": "!!"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("cursor:")
 
 
-def test_metrics_expose_jobs_queue_depth_and_durations(anonymous: httpx.Client,
-                                                       alice: httpx.Client) -> None:
-    alice.post("/v1/jobs/nads", json=TINY)
-    text = anonymous.get("/metrics").text
-    assert 'nads_jobs{kind="nads",state="queued"}' in text
-    assert 'nads_queue_depth{queue="gpu"}' in text
-    assert "# TYPE nads_job_duration_seconds summary" in text
+def test_cancelling_a_queued_job_then_again_is_409(quiet) -> None:
+    _, client = quiet
+    job = client.post("/v1/jobs/nads", json={**TINY, "shards": 2}).json()
+    assert client.get(f"/v1/jobs/{job['id']}").json()["status"] == "queued"
+    r = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "cancelled"
+    assert r.json()["timings"]["finished_at"] is not None
+    again = client.post(f"/v1/jobs/{job['id']}/cancel")
+    assert again.status_code == 409
+    assert "nothing to cancel" in again.json()["detail"]
+
+
+def test_metrics_expose_jobs_queue_depth_and_durations(quiet) -> None:
+    """Three NAD jobs (1, 2 and 3 shards) submitted to an API nobody works for, the 2-shard one
+    cancelled: the gauges must read exactly what that sequence leaves in the database."""
+    _, client = quiet
+    jobs = [client.post("/v1/jobs/nads", json={**TINY, "seed": s, "shards": s}).json()
+            for s in (1, 2, 3)]
+    assert client.post(f"/v1/jobs/{jobs[1]['id']}/cancel").status_code == 202
+    families = {f.name: f for f in text_string_to_metric_families(
+        httpx.get(str(client.base_url) + "/metrics").text)}
+    jobs_gauge = {(s.labels["kind"], s.labels["state"]): s.value
+                  for s in families["nads_jobs"].samples}
+    nonzero = {k: v for k, v in jobs_gauge.items() if v}
+    assert nonzero == {("nads", "queued"): 2.0, ("nads", "cancelled"): 1.0}
+    assert ("probe", "queued") in jobs_gauge and ("poison", "succeeded") in jobs_gauge
+    shards = {s.labels["state"]: s.value for s in families["nads_shards"].samples}
+    assert shards.get("queued", 0) == 1 + 3  # the cancelled job's 2 shards are not queued
+    assert sum(shards.values()) == 1 + 2 + 3
+    depth = {s.labels["queue"]: s.value for s in families["nads_queue_depth"].samples}
+    assert set(depth) == {"gpu", "cpu"}
+    # one message per shard sent (1 + 2 + 3), none read; a cancel withdraws no message (the
+    # worker drops a cancelled job's shard when it reads it)
+    assert sum(depth.values()) == 6
+    # nothing has started, so nothing has a duration
+    assert families["nads_job_duration_seconds"].type == "summary"
+    assert not families["nads_job_duration_seconds"].samples
