@@ -4,7 +4,8 @@ Layer two of the two that keep an uploaded model from doing more than compute (l
 `nadcore.untrusted`, refuses what is not a plain network before loading it). Each is meant to
 be enough alone. The child (`python -m nadcore.isolated`) runs under `bwrap`:
 
-- in new user, pid, network, IPC, UTS and cgroup namespaces (`--unshare-all`), as uid and gid
+- in new user, pid, network, IPC, UTS and cgroup namespaces (`--unshare-all --unshare-user`:
+  no user namespace is an error, never a sandbox as root), as uid and gid
   65534 with every capability dropped, in a new session, dying with the worker;
 - seeing only read-only system directories (`/usr` and its links), the Python installation and
   the `nadcore` package, its job folder (read-only) and a private `/tmp` of bounded size: not
@@ -137,7 +138,8 @@ def bwrap_command(job_dir: Path, archive: Path, fd: int, limits: Limits) -> list
         raise SandboxUnavailable("the worker cannot sandbox uploaded models: bubblewrap "
                                  "(bwrap) is not installed on it")
     return [
-        bwrap, "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+        bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+        "--gid", str(SANDBOX_UID),
         "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--clearenv",
         *_system_mounts(), *_python_mounts(),
         "--proc", "/proc", "--dev", "/dev", *_gpu_mounts(),
@@ -154,7 +156,8 @@ def check_available() -> str | None:
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
-    probe = [bwrap, "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+    probe = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
+             "--gid", str(SANDBOX_UID),
              "--cap-drop", "ALL", "--die-with-parent", *_system_mounts(), "--", "/usr/bin/true"]
     try:
         done = subprocess.run(probe, capture_output=True, timeout=30)
