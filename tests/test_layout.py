@@ -11,6 +11,7 @@ def test_cpu_node_runs_one_single_thread_process_per_core() -> None:
     layout = plan_layout(cores=2)
     assert (layout.processes, layout.threads, layout.gpus) == (2, 1, 0)
     assert all(layout.env()[name] == "1" for name in THREAD_VARIABLES)
+    assert layout.env()["OMP_WAIT_POLICY"] == "PASSIVE"
     assert plan_layout(cores=16).processes == 16
     assert plan_layout(cores=0).processes == 1  # never less than one process
 

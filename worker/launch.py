@@ -12,7 +12,7 @@ import sys
 
 from nadcore.cores import usable_cores
 from store.settings import get_settings
-from worker.layout import Layout, celery_worker_command, plan_layout
+from worker.layout import WAIT_POLICY, Layout, celery_worker_command, plan_layout
 
 
 def visible_gpus() -> int:
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"nads worker: {layout.describe()} of {usable_cores()} usable core(s): "
           f"celery worker {' '.join(args)}", flush=True)
     command = celery_worker_command(layout, sys.executable, args)
-    os.execve(sys.executable, command, os.environ | layout.env())
+    kept = {WAIT_POLICY: os.environ[WAIT_POLICY]} if WAIT_POLICY in os.environ else {}
+    os.execve(sys.executable, command, os.environ | layout.env() | kept)
 
 
 if __name__ == "__main__":

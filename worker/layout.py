@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from worker.config import ALL_QUEUES, USER_QUEUES
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+WAIT_POLICY = "OMP_WAIT_POLICY"
 GPUS_VARIABLE = "NADS_WORKER_GPUS"  # set by the launcher; read by each child (pin_gpu)
 
 
@@ -28,6 +29,10 @@ class Layout:
         """Variables the worker is started with (before any OpenMP runtime loads)."""
         env = dict.fromkeys(THREAD_VARIABLES, str(self.threads))
         env[GPUS_VARIABLE] = str(self.gpus)
+        # Idle OpenMP threads sleep instead of spinning on cores others need: no effect at one
+        # thread, several times faster for 2-thread processes on a loaded machine (BENCHMARKS.md,
+        # Contention). A value the caller set is kept (worker/launch.py).
+        env[WAIT_POLICY] = "PASSIVE"
         return env
 
     def describe(self) -> str:

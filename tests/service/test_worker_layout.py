@@ -62,7 +62,8 @@ def test_embedded_workers_run_one_single_thread_process_per_core(tmp_path: Path)
         # the pools, plus beat (-B) in the catalog-taking worker
         assert sorted(len(p) for p in pools) == sorted([1, cores - 1 + 1])
         for proc in [*workers, *(p for pool in pools for p in pool)]:
-            assert proc.environ().get("OMP_NUM_THREADS") == "1", proc.environ()
+            env = proc.environ()
+            assert env.get("OMP_NUM_THREADS") == "1" and env.get("OMP_WAIT_POLICY") == "PASSIVE"
     shards = _shards(tmp_path / "var", job["id"])
     assert len(shards) == 2
     assert max(a for a, _, _ in shards) < min(b for _, b, _ in shards), \
