@@ -43,8 +43,9 @@ pytestmark = pytest.mark.slow
 PG_BIN = next((Path(p).parent for p in sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
                                               reverse=True)),
               Path(shutil.which("initdb") or "/usr/bin/initdb").parent)
-# ~2-4 s of work per shard on this machine: long enough to break something mid-job.
-SPEC = {"architecture": "logreg", "input_shape": [1, 16, 16], "num_networks": 3000,
+# ~4-8 s of work per shard on this machine (the worker runs one 1-thread process per core):
+# long enough to break something mid-job.
+SPEC = {"architecture": "logreg", "input_shape": [1, 16, 16], "num_networks": 12000,
         "shards": 3}
 ARRAYS = ("nads", "eigenvalues", "eval_point")
 

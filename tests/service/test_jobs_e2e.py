@@ -206,7 +206,7 @@ def test_a_shard_lost_with_its_worker_is_redone_with_the_same_numbers(
         shard = row.shards[1]
         partial_before = shard.partial_sha256
         shard.status, shard.partial_sha256, shard.fraction = "running", None, 0.3
-        shard.updated_at = utcnow() - timedelta(hours=1)
+        shard.updated_at = shard.heartbeat_at = utcnow() - timedelta(hours=1)  # beat stopped
         row.status, row.merge_status, row.summary, row.finished_at = "running", None, None, None
         session.execute(delete(Artifact).where(Artifact.job_pk == row.pk))
     with session_scope(settings.resolved_database_url) as session:
