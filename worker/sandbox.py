@@ -141,9 +141,11 @@ def bwrap_command(job_dir: Path, archive: Path, fd: int, limits: Limits) -> list
         bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
         "--gid", str(SANDBOX_UID),
         "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--clearenv",
+        # the private /tmp first: bwrap mounts in order, and an installation that lives under
+        # /tmp (a clone there) must be bound on top of it, not hidden by it
+        "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
         *_system_mounts(), *_python_mounts(),
         "--proc", "/proc", "--dev", "/dev", *_gpu_mounts(),
-        "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
         "--ro-bind", str(job_dir), "/job", "--ro-bind", str(archive), "/job/archive",
         "--chdir", "/tmp", *_environment(limits.threads),
         sys.executable, "-I", "-m", "nadcore.isolated", "/job", str(fd),
