@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import h11
@@ -52,8 +53,7 @@ class _HeaderDeadline:
         return self.header_timeout if self.header_timeout is not None else \
             get_settings().header_timeout_s
 
-    def _awaiting_headers(self) -> bool:
-        raise NotImplementedError
+    _awaiting_headers: Callable[[], bool]  # each protocol below: its parser mid-headers?
 
     def _arm(self) -> None:
         if self._header_timer is None:

@@ -81,11 +81,7 @@ class BlobStore:
 
     def verify(self, sha256: str) -> bool:
         """True when the stored bytes still hash to their name."""
-        digest = hashlib.sha256()
-        with open(self.path(sha256), "rb") as f:
-            while chunk := f.read(_CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest() == sha256
+        return file_sha256(self.path(sha256)) == sha256
 
     def check_writable(self) -> None:
         """Raises OSError when the store cannot take a new file (used by /readyz)."""
@@ -93,6 +89,15 @@ class BlobStore:
         tmp_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="ready-"):
             pass
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def record_blob(session: Session, sha256: str, size: int) -> Blob:

@@ -20,7 +20,6 @@ overwritten; a shipped row is updated when the shipped files change. Nothing her
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from nadcore.spec import BUILTIN_ARCHITECTURES
 from store.blobs import BlobStore, record_blob
+from store.blobs import file_sha256 as sha256_file
 from store.models import CATALOG_READY, CatalogEntry, utcnow
 from store.settings import Settings
 
@@ -58,14 +58,6 @@ VERIFY_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 0.1}
 
 class ShippedError(ValueError):
     """A shipped entry is missing a file, or a file does not match its recorded sha256."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
