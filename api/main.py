@@ -19,9 +19,9 @@ from api.routers import (
     uploads,
     web,
 )
+from jobs.broker import make_celery
 from store.blobs import BlobStore
 from store.settings import Settings, get_settings
-from worker.config import make_celery
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -17,9 +17,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from api.schemas import JobKind
+from jobs.broker import CPU_QUEUE, GPU_QUEUE
 from store.db import get_sessionmaker
 from store.models import JOB_STATES, Job, Shard
-from worker.config import CPU_QUEUE, GPU_QUEUE
 
 log = logging.getLogger(__name__)
 

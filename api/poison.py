@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from api.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
 from api.validation import check_limits, invalid, shard_ranges
+from jobs.sources import SourceError, catalog_job
 from nadcore.poison_spec import PoisonSpec
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Job, Upload, User
 from store.settings import Settings
-from worker.sources import SourceError, catalog_job
 
 # name -> (C, H, W), classes, training-set size (before limit_train)
 NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from api.architectures import custom_flops
 from api.validation import check_limits, invalid
+from jobs.sources import SourceError, catalog_job
 from nadcore.cost import layer_count
 from nadcore.probe_spec import (
     CustomDirections,
@@ -25,7 +26,6 @@ from nadcore.probe_spec import (
 )
 from store.models import NADS, SUCCEEDED, Job, User
 from store.settings import Settings
-from worker.sources import SourceError, catalog_job
 
 _ENV = {"train_samples": "NADS_MAX_PROBE_TRAIN_SAMPLES", "flops": "NADS_MAX_PROBE_FLOPS",
         "directions_bytes": "NADS_MAX_PROBE_DIRECTIONS_BYTES"}

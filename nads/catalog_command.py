@@ -27,12 +27,12 @@ def catalog_build(
     """Start or resume catalog builds (ready entries, shipped ones too, stay unless --replace)."""
     from sqlalchemy import select
 
+    from jobs.broker import make_celery
+    from jobs.catalog import CATALOG_ARCHITECTURES, CatalogError, build, describe
     from nads.service_commands import _settings
     from store.db import session_scope
     from store.migrate import upgrade
     from store.models import CATALOG_BUILDING, CatalogEntry
-    from worker.catalog import CATALOG_ARCHITECTURES, CatalogError, build, describe
-    from worker.config import make_celery
 
     settings = _settings()
     upgrade(settings.resolved_database_url)
@@ -60,10 +60,10 @@ def catalog_build(
 
 def catalog_install() -> None:
     """Install the entries shipped in NADS_CATALOG_SHIPPED_DIR as ready (built ones are kept)."""
+    from jobs.shipped import install_shipped
     from nads.service_commands import _settings
     from store.db import session_scope
     from store.migrate import upgrade
-    from worker.shipped import install_shipped
 
     settings = _settings()
     upgrade(settings.resolved_database_url)
@@ -97,8 +97,8 @@ def catalog_export(
     """Write an entry in the shipped format: from the service, --direct, or --partial."""
     from pydantic import ValidationError
 
+    from jobs.catalog import CatalogError, check_names
     from nads import catalog_export as export
-    from worker.catalog import CatalogError, check_names
 
     try:
         check_names([arch])
@@ -132,9 +132,9 @@ def catalog_verify(
     device: Annotated[str, typer.Option(help="Where to recompute.")] = "cpu",
 ) -> None:
     """Recompute shipped entries' first-network gradients on this machine and compare them."""
+    from jobs.shipped import ShippedError
     from nads import catalog_export as export
     from nads.service_commands import _settings
-    from worker.shipped import ShippedError
 
     root = data or _settings().catalog_shipped_dir
     names = list(arch or [])

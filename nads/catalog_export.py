@@ -1,5 +1,5 @@
 """Writing and checking the catalog entries shipped with the repository (`catalog_data/<arch>/`;
-the format is described in worker/shipped.py).
+the format is described in jobs/shipped.py).
 
 - `export_direct`: runs the engine in this process with the catalog's spec (finite
   differences, scale 100, 1x32x32, seed 0, 10,000 networks) and writes the entry;
@@ -23,10 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from nadcore.engine import NADResult, ShardRunner, device_name, eval_point_for, finalize
-from nadcore.partial import PartialNADs
-from nadcore.spec import NADSpec
-from worker.shipped import (
+from jobs.shipped import (
     FILES,
     FORMAT,
     PROVENANCE,
@@ -34,6 +31,9 @@ from worker.shipped import (
     read_entry,
     sha256_file,
 )
+from nadcore.engine import NADResult, ShardRunner, device_name, eval_point_for, finalize
+from nadcore.partial import PartialNADs
+from nadcore.spec import NADSpec
 
 CATALOG_INPUT_SHAPE = (1, 32, 32)
 STABILITY_K = 64  # the catalog's stopping rule is checked at k = 64
@@ -41,7 +41,7 @@ CHECK_NETWORKS = 4  # networks whose gradients ship for `verify`
 
 
 def catalog_spec(arch: str, networks: int = 10_000, precision: str = "auto") -> NADSpec:
-    """The catalog's spec (worker/catalog.py: target_spec) at `networks`."""
+    """The catalog's spec (jobs/catalog.py: target_spec) at `networks`."""
     return NADSpec(architecture=arch, input_shape=CATALOG_INPUT_SHAPE, num_networks=networks,
                    method="finite_difference", scale=100.0, seed=0, precision=precision)
 

@@ -97,10 +97,10 @@ def _autobuild_catalog(settings: Settings) -> str:
     """Installs the catalog entries shipped with the repository (ready at once, nothing to
     compute), then starts (or resumes) the builds named by NADS_CATALOG_AUTOBUILD that are not
     ready; returns the names still building ('' for none)."""
+    from jobs.broker import make_celery
+    from jobs.catalog import CatalogError, build, parse_names
+    from jobs.shipped import install_shipped
     from store.db import session_scope
-    from worker.catalog import CatalogError, build, parse_names
-    from worker.config import make_celery
-    from worker.shipped import install_shipped
 
     try:
         names = parse_names(settings.catalog_autobuild)
@@ -131,7 +131,7 @@ class WorkerSupervisor:
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None,
                  queues: str | None = None, cores: int | None = None, beat: bool = True) -> None:
-        from worker.config import ALL_QUEUES
+        from jobs.broker import ALL_QUEUES
 
         self.log_path = settings.data_dir / "worker.log"
         self.env = env  # None: this process's environment (where NADS_* already are)

@@ -235,7 +235,7 @@ class CatalogEntry(Base):
     """A precomputed NAD set of a built-in architecture, served publicly at /v1/catalog.
 
     It is built by ordinary sharded NAD jobs owned by the system user "catalog", in rounds of
-    growing network counts (worker/catalog.py); `job_pk` is the current (or final) round's job.
+    growing network counts (jobs/catalog.py); `job_pk` is the current (or final) round's job.
     """
 
     __tablename__ = "catalog"
@@ -262,7 +262,7 @@ class CatalogEntry(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # "built" by this service's round jobs, or "shipped" with the repository (catalog_data/,
-    # worker/shipped.py): then `files` maps each file name to its blob's sha256 and
+    # jobs/shipped.py): then `files` maps each file name to its blob's sha256 and
     # `provenance` is the shipped provenance.json; `job_pk` is NULL.
     origin: Mapped[str] = mapped_column(String(16), default="built", server_default="built")
     files: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# The repository's shipped catalog entries (worker/shipped.py), next to the packages.
+# The repository's shipped catalog entries (jobs/shipped.py), next to the packages.
 SHIPPED_CATALOG_DIR = Path(__file__).resolve().parents[1] / "catalog_data"
 
 
@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."
     )
 
-    # The public NAD catalog (worker/catalog.py): the paper's settings, built in rounds of
+    # The public NAD catalog (jobs/catalog.py): the paper's settings, built in rounds of
     # sharded NAD jobs until split-half stability reaches the target or the cap is used up.
     catalog_autobuild: str = Field(
         "logreg,lenet",
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
     catalog_shipped_dir: Path | None = Field(
         SHIPPED_CATALOG_DIR,
         description="Catalog entries shipped with the repository (catalog_data/), installed "
-        "as ready by `nads serve` and `nads catalog install` (worker/shipped.py); '' for none.",
+        "as ready by `nads serve` and `nads catalog install` (jobs/shipped.py); '' for none.",
     )
 
     @field_validator("catalog_shipped_dir", mode="before")

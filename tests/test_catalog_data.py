@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jobs.shipped import FILES, ShippedError, read_entry, shipped_entries
 from nads.catalog_export import catalog_spec, export_direct, verify
 from store.settings import SHIPPED_CATALOG_DIR
-from worker.shipped import FILES, ShippedError, read_entry, shipped_entries
 
 ENTRIES = [e.name for e in shipped_entries(SHIPPED_CATALOG_DIR)]
 # the large architectures (a GPU's work) may ship and be checked, but slowly
@@ -59,7 +59,7 @@ def test_verify_catches_a_wrong_entry(tmp_path: Path):
     with pytest.raises(ShippedError, match="check_gradients.npy has sha256"):
         verify(folder)
     prov = json.loads((folder / "provenance.json").read_text())
-    from worker.shipped import sha256_file
+    from jobs.shipped import sha256_file
 
     prov["files"]["check_gradients.npy"]["sha256"] = sha256_file(folder / "check_gradients.npy")
     (folder / "provenance.json").write_text(json.dumps(prov))

@@ -2,15 +2,15 @@
 starts `celery -A worker.app worker` with the node's layout).
 
 Importing this module reads the settings (and prepares the embedded broker folder); the API
-builds its own application with `worker.config.make_celery(settings)` instead.
+builds its own application with `jobs.broker.make_celery(settings)` instead.
 """
 
 from celery.signals import worker_process_init, worker_ready, worker_shutdown
 
-from worker.config import make_celery
+from jobs.broker import make_celery
 from worker.layout import pin_gpu
 
-app = make_celery()
+app = make_celery(include=["worker.tasks", "worker.architectures"])
 worker_process_init.connect(pin_gpu, weak=False)
 _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), once ready
 

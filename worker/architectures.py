@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 
+from jobs.broker import VALIDATE_ARCHITECTURE
 from nadcore.custom import CustomArchitectureError, sniff_format
 from store.blobs import BlobStore
 from store.db import session_scope
@@ -22,7 +23,6 @@ from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.app import app
-from worker.config import VALIDATE_ARCHITECTURE
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ Two kinds, each a thread writing every `NADS_HEARTBEAT_INTERVAL_S` (5 s):
 The reconciler (worker/reconcile.py) sends again a running shard whose heartbeat is older than
 `NADS_HEARTBEAT_TIMEOUT_S` (30 s), and a starting worker at once takes back the shards that its
 previous run (same node name) left running (`reclaim_own`). Both go through the shard's
-conditional transitions (worker/state.py), so a late duplicate of a shard does nothing.
+conditional transitions (jobs/state.py), so a late duplicate of a shard does nothing.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def reclaim_own(session: Session, app: Celery, name: str) -> int:
     """At a worker's start: the shards its previous run (same node name) left queued-as-taken
     or running are sent again now, without waiting for their heartbeat to time out (nothing of
     this worker runs yet). Returns how many were sent."""
-    from worker.dispatch import enqueue_shard
+    from jobs.dispatch import enqueue_shard
 
     shards = session.scalars(select(Shard).where(Shard.worker == name,
                                                  Shard.status == RUNNING)).all()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from worker.config import ALL_QUEUES, USER_QUEUES
+from jobs.broker import ALL_QUEUES, USER_QUEUES
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY = "OMP_WAIT_POLICY"

@@ -18,6 +18,7 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.datasets import ImageDataset, load_dataset
 from nadcore.poison import flip_dataset, poison_dataset
 from nadcore.poison_spec import PoisonSpec
@@ -25,7 +26,6 @@ from nadcore.shards import PoisonPartial, run_poison_shard  # noqa: F401 (the wo
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS_UPLOAD, Upload
 from worker.plots import render_examples, render_poison_accuracy
-from worker.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"

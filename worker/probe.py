@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
+from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
 from nadcore.probe import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.shards import ProbePartial, run_probe_shard  # noqa: F401 (the worker's names)
 from store.blobs import BlobStore
 from worker.plots import render_accuracy_vs_index, render_heatmap
-from worker.sources import nads_blob_of_catalog, nads_blob_of_job
 from worker.tiling import concatenate_tiles
 
 PNG = "image/png"

@@ -17,6 +17,8 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from jobs import state
+from jobs.dispatch import enqueue_merge, enqueue_shard, enqueue_validation
 from store.models import (
     QUEUED,
     RUNNING,
@@ -29,8 +31,6 @@ from store.models import (
     utcnow,
 )
 from store.settings import Settings
-from worker import state
-from worker.dispatch import enqueue_merge, enqueue_shard, enqueue_validation
 
 log = logging.getLogger(__name__)
 

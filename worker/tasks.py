@@ -16,6 +16,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from jobs import catalog, state
+from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
+from jobs.dispatch import enqueue_merge
 from nadcore import (
     Cancelled,
     NADResult,
@@ -42,10 +45,8 @@ from store.models import (
     utcnow,
 )
 from store.settings import get_settings
-from worker import catalog, poison, probe, state, uploaded
+from worker import poison, probe, uploaded
 from worker.app import app
-from worker.config import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
-from worker.dispatch import enqueue_merge
 from worker.heartbeat import shard_heartbeat
 from worker.plots import render_nad_figures
 from worker.reconcile import reconcile_once

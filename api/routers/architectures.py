@@ -20,8 +20,8 @@ from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, S
 from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.uploads import bad_request, receive_upload, store_upload
+from jobs.dispatch import enqueue_validation
 from store.models import VALIDATING, Architecture, User
-from worker.dispatch import enqueue_validation
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 _MAX_NAME = 100

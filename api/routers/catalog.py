@@ -1,7 +1,7 @@
 """/v1/catalog: the precomputed NADs of the paper's five architectures. Public (no key).
 
-The arrays are the artifacts of the entry's final round job (worker/catalog.py), or for an
-entry shipped with the repository its installed files (worker/shipped.py), served with
+The arrays are the artifacts of the entry's final round job (jobs/catalog.py), or for an
+entry shipped with the repository its installed files (jobs/shipped.py), served with
 the same ETag / 304 / Range handling as job artifacts. `?k=` cuts the first k rows into a valid
 .npy, written once to a cache file (its ETag is the blob's sha256 and k).
 """
@@ -21,15 +21,15 @@ from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
 from api.routers.artifacts import file_response
+from jobs.catalog import CATALOG_ARCHITECTURES, describe
 from store.models import CATALOG_READY, Artifact, CatalogEntry
 from store.settings import Settings
-from worker.catalog import CATALOG_ARCHITECTURES, describe
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
 
 class CatalogEntryOut(BaseModel):
-    """One architecture of the catalog (worker/catalog.py: describe)."""
+    """One architecture of the catalog (jobs/catalog.py: describe)."""
 
     name: str
     status: Literal["ready", "building", "failed"]

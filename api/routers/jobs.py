@@ -18,10 +18,10 @@ from api.errors import excerpt
 from api.quota import check_quota
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
+from jobs.dispatch import enqueue_job, revoke_job
+from jobs.state import cancel_job
 from nadcore.spec import NADSpec
 from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, ApiKey, Job, Shard, User
-from worker.dispatch import enqueue_job, revoke_job
-from worker.state import cancel_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 

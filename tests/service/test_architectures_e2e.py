@@ -20,12 +20,12 @@ import torch
 from torch import nn
 
 from api.main import create_app
+from jobs.broker import make_celery
 from nadcore import subspace_overlap
 from nads.export_command import export_architecture
 from store.db import session_scope
 from store.settings import Settings
 from tests.bad_models import Forever, NaN, Raises, scripted_bytes
-from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
 from .support import ServerThread, reference, wait_for_job

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from jobs import catalog
+from jobs.broker import make_celery
+from jobs.state import cancel_job
 from nads.client import Client, NadsError
 from store.db import session_scope
 from store.models import CatalogEntry, Job, Shard, User
 from store.settings import Settings
-from worker import catalog
-from worker.config import make_celery
-from worker.state import cancel_job
 
 from .support import (
     NADS_BIN,

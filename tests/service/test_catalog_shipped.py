@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
+from jobs import catalog
+from jobs.broker import make_celery
+from jobs.shipped import install_shipped, shipped_entries
 from nads.catalog_export import export_direct
 from store.db import session_scope
 from store.migrate import upgrade
 from store.models import CatalogEntry, Job
 from store.settings import SHIPPED_CATALOG_DIR, Settings
-from worker import catalog
-from worker.config import make_celery
-from worker.shipped import install_shipped, shipped_entries
 
 from .support import clean_env, nads_serve
 

@@ -19,13 +19,13 @@ import pytest
 from sqlalchemy import delete, select
 
 from api.main import create_app
+from jobs.broker import make_celery
 from nadcore import PartialNADs, run_spec
 from nadcore.spec import NADSpec
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import Artifact, Job, Shard, utcnow
 from store.settings import Settings
-from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
 from .support import ServerThread, reference, wait_for_job

@@ -20,7 +20,7 @@ with TestClient(app) as client:
     assert client.get("/openapi.json").status_code == 200
     r = client.post("/v1/jobs/nads", json={"architecture": "lenet"})
     assert r.status_code == 401, r.text
-import nads.service_commands, worker.app, worker.config, worker.dispatch, worker.reconcile
+import nads.service_commands, worker.app, jobs.broker, jobs.dispatch, worker.reconcile
 import store.migrate
 # `nads admin ...` runs in the torch-free API image too.
 from nads.cli import build_app

@@ -21,12 +21,12 @@ from sqlalchemy import delete, func, select
 
 from api.main import create_app
 from api.probe import count_directions
+from jobs.broker import make_celery
 from nadcore.probe import make_directions, run_probe
 from nadcore.probe_spec import ProbeSpec
 from store.db import session_scope
 from store.models import Artifact, Job, utcnow
 from store.settings import Settings
-from worker.config import make_celery
 from worker.reconcile import reconcile_once
 
 from .support import (

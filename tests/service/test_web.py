@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
+from jobs.broker import make_celery
+from jobs.catalog import build
 from store.db import session_scope
 from store.settings import Settings
-from worker.catalog import build
-from worker.config import make_celery
 from worker.plots import (
     fourier_energy,
     gallery_size,

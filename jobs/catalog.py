@@ -27,6 +27,9 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from jobs import state
+from jobs.dispatch import enqueue_merge, enqueue_shard
+from jobs.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
 from nadcore.cost import estimate_cost
 from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
 from store.auth import CATALOG_USER
@@ -49,9 +52,6 @@ from store.models import (
     utcnow,
 )
 from store.settings import Settings
-from worker import state
-from worker.dispatch import enqueue_merge, enqueue_shard
-from worker.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
 
 log = logging.getLogger(__name__)
 

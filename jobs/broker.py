@@ -1,4 +1,5 @@
-"""Celery configuration from Settings; `worker.app` builds the worker's application with it.
+"""Celery configuration from Settings; `worker.app` builds the worker's application with it
+(with its task modules), the API and the CLI theirs (they only send).
 
 The broker only carries "work on job X (shard k)"; the job row is the truth. Hence: no result
 backend, late acks (a message is acknowledged after its work is recorded), prefetch 1, and a
@@ -7,13 +8,15 @@ message redelivered when its worker dies.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from celery import Celery
 from kombu import Exchange, Queue
 
 from store.settings import Settings, get_settings
 
 GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
-# The catalog's own shards (worker/dispatch.py): a worker that leaves it out keeps its cores
+# The catalog's own shards (jobs/dispatch.py): a worker that leaves it out keeps its cores
 # for users' jobs (`nads serve` runs one such process beside the others, nads/service_commands).
 CATALOG_QUEUE = "catalog"
 USER_QUEUES = f"{GPU_QUEUE},{CPU_QUEUE}"
@@ -44,10 +47,10 @@ def broker_transport_options(settings: Settings) -> dict:
     return {"visibility_timeout": settings.task_time_limit_s + 600}
 
 
-def make_celery(settings: Settings | None = None) -> Celery:
+def make_celery(settings: Settings | None = None, include: Sequence[str] = ()) -> Celery:
+    """The application that sends (and, given the task modules in `include`, runs) tasks."""
     settings = settings or get_settings()
-    app = Celery("nads", broker=settings.resolved_broker_url,
-                 include=["worker.tasks", "worker.architectures"])
+    app = Celery("nads", broker=settings.resolved_broker_url, include=list(include))
     app.conf.update(
         broker_transport_options=broker_transport_options(settings),
         broker_connection_retry_on_startup=True,

@@ -9,9 +9,9 @@ from celery import Celery
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jobs.broker import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 from store.auth import CATALOG_USER
 from store.models import SEQUENTIAL, Job, Shard, User, utcnow
-from worker.config import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 
 log = logging.getLogger(__name__)
 
