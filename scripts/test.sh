@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-services.sh
 bash scripts/install.sh
 .venv/bin/ruff check .
+.venv/bin/lint-imports  # the layering contracts in pyproject.toml (import-linter)
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

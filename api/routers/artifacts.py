@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
 from api.deps import BlobsDep, CurrentUser, SessionDep
-from api.routers.jobs import get_own_job
+from api.files import file_response
+from api.submission import get_own_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
-
-
-def _etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    candidates = {t.strip().removeprefix("W/") for t in header.split(",")}
-    return "*" in candidates or etag in candidates
 
 
 _RESPONSES = {200: {"content": {"application/octet-stream": {}}},
@@ -46,17 +38,3 @@ def download_artifact(job_id: str, name: str, request: Request, session: Session
     session.close()
     return file_response(request, blobs.path(sha256), sha256, media_type, name,
                          "private, max-age=31536000, immutable")
-
-
-def file_response(request: Request, path: Path, etag_value: str, media_type: str, name: str,
-                  cache_control: str) -> Response:
-    """An immutable file under a strong ETag: 304 on If-None-Match, Range/If-Range by
-    FileResponse. Shared by job artifacts and the public catalog."""
-    etag = f'"{etag_value}"'
-    headers = {"ETag": etag, "Cache-Control": cache_control}
-    if _etag_matches(request.headers.get("if-none-match"), etag):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
-    if not path.is_file():
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
-                            detail=f"blob {etag_value} of {name!r} is missing from the store")
-    return FileResponse(path, media_type=media_type, filename=name, headers=headers)

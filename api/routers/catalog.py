@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
-from api.routers.artifacts import file_response
+from api.files import file_response
 from jobs.catalog import CATALOG_ARCHITECTURES, describe
 from store.models import CATALOG_READY, Artifact, CatalogEntry
 from store.settings import Settings

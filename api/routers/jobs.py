@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
-from celery import Celery
 from fastapi import APIRouter, HTTPException, Query, Response, status
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 from api.architectures import resolve_architecture
 from api.deps import CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
@@ -18,35 +15,14 @@ from api.errors import excerpt
 from api.quota import check_quota
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
-from jobs.dispatch import enqueue_job, revoke_job
+from api.submission import get_own_job, submit_job
+from jobs.dispatch import revoke_job
+from jobs.ownership import own_jobs
 from jobs.state import cancel_job
 from nadcore.spec import NADSpec
-from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, ApiKey, Job, Shard, User
+from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-def get_own_job(session: SessionDep, user: User, job_id: str) -> Job:
-    """The caller's job; 404 for a job that does not exist and for another user's."""
-    job = session.scalar(select(Job).where(Job.id == job_id, Job.user_id == user.id))
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
-    return job
-
-
-def create_job(session: Session, celery: Celery, key: ApiKey, response: Response, *,
-               kind: str, mode: str, spec: dict[str, Any], estimate: dict[str, Any] | None,
-               ranges: list[tuple[int, int]]) -> JobOut:
-    """Writes the job row (of the key's user) and one shard row per range, commits, then sends
-    the shards."""
-    job = Job(id=uuid.uuid4().hex, user_id=key.user_id, api_key_id=key.id, kind=kind,
-              mode=mode, spec=spec, estimate=estimate)
-    job.shards = [Shard(index=i, start=a, stop=b) for i, (a, b) in enumerate(ranges)]
-    session.add(job)
-    session.commit()
-    enqueue_job(celery, session, job)
-    response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return released(session, JobOut.from_row(job))
 
 
 @router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
@@ -60,7 +36,7 @@ def submit_nads(spec: NADSpec, session: SessionDep, key: CurrentKey, settings: S
     estimate = check_quota(spec, settings, arch_info)
     mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
     ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
-    return create_job(session, celery, key, response, kind=NADS, mode=mode,
+    return submit_job(session, celery, key, response, kind=NADS, mode=mode,
                       spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
 
 
@@ -103,7 +79,7 @@ def list_jobs(
     cursor: str | None = None,
 ) -> JobPage:
     """The caller's jobs, newest first."""
-    query = select(Job).where(Job.user_id == user.id)
+    query = own_jobs(user.id)
     if kind is not None:
         query = query.where(Job.kind == kind)
     if status_ is not None:

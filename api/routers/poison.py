@@ -16,8 +16,8 @@ from api.poison import (
     train_size,
 )
 from api.ratelimit import SUBMIT_RATE
-from api.routers.jobs import create_job
 from api.schemas import JobOut
+from api.submission import submit_job
 from nadcore.poison_spec import PoisonSpec
 from store.models import POISON, SHARDED
 
@@ -44,6 +44,6 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, key: CurrentKey,
     check_nad_source(session, user, spec)
     estimate = estimate_poison(spec, size)
     check_poison_quota(estimate, settings)
-    return create_job(session, celery, key, response, kind=POISON, mode=SHARDED,
+    return submit_job(session, celery, key, response, kind=POISON, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=poison_shards(spec))

@@ -14,8 +14,8 @@ from api.probe import (
     estimate_probe,
 )
 from api.ratelimit import SUBMIT_RATE
-from api.routers.jobs import create_job
 from api.schemas import JobOut
+from api.submission import submit_job
 from api.validation import shard_ranges
 from nadcore.probe_spec import ProbeSpec
 from store.models import PROBE, SHARDED
@@ -41,6 +41,6 @@ def submit_probe(spec: ProbeSpec, session: SessionDep, key: CurrentKey,
     estimate = estimate_probe(spec, num_directions, arch_info)
     check_probe_quota(estimate, settings)
     check_nad_source(session, user, spec)
-    return create_job(session, celery, key, response, kind=PROBE, mode=SHARDED,
+    return submit_job(session, celery, key, response, kind=PROBE, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=shard_ranges(num_directions, spec.shards))

@@ -1,0 +1,34 @@
+"""What the job routes share: the caller's job (or 404) and a submitted job's response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from fastapi import HTTPException, Response, status
+from sqlalchemy.orm import Session
+
+from api.deps import released
+from api.schemas import JobOut
+from jobs.create import create_job
+from jobs.ownership import own_job
+from store.models import ApiKey, Job, User
+
+
+def get_own_job(session: Session, user: User, job_id: str) -> Job:
+    """The caller's job; 404 for a job that does not exist and for another user's."""
+    job = own_job(session, user.id, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
+    return job
+
+
+def submit_job(session: Session, celery: Celery, key: ApiKey, response: Response, *,
+               kind: str, mode: str, spec: dict[str, Any], estimate: dict[str, Any] | None,
+               ranges: list[tuple[int, int]]) -> JobOut:
+    """Creates the job of the key's user (jobs/create.py) and answers with it and its
+    `Location`."""
+    job = create_job(session, celery, user_id=key.user_id, api_key_id=key.id, kind=kind,
+                     mode=mode, spec=spec, estimate=estimate, ranges=ranges)
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return released(session, JobOut.from_row(job))
