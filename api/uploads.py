@@ -206,8 +206,8 @@ async def store_upload(session: Session, blobs: BlobStore, received: ReceivedFil
     def store() -> RowT:
         if before is not None:
             before()
+        record_blob(session, received.sha256, received.size)  # before the file: store/blobgc.py
         blobs.adopt(received.path, received.sha256)
-        record_blob(session, received.sha256, received.size)
         row = make_row()
         session.add(row)
         session.commit()

@@ -124,11 +124,11 @@ def _store_files(blobs: BlobStore, session: Session, entry: ShippedEntry) -> dic
     stored = {}
     for name in FILES:
         sha = entry.files[name]["sha256"]
+        record_blob(session, sha, entry.files[name]["size"])  # before the file: store/blobgc.py
         if not blobs.exists(sha):
             sha_put, _ = blobs.put_file(entry.folder / name)
             if sha_put != sha:  # changed between check() and the copy
                 raise ShippedError(f"{entry.name}: {name} changed while it was installed")
-        record_blob(session, sha, entry.files[name]["size"])
         stored[name] = sha
     return stored
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nads.gc_command import gc_command
+
 if TYPE_CHECKING:  # imported lazily at run time: `nads --help` stays fast
     import uvicorn
     from fastapi import FastAPI
@@ -37,6 +39,8 @@ def register(app: typer.Typer) -> None:
     admin.command("create-key", help="Create an API key (printed as the last word).")(
         create_key_command)
     admin.command("migrate", help="Bring the database schema up to date.")(migrate_command)
+    admin.command("gc", help="Remove the blobs nothing references (after the grace "
+                  "period); prints what it did.")(gc_command)
     app.add_typer(admin, name="admin")
 
 

@@ -3,22 +3,49 @@
 A blob is written to a temporary file in the same directory tree and renamed into place, so a
 reader either sees the whole file or none. Blobs are immutable; writing the same bytes twice is
 a no-op that returns the same address.
+
+Writers that keep a blob (a row will reference it) follow the protocol that makes the garbage
+collector safe (store/blobgc.py, where the argument is written): stage the bytes (`stage`:
+hashed into `tmp/`), then in the transaction that inserts the referencing row, `keep_blob`:
+record the blob's row (`record_blob`: insert or refresh `touched_at`) FIRST, then move the
+file into place, then insert the reference and commit. The collector's file operations are the
+small methods `trash`, `restore` and `remove` (another backend would implement the same ones).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from store.models import Blob
+from store.models import Blob, utcnow
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+TRASH = "trash"  # <root>/trash/<sha>.<time_ns>.<random>: a blob the collector is removing
+
+
+@dataclass
+class Staged:
+    """Bytes hashed into the store's tmp/ folder, not yet in place (`BlobStore.stage`)."""
+
+    path: Path
+    sha256: str
+    size: int
+
+    def discard(self) -> None:
+        """Removes the staged file if it was never moved into place."""
+        self.path.unlink(missing_ok=True)
 
 
 class BlobStore:
@@ -73,6 +100,90 @@ class BlobStore:
         os.replace(tmp_path, final)
         return final
 
+    def stage(self, source: Path) -> Staged:
+        """Copies `source` into tmp/ while hashing it; `put` or `keep_blob` moves it in place."""
+        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir(), prefix="stage-")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return Staged(Path(tmp_name), digest.hexdigest(), size)
+
+    def put(self, staged: Staged) -> Path:
+        """Moves a staged file into place (atomic rename; the same bytes replace the same)."""
+        return self.adopt(staged.path, staged.sha256)
+
+    def trash(self, sha256: str) -> Path | None:
+        """Moves the blob's file into trash/ (atomic rename) and returns where; None when the
+        file is not there. Readers then no longer find it; `restore` or `remove` follows."""
+        folder = self.root / TRASH
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{sha256}.{time.time_ns()}.{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(self.path(sha256), target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def restore(self, trashed: Path) -> None:
+        """Puts a trashed file back in place (identical bytes may already be there again)."""
+        sha = trashed.name.split(".", 1)[0]
+        final = self.path(sha)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(trashed, final)
+
+    def remove(self, trashed: Path) -> None:
+        """Deletes a trashed file for good."""
+        trashed.unlink(missing_ok=True)
+
+    def trashed(self) -> Iterator[tuple[Path, str, float]]:
+        """Files in trash/: (path, sha256, seconds since they were trashed)."""
+        folder = self.root / TRASH
+        if not folder.is_dir():
+            return
+        now = time.time_ns()
+        for entry in os.scandir(folder):
+            parts = entry.name.split(".")
+            if len(parts) == 3 and _SHA.match(parts[0]) and parts[1].isdigit():
+                yield Path(entry.path), parts[0], (now - int(parts[1])) / 1e9
+
+    def stored(self) -> Iterator[tuple[str, int, float]]:
+        """Every blob file in place: (sha256, size, mtime)."""
+        if not self.root.is_dir():
+            return
+        for folder in os.scandir(self.root):
+            if len(folder.name) != 2 or not folder.is_dir():
+                continue
+            for entry in os.scandir(folder.path):
+                if _SHA.match(entry.name):
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        continue
+                    yield entry.name, st.st_size, st.st_mtime
+
+    def clean_tmp(self, older_than_s: float) -> int:
+        """Removes files left in tmp/ (by a writer that died) older than `older_than_s`."""
+        folder, removed = self.root / "tmp", 0
+        if not folder.is_dir():
+            return 0
+        horizon = time.time() - older_than_s
+        for entry in os.scandir(folder):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.is_file() and entry.stat().st_mtime < horizon:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
     def tmp_dir(self) -> Path:
         """Where files bound for the store are written first (same filesystem: atomic rename)."""
         folder = self.root / "tmp"
@@ -100,11 +211,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def record_blob(session: Session, sha256: str, size: int) -> Blob:
-    """Registers a stored blob in the database (idempotent)."""
-    blob = session.get(Blob, sha256)
-    if blob is None:
-        blob = Blob(sha256=sha256, size=size)
-        session.add(blob)
-        session.flush()
-    return blob
+def record_blob(session: Session, sha256: str, size: int) -> None:
+    """Registers a blob in the database, or refreshes its `touched_at` (one upsert statement):
+    the collector keeps a blob touched within its grace period. Call it BEFORE the file is put
+    in place and in the transaction that inserts the reference: while a collector deletes the
+    row, this statement waits for it (row lock on Postgres, the write lock on SQLite) and then
+    inserts the row anew, so the file put afterwards is never the one the collector trashes."""
+    now = utcnow()
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Blob).values(sha256=sha256, size=size, created_at=now, touched_at=now)
+    session.execute(statement.on_conflict_do_update(index_elements=[Blob.sha256],
+                                                    set_={"touched_at": now}))
+
+
+def keep_blob(session: Session, blobs: BlobStore, staged: Staged) -> str:
+    """The writer's protocol for a staged file: record (touch) the row, then move the file into
+    place; the caller inserts the reference in the same transaction and commits. Returns the
+    sha256. The staged file is gone afterwards either way."""
+    try:
+        record_blob(session, staged.sha256, staged.size)
+        blobs.put(staged)
+        return staged.sha256
+    finally:
+        staged.discard()

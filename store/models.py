@@ -74,13 +74,15 @@ class ApiKey(Base):
 
 
 class Blob(Base):
-    """A content-addressed file in the blob store."""
+    """A content-addressed file in the blob store. `touched_at`: when a writer last recorded it
+    (store/blobs.py); the collector (store/blobgc.py) keeps it for a grace period after that."""
 
     __tablename__ = "blobs"
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    touched_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class Job(Base):

@@ -96,6 +96,22 @@ class Settings(BaseSettings):
         20, ge=0, description="Uploads and architectures (each a validation) one API key may "
         "send in any 60 s (429 past it; 0 = no limit)."
     )
+    # Storage per user (api/storage.py, store/usage.py): the sizes of the user's uploads,
+    # architectures and jobs' stored results. 10 GiB is 50 uploads at the largest size, or a
+    # few dozen CIFAR-sized NAD jobs; 0 = no limit.
+    max_storage_bytes_per_user: int = Field(
+        10 * 2**30, ge=0, description="Bytes one user's uploads, architectures and job results "
+        "may occupy (507 past it; delete some to free space; 0 = no limit)."
+    )
+    # The blob collector (store/blobgc.py), run by the worker's reconciler and `nads admin gc`.
+    blob_gc_grace_s: float = Field(
+        3600.0, ge=0, description="A blob nothing references is removed once it has been "
+        "untouched this long (a writer records a blob before it references it)."
+    )
+    blob_gc_interval_s: float = Field(
+        600.0, ge=0, description="Seconds between two collections by the reconciler (0: never; "
+        "`nads admin gc` still collects)."
+    )
     datasets_dir: Path | None = Field(
         None, description="Worker-side datasets (cifar10 in torchvision's on-disk format)."
     )

@@ -31,8 +31,9 @@ from nadcore import (
 from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import NADSpec
-from store.blobs import BlobStore, record_blob
-from store.db import session_scope
+from store import blobgc
+from store.blobs import BlobStore, keep_blob
+from store.db import get_sessionmaker, session_scope
 from store.models import (
     CANCELLED,
     FAILED,
@@ -242,9 +243,9 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partial.npz"
         part.save(path)
-        sha, size = _blobs().put_file(path)
-    with session_scope(_db_url()) as session:
-        record_blob(session, sha, size)
+        staged = _blobs().stage(path)
+    with session_scope(_db_url()) as session:  # the blob's row before its file: store/blobgc.py
+        sha = keep_blob(session, _blobs(), staged)
         state.finish_shard(session, claimed.shard_id, SUCCEEDED, partial_sha256=sha)
         if state.claim_merge(session, claimed.job_pk):
             enqueue_merge(app, job_id)
@@ -254,24 +255,29 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
     """Stores the files as blobs, records them as the job's artifacts (replacing any earlier
     ones: a merge done twice gives the same list) and moves the job to succeeded."""
     blobs = _blobs()
-    stored = [(path.name, media_type, *blobs.put_file(path)) for path, media_type in files]
-    with session_scope(_db_url()) as session:
-        job = state.load_job(session, job_id)
-        if job is None or job.status != RUNNING:
-            return
-        for _, _, sha, size in stored:
-            record_blob(session, sha, size)
-        session.execute(delete(Artifact).where(Artifact.job_pk == job.pk))
-        for name, media_type, sha, size in stored:
-            session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size,
-                                 media_type=media_type))
-        now = utcnow()
-        session.execute(
-            update(Job)
-            .where(Job.pk == job.pk, Job.status == RUNNING)
-            .values(status=SUCCEEDED, summary=summary, merge_status=SUCCEEDED,
-                    finished_at=now, updated_at=now)
-        )
+    staged = [(path.name, media_type, blobs.stage(path)) for path, media_type in files]
+    try:
+        with session_scope(_db_url()) as session:
+            job = state.load_job(session, job_id)
+            if job is None or job.status != RUNNING:
+                return
+            # each blob's row before its file, in the transaction that references it
+            stored = [(name, media_type, keep_blob(session, blobs, one), one.size)
+                      for name, media_type, one in staged]
+            session.execute(delete(Artifact).where(Artifact.job_pk == job.pk))
+            for name, media_type, sha, size in stored:
+                session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size,
+                                     media_type=media_type))
+            now = utcnow()
+            session.execute(
+                update(Job)
+                .where(Job.pk == job.pk, Job.status == RUNNING)
+                .values(status=SUCCEEDED, summary=summary, merge_status=SUCCEEDED,
+                        finished_at=now, updated_at=now)
+            )
+    finally:
+        for _, _, one in staged:
+            one.discard()
 
 
 class NonFiniteResult(ValueError):
@@ -389,8 +395,10 @@ def run_whole(self: Task, job_id: str) -> None:
 
 @app.task(name=RECONCILE)
 def reconcile() -> int:
-    """Periodic (celery beat): sends again the work whose messages were lost."""
+    """Periodic (celery beat): sends again the work whose messages were lost, and collects
+    the blobs nothing references every `blob_gc_interval_s` (store/blobgc.py)."""
     with session_scope(_db_url()) as session:
         sent = reconcile_once(session, app, get_settings())
         catalog.sweep(session, app)
-        return sent
+    blobgc.collect_if_due(get_sessionmaker(_db_url()), _blobs(), get_settings())
+    return sent
