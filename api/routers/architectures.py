@@ -19,6 +19,7 @@ from api.architectures import own_architecture, parse_input_shape, parse_policy
 from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
 from api.ratelimit import check_upload_rate
 from api.schemas import _utc
+from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import enqueue_validation
 from store.models import VALIDATING, Architecture, User
@@ -86,6 +87,7 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
     `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES."""
     rate = settings.upload_rate_per_minute
     await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
+    await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
     received = await receive_upload(request, blobs, settings.max_architecture_bytes,
                                     "NADS_MAX_ARCHITECTURE_BYTES",
                                     "the fields 'name' and 'input_shape'")
@@ -102,11 +104,14 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
         received.discard()
         raise
 
+    def before() -> None:  # in the storing transaction: exact under concurrency
+        check_upload_rate(session, key, rate)
+        check_upload_storage(session, user.id, received.size, settings)
+
     row = await store_upload(session, blobs, received, lambda: Architecture(
         id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, name=name,
         filename=received.filename, input_shape=shape, init=policy, size=received.size,
-        sha256=received.sha256, status=VALIDATING),
-        before=lambda: check_upload_rate(session, key, rate))
+        sha256=received.sha256, status=VALIDATING), before=before)
     # A lost message leaves the row `validating`: the reconciler sends it again.
     enqueue_validation(celery, row.id)
     response.headers["Location"] = f"/v1/architectures/{row.id}"
@@ -131,8 +136,9 @@ def read_architecture(architecture_id: str, session: SessionDep, user: CurrentUs
 @router.delete("/{architecture_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_architecture(architecture_id: str, session: SessionDep, user: CurrentUser
                         ) -> Response:
-    """Forgets the architecture. Jobs already stored keep working: their specs record the
-    archive's sha256, and blobs are never deleted."""
+    """Forgets the architecture: its size no longer counts against the caller's storage.
+    Queued and running jobs keep working: their specs pin the archive's sha256, which the
+    blob collector keeps while they run (store/blobgc.py)."""
     session.delete(get_own_architecture(session, user, architecture_id))
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

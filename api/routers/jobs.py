@@ -15,6 +15,7 @@ from api.errors import excerpt
 from api.quota import check_quota
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobKind, JobOut, JobPage, JobStatus
+from api.storage import check_job_storage
 from api.submission import get_own_job, submit_job
 from jobs.dispatch import revoke_job
 from jobs.ownership import own_jobs
@@ -23,21 +24,6 @@ from nadcore.spec import NADSpec
 from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
-             dependencies=[SUBMIT_RATE])
-def submit_nads(spec: NADSpec, session: SessionDep, key: CurrentKey, settings: SettingsDep,
-                celery: CeleryDep, response: Response) -> JobOut:
-    """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
-    spec, arch_info = resolve_architecture(session, key.user, spec, networks=spec.num_networks,
-                                           outputs=spec.output_index + 1,
-                                           input_shape=spec.input_shape)
-    estimate = check_quota(spec, settings, arch_info)
-    mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
-    ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
-    return submit_job(session, celery, key, response, kind=NADS, mode=mode,
-                      spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -103,3 +89,18 @@ def cancel(job_id: str, session: SessionDep, user: CurrentUser, celery: CeleryDe
                             detail=f"job {job_id!r} is already {job.status}; nothing to cancel")
     revoke_job(celery, job)
     return released(session, JobOut.from_row(job))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(job_id: str, session: SessionDep, user: CurrentUser) -> Response:
+    """Forgets a finished job, its shards and artifacts: their sizes no longer count against
+    the caller's storage (NADS_MAX_STORAGE_BYTES_PER_USER), and the blob collector removes
+    the files nothing else references (store/blobgc.py). 409 while it is queued or running
+    (cancel it first). A queued job that names it as its source fails when it runs."""
+    job = get_own_job(session, user, job_id)
+    if job.status not in TERMINAL:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"job {job_id!r} is {job.status}; cancel it before deleting")
+    session.delete(job)
+    session.commit()
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -16,6 +16,7 @@ from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep,
 from api.npz import ArchiveError, inspect_upload
 from api.ratelimit import check_upload_rate
 from api.schemas import _utc
+from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, check_upload, receive_upload, store_upload
 from store.models import Upload, User
 
@@ -67,10 +68,12 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
     """multipart/form-data: `file` and `kind` (`dataset`: an .npz with x uint8 NHWC or float
     NCHW in [0, 1] and y integers, optional x_test/y_test; `nads`: an .npy of NAD rows).
     Refused with 413 past NADS_MAX_UPLOAD_BYTES or, once decompressed as the arrays' headers
-    declare, past NADS_MAX_DATASET_DECOMPRESSED_BYTES; with 422 when the magic bytes, the
+    declare, past NADS_MAX_DATASET_DECOMPRESSED_BYTES; with 507 past the caller's storage
+    (NADS_MAX_STORAGE_BYTES_PER_USER); with 422 when the magic bytes, the
     headers or a dataset's keys, ranks, dtypes or lengths are wrong."""
     rate = settings.upload_rate_per_minute
     await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
+    await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
     received = await receive_upload(request, blobs, settings.max_upload_bytes)
     try:
         kind = check_upload(received)
@@ -85,10 +88,14 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
         received.discard()
         raise
 
+    def before() -> None:  # in the storing transaction: exact under concurrency
+        check_upload_rate(session, key, rate)
+        check_upload_storage(session, user.id, received.size, settings)
+
     row = await store_upload(session, blobs, received, lambda: Upload(
         id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, kind=kind,
         filename=received.filename, size=received.size, sha256=received.sha256, arrays=arrays),
-        before=lambda: check_upload_rate(session, key, rate))
+        before=before)
     response.headers["Location"] = f"/v1/uploads/{row.id}"
     return UploadOut.from_row(row)
 
@@ -111,8 +118,9 @@ def read_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> Uploa
 
 @router.delete("/{upload_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> Response:
-    """Forgets the upload (its blob stays: blobs are content-addressed and may be shared).
-    A queued job that refers to it fails when its shard runs."""
+    """Forgets the upload: its size no longer counts against the caller's storage, and the
+    blob collector removes the file once nothing references it (store/blobgc.py). A queued
+    job that refers to it fails when its shard runs."""
     session.delete(get_own_upload(session, user, upload_id))
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)
