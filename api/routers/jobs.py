@@ -26,6 +26,22 @@ from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
+@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+             dependencies=[SUBMIT_RATE])
+def submit_nads(spec: NADSpec, session: SessionDep, key: CurrentKey, settings: SettingsDep,
+                celery: CeleryDep, response: Response) -> JobOut:
+    """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
+    spec, arch_info = resolve_architecture(session, key.user, spec, networks=spec.num_networks,
+                                           outputs=spec.output_index + 1,
+                                           input_shape=spec.input_shape)
+    estimate = check_quota(spec, settings, arch_info)
+    check_job_storage(session, key.user_id, estimate, settings)
+    mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
+    ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
+    return submit_job(session, celery, key, response, kind=NADS, mode=mode,
+                      spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
+
+
 @router.get("/{job_id}", response_model=JobOut)
 def read_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
     return released(session, JobOut.from_row(get_own_job(session, user, job_id)))

@@ -17,6 +17,7 @@ from api.poison import (
 )
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobOut
+from api.storage import check_job_storage
 from api.submission import submit_job
 from nadcore.poison_spec import PoisonSpec
 from store.models import POISON, SHARDED
@@ -44,6 +45,7 @@ def submit_poison(spec: PoisonSpec, session: SessionDep, key: CurrentKey,
     check_nad_source(session, user, spec)
     estimate = estimate_poison(spec, size)
     check_poison_quota(estimate, settings)
+    check_job_storage(session, user.id, estimate, settings)
     return submit_job(session, celery, key, response, kind=POISON, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=poison_shards(spec))

@@ -15,6 +15,7 @@ from api.probe import (
 )
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobOut
+from api.storage import check_job_storage
 from api.submission import submit_job
 from api.validation import shard_ranges
 from nadcore.probe_spec import ProbeSpec
@@ -41,6 +42,7 @@ def submit_probe(spec: ProbeSpec, session: SessionDep, key: CurrentKey,
     estimate = estimate_probe(spec, num_directions, arch_info)
     check_probe_quota(estimate, settings)
     check_nad_source(session, user, spec)
+    check_job_storage(session, user.id, estimate, settings)
     return submit_job(session, celery, key, response, kind=PROBE, mode=SHARDED,
                       spec=spec.model_dump(mode="json"), estimate=estimate,
                       ranges=shard_ranges(num_directions, spec.shards))
