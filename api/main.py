@@ -12,6 +12,7 @@ from api.routers import (
     architectures,
     artifacts,
     catalog,
+    docs,
     health,
     jobs,
     poison,
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Compute, follow and download neural anisotropy directions. "
         "Authenticate with `Authorization: Bearer <key>` (`nads admin create-key`).",
+        docs_url=None, redoc_url=None,  # api/routers/docs.py: the same pages, no CDN
     )
     app.state.settings = settings
     app.state.celery = make_celery(settings)
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(catalog.router)
     app.include_router(web.router)
+    app.include_router(docs.router)
 
     registry = CollectorRegistry()
     registry.register(ServiceCollector(settings.resolved_database_url, app.state.celery))
