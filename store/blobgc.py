@@ -41,7 +41,6 @@ not, removed otherwise. Torch-free; runs from the worker's reconciler (`collect_
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ log = logging.getLogger(__name__)
 
 TRASH_SETTLE_S = 300.0  # a collector's C1..C3 takes milliseconds; older trash is abandoned
 TMP_MAX_AGE_S = 24 * 3600.0  # a staged or uploading file untouched this long was abandoned
-_MARKER = "gc.last"  # under the blob root: when the reconciler last started a collection
+_last_pass: dict[str, float] = {}  # blob root -> monotonic time of this process's last pass
 
 
 @dataclass
@@ -200,19 +199,18 @@ def collect(new_session: Callable[[], Session], blobs: BlobStore, grace_s: float
 
 def collect_if_due(new_session: Callable[[], Session], blobs: BlobStore, settings: Settings
                    ) -> dict[str, Any] | None:
-    """From the reconciler: a pass at most every `blob_gc_interval_s` (a marker file in the
-    blob root, shared by every worker process; two overlapping passes are harmless). Never
-    raises: a failed pass is logged and retried at the next interval."""
+    """From the reconciler: a pass at most every `blob_gc_interval_s` per worker process (the
+    clock is the process's own, so the store holds no marker; passes of several processes may
+    overlap, which is harmless). Never raises: a failed pass is logged and retried at the next
+    interval."""
     interval = settings.blob_gc_interval_s
     if interval <= 0:
         return None
-    marker = blobs.root / _MARKER
+    now, root = time.monotonic(), str(blobs.root)
+    if root in _last_pass and now - _last_pass[root] < interval:
+        return None
+    _last_pass[root] = now
     try:
-        if marker.exists() and time.time() - marker.stat().st_mtime < interval:
-            return None
-        blobs.root.mkdir(parents=True, exist_ok=True)
-        marker.touch()
-        os.utime(marker)
         report = collect(new_session, blobs, settings.blob_gc_grace_s).as_dict()
     except Exception:  # noqa: BLE001 (the reconciler must go on)
         log.exception("blob collection failed")

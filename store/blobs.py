@@ -101,8 +101,14 @@ class BlobStore:
         return final
 
     def stage(self, source: Path) -> Staged:
-        """Copies `source` into tmp/ while hashing it; `put` or `keep_blob` moves it in place."""
-        fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir(), prefix="stage-")
+        """Copies `source` into tmp/ while hashing it; `put` or `keep_blob` moves it in place.
+        A full or read-only store raises OSError naming the store and the file (the job's
+        error says so); nothing is left behind."""
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir(), prefix="stage-")
+        except OSError as exc:
+            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name}: "
+                          f"{exc.strerror or exc}") from exc
         digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
@@ -112,6 +118,10 @@ class BlobStore:
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+        except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name} "
+                          f"({size:,} bytes written): {exc.strerror or exc}") from exc
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
