@@ -30,9 +30,7 @@ for a store such as the service's blobs), loaded once per process and wrapped in
 from __future__ import annotations
 
 import hashlib
-import io
 import math
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,19 +41,14 @@ from torch import nn
 from torch.func import functional_call, grad
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from . import archive_format
 from .architectures import HeNormalConv2d
+from .archive_format import ArchiveFormatError
 from .init import ParamInit, UnknownModuleError, module_init_rules
 from .plan import ActivationProfile
 from .spec import ArchitectureRef, parse_init_policy
 from .untrusted import RefusedArchive, load_untrusted
 
-FORMATS = ("torchscript", "export")
-EXPORT_HOWTO = (
-    "save a TorchScript archive with torch.jit.save(torch.jit.script(model), 'model.pt') "
-    "(or torch.jit.trace), or preferably a torch.export program with "
-    "torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=({0: "
-    "torch.export.Dim('batch')},)), 'model.pt2')"
-)
 _TORCH_NN = "torch.nn.modules."
 
 
@@ -102,35 +95,12 @@ def archive_path(sha256: str) -> Path:
 
 # -- format and loading -----------------------------------------------------------------------
 def sniff_format(source: Path | bytes) -> str:
-    """"torchscript" or "export" from the archive's layout; CustomArchitectureError otherwise."""
-    if isinstance(source, bytes):
-        head, opened = source[:4], io.BytesIO(source)
-    else:
-        with open(source, "rb") as f:
-            head = f.read(4)
-        opened = source
-    if head[:1] == b"\x80":
-        raise CustomArchitectureError(
-            f"file: a plain pickle, not a TorchScript or torch.export archive; {EXPORT_HOWTO}")
-    if head != b"PK\x03\x04":
-        raise CustomArchitectureError(
-            f"file: not a zip archive (first bytes {head!r}); TorchScript and torch.export "
-            f"archives are zip files; {EXPORT_HOWTO}")
+    """"torchscript" or "export" from the archive's layout (`nadcore.archive_format`, torch-free,
+    which the API runs too); CustomArchitectureError otherwise."""
     try:
-        with zipfile.ZipFile(opened) as z:
-            names = [n.split("/", 1)[1] for n in z.namelist() if "/" in n]
-    except zipfile.BadZipFile as exc:
-        raise CustomArchitectureError(f"file: a damaged zip archive ({exc})") from None
-    if any(n.startswith("code/") for n in names):
-        return "torchscript"
-    if any(n.startswith("models/") for n in names):
-        return "export"
-    if "data.pkl" in names:
-        raise CustomArchitectureError(
-            "file: a torch.save checkpoint (a pickled module or state dict), which holds no "
-            f"code to run; {EXPORT_HOWTO}")
-    raise CustomArchitectureError(f"file: a zip archive but neither TorchScript nor a "
-                                  f"torch.export program; {EXPORT_HOWTO}")
+        return archive_format.sniff_format(source)
+    except ArchiveFormatError as exc:
+        raise CustomArchitectureError(str(exc)) from None
 
 
 def _strip_qualified(name: str) -> str:

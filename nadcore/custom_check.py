@@ -17,14 +17,15 @@ from pathlib import Path
 
 import torch
 
+from .archive_format import EXPORT_HOWTO
 from .custom import (
-    EXPORT_HOWTO,
     CustomArchitectureError,
     CustomModel,
     load_archive,
     module_rules,
     sniff_format,
 )
+from .custom_shapes import shape_mismatch
 from .init import NetworkSampler
 
 SMALL_BATCHES = (1, 3)
@@ -68,10 +69,12 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
             with torch.no_grad():
                 out = net(x)
         except Exception as exc:  # noqa: BLE001 (the model's own error is the reason)
+            raised = f"{what} raises on a batch of shape {tuple(x.shape)}: {_short(exc)}"
+            mismatch = shape_mismatch(net, fmt, input_shape, b, exc)
+            if mismatch is not None:  # which dimension, first; the model's words after
+                raise CustomArchitectureError(f"{mismatch} ({raised})") from None
             hint = f"; {_DYNAMIC}" if fmt == "export" else ""
-            raise CustomArchitectureError(
-                f"{what} raises on a batch of shape {tuple(x.shape)}: {_short(exc)}{hint}"
-            ) from None
+            raise CustomArchitectureError(f"{raised}{hint}") from None
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):

@@ -196,6 +196,12 @@ class NADSpec(BaseModel):
         d = self.input_dim
         if d > MAX_INPUT_DIM:
             raise ValueError(f"input_shape: C*H*W = {d} exceeds the limit {MAX_INPUT_DIM}")
+        if isinstance(self.architecture, str):
+            from .input_shapes import shape_problem  # after this module: cost imports it
+
+            problem = shape_problem(self.architecture, self.input_shape)
+            if problem is not None:
+                raise ValueError(f"input_shape: {problem}")
         if self.eval_point is not None and len(self.eval_point) != d:
             raise ValueError(
                 f"eval_point: has {len(self.eval_point)} values, input_shape needs C*H*W = {d}"

@@ -22,6 +22,7 @@ from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import enqueue_validation
+from nadcore.archive_format import ArchiveFormatError, check_declared
 from store.models import VALIDATING, Architecture, User
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
@@ -84,7 +85,9 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
     """multipart/form-data: `file` (a torch.export `.pt2`, preferred, or a TorchScript `.pt`),
     `name`, `input_shape` ("C,H,W") and optional `init` (torch-default, normal:<std>,
     uniform:<bound> or keep). 201 with status `validating`; the worker then sets `ready` or
-    `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES."""
+    `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES; 422 naming `file` at
+    once for a file that is not a TorchScript or torch.export zip archive, or not the one its
+    name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
     rate = settings.upload_rate_per_minute
     await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
     await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
@@ -100,6 +103,10 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
                               "digits and . _ - (it names files and CLI output)")
         shape = parse_input_shape(received.fields.get("input_shape", ""))
         policy = parse_policy(received.fields.get("init"))
+        try:  # at once, not minutes later in the worker: a zip of the declared format
+            await run_in_threadpool(check_declared, received.path, received.filename)
+        except ArchiveFormatError as exc:
+            raise bad_request("file", str(exc).removeprefix("file: ")) from None
     except Exception:
         received.discard()
         raise

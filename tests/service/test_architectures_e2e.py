@@ -155,12 +155,29 @@ def test_rejections_name_the_reason_and_the_worker_survives(
     program = torch.export.export(NaN().eval(), (torch.zeros(2, 1, 2, 2),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, str(tmp_path / "nan.pt2"))
+    three = torch.export.export(nn.Sequential(nn.Flatten(), nn.Linear(12, 1)).eval(),
+                                (torch.zeros(2, 3, 2, 2),),
+                                dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(three, str(tmp_path / "three.pt2"))  # 3 channels, declared as 1
+    # Not an archive of the declared format: refused in the upload's own request (422), and
+    # nothing stored (the worker would say the same minutes later).
+    before = len(alice.get("/v1/architectures").json()["items"])
+    for data, name, reason in (
+            (b"import torch\n", "model.py", "file: not a zip archive"),
+            (b"\x80\x04K\x01.", "x.pt", "file: a plain pickle"),
+            (checkpoint.getvalue(), "x.pt", "file: a torch.save checkpoint"),
+            (scripted_bytes(Raises()), "x.pt2", "file: 'x.pt2' is named as a torch.export")):
+        r = upload(alice, data, name, shape=[1, 2, 2])
+        assert r.status_code == 422, r.text
+        [detail] = r.json()["detail"]
+        assert detail["field"] == "file" and detail["msg"].startswith(reason), detail
+        assert "torch.export.save" in detail["msg"] or "named as" in reason
+    assert len(alice.get("/v1/architectures").json()["items"]) == before
     cases = [
-        (b"certainly not a zip", "x.pt", "not a zip archive"),
-        (b"\x80\x04K\x01.", "x.pt", "a plain pickle"),
-        (checkpoint.getvalue(), "x.pt", "torch.save checkpoint"),
         (scripted_bytes(Raises()), "x.pt", "deliberately broken"),
         ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
+        ((tmp_path / "three.pt2").read_bytes(), "three.pt2", "input_shape: 1,2,2 disagrees "
+         "with the uploaded program in channels: declared 1, the program takes 3"),
         (scripted_bytes(Forever()), "forever.pt", "time limit of 20 s"),
     ]
     ids = []
@@ -172,14 +189,13 @@ def test_rejections_name_the_reason_and_the_worker_survives(
     for arch_id, (_, _, reason) in zip(ids, cases, strict=True):
         row = wait_validated(alice, arch_id, timeout=120)
         assert row["status"] == "rejected" and reason in row["reason"], row
-    assert "torch.export.save" in alice.get(f"/v1/architectures/{ids[1]}").json()["reason"]
     assert time.monotonic() - t0 < 300  # the runaway child was killed at 20 s
     # the worker killed the runaway child, not itself, and takes the next upload
     assert worker.poll() is None
     good = upload(alice, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
                   shape=[1, 2, 2])
     assert wait_validated(alice, good.json()["id"])["status"] == "ready"
-    r = alice.post("/v1/jobs/nads", json={"architecture": {"id": ids[3]}, "input_shape": [1, 2, 2],
+    r = alice.post("/v1/jobs/nads", json={"architecture": {"id": ids[0]}, "input_shape": [1, 2, 2],
                                           "num_networks": 2})
     assert r.status_code == 422 and "rejected" in r.text
 

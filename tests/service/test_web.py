@@ -49,8 +49,8 @@ NAD_SEQUENTIAL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_netwo
                   "seed": 2, "target_stability": 0.5, "stability_k": 1, "check_every": 20}
 LONG = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 100_000,
         "seed": 5}  # hours on this CPU: it is cancelled from its page
-FAILING = {"architecture": "lenet", "input_shape": [1, 8, 8],
-           "num_networks": 4}  # only the worker (with torch) tells that LeNet's maps vanish
+FAILING = {"architecture": "torchvision:squeezenet1_1", "input_shape": [3, 8, 8],
+           "num_networks": 4}  # only the worker (with torch) tells that its maps vanish
 POISON = {"architecture": "lenet", "indices": [0, 3], "training": {"epochs": 1},
           "dataset": {"name": "digits", "limit_train": 300, "limit_test": 200}}
 PROBE = {"architecture": "logreg", "input_shape": [1, 8, 8],
