@@ -134,7 +134,7 @@ class Shard(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     task_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     partial_sha256: Mapped[str | None] = mapped_column(
-        ForeignKey("blobs.sha256"), nullable=True
+        ForeignKey("blobs.sha256"), nullable=True, index=True  # the blob collector's look-ups
     )
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
@@ -167,7 +167,7 @@ class Artifact(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.pk", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(100))
-    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     size: Mapped[int] = mapped_column(BigInteger)
     media_type: Mapped[str] = mapped_column(String(100), default="application/octet-stream")
 
@@ -189,7 +189,7 @@ class Upload(Base):
     kind: Mapped[str] = mapped_column(String(16))
     filename: Mapped[str] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     # {key: {"shape": [...], "dtype": "<f4"}} from the .npy headers, read at upload (api/npz.py)
     arrays: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -219,7 +219,7 @@ class Architecture(Base):
     init: Mapped[str] = mapped_column(String(64), default="torch-default")
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)  # torchscript|export
     size: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"))
+    sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     status: Mapped[str] = mapped_column(String(16), default=VALIDATING)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What validation learned: outputs, parameters, FLOPs per forward pass, module types...
