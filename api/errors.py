@@ -6,6 +6,8 @@ as a field's name) comes back as its first characters and its length, never whol
 
 from __future__ import annotations
 
+import re
+
 from fastapi import FastAPI, HTTPException, Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -39,14 +41,45 @@ def _plain(ctx: dict | None) -> dict:
             for k, v in (ctx or {}).items() if isinstance(v, int | float | str | bool)}
 
 
+# A message that already starts with the field(s) it concerns: "k: 40 exceeds ...",
+# "training.mean, training.std: give both ...".
+_NAMED = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*)(?:, [A-Za-z_]\w*(?:\.\w+)*)*: ")
+
+
+def _within(a: str, b: str) -> bool:
+    """`a` and `b` are dotted paths in the same top-level field: "directions.stop" as the
+    message names it, "directions.nad" as pydantic locates the check of a tagged union (at the
+    tag), "directions" for a check of the whole object."""
+    return a.split(".", 1)[0] == b.split(".", 1)[0]
+
+
+def field_and_message(loc: tuple, msg: str, kind: str | None = None,
+                      ctx: dict | None = None) -> tuple[str, str]:
+    """The field an error concerns and its message, which starts with it exactly once.
+
+    The location gives the field, unless the message already names it (a model-level check
+    has no location of its own; a nested one is located at its parent or, in a tagged union,
+    at the tag): then the message's own name stands, and it is not named again."""
+    field = _field(loc)
+    msg = msg.removeprefix("Value error, ")
+    if kind == "json_invalid":  # located at (body, character offset)
+        at = next((p for p in loc if isinstance(p, int)), None)
+        why = (ctx or {}).get("error")
+        return "body", (f"body: not valid JSON{f' at character {at}' if at is not None else ''}"
+                        f"{f' ({why})' if why else ''}")
+    named = _NAMED.match(msg)
+    if named and (not field or _within(named.group(1), field)):
+        return named.group(1), msg
+    if named and field.endswith(f".{named.group(1)}"):  # a nested model's own name for it
+        return field, f"{field}{msg[len(named.group(1)):]}"
+    return field, (f"{field}: {msg}" if field else msg)
+
+
 async def validation_handler(_request: Request, exc: RequestValidationError) -> JSONResponse:
     detail = []
     for err in exc.errors():
-        field = _field(tuple(err.get("loc", ())))
-        msg = str(err.get("msg", "")).removeprefix("Value error, ")
-        # Model-level checks already name their field ("k: 40 exceeds ...").
-        if field and not msg.startswith(f"{field}:"):
-            msg = f"{field}: {msg}"
+        field, msg = field_and_message(tuple(err.get("loc", ())), str(err.get("msg", "")),
+                                       err.get("type"), err.get("ctx"))
         loc = [p if isinstance(p, int) else _cut(str(p), EXCERPT_CHARS)
                for p in err.get("loc", ())]
         detail.append({"field": field or None, "msg": _cut(msg, MAX_MESSAGE_CHARS),

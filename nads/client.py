@@ -21,8 +21,10 @@ from typing import Any, NamedTuple
 import httpx
 import numpy as np
 
+from jobs.kinds import REGISTRY
+
 DEFAULT_URL = "http://127.0.0.1:8000"
-JOB_KINDS = ("nads", "probe", "poison")
+JOB_KINDS = REGISTRY  # the registered job kinds (jobs/kinds)
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -35,9 +37,11 @@ class NadsError(RuntimeError):
 
 
 def _detail_text(detail: Any) -> str:
-    if isinstance(detail, list):  # FastAPI validation errors
-        return "; ".join(f"{'.'.join(str(p) for p in d.get('loc', [])[1:])}: {d.get('msg')}"
-                         if isinstance(d, dict) else str(d) for d in detail)
+    """The service's messages (each already starts with its field, api/errors.py)."""
+    if isinstance(detail, list):  # validation errors
+        return "; ".join(str(d.get("msg")) if isinstance(d, dict) else str(d) for d in detail)
+    if isinstance(detail, dict) and "msg" in detail:  # a quota refusal, with its figures
+        return str(detail["msg"])
     return str(detail)
 
 
@@ -83,7 +87,7 @@ class CatalogEntry:
     """One architecture of the public catalog (GET /v1/catalog)."""
 
     name: str
-    status: str  # ready, building or failed
+    status: str  # ready, building, failed, or absent (not started: `raw["message"]` says how)
     progress: float
     input_shape: tuple[int, int, int]
     method: str
