@@ -15,8 +15,8 @@ from api.routers import (
     docs,
     health,
     jobs,
-    poison,
-    probe,
+    kinds,
+    submit,
     uploads,
     web,
 )
@@ -40,9 +40,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
+    app.include_router(submit.router)
     app.include_router(jobs.router)
-    app.include_router(probe.router)
-    app.include_router(poison.router)
+    app.include_router(kinds.router)
     app.include_router(uploads.router)
     app.include_router(architectures.router)
     app.include_router(artifacts.router)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import get_args
 
 from amqp.exceptions import ChannelError
 from celery import Celery
@@ -16,8 +15,8 @@ from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from api.schemas import JobKind
 from jobs.broker import CPU_QUEUE, GPU_QUEUE
+from jobs.kinds import REGISTRY
 from store.db import get_sessionmaker
 from store.models import JOB_STATES, Job, Shard
 
@@ -46,7 +45,7 @@ class ServiceCollector(Collector):
         with get_sessionmaker(self.database_url)() as session:
             counts = {(k, s): n for k, s, n in session.execute(
                 select(Job.kind, Job.status, func.count()).group_by(Job.kind, Job.status))}
-            for kind in get_args(JobKind):
+            for kind in REGISTRY:
                 for state in JOB_STATES:
                     jobs.add_metric([kind, state], counts.get((kind, state), 0))
             for state, n in session.execute(

@@ -7,9 +7,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from jobs.kinds import KINDS, REGISTRY
 from store.models import JOB_STATES, SEQUENTIAL, SUCCEEDED, TERMINAL, Job
 
-JobKind = Literal["nads", "probe", "poison"]
+KindName = Literal[REGISTRY]  # type: ignore[valid-type]  # the registered kinds (jobs/kinds)
 JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
 
 
@@ -49,7 +50,7 @@ class ShardOut(BaseModel):
 
 class JobOut(BaseModel):
     id: str
-    kind: JobKind
+    kind: KindName
     status: JobStatus
     mode: Literal["sharded", "sequential"]
     progress: Progress
@@ -99,15 +100,12 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null: last.")
 
 
-_UNITS = {"probe": "directions", "poison": "indices"}
-
-
 def progress_of(job: Job) -> Progress:
     """Work done over work planned (networks of a NAD job, directions of a probe job, poison
     indices of a poison job: their epochs), weighting each shard by its size."""
     if job.status == SUCCEEDED:
         return Progress(fraction=1.0, message="succeeded")
-    unit = _UNITS.get(job.kind, "networks")
+    unit = KINDS[job.kind].unit if job.kind in KINDS else "items"
     total = sum(s.stop - s.start for s in job.shards) or 1
     done = sum((s.stop - s.start) * s.fraction for s in job.shards)
     fraction = min(done / total, 0.99)

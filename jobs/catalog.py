@@ -302,24 +302,24 @@ def sweep(session: Session, app: Celery) -> None:
 
 
 @dataclass(frozen=True)
-class Progress:
+class RoundProgress:
     networks_done: int
     fraction: float
 
 
-def progress_of(entry: CatalogEntry, job: Job | None) -> Progress:
+def progress_of(entry: CatalogEntry, job: Job | None) -> RoundProgress:
     """Networks computed over the cap (an upper bound on the work left: a build can stop
     early); 1.0 once ready."""
     if entry.status == CATALOG_READY:
-        return Progress(entry.networks or 0, 1.0)
+        return RoundProgress(entry.networks or 0, 1.0)
     if job is None:
-        return Progress(0, 0.0)
+        return RoundProgress(0, 0.0)
     done = sum((s.stop - s.start) * (1.0 if s.status == SUCCEEDED else s.fraction)
                for s in job.shards)
-    return Progress(int(done), round(min(done / entry.spec["num_networks"], 0.99), 4))
+    return RoundProgress(int(done), round(min(done / entry.spec["num_networks"], 0.99), 4))
 
 
-def _message(entry: CatalogEntry, job: Job | None, progress: Progress) -> str:
+def _message(entry: CatalogEntry, job: Job | None, progress: RoundProgress) -> str:
     cap = entry.spec["num_networks"]
     if entry.status == CATALOG_READY:
         why = (f"stability {entry.stability:.3f} >= {entry.target_stability} at "

@@ -21,7 +21,7 @@ _LAZY = {
     "compute_shard": "engine",
     "finalize": "engine",
     "NADResult": "engine",
-    "Cancelled": "engine",
+    "Cancelled": "control",
     "ShardRunner": "engine",
     "PartialNADs": "partial",
     "merge_partials": "partial",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 
 from .architectures import build_model, model_factory
+from .control import Cancelled, Progress, ShouldStop
 from .decompose import (
     covariance_from_gradients,
     covariance_from_moments,
@@ -29,16 +29,9 @@ from .precision import resolve_precision
 from .seeding import eval_point_seed
 from .spec import NADSpec
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
-
 # Gradient blocks up to this size are kept whole (bitwise reproducible merges); larger ones
 # are reduced to their moments.
 GRADIENT_BLOCK_LIMIT = 1 << 30
-
-
-class Cancelled(RuntimeError):
-    """Raised between chunks when `should_stop()` returned True."""
 
 
 def eval_point_for(spec: NADSpec) -> np.ndarray:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,28 +24,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from .architectures import build_model
+from .control import Cancelled, Progress, ShouldStop
 from .custom import seeded_custom_network
 from .datasets import ImageDataset
-from .engine import Cancelled
 from .plan import resolve_device
 from .poison_spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec
-from .seeding import seeded_global_rng
+from .seeding import POISON_DROPOUT as _DROPOUT
+from .seeding import POISON_INIT as _INIT
+from .seeding import POISON_SHUFFLE as _SHUFFLE
+from .seeding import poison_seed, seeded_global_rng
 from .spec import ArchitectureRef
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
-
-# Seed purposes of a poison job (spawn keys disjoint from nadcore.seeding's and the probe's).
-_POISON = 200
-_INIT, _SHUFFLE, _DROPOUT = range(3)
 FLIP_CHUNK = 16384  # image channels per float64 matmul of flip_dataset
-
-
-def poison_seed(seed: int, purpose: int, position: int) -> int:
-    """63-bit seed for `purpose` of index position `position` of a poison job."""
-    key = (_POISON, purpose, position)
-    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from .architectures import build_model, model_factory
-from .engine import Cancelled
+from .control import Cancelled, Progress, ShouldStop
 from .init import NetworkSampler
 from .plan import activation_profile, available_memory, resolve_device
 from .probe_spec import (
@@ -39,24 +39,15 @@ from .probe_spec import (
     ProbeSpec,
     RandomDirections,
 )
-from .seeding import seeded_global_rng
+from .seeding import PROBE_DROPOUT as _DROPOUT
+from .seeding import PROBE_INIT as _INIT
+from .seeding import PROBE_SHUFFLE as _SHUFFLE
+from .seeding import PROBE_TEST as _TEST
+from .seeding import PROBE_TRAIN as _TRAIN
+from .seeding import probe_seed, seeded_global_rng
 from .spec import TORCHVISION_PREFIX
 
-Progress = Callable[[int, int], None]
-ShouldStop = Callable[[], bool]
 STRATEGIES = ("vmap", "loop")
-
-# Seed purposes of a probe job (spawn keys disjoint from nadcore.seeding's 0 and 1).
-_PROBE = 100
-_INIT, _TRAIN, _TEST, _SHUFFLE, _DROPOUT = range(5)
-
-
-def probe_seed(seed: int, purpose: int, index: int | None = None) -> int:
-    """63-bit seed for `purpose` of direction `index` (or of the whole job) of a probe job."""
-    key = (_PROBE, purpose) if index is None else (_PROBE, purpose, index)
-    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
-
 
 # ---------------------------------------------------------------------------------------------
 # Directions

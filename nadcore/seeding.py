@@ -8,19 +8,43 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-_EVAL_POINT = 0
-_NETWORK = 1
+# Every namespace of derived seeds, in one place. A derived seed is NumPy's SeedSequence of the
+# job's seed with the spawn key (namespace, purpose..., index): keys of different namespaces never
+# collide, so no two random streams of a job coincide. These numbers are part of every stored
+# result (a job reproduces bitwise from its spec): never renumber them, only add.
+EVAL_POINT = 0  # (EVAL_POINT,): a NAD job's evaluation point x0
+NETWORK = 1  # (NETWORK, j): network j of a NAD job
+PROBE = 100  # (PROBE, purpose[, direction]): probe jobs, purposes below
+PROBE_INIT, PROBE_TRAIN, PROBE_TEST, PROBE_SHUFFLE, PROBE_DROPOUT = range(5)
+POISON = 200  # (POISON, purpose, index position): poison jobs, purposes below
+POISON_INIT, POISON_SHUFFLE, POISON_DROPOUT = range(3)
+
+
+def derive_seed(seed: int, *key: int) -> int:
+    """The 63-bit seed of spawn key `key` (namespace first) of a job seeded with `seed`."""
+    state = np.random.SeedSequence(seed, spawn_key=key).generate_state(2, np.uint32)
+    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
 
 
 def network_seed(seed: int, index: int) -> int:
-    """The 63-bit seed of network `index` of a job seeded with `seed`."""
-    state = np.random.SeedSequence(seed, spawn_key=(_NETWORK, index)).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
+    """The seed of network `index` of a NAD job seeded with `seed`."""
+    return derive_seed(seed, NETWORK, index)
 
 
 def eval_point_seed(seed: int) -> int:
-    state = np.random.SeedSequence(seed, spawn_key=(_EVAL_POINT,)).generate_state(2, np.uint32)
-    return int(state[0]) | (int(state[1] & 0x7FFFFFFF) << 32)
+    """The seed of a NAD job's evaluation point."""
+    return derive_seed(seed, EVAL_POINT)
+
+
+def probe_seed(seed: int, purpose: int, index: int | None = None) -> int:
+    """The seed for `purpose` (PROBE_*) of direction `index` (or of the whole job)."""
+    return derive_seed(seed, PROBE, purpose) if index is None else \
+        derive_seed(seed, PROBE, purpose, index)
+
+
+def poison_seed(seed: int, purpose: int, position: int) -> int:
+    """The seed for `purpose` (POISON_*) of index position `position` of a poison job."""
+    return derive_seed(seed, POISON, purpose, position)
 
 
 @contextlib.contextmanager

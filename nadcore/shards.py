@@ -43,7 +43,7 @@ class ProbePartial:
 def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: int, *,
                     progress: Callable[[int, int], None],
                     should_stop: Callable[[], bool]) -> ProbePartial:
-    """Trains directions start..stop-1; raises nadcore.engine.Cancelled when stopped."""
+    """Trains directions start..stop-1; raises nadcore.control.Cancelled when stopped."""
     result = run_probe(spec, directions[start:stop], first_index=start, progress=progress,
                        should_stop=should_stop)
     return ProbePartial(start, stop, np.asarray(result.accuracies, dtype=np.float64),
@@ -76,7 +76,7 @@ def run_poison_shard(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, sta
                      stop: int, *, progress: Callable[[int, int], None],
                      should_stop: Callable[[], bool]) -> PoisonPartial:
     """Trains positions start..stop-1, one at a time so that progress counts epochs over the
-    whole shard; raises nadcore.engine.Cancelled when stopped."""
+    whole shard; raises nadcore.control.Cancelled when stopped."""
     epochs = spec.training.epochs
     total = (stop - start) * epochs
     results = []

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from jobs.kinds import REGISTRY
+
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
     from nads.client import Client, Job
 
@@ -23,10 +25,8 @@ Key = Annotated[str | None, typer.Option("--key", envvar="NADS_KEY", help="API k
 AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON.")]
 
 
-class Kind(StrEnum):
-    nads = "nads"
-    probe = "probe"
-    poison = "poison"
+# The registered job kinds (jobs/kinds); kinds without flags of their own take --spec / --set.
+Kind = StrEnum("Kind", {name: name for name in REGISTRY})
 
 
 def _client(url: str | None, key: str | None) -> Client:
@@ -138,7 +138,7 @@ def build_spec(kind: Kind, spec_file: Path | None, flags: dict[str, Any], sets: 
 
 
 def submit(
-    kind: Annotated[Kind, typer.Argument(help="nads, probe or poison")],
+    kind: Annotated[Kind, typer.Argument(help=", ".join(REGISTRY))],
     spec_file: Annotated[Path | None, typer.Option(
         "--spec", exists=True, dir_okay=False, help="JSON or YAML spec (flags override it)")
     ] = None,
@@ -179,11 +179,11 @@ def submit(
     if kind == Kind.nads:
         flags |= {"num_networks": networks, "method": method, "scale": scale, "k": k,
                   "target_stability": target_stability, "stability_k": stability_k}
-    elif kind == Kind.probe:
+    elif kind == "probe":
         flags |= {"directions.kind": directions, "directions.job": nad_job,
                   "directions.count": count, "directions.grid_stride": grid_stride,
                   "training.epochs": epochs}
-    else:
+    elif kind == "poison":
         flags |= {"dataset.name": dataset, "nads.job": nad_job, "indices": _indices(indices),
                   "eps": eps, "training.epochs": epochs}
     spec = build_spec(kind, spec_file, flags, sets or [])

@@ -191,7 +191,7 @@ class Upload(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    # {key: {"shape": [...], "dtype": "<f4"}} from the .npy headers, read at upload (api/npz.py)
+    # {key: {"shape": [...], "dtype": "<f4"}} from the .npy headers, read at upload (store/npz.py)
     arrays: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 

@@ -7,10 +7,8 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, update
@@ -19,26 +17,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from jobs import catalog, state
 from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from jobs.dispatch import enqueue_merge
-from nadcore import (
-    Cancelled,
-    NADResult,
-    PartialNADs,
-    compute_shard,
-    finalize,
-    merge_partials,
-    run_spec,
-)
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
-from nadcore.spec import NADSpec
+from nadcore import Cancelled, NADResult
 from store import blobgc
-from store.blobs import BlobStore, keep_blob
+from store.blobs import keep_blob
 from store.db import get_sessionmaker, session_scope
 from store.models import (
     CANCELLED,
     FAILED,
-    POISON,
-    PROBE,
     RUNNING,
     SUCCEEDED,
     Artifact,
@@ -46,10 +31,10 @@ from store.models import (
     utcnow,
 )
 from store.settings import get_settings
-from worker import poison, probe, uploaded
 from worker.app import app
 from worker.heartbeat import shard_heartbeat
-from worker.plots import render_nad_figures
+from worker.kinds import nads, runner
+from worker.kinds.base import Claimed, blob_store, db_url
 from worker.reconcile import reconcile_once
 from worker.sandbox import SandboxCancelled
 
@@ -94,12 +79,7 @@ class JobTask(Task):
             log.exception("could not record the failure of job %s", job_id)
 
 
-def _db_url() -> str:
-    return get_settings().resolved_database_url
-
-
-def _blobs() -> BlobStore:
-    return BlobStore(get_settings().resolved_blob_dir)
+_db_url, _blobs = db_url, blob_store
 
 
 class _Throttle:
@@ -139,21 +119,7 @@ def _callbacks(job_pk: int, shard_id: int) -> tuple[Callable[[int, int], None],
     return progress, should_stop
 
 
-@dataclass(frozen=True)
-class _Claimed:
-    """What a shard task needs once it owns its shard row."""
-
-    job_pk: int
-    user_id: int
-    kind: str
-    spec: dict
-    shard_id: int
-    start: int
-    stop: int
-    task_id: str | None
-
-
-def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
+def _claim(task: Task, job_id: str, index: int) -> Claimed | None:
     with session_scope(_db_url()) as session:
         job = state.load_job(session, job_id)
         if job is None:
@@ -167,58 +133,8 @@ def _claim(task: Task, job_id: str, index: int) -> _Claimed | None:
             log.info("job %s shard %d: nothing to do (%s/%s)", job_id, index, job.status,
                      shard.status)
             return None
-        return _Claimed(job.pk, job.user_id, job.kind, job.spec, shard.id, shard.start,
-                        shard.stop, task.request.id)
-
-
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
-
-
-def _nad_shard(claimed: _Claimed, index: int, progress: Callable[[int, int], None],
-               should_stop: Callable[[], bool]) -> PartialNADs:
-    spec = NADSpec.model_validate(claimed.spec)
-    start, stop = spec.shard_ranges()[index]
-    if uploaded.uses_upload(spec):
-        return uploaded.nad_shard(get_settings(), spec, start, stop, _threads(), progress,
-                                  should_stop)
-    return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
-
-
-def _probe_shard(claimed: _Claimed, progress: Callable[[int, int], None],
-                 should_stop: Callable[[], bool]) -> probe.ProbePartial:
-    spec = ProbeSpec.model_validate(claimed.spec)
-    with session_scope(_db_url()) as session:
-        nad_sha = probe.nad_source_sha(session, claimed.user_id, spec)
-    directions = probe.build_directions(spec, _blobs(), nad_sha)
-    if uploaded.uses_upload(spec):
-        return uploaded.probe_shard(get_settings(), spec, directions, claimed.start,
-                                    claimed.stop, _threads(), progress, should_stop)
-    return probe.run_probe_shard(spec, directions, claimed.start, claimed.stop,
-                                 progress=progress, should_stop=should_stop)
-
-
-def _poison_inputs(user_id: int, spec: PoisonSpec) -> tuple:
-    """The dataset and NAD array of a poison job (resolved for the user who submitted it)."""
-    with session_scope(_db_url()) as session:
-        src = poison.sources(session, user_id, spec)
-    return poison.load_inputs(spec, _blobs(), src, get_settings().resolved_datasets_dir)
-
-
-def _poison_shard(claimed: _Claimed, progress: Callable[[int, int], None],
-                  should_stop: Callable[[], bool]) -> poison.PoisonPartial:
-    spec = PoisonSpec.model_validate(claimed.spec)
-    data, nads = _poison_inputs(claimed.user_id, spec)
-    if uploaded.uses_upload(spec):
-        return uploaded.poison_shard(get_settings(), spec, data, nads, claimed.start,
-                                     claimed.stop, _threads(), progress, should_stop)
-    return poison.run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
-                                   progress=progress, should_stop=should_stop)
-
-
-_SHARD_RUNNERS = {PROBE: _probe_shard, POISON: _poison_shard}
+        return Claimed(job.pk, job.user_id, job.kind, job.spec, index, shard.id, shard.start,
+                       shard.stop, task.request.id)
 
 
 @app.task(bind=True, base=JobTask, name=RUN_SHARD)
@@ -232,10 +148,7 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
-            if claimed.kind in _SHARD_RUNNERS:
-                part = _SHARD_RUNNERS[claimed.kind](claimed, progress, should_stop)
-            else:
-                part = _nad_shard(claimed, index, progress, should_stop)
+            part = runner(claimed.kind).run_shard(claimed, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
@@ -280,59 +193,12 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
             one.discard()
 
 
-class NonFiniteResult(ValueError):
-    """A result holds NaN or inf: the job fails instead of succeeding with meaningless arrays."""
-
-
-def require_finite(**arrays: np.ndarray) -> None:
-    for name, array in arrays.items():
-        bad = int(array.size - np.isfinite(array).sum())
-        if bad:
-            raise NonFiniteResult(
-                f"{name}: {bad} of {array.size} values are not finite (NaN or inf); the "
-                "networks' outputs or gradients overflow or are undefined at these inputs "
-                "(check scale, eval_point and the architecture)")
-
-
 def _store_result(job_id: str, result: NADResult) -> None:
-    """Writes a NAD result's arrays as .npy artifacts and its figures (preview.png,
-    spectrum.png) and moves the job to succeeded; NaN or inf anywhere fails the job."""
-    require_finite(**result.arrays())
+    """Stores a NAD result's arrays and figures and moves the job to succeeded; NaN or inf
+    anywhere fails the job (worker/kinds/nads.py)."""
     with tempfile.TemporaryDirectory() as tmp:
-        files = []
-        for name, array in result.arrays().items():
-            path = Path(tmp) / f"{name}.npy"
-            np.save(path, np.ascontiguousarray(array))
-            files.append((path, "application/octet-stream"))
-        summary = result.summary()
-        figures = render_nad_figures(result.nads, result.eigenvalues, summary, Path(tmp))
-        files += [(path, "image/png") for path in figures]
+        files, summary = nads.result_files(result, Path(tmp))
         _store_artifacts(job_id, files, summary)
-
-
-def _merge_probe(job_id: str, spec: ProbeSpec, shas: list[str], nad_sha: str | None) -> None:
-    """Concatenates the shards' directions in order, writes the arrays and the figures."""
-    blobs = _blobs()
-    directions = probe.build_directions(spec, blobs, nad_sha)
-    partials = [probe.ProbePartial.load(blobs.path(sha)) for sha in shas]
-    accuracies, curves = probe.merge_partials(partials, directions.shape[0])
-    require_finite(accuracies=accuracies)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = probe.write_artifacts(spec, directions, accuracies, curves, Path(tmp))
-        _store_artifacts(job_id, files, probe.summarize(spec, accuracies, partials))
-
-
-def _merge_poison(job_id: str, spec: PoisonSpec, shas: list[str], user_id: int) -> None:
-    """Concatenates the shards' accuracies in index order, writes metrics, figures and (with
-    keep_dataset) the poisoned training sets."""
-    blobs = _blobs()
-    data, nads = _poison_inputs(user_id, spec)
-    partials = [poison.PoisonPartial.load(blobs.path(sha)) for sha in shas]
-    train, test = poison.merge_partials(partials, len(poison.positions(spec)))
-    require_finite(train_accuracy=train, test_accuracy=test)
-    with tempfile.TemporaryDirectory() as tmp:
-        files = poison.write_artifacts(spec, data, nads, train, test, Path(tmp))
-        _store_artifacts(job_id, files, poison.summarize(spec, train, test, partials, data))
 
 
 @app.task(bind=True, base=JobTask, name=MERGE)
@@ -347,24 +213,10 @@ def merge(self: Task, job_id: str) -> None:
             return
         job.merge_status = RUNNING
         job.updated_at = utcnow()
-        kind, user_id = job.kind, job.user_id
-        if kind == POISON:
-            poison_spec = PoisonSpec.model_validate(job.spec)
-        elif kind == PROBE:
-            probe_spec = ProbeSpec.model_validate(job.spec)
-            nad_sha = probe.nad_source_sha(session, job.user_id, probe_spec)
-        else:
-            spec = NADSpec.model_validate(job.spec)
-    if kind == PROBE:
-        _merge_probe(job_id, probe_spec, shas, nad_sha)
-        return
-    if kind == POISON:
-        _merge_poison(job_id, poison_spec, shas, user_id)
-        return
-    blobs = _blobs()
-    partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]
-    result = finalize(spec, merge_partials(partials))
-    _store_result(job_id, result)
+        kind, user_id, spec = job.kind, job.user_id, job.spec
+    with tempfile.TemporaryDirectory() as tmp:
+        files, summary = runner(kind).merge(spec, user_id, shas, Path(tmp))
+        _store_artifacts(job_id, files, summary)
     with session_scope(_db_url()) as session:  # a catalog round: the next one, or ready
         catalog.on_job_done(session, app, job_id)
 
@@ -376,14 +228,9 @@ def run_whole(self: Task, job_id: str) -> None:
     if claimed is None:
         return
     progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
-    spec = NADSpec.model_validate(claimed.spec)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
-            if uploaded.uses_upload(spec):
-                result = uploaded.nad_whole(get_settings(), spec, _threads(), progress,
-                                            should_stop)
-            else:
-                result = run_spec(spec, progress=progress, should_stop=should_stop)
+            result = nads.RUNNER.run_whole(claimed, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nadcore.control import Progress, ShouldStop
 from nadcore.custom_check import excerpt
 from nadcore.datasets import ImageDataset
 from nadcore.engine import NADResult, merge_key
@@ -26,9 +27,6 @@ from nadcore.spec import ArchitectureRef, NADSpec, is_custom
 from store.blobs import BlobStore
 from store.settings import Settings
 from worker.sandbox import Limits, SandboxError, run_sandboxed
-
-Progress = Callable[[int, int], None]
-Stop = Callable[[], bool]
 
 
 def uses_upload(spec: NADSpec | ProbeSpec | PoisonSpec) -> bool:
@@ -106,7 +104,7 @@ def _load(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str)
 
 # -- NAD jobs -------------------------------------------------------------------------------
 def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
-              progress: Progress, should_stop: Stop) -> PartialNADs:
+              progress: Progress, should_stop: ShouldStop) -> PartialNADs:
     what = f"networks {start}..{stop - 1}"
     outcome = run_sandboxed("nads_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                    start=start, stop=stop),
@@ -132,7 +130,7 @@ def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads:
 
 
 def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
-              should_stop: Stop) -> NADResult:
+              should_stop: ShouldStop) -> NADResult:
     what = "the job"
     outcome = run_sandboxed("nads_whole", _request(settings, spec=spec.model_dump(mode="json")),
                             _archive(settings, spec.architecture), job_limits(settings, threads),
@@ -175,7 +173,8 @@ def _check_training(what: str, start: int, stop: int, epochs: int, part: object,
 
 
 def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
-                stop: int, threads: int, progress: Progress, should_stop: Stop) -> ProbePartial:
+                stop: int, threads: int, progress: Progress, should_stop: ShouldStop
+                ) -> ProbePartial:
     what = f"directions {start}..{stop - 1}"
     outcome = run_sandboxed("probe_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                     start=start, stop=stop),
@@ -192,7 +191,7 @@ def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, sta
 
 
 def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
-                 start: int, stop: int, threads: int, progress: Progress, should_stop: Stop
+                 start: int, stop: int, threads: int, progress: Progress, should_stop: ShouldStop
                  ) -> PoisonPartial:
     what = f"indices {start}..{stop - 1}"
     arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),

@@ -1,4 +1,5 @@
-"""/v1/jobs: submit, read, list and cancel jobs. A caller sees only its own jobs."""
+"""/v1/jobs: read, list and cancel jobs (submitting: api/routers/submit.py). A caller sees only
+its own jobs."""
 
 from __future__ import annotations
 
@@ -9,37 +10,16 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import selectinload
 
-from api.architectures import resolve_architecture
-from api.deps import CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.deps import CeleryDep, CurrentUser, SessionDep, released
 from api.errors import excerpt
-from api.quota import check_quota
-from api.ratelimit import SUBMIT_RATE
-from api.schemas import JobKind, JobOut, JobPage, JobStatus
-from api.storage import check_job_storage
-from api.submission import get_own_job, submit_job
+from api.schemas import JobOut, JobPage, JobStatus, KindName
+from api.submission import get_own_job
 from jobs.dispatch import revoke_job
 from jobs.ownership import own_jobs
 from jobs.state import cancel_job
-from nadcore.spec import NADSpec
-from store.models import NADS, SEQUENTIAL, SHARDED, TERMINAL, Job
+from store.models import TERMINAL, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-
-
-@router.post("/nads", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
-             dependencies=[SUBMIT_RATE])
-def submit_nads(spec: NADSpec, session: SessionDep, key: CurrentKey, settings: SettingsDep,
-                celery: CeleryDep, response: Response) -> JobOut:
-    """Queues a NAD job: one task per shard and a merge (one task when early stopping)."""
-    spec, arch_info = resolve_architecture(session, key.user, spec, networks=spec.num_networks,
-                                           outputs=spec.output_index + 1,
-                                           input_shape=spec.input_shape)
-    estimate = check_quota(spec, settings, arch_info)
-    check_job_storage(session, key.user_id, estimate, settings)
-    mode = SEQUENTIAL if spec.target_stability is not None else SHARDED
-    ranges = [(0, spec.num_networks)] if mode == SEQUENTIAL else spec.shard_ranges()
-    return submit_job(session, celery, key, response, kind=NADS, mode=mode,
-                      spec=spec.model_dump(mode="json"), estimate=estimate, ranges=ranges)
 
 
 @router.get("/{job_id}", response_model=JobOut)
@@ -75,7 +55,7 @@ def _encode_cursor(pk: int) -> str:
 def list_jobs(
     session: SessionDep,
     user: CurrentUser,
-    kind: JobKind | None = None,
+    kind: KindName | None = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: str | None = None,

@@ -13,12 +13,12 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
-from api.npz import ArchiveError, inspect_upload
 from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, check_upload, receive_upload, store_upload
 from store.models import Upload, User
+from store.npz import ArchiveError, inspect_upload
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
 

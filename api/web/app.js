@@ -7,24 +7,19 @@
 const KEY_STORAGE = "nads.apiKey";
 const POLL_MS = 2000;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-// Figures per job kind, in the order shown; any other PNG artifact is shown after them.
-const FIGURES = {
-  nads: [
-    ["preview.png", "The first NADs. Top: pixel space (channel 0), diverging colour map " +
-      "symmetric around 0. Bottom: Fourier energy |F|² with DC at the centre."],
-    ["spectrum.png", "Eigenvalues of the gradient covariance (log scale) and the cumulative " +
-      "share of the variance."],
-  ],
-  probe: [
-    ["heatmap.png", "Test accuracy on D(v) over the frequency plane (DC at the centre)."],
-    ["accuracy_vs_index.png", "Test accuracy on D(u_i) against the NAD index i."],
-  ],
-  poison: [
-    ["accuracy_vs_index.png", "Final clean-test and poisoned-train accuracy against the " +
-      "poison index."],
-    ["examples.png", "Training images: clean, poisoned, and the difference."],
-  ],
-};
+// The job kinds (GET /v1/kinds, the server's registry): names for the filter, and each kind's
+// figures with their captions, in the order shown; any other PNG artifact is shown after them.
+let KINDS = [];
+let FIGURES = {};
+
+async function loadKinds() {
+  try {
+    KINDS = await api("/v1/kinds", { auth: false });
+  } catch (_) {
+    KINDS = []; // the page still works: figures are then shown under their file names
+  }
+  FIGURES = Object.fromEntries(KINDS.map((k) => [k.name, k.figures.map((f) => [f.name, f.caption])]));
+}
 
 // The paper's five architectures: the catalog page shows a row for each, built or not.
 const PAPER_ARCHITECTURES = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"];
@@ -220,7 +215,7 @@ function jobRow(job) {
 
 function viewJobs() {
   const kind = el("select", { id: "filter-kind", "aria-label": "kind" },
-    ...["", "nads", "probe", "poison"].map((k) => el("option", { value: k, text: k || "all kinds" })));
+    ...["", ...KINDS.map((k) => k.name)].map((k) => el("option", { value: k, text: k || "all kinds" })));
   const state = el("select", { id: "filter-status", "aria-label": "status" },
     ...["", "queued", "running", "succeeded", "failed", "cancelled"]
       .map((s) => el("option", { value: s, text: s || "all states" })));
@@ -540,5 +535,5 @@ window.addEventListener("DOMContentLoaded", () => {
     localStorage.removeItem(KEY_STORAGE);
     render();
   });
-  render();
+  loadKinds().then(render);
 });

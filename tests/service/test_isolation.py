@@ -37,6 +37,7 @@ PUBLIC = {
     ("GET", "/docs/oauth2-redirect"), ("HEAD", "/docs/oauth2-redirect"), ("GET", "/redoc"),
     ("HEAD", "/redoc"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
     ("GET", "/v1/catalog"), ("GET", "/v1/catalog/{arch}"), ("GET", "/v1/catalog/{arch}/{name}"),
+    ("GET", "/v1/kinds"),  # the registered job kinds: describes the service, no user data
     ("HEAD", "/v1/catalog/{arch}/{name}"),
     # The web page: HTML and static files; its data is fetched by JS with the user's key.
     ("GET", "/"), ("GET", "/web"), ("GET", "/web/{name}"),

@@ -20,8 +20,8 @@ from matplotlib.image import imread
 from sqlalchemy import delete, func, select
 
 from api.main import create_app
-from api.probe import count_directions
 from jobs.broker import make_celery
+from jobs.kinds.probe import count_directions
 from nadcore.probe import make_directions, run_probe
 from nadcore.probe_spec import ProbeSpec
 from store.db import session_scope

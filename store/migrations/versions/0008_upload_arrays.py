@@ -19,7 +19,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # NULL for uploads stored before: the API reads their headers from the blob when a job
-    # first uses them (api/poison.py).
+    # first uses them (jobs/kinds/poison.py).
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.add_column(sa.Column("arrays", sa.JSON(), nullable=True))
 

@@ -1,4 +1,4 @@
-"""Probe jobs in the worker (loads torch through nadcore.probe; imported by `worker.tasks` only).
+"""Probe jobs in the worker (loads torch through nadcore.probe; found through the registry).
 
 A shard of a probe job is a range [start, stop) of direction indices: it builds the job's
 directions, trains rows start:stop (`run_probe(..., first_index=start)`, so direction j is
@@ -9,6 +9,7 @@ concatenates the partials in direction order and writes the artifacts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
@@ -16,13 +17,26 @@ from sqlalchemy.orm import Session
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
 from nadcore.probe import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
-from nadcore.shards import ProbePartial, run_probe_shard  # noqa: F401 (the worker's names)
+from nadcore.shards import ProbePartial, run_probe_shard
 from store.blobs import BlobStore
+from store.db import session_scope
+from store.settings import get_settings
+from worker import uploaded
+from worker.kinds.base import (
+    NPY,
+    PNG,
+    Claimed,
+    Files,
+    Progress,
+    ShouldStop,
+    blob_store,
+    db_url,
+    require_finite,
+    torch_threads,
+)
 from worker.plots import render_accuracy_vs_index, render_heatmap
 from worker.tiling import concatenate_tiles
 
-PNG = "image/png"
-NPY = "application/octet-stream"
 HEAD = 16  # directions listed in the job summary
 
 
@@ -43,7 +57,7 @@ def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> 
     return make_directions(spec, nad_array)
 
 
-def merge_partials(partials: list[ProbePartial], num_directions: int
+def concatenate_shards(partials: list[ProbePartial], num_directions: int
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Accuracies and curves of every direction, checking that the shards tile 0..n-1."""
     return concatenate_tiles(partials, num_directions, "directions", ("accuracies", "curves"))
@@ -110,3 +124,34 @@ def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndar
                                  folder / "accuracy_vs_index.png")
         files.append((folder / "accuracy_vs_index.png", PNG))
     return files
+
+
+class ProbeRunner:
+    def run_shard(self, claimed: Claimed, progress: Progress,
+                  should_stop: ShouldStop) -> ProbePartial:
+        spec = ProbeSpec.model_validate(claimed.spec)
+        with session_scope(db_url()) as session:
+            nad_sha = nad_source_sha(session, claimed.user_id, spec)
+        directions = build_directions(spec, blob_store(), nad_sha)
+        if uploaded.uses_upload(spec):
+            return uploaded.probe_shard(get_settings(), spec, directions, claimed.start,
+                                        claimed.stop, torch_threads(), progress, should_stop)
+        return run_probe_shard(spec, directions, claimed.start, claimed.stop,
+                               progress=progress, should_stop=should_stop)
+
+    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
+              ) -> tuple[Files, dict[str, Any]]:
+        """Concatenates the shards' directions in order, writes the arrays and the figures."""
+        probe_spec = ProbeSpec.model_validate(spec)
+        with session_scope(db_url()) as session:
+            nad_sha = nad_source_sha(session, user_id, probe_spec)
+        blobs = blob_store()
+        directions = build_directions(probe_spec, blobs, nad_sha)
+        partials = [ProbePartial.load(blobs.path(sha)) for sha in shas]
+        accuracies, curves = concatenate_shards(partials, directions.shape[0])
+        require_finite(accuracies=accuracies)
+        files = write_artifacts(probe_spec, directions, accuracies, curves, folder)
+        return files, summarize(probe_spec, accuracies, partials)
+
+
+RUNNER = ProbeRunner()

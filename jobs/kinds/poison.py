@@ -1,9 +1,11 @@
-"""Poison jobs on the API side, torch-free: what a spec refers to (the caller's NAD job or
+"""Poison jobs, torch-free side (`nadcore.poison_spec.PoisonSpec`): NAD carriers planted in an
+image dataset (or the flipped-basis experiment), one model trained per poison index. What a spec
+refers to (the caller's NAD job or
 uploads), what it costs, and how it is sharded (ranges of positions in `spec.indices`).
 
 What the API knows about the named datasets (shape, classes, training-set size) mirrors
 `nadcore.datasets`; of an uploaded dataset it knows the arrays' shapes and dtypes, read from
-their headers at upload (`api.npz`), hence its training-set size; its values (labels, classes
+their headers at upload (`store.npz`), hence its training-set size; its values (labels, classes
 the NADs can carry) are checked by the worker, which fails the job with the engine's message.
 """
 
@@ -11,15 +13,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
-from api.validation import check_limits, invalid, shard_ranges
+from jobs.kinds.base import (
+    SHARDED,
+    Admission,
+    Figure,
+    Plan,
+    SpecError,
+    check_limits,
+    shard_ranges,
+)
+from jobs.ownership import own_job
+from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_job
 from nadcore.poison_spec import PoisonSpec
 from store.blobs import BlobStore
-from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Job, Upload, User
+from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
+from store.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
 from store.settings import Settings
 
 # name -> (C, H, W), classes, training-set size (before limit_train)
@@ -37,15 +48,14 @@ def carrier_rows(num_classes: int, channels: int) -> int:
     return (num_classes - 1) // (2 * channels)
 
 
-def own_upload(session: Session, user: User, upload_id: str, kind: str, field: str) -> Upload:
+def own_upload(session: Session, user_id: int, upload_id: str, kind: str, field: str) -> Upload:
     """The caller's upload of `kind`; another user's reads exactly like a missing one."""
-    row = session.scalar(select(Upload).where(Upload.id == upload_id,
-                                              Upload.user_id == user.id))
+    row = _own_upload(session, user_id, upload_id)
     if row is None:
-        raise invalid(field, f"no upload {upload_id!r} of yours", upload_id)
+        raise SpecError(field, f"no upload {upload_id!r} of yours", upload_id)
     if row.kind != kind:
         want = ".npz dataset" if kind == DATASET_UPLOAD else ".npy NAD array"
-        raise invalid(field, f"upload {upload_id!r} is a {row.kind} upload, not a {want}",
+        raise SpecError(field, f"upload {upload_id!r} is a {row.kind} upload, not a {want}",
                       upload_id)
     return row
 
@@ -60,66 +70,66 @@ def upload_train_size(row: Upload, blobs: BlobStore, settings: Settings) -> int:
                                         settings.max_dataset_decompressed_bytes)
         return dataset_train_size(from_json(row.arrays))
     except (ArchiveError, OSError) as exc:
-        raise invalid("dataset.upload", f"upload {row.id!r} cannot be used: {exc}",
+        raise SpecError("dataset.upload", f"upload {row.id!r} cannot be used: {exc}",
                       row.id) from None
 
 
-def train_size(spec: PoisonSpec, session: Session, user: User, blobs: BlobStore,
+def train_size(spec: PoisonSpec, session: Session, user_id: int, blobs: BlobStore,
                settings: Settings) -> int:
     """Training-set size for the quota (an upload: from its arrays' shapes); checks a dataset
     upload (the caller's, a dataset)."""
     ref = spec.dataset
     if ref.upload is not None:
-        row = own_upload(session, user, ref.upload, DATASET_UPLOAD, "dataset.upload")
+        row = own_upload(session, user_id, ref.upload, DATASET_UPLOAD, "dataset.upload")
         size = upload_train_size(row, blobs, settings)
     else:
         size = NAMED_DATASETS[ref.name][2]
     return min(size, ref.limit_train) if ref.limit_train else size
 
 
-def check_nad_source(session: Session, user: User, spec: PoisonSpec) -> None:
+def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
     """`nads.job`: the caller's succeeded NAD job (or `nads.catalog`: a ready catalog entry), on
     the dataset's image shape, with rows for every carrier; `nads.upload`: the caller's .npy
     upload (its rows are checked by the worker)."""
     src = spec.nads
     if src.upload is not None:
-        own_upload(session, user, src.upload, NADS_UPLOAD, "nads.upload")
+        own_upload(session, user_id, src.upload, NADS_UPLOAD, "nads.upload")
         return
     if src.catalog is not None:  # a ready catalog entry (public): succeeded NAD job
         field, value, what = "nads.catalog", src.catalog, f"the catalog's {src.catalog!r}"
         try:
             job = catalog_job(session, src.catalog, field)
         except SourceError as exc:
-            raise invalid(field, str(exc).partition(": ")[2], src.catalog) from None
+            raise SpecError(field, str(exc).partition(": ")[2], src.catalog) from None
     else:
         field, value, what = "nads.job", src.job, f"NAD job {src.job!r}"
-        job = session.scalar(select(Job).where(Job.id == src.job, Job.user_id == user.id))
+        job = own_job(session, user_id, src.job)
         if job is None:
-            raise invalid(field, f"no job {src.job!r} of yours", src.job)
+            raise SpecError(field, f"no job {src.job!r} of yours", src.job)
         if job.kind != NADS:
-            raise invalid(field, f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
+            raise SpecError(field, f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
         if job.status != SUCCEEDED:
-            raise invalid(field, f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
+            raise SpecError(field, f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
                           "job can poison a dataset", src.job)
     if spec.dataset.name is None:
         return
     shape, classes, _ = NAMED_DATASETS[spec.dataset.name]
     nad_shape, want = tuple(job.spec["input_shape"]), (1, *shape[1:])
     if nad_shape != want:
-        raise invalid(field, f"{what} has input_shape {list(nad_shape)}; "
+        raise SpecError(field, f"{what} has input_shape {list(nad_shape)}; "
                       f"dataset {spec.dataset.name!r} needs the NADs of a 1-channel "
                       f"{shape[1]}x{shape[2]} architecture, input_shape {list(want)} (each "
                       "channel is poisoned with them)", value)
     num_nads = int((job.summary or {}).get("num_nads", 0))
     pixels = shape[1] * shape[2]
     if spec.mode == "flip" and num_nads < pixels - 1:
-        raise invalid(field, f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
+        raise SpecError(field, f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
                       f"{pixels - 1}); {what} has {num_nads}", value)
     if spec.mode == "poison":
         extra = carrier_rows(classes, shape[0])
         top = max(spec.indices)
         if top + extra >= num_nads:
-            raise invalid("indices", f"index {top} needs NAD rows {top}..{top + extra} "
+            raise SpecError("indices", f"index {top} needs NAD rows {top}..{top + extra} "
                           f"({classes} classes, {shape[0]} channel(s)), {what} has "
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
 
@@ -141,3 +151,36 @@ def poison_shards(spec: PoisonSpec) -> list[tuple[int, int]]:
     if spec.mode == "flip":
         return [(0, 1)]
     return shard_ranges(len(spec.indices), spec.shards)
+
+
+class PoisonKind:
+    name = "poison"
+    spec = PoisonSpec
+    title = ("Queues a poison job: `shards` tasks, each training the models of a range of "
+             "positions in `indices`, and a merge.\n\nBody: the engine's `PoisonSpec` "
+             "(architecture, dataset `{\"name\": \"digits\"|\"cifar10\"}` or `{\"upload\": id}`, "
+             "nads `{\"job\": id}` or `{\"upload\": id}`, indices, eps, mode `poison` or `flip`, "
+             "training, keep_dataset, seed, shards).")
+    unit = "indices"
+    figures = (
+        Figure("accuracy_vs_index.png", "Final clean-test and poisoned-train accuracy against "
+               "the poison index."),
+        Figure("examples.png", "Training images: clean, poisoned, and the difference."),
+    )
+    worker = "worker.kinds.poison"
+
+    def architecture(self, spec: PoisonSpec) -> dict[str, Any]:
+        named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
+        return {"outputs": named and named[1], "exact_outputs": True,
+                "input_shape": named and named[0]}
+
+    def plan(self, spec: PoisonSpec, admission: Admission) -> Plan:
+        size = train_size(spec, admission.session, admission.user_id, admission.blobs,
+                          admission.settings)
+        check_nad_source(admission.session, admission.user_id, spec)
+        estimate = estimate_poison(spec, size)
+        check_poison_quota(estimate, admission.settings)
+        return Plan(SHARDED, estimate, poison_shards(spec))
+
+
+KIND = PoisonKind()

@@ -1,4 +1,4 @@
-"""Poison jobs in the worker (loads torch through nadcore.poison; imported by `worker.tasks`).
+"""Poison jobs in the worker (loads torch through nadcore.poison; found through the registry).
 
 A shard of a poison job is a range [start, stop) of positions in `spec.indices`: it loads the
 dataset and the NAD array, trains one model per position (`run_poison(..., positions=range(p,
@@ -12,24 +12,38 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jobs.ownership import own_upload
 from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.datasets import ImageDataset, load_dataset
 from nadcore.poison import flip_dataset, poison_dataset
 from nadcore.poison_spec import PoisonSpec
-from nadcore.shards import PoisonPartial, run_poison_shard  # noqa: F401 (the worker's names)
+from nadcore.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore
-from store.models import DATASET_UPLOAD, NADS_UPLOAD, Upload
+from store.db import session_scope
+from store.models import DATASET_UPLOAD, NADS_UPLOAD
+from store.settings import get_settings
+from worker import uploaded
+from worker.kinds.base import (
+    NPY,
+    PNG,
+    Claimed,
+    Files,
+    Progress,
+    ShouldStop,
+    blob_store,
+    db_url,
+    require_finite,
+    torch_threads,
+)
 from worker.plots import render_examples, render_poison_accuracy
 from worker.tiling import concatenate_tiles
 
-PNG = "image/png"
-NPY = "application/octet-stream"
 JSON = "application/json"
 EXAMPLES = 6  # training images shown in examples.png
 
@@ -43,8 +57,7 @@ class Sources:
 
 
 def _upload_sha(session: Session, user_id: int, upload_id: str, kind: str, field: str) -> str:
-    row = session.scalar(select(Upload).where(Upload.id == upload_id,
-                                              Upload.user_id == user_id))
+    row = own_upload(session, user_id, upload_id)
     if row is None or row.kind != kind:
         raise SourceError(f"{field}: upload {upload_id!r} no longer exists")
     return row.sha256
@@ -77,7 +90,7 @@ def load_inputs(spec: PoisonSpec, blobs: BlobStore, src: Sources, datasets_dir: 
     return data, nads
 
 
-def merge_partials(partials: list[PoisonPartial], count: int) -> tuple[np.ndarray, np.ndarray]:
+def concatenate_shards(partials: list[PoisonPartial], count: int) -> tuple[np.ndarray, np.ndarray]:
     """(count, epochs) train and test accuracies, checking that the shards tile 0..count-1."""
     return concatenate_tiles(partials, count, "indices", ("train", "test"))
 
@@ -181,3 +194,38 @@ def write_artifacts(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, trai
 
 def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+
+
+def inputs(user_id: int, spec: PoisonSpec) -> tuple[ImageDataset, np.ndarray]:
+    """The dataset and NAD array of a poison job (resolved for the user who submitted it)."""
+    with session_scope(db_url()) as session:
+        src = sources(session, user_id, spec)
+    return load_inputs(spec, blob_store(), src, get_settings().resolved_datasets_dir)
+
+
+class PoisonRunner:
+    def run_shard(self, claimed: Claimed, progress: Progress,
+                  should_stop: ShouldStop) -> PoisonPartial:
+        spec = PoisonSpec.model_validate(claimed.spec)
+        data, nads = inputs(claimed.user_id, spec)
+        if uploaded.uses_upload(spec):
+            return uploaded.poison_shard(get_settings(), spec, data, nads, claimed.start,
+                                         claimed.stop, torch_threads(), progress, should_stop)
+        return run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
+                                progress=progress, should_stop=should_stop)
+
+    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
+              ) -> tuple[Files, dict[str, Any]]:
+        """Concatenates the shards' accuracies in index order, writes metrics, figures and
+        (with keep_dataset) the poisoned training sets."""
+        poison_spec = PoisonSpec.model_validate(spec)
+        data, nads = inputs(user_id, poison_spec)
+        blobs = blob_store()
+        partials = [PoisonPartial.load(blobs.path(sha)) for sha in shas]
+        train, test = concatenate_shards(partials, len(positions(poison_spec)))
+        require_finite(train_accuracy=train, test_accuracy=test)
+        files = write_artifacts(poison_spec, data, nads, train, test, folder)
+        return files, summarize(poison_spec, train, test, partials, data)
+
+
+RUNNER = PoisonRunner()

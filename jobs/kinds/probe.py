@@ -1,5 +1,6 @@
-"""Probe jobs on the API side, torch-free: how many directions a spec selects (the shards are
-ranges of direction indices), what it costs, and whether the NAD job it refers to can be probed.
+"""Probe jobs, torch-free side: how well an architecture learns D(v) along chosen directions
+(`nadcore.probe_spec.ProbeSpec`). How many directions a spec selects (the shards are ranges of
+direction indices), what it costs, and whether the NAD job it refers to can be probed.
 
 `count_directions` mirrors `nadcore.probe.make_directions` row for row without building any
 direction (the service tests check it against the engine).
@@ -10,11 +11,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.architectures import custom_flops
-from api.validation import check_limits, invalid
+from jobs.kinds.base import (
+    SHARDED,
+    Admission,
+    Figure,
+    Plan,
+    SpecError,
+    check_limits,
+    custom_flops,
+    shard_ranges,
+)
+from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_job
 from nadcore.cost import layer_count
 from nadcore.probe_spec import (
@@ -24,7 +33,7 @@ from nadcore.probe_spec import (
     ProbeSpec,
     RandomDirections,
 )
-from store.models import NADS, SUCCEEDED, Job, User
+from store.models import NADS, SUCCEEDED
 from store.settings import Settings
 
 _ENV = {"train_samples": "NADS_MAX_PROBE_TRAIN_SAMPLES", "flops": "NADS_MAX_PROBE_FLOPS",
@@ -72,21 +81,21 @@ def check_shape(spec: ProbeSpec, num_directions: int) -> None:
     if isinstance(d, FourierDirections) and d.phase == "sin" and d.frequencies is not None:
         for ky, kx in d.frequencies:
             if _sin_vanishes(ky, h) and _sin_vanishes(kx, w):
-                raise invalid("directions.frequencies",
+                raise SpecError("directions.frequencies",
                               f"the sine image of ({ky}, {kx}) is identically zero (DC or "
                               f"Nyquist frequency of a {h}x{w} image); use phase 'cos' for it",
                               [ky, kx])
     if isinstance(d, CustomDirections):
         for i, row in enumerate(d.values):
             if not all(math.isfinite(v) for v in row):
-                raise invalid("directions.values", f"row {i} has non-finite values")
+                raise SpecError("directions.values", f"row {i} has non-finite values")
             if not any(row):
-                raise invalid("directions.values",
+                raise SpecError("directions.values",
                               f"row {i} is zero; a direction needs a non-zero vector")
     if num_directions < 1:
-        raise invalid("directions", "selects no direction; give at least one")
+        raise SpecError("directions", "selects no direction; give at least one")
     if spec.shards > num_directions:
-        raise invalid("shards", f"{spec.shards} exceeds the number of directions = "
+        raise SpecError("shards", f"{spec.shards} exceeds the number of directions = "
                       f"{num_directions}", spec.shards)
 
 
@@ -115,12 +124,12 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
 
 
 def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:
-    """Raises 422 naming every exceeded estimate and its limit (as `api.quota.check_quota`)."""
+    """Raises `QuotaError` naming every exceeded estimate and its limit."""
     check_limits(estimate, settings.probe_quotas(), _ENV, _WHAT,
                  "reduce the directions, training.epochs or data.num_train")
 
 
-def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
+def check_nad_source(session: Session, user_id: int, spec: ProbeSpec) -> None:
     """For `nad` directions: the NAD job is the caller's, has succeeded, holds every requested
     row, and its inputs have the probe's shape. Another user's job reads as a missing one."""
     d = spec.directions
@@ -130,26 +139,26 @@ def check_nad_source(session: Session, user: User, spec: ProbeSpec) -> None:
         check_catalog_directions(session, spec, d)
         return
     if d.job is None:
-        raise invalid("directions.job", "required: the id of one of your succeeded NAD jobs "
+        raise SpecError("directions.job", "required: the id of one of your succeeded NAD jobs "
                       "(or `catalog`: a ready entry of GET /v1/catalog)")
-    source = session.scalar(select(Job).where(Job.id == d.job, Job.user_id == user.id))
+    source = own_job(session, user_id, d.job)
     if source is None:
-        raise invalid("directions.job", f"no job {d.job!r} of yours", d.job)
+        raise SpecError("directions.job", f"no job {d.job!r} of yours", d.job)
     if source.kind != NADS:
-        raise invalid("directions.job", f"job {d.job!r} is a {source.kind} job, not a NAD job",
+        raise SpecError("directions.job", f"job {d.job!r} is a {source.kind} job, not a NAD job",
                       d.job)
     if source.status != SUCCEEDED:
-        raise invalid("directions.job", f"NAD job {d.job!r} is {source.status}; only a "
+        raise SpecError("directions.job", f"NAD job {d.job!r} is {source.status}; only a "
                       "succeeded NAD job can be probed", d.job)
     if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
-        raise invalid("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
+        raise SpecError("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
                       f"{list(source.spec['input_shape'])} of NAD job {d.job!r}",
                       list(spec.input_shape))
     num_nads = int((source.summary or {}).get("num_nads", 0))
     top = d.max_row()
     if top >= num_nads:
         field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise invalid(field, f"row {top} is out of range: NAD job {d.job!r} has "
+        raise SpecError(field, f"row {top} is out of range: NAD job {d.job!r} has "
                       f"{num_nads} NADs (rows 0 to {num_nads - 1})")
 
 
@@ -159,14 +168,44 @@ def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections
     try:
         source = catalog_job(session, d.catalog, "directions.catalog")
     except SourceError as exc:
-        raise invalid("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
+        raise SpecError("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
     if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
-        raise invalid("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
+        raise SpecError("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
                       f"{list(source.spec['input_shape'])} of the catalog's {d.catalog!r}",
                       list(spec.input_shape))
     num_nads = int((source.summary or {}).get("num_nads", 0))
     top = d.max_row()
     if top >= num_nads:
         field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise invalid(field, f"row {top} is out of range: the catalog's {d.catalog!r} "
+        raise SpecError(field, f"row {top} is out of range: the catalog's {d.catalog!r} "
                       f"has {num_nads} NADs (rows 0 to {num_nads - 1})")
+
+
+class ProbeKind:
+    name = "probe"
+    spec = ProbeSpec
+    title = ("Queues a probe job: `shards` tasks, each training a range of directions, and a "
+             "merge.\n\nBody: the engine's `ProbeSpec` (architecture, input_shape, directions "
+             "with `kind` fourier, nad, random or custom, data, training, seed, shards). `nad` "
+             "directions name one of the caller's succeeded NAD jobs in `directions.job`.")
+    unit = "directions"
+    figures = (
+        Figure("heatmap.png", "Test accuracy on D(v) over the frequency plane (DC at the "
+               "centre)."),
+        Figure("accuracy_vs_index.png", "Test accuracy on D(u_i) against the NAD index i."),
+    )
+    worker = "worker.kinds.probe"
+
+    def architecture(self, spec: ProbeSpec) -> dict[str, Any]:
+        return {"outputs": 2, "exact_outputs": True, "input_shape": spec.input_shape}
+
+    def plan(self, spec: ProbeSpec, admission: Admission) -> Plan:
+        num_directions = count_directions(spec)
+        check_shape(spec, num_directions)
+        estimate = estimate_probe(spec, num_directions, admission.arch_info)
+        check_probe_quota(estimate, admission.settings)
+        check_nad_source(admission.session, admission.user_id, spec)
+        return Plan(SHARDED, estimate, shard_ranges(num_directions, spec.shards))
+
+
+KIND = ProbeKind()

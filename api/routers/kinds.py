@@ -1,0 +1,38 @@
+"""GET /v1/kinds: the registered job kinds (jobs/kinds), for the web page and clients: each
+kind's name, what it does, the unit its progress counts, the figures it renders (with their
+captions) and the JSON schema of its spec. Public: it describes the service, no user's data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from jobs.kinds import KINDS
+
+router = APIRouter(prefix="/v1", tags=["kinds"])
+
+
+class FigureOut(BaseModel):
+    name: str
+    caption: str
+
+
+class KindOut(BaseModel):
+    name: str
+    title: str
+    unit: str
+    submit_url: str
+    figures: list[FigureOut]
+    spec_schema: dict[str, Any]
+
+
+@router.get("/kinds", response_model=list[KindOut])
+def list_kinds() -> list[KindOut]:
+    """The job kinds this service runs, in the registry's order."""
+    return [KindOut(name=k.name, title=k.title.split("\n\n")[0], unit=k.unit,
+                    submit_url=f"/v1/jobs/{k.name}",
+                    figures=[FigureOut(name=f.name, caption=f.caption) for f in k.figures],
+                    spec_schema=k.spec.model_json_schema())
+            for k in KINDS.values()]

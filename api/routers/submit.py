@@ -1,0 +1,53 @@
+"""POST /v1/jobs/<kind> for every registered job kind (jobs/kinds): the body is the kind's spec;
+an uploaded architecture is resolved for the caller, the kind admits and plans the spec (422
+naming the field, or the estimate over its quota), then the job is created and queued (202 with
+the job and `Location`). Refused requests store nothing.
+"""
+
+# No `from __future__ import annotations`: each route's body type is its kind's spec class, which
+# FastAPI reads from the annotations when the route is defined below.
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from api.architectures import resolve_architecture
+from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
+from api.ratelimit import SUBMIT_RATE
+from api.schemas import JobOut
+from api.storage import check_job_storage
+from api.submission import submit_job
+from api.validation import invalid
+from jobs.kinds import KINDS
+from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _add_route(kind: JobKind) -> None:
+    spec_type = kind.spec
+
+    def submit(spec: spec_type, session: SessionDep, key: CurrentKey,  # type: ignore[valid-type]
+               settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
+               response: Response) -> JobOut:
+        spec, arch_info = resolve_architecture(session, key.user, spec,
+                                               **kind.architecture(spec))
+        try:
+            plan = kind.plan(spec, Admission(session, key.user_id, settings, blobs, arch_info))
+        except SpecError as exc:
+            raise invalid(exc.field, exc.reason, exc.value) from None
+        except QuotaError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                detail={"msg": str(exc), "estimate": exc.estimate,
+                                        "limits": exc.limits}) from None
+        check_job_storage(session, key.user_id, plan.estimate, settings)
+        return submit_job(session, celery, key, response, kind=kind.name, mode=plan.mode,
+                          spec=spec.model_dump(mode="json"), estimate=plan.estimate,
+                          ranges=plan.ranges)
+
+    submit.__name__ = submit.__qualname__ = f"submit_{kind.name}"
+    submit.__doc__ = kind.title
+    router.post(f"/{kind.name}", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut,
+                dependencies=[SUBMIT_RATE])(submit)
+
+
+for _kind in KINDS.values():
+    _add_route(_kind)

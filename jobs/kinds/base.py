@@ -1,0 +1,119 @@
+"""What every job kind is, on the torch-free side: its spec, how a spec is admitted and planned
+(cost estimate, quota, shard ranges), the unit its progress counts and the figures it renders.
+A kind's worker half (running a shard, merging the shards) is `worker/kinds/<name>.py`.
+
+Admission errors are domain errors, not HTTP ones: `SpecError` (a field and why) and
+`QuotaError` (an estimate over a limit); the API answers both with 422
+(api/routers/jobs.py), in pydantic's shape for the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from store.blobs import BlobStore
+from store.models import SEQUENTIAL, SHARDED
+from store.settings import Settings
+
+__all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "JobKind", "Plan", "QuotaError",
+           "SpecError", "check_limits", "custom_flops", "shard_ranges"]
+
+
+class SpecError(ValueError):
+    """A spec refused for a reason the spec's own validation cannot see (a referenced job, an
+    upload, the shape of the directions): `field` and why, with the offending value."""
+
+    def __init__(self, field: str, reason: str, value: Any = None) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason, self.value = field, reason, value
+
+
+class QuotaError(ValueError):
+    """A spec whose estimate exceeds a configured limit; the message names both."""
+
+    def __init__(self, message: str, estimate: Mapping[str, Any],
+                 limits: Mapping[str, float]) -> None:
+        super().__init__(message)
+        self.estimate, self.limits = dict(estimate), dict(limits)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG artifact a kind renders, with the caption the web page shows under it."""
+
+    name: str
+    caption: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an admitted spec runs: `sharded` (one task per range, then a merge) or `sequential`
+    (one task), its cost estimate (stored with the job) and the shards' index ranges."""
+
+    mode: str
+    estimate: dict[str, Any] | None
+    ranges: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What admitting a spec may read: the submitting user's rows, the settings (quotas), the
+    blob store (upload headers) and an uploaded architecture's validation info (or None)."""
+
+    session: Session
+    user_id: int
+    settings: Settings
+    blobs: BlobStore
+    arch_info: dict[str, Any] | None
+
+
+class JobKind(Protocol):
+    """One job kind (jobs/kinds/<name>.py defines `KIND`, registered in jobs/kinds/__init__.py).
+
+    `architecture(spec)` gives the constraints an uploaded architecture must meet (keyword
+    arguments of `api.architectures.resolve_architecture`: networks, outputs, exact_outputs,
+    input_shape); `plan` checks everything else and returns the plan, or raises `SpecError` /
+    `QuotaError`. `worker` names the module that runs and merges its shards.
+    """
+
+    name: str
+    spec: type[BaseModel]
+    title: str
+    unit: str
+    figures: tuple[Figure, ...]
+    worker: str
+
+    def architecture(self, spec: Any) -> dict[str, Any]: ...
+
+    def plan(self, spec: Any, admission: Admission) -> Plan: ...
+
+
+def shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
+    """Contiguous index ranges [start, stop) of `count` items, as `NADSpec.shard_ranges` splits."""
+    bounds = [round(i * count / shards) for i in range(shards + 1)]
+    return [(bounds[i], bounds[i + 1]) for i in range(shards)]
+
+
+def check_limits(estimate: Mapping[str, Any], limits: Mapping[str, float],
+                 env: Mapping[str, str], what: Mapping[str, str], advice: str) -> None:
+    """Raises `QuotaError` naming every estimate over its limit (0 = no limit)."""
+    over = []
+    for name, limit in limits.items():
+        value = estimate.get(name)
+        if limit and value is not None and value > limit:
+            over.append(f"estimated {name} {value:,.0f} ({what[name]}) exceeds the limit "
+                        f"{limit:,.0f} ({env[name]})")
+    if over:
+        raise QuotaError("spec exceeds the quota: " + "; ".join(over) + "; " + advice,
+                         estimate, limits)
+
+
+def custom_flops(info: dict[str, Any] | None, forward_passes: float) -> float | None:
+    """FLOPs of `forward_passes` single-input forward passes of an uploaded architecture."""
+    flops = (info or {}).get("flops")
+    return None if flops is None else float(flops) * forward_passes

@@ -1,0 +1,70 @@
+"""NAD jobs: the eigenvectors of the covariance of random networks' input gradients
+(`nadcore.spec.NADSpec`). Sharded over network indices; sequential (one task) when early
+stopping (`target_stability`) is on. Refused before they are stored when the cost estimate
+exceeds a quota."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.kinds.base import (
+    SEQUENTIAL,
+    SHARDED,
+    Admission,
+    Figure,
+    Plan,
+    check_limits,
+    custom_flops,
+)
+from nadcore.cost import estimate_cost, running_bytes
+from nadcore.spec import NADSpec
+from store.settings import Settings
+
+_ENV = {"forward_passes": "NADS_MAX_FORWARD_PASSES", "flops": "NADS_MAX_FLOPS",
+        "memory_bytes": "NADS_MAX_MEMORY_BYTES"}
+_WHAT = {"forward_passes": "forward passes", "flops": "FLOP",
+         "memory_bytes": "bytes of partial results and of one running network"}
+
+
+def check_quota(spec: NADSpec, settings: Settings,
+                arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Returns the estimate, or raises `QuotaError` naming the exceeded estimate and its limit.
+    `arch_info`: an uploaded architecture's validation info (its FLOPs and parameters)."""
+    estimate = estimate_cost(spec).as_dict()
+    if arch_info is not None:
+        per_network = estimate["forward_passes"] / spec.num_networks
+        estimate["flops_per_network"] = custom_flops(arch_info, per_network)
+        estimate["flops"] = custom_flops(arch_info, estimate["forward_passes"])
+        estimate["parameters"] = arch_info.get("num_params")
+        estimate["model_bytes"] = running_bytes(spec, estimate["parameters"], None)
+        estimate["memory_bytes"] = estimate["result_bytes"] + estimate["model_bytes"]
+    check_limits(estimate, settings.quotas(), _ENV, _WHAT, "reduce num_networks or input_shape")
+    return estimate
+
+
+class NADKind:
+    name = "nads"
+    spec = NADSpec
+    title = ("Queues a NAD job: one task per shard and a merge (one task when early "
+             "stopping).")
+    unit = "networks"
+    figures = (
+        Figure("preview.png", "The first NADs. Top: pixel space (channel 0), diverging colour "
+               "map symmetric around 0. Bottom: Fourier energy |F|² with DC at the centre."),
+        Figure("spectrum.png", "Eigenvalues of the gradient covariance (log scale) and the "
+               "cumulative share of the variance."),
+    )
+    worker = "worker.kinds.nads"
+
+    def architecture(self, spec: NADSpec) -> dict[str, Any]:
+        return {"networks": spec.num_networks, "outputs": spec.output_index + 1,
+                "input_shape": spec.input_shape}
+
+    def plan(self, spec: NADSpec, admission: Admission) -> Plan:
+        estimate = check_quota(spec, admission.settings, admission.arch_info)
+        if spec.target_stability is not None:
+            return Plan(SEQUENTIAL, estimate, [(0, spec.num_networks)])
+        return Plan(SHARDED, estimate, spec.shard_ranges())
+
+
+KIND = NADKind()

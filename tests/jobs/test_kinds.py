@@ -1,0 +1,110 @@
+"""The job-kind registry (jobs/kinds): one list that the API's routes and schemas, the worker's
+dispatch and GET /v1/kinds all read, and each kind's admission and plan on SQLite."""
+
+from __future__ import annotations
+
+import importlib.util
+import typing
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from api.schemas import KindName
+from jobs.kinds import KINDS, REGISTRY, get_kind
+from jobs.kinds.base import SEQUENTIAL, SHARDED, Admission, QuotaError, SpecError
+from nadcore.poison_spec import PoisonSpec
+from nadcore.probe_spec import ProbeSpec
+from nadcore.spec import NADSpec
+from store.blobs import BlobStore
+from store.models import SUCCEEDED, ApiKey, Job, User
+from store.settings import Settings
+
+
+def _admit(session: Session, settings: Settings, user_id: int) -> Admission:
+    return Admission(session, user_id, settings, BlobStore(settings.resolved_blob_dir), None)
+
+
+def test_every_registered_kind_is_complete() -> None:
+    assert tuple(KINDS) == REGISTRY and len(set(REGISTRY)) == len(REGISTRY)
+    for name, kind in KINDS.items():
+        assert kind.name == name
+        assert issubclass(kind.spec, BaseModel)
+        assert kind.unit and kind.title and kind.figures
+        assert all(f.name.endswith(".png") and f.caption for f in kind.figures)
+        # the worker half exists (found without importing it: it loads torch)
+        assert importlib.util.find_spec(kind.worker) is not None, kind.worker
+    with pytest.raises(KeyError, match="unknown job kind 'nope'; known: nads, probe, poison"):
+        get_kind("nope")
+
+
+def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
+    assert typing.get_args(KindName) == REGISTRY
+    app = create_app(settings)
+    paths = app.openapi()["paths"]
+    for name, kind in KINDS.items():
+        body = paths[f"/v1/jobs/{name}"]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"]["$ref"].endswith(f"/{kind.spec.__name__}")
+    with TestClient(app) as client:
+        listed = client.get("/v1/kinds")
+    assert listed.status_code == 200
+    assert [k["name"] for k in listed.json()] == list(REGISTRY)
+    probe = listed.json()[1]
+    assert probe["unit"] == "directions" and probe["submit_url"] == "/v1/jobs/probe"
+    assert [f["name"] for f in probe["figures"]] == ["heatmap.png", "accuracy_vs_index.png"]
+    assert "directions" in probe["spec_schema"]["properties"]
+
+
+def test_nad_plan_shards_or_runs_whole_and_keeps_the_quota(session: Session, settings: Settings,
+                                                           alice: ApiKey) -> None:
+    kind = get_kind("nads")
+    spec = NADSpec(architecture="lenet", num_networks=100, shards=3)
+    plan = kind.plan(spec, _admit(session, settings, alice.user_id))
+    assert (plan.mode, plan.ranges) == (SHARDED, spec.shard_ranges())
+    assert plan.estimate["forward_passes"] > 0
+    early = spec.model_copy(update={"target_stability": 0.9, "shards": 1})
+    assert kind.plan(early, _admit(session, settings, alice.user_id)).mode == SEQUENTIAL
+    tight = settings.model_copy(update={"max_forward_passes": 10})
+    with pytest.raises(QuotaError, match="NADS_MAX_FORWARD_PASSES") as exc:
+        kind.plan(spec, _admit(session, tight, alice.user_id))
+    assert exc.value.limits["forward_passes"] == 10
+
+
+def _nad_job(session: Session, user_id: int, num_nads: int = 8) -> Job:
+    job = Job(id="n" * 32, user_id=user_id, kind="nads", mode=SHARDED, status=SUCCEEDED,
+              spec={"input_shape": [1, 8, 8]}, summary={"num_nads": num_nads})
+    session.add(job)
+    session.commit()
+    return job
+
+
+def test_probe_plan_checks_its_nad_source_for_the_owner_only(
+        session: Session, settings: Settings, alice: ApiKey) -> None:
+    kind = get_kind("probe")
+    job = _nad_job(session, alice.user_id)
+    spec = ProbeSpec(architecture="logreg", input_shape=[1, 8, 8],
+                     directions={"kind": "nad", "job": job.id, "start": 0, "stop": 6}, shards=2)
+    plan = kind.plan(spec, _admit(session, settings, alice.user_id))
+    assert (plan.mode, plan.ranges, plan.estimate["directions"]) == (SHARDED, [(0, 3), (3, 6)], 6)
+    bob = User(name="bob")
+    session.add(bob)
+    session.commit()
+    with pytest.raises(SpecError) as exc:  # Bob sees Alice's job as a missing one
+        kind.plan(spec, _admit(session, settings, bob.id))
+    assert (exc.value.field, exc.value.reason) == ("directions.job", f"no job {job.id!r} of yours")
+    too_far = spec.model_copy(update={"directions": spec.directions.model_copy(
+        update={"stop": 9})})
+    with pytest.raises(SpecError, match="row 8 is out of range"):
+        kind.plan(too_far, _admit(session, settings, alice.user_id))
+
+
+def test_poison_plan_refuses_an_upload_that_is_not_the_callers(
+        session: Session, settings: Settings, alice: ApiKey, tmp_path: Path) -> None:
+    spec = PoisonSpec(architecture="lenet", dataset={"name": "digits"},
+                      nads={"upload": "u" * 32}, indices=[0, 1])
+    with pytest.raises(SpecError) as exc:
+        get_kind("poison").plan(spec, _admit(session, settings, alice.user_id))
+    assert exc.value.field == "nads.upload" and "of yours" in exc.value.reason
