@@ -26,6 +26,9 @@ Why a writer never loses its blob. The database orders W1 and C1, which both wri
   foreign key even with no grace period at all, so the grace period only has to cover writers
   whose reference is not a foreign key (the catalog rows, a job's pinned architecture), which
   record their blob first and reference it within the same transaction or seconds later.
+- Deleting an upload, an architecture or a job touches its blobs (`touch_blobs`), so a blob
+  stays the grace period after its last reference went: a job submitted on an architecture
+  while it is deleted (it read the sha256 before the delete) pins the archive within that time.
 The plan this refines moved the file to trash BEFORE the conditional delete and restored it when
 the delete did not happen: then a blob referenced meanwhile is missing for a moment, and a
 reader in that moment fails. Here the file only moves once its row is deleted, which no

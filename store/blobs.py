@@ -21,10 +21,11 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -233,6 +234,16 @@ def record_blob(session: Session, sha256: str, size: int) -> None:
     statement = insert(Blob).values(sha256=sha256, size=size, created_at=now, touched_at=now)
     session.execute(statement.on_conflict_do_update(index_elements=[Blob.sha256],
                                                     set_={"touched_at": now}))
+
+
+def touch_blobs(session: Session, shas: Iterable[str | None]) -> None:
+    """Refreshes the blobs' `touched_at`: called where a reference goes away (a deleted upload,
+    architecture or job), so a blob stays the grace period after its last reference, for
+    whoever looked its sha256 up just before (a job submitted on an architecture as it is
+    deleted pins the archive in its spec within that time)."""
+    wanted = sorted({sha for sha in shas if sha})
+    if wanted:
+        session.execute(update(Blob).where(Blob.sha256.in_(wanted)).values(touched_at=utcnow()))
 
 
 def keep_blob(session: Session, blobs: BlobStore, staged: Staged) -> str:

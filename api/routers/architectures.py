@@ -23,6 +23,7 @@ from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import enqueue_validation
 from nadcore.archive_format import ArchiveFormatError, check_declared
+from store.blobs import touch_blobs
 from store.models import VALIDATING, Architecture, User
 
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
@@ -146,6 +147,8 @@ def delete_architecture(architecture_id: str, session: SessionDep, user: Current
     """Forgets the architecture: its size no longer counts against the caller's storage.
     Queued and running jobs keep working: their specs pin the archive's sha256, which the
     blob collector keeps while they run (store/blobgc.py)."""
-    session.delete(get_own_architecture(session, user, architecture_id))
+    row = get_own_architecture(session, user, architecture_id)
+    touch_blobs(session, [row.sha256])  # a job submitted meanwhile pins it within the grace
+    session.delete(row)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

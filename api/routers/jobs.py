@@ -17,6 +17,7 @@ from api.submission import get_own_job
 from jobs.dispatch import revoke_job
 from jobs.ownership import own_jobs
 from jobs.state import cancel_job
+from store.blobs import touch_blobs
 from store.models import TERMINAL, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -97,6 +98,7 @@ def delete_job(job_id: str, session: SessionDep, user: CurrentUser) -> Response:
     if job.status not in TERMINAL:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"job {job_id!r} is {job.status}; cancel it before deleting")
+    touch_blobs(session, [a.sha256 for a in job.artifacts] + [s.partial_sha256 for s in job.shards])
     session.delete(job)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

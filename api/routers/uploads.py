@@ -17,6 +17,7 @@ from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, check_upload, receive_upload, store_upload
+from store.blobs import touch_blobs
 from store.models import Upload, User
 from store.npz import ArchiveError, inspect_upload
 
@@ -121,6 +122,8 @@ def delete_upload(upload_id: str, session: SessionDep, user: CurrentUser) -> Res
     """Forgets the upload: its size no longer counts against the caller's storage, and the
     blob collector removes the file once nothing references it (store/blobgc.py). A queued
     job that refers to it fails when its shard runs."""
-    session.delete(get_own_upload(session, user, upload_id))
+    row = get_own_upload(session, user, upload_id)
+    touch_blobs(session, [row.sha256])  # kept the grace period after (store/blobgc.py)
+    session.delete(row)
     session.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

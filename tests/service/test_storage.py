@@ -12,16 +12,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from api.main import create_app
+from store.blobgc import collect
 from store.blobs import BlobStore, record_blob
-from store.db import session_scope
-from store.models import SUCCEEDED, ApiKey, Artifact, Job, Upload
+from store.db import get_sessionmaker, session_scope
+from store.models import SUCCEEDED, ApiKey, Artifact, Blob, Job, Upload, utcnow
 from store.settings import Settings
 
 from .support import ServerThread, new_key, settings_env
@@ -163,8 +165,14 @@ def test_admin_gc_removes_what_deleted_rows_left(api_url: str, settings: Setting
     with client:
         kept = _upload(client, _npy(64, 10)).json()
         gone = _upload(client, _npy(64, 11)).json()
+        with session_scope(settings.resolved_database_url) as session:  # uploaded long ago
+            session.execute(update(Blob).where(Blob.sha256.in_([kept["sha256"], gone["sha256"]]))
+                            .values(touched_at=utcnow() - timedelta(hours=2)))
         assert client.delete(f"/v1/uploads/{gone['id']}").status_code == 204
-        assert blobs.exists(gone["sha256"])  # until the collector runs
+        # the delete touched the blob: it stays the grace period (1 h) after its last
+        # reference, for whoever looked its sha256 up just before
+        collect(get_sessionmaker(settings.resolved_database_url), blobs, grace_s=3600)
+        assert blobs.exists(gone["sha256"]) and blobs.exists(kept["sha256"])
         run = subprocess.run([sys.executable, "-m", "nads.cli", "admin", "gc", "--grace-s", "0"],
                              env=settings_env(settings), capture_output=True, text=True,
                              timeout=120, check=True)
