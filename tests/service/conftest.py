@@ -82,10 +82,7 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
              ) -> Settings:
     data = tmp_path_factory.mktemp("nads-data")
     return Settings(data_dir=data, database_url=database_url, broker_url=broker_url,
-                    blob_dir=data / "blobs", progress_interval_s=0.2, stale_after_s=600,
-                    # uploaded architectures: a short time limit keeps the runaway-model test
-                    # short (the size limit is the default: real networks are uploaded)
-                    architecture_validation_timeout_s=20,
+                    blob_dir=data / "blobs", progress_interval_s=0.2,
                     # alice uploads dozens of models a minute across the suite;
                     # test_upload_rate.py checks the default on its own server
                     upload_rate_per_minute=0)
@@ -93,7 +90,8 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="session")
 def worker(settings: Settings) -> Iterator[subprocess.Popen]:
-    """A real Celery worker: prefork, one child (soft time limits need prefork)."""
+    """A real Celery worker in the default layout: prefork (soft time limits need it), one
+    1-thread child per usable core."""
     with celery_worker(settings) as proc:
         yield proc
 

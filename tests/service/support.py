@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -22,6 +23,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from nadcore import run_spec
+from nadcore.architectures import model_factory
+from nadcore.init import NetworkSampler
+from nadcore.seeding import eval_point_seed
 from nadcore.spec import NADSpec
 from store.auth import create_key
 from store.db import session_scope
@@ -88,15 +92,22 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float
 
 @contextlib.contextmanager
 def celery_worker(settings: Settings, **extra_env: str) -> Iterator[subprocess.Popen]:
-    """A real Celery worker for `settings` (prefork, one child: soft time limits need
-    prefork), its log in the data dir; stopped with SIGTERM (SIGKILL after 20 s)."""
+    """A real Celery worker for `settings` in the default layout (worker/layout.py: prefork,
+    one 1-thread child per usable core, as `nads serve` runs it), its log in the data dir;
+    stopped with SIGTERM (SIGKILL after 20 s). The children take the suite's queued
+    validations and shards side by side."""
+    from nadcore.cores import usable_cores
+    from worker.layout import plan_layout
+
+    layout = plan_layout(usable_cores())
     log_path = settings.data_dir / "worker.log"
     cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu,catalog",
-           "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO",
+           "--pool", "prefork", "--concurrency", str(layout.processes), "--loglevel", "INFO",
            "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
-    # One BLAS/OpenMP thread: on this 2-core machine, OpenMP spinning under contention makes
-    # tasks 10x slower at random. The e2e tests compute their reference single-threaded too.
-    env = settings_env(settings) | {"OMP_NUM_THREADS": "1"} | extra_env
+    # One BLAS/OpenMP thread per child: on this 2-core machine, OpenMP spinning under
+    # contention makes tasks 10x slower at random. The e2e tests compute their reference
+    # single-threaded too.
+    env = settings_env(settings) | layout.env() | {"OMP_NUM_THREADS": "1"} | extra_env
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=log,
                                 stderr=subprocess.STDOUT)
@@ -178,15 +189,93 @@ def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120,
         time.sleep(0.2)
 
 
-def reference(body: dict) -> dict[str, np.ndarray]:
-    """run_spec in this process, with one thread like the test worker: the eigendecomposition's
-    last bit depends on the thread count (the partial sums do not)."""
+def in_process(body: dict) -> dict[str, np.ndarray]:
+    """run_spec in this process, with one thread like the test worker (the eigendecomposition's
+    last bit depends on the thread count; the partial sums do not). For bit-for-bit checks
+    that the service returns what the library computes; `reference` is the independent one."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         return run_spec(NADSpec.model_validate(body)).arrays()
     finally:
         torch.set_num_threads(threads)
+
+
+_REFERENCES: dict[str, dict[str, np.ndarray]] = {}
+
+
+def reference(body: dict) -> dict[str, np.ndarray]:
+    """`paper_reference`, computed once per spec in a test session."""
+    key = json.dumps(body, sort_keys=True)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = paper_reference(body)
+    return _REFERENCES[key]
+
+
+def paper_reference(body: dict) -> dict[str, np.ndarray]:
+    """The spec's NADs computed the paper's way, without nadcore's engine: each network j
+    loaded into a plain module, its gradient taken one network at a time (all 2*D perturbed
+    inputs of central finite differences in one batch, or one autograd backward pass;
+    tests/helpers.py), then the exact eigendecomposition of the centered covariance in float64
+    numpy. Shared with the engine are only the spec's definitions: which networks (the init
+    plan drawn from (seed, j), nadcore.init) and x0 (N(0, I) from the seed). Not shared: the
+    batched/vmapped evaluator, chunking, partial sums and their merge, the decomposition, the
+    sign rule's code. Built-in architectures only; D <= 4096 (no low-rank specs)."""
+    from tests.helpers import autograd_gradient, naive_finite_differences
+
+    spec = NADSpec.model_validate(body)
+    assert isinstance(spec.architecture, str) and not spec.uses_lowrank, spec.architecture
+    shape, outputs = tuple(spec.input_shape), spec.output_index + 1
+    factory = model_factory(spec.architecture)
+    template = factory(shape, outputs)
+    mode = "builder" if spec.architecture.startswith("torchvision:") else "plan"
+    sampler = NetworkSampler(lambda: factory(shape, outputs).eval(), template, spec.seed,
+                             torch.device("cpu"), mode)
+    if spec.eval_point is not None:
+        x0 = torch.tensor(spec.eval_point, dtype=torch.float32).reshape(shape)
+    else:
+        x0 = torch.randn(shape, generator=torch.Generator().manual_seed(
+            eval_point_seed(spec.seed)))
+    state, model = sampler.sample(range(spec.num_networks)), factory(shape, outputs).eval()
+    grads = []
+    for j in range(spec.num_networks):
+        model.load_state_dict({name: value[j] for name, value in state.items()})
+        if spec.method == "finite_difference":
+            grads.append(naive_finite_differences(model, x0, spec.scale, range(spec.input_dim),
+                                                  spec.output_index))
+        else:
+            grads.append(autograd_gradient(model, x0, spec.output_index))
+    g = np.stack(grads).astype(np.float64)
+    g -= g.mean(axis=0)
+    values, vectors = np.linalg.eigh(g.T @ g / (len(g) - 1))
+    k = min(spec.num_nads, spec.num_networks - 1, spec.input_dim)
+    values, vectors = np.clip(values[::-1][:k], 0, None), vectors[:, ::-1][:, :k].T
+    rows = np.arange(k)
+    vectors *= np.where(vectors[rows, np.abs(vectors).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    return {"nads": vectors.astype(np.float32), "eigenvalues": values,
+            "eval_point": x0.numpy()}
+
+
+def assert_matches_reference(got: dict[str, np.ndarray], want: dict[str, np.ndarray],
+                             rtol: float = 1e-4) -> None:
+    """The service's arrays against `reference`: same x0, eigenvalues to `rtol` (float32
+    gradients summed in another order), and every NAD whose eigenvalue is separated from its
+    neighbours by more than 100 x rtol (relative) the same vector, sign included (a perturbation
+    of relative size e moves it by about e / gap); the NADs of closer eigenvalues, through the
+    subspace they span together (all k: the same span)."""
+    np.testing.assert_array_equal(got["eval_point"], want["eval_point"])
+    assert got["nads"].shape == want["nads"].shape, (got["nads"].shape, want["nads"].shape)
+    values = want["eigenvalues"]
+    np.testing.assert_allclose(got["eigenvalues"], values, rtol=rtol, atol=rtol * values[0])
+    gaps = np.abs(np.diff(values)) / values[0]
+    k = len(values)
+    separated = [i for i in range(k) if (i == 0 or gaps[i - 1] > 100 * rtol)
+                 and (i == k - 1 or gaps[i] > 100 * rtol)]
+    dots = np.einsum("ij,ij->i", got["nads"].astype(np.float64), want["nads"])
+    off = {i: float(dots[i]) for i in separated if dots[i] <= 1 - 1e-3}
+    assert not off, off
+    overlap = float(np.sum((got["nads"].astype(np.float64) @ want["nads"].T) ** 2) / k)
+    assert overlap > 1 - 1e-3, overlap
 
 
 def cancel_once_running(client: httpx.Client, job_id: str) -> tuple[dict, dict]:

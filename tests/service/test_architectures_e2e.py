@@ -11,12 +11,14 @@ import io
 import os
 import subprocess
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import torch
+from sqlalchemy import select
 from torch import nn
 
 from api.main import create_app
@@ -24,6 +26,7 @@ from jobs.broker import make_celery
 from nadcore import subspace_overlap
 from nads.export_command import export_architecture
 from store.db import session_scope
+from store.models import Architecture, utcnow
 from store.settings import Settings
 from tests.bad_models import Forever, NaN, Raises, scripted_bytes
 from worker.reconcile import reconcile_once
@@ -178,7 +181,8 @@ def test_rejections_name_the_reason_and_the_worker_survives(
         ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
         ((tmp_path / "three.pt2").read_bytes(), "three.pt2", "input_shape: 1,2,2 disagrees "
          "with the uploaded program in channels: declared 1, the program takes 3"),
-        (scripted_bytes(Forever()), "forever.pt", "time limit of 20 s"),
+        # at the default NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S (60 s)
+        (scripted_bytes(Forever()), "forever.pt", "time limit of 60 s"),
     ]
     ids = []
     for data, name, _ in cases:
@@ -189,7 +193,8 @@ def test_rejections_name_the_reason_and_the_worker_survives(
     for arch_id, (_, _, reason) in zip(ids, cases, strict=True):
         row = wait_validated(alice, arch_id, timeout=120)
         assert row["status"] == "rejected" and reason in row["reason"], row
-    assert time.monotonic() - t0 < 300  # the runaway child was killed at 20 s
+    assert settings.architecture_validation_timeout_s == 60  # the default
+    assert time.monotonic() - t0 < 300  # the runaway child was killed at 60 s
     # the worker killed the runaway child, not itself, and takes the next upload
     assert worker.poll() is None
     good = upload(alice, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
@@ -255,7 +260,15 @@ def test_a_validation_the_broker_never_got_is_sent_again_by_the_reconciler(
     arch_id = r.json()["id"]
     time.sleep(1.0)
     assert alice.get(f"/v1/architectures/{arch_id}").json()["status"] == "validating"
-    with session_scope(settings.resolved_database_url) as session:
-        stale_now = settings.model_copy(update={"stale_after_s": 0})
-        assert reconcile_once(session, make_celery(settings), stale_now) >= 1
+    # At the default NADS_STALE_AFTER_S, time passing simulated by moving the row's clock back
+    assert settings.stale_after_s == Settings().stale_after_s
+    for age, resent in ((settings.stale_after_s - 30, False), (settings.stale_after_s + 1, True)):
+        with session_scope(settings.resolved_database_url) as session:
+            row = session.scalar(select(Architecture).where(Architecture.id == arch_id))
+            row.updated_at = utcnow() - timedelta(seconds=age)
+        with session_scope(settings.resolved_database_url) as session:
+            assert reconcile_once(session, make_celery(settings), settings) >= int(resent)
+            row = session.scalar(select(Architecture).where(Architecture.id == arch_id))
+            # sent again: the reconciler stamped the row now
+            assert (utcnow() - row.updated_at < timedelta(seconds=60)) == resent, age
     assert wait_validated(alice, arch_id)["status"] == "ready"

@@ -1,6 +1,8 @@
 """Issue 13: every size bounded before work starts, and the smaller faults found, through the API
-served over HTTP on the embedded database (SQLite, as `nads serve` runs it) with a broker that
-only holds messages (nothing here is computed).
+served over HTTP on the embedded database (SQLite, as `nads serve` runs it) and the session's
+real Redis broker (a worker that takes a message finds no such job in its database and drops
+it: nothing here is computed). The dataset and memory limits are shrunk to keep payloads small;
+tests/service/test_defaults.py checks both at their defaults.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ LIMIT = 10_000_000  # NADS_MAX_DATASET_DECOMPRESSED_BYTES here
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def embedded(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     data = tmp_path_factory.mktemp("bounds")
-    settings = Settings(data_dir=data, broker_url="memory://", submit_rate_per_minute=60,
+    settings = Settings(data_dir=data, broker_url=broker_url, submit_rate_per_minute=60,
                         max_dataset_decompressed_bytes=LIMIT, max_memory_bytes=100_000_000)
     upgrade(settings.resolved_database_url)
     return settings

@@ -1,9 +1,11 @@
 """Property-based fuzzing of every endpoint of the OpenAPI schema (schemathesis), as a real
 user with a real key, valid and invalid inputs: no answer may be a 5xx.
 
-The app under fuzz has a throwaway database of its own and an in-memory broker (the jobs it
-accepts are stored, never computed), no submission rate limit (so the fuzzer explores past it),
-and is served over HTTP by uvicorn. `FUZZ_EXAMPLES` bounds the examples per operation and mode.
+The app under fuzz has a throwaway database of its own and sends its messages to the
+session's real Redis broker (a worker that takes one finds no such job in its database and drops
+it, so the jobs it accepts are stored, never computed), no submission rate limit (so the fuzzer
+explores past it), every other limit at its default, and is served over HTTP by uvicorn.
+`FUZZ_EXAMPLES` bounds the examples per operation and mode.
 """
 
 from __future__ import annotations
@@ -35,14 +37,13 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
-def fuzz_settings(databases: ThrowawayDatabases, tmp_path_factory: pytest.TempPathFactory
-                  ) -> Settings:
+def fuzz_settings(databases: ThrowawayDatabases, broker_url: str,
+                  tmp_path_factory: pytest.TempPathFactory) -> Settings:
     url = databases.create()
     upgrade(url)
     data = tmp_path_factory.mktemp("fuzz")
-    return Settings(data_dir=data, database_url=url, broker_url="memory://",
-                    blob_dir=data / "blobs", submit_rate_per_minute=0,
-                    max_upload_bytes=1_000_000)
+    return Settings(data_dir=data, database_url=url, broker_url=broker_url,
+                    blob_dir=data / "blobs", submit_rate_per_minute=0, upload_rate_per_minute=0)
 
 
 class Fuzz:

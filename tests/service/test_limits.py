@@ -3,8 +3,11 @@ traversal in artifact, upload, catalog and architecture names, absurd specs refu
 field and the limit, and the per-user rate limit of job submission (429 + Retry-After), shared
 by several API processes through the database.
 
-The apps built here with their own settings get their own throwaway database and an in-memory
-broker: their jobs are never computed and never seen by the shared worker or reconciler.
+The apps built here with their own settings get their own throwaway database and send their
+messages to the session's real Redis broker, as every API does: a worker that takes one finds no
+such job in its database and drops it (worker/tasks.py `_claim`), so their jobs are never
+computed. Limits below the defaults keep the payloads small; each has a twin at the default in
+tests/service/test_defaults.py.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 import os
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,13 +35,13 @@ TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 
 
 @pytest.fixture(scope="module")
-def limited(databases: ThrowawayDatabases, tmp_path_factory: pytest.TempPathFactory
-            ) -> Settings:
-    """Small limits, a database of its own and a broker that only holds messages."""
+def limited(databases: ThrowawayDatabases, broker_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Small limits, a database of its own, the session's Redis broker."""
     url = databases.create()
     upgrade(url)
     data = tmp_path_factory.mktemp("limits")
-    return Settings(data_dir=data, database_url=url, broker_url="memory://",
+    return Settings(data_dir=data, database_url=url, broker_url=broker_url,
                     blob_dir=data / "blobs", max_body_bytes=64 * 1024,
                     max_upload_bytes=100_000, submit_rate_per_minute=3)
 
@@ -119,7 +123,10 @@ def test_traversal_in_upload_and_architecture_filenames_stays_in_the_store(
                    files={"file": ("../../../../tmp/escaped.npy", buf.getvalue())})
         assert r.status_code == 201, r.text
         assert r.json()["filename"] == "escaped.npy"
-        archive = b"PK\x03\x04" + b"\0" * 64
+        archive = io.BytesIO()  # laid out as TorchScript (a folder with code/); never loaded
+        with zipfile.ZipFile(archive, "w") as z:
+            z.writestr("evil/code/__torch__.py", "")
+        archive = archive.getvalue()
         r = c.post("/v1/architectures", data={"name": "../../../tmp/evil",
                                               "input_shape": "1,4,4"},
                    files={"file": ("evil.pt", archive)})
