@@ -264,6 +264,9 @@ def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
         print(json.dumps([e.raw for e in entries], indent=2))
         return
     for e in entries:
+        if e.status == "absent":  # not started here: how to build it, and what it needs
+            print(f"{e.name:<12} {e.status:<9} {e.raw.get('message', '')}")
+            continue
         stab = "-" if e.stability is None else f"{e.stability:.3f}"
         nets = e.raw.get("networks_done") if e.networks is None else e.networks
         print(f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from api.catalog_listing import how_to_build, with_absent
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
 from api.files import file_response
 from jobs.catalog import CATALOG_ARCHITECTURES, describe
@@ -32,7 +33,8 @@ class CatalogEntryOut(BaseModel):
     """One architecture of the catalog (jobs/catalog.py: describe)."""
 
     name: str
-    status: Literal["ready", "building", "failed"]
+    status: Literal["ready", "building", "failed", "absent"] = Field(
+        description="absent: not started on this server; `message` says how to build it")
     progress: float = Field(description="networks computed / max_networks; 1 once ready")
     message: str
     networks_done: int
@@ -51,14 +53,18 @@ class CatalogEntryOut(BaseModel):
     built_at: str | None
     job_id: str | None = Field(description="the current (or final) round's NAD job")
     error: str | None
-    origin: Literal["shipped", "built"] = Field(
-        description="shipped with the repository (catalog_data/) or built by this service")
+    origin: Literal["shipped", "built"] | None = Field(
+        description="shipped with the repository (catalog_data/) or built by this service; "
+        "null while absent")
     precision: str | None = Field(
         description="arithmetic of the forward passes that computed the arrays (fp32, tf32, "
         "bf16)")
     provenance: dict[str, Any] | None = Field(
         description="shipped entries: spec, precision, device, torch version, wall time, "
         "networks, split-half stability, sha256 of every file")
+    needs_gpu: bool | None = Field(
+        None, description="building it at the paper's settings needs a GPU worker "
+        "(api/catalog_listing.py)")
 
 # Files of an entry; the .npy arrays accept ?k=.
 FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application/octet-stream",
@@ -70,27 +76,47 @@ CACHE_CONTROL = "public, max-age=3600"
 _ORDER = {name: i for i, name in enumerate(CATALOG_ARCHITECTURES)}
 
 
-def _entry(session: SessionDep, arch: str) -> CatalogEntry:
-    entry = session.scalar(select(CatalogEntry).where(CatalogEntry.name == arch))
-    if entry is None:
-        names = ", ".join(session.scalars(select(CatalogEntry.name)).all()) or "none yet"
+def _row(session: SessionDep, arch: str) -> CatalogEntry | None:
+    return session.scalar(select(CatalogEntry).where(CatalogEntry.name == arch))
+
+
+def _unknown(arch: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND,
+                         detail=f"arch: {arch[:80]!r} is not an architecture of the catalog; "
+                         f"it holds {', '.join(CATALOG_ARCHITECTURES)}")
+
+
+def _entry(session: SessionDep, settings: Settings, arch: str) -> CatalogEntry:
+    """The entry's row; 404 saying how to build it when it has none yet."""
+    entry = _row(session, arch)
+    if entry is None and arch in CATALOG_ARCHITECTURES:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=f"arch: {arch!r} is not in the catalog; it has: {names}")
+                            detail=f"arch: {arch!r} is not built on this server: "
+                            f"{how_to_build(arch, settings)}")
+    if entry is None:
+        raise _unknown(arch)
     return entry
 
 
 @router.get("", response_model=list[CatalogEntryOut])
-def list_catalog(session: SessionDep) -> list[dict[str, Any]]:
-    """Every catalog entry, ready or building (with progress), in the paper's order."""
+def list_catalog(session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
+    """The paper's five architectures in its order: ready, building (with progress), failed,
+    or absent (not started here; `message` says how to build it and whether that needs a GPU
+    worker). The CLI, the Python client and the web page all list exactly these."""
     entries = session.scalars(select(CatalogEntry)).all()
     entries = sorted(entries, key=lambda e: (_ORDER.get(e.name, len(_ORDER)), e.name))
-    return released(session, [describe(e, e.job) for e in entries])
+    return released(session, with_absent([describe(e, e.job) for e in entries], settings))
 
 
 @router.get("/{arch}", response_model=CatalogEntryOut)
-def read_entry(arch: str, session: SessionDep) -> dict[str, Any]:
-    entry = _entry(session, arch)
-    return released(session, describe(entry, entry.job))
+def read_entry(arch: str, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """One entry as listed (an absent one too); 404 for another name."""
+    entry = _row(session, arch)
+    if entry is None and arch not in CATALOG_ARCHITECTURES:
+        raise _unknown(arch)
+    described = [describe(entry, entry.job)] if entry is not None else []
+    [listed] = [e for e in with_absent(described, settings) if e["name"] == arch]
+    return released(session, listed)
 
 
 def _sliced(settings: Settings, source: Path, sha: str, name: str, k: int) -> Path:
@@ -114,7 +140,8 @@ def _sliced(settings: Settings, source: Path, sha: str, name: str, k: int) -> Pa
 _RESPONSES = {200: {"content": {"application/octet-stream": {}, "image/png": {}}},
               206: {"description": "Partial content (Range)"},
               304: {"description": "Not modified (If-None-Match)"},
-              404: {"description": "Unknown architecture or file"},
+              404: {"description": "Unknown architecture or file, or an entry not built "
+                    "here (the message says how to build it)"},
               409: {"description": "The entry is still building"},
               416: {"description": "Range not satisfiable"}}
 
@@ -136,7 +163,7 @@ def download(arch: str, name: str, request: Request, session: SessionDep, blobs:
     if k is not None and name not in SLICEABLE:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail=f"k: only {' and '.join(SLICEABLE)} can be cut to k rows")
-    entry = _entry(session, arch)
+    entry = _entry(session, settings, arch)
     if entry.status != CATALOG_READY or (entry.job_pk is None and entry.files is None):
         info = describe(entry, entry.job)
         raise HTTPException(status.HTTP_409_CONFLICT,

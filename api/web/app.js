@@ -21,8 +21,6 @@ async function loadKinds() {
   FIGURES = Object.fromEntries(KINDS.map((k) => [k.name, k.figures.map((f) => [f.name, f.caption])]));
 }
 
-// The paper's five architectures: the catalog page shows a row for each, built or not.
-const PAPER_ARCHITECTURES = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"];
 
 class AuthError extends Error {}
 
@@ -422,6 +420,7 @@ function catalogProgress(entry) {
 }
 
 function catalogRow(entry) {
+  if (entry.status === "absent") return absentRow(entry);
   const ready = entry.status === "ready";
   let stability = null;
   if (entry.stability !== null && entry.stability !== undefined) {
@@ -467,12 +466,14 @@ function catalogRow(entry) {
     el("div", { class: "catalog-figure" }, figure));
 }
 
-function absentRow(name) {
-  return el("article", { class: "catalog-row", "data-arch": name, "data-status": "absent" },
-    el("div", { class: "catalog-info" }, el("h2", { text: name }), badge("not built")),
-    el("div", { class: "catalog-figure" }, el("p", { class: "muted" },
-      "Not in the catalog yet: ", el("code", { text: `nads catalog build --arch ${name}` }),
-      " starts its build.")));
+// An architecture the server has not started: the API says how to build it and what that
+// needs (a GPU worker for VGG-11, ResNet-18 and DenseNet-121 at the paper's settings).
+function absentRow(entry) {
+  return el("article", { class: "catalog-row", "data-arch": entry.name,
+    "data-status": "absent", "data-needs-gpu": String(Boolean(entry.needs_gpu)) },
+    el("div", { class: "catalog-info" }, el("h2", { text: entry.name }), badge("not built"),
+      entry.needs_gpu ? el("span", { class: "badge", text: "needs a GPU worker" }) : ""),
+    el("div", { class: "catalog-figure" }, el("p", { class: "muted", text: entry.message })));
 }
 
 function viewCatalog() {
@@ -496,15 +497,14 @@ function viewCatalog() {
       return;
     }
     if (mine !== generation) return;
-    const names = new Set(entries.map((e) => e.name));
-    const missing = PAPER_ARCHITECTURES.filter((name) => !names.has(name));
-    list.replaceChildren(...entries.map(catalogRow), ...missing.map(absentRow));
-    if (entries.length === 0) {
+    // The API lists every architecture of the paper, absent ones too (as the CLI does).
+    list.replaceChildren(...entries.map(catalogRow));
+    if (entries.every((e) => e.status === "absent")) {
       list.prepend(el("p", { class: "muted", id: "catalog-empty",
         text: "The catalog is empty: its builds have not started yet." }));
     }
     list.dataset.loaded = "true";
-    if (entries.some((e) => e.status !== "ready")) schedule(poll, 5 * POLL_MS);
+    if (entries.some((e) => e.status === "building")) schedule(poll, 5 * POLL_MS);
   }
   poll();
 }

@@ -77,8 +77,8 @@ def built(settings: Settings, anonymous: httpx.Client) -> dict:
         started = catalog.build(session, celery, _settings(settings), ["lenet", "logreg"])
     assert started == {"logreg": "submitted round 1", "lenet": "waiting"}
     building = {e["name"]: e for e in anonymous.get("/v1/catalog").json()}
-    assert [e["status"] for e in building.values()] == ["building", "building"]
-    assert list(building) == ["logreg", "lenet"]  # the paper's order
+    assert [building[n]["status"] for n in ("logreg", "lenet")] == ["building", "building"]
+    assert list(building) == list(catalog.CATALOG_ARCHITECTURES)  # all five, the paper's order
     r = anonymous.get("/v1/catalog/lenet/nads.npy")
     assert r.status_code == 409 and "building" in r.json()["detail"]
     return _wait_ready(anonymous, {"logreg", "lenet"})

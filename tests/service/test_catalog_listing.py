@@ -1,0 +1,148 @@
+"""The catalog looks the same everywhere (issue 17: `nads catalog ls` listed 2 entries where the
+web page listed 5): the API lists the paper's five architectures, absent ones included with how
+to build them and whether that needs a GPU worker; the Python client, `nads catalog ls` and the
+web page (headless Chromium) list exactly those; a file of an entry not built is a 404 that says
+how to build it and what it needs.
+
+An API on embedded defaults (SQLite, a file broker) with no worker: nothing here computes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.main import create_app
+from jobs import catalog
+from nads.client import Client, NadsError
+from store.db import session_scope
+from store.migrate import upgrade
+from store.settings import Settings
+
+from .support import NADS_BIN, ServerThread
+
+PAPER = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
+GPU = {"vgg11", "resnet18", "densenet121"}
+CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings]]:
+    """An API whose catalog has one entry started (lenet, building) and four not."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("catalog-listing"),
+                        catalog_shipped_dir="")
+    upgrade(settings.resolved_database_url)
+    with session_scope(settings.resolved_database_url) as session:
+        catalog.ensure_entry(session, "lenet", settings)  # a row, no job yet: building
+    with ServerThread(create_app(settings)) as running:
+        yield running.url, settings
+
+
+def test_the_api_lists_all_five_saying_how_to_build_the_absent(
+        server: tuple[str, Settings]) -> None:
+    url, _ = server
+    entries = httpx.get(f"{url}/v1/catalog", timeout=30).json()
+    assert [e["name"] for e in entries] == PAPER
+    status = {e["name"]: e["status"] for e in entries}
+    assert status == {"logreg": "absent", "lenet": "building", "vgg11": "absent",
+                      "resnet18": "absent", "densenet121": "absent"}
+    for e in entries:
+        assert e["needs_gpu"] is (e["name"] in GPU)
+        if e["status"] != "absent":
+            continue
+        assert e["message"].startswith(
+            f"not built on this server: an operator builds it with `nads catalog build --arch "
+            f"{e['name']}`"), e["message"]
+        assert ("needs a GPU worker" in e["message"]) is (e["name"] in GPU)
+        assert "10,000 networks" in e["message"] and "FLOPs" in e["message"]
+        assert (e["input_shape"], e["max_networks"], e["origin"]) == ([1, 32, 32], 10_000, None)
+    one = httpx.get(f"{url}/v1/catalog/resnet18", timeout=30).json()
+    assert one == next(e for e in entries if e["name"] == "resnet18")
+
+
+def test_a_file_of_an_entry_not_built_is_a_404_that_says_how_to_build_it(
+        server: tuple[str, Settings]) -> None:
+    url, _ = server
+    r = httpx.get(f"{url}/v1/catalog/vgg11/nads.npy", timeout=30)
+    assert r.status_code == 404
+    detail = r.json()["detail"]
+    assert detail.startswith("arch: 'vgg11' is not built on this server: an operator builds "
+                             "it with `nads catalog build --arch vgg11`"), detail
+    assert "6.2e+15 FLOPs" in detail and "needs a GPU worker" in detail
+    r = httpx.get(f"{url}/v1/catalog/logreg/preview.png", timeout=30)
+    assert r.status_code == 404 and "CPU workers build it" in r.json()["detail"]
+    for path in ("/v1/catalog/alexnet", "/v1/catalog/alexnet/nads.npy"):
+        r = httpx.get(url + path, timeout=30)
+        assert r.status_code == 404
+        assert r.json()["detail"] == ("arch: 'alexnet' is not an architecture of the catalog; "
+                                      "it holds logreg, lenet, vgg11, resnet18, densenet121")
+    assert httpx.get(f"{url}/v1/catalog/lenet/nads.npy", timeout=30).status_code == 409
+
+
+def test_the_client_and_the_cli_list_the_same_entries(server: tuple[str, Settings],
+                                                       tmp_path: Path) -> None:
+    url, _ = server
+    api = [(e["name"], e["status"]) for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()]
+    with Client(url, key=None) as client:
+        assert [(e.name, e.status) for e in client.catalog_ls()] == api
+        with pytest.raises(NadsError) as err:
+            client.catalog("densenet121")
+        assert err.value.status_code == 404 and "needs a GPU worker" in str(err.value)
+    env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": url, "HOME": str(tmp_path)}
+    ls = subprocess.run([NADS_BIN, "catalog", "ls"], env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert ls.returncode == 0, ls.stderr
+    lines = ls.stdout.splitlines()
+    assert [(line.split()[0], line.split()[1]) for line in lines] == api, ls.stdout
+    for line in lines:
+        name = line.split()[0]
+        if dict(api)[name] == "absent":
+            assert f"nads catalog build --arch {name}" in line
+            assert ("needs a GPU worker" in line) is (name in GPU)
+    get = subprocess.run([NADS_BIN, "catalog", "get", "resnet18", "--out",
+                          str(tmp_path / "r.npy")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert get.returncode != 0 and "nads catalog build --arch resnet18" in get.stderr, get
+    assert not (tmp_path / "r.npy").exists()
+
+
+def test_the_web_page_lists_the_same_entries(server: tuple[str, Settings],
+                                             tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    api = {e["name"]: e for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()}
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1360, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{url}/#/catalog")
+            page.wait_for_selector("#catalog[data-loaded=true]", timeout=60_000)
+            rows = page.locator("#catalog article")
+            shown = [(rows.nth(i).get_attribute("data-arch"),
+                      rows.nth(i).get_attribute("data-status")) for i in range(rows.count())]
+            texts = {name: page.inner_text(f"#catalog article[data-arch={name}]")
+                     for name, _ in shown}
+            shot = tmp_path / "catalog-listing.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("NADS_SCREENSHOT_DIR"):
+                Path(os.environ["NADS_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+                shot.rename(Path(os.environ["NADS_SCREENSHOT_DIR"]) / shot.name)
+        finally:
+            browser.close()
+    assert shown == [(name, e["status"]) for name, e in api.items()]
+    for name, e in api.items():
+        if e["status"] == "absent":
+            assert e["message"] in texts[name]
+            assert ("needs a GPU worker" in texts[name]) is (name in GPU)
+    assert errors == []
