@@ -1,5 +1,7 @@
 """Probing an architecture's directional bias (NADS.md section 4): train one fresh model per
-direction v on the linearly separable distribution D(v) and report its test accuracy.
+direction v on the linearly separable distribution D(v) and report its test accuracy. The
+directions are built in `nadcore.probe_directions`, D(v) is sampled in
+`nadcore.probe_distribution`; this module trains (the strategies below).
 
 Everything about direction number j of a job (its model's initialization, its training and
 test sets, its shuffling order, its dropout masks in a loop) is drawn from seeds derived from
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,12 +34,10 @@ from .architectures import build_model, model_factory
 from .control import Cancelled, Progress, ShouldStop
 from .init import NetworkSampler
 from .plan import activation_profile, available_memory, resolve_device
+from .probe_directions import direction_frequencies, fourier_image, make_directions
+from .probe_distribution import sample_dataset
 from .probe_spec import (
-    CustomDirections,
-    FourierDirections,
-    NADDirections,
     ProbeSpec,
-    RandomDirections,
 )
 from .seeding import PROBE_DROPOUT as _DROPOUT
 from .seeding import PROBE_INIT as _INIT
@@ -48,163 +48,6 @@ from .seeding import probe_seed, seeded_global_rng
 from .spec import TORCHVISION_PREFIX
 
 STRATEGIES = ("vmap", "loop")
-
-# ---------------------------------------------------------------------------------------------
-# Directions
-
-
-def _sin_vanishes(ky: int, kx: int, h: int, w: int) -> bool:
-    """sin(2 pi (ky y/H + kx x/W)) is identically 0 exactly at the self-conjugate frequencies
-    (DC, and the Nyquist rows/columns of even sizes): 2 ky = 0 mod H and 2 kx = 0 mod W."""
-    return (2 * ky) % h == 0 and (2 * kx) % w == 0
-
-
-def _fourier_frequencies(d: FourierDirections, h: int, w: int) -> list[tuple[int, int]]:
-    if d.frequencies is not None:
-        freqs = [(int(ky), int(kx)) for ky, kx in d.frequencies]
-        if d.phase == "sin":
-            bad = [f for f in freqs if _sin_vanishes(*f, h, w)]
-            if bad:
-                raise ValueError(
-                    f"directions.frequencies: the sine image of {bad[0]} is identically zero "
-                    f"(DC or Nyquist frequency of a {h}x{w} image); use phase 'cos' for it"
-                )
-        return freqs
-    s = d.grid_stride
-    freqs = [(ky, kx) for ky in range(0, h, s) for kx in range(0, w, s)]
-    if d.phase == "sin":  # a grid skips the frequencies whose sine image is zero
-        freqs = [f for f in freqs if not _sin_vanishes(*f, h, w)]
-    return freqs
-
-
-def fourier_image(ky: int, kx: int, input_shape: Sequence[int], phase: str = "cos") -> np.ndarray:
-    """The unit-norm real image cos (or sin) of 2 pi (ky y / H + kx x / W), same in every
-    channel, flattened to C*H*W float32."""
-    c, h, w = input_shape
-    y = np.arange(h, dtype=np.float64)[:, None]
-    x = np.arange(w, dtype=np.float64)[None, :]
-    angle = 2 * np.pi * ((ky * y) % h / h + (kx * x) % w / w)  # reduced: exact at large k
-    img = np.cos(angle) if phase == "cos" else np.sin(angle)
-    if _sin_vanishes(ky, kx, h, w) and phase == "sin":
-        raise ValueError(f"the sine image of ({ky}, {kx}) is identically zero")
-    full = np.broadcast_to(img, (c, h, w)).reshape(-1)
-    return (full / np.linalg.norm(full)).astype(np.float32)
-
-
-def direction_frequencies(spec: ProbeSpec) -> list[tuple[int, int]] | None:
-    """For fourier directions: the (ky, kx) of each row of make_directions; else None."""
-    if not isinstance(spec.directions, FourierDirections):
-        return None
-    _, h, w = spec.input_shape
-    return _fourier_frequencies(spec.directions, h, w)
-
-
-def _unit_rows(rows: np.ndarray, what: str) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float64)
-    if not np.all(np.isfinite(rows)):
-        bad = int(np.nonzero(~np.all(np.isfinite(rows), axis=1))[0][0])
-        raise ValueError(f"{what}: row {bad} has non-finite values")
-    norms = np.linalg.norm(rows, axis=1)
-    if np.any(norms == 0):
-        raise ValueError(f"{what}: row {int(np.nonzero(norms == 0)[0][0])} is zero; "
-                         "a direction needs a non-zero vector")
-    return (rows / norms[:, None]).astype(np.float32)
-
-
-def make_directions(spec: ProbeSpec, nad_array: np.ndarray | None = None) -> np.ndarray:
-    """(n, C*H*W) float32 unit rows, in the order of the spec.
-
-    fourier: the listed frequencies, or the grid in row-major (ky, kx) order (a sine grid skips
-    the frequencies whose sine image is zero; `direction_frequencies` lists the rows). nad: the
-    selected rows of `nad_array` (k, C*H*W). random: Gaussian vectors from `directions.seed`,
-    normalized. custom: the given rows, normalized (zero rows rejected).
-    """
-    c, h, w = spec.input_shape
-    dim = c * h * w
-    d = spec.directions
-    if isinstance(d, FourierDirections):
-        freqs = _fourier_frequencies(d, h, w)
-        if not freqs:
-            raise ValueError(
-                f"directions: this {d.phase} grid (grid_stride {d.grid_stride}) of a {h}x{w} "
-                "image has only frequencies whose sine image is zero; use a smaller grid_stride "
-                "or phase cos"
-            )
-        return np.stack([fourier_image(ky, kx, spec.input_shape, d.phase) for ky, kx in freqs])
-    if isinstance(d, NADDirections):
-        if nad_array is None:
-            raise ValueError("directions: kind 'nad' needs the NAD array")
-        nads = np.asarray(nad_array)
-        if nads.ndim != 2:
-            raise ValueError(f"the NAD array must be 2-D (k, D), got shape {nads.shape}")
-        if nads.shape[1] != dim:
-            if c > 1 and nads.shape[1] == h * w:
-                raise ValueError(
-                    f"the NAD array has D = {nads.shape[1]} = H*W (NADs of 1-channel inputs) "
-                    f"but input_shape {tuple(spec.input_shape)} has {c} channels: probe with "
-                    f"input_shape (1, {h}, {w}) or use NADs computed on {c} channels"
-                )
-            raise ValueError(
-                f"the NAD array has D = {nads.shape[1]} per row, input_shape "
-                f"{tuple(spec.input_shape)} needs C*H*W = {dim}"
-            )
-        rows = d.rows()
-        k = nads.shape[0]
-        too_big = [i for i in rows if i >= k]
-        if too_big:
-            name = "indices" if d.indices is not None else "stop"
-            raise ValueError(
-                f"directions.{name}: NAD row {too_big[0]} is out of range; the NAD array has "
-                f"{k} rows (indices must be < {k})"
-            )
-        return _unit_rows(nads[rows], "directions.indices")
-    if isinstance(d, RandomDirections):
-        rng = np.random.default_rng(np.random.SeedSequence(d.seed))
-        return _unit_rows(rng.standard_normal((d.count, dim)), "directions")
-    if isinstance(d, CustomDirections):
-        rows = np.asarray(d.values, dtype=np.float64)
-        if rows.ndim != 2 or rows.shape[1] != dim:
-            raise ValueError(f"directions.values: rows must have C*H*W = {dim} values")
-        return _unit_rows(rows, "directions.values")
-    raise TypeError(f"unknown directions kind {type(d).__name__}")
-
-
-# ---------------------------------------------------------------------------------------------
-# The distribution D(v)
-
-
-def sample_dataset(
-    direction: np.ndarray | torch.Tensor,
-    input_shape: Sequence[int],
-    num: int,
-    sigma: float,
-    epsilon: float,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """`num` samples of D(v): x = y (eps/2) v + w_perp, w ~ N(0, sigma^2 I), w_perp = w minus
-    its component along v; y = +1 for exactly num//2 samples and -1 for the rest, shuffled.
-
-    Returns x (num, C, H, W) float32 and the class index (y + 1) / 2 in {0, 1} (int64). The
-    projection is done in float64, so <x, v> = +-eps/2 to float32 rounding. Drawn on the
-    generator's device, from the generator alone.
-    """
-    dev = generator.device
-    shape = tuple(int(s) for s in input_shape)
-    v = torch.as_tensor(direction).to(dev, torch.float64).reshape(-1)
-    if v.numel() != math.prod(shape):
-        raise ValueError(f"direction has {v.numel()} values, input shape {shape} needs "
-                         f"{math.prod(shape)}")
-    v = v / v.norm()
-    labels = torch.zeros(num, dtype=torch.int64, device=dev)
-    labels[: num // 2] = 1
-    labels = labels[torch.randperm(num, generator=generator, device=dev)]
-    w = torch.randn((num, v.numel()), generator=generator, device=dev).to(torch.float64)
-    w.mul_(sigma)
-    y = labels.to(torch.float64) * 2 - 1
-    coef = y * (epsilon / 2) - w @ v
-    x = w.addr_(coef, v)  # w - (w.v) v + y (eps/2) v, in place
-    return x.to(torch.float32).view(num, *shape), labels
-
 
 # ---------------------------------------------------------------------------------------------
 # Training

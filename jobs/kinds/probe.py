@@ -2,8 +2,8 @@
 (`nadcore.probe_spec.ProbeSpec`). How many directions a spec selects (the shards are ranges of
 direction indices), what it costs, and whether the NAD job it refers to can be probed.
 
-`count_directions` mirrors `nadcore.probe.make_directions` row for row without building any
-direction (the service tests check it against the engine).
+`count_directions` mirrors `nadcore.probe_directions.make_directions` row for row without
+building any direction (the service tests check it against the engine).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
-from nadcore.probe import direction_frequencies, make_directions
+from nadcore.probe_directions import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.shards import ProbePartial, run_probe_shard
 from store.blobs import BlobStore
