@@ -52,6 +52,7 @@ COLLECTIONS = {
 OWNED = {
     ("GET", "/v1/jobs/{job_id}"): ("job", "/v1/jobs/{job_id}"),
     ("POST", "/v1/jobs/{job_id}/cancel"): ("live_job", "/v1/jobs/{job_id}"),
+    ("DELETE", "/v1/jobs/{job_id}"): ("job", "/v1/jobs/{job_id}"),
     ("GET", "/v1/jobs/{job_id}/artifacts/{name}"): ("job", "/v1/jobs/{job_id}"),
     ("HEAD", "/v1/jobs/{job_id}/artifacts/{name}"): ("job", "/v1/jobs/{job_id}"),
     ("GET", "/v1/uploads/{upload_id}"): ("upload", "/v1/uploads/{upload_id}"),
