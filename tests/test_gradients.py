@@ -127,15 +127,16 @@ def test_batched_equals_one_network_at_a_time(arch):
     factory = lambda: model_factory(arch)(shape, 1)  # noqa: E731
     state = fd.sampler.sample(range(nets))
     x0 = fd.evaluator.x0
+    models = [one_network(factory, state, j) for j in range(nets)]  # the reference, once
+    refs = [naive_finite_differences(m, x0, 100.0, pixels) for m in models]
     for strategy, channels_last in (("vmap", False), ("loop", False), ("loop", True)):
         fd.evaluator.strategy = strategy
         fd.evaluator.channels_last = channels_last and arch != "logreg"
         batched = fd.evaluator(state, pixels).numpy()
-        for j in range(nets):
-            ref = naive_finite_differences(one_network(factory, state, j), x0, 100.0, pixels)
+        for j, ref in enumerate(refs):
             np.testing.assert_allclose(batched[j], ref, rtol=1e-3, atol=1e-6 * np.abs(ref).max())
     ag = _runner(arch, shape, method="autograd")
     batched = ag.evaluator(state).numpy()
-    for j in range(nets):
-        ref = autograd_gradient(one_network(factory, state, j), x0)
+    for j, model in enumerate(models):
+        ref = autograd_gradient(model, x0)
         np.testing.assert_allclose(batched[j], ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())

@@ -10,8 +10,10 @@ should, with NAD arrays identical to `nadcore.engine.estimate_nads` on the same 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import io
+import json
 import os
 import shutil
 import signal
@@ -210,6 +212,8 @@ def _text(path: Path) -> str:
 
 
 def _submit(client: httpx.Client, seed: int) -> str:
+    """Seeds 1 and 2 only: every job of one seed must end with the same arrays, computed once
+    in this process (`_estimate_nads`); two seeds tell two concurrent jobs apart."""
     r = client.post("/v1/jobs/nads", json={**SPEC, "seed": seed})
     assert r.status_code == 202, r.text
     return r.json()["id"]
@@ -247,16 +251,24 @@ def _wait_api(stack: Stack, job_id: str, timeout: float = 240) -> dict:
     raise AssertionError(f"job {job_id} not finished after {timeout} s: {job}")
 
 
+@functools.cache
+def _estimate_nads(spec_json: str, seed: int) -> dict[str, np.ndarray]:
+    """estimate_nads in this process, one thread as the worker (OMP_NUM_THREADS=1); once per
+    (spec, seed) in a session: tests on separate services may share their expected arrays."""
+    spec = json.loads(spec_json)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return estimate_nads(spec["architecture"], tuple(spec["input_shape"]),
+                             spec["num_networks"], seed=seed).arrays()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def assert_identical_to_estimate_nads(client: httpx.Client, job: dict, seed: int,
                                       spec: dict = SPEC) -> None:
     assert job["status"] == "succeeded", job["error"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the worker (OMP_NUM_THREADS=1)
-    try:
-        expected = estimate_nads(spec["architecture"], tuple(spec["input_shape"]),
-                                 spec["num_networks"], seed=seed).arrays()
-    finally:
-        torch.set_num_threads(threads)
+    expected = _estimate_nads(json.dumps(spec, sort_keys=True), seed)
     for name in ARRAYS:
         r = client.get(f"/v1/jobs/{job['id']}/artifacts/{name}.npy")
         assert r.status_code == 200, r.text
@@ -303,7 +315,7 @@ def test_redis_restarted_mid_job(stack: Stack) -> None:
 def test_postgres_stopped_and_started_while_jobs_run(stack: Stack) -> None:
     """/readyz says 503 while the database is down (other routes 503 too, not 500), and every
     job ends correctly once it is back."""
-    ids = {seed: _submit(stack.client, seed=seed) for seed in (3, 4)}
+    ids = {seed: _submit(stack.client, seed=seed) for seed in (1, 2)}
     _wait_running(stack.client, ids[3])
     stack.pg.stop()
     stopped = time.monotonic()
@@ -327,7 +339,7 @@ def test_postgres_stopped_and_started_while_jobs_run(stack: Stack) -> None:
 
 
 def test_api_killed_and_restarted_loses_no_job(stack: Stack) -> None:
-    ids = {seed: _submit(stack.client, seed=seed) for seed in (5, 6)}
+    ids = {seed: _submit(stack.client, seed=seed) for seed in (1, 2)}
     stack.api.kill()
     with pytest.raises(httpx.TransportError):
         stack.client.get(f"/v1/jobs/{ids[5]}")
@@ -362,7 +374,7 @@ def test_a_full_or_read_only_blob_dir_fails_the_job_cleanly(stack: Stack, small_
                                                             fault: str) -> None:
     if fault == "read-only":
         _run(["mount", "-o", "remount,ro", str(small_blob_dir)])
-    job_id = _submit(stack.client, seed=7)
+    job_id = _submit(stack.client, seed=1)
     job = _wait_api(stack, job_id)
     assert job["status"] == "failed"
     reason = "No space left on device" if fault == "full" else "Read-only file system"

@@ -42,6 +42,9 @@ pytestmark = pytest.mark.slow
 SPEC = {"architecture": "lenet", "input_shape": [1, 16, 16], "num_networks": 3000,
         "shards": 2}
 RESUME_S = 60.0
+# One seed for the three tests: each runs its own service, and the arrays they must end with
+# (estimate_nads in this process, ~20 s) are computed once.
+SEED = 11
 
 
 def _submit(client: httpx.Client, seed: int) -> str:
@@ -101,7 +104,7 @@ def test_embedded_worker_killed_mid_shard_resumes_within_a_minute(tmp_path: Path
         _wait_workers_ready(log, len(mains))
         with httpx.Client(base_url=serve.url, timeout=30,
                           headers={"Authorization": f"Bearer {serve.key}"}) as client:
-            job_id = _submit(client, seed=11)
+            job_id = _submit(client, seed=SEED)
             indices = _running(client, job_id)
             victims = _worker_tree(serve.proc.pid)
             killed = time.monotonic()
@@ -111,7 +114,7 @@ def test_embedded_worker_killed_mid_shard_resumes_within_a_minute(tmp_path: Path
                   "a process of the killed workers survived")
             took = _resumed(client, job_id, indices, killed)
             job = wait_for_job(client, job_id, timeout=300)
-            assert_identical_to_estimate_nads(client, job, 11, SPEC)
+            assert_identical_to_estimate_nads(client, job, SEED, SPEC)
     print(f"\nrecovery (filesystem broker): workers SIGKILLed mid-shard, shards {sorted(indices)}"
           f" running again {took:.1f} s later; no orphan; arrays identical")
 
@@ -124,7 +127,7 @@ def test_nads_serve_stopped_and_started_mid_job_resumes_within_a_minute(tmp_path
         _wait_workers_ready(var / "worker.log", len(mains))
         with httpx.Client(base_url=serve.url, timeout=30,
                           headers={"Authorization": f"Bearer {serve.key}"}) as client:
-            job_id = _submit(client, seed=12)
+            job_id = _submit(client, seed=SEED)
             indices = _running(client, job_id)
         victims = _worker_tree(serve.proc.pid)
         t0 = time.monotonic()
@@ -138,7 +141,7 @@ def test_nads_serve_stopped_and_started_mid_job_resumes_within_a_minute(tmp_path
                           headers={"Authorization": f"Bearer {serve.key}"}) as client:
             took = _resumed(client, job_id, indices, started)
             job = wait_for_job(client, job_id, timeout=300)
-            assert_identical_to_estimate_nads(client, job, 12, SPEC)
+            assert_identical_to_estimate_nads(client, job, SEED, SPEC)
     print(f"\nrecovery (nads serve SIGTERM + start): stopped in {stopped:.1f} s with no "
           f"orphan; shards {sorted(indices)} running again {took:.1f} s after the start")
 
@@ -169,7 +172,7 @@ def test_redis_worker_lost_for_good_its_shards_move_on_within_a_minute(
         with ServerThread(_app(settings)) as server, httpx.Client(
                 base_url=server.url, timeout=30,
                 headers={"Authorization": f"Bearer {key}"}) as client:
-            job_id = _submit(client, seed=13)
+            job_id = _submit(client, seed=SEED)
             _running(client, job_id)
             victim = lost.process
             assert victim is not None
@@ -185,7 +188,7 @@ def test_redis_worker_lost_for_good_its_shards_move_on_within_a_minute(
                   "a process of the killed worker survived")
             took = _resumed(client, job_id, on_lost, killed)
             job = wait_for_job(client, job_id, timeout=300)
-            assert_identical_to_estimate_nads(client, job, 13, SPEC)
+            assert_identical_to_estimate_nads(client, job, SEED, SPEC)
     finally:
         kept.stop()
         lost.stop()
