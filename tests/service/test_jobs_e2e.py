@@ -54,10 +54,12 @@ def download(client: httpx.Client, job: dict, name: str) -> np.ndarray:
     return np.load(io.BytesIO(r.content))
 
 
-def assert_matches_in_process(client: httpx.Client, job: dict, body: dict) -> None:
+def assert_matches_in_process(client: httpx.Client, job: dict, body: dict,
+                              independent: bool = True) -> None:
     """The job's arrays are the library's in this process, bit for bit (sharding, the broker
-    and the blob store change nothing), and agree with the paper's loop computed without the
-    engine (support.reference), so that a wrong engine cannot pass by agreeing with itself."""
+    and the blob store change nothing), and, when `independent`, agree with the paper's loop
+    computed without the engine (support.reference), so that a wrong engine cannot pass by
+    agreeing with itself."""
     expected = in_process(body)
     assert sorted(a["name"] for a in job["artifacts"]) == sorted(
         [f"{n}.npy" for n in ARRAYS] + ["preview.png", "spectrum.png"])  # + figures (web page)
@@ -66,7 +68,8 @@ def assert_matches_in_process(client: httpx.Client, job: dict, body: dict) -> No
         assert got[name].dtype == expected[name].dtype
         assert got[name].shape == expected[name].shape
         np.testing.assert_array_equal(got[name], expected[name])
-    assert_matches_reference(got, reference(body))
+    if independent:
+        assert_matches_reference(got, reference(body))
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +269,9 @@ def test_a_killed_worker_process_does_not_lose_the_shard(alice: httpx.Client,
     done = wait_for_job(alice, job["id"], timeout=120)
     assert done["status"] == "succeeded", done["error"]
     assert done["shards"][0]["attempts"] == 2
-    assert_matches_in_process(alice, done, body)
+    # The redelivered shard changes nothing, bit for bit; the engine's numbers against the
+    # paper's loop (1,200 LeNets one at a time here) are the sharded tests' concern.
+    assert_matches_in_process(alice, done, body, independent=False)
 
 
 def test_metrics_count_finished_jobs(anonymous: httpx.Client, finished: dict) -> None:
