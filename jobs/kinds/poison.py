@@ -26,7 +26,7 @@ from jobs.kinds.base import (
 )
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
-from jobs.sources import SourceError, catalog_job
+from jobs.sources import SourceError, catalog_nads
 from nadcore.poison_spec import PoisonSpec
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
@@ -98,7 +98,7 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
     if src.catalog is not None:  # a ready catalog entry (public): succeeded NAD job
         field, value, what = "nads.catalog", src.catalog, f"the catalog's {src.catalog!r}"
         try:
-            job = catalog_job(session, src.catalog, field)
+            job = catalog_nads(session, src.catalog, field)
         except SourceError as exc:
             raise SpecError(field, str(exc).partition(": ")[2], src.catalog) from None
     else:

@@ -24,7 +24,7 @@ from jobs.kinds.base import (
     shard_ranges,
 )
 from jobs.ownership import own_job
-from jobs.sources import SourceError, catalog_job
+from jobs.sources import SourceError, catalog_nads
 from nadcore.cost import layer_count
 from nadcore.probe_spec import (
     CustomDirections,
@@ -166,7 +166,7 @@ def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections
     """`directions.catalog`: a ready catalog entry on the probe's input shape, holding every
     requested row."""
     try:
-        source = catalog_job(session, d.catalog, "directions.catalog")
+        source = catalog_nads(session, d.catalog, "directions.catalog")
     except SourceError as exc:
         raise SpecError("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
     if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):

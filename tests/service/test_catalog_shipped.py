@@ -128,6 +128,20 @@ def test_a_fresh_nads_serve_serves_every_shipped_entry_without_computing(tmp_pat
                 top = np.load(io.BytesIO(r.content))
                 assert top.shape == (8, 1024)
                 assert np.array_equal(top, np.load(SHIPPED_CATALOG_DIR / name / "nads.npy")[:8])
+        # a shipped entry (no job behind it) is a NAD source for probe and poison jobs
+        user = httpx.Client(base_url=serve.url, timeout=30,
+                            headers={"Authorization": f"Bearer {serve.key}"})
+        probe = {"architecture": "lenet", "input_shape": [1, 32, 32],
+                 "directions": {"kind": "nad", "catalog": "lenet", "indices": [0, 1023]}}
+        poison = {"architecture": "lenet", "dataset": {"name": "digits"},
+                  "nads": {"catalog": "lenet"}, "indices": [0]}
+        for kind, body in (("probe", probe), ("poison", poison)):
+            r = user.post(f"/v1/jobs/{kind}", json=body)
+            assert r.status_code == 202, (kind, r.text)
+        r = user.post("/v1/jobs/probe", json=probe | {"directions": probe["directions"]
+                                                       | {"indices": [1024]}})
+        assert r.status_code == 422 and "the catalog's 'lenet' has 1024 NADs" in r.text, r.text
+        user.close()
     # a second start finds them installed and serves them again
     with nads_serve(tmp_path, clean_env(), "--no-worker") as serve, \
             httpx.Client(base_url=serve.url, timeout=30) as client:
