@@ -316,14 +316,14 @@ def test_postgres_stopped_and_started_while_jobs_run(stack: Stack) -> None:
     """/readyz says 503 while the database is down (other routes 503 too, not 500), and every
     job ends correctly once it is back."""
     ids = {seed: _submit(stack.client, seed=seed) for seed in (1, 2)}
-    _wait_running(stack.client, ids[3])
+    _wait_running(stack.client, ids[1])
     stack.pg.stop()
     stopped = time.monotonic()
     try:
         ready = httpx.get(stack.api.url + "/readyz", timeout=30)
         assert ready.status_code == 503, ready.text
         assert ready.json()["checks"]["database"].startswith("error")
-        read = stack.client.get(f"/v1/jobs/{ids[3]}")
+        read = stack.client.get(f"/v1/jobs/{ids[1]}")
         assert read.status_code == 503 and "database unavailable" in read.json()["detail"]
         assert read.headers["retry-after"]
         time.sleep(3)
@@ -342,7 +342,7 @@ def test_api_killed_and_restarted_loses_no_job(stack: Stack) -> None:
     ids = {seed: _submit(stack.client, seed=seed) for seed in (1, 2)}
     stack.api.kill()
     with pytest.raises(httpx.TransportError):
-        stack.client.get(f"/v1/jobs/{ids[5]}")
+        stack.client.get(f"/v1/jobs/{ids[1]}")
     stack.api.start()  # same port, fresh process
     for seed, job_id in ids.items():
         assert_identical_to_estimate_nads(stack.client, _wait_api(stack, job_id), seed=seed)

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 PUBLIC = {
     ("GET", "/openapi.json"), ("HEAD", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"),
     ("GET", "/docs/oauth2-redirect"), ("HEAD", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+    ("GET", "/docs/assets/{name}"),  # Swagger UI's and ReDoc's files, served offline
     ("HEAD", "/redoc"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
     ("GET", "/v1/catalog"), ("GET", "/v1/catalog/{arch}"), ("GET", "/v1/catalog/{arch}/{name}"),
     ("GET", "/v1/kinds"),  # the registered job kinds: describes the service, no user data
