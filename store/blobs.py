@@ -63,35 +63,14 @@ class BlobStore:
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy `source` into the store; returns (sha256, size)."""
-        tmp_dir = self.root / "tmp"
+        staged = self.stage(source)
         try:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=tmp_dir, prefix="put-")
+            self.put(staged)
         except OSError as exc:
+            staged.discard()
             raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name}: "
                           f"{exc.strerror or exc}") from exc
-        digest = hashlib.sha256()
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            sha = digest.hexdigest()
-            final = self.path(sha)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp_name, final)
-            return sha, size
-        except OSError as exc:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name} "
-                          f"({size:,} bytes written): {exc.strerror or exc}") from exc
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        return staged.sha256, staged.size
 
     def adopt(self, tmp_path: Path, sha256: str) -> Path:
         """Moves a complete, fsynced file that hashes to `sha256` (written under `tmp_dir()`)
