@@ -150,16 +150,7 @@ def check_nad_source(session: Session, user_id: int, spec: ProbeSpec) -> None:
     if source.status != SUCCEEDED:
         raise SpecError("directions.job", f"NAD job {d.job!r} is {source.status}; only a "
                       "succeeded NAD job can be probed", d.job)
-    if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
-        raise SpecError("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
-                      f"{list(source.spec['input_shape'])} of NAD job {d.job!r}",
-                      list(spec.input_shape))
-    num_nads = int((source.summary or {}).get("num_nads", 0))
-    top = d.max_row()
-    if top >= num_nads:
-        field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise SpecError(field, f"row {top} is out of range: NAD job {d.job!r} has "
-                      f"{num_nads} NADs (rows 0 to {num_nads - 1})")
+    check_source_rows(spec, d, source.spec, source.summary, f"NAD job {d.job!r}")
 
 
 def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections) -> None:
@@ -169,16 +160,22 @@ def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections
         source = catalog_nads(session, d.catalog, "directions.catalog")
     except SourceError as exc:
         raise SpecError("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
-    if tuple(source.spec["input_shape"]) != tuple(spec.input_shape):
+    check_source_rows(spec, d, source.spec, source.summary, f"the catalog's {d.catalog!r}")
+
+
+def check_source_rows(spec: ProbeSpec, d: NADDirections, source_spec: dict[str, Any],
+                      summary: dict[str, Any] | None, what: str) -> None:
+    """The NAD source (`what`: a NAD job or a catalog entry) is on the probe's input shape and
+    holds every requested row."""
+    if tuple(source_spec["input_shape"]) != tuple(spec.input_shape):
         raise SpecError("input_shape", f"{list(spec.input_shape)} differs from the input_shape "
-                      f"{list(source.spec['input_shape'])} of the catalog's {d.catalog!r}",
-                      list(spec.input_shape))
-    num_nads = int((source.summary or {}).get("num_nads", 0))
+                      f"{list(source_spec['input_shape'])} of {what}", list(spec.input_shape))
+    num_nads = int((summary or {}).get("num_nads", 0))
     top = d.max_row()
     if top >= num_nads:
         field = "directions.indices" if d.indices is not None else "directions.stop"
-        raise SpecError(field, f"row {top} is out of range: the catalog's {d.catalog!r} "
-                      f"has {num_nads} NADs (rows 0 to {num_nads - 1})")
+        raise SpecError(field, f"row {top} is out of range: {what} has "
+                      f"{num_nads} NADs (rows 0 to {num_nads - 1})")
 
 
 class ProbeKind:
