@@ -3,11 +3,12 @@ flipped-basis experiment, then a network trained on it. Torch-free, like `nadcor
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .numbers import Finite
+from .presets import Preset, fill_preset
 from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -67,6 +68,14 @@ class PoisonTraining(_Strict):
     std: tuple[Annotated[Finite, Field(gt=0)], ...] | None = Field(None, max_length=16)
 
 
+_RECIPE = PoisonTraining().model_dump(exclude={"mean", "std"})
+PRESETS: dict[str, Preset] = {
+    "paper": {"training": _RECIPE},  # the paper's CIFAR-10 recipe: the defaults
+    # Measured on a 2-core CPU for LeNet on digits (BENCHMARKS.md, "Presets"): fewer epochs.
+    "quick": {"training": {**_RECIPE, "epochs": 8}},
+}
+
+
 class PoisonSpec(_Strict):
     architecture: str | ArchitectureRef = "resnet18"
     dataset: DatasetRef
@@ -79,6 +88,15 @@ class PoisonSpec(_Strict):
     keep_dataset: bool = False
     seed: int = Field(0, ge=0, le=2**63 - 1)
     shards: int = Field(1, ge=1, le=1024)
+    preset: Literal["quick", "paper"] | None = Field(
+        None, description="fills the training settings not given: 'paper' (the paper's "
+        "recipe, the defaults) or 'quick' (minutes for LeNet on digits on a CPU); the stored "
+        "spec holds the resolved settings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return fill_preset(data, PRESETS)
 
     @model_validator(mode="after")
     def _consistent(self) -> PoisonSpec:

@@ -9,11 +9,12 @@ Heatmaps show the frequency plane fft-shifted (DC at the centre).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .numbers import Bounded, Finite
+from .presets import Preset, fill_preset
 from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
 
 MAX_GRID = 512 * 512  # frequencies of the largest H x W plane
@@ -117,6 +118,18 @@ class TrainingSettings(_Strict):
     grad_clip: Finite | None = Field(0.5, gt=0, description="max gradient norm; null: none")
 
 
+PRESETS: dict[str, Preset] = {
+    # The paper's recipe as implemented (docs/science.md, section 3): the defaults.
+    "paper": {"data": {"num_train": DataSettings().num_train,
+                       "num_test": DataSettings().num_test},
+              "training": TrainingSettings().model_dump()},
+    # Measured on a 2-core CPU for LeNet (BENCHMARKS.md, "Presets"): the paper's distribution
+    # (sigma, epsilon) and schedule with fewer samples and smaller batches.
+    "quick": {"data": {"num_train": 4000, "num_test": 2000},
+              "training": {**TrainingSettings().model_dump(), "epochs": 5, "batch_size": 32}},
+}
+
+
 class ProbeSpec(_Strict):
     architecture: str | ArchitectureRef
     input_shape: tuple[
@@ -129,6 +142,15 @@ class ProbeSpec(_Strict):
     training: TrainingSettings = TrainingSettings()
     seed: int = Field(0, ge=0, le=2**63 - 1)
     shards: int = Field(1, ge=1, le=4096)
+    preset: Literal["quick", "paper"] | None = Field(
+        None, description="fills the data sizes and training settings not given: 'paper' "
+        "(the paper's recipe, the defaults) or 'quick' (a few minutes for LeNet on a CPU); "
+        "the stored spec holds the resolved settings")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        return fill_preset(data, PRESETS)
 
     @model_validator(mode="after")
     def _consistent(self) -> ProbeSpec:

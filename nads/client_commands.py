@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobs.kinds import REGISTRY
+from nadcore.learning_check import warning
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
     from nads.client import Client, Job
@@ -65,6 +66,9 @@ def _print_job(job: Job, as_json: bool) -> None:
         print(_job_line(job))
         if job.error:
             print(f"error: {job.error}")
+        note = warning(job.summary)
+        if note:  # the result means nothing (or not everywhere): say so, and what to change
+            print(f"warning: {note}")
 
 
 # Spec building: a JSON/YAML file, then flags, then --set overrides.
@@ -161,6 +165,9 @@ def submit(
     count: Annotated[int | None, typer.Option(help="probe: random directions")] = None,
     grid_stride: Annotated[int | None, typer.Option(help="probe: Fourier grid stride")] = None,
     epochs: Annotated[int | None, typer.Option(help="probe, poison: training epochs")] = None,
+    preset: Annotated[str | None, typer.Option(
+        help="probe, poison: quick (minutes on a CPU) or paper (the paper's recipe); fills "
+             "the training settings not given")] = None,
     dataset: Annotated[str | None, typer.Option(help="poison: digits or cifar10")] = None,
     indices: Annotated[str | None, typer.Option(help="poison: NAD indices, e.g. 0,600")
                        ] = None,
@@ -182,10 +189,10 @@ def submit(
     elif kind == "probe":
         flags |= {"directions.kind": directions, "directions.job": nad_job,
                   "directions.count": count, "directions.grid_stride": grid_stride,
-                  "training.epochs": epochs}
+                  "training.epochs": epochs, "preset": preset}
     elif kind == "poison":
         flags |= {"dataset.name": dataset, "nads.job": nad_job, "indices": _indices(indices),
-                  "eps": eps, "training.epochs": epochs}
+                  "eps": eps, "training.epochs": epochs, "preset": preset}
     spec = build_spec(kind, spec_file, flags, sets or [])
     client = _client(url, key)
     with _Guard():
@@ -202,15 +209,14 @@ def status(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = Fals
 
 
 def _wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> None:
-    from tqdm import tqdm
+    from nads.progress import ProgressDisplay
 
-    with tqdm(total=100, unit="%", file=sys.stderr, desc=job_id[:8],
-              bar_format="{desc} {bar} {n:.0f}% {postfix}") as bar:
-        def show(job: Job) -> None:
-            bar.n = round(job.progress * 100)
-            bar.set_postfix_str(job.message, refresh=True)
-
-        job = client.wait(job_id, timeout=timeout, on_progress=show)
+    display = ProgressDisplay(sys.stderr, job_id[:8])
+    try:
+        job = client.wait(job_id, timeout=timeout,
+                          on_progress=lambda j: display.update(j.status, j.progress, j.message))
+    finally:
+        display.close()
     _print_job(job, as_json)
     if job.status != "succeeded":
         raise typer.Exit(1)

@@ -348,6 +348,15 @@ function summaryFacts(job) {
   return facts(pairs);
 }
 
+// nadcore.learning_check's verdict: a result whose training did not learn, and what to change.
+function learningBanner(job) {
+  const l = job.summary && job.summary.learning;
+  if (!l || !l.not_learned) return "";
+  const what = l.did_not_learn ? "Nothing learned" : `${l.not_learned} of ${l.of} at chance`;
+  return el("p", { class: "error", id: "did-not-learn", role: "status",
+    title: l.rule, text: `${what}: ${l.hint}` });
+}
+
 function cancelButton(job) {
   const button = el("button", { type: "button", id: "cancel-job", text: "Cancel job" });
   button.addEventListener("click", async () => {
@@ -396,6 +405,7 @@ function viewJob(jobId) {
     // Terminal: draw the rest once (figures are fetched once, not at every poll).
     live.replaceChildren(
       job.error ? errorBox(job.error) : "",
+      learningBanner(job),
       summaryFacts(job),
       job.status === "succeeded" ? figures(job) : "",
       el("h2", { text: "Artifacts" }), artifactTable(job),

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from jobs.ownership import own_upload
 from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.datasets import ImageDataset, load_dataset
+from nadcore.learning_check import poison_learning
 from nadcore.poison import flip_dataset, poison_dataset
 from nadcore.poison_spec import PoisonSpec
 from nadcore.shards import PoisonPartial, run_poison_shard
@@ -159,7 +160,16 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
         "final": finals,
         "engine": {k: info[k] for k in ("device", "torch") if k in info},
         "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
+        **_learning(spec, train, data),
     }
+
+
+def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset) -> dict:
+    """`did_not_learn` and `learning` (nadcore.learning_check) from the final accuracies on
+    the (poisoned) training sets."""
+    learning = poison_learning(train[:, -1].tolist(), int(data.x_train.shape[0]),
+                               data.num_classes, spec.training.epochs)
+    return {"did_not_learn": learning["did_not_learn"], "learning": learning}
 
 
 def write_artifacts(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, train: np.ndarray,

@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
+from nadcore.learning_check import probe_learning
 from nadcore.probe_directions import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.shards import ProbePartial, run_probe_shard
@@ -79,11 +80,15 @@ def _entry(i: int, acc: float, label: str, labels: list) -> dict:
     return entry
 
 
-def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbePartial]) -> dict:
-    """JSON-able job summary: accuracy statistics, the first and the worst directions."""
+def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbePartial],
+              curves: np.ndarray) -> dict:
+    """JSON-able job summary: accuracy statistics, the first and the worst directions, and
+    which directions did not learn (`nadcore.learning_check`: `did_not_learn` when none did)."""
     label, labels = _labels(spec)
     worst = np.argsort(accuracies, kind="stable")[:5]
     info = partials[0].info if partials else {}
+    learning = probe_learning(accuracies.tolist(), curves[:, -1, 0].tolist(), spec.data.num_test,
+                              spec.data.num_train, spec.training.epochs, spec.training.lr)
     return {
         "architecture": spec.model_dump(mode="json")["architecture"],
         "input_shape": list(spec.input_shape),
@@ -98,6 +103,8 @@ def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbeParti
         "engine": {k: info[k] for k in ("strategy", "device", "chunk_size", "torch")
                    if k in info},
         "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
+        "did_not_learn": learning["did_not_learn"],
+        "learning": learning,
     }
 
 
@@ -151,7 +158,7 @@ class ProbeRunner:
         accuracies, curves = concatenate_shards(partials, directions.shape[0])
         require_finite(accuracies=accuracies)
         files = write_artifacts(probe_spec, directions, accuracies, curves, folder)
-        return files, summarize(probe_spec, accuracies, partials)
+        return files, summarize(probe_spec, accuracies, partials, curves)
 
 
 RUNNER = ProbeRunner()

@@ -1,0 +1,135 @@
+"""Did the training behind a probe or poison result learn anything? One torch-free rule, used by
+the merges of both kinds (worker/kinds/probe.py, worker/kinds/poison.py), which put its verdict
+and a hint in the job's summary (shown by `nads status` / `--wait` and the web page).
+
+**Chance, statistically.** A classifier that guesses among K balanced classes is right on each
+of n independent test samples with probability p = 1/K, so its accuracy is Binomial(n, p) / n:
+mean p, standard deviation sqrt(p (1 - p) / n). An accuracy within Z = 3 standard deviations of
+p cannot be told from guessing (a guesser lands outside that band with probability 0.27 %):
+for the binary probe (p = 1/2) the band is 50 % +- 150 / sqrt(n) percentage points, +-1.5 at the
+paper's 10,000 test samples, +-3.4 at 2,000 (the issue's 48.6-51.1 % at 2,000 lies inside).
+
+**A loss that did not move.** The probe also records the training loss (cross-entropy on 2
+logits; mean over the last epoch). Guessing costs ln 2 = 0.693 nats per sample; a calibrated
+binary classifier that is right with probability a costs H(a) = -a ln a - (1 - a) ln(1 - a),
+and H(0.6) = 0.673 = ln 2 - 0.020. A final training loss above ln 2 - 0.02 therefore means the
+network fits its own training set no better than a calibrated 60 % guess: training did not
+move off chance. A loss well above ln 2 (more than 0.1) means training diverged.
+
+A probe direction **did not learn** when both hold: test accuracy inside the chance band and
+training loss within the tolerance of ln 2 (or above it). Test accuracy at chance with a
+training loss well below ln 2 is not flagged: the network fitted its training set and did not
+generalize, which is what the paper reports for directions an architecture cannot learn. A
+poison model (which records accuracies only) **did not learn** when its accuracy on its own
+(poisoned) training set is inside the chance band of 1/K over the training-set size; its clean
+test accuracy at chance is not flagged, since latching onto the carrier is the experiment's
+finding.
+
+The job-level flag `did_not_learn` is set when no direction (no index) learned: then the
+result carries no information about the directions. Some directions at chance next to others
+well above it are the contrast a probe measures; they are listed, not flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+Z = 3.0  # standard deviations of the chance band
+LOSS_TOLERANCE = 0.02  # nats: ln 2 - H(0.6), see the module docstring
+DIVERGED = 0.1  # nats above ln K: training diverged
+LISTED = 64  # indices listed in a summary
+
+
+def chance_band(n: int, num_classes: int = 2) -> tuple[float, float]:
+    """(chance, margin) in percent: accuracies within chance +- margin on n samples cannot be
+    told from guessing among num_classes balanced classes (Z standard deviations)."""
+    p = 1.0 / num_classes
+    return 100.0 * p, 100.0 * Z * math.sqrt(p * (1.0 - p) / max(1, n))
+
+
+def near_chance(accuracy: float, n: int, num_classes: int = 2) -> bool:
+    """accuracy (percent) on n samples is inside the chance band."""
+    chance, margin = chance_band(n, num_classes)
+    return abs(accuracy - chance) <= margin
+
+
+def loss_at_chance(loss: float, num_classes: int = 2) -> bool:
+    """A mean cross-entropy that did not go below ln K - LOSS_TOLERANCE (or diverged above)."""
+    return not loss < math.log(num_classes) - LOSS_TOLERANCE
+
+
+def did_not_learn(accuracy: float, n: int, num_classes: int = 2,
+                  train_loss: float | None = None) -> bool:
+    """The rule of the module docstring for one trained network."""
+    return near_chance(accuracy, n, num_classes) and (
+        train_loss is None or loss_at_chance(train_loss, num_classes))
+
+
+def _verdict(failed: list[int], n: int, rule: str, hint: str) -> dict[str, Any]:
+    return {"did_not_learn": bool(n) and len(failed) == n, "not_learned": len(failed),
+            "of": n, "indices": failed[:LISTED], "rule": rule,
+            "hint": hint if failed else None}
+
+
+def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[float],
+                   num_test: int, num_train: int, epochs: int, lr: float) -> dict[str, Any]:
+    """The summary's `learning` of a probe job: which directions did not learn, and what to
+    change. `num_train`, `epochs` and `lr` are the spec's (the hint compares them with the
+    paper's recipe: below it, more of them; at it, the chance is the architecture's)."""
+    failed = [i for i, (a, loss) in enumerate(zip(test_accuracies, train_losses, strict=True))
+              if did_not_learn(float(a), num_test, 2, float(loss))]
+    chance, margin = chance_band(num_test)
+    rule = (f"test accuracy within {chance:.0f} +- {margin:.1f} % ({Z:.0f} standard deviations "
+            f"of guessing on {num_test} test samples) and final training loss above "
+            f"ln 2 - {LOSS_TOLERANCE} nats")
+    diverged = [i for i in failed if float(train_losses[i]) > math.log(2) + DIVERGED]
+    if 0 < len(failed) < len(test_accuracies) and not diverged:
+        hint = (f"{len(test_accuracies) - len(failed)} direction(s) learned: the others stayed "
+                "at chance with this recipe (the architecture's directional bias, or too few "
+                "samples or epochs for them)")
+    elif diverged:
+        hint = (f"training diverged (loss above ln 2) on {len(diverged)} direction(s): lower "
+                f"training.lr (now {lr:g})")
+    elif num_train < 10_000 or epochs < 20:
+        hint = (f"the training did not move off chance: {num_train} samples x {epochs} epochs "
+                "is below the paper's 10,000 x 20; give more data.num_train or "
+                "training.epochs, a larger training.lr, or \"preset\": \"paper\" (or "
+                "\"quick\", measured to learn low frequencies on a CPU in minutes)")
+    else:
+        hint = ("at the paper's recipe the training did not move off chance: the architecture "
+                "does not learn along these directions (a CNN and high frequencies); probe a "
+                "low frequency, e.g. fourier (0, 1) with phase sin, as a control")
+    return _verdict(failed, len(test_accuracies), rule, hint)
+
+
+def poison_learning(train_accuracies: Sequence[float], num_train: int, num_classes: int,
+                    epochs: int) -> dict[str, Any]:
+    """The summary's `learning` of a poison job: which models did not fit their own (poisoned)
+    training set better than guessing among num_classes classes."""
+    failed = [i for i, a in enumerate(train_accuracies)
+              if did_not_learn(float(a), num_train, num_classes)]
+    chance, margin = chance_band(num_train, num_classes)
+    rule = (f"accuracy on the poisoned training set within {chance:.0f} +- {margin:.1f} % "
+            f"({Z:.0f} standard deviations of guessing among {num_classes} classes on "
+            f"{num_train} samples)")
+    if 0 < len(failed) < len(train_accuracies):
+        hint = (f"{len(failed)} model(s) did not fit their training set in {epochs} epochs "
+                "while the others did: a smaller training.lr, or more training.epochs")
+    else:
+        hint = (f"the network did not fit its training set in {epochs} epochs: give more "
+                "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
+                "\"paper\"")
+    return _verdict(failed, len(train_accuracies), rule, hint)
+
+
+def warning(summary: dict[str, Any] | None) -> str | None:
+    """One line for a person (the CLI): what did not learn and what to change; None when
+    everything learned (or the summary predates the check)."""
+    learning = (summary or {}).get("learning")
+    if not learning or not learning.get("not_learned"):
+        return None
+    what = "nothing learned" if learning["did_not_learn"] else (
+        f"{learning['not_learned']} of {learning['of']} at chance")
+    return f"{what}: {learning['hint']}"
