@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from store.auth import find_key
-from store.blobs import BlobStore
+from store.blobs import Blobs
 from store.db import get_sessionmaker
 from store.models import ApiKey, User
 from store.settings import Settings
@@ -25,13 +25,13 @@ def get_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-def get_blobs(request: Request) -> BlobStore:
+def get_blobs(request: Request) -> Blobs:
     return request.app.state.blobs
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
-BlobsDep = Annotated[BlobStore, Depends(get_blobs)]
+BlobsDep = Annotated[Blobs, Depends(get_blobs)]
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:

@@ -21,7 +21,7 @@ from api.routers import (
     web,
 )
 from jobs.broker import make_celery
-from store.blobs import BlobStore
+from store.blobs import open_blob_store
 from store.settings import Settings, get_settings
 
 
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = make_celery(settings)
-    app.state.blobs = BlobStore(settings.resolved_blob_dir)
+    app.state.blobs = open_blob_store(settings)
     errors.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore, record_blob
+from store.blobs import Blobs, record_blob
 from store.models import DATASET_UPLOAD, NADS_UPLOAD
 
 UPLOAD_KINDS = (DATASET_UPLOAD, NADS_UPLOAD)
@@ -63,7 +63,7 @@ class ReceivedFile:
 class _Receiver:
     """python-multipart callbacks: fields into a dict, the `file` part into a hashed file."""
 
-    def __init__(self, blobs: BlobStore, limit: int, setting: str) -> None:
+    def __init__(self, blobs: Blobs, limit: int, setting: str) -> None:
         self.blobs, self.limit, self.setting = blobs, limit, setting
         self.result = ReceivedFile()
         self._header_field = b""
@@ -155,7 +155,7 @@ def _mkstemp(folder: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=folder, prefix="upload-")
 
 
-async def receive_upload(request: Request, blobs: BlobStore, limit: int,
+async def receive_upload(request: Request, blobs: Blobs, limit: int,
                          setting: str = "NADS_MAX_UPLOAD_BYTES",
                          fields: str = "a 'kind' field") -> ReceivedFile:
     """Parses a multipart/form-data body as it arrives. Raises 413 once the file passes
@@ -195,7 +195,7 @@ async def receive_upload(request: Request, blobs: BlobStore, limit: int,
 RowT = TypeVar("RowT")
 
 
-async def store_upload(session: Session, blobs: BlobStore, received: ReceivedFile,
+async def store_upload(session: Session, blobs: Blobs, received: ReceivedFile,
                        make_row: Callable[[], RowT],
                        before: Callable[[], None] | None = None) -> RowT:
     """Runs `before` (a check that may refuse, e.g. the rate limit, in the transaction that

@@ -23,7 +23,7 @@ import torch
 from nadcore import NADSpec, compute_shard
 from nadcore.spec import ArchitectureRef
 from nads.export_command import export_architecture
-from store.blobs import BlobStore
+from store.blobs import open_blob_store
 from store.settings import Settings
 from worker import uploaded
 
@@ -43,7 +43,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         settings = Settings(data_dir=Path(tmp))
-        blobs = BlobStore(settings.resolved_blob_dir)
+        blobs = open_blob_store(settings)
         for arch in args.archs.split(","):
             n = args.networks or SIZES[arch]
             path = export_architecture(arch, shape, Path(tmp) / f"{arch}.pt2")

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from nadcore.spec import BUILTIN_ARCHITECTURES
-from store.blobs import BlobStore, record_blob
+from store.blobs import Blobs, open_blob_store, record_blob
 from store.blobs import file_sha256 as sha256_file
 from store.models import CATALOG_READY, CatalogEntry, utcnow
 from store.settings import Settings
@@ -120,7 +120,7 @@ def _built_at(provenance: dict[str, Any]) -> datetime:
         return utcnow()
 
 
-def _store_files(blobs: BlobStore, session: Session, entry: ShippedEntry) -> dict[str, str]:
+def _store_files(blobs: Blobs, session: Session, entry: ShippedEntry) -> dict[str, str]:
     stored = {}
     for name in FILES:
         sha = entry.files[name]["sha256"]
@@ -133,7 +133,7 @@ def _store_files(blobs: BlobStore, session: Session, entry: ShippedEntry) -> dic
     return stored
 
 
-def install_entry(session: Session, blobs: BlobStore, settings: Settings,
+def install_entry(session: Session, blobs: Blobs, settings: Settings,
                   entry: ShippedEntry) -> str:
     """Records one shipped entry as ready (files checked and copied into the blob store).
     Returns what it did: "installed", "updated", "unchanged" or "kept built"."""
@@ -174,7 +174,7 @@ def install_entry(session: Session, blobs: BlobStore, settings: Settings,
 def install_shipped(session: Session, settings: Settings) -> dict[str, str]:
     """Installs every entry under `settings.catalog_shipped_dir`; name -> what was done (or
     the error: a bad entry is reported and skipped, the others are installed)."""
-    blobs = BlobStore(settings.resolved_blob_dir)
+    blobs = open_blob_store(settings)
     done = {}
     try:
         entries = shipped_entries(settings.catalog_shipped_dir)

@@ -152,11 +152,11 @@ def export_from_service(out: Path, arch: str, settings: Any,
     """Writes the entry of a ready, built catalog entry of the service at `settings`."""
     from sqlalchemy import select
 
-    from store.blobs import BlobStore
+    from store.blobs import open_blob_store
     from store.db import session_scope
     from store.models import CATALOG_READY, Artifact, CatalogEntry, Job, Shard
 
-    blobs = BlobStore(settings.resolved_blob_dir)
+    blobs = open_blob_store(settings)
     with session_scope(settings.resolved_database_url) as session:
         entry = session.scalar(select(CatalogEntry).where(CatalogEntry.name == arch))
         if entry is None or entry.status != CATALOG_READY or entry.job is None:

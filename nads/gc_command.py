@@ -16,12 +16,12 @@ def gc_command(
         "NADS_BLOB_GC_GRACE_S).")] = None,
 ) -> None:
     from store.blobgc import collect
-    from store.blobs import BlobStore
+    from store.blobs import open_blob_store
     from store.db import get_sessionmaker
     from store.settings import get_settings
 
     settings = get_settings()
     grace = settings.blob_gc_grace_s if grace_s is None else grace_s
     report = collect(get_sessionmaker(settings.resolved_database_url),
-                     BlobStore(settings.resolved_blob_dir), grace)
+                     open_blob_store(settings), grace)
     print(json.dumps({"grace_s": grace, **report.as_dict()}))

@@ -55,7 +55,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore
+from store.blobs import Blobs
 from store.models import (
     TERMINAL,
     Architecture,
@@ -117,7 +117,7 @@ def collectable(cutoff: datetime, also_kept: set[str]) -> list[ColumnElement[boo
     return conditions
 
 
-def _settle_trash(session: Session, blobs: BlobStore, report: Report) -> None:
+def _settle_trash(session: Session, blobs: Blobs, report: Report) -> None:
     for path, sha, age in list(blobs.trashed()):
         if age < TRASH_SETTLE_S:
             continue  # another collector's C2..C3 may be under way
@@ -130,7 +130,7 @@ def _settle_trash(session: Session, blobs: BlobStore, report: Report) -> None:
     session.rollback()
 
 
-def _adopt_orphans(session: Session, blobs: BlobStore, cutoff: datetime, report: Report) -> None:
+def _adopt_orphans(session: Session, blobs: Blobs, cutoff: datetime, report: Report) -> None:
     """Rows for files older than the cutoff that have none (touched_at = the file's mtime)."""
     known = set(session.scalars(select(Blob.sha256)))
     session.rollback()
@@ -151,7 +151,7 @@ def _naive(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC).replace(tzinfo=None)
 
 
-def _remove_one(session: Session, blobs: BlobStore, sha: str, size: int, grace_s: float,
+def _remove_one(session: Session, blobs: Blobs, sha: str, size: int, grace_s: float,
                 also_kept: set[str], report: Report) -> None:
     cutoff = utcnow() - timedelta(seconds=grace_s)
     try:  # C1
@@ -180,7 +180,7 @@ def _remove_one(session: Session, blobs: BlobStore, sha: str, size: int, grace_s
     report.removed_bytes += size
 
 
-def collect(new_session: Callable[[], Session], blobs: BlobStore, grace_s: float,
+def collect(new_session: Callable[[], Session], blobs: Blobs, grace_s: float,
             batch: int = 10_000) -> Report:
     """One pass: settles old trash, removes abandoned tmp/ files, gives old row-less files a
     row, then removes every blob row (and file) untouched for `grace_s` seconds that nothing
@@ -200,7 +200,7 @@ def collect(new_session: Callable[[], Session], blobs: BlobStore, grace_s: float
     return report
 
 
-def collect_if_due(new_session: Callable[[], Session], blobs: BlobStore, settings: Settings
+def collect_if_due(new_session: Callable[[], Session], blobs: Blobs, settings: Settings
                    ) -> dict[str, Any] | None:
     """From the reconciler: a pass at most every `blob_gc_interval_s` per worker process (the
     clock is the process's own, so the store holds no marker; passes of several processes may
@@ -209,7 +209,7 @@ def collect_if_due(new_session: Callable[[], Session], blobs: BlobStore, setting
     interval = settings.blob_gc_interval_s
     if interval <= 0:
         return None
-    now, root = time.monotonic(), str(blobs.root)
+    now, root = time.monotonic(), blobs.location
     if root in _last_pass and now - _last_pass[root] < interval:
         return None
     _last_pass[root] = now

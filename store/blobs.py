@@ -9,7 +9,13 @@ collector safe (store/blobgc.py, where the argument is written): stage the bytes
 hashed into `tmp/`), then in the transaction that inserts the referencing row, `keep_blob`:
 record the blob's row (`record_blob`: insert or refresh `touched_at`) FIRST, then move the
 file into place, then insert the reference and commit. The collector's file operations are the
-small methods `trash`, `restore` and `remove` (another backend would implement the same ones).
+small methods `trash`, `restore` and `remove`.
+
+Two backends implement the same `Blobs` interface: this directory (the embedded default, or a
+shared POSIX filesystem such as NFS mounted at `NADS_BLOB_DIR` on every node) and an
+S3-compatible bucket (store/blobs_s3.py, `NADS_BLOB_URL=s3://bucket/prefix`), which lets GPU
+workers on other hosts share blobs with the API. `open_blob_store(settings)` picks one; every
+process builds its store through it.
 """
 
 from __future__ import annotations
@@ -21,15 +27,19 @@ import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from store.models import Blob, utcnow
+
+if TYPE_CHECKING:
+    from store.settings import Settings
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
@@ -49,9 +59,48 @@ class Staged:
         self.path.unlink(missing_ok=True)
 
 
+class Blobs(Protocol):
+    """What readers, writers and the collector use of a blob store. `path` gives a local file
+    (the S3 store downloads it into its read-through cache first); a missing blob's path is
+    not a file. `remote` stores serve downloads with `size` and `read_range` (api/files.py)."""
+
+    remote: bool
+
+    @property
+    def location(self) -> str: ...
+    def path(self, sha256: str) -> Path: ...
+    def exists(self, sha256: str) -> bool: ...
+    def size(self, sha256: str) -> int | None: ...
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]: ...
+    def put_file(self, source: Path) -> tuple[str, int]: ...
+    def adopt(self, tmp_path: Path, sha256: str) -> Path: ...
+    def stage(self, source: Path) -> Staged: ...
+    def put(self, staged: Staged) -> Path: ...
+    def trash(self, sha256: str) -> object | None: ...
+    def restore(self, trashed: object) -> None: ...
+    def remove(self, trashed: object) -> None: ...
+    def trashed(self) -> Iterator[tuple[object, str, float]]: ...
+    def stored(self) -> Iterator[tuple[str, int, float]]: ...
+    def clean_tmp(self, older_than_s: float) -> int:
+        """Removes files left in tmp/ (by a writer that died) older than `older_than_s`."""
+        return remove_older(self.root / "tmp", older_than_s)
+
+    def tmp_dir(self) -> Path: ...
+    def verify(self, sha256: str) -> bool: ...
+    def check_writable(self) -> None: ...
+
+
 class BlobStore:
+    """The directory backend."""
+
+    remote = False
+
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def path(self, sha256: str) -> Path:
         if not _SHA.match(sha256):
@@ -60,6 +109,20 @@ class BlobStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int | None:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def read_range(self, sha256: str, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of the blob, in chunks."""
+        with open(self.path(sha256), "rb") as f:
+            f.seek(start)
+            while start < end and (chunk := f.read(min(_CHUNK, end - start))):
+                start += len(chunk)
+                yield chunk
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy `source` into the store; returns (sha256, size)."""
@@ -84,28 +147,7 @@ class BlobStore:
         """Copies `source` into tmp/ while hashing it; `put` or `keep_blob` moves it in place.
         A full or read-only store raises OSError naming the store and the file (the job's
         error says so); nothing is left behind."""
-        try:
-            fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir(), prefix="stage-")
-        except OSError as exc:
-            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name}: "
-                          f"{exc.strerror or exc}") from exc
-        digest, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise OSError(exc.errno, f"blob store {self.root} cannot take {source.name} "
-                          f"({size:,} bytes written): {exc.strerror or exc}") from exc
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        return Staged(Path(tmp_name), digest.hexdigest(), size)
+        return stage_into(self.tmp_dir, str(self.root), source)
 
     def put(self, staged: Staged) -> Path:
         """Moves a staged file into place (atomic rename; the same bytes replace the same)."""
@@ -192,6 +234,67 @@ class BlobStore:
             pass
 
 
+def stage_into(folder: Callable[[], Path], store: str, source: Path) -> Staged:
+    """Copies `source` into a new file of `folder()` while hashing it (both backends stage
+    locally: the S3 one uploads the staged file once its sha256, the key, is known)."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=folder(), prefix="stage-")
+    except OSError as exc:
+        raise OSError(exc.errno, f"blob store {store} cannot take {source.name}: "
+                      f"{exc.strerror or exc}") from exc
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise OSError(exc.errno, f"blob store {store} cannot take {source.name} "
+                      f"({size:,} bytes written): {exc.strerror or exc}") from exc
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return Staged(Path(tmp_name), digest.hexdigest(), size)
+
+
+def remove_older(folder: Path, older_than_s: float) -> int:
+    """Removes the files directly in `folder` last modified more than `older_than_s` ago."""
+    removed = 0
+    if not folder.is_dir():
+        return 0
+    horizon = time.time() - older_than_s
+    for entry in os.scandir(folder):
+        with contextlib.suppress(FileNotFoundError):
+            if entry.is_file() and entry.stat().st_mtime < horizon:
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
+_OPENED: dict[tuple[int, str, str], Blobs] = {}
+
+
+def open_blob_store(settings: Settings) -> Blobs:
+    """The store the settings name: the S3 bucket of `NADS_BLOB_URL` (its staging and
+    read-through cache under `NADS_BLOB_DIR`), else the directory `NADS_BLOB_DIR`. One per
+    process and configuration (a boto3 client is thread-safe, but must not cross a fork)."""
+    key = (os.getpid(), settings.blob_url or "", str(settings.resolved_blob_dir))
+    store = _OPENED.get(key)
+    if store is None:
+        if settings.blob_url:
+            from store.blobs_s3 import S3BlobStore  # boto3 only where a bucket is used
+
+            store = S3BlobStore.from_url(settings.blob_url, settings.resolved_blob_dir)
+        else:
+            store = BlobStore(settings.resolved_blob_dir)
+        _OPENED[key] = store
+    return store
+
+
 def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -225,7 +328,7 @@ def touch_blobs(session: Session, shas: Iterable[str | None]) -> None:
         session.execute(update(Blob).where(Blob.sha256.in_(wanted)).values(touched_at=utcnow()))
 
 
-def keep_blob(session: Session, blobs: BlobStore, staged: Staged) -> str:
+def keep_blob(session: Session, blobs: Blobs, staged: Staged) -> str:
     """The writer's protocol for a staged file: record (touch) the row, then move the file into
     place; the caller inserts the reference in the same transaction and commits. Returns the
     sha256. The staged file is gone afterwards either way."""

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite.")
     broker_url: str | None = Field(None, description="Celery broker; default filesystem://.")
     blob_dir: Path | None = Field(None, description="Content-addressed blob store directory.")
+    blob_url: str | None = Field(
+        None, description="s3://bucket/prefix: blobs in an S3-compatible bucket shared by every "
+        "node (store/blobs_s3.py; endpoint and credentials from the AWS_* variables); "
+        "NADS_BLOB_DIR then holds only this node's staging and read-through cache.",
+    )
 
     # Quotas: a spec whose estimate exceeds one of them is refused (0 disables a limit).
     max_forward_passes: int = Field(2_000_000_000, ge=0)
@@ -134,6 +139,15 @@ class Settings(BaseSettings):
         description="Catalog entries shipped with the repository (catalog_data/), installed "
         "as ready by `nads serve` and `nads catalog install` (jobs/shipped.py); '' for none.",
     )
+
+    @field_validator("blob_url", mode="before")
+    @classmethod
+    def _blob_url(cls, v: object) -> object:
+        if v in ("", None):
+            return None
+        if not isinstance(v, str) or not v.startswith("s3://") or len(v) <= 5 or v[5] == "/":
+            raise ValueError(f"blob_url: {v!r} is not s3://bucket or s3://bucket/prefix")
+        return v
 
     @field_validator("catalog_shipped_dir", mode="before")
     @classmethod

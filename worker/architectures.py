@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 
 from jobs.broker import VALIDATE_ARCHITECTURE
 from nadcore.custom import CustomArchitectureError, sniff_format
-from store.blobs import BlobStore
+from store.blobs import open_blob_store
 from store.db import session_scope
 from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
 from store.settings import Settings, get_settings
@@ -48,7 +48,7 @@ def validate_architecture(architecture_id: str) -> str | None:
         if row is None or row.status != VALIDATING:
             return None
         sha, shape, init = row.sha256, list(row.input_shape), row.init
-    path = BlobStore(settings.resolved_blob_dir).path(sha)
+    path = open_blob_store(settings).path(sha)
     if not path.is_file():
         status, info, reason = REJECTED, None, "file: the uploaded archive is missing from " \
             "the blob store"

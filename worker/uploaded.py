@@ -24,7 +24,7 @@ from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 from nadcore.shards import PoisonPartial, ProbePartial
 from nadcore.spec import ArchitectureRef, NADSpec, is_custom
-from store.blobs import BlobStore
+from store.blobs import open_blob_store
 from store.settings import Settings
 from worker.sandbox import Limits, SandboxError, run_sandboxed
 
@@ -34,7 +34,7 @@ def uses_upload(spec: NADSpec | ProbeSpec | PoisonSpec) -> bool:
 
 
 def _archive(settings: Settings, ref: ArchitectureRef) -> Path:
-    path = BlobStore(settings.resolved_blob_dir).path(ref.sha256 or "")
+    path = open_blob_store(settings).path(ref.sha256 or "")
     if ref.sha256 is None or not path.is_file():
         raise SandboxError(f"architecture {ref.id}: its archive is missing from the blob store")
     return path

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
 from api.deps import BlobsDep, CurrentUser, SessionDep
-from api.files import file_response
+from api.files import blob_response
 from api.submission import get_own_job
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
@@ -36,5 +36,5 @@ def download_artifact(job_id: str, name: str, request: Request, session: Session
     # hold it until the last byte reached a (slow) client, and 100 concurrent downloads would
     # starve every other request of the pool (the load test: 30 s waits, then 500s).
     session.close()
-    return file_response(request, blobs.path(sha256), sha256, media_type, name,
+    return blob_response(request, blobs, sha256, media_type, name,
                          "private, max-age=31536000, immutable")

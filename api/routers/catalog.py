@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from api.catalog_listing import how_to_build, with_absent
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
-from api.files import file_response
+from api.files import blob_response, file_response
 from jobs.catalog import CATALOG_ARCHITECTURES, describe
 from store.models import CATALOG_READY, Artifact, CatalogEntry
 from store.settings import Settings
@@ -180,9 +180,9 @@ def download(arch: str, name: str, request: Request, session: SessionDep, blobs:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"name: the {arch} build has no {name}")
     session.close()  # the database connection goes back to the pool before the file streams
-    path = blobs.path(sha256)
     if k is None:
-        return file_response(request, path, sha256, media_type, name, CACHE_CONTROL)
+        return blob_response(request, blobs, sha256, media_type, name, CACHE_CONTROL)
+    path = blobs.path(sha256)
     if not path.is_file():
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
                             detail=f"blob {sha256} of {name!r} is missing from the store")

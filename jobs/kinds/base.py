@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from store.blobs import BlobStore
+from store.blobs import Blobs
 from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
@@ -68,7 +68,7 @@ class Admission:
     session: Session
     user_id: int
     settings: Settings
-    blobs: BlobStore
+    blobs: Blobs
     arch_info: dict[str, Any] | None
 
 

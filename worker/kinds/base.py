@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from nadcore.control import Progress, ShouldStop
-from store.blobs import BlobStore
+from store.blobs import Blobs, open_blob_store
 from store.settings import get_settings
 
 Files = list[tuple[Path, str]]  # (path, media type) of each artifact
@@ -66,8 +66,8 @@ def db_url() -> str:
     return get_settings().resolved_database_url
 
 
-def blob_store() -> BlobStore:
-    return BlobStore(get_settings().resolved_blob_dir)
+def blob_store() -> Blobs:
+    return open_blob_store(get_settings())
 
 
 def torch_threads() -> int:
