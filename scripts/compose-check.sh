@@ -133,7 +133,8 @@ done
 
 # --- the stack ------------------------------------------------------------------------------
 # Compose v1 cannot remove keys in an override: the base file's published ports (no meaning on
-# the host network) and the worker's NVIDIA device reservation (no GPU here) are dropped from
+# the host network), the worker's NVIDIA device reservation (no GPU here) and the MinIO blob
+# service (its image cannot be pulled; the local stack uses the directory store) are dropped from
 # the merged file, and so are the build sections (the images are built above, with secrets).
 "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml -f deploy/local/docker-compose.host.yml \
   config > "$STATE/merged.yml"
@@ -143,6 +144,17 @@ import sys
 import yaml
 
 config = yaml.safe_load(open(sys.argv[1]))
+# No MinIO here (no registry): the local override keeps the directory store (NADS_BLOB_URL="").
+for name in ("minio", "minio-init"):
+    config["services"].pop(name, None)
+config.get("volumes", {}).pop("miniodata", None)
+for service in config["services"].values():
+    needs = service.get("depends_on")
+    if isinstance(needs, dict):
+        for name in ("minio", "minio-init"):
+            needs.pop(name, None)
+    elif isinstance(needs, list):
+        service["depends_on"] = [n for n in needs if n not in ("minio", "minio-init")]
 for name, service in config["services"].items():
     if service.get("network_mode") != "host":
         sys.exit(f"compose-check: service {name} is not in deploy/local/docker-compose.host.yml")
