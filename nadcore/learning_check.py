@@ -19,11 +19,16 @@ move off chance. A loss well above ln 2 (more than 0.1) means training diverged.
 A probe direction **did not learn** when both hold: test accuracy inside the chance band and
 training loss within the tolerance of ln 2 (or above it). Test accuracy at chance with a
 training loss well below ln 2 is not flagged: the network fitted its training set and did not
-generalize, which is what the paper reports for directions an architecture cannot learn. A
-poison model (which records accuracies only) **did not learn** when its accuracy on its own
-(poisoned) training set is inside the chance band of 1/K over the training-set size; its clean
-test accuracy at chance is not flagged, since latching onto the carrier is the experiment's
-finding.
+generalize, which is what the paper reports for directions an architecture cannot learn.
+
+A poison model records accuracies only, and the binomial band does not apply to it: a network
+stuck at its random initialization is a fixed function of the images that correlates with the
+classes by chance (measured: LeNet on 300 digits with lr 1e-9, 21.7 % training accuracy, far
+outside the guessing band 10 +- 5.2 %). The poison experiment presupposes a fitted training
+set (the paper's recipe fits it to 98-100 %, BENCHMARKS.md), so a poison model **did not
+learn** when its accuracy on its own (poisoned) training set stays below halfway between
+chance (1/K) and a perfect fit. Its clean test accuracy is not judged: a low one with a fitted
+training set is the experiment's finding (the network latched onto the carrier).
 
 The job-level flag `did_not_learn` is set when no direction (no index) learned: then the
 result carries no information about the directions. Some directions at chance next to others
@@ -104,23 +109,26 @@ def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[floa
     return _verdict(failed, len(test_accuracies), rule, hint)
 
 
-def poison_learning(train_accuracies: Sequence[float], num_train: int, num_classes: int,
-                    epochs: int) -> dict[str, Any]:
+def fitted_threshold(num_classes: int) -> float:
+    """Training accuracy (percent) a poison model must reach: halfway from chance to 100 %."""
+    return (100.0 + 100.0 / num_classes) / 2.0
+
+
+def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs: int
+                    ) -> dict[str, Any]:
     """The summary's `learning` of a poison job: which models did not fit their own (poisoned)
-    training set better than guessing among num_classes classes."""
-    failed = [i for i, a in enumerate(train_accuracies)
-              if did_not_learn(float(a), num_train, num_classes)]
-    chance, margin = chance_band(num_train, num_classes)
-    rule = (f"accuracy on the poisoned training set within {chance:.0f} +- {margin:.1f} % "
-            f"({Z:.0f} standard deviations of guessing among {num_classes} classes on "
-            f"{num_train} samples)")
+    training set (the module docstring)."""
+    threshold = fitted_threshold(num_classes)
+    failed = [i for i, a in enumerate(train_accuracies) if not float(a) >= threshold]
+    rule = (f"accuracy on the poisoned training set below {threshold:.0f} % (halfway between "
+            f"chance, {100 / num_classes:.0f} % for {num_classes} classes, and a perfect fit)")
     if 0 < len(failed) < len(train_accuracies):
         hint = (f"{len(failed)} model(s) did not fit their training set in {epochs} epochs "
                 "while the others did: a smaller training.lr, or more training.epochs")
     else:
-        hint = (f"the network did not fit its training set in {epochs} epochs: give more "
-                "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
-                "\"paper\"")
+        hint = (f"the network did not fit its training set in {epochs} epochs, so its test "
+                "accuracy says nothing about the carrier: give more training.epochs, a "
+                "smaller training.lr if it diverged, or \"preset\": \"paper\"")
     return _verdict(failed, len(train_accuracies), rule, hint)
 
 

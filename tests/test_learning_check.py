@@ -80,11 +80,14 @@ def test_probe_hints_follow_the_diagnosis() -> None:
 
 
 def test_poison_flags_a_model_that_did_not_fit_its_training_set() -> None:
-    # digits: 10 classes, 1,437 training images: chance 10 +- 2.4 %
-    stuck = poison_learning([11.0], 1437, 10, 1)
+    # digits, 10 classes: a fit is at least 55 % (halfway from chance to 100 %); LeNet at its
+    # random initialization measured 21.7 %, above the guessing band, and is flagged
+    stuck = poison_learning([21.7], 10, 1)
     assert stuck["did_not_learn"] and "training.epochs" in stuck["hint"]
     # a model that fits its poisoned training set but fails the clean test is the finding
-    assert not poison_learning([99.0, 98.5], 1437, 10, 8)["did_not_learn"]
+    assert not poison_learning([99.0, 98.5], 10, 8)["did_not_learn"]
+    partial = poison_learning([99.0, 30.0], 10, 8)
+    assert not partial["did_not_learn"] and partial["indices"] == [1]
 
 
 PROBE = {"architecture": "lenet", "directions": {"kind": "random", "count": 1}}
@@ -96,11 +99,11 @@ def test_presets_fill_only_what_is_not_given_and_are_stored_resolved() -> None:
     assert quick.training.epochs == PRESETS["quick"]["training"]["epochs"]
     assert quick.data.num_train == PRESETS["quick"]["data"]["num_train"]
     stored = quick.model_dump(mode="json")
-    assert stored["preset"] == "quick" and stored["training"]["batch_size"] == 32
+    assert stored["preset"] == "quick" and stored["data"]["num_test"] == 2000
     assert ProbeSpec.model_validate(stored) == quick  # reproducible from the stored spec
     # a model built in Python: only its explicitly set fields win
-    built = ProbeSpec(**PROBE, preset="quick", training=TrainingSettings(epochs=2))
-    assert built.training.epochs == 2 and built.training.batch_size == 32
+    built = ProbeSpec(**PROBE, preset="quick", training=TrainingSettings(lr=0.2))
+    assert built.training.lr == 0.2 and built.training.epochs == 5
     # the paper's preset is the defaults; no preset (a spec stored before presets) too
     assert ProbeSpec.model_validate({**PROBE, "preset": "paper"}).training == TrainingSettings()
     old = ProbeSpec.model_validate(PROBE)

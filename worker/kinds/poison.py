@@ -167,8 +167,7 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
 def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset) -> dict:
     """`did_not_learn` and `learning` (nadcore.learning_check) from the final accuracies on
     the (poisoned) training sets."""
-    learning = poison_learning(train[:, -1].tolist(), int(data.x_train.shape[0]),
-                               data.num_classes, spec.training.epochs)
+    learning = poison_learning(train[:, -1].tolist(), data.num_classes, spec.training.epochs)
     return {"did_not_learn": learning["did_not_learn"], "learning": learning}
 
 

@@ -1,0 +1,133 @@
+"""Results that say when they mean nothing, and presets (issue 17), end to end: the `nads` CLI
+in a subprocess (stdout and stderr to pipes, as in a log) against the real server and worker.
+
+- A probe set up as the issue's (LeNet, 2,000 samples, 3 epochs: train loss stuck at ln 2) is
+  flagged in its summary and `--wait` prints the warning with what to change; one with
+  `--preset quick` learns, is not flagged, and stores the preset's resolved settings.
+- A poison model that cannot move (lr 1e-9) is flagged; the quick preset's is not.
+- Without a terminal, `--wait` logs a progress line only when the state or the whole percent
+  changes (it logged one per poll: 50 kB for a long job).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from store.settings import Settings
+
+from .support import new_key, submit_job, wait_for_job
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+NADS_BIN = str(Path(sys.executable).with_name("nads"))
+STUCK = {"architecture": "lenet", "input_shape": [1, 32, 32],
+         "directions": {"kind": "fourier", "frequencies": [[0, 1]], "phase": "sin"},
+         "data": {"num_train": 2000, "num_test": 2000}, "training": {"epochs": 3}, "seed": 0}
+LEARNS = {"architecture": "logreg", "input_shape": [1, 8, 8],
+          "directions": {"kind": "random", "count": 2, "seed": 1}, "seed": 0}
+BAR = re.compile(r"^(\w{8}) \[[#.]+\] +(\d+)%  (\w+)")
+
+
+@pytest.fixture(scope="module")
+def key(settings: Settings, api_url: str) -> str:
+    return new_key(settings, "learning-user")
+
+
+@pytest.fixture(scope="module")
+def user(api_url: str, key: str) -> httpx.Client:
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as c:
+        yield c
+
+
+def nads_cli(*args: str, url: str, key: str) -> subprocess.CompletedProcess:
+    env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": url, "NADS_KEY": key}
+    return subprocess.run([NADS_BIN, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def progress_keys(stderr: str) -> list[tuple[str, int]]:
+    """(status, percent) of every progress line; every stderr line must be one."""
+    lines = stderr.splitlines()
+    assert lines and "\r" not in stderr, stderr
+    keys = []
+    for line in lines:
+        m = BAR.match(line)
+        assert m, f"not a progress line: {line!r}"
+        keys.append((m.group(3), int(m.group(2))))
+    return keys
+
+
+def test_cli_flags_a_probe_that_did_not_learn_and_logs_only_changes(
+        api_url: str, key: str, user: httpx.Client, tmp_path: Path) -> None:
+    spec = tmp_path / "stuck.json"
+    spec.write_text(json.dumps(STUCK))
+    run = nads_cli("submit", "probe", "--spec", str(spec), "--wait", url=api_url, key=key)
+    assert run.returncode == 0, run.stderr
+    job_id = run.stdout.split()[0]
+    warning = [line for line in run.stdout.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and warning[0].startswith("warning: nothing learned: "), run.stdout
+    assert "preset" in warning[0] and "data.num_train" in warning[0]
+    keys = progress_keys(run.stderr)
+    # one line per change of state or whole percent: no two lines alike, in order, ending done
+    assert len(keys) == len(set(keys)) and keys[-1] == ("succeeded", 100), keys
+    running = [pct for state, pct in keys if state == "running"]
+    assert running == sorted(running)
+    job = user.get(f"/v1/jobs/{job_id}").json()
+    learning = job["summary"]["learning"]
+    assert job["summary"]["did_not_learn"] is True and learning["indices"] == [0]
+    assert 48.0 < job["summary"]["accuracy_mean"] < 52.0  # the issue's 48.6-51.1 %
+    shown = nads_cli("status", job_id, url=api_url, key=key)
+    assert shown.returncode == 0 and "warning: nothing learned: " in shown.stdout
+
+
+def test_preset_quick_learns_and_is_stored_resolved(
+        api_url: str, key: str, user: httpx.Client, tmp_path: Path) -> None:
+    spec = tmp_path / "learns.json"
+    spec.write_text(json.dumps(LEARNS))
+    run = nads_cli("submit", "probe", "--spec", str(spec), "--preset", "quick", "--epochs", "2",
+                   "--wait", url=api_url, key=key)
+    assert run.returncode == 0, run.stderr
+    assert "warning" not in run.stdout, run.stdout
+    job = user.get(f"/v1/jobs/{run.stdout.split()[0]}").json()
+    stored = job["spec"]
+    assert stored["preset"] == "quick" and stored["training"]["epochs"] == 2  # the flag wins
+    assert stored["data"] == {"num_train": 10_000, "num_test": 2000, "sigma": 3.0, "epsilon": 1.0}
+    assert stored["training"]["lr"] == 0.5 and stored["training"]["batch_size"] == 128
+    assert job["summary"]["did_not_learn"] is False
+    assert job["summary"]["learning"]["not_learned"] == 0
+    assert job["summary"]["accuracy_min"] > 60.0  # chance band at 2,000 test samples: 50 +- 3.4
+
+
+def _nads_upload(user: httpx.Client) -> str:
+    """Orthonormal rows of 32 x 32 images (enough for 10 classes at index 0: rows 0..4)."""
+    rows = np.linalg.qr(np.random.default_rng(0).standard_normal((1024, 8)))[0].T
+    buf = io.BytesIO()
+    np.save(buf, rows.astype(np.float32))
+    r = user.post("/v1/uploads", data={"kind": "nads"},
+                  files={"file": ("nads.npy", buf.getvalue(), "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def test_poison_flags_a_model_that_did_not_fit_its_training_set(user: httpx.Client) -> None:
+    base = {"architecture": "lenet", "dataset": {"name": "digits", "limit_train": 300},
+            "nads": {"upload": _nads_upload(user)}, "indices": [0], "seed": 0}
+    stuck = submit_job(user, {**base, "training": {"epochs": 1, "lr": 1e-9}}, "/v1/jobs/poison")
+    quick = submit_job(user, {**base, "preset": "quick"}, "/v1/jobs/poison")
+    stuck, quick = (wait_for_job(user, j["id"], timeout=180) for j in (stuck, quick))
+    assert stuck["status"] == quick["status"] == "succeeded"
+    assert stuck["summary"]["did_not_learn"] is True, stuck["summary"]["final"]
+    assert "training.epochs" in stuck["summary"]["learning"]["hint"]
+    assert quick["spec"]["training"]["epochs"] == 8 and quick["spec"]["preset"] == "quick"
+    assert quick["summary"]["did_not_learn"] is False, quick["summary"]
+    assert quick["summary"]["final"][0]["train_accuracy"] > 50.0
