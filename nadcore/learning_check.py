@@ -14,7 +14,8 @@ logits; mean over the last epoch). Guessing costs ln 2 = 0.693 nats per sample; 
 binary classifier that is right with probability a costs H(a) = -a ln a - (1 - a) ln(1 - a),
 and H(0.6) = 0.673 = ln 2 - 0.020. A final training loss above ln 2 - 0.02 therefore means the
 network fits its own training set no better than a calibrated 60 % guess: training did not
-move off chance. A loss well above ln 2 (more than 0.1) means training diverged.
+move off chance. A final loss more than 0.1 above ln 2 that rose since the first epoch means
+training diverged (a loss still falling from a large initial value did not: it is too short).
 
 A probe direction **did not learn** when both hold: test accuracy inside the chance band and
 training loss within the tolerance of ln 2 (or above it). Test accuracy at chance with a
@@ -79,33 +80,35 @@ def _verdict(failed: list[int], n: int, rule: str, hint: str) -> dict[str, Any]:
 
 
 def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[float],
-                   num_test: int, num_train: int, epochs: int, lr: float) -> dict[str, Any]:
+                   num_test: int, num_train: int, epochs: int, lr: float,
+                   first_losses: Sequence[float] | None = None) -> dict[str, Any]:
     """The summary's `learning` of a probe job: which directions did not learn, and what to
-    change. `num_train`, `epochs` and `lr` are the spec's (the hint compares them with the
-    paper's recipe: below it, more of them; at it, the chance is the architecture's)."""
+    change. `train_losses` are the final epoch's, `first_losses` the first epoch's (a loss
+    above ln 2 that rose over the run: diverged, lower lr). `num_train`, `epochs` and `lr` are
+    the spec's (the hint compares them with the paper's recipe: below it, more of them; at it,
+    the chance is the architecture's)."""
     failed = [i for i, (a, loss) in enumerate(zip(test_accuracies, train_losses, strict=True))
               if did_not_learn(float(a), num_test, 2, float(loss))]
     chance, margin = chance_band(num_test)
     rule = (f"test accuracy within {chance:.0f} +- {margin:.1f} % ({Z:.0f} standard deviations "
             f"of guessing on {num_test} test samples) and final training loss above "
             f"ln 2 - {LOSS_TOLERANCE} nats")
-    diverged = [i for i in failed if float(train_losses[i]) > math.log(2) + DIVERGED]
-    if 0 < len(failed) < len(test_accuracies) and not diverged:
-        hint = (f"{len(test_accuracies) - len(failed)} direction(s) learned: the others stayed "
-                "at chance with this recipe (the architecture's directional bias, or too few "
-                "samples or epochs for them)")
-    elif diverged:
-        hint = (f"training diverged (loss above ln 2) on {len(diverged)} direction(s): lower "
-                f"training.lr (now {lr:g})")
+    first = train_losses if first_losses is None else first_losses
+    diverged = [i for i in failed if float(train_losses[i]) > math.log(2) + DIVERGED
+                and float(train_losses[i]) > float(first[i])]
+    if diverged:
+        hint = (f"training diverged on {len(diverged)} direction(s) (loss rose above ln 2): "
+                f"lower training.lr (now {lr:g})")
+    elif 0 < len(failed) < len(test_accuracies):
+        hint = (f"{len(test_accuracies) - len(failed)} of {len(test_accuracies)} learned; the "
+                "others are at chance with this recipe (the architecture's directional bias, "
+                "or too few samples for them)")
     elif num_train < 10_000 or epochs < 20:
-        hint = (f"the training did not move off chance: {num_train} samples x {epochs} epochs "
-                "is below the paper's 10,000 x 20; give more data.num_train or "
-                "training.epochs, a larger training.lr, or \"preset\": \"paper\" (or "
-                "\"quick\", measured to learn low frequencies on a CPU in minutes)")
+        hint = (f"{num_train} samples x {epochs} epochs is below the paper's 10,000 x 20: more "
+                "data.num_train or training.epochs, or \"preset\": \"quick\" or \"paper\"")
     else:
-        hint = ("at the paper's recipe the training did not move off chance: the architecture "
-                "does not learn along these directions (a CNN and high frequencies); probe a "
-                "low frequency, e.g. fourier (0, 1) with phase sin, as a control")
+        hint = ("at the paper's recipe the architecture does not learn along these directions; "
+                "probe a low frequency (fourier (0, 1), sin) as a control")
     return _verdict(failed, len(test_accuracies), rule, hint)
 
 
@@ -126,9 +129,9 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
         hint = (f"{len(failed)} model(s) did not fit their training set in {epochs} epochs "
                 "while the others did: a smaller training.lr, or more training.epochs")
     else:
-        hint = (f"the network did not fit its training set in {epochs} epochs, so its test "
-                "accuracy says nothing about the carrier: give more training.epochs, a "
-                "smaller training.lr if it diverged, or \"preset\": \"paper\"")
+        hint = (f"the network did not fit its training set in {epochs} epochs: more "
+                "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
+                "\"paper\"")
     return _verdict(failed, len(train_accuracies), rule, hint)
 
 

@@ -88,7 +88,8 @@ def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbeParti
     worst = np.argsort(accuracies, kind="stable")[:5]
     info = partials[0].info if partials else {}
     learning = probe_learning(accuracies.tolist(), curves[:, -1, 0].tolist(), spec.data.num_test,
-                              spec.data.num_train, spec.training.epochs, spec.training.lr)
+                              spec.data.num_train, spec.training.epochs, spec.training.lr,
+                              curves[:, 0, 0].tolist())
     return {
         "architecture": spec.model_dump(mode="json")["architecture"],
         "input_shape": list(spec.input_shape),

@@ -1,0 +1,92 @@
+"""The job page says when a result means nothing (issue 17), in headless Chromium against the
+real server and worker: a probe whose training did not move off chance shows one warning line
+with what to change (`summary.learning`, nadcore.learning_check); one that learned shows none.
+Screenshots under the pytest tmp dir (and NADS_SCREENSHOT_DIR when set)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from store.settings import Settings
+
+from .support import new_key, submit_job, wait_for_job
+
+CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Logistic regression on 8 x 8 inputs: 256 samples x 2 epochs stay at chance (train loss
+# 0.69-0.80, test 44-50 % on 256 samples: inside 50 +- 9.4); 1,000 x 3 epochs learn (69-74 %
+# on 500 samples: outside 50 +- 6.7; loss 0.55). Measured in-process, seed as here.
+BASE = {"architecture": "logreg", "input_shape": [1, 8, 8],
+        "directions": {"kind": "random", "count": 3, "seed": 1}, "seed": 0}
+STUCK = BASE | {"data": {"num_train": 256, "num_test": 256}, "training": {"epochs": 2}}
+LEARNS = BASE | {"data": {"num_train": 1000, "num_test": 500}, "training": {"epochs": 3}}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _shot(page: object, tmp: Path, name: str) -> None:
+    path = tmp / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    extra = os.environ.get("NADS_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(extra) / path.name)
+
+
+@pytest.mark.usefixtures("worker")
+def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
+                                                 settings: Settings, tmp_path: Path) -> None:
+    key = new_key(settings, f"web-learning-{time.monotonic_ns() % 10**8}")
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=30) as client:
+        ids = {name: submit_job(client, body, "/v1/jobs/probe")["id"]
+               for name, body in (("stuck", STUCK), ("learns", LEARNS))}
+        jobs = {name: wait_for_job(client, job_id, timeout=180) for name, job_id in ids.items()}
+    assert jobs["stuck"]["summary"]["did_not_learn"] is True, jobs["stuck"]["summary"]
+    assert jobs["learns"]["summary"]["learning"]["not_learned"] == 0, jobs["learns"]["summary"]
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(120_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(api_url + "/")
+        page.fill("#api-key", key)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#jobs[data-loaded=true]")
+        page.goto(f"{api_url}/#/jobs/{ids['stuck']}")
+        page.wait_for_selector("#job-status [data-status=succeeded]")
+        banner = page.locator("#did-not-learn")
+        banner.wait_for()
+        text = banner.inner_text()
+        assert text.startswith("Nothing learned: ") and "preset" in text, text
+        assert "\n" not in text.strip()  # one line of text (it may wrap on a narrow page)
+        assert "standard deviations" in banner.get_attribute("title")  # the rule, on hover
+        _shot(page, tmp_path, "learning-01-stuck")
+        page.goto(f"{api_url}/#/jobs/{ids['learns']}")
+        page.wait_for_selector("#job-status [data-status=succeeded]")
+        page.wait_for_selector("table.artifacts")
+        assert page.locator("#did-not-learn").count() == 0
+        _shot(page, tmp_path, "learning-02-learned")
+        assert errors == []
+    finally:
+        context.close()
