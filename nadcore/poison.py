@@ -28,7 +28,7 @@ from .control import Cancelled, Progress, ShouldStop
 from .custom import seeded_custom_network
 from .datasets import ImageDataset
 from .plan import resolve_device
-from .poison_spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec
+from .poison_spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec, clean_position
 from .seeding import POISON_DROPOUT as _DROPOUT
 from .seeding import POISON_INIT as _INIT
 from .seeding import POISON_SHUFFLE as _SHUFFLE
@@ -311,12 +311,16 @@ def run_poison(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
                positions: range | None = None, **kw: object) -> list[PoisonResult]:
     """One trained classifier per index position p in `positions` (default all of
     spec.indices): mode "poison" plants the carriers of index spec.indices[p] in the training
-    set; mode "flip" flips training and test set. `kw` goes to `train_classifier` (device,
-    progress, should_stop)."""
+    set; mode "flip" flips training and test set; the position `clean_position(spec)` is the
+    clean run (the unpoisoned data, the seeds of position 0: the baseline). `kw` goes to
+    `train_classifier` (device, progress, should_stop)."""
     positions = range(len(spec.indices)) if positions is None else positions
     results = []
     for p in positions:
-        if spec.mode == "flip":
+        if p == clean_position(spec):
+            res = train_classifier(spec, data, data.x_train, index_position=0, **kw)  # type: ignore[arg-type]
+            res.info.update(mode="clean", index_position=p)
+        elif spec.mode == "flip":
             flipped = dataclasses.replace(data, x_test=flip_dataset(data.x_test, nads))
             res = train_classifier(spec, flipped, flip_dataset(data.x_train, nads),
                                    index_position=p, **kw)  # type: ignore[arg-type]
@@ -345,6 +349,6 @@ def example_images(data: ImageDataset, poisoned: torch.Tensor, n: int = 4,
             "labels": y[idx].numpy()}
 
 
-__all__ = ["PoisonResult", "carriers", "class_carrier", "complete_basis", "example_images",
-           "flip_dataset", "max_poison_index", "normalization", "poison_dataset", "poison_seed",
-           "run_poison", "train_classifier"]
+__all__ = ["PoisonResult", "carriers", "class_carrier", "clean_position", "complete_basis",
+           "example_images", "flip_dataset", "max_poison_index", "normalization",
+           "poison_dataset", "poison_seed", "run_poison", "train_classifier"]

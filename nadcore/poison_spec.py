@@ -109,3 +109,11 @@ class PoisonSpec(_Strict):
         if (t.mean is None) != (t.std is None) or (t.mean and len(t.mean) != len(t.std)):
             raise ValueError("training.mean, training.std: give both, one value per channel")
         return self
+
+
+def clean_position(spec: PoisonSpec) -> int:
+    """The position of a poison job's clean run, after its poisoned (or flipped) models: one
+    model trained on the unpoisoned data with the same recipe and the seeds of position 0, the
+    baseline the poisoned accuracies are read against. A job stored before clean runs has
+    shards up to this position only (its merge has no baseline)."""
+    return 1 if spec.mode == "flip" else len(spec.indices)

@@ -4,7 +4,7 @@ separable distribution D(v) along chosen directions v. Torch-free, like `nadcore
 Frequency convention of `fourier` directions: (ky, kx) indexes numpy's `fft2` of an H x W image,
 0 <= ky < H and 0 <= kx < W; the direction is the real cosine (or sine) image
 cos(2 pi (ky y / H + kx x / W)), normalized to unit norm, identical in every channel.
-Heatmaps show the frequency plane fft-shifted (DC at the centre).
+Heatmaps show the frequencies probed on signed frequency axes (worker/plots.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The web page: `GET /` serves one static page (api/web/index.html, vanilla JS, no build
 chain) that reads the JSON API with the user's key and shows jobs, their figures and the
-catalog. The figures are PNG artifacts the worker rendered once; nothing is drawn here."""
+catalog. The figures are PNG artifacts the worker rendered once; the page itself draws only a
+NAD job's gallery of any number of NADs, from the rows of its nads.npy (api/web/views.js)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import RedirectResponse
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-ASSETS = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
+ASSETS = {"app.js": "text/javascript; charset=utf-8", "views.js": "text/javascript; charset=utf-8",
+          "style.css": "text/css; charset=utf-8"}
 
 # The page loads only its own script and style; images come from the API as blob: URLs
 # (artifacts need the key) or straight from it (the public catalog).

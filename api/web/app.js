@@ -181,10 +181,9 @@ function handle(error) {
 
 // ---------- job list ----------
 
+// An uploaded architecture by the name its owner gave it (views.js), not its id.
 function architectureOf(job) {
-  const arch = job.spec.architecture || (job.summary && job.summary.architecture);
-  if (arch && typeof arch === "object") return arch.id ? `custom:${arch.id}` : "custom";
-  return arch || "–";
+  return architectureName(job.spec.architecture || (job.summary && job.summary.architecture));
 }
 
 function outcome(job) {
@@ -200,10 +199,11 @@ function outcome(job) {
 
 function jobRow(job) {
   const run = job.timings.run_s;
+  const arch = job.spec.architecture || (job.summary && job.summary.architecture);
   return el("tr", { "data-job": job.id, "data-kind": job.kind },
     el("td", {}, el("a", { href: `#/jobs/${job.id}`, class: "mono", text: job.id.slice(0, 12) })),
     el("td", { text: job.kind }),
-    el("td", { text: architectureOf(job) }),
+    el("td", {}, architectureCell(arch)),
     el("td", {}, badge(job.status)),
     el("td", {}, TERMINAL.has(job.status) ? el("span", { class: "muted", title: job.error || "",
       text: outcome(job) }) : progressBar(job.progress.fraction, job.progress.message)),
@@ -407,6 +407,7 @@ function viewJob(jobId) {
       job.error ? errorBox(job.error) : "",
       learningBanner(job),
       summaryFacts(job),
+      job.status === "succeeded" && job.kind === "nads" ? nadGallery(job) : "",
       job.status === "succeeded" ? figures(job) : "",
       el("h2", { text: "Artifacts" }), artifactTable(job),
       el("details", {}, el("summary", { text: "Spec" }),
@@ -521,7 +522,7 @@ function viewCatalog() {
 
 // ---------- routing ----------
 
-function render() {
+async function render() {
   generation++;
   timers.forEach(clearTimeout);
   timers = [];
@@ -535,6 +536,14 @@ function render() {
   document.getElementById("forget-key").hidden = !getKey();
   if (parts[0] === "catalog") { viewCatalog(); return; }
   if (!getKey()) { showKeyForm(""); return; }
+  const mine = generation;
+  await loadArchitectureNames(); // jobs on an uploaded architecture show its name
+  if (mine !== generation) return;
+  if (parts[0] === "architectures" && parts[1]) {
+    viewArchitecture(decodeURIComponent(parts[1]));
+    return;
+  }
+  if (parts[0] === "architectures") { viewArchitectures(); return; }
   if (parts[0] === "jobs" && parts[1]) { viewJob(decodeURIComponent(parts[1])); return; }
   viewJobs();
 }

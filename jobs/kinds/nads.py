@@ -49,8 +49,10 @@ class NADKind:
              "stopping).")
     unit = "networks"
     figures = (
-        Figure("preview.png", "The first NADs. Top: pixel space (channel 0), diverging colour "
-               "map symmetric around 0. Bottom: Fourier energy |F|² with DC at the centre."),
+        Figure("preview.png", "The first NADs. Top: pixel space (channel 0), each NAD "
+               "divided by its largest |value| (diverging colour map, -1 to 1). Bottom: its "
+               "Fourier energy |F|², divided by its largest value, on signed frequency axes "
+               "(kx, ky); DC where the cyan marks meet."),
         Figure("spectrum.png", "Eigenvalues of the gradient covariance (log scale) and the "
                "cumulative share of the variance."),
     )

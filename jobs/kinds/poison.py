@@ -27,7 +27,7 @@ from jobs.kinds.base import (
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
-from nadcore.poison_spec import PoisonSpec
+from nadcore.poison_spec import PoisonSpec, clean_position
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
 from store.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
@@ -147,10 +147,9 @@ def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:
 
 
 def poison_shards(spec: PoisonSpec) -> list[tuple[int, int]]:
-    """Ranges of positions in `spec.indices`; flip mode trains one model: one shard."""
-    if spec.mode == "flip":
-        return [(0, 1)]
-    return shard_ranges(len(spec.indices), spec.shards)
+    """Ranges of model positions: those of `spec.indices` (flip mode: one model), then the
+    clean run (`clean_position`), which the last shard trains."""
+    return shard_ranges(clean_position(spec) + 1, spec.shards)
 
 
 class PoisonKind:
@@ -161,11 +160,14 @@ class PoisonKind:
              "(architecture, dataset `{\"name\": \"digits\"|\"cifar10\"}` or `{\"upload\": id}`, "
              "nads `{\"job\": id}` or `{\"upload\": id}`, indices, eps, mode `poison` or `flip`, "
              "training, keep_dataset, seed, shards).")
-    unit = "indices"
+    unit = "models"
     figures = (
-        Figure("accuracy_vs_index.png", "Final clean-test and poisoned-train accuracy against "
-               "the poison index."),
-        Figure("examples.png", "Training images: clean, poisoned, and the difference."),
+        Figure("accuracy_vs_index.png", "Final clean-test (dots) and poisoned-train (crosses) "
+               "accuracy of each poison index, and the clean run's clean-test accuracy (dashed "
+               "line): the model trained on the unpoisoned data with the same seed and recipe."),
+        Figure("curves.png", "Accuracy per epoch of every model, the clean run in black."),
+        Figure("examples.png", "Training images: clean, poisoned, and the difference x' - x, "
+               "with what its colour scale is."),
     )
     worker = "worker.kinds.poison"
 

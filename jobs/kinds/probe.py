@@ -187,9 +187,12 @@ class ProbeKind:
              "directions name one of the caller's succeeded NAD jobs in `directions.job`.")
     unit = "directions"
     figures = (
-        Figure("heatmap.png", "Test accuracy on D(v) over the frequency plane (DC at the "
-               "centre)."),
-        Figure("accuracy_vs_index.png", "Test accuracy on D(u_i) against the NAD index i."),
+        Figure("heatmap.png", "Test accuracy on D(v) over the frequencies probed (signed "
+               "frequencies; grey: on the grid but not probed; DC outlined)."),
+        Figure("accuracy_vs_index.png", "Test accuracy on D(u_i), one point per NAD index i "
+               "probed."),
+        Figure("curves.png", "Training curves (curves.npy): loss and accuracy per epoch, train "
+               "and test; one line per direction, or the median and a band for many."),
     )
     worker = "worker.kinds.probe"
 

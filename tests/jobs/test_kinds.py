@@ -54,7 +54,8 @@ def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
     assert [k["name"] for k in listed.json()] == list(REGISTRY)
     probe = listed.json()[1]
     assert probe["unit"] == "directions" and probe["submit_url"] == "/v1/jobs/probe"
-    assert [f["name"] for f in probe["figures"]] == ["heatmap.png", "accuracy_vs_index.png"]
+    assert [f["name"] for f in probe["figures"]] == ["heatmap.png", "accuracy_vs_index.png",
+                                                     "curves.png"]
     assert "directions" in probe["spec_schema"]["properties"]
 
 

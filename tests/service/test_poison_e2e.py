@@ -47,7 +47,8 @@ SMALL_NAD_JOB = {"architecture": "lenet", "input_shape": [1, 16, 16], "num_netwo
                  "method": "autograd"}
 POISON_ARTIFACTS = {"metrics.json": "application/json",
                     "metrics.npy": "application/octet-stream",
-                    "accuracy_vs_index.png": "image/png", "examples.png": "image/png"}
+                    "accuracy_vs_index.png": "image/png", "curves.png": "image/png",
+                    "examples.png": "image/png"}
 
 
 def _count(settings: Settings, model: type) -> int:
@@ -290,7 +291,7 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, nad_job: dict,
     text = ACCEPTANCE.replace('"J"', json.dumps(nad_job["id"]))
     job = submit(alice, text)
     assert job["kind"] == "poison" and job["mode"] == "sharded"
-    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2)]
+    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 3)]  # and the clean run
     assert job["estimate"] == {"indices": 2, "epochs": 8, "train_size": 1437,
                                "train_samples": 2 * 8 * 1437}
     job = wait_for_job(alice, job["id"])
@@ -314,6 +315,10 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, nad_job: dict,
     assert [f["index"] for f in summary["final"]] == [0, 600]
     assert [f["test_accuracy"] for f in summary["final"]] == pytest.approx(got[:, -1, 1],
                                                                           abs=1e-4)
+    metrics_clean = metrics["clean"]  # the clean run: same seed and recipe, unpoisoned data
+    assert summary["clean_accuracy"] == pytest.approx(metrics_clean["final_test_accuracy"],
+                                                      abs=1e-4)
+    assert len(metrics_clean["test_accuracy"]) == 8
     print(f"\nacceptance example: run_s {job['timings']['run_s']:.1f}, final clean test "
           f"accuracy {summary['final']}")
 
@@ -329,7 +334,7 @@ def test_a_sharded_job_on_an_uploaded_dataset_keeps_its_poisoned_sets(
             "training": {"epochs": 2, "batch_size": 64}, "keep_dataset": True, "seed": 4,
             "shards": 2}
     job = submit(alice, body)
-    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 3)]
+    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 4)]
     # the quota counts the real training samples (from the .npy headers), not bytes
     assert job["estimate"]["train_size"] == load_npz(io.BytesIO(content)).x_train.shape[0]
     job = wait_for_job(alice, job["id"])
@@ -396,10 +401,10 @@ def test_progress_counts_epochs_and_cancel_stops_a_poison_job(alice: httpx.Clien
     body = {**BASE, "nads": {"job": nad_job["id"]}, "indices": [0, 1, 2, 3],
             "training": {"epochs": 30}, "shards": 2}
     job = submit(alice, body)
-    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 4)]
+    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 5)]
     current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5
-    assert current["progress"]["message"].endswith("of 4 indices"), current["progress"]
+    assert current["progress"]["message"].endswith("of 5 models"), current["progress"]
     assert {s["status"] for s in final["shards"]} == {"cancelled"}
     assert final["artifacts"] == []
 

@@ -189,7 +189,7 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, acceptance_job: 
                      "directions.npy": "application/octet-stream",
                      "curves.npy": "application/octet-stream",
                      "frequencies.npy": "application/octet-stream",
-                     "heatmap.png": "image/png"}
+                     "heatmap.png": "image/png", "curves.png": "image/png"}
     accuracies = download_npy(alice, job, "accuracies.npy")
     assert accuracies.shape == (4,) and accuracies.dtype == np.float64
     directions, expected = reference(json.loads(ACCEPTANCE))
@@ -290,7 +290,7 @@ def test_a_probe_over_the_nads_of_a_finished_nad_job(alice: httpx.Client, nad_jo
     job = wait_for_job(alice, submit(alice, body)["id"])
     assert job["status"] == "succeeded", job["error"]
     assert {a["name"] for a in job["artifacts"]} == {
-        "accuracies.npy", "directions.npy", "curves.npy", "accuracy_vs_index.png"}
+        "accuracies.npy", "directions.npy", "curves.npy", "accuracy_vs_index.png", "curves.png"}
     nads = download_npy(alice, nad_job, "nads.npy")
     directions, expected = reference(body, nads)
     got = download_npy(alice, job, "directions.npy")

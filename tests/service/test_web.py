@@ -314,6 +314,9 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         page.wait_for_function(
             "() => { const i = document.querySelector(\"img[data-artifact='heatmap.png']\");"
             " return i && i.complete && i.naturalWidth > 0; }")
+        page.wait_for_function(  # the training curves (curves.npy) as a figure too
+            "() => { const i = document.querySelector(\"img[data-artifact='curves.png']\");"
+            " return i && i.complete && i.naturalWidth > 0; }")
         _shot(page, tmp_path, "06-probe-job")
 
         # A poison job (NADs of the LeNet job above), followed on its page from submission to
@@ -321,7 +324,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         r = client.post("/v1/jobs/poison", json=POISON | {"nads": {"job": ids["sharded"]}})
         assert r.status_code == 202, r.text
         page.goto(f"{api_url}/#/jobs/{r.json()['id']}")
-        for name in ("accuracy_vs_index.png", "examples.png"):
+        for name in ("accuracy_vs_index.png", "curves.png", "examples.png"):
             page.wait_for_function(
                 f"() => {{ const i = document.querySelector(\"img[data-artifact='{name}']\");"
                 " return i && i.complete && i.naturalWidth > 0; }")
@@ -362,6 +365,129 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         page.click("#forget-key")
         page.wait_for_selector("#key-form")
         assert page.evaluate("localStorage.getItem('nads.apiKey')") is None
+        assert page_errors == []
+    finally:
+        context.close()
+
+
+# ---------- any number of NADs, uploaded architectures by name ----------
+
+GALLERY_JOB = {"architecture": "lenet", "input_shape": [1, 16, 16], "num_networks": 40,
+               "method": "autograd", "seed": 1}  # 40 networks: k = 39 NADs (centred)
+
+
+def _upload_architecture(client: httpx.Client, folder: Path, name: str) -> dict:
+    from nads.export_command import export_architecture
+
+    path = export_architecture("logreg", (1, 8, 8), folder / f"{name}.pt2")
+    r = client.post("/v1/architectures", data={"name": name, "input_shape": "1,8,8"},
+                    files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    assert r.status_code == 201, r.text
+    deadline = time.monotonic() + 120
+    while (row := client.get(f"/v1/architectures/{r.json()['id']}").json())["status"] == (
+            "validating"):
+        assert time.monotonic() < deadline, row
+        time.sleep(0.3)
+    assert row["status"] == "ready", row
+    return row
+
+
+def _gallery_loaded(page: object, count: int) -> None:
+    page.wait_for_function(
+        "(n) => { const g = document.querySelector('#nad-grid');"
+        " return g && g.dataset.loaded === 'true' && Number(g.dataset.count) === n; }",
+        arg=count)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("worker")
+def test_nad_gallery_of_any_size_and_the_architectures_pages(
+        browser: object, api_url: str, web_user: tuple[str, httpx.Client],
+        tmp_path: Path) -> None:
+    key, client = web_user
+    arch = _upload_architecture(client, tmp_path, "tiny-logreg")
+    jobs = {}
+    for name, body in (("lenet", GALLERY_JOB),
+                       ("custom", {"architecture": {"id": arch["id"]}, "input_shape": [1, 8, 8],
+                                   "num_networks": 12, "method": "autograd"})):
+        r = client.post("/v1/jobs/nads", json=body)
+        assert r.status_code == 202, r.text
+        jobs[name] = wait_for_job(client, r.json()["id"], timeout=300)
+        assert jobs[name]["status"] == "succeeded", jobs[name]
+    # The worker's figures name the uploaded architecture: its summary says how.
+    assert jobs["custom"]["summary"]["architecture_name"] == "tiny-logreg"
+    nads = np.load(io.BytesIO(client.get(
+        f"/v1/jobs/{jobs['lenet']['id']}/artifacts/nads.npy").content))
+    assert nads.shape == (39, 256)
+
+    context = browser.new_context(viewport={"width": 1360, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page_errors: list[str] = []
+    page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    page.on("console", lambda msg: page_errors.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
+    ranges: list[str] = []
+    page.on("request", lambda req: ranges.append(req.headers.get("range", ""))
+            if req.url.endswith("/artifacts/nads.npy") else None)
+    try:
+        page.goto(api_url + "/")
+        page.wait_for_selector("#key-form")
+        page.fill("#api-key", key)
+        page.click("#key-form button[type=submit]")
+        page.wait_for_selector("#jobs[data-loaded=true]")
+        # The list names the uploaded architecture, with a link to its page.
+        cell = page.locator(f"tr[data-job='{jobs['custom']['id']}'] a[data-arch-id]")
+        assert cell.inner_text() == "tiny-logreg"
+        assert "custom:" not in page.inner_text("#jobs")
+
+        # The NAD job's page: 8 NADs first, then 32 of its 39; the options stop at k.
+        page.goto(f"{api_url}/#/jobs/{jobs['lenet']['id']}")
+        _gallery_loaded(page, 8)
+        options = page.eval_on_selector_all("#nad-count option", "os => os.map(o => o.value)")
+        assert options == ["8", "16", "32", "39"]
+        assert page.locator("#nad-gallery [data-colour-bar]").count() == 2
+        page.select_option("#nad-count", "32")
+        _gallery_loaded(page, 32)
+        cells = page.locator("#nad-grid .nad-cell")
+        assert cells.count() == 32
+        # The page's Fourier energy peaks where numpy's does (a tie between (ky, kx) and
+        # (-ky, -kx) of a real image may go either way: compare the energy there).
+        peaks = page.eval_on_selector_all("#nad-grid canvas[data-view=fourier]",
+                                          "cs => cs.map(c => c.dataset.peak)")
+        for i, peak in enumerate(peaks):
+            energy = fourier_energy(nads[i].reshape(1, 16, 16))
+            ky, kx = (int(v) for v in peak.split(","))
+            assert energy[8 + ky, 8 + kx] >= energy.max() * (1 - 1e-5), (i, peak)
+        # Only the rows shown were fetched: a header range and one range of rows.
+        assert all(r.startswith("bytes=") for r in ranges) and ranges, ranges
+        assert any(r.endswith(f"-{128 + 32 * 256 * 4 - 1}") for r in ranges), ranges
+        _shot(page, tmp_path, "09-nad-gallery-32")
+        page.select_option("#nad-count", "39")
+        _gallery_loaded(page, 39)
+
+        # A job on the uploaded architecture: its name on the page, not its id.
+        page.goto(f"{api_url}/#/jobs/{jobs['custom']['id']}")
+        page.wait_for_selector("#job-status [data-status=succeeded]")
+        facts_text = page.inner_text(".facts")
+        assert "tiny-logreg" in facts_text and arch["id"] not in facts_text
+
+        # The architectures: the list, then one architecture's details and its jobs.
+        page.click("a[data-nav=architectures]")
+        page.wait_for_selector("#architectures[data-loaded=true]")
+        row = page.locator(f"#architectures tr[data-arch-id='{arch['id']}']")
+        assert "tiny-logreg" in row.inner_text() and "1×8×8" in row.inner_text()
+        assert row.locator("[data-status=ready]").count() == 1
+        _shot(page, tmp_path, "10-architectures")
+        row.locator("a").click()
+        page.wait_for_selector("#architecture-jobs[data-loaded=true]")
+        assert page.inner_text("#architecture-name") == "tiny-logreg"
+        validation = page.inner_text("#architecture-validation")
+        assert "valid" in validation and f"{arch['info']['num_params']:,}" in validation
+        listed = page.eval_on_selector_all("#architecture-jobs tr[data-job]",
+                                           "rs => rs.map(r => r.dataset.job)")
+        assert listed == [jobs["custom"]["id"]]
+        _shot(page, tmp_path, "11-architecture")
         assert page_errors == []
     finally:
         context.close()

@@ -24,6 +24,7 @@ from worker.kinds.base import (
     require_finite,
     torch_threads,
 )
+from worker.names import given_name
 from worker.plots import render_nad_figures
 
 
@@ -37,6 +38,8 @@ def result_files(result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]
         np.save(path, np.ascontiguousarray(array))
         files.append((path, NPY))
     summary = result.summary()
+    if isinstance(summary.get("architecture"), dict):  # an uploaded one: titled by its name
+        summary["architecture_name"] = given_name(summary["architecture"])
     figures = render_nad_figures(result.nads, result.eigenvalues, summary, folder)
     return files + [(path, PNG) for path in figures], summary
 

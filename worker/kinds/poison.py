@@ -23,7 +23,7 @@ from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.datasets import ImageDataset, load_dataset
 from nadcore.learning_check import poison_learning
 from nadcore.poison import flip_dataset, poison_dataset
-from nadcore.poison_spec import PoisonSpec
+from nadcore.poison_spec import PoisonSpec, clean_position
 from nadcore.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore
 from store.db import session_scope
@@ -42,7 +42,8 @@ from worker.kinds.base import (
     require_finite,
     torch_threads,
 )
-from worker.plots import render_examples, render_poison_accuracy
+from worker.names import names
+from worker.plots import render_examples, render_poison_accuracy, render_poison_curves
 from worker.tiling import concatenate_tiles
 
 JSON = "application/json"
@@ -96,6 +97,19 @@ def concatenate_shards(partials: list[PoisonPartial], count: int) -> tuple[np.nd
     return concatenate_tiles(partials, count, "indices", ("train", "test"))
 
 
+def split_clean(spec: PoisonSpec, partials: list[PoisonPartial]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(n, epochs) train and test accuracies of the poisoned (flipped) models and the clean
+    run's (epochs, 2) train and test accuracies; None for a job planned before clean runs
+    (its shards stop at `clean_position`)."""
+    n = clean_position(spec)
+    planned = max((p.stop for p in partials), default=0)
+    train, test = concatenate_shards(partials, n + 1 if planned > n else n)
+    if train.shape[0] == n:
+        return train, test, None
+    return train[:n], test[:n], np.stack([train[n], test[n]], axis=-1)
+
+
 def positions(spec: PoisonSpec) -> list[int]:
     """The poison indices the job trained, in order (flip mode: one model)."""
     return spec.indices[:1] if spec.mode == "flip" else list(spec.indices)
@@ -120,7 +134,8 @@ def example_picks(data: ImageDataset) -> torch.Tensor:
     return torch.tensor(picks[:EXAMPLES], dtype=torch.int64)
 
 
-def metrics(spec: PoisonSpec, train: np.ndarray, test: np.ndarray) -> dict:
+def metrics(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
+            clean: np.ndarray | None = None) -> dict:
     rows = []
     for i, index in enumerate(positions(spec)):
         rows.append({
@@ -136,11 +151,16 @@ def metrics(spec: PoisonSpec, train: np.ndarray, test: np.ndarray) -> dict:
             "dataset": spec.dataset.model_dump(mode="json", exclude_none=True),
             "epochs": spec.training.epochs, "eps": spec.eps, "seed": spec.seed,
             "columns": ["poisoned-train accuracy %", "clean-test accuracy %"],
-            "indices": rows}
+            "indices": rows, "clean": None if clean is None else {
+                "train_accuracy": [round(float(v), 6) for v in clean[:, 0]],
+                "test_accuracy": [round(float(v), 6) for v in clean[:, 1]],
+                "final_train_accuracy": round(float(clean[-1, 0]), 6),
+                "final_test_accuracy": round(float(clean[-1, 1]), 6)}}
 
 
 def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
-              partials: list[PoisonPartial], data: ImageDataset) -> dict:
+              partials: list[PoisonPartial], data: ImageDataset,
+              clean: np.ndarray | None = None) -> dict:
     info = partials[0].info if partials else {}
     finals = [{"index": None if spec.mode == "flip" else idx,
                "test_accuracy": round(float(test[i, -1]), 4),
@@ -158,6 +178,9 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
         "epochs": spec.training.epochs,
         "num_indices": len(finals),
         "final": finals,
+        # the clean run's final clean-test accuracy: the baseline (None: a job from before)
+        "clean_accuracy": None if clean is None else round(float(clean[-1, 1]), 4),
+        "clean_train_accuracy": None if clean is None else round(float(clean[-1, 0]), 4),
         "engine": {k: info[k] for k in ("device", "torch") if k in info},
         "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
         **_learning(spec, train, data),
@@ -172,18 +195,24 @@ def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset) -> dict:
 
 
 def write_artifacts(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, train: np.ndarray,
-                    test: np.ndarray, folder: Path) -> list[tuple[Path, str]]:
-    """Writes the artifact files of a finished poison job; returns (path, media type) pairs."""
+                    test: np.ndarray, folder: Path, clean: np.ndarray | None = None,
+                    name: str | None = None) -> list[tuple[Path, str]]:
+    """Writes the artifact files of a finished poison job; returns (path, media type) pairs.
+    `clean`: the clean run's (epochs, 2) accuracies; `name`: the architecture's name."""
     files: list[tuple[Path, str]] = []
     path = folder / "metrics.json"
-    path.write_text(json.dumps(metrics(spec, train, test), indent=1))
+    path.write_text(json.dumps(metrics(spec, train, test, clean), indent=1))
     files.append((path, JSON))
     path = folder / "metrics.npy"
     np.save(path, np.ascontiguousarray(np.stack([train, test], axis=-1), dtype=np.float64))
     files.append((path, NPY))
     indices = positions(spec)
     path = folder / "accuracy_vs_index.png"
-    render_poison_accuracy(spec, indices, train[:, -1], test[:, -1], path)
+    render_poison_accuracy(spec, indices, train[:, -1], test[:, -1], path,
+                           None if clean is None else float(clean[-1, 1]), name)
+    files.append((path, PNG))
+    path = folder / "curves.png"
+    render_poison_curves(spec, indices, train, test, clean, path, name)
     files.append((path, PNG))
     picks = example_picks(data)
     x, y = data.x_train[picks], data.y_train[picks]
@@ -231,10 +260,11 @@ class PoisonRunner:
         data, nads = inputs(user_id, poison_spec)
         blobs = blob_store()
         partials = [PoisonPartial.load(blobs.path(sha)) for sha in shas]
-        train, test = concatenate_shards(partials, len(positions(poison_spec)))
+        train, test, clean = split_clean(poison_spec, partials)
         require_finite(train_accuracy=train, test_accuracy=test)
-        files = write_artifacts(poison_spec, data, nads, train, test, folder)
-        return files, summarize(poison_spec, train, test, partials, data)
+        name, _ = names(user_id, poison_spec.architecture)
+        files = write_artifacts(poison_spec, data, nads, train, test, folder, clean, name)
+        return files, summarize(poison_spec, train, test, partials, data, clean)
 
 
 RUNNER = PoisonRunner()

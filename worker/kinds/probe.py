@@ -35,7 +35,8 @@ from worker.kinds.base import (
     require_finite,
     torch_threads,
 )
-from worker.plots import render_accuracy_vs_index, render_heatmap
+from worker.names import names
+from worker.plots import render_accuracy_vs_index, render_heatmap, render_probe_curves
 from worker.tiling import concatenate_tiles
 
 HEAD = 16  # directions listed in the job summary
@@ -109,9 +110,21 @@ def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbeParti
     }
 
 
+def curve_labels(spec: ProbeSpec, count: int) -> list[str]:
+    """What the training-curve figure calls each direction: (ky, kx), u_i, or its index."""
+    label, labels = _labels(spec)
+    if label == "frequency":
+        return [f"({ky}, {kx})" for ky, kx in labels]
+    if label == "nad_index":
+        return [f"u{i}" for i in labels]
+    return [f"#{i}" for i in range(count)]
+
+
 def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndarray,
-                    curves: np.ndarray, folder: Path) -> list[tuple[Path, str]]:
-    """Writes the artifact files of a finished probe job; returns (path, media type) pairs."""
+                    curves: np.ndarray, folder: Path, name: str | None = None,
+                    source: str | None = None) -> list[tuple[Path, str]]:
+    """Writes the artifact files of a finished probe job; returns (path, media type) pairs.
+    `name`: the architecture's name; `source`: where nad directions come from."""
     files: list[tuple[Path, str]] = []
 
     def save(name: str, array: np.ndarray) -> None:
@@ -125,12 +138,15 @@ def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndar
     if isinstance(spec.directions, FourierDirections):
         freqs = np.asarray(direction_frequencies(spec), dtype=np.int64).reshape(-1, 2)
         save("frequencies.npy", freqs)
-        render_heatmap(spec, accuracies, freqs, folder / "heatmap.png")
+        render_heatmap(spec, accuracies, freqs, folder / "heatmap.png", name)
         files.append((folder / "heatmap.png", PNG))
     if isinstance(spec.directions, NADDirections):
         render_accuracy_vs_index(spec, accuracies, spec.directions.rows(),
-                                 folder / "accuracy_vs_index.png")
+                                 folder / "accuracy_vs_index.png", name, source)
         files.append((folder / "accuracy_vs_index.png", PNG))
+    render_probe_curves(spec, curves, curve_labels(spec, curves.shape[0]),
+                        folder / "curves.png", name)
+    files.append((folder / "curves.png", PNG))
     return files
 
 
@@ -158,7 +174,10 @@ class ProbeRunner:
         partials = [ProbePartial.load(blobs.path(sha)) for sha in shas]
         accuracies, curves = concatenate_shards(partials, directions.shape[0])
         require_finite(accuracies=accuracies)
-        files = write_artifacts(probe_spec, directions, accuracies, curves, folder)
+        source = probe_spec.directions if isinstance(probe_spec.directions, NADDirections) else None
+        name, source_name = names(user_id, probe_spec.architecture, source)
+        files = write_artifacts(probe_spec, directions, accuracies, curves, folder, name,
+                                source_name)
         return files, summarize(probe_spec, accuracies, partials, curves)
 
 
