@@ -93,6 +93,9 @@ def catalog_export(
                                                "any).")] = None,
     check_networks: Annotated[int, typer.Option(
         help="Networks whose gradients ship for `verify`.")] = 4,
+    figures_only: Annotated[bool, typer.Option(
+        "--figures-only", help="Only render OUT/ARCH's figures again from its arrays (after "
+        "the figures changed); the arrays stay as they are.")] = False,
 ) -> None:
     """Write an entry in the shipped format: from the service, --direct, or --partial."""
     from pydantic import ValidationError
@@ -102,6 +105,10 @@ def catalog_export(
 
     try:
         check_names([arch])
+        if figures_only:
+            rewritten = export.rerender_figures(out / arch)
+            print(f"rewrote {', '.join(rewritten)} of {out / arch}")
+            return
         if partial is not None:
             from nadcore.partial import PartialNADs
 

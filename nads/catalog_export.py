@@ -122,6 +122,28 @@ def _write_result(out: Path, arch: str, spec: NADSpec, result: NADResult,
                            info=_result_info(result, wall_seconds, source))
 
 
+def rerender_figures(folder: Path) -> list[str]:
+    """Renders preview.png and spectrum.png of the shipped entry in `folder` again from its
+    arrays and provenance (after worker/plots.py changed) and records their new sha256 and
+    size in provenance.json; the arrays are untouched. Returns the files rewritten."""
+    from worker.plots import render_nad_figures
+
+    prov = json.loads((folder / PROVENANCE).read_text())
+    spec = prov["spec"]
+    summary = {"architecture": prov["architecture"], "input_shape": spec["input_shape"],
+               "method": spec["method"], "scale": spec.get("scale"),
+               "num_networks": prov["networks"], "stability": prov["stability"]}
+    nads = np.load(folder / "nads.npy")
+    eigenvalues = np.load(folder / "eigenvalues.npy")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in render_nad_figures(nads, eigenvalues, summary, Path(tmp)):
+            shutil.copyfile(path, folder / path.name)
+            prov["files"][path.name] = {"sha256": sha256_file(folder / path.name),
+                                        "size": (folder / path.name).stat().st_size}
+    (folder / PROVENANCE).write_text(json.dumps(prov, indent=2) + "\n")
+    return ["preview.png", "spectrum.png", PROVENANCE]
+
+
 def export_partial(out: Path, arch: str, spec: NADSpec, part: PartialNADs,
                    check_networks: int = CHECK_NETWORKS, wall_seconds: float | None = None,
                    source: str = "direct engine run (nads catalog export --direct)") -> Path:

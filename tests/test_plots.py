@@ -167,6 +167,10 @@ def test_probe_curves_show_every_direction_or_a_band() -> None:
     assert labels == ["train (0, 1)", "train (1, 2)", "test (0, 1)", "test (1, 2)",
                       "log 2 (a guess)"]
     assert _is_integer_axis(loss.get_xticks()) and loss.get_xlim() == (0.5, 3.5)
+    one = _draw(plots.probe_curves_figure(spec, curves[:, :1], ["(0, 1)", "(1, 2)"]))
+    lo, hi = one.axes[0].get_xlim()
+    shown = [t for t in one.axes[0].get_xticks() if lo <= t <= hi]
+    assert shown == [1.0]  # one epoch: tick 1, not 0.6, 0.8, ...
     many = np.repeat(curves, 20, axis=0)
     fig = _draw(plots.probe_curves_figure(_probe(), many, [str(i) for i in range(40)]))
     labels = [line.get_label() for line in fig.axes[0].get_lines()]

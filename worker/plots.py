@@ -63,6 +63,12 @@ def _shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in shape)
 
 
+def _integer_ticks() -> MaxNLocator:
+    """Integer ticks (indices, epochs), even when the view holds a single integer (one epoch:
+    MaxNLocator's default would fall back to fractional ticks)."""
+    return MaxNLocator(integer=True, min_n_ticks=1)
+
+
 def _points(count: int) -> dict:
     """Marker style of one point per index: visible for few points, small for many."""
     return {"linestyle": "none", "marker": "o", "markersize": 5 if count <= 64 else 2.5}
@@ -158,14 +164,14 @@ def accuracy_vs_index_figure(spec: ProbeSpec, accuracies: np.ndarray, indices: S
     ax.set_ylim(min(40.0, float(ys.min()) - 2), 101.0)
     if len(xs) == 1:
         ax.set_xlim(xs[0] - 1, xs[0] + 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_xlabel("NAD index i")
     ax.set_ylabel("test accuracy (%)")
     c, h, w = spec.input_shape
     of = f", u_i = NADs of {source}" if source else ""
     ax.set_title(f"{name or spec.architecture} ({c}x{h}x{w}): test accuracy on D(u_i){of}",
                  fontsize=9)
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -184,7 +190,7 @@ def render_accuracy_vs_index(spec: ProbeSpec, accuracies: np.ndarray, indices: S
 def _epochs_axis(ax: Axes, epochs: int) -> None:
     ax.set_xlabel("epoch")
     ax.set_xlim(0.5, epochs + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.grid(alpha=0.3)
 
 
@@ -311,7 +317,7 @@ def poison_accuracy_figure(spec: PoisonSpec, indices: Sequence[int], train: np.n
     ax.set_ylim(-2.0, 102.0)
     if len(xs) == 1:
         ax.set_xlim(xs[0] - 1, xs[0] + 1)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     if flip:
         ax.set_xticks([0], ["flipped basis"])
         ax.set_xlabel("")
@@ -321,7 +327,7 @@ def poison_accuracy_figure(spec: PoisonSpec, indices: Sequence[int], train: np.n
     baseline = "" if clean_test is not None else " (no clean run: a job from before clean runs)"
     ax.set_title(f"{name or spec.architecture} on {_dataset_name(spec)}: {_poison_what(spec)}, "
                  f"{spec.training.epochs} epochs{baseline}", fontsize=9)
-    ax.legend(loc="lower right", fontsize=7)
+    ax.legend(loc="best", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -521,7 +527,7 @@ def spectrum_figure(eigenvalues: np.ndarray, title: str) -> Figure:
             color="tab:blue")
     if positive.any() and values[positive].max() > 0:
         ax.set_yscale("log")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_xlabel("NAD index i")
     ax.set_ylabel(r"eigenvalue $\lambda_i$", color="tab:blue")
     ax.grid(alpha=0.3)
