@@ -209,12 +209,40 @@ BODY = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 64,
         "shards": 2}
 
 
-def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, database_url: str,
-                                              broker_url: str, tmp_path: Path) -> None:
+@pytest.fixture
+def private_redis() -> Iterator[str]:
+    """A redis-server of this test's own: the session's worker (conftest.py), which uses the
+    directory store, must not take this test's shards from the shared broker."""
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                             "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+                             text=True).stdout.strip() != "PONG":
+            assert proc.poll() is None and time.monotonic() < deadline, "redis did not start"
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, private_redis: str,
+                                              databases: ThrowawayDatabases,
+                                              tmp_path: Path) -> None:
     """The API (this process) and a Celery worker (another process) with different data and
     blob directories: the worker's results reach the API through the bucket alone."""
+    from jobs.shipped import install_shipped
+    from store.db import session_scope
+    from store.migrate import upgrade
+    from store.settings import SHIPPED_CATALOG_DIR
+
+    database_url = databases.create()
+    upgrade(database_url)
     prefix = f"svc-{uuid.uuid4().hex[:8]}"
-    common = {"database_url": database_url, "broker_url": broker_url,
+    common = {"database_url": database_url, "broker_url": private_redis,
               "blob_url": f"s3://{BUCKET}/{prefix}", "progress_interval_s": 0.2,
               "upload_rate_per_minute": 0, "catalog_autobuild": ""}
     api_settings = Settings(data_dir=tmp_path / "api", blob_dir=tmp_path / "api" / "blobs",
@@ -223,6 +251,8 @@ def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, database_url: st
     worker_settings.data_dir.mkdir()
     env = {"NADS_BLOB_URL": common["blob_url"], "NADS_CATALOG_AUTOBUILD": ""}
     key = new_key(api_settings, f"s3-{uuid.uuid4().hex[:6]}")
+    with session_scope(database_url) as session:  # `nads catalog install`: into the bucket
+        assert install_shipped(session, api_settings)["lenet"] == "installed"
     with celery_worker(worker_settings, **env), \
             ServerThread(create_app(api_settings)) as server, \
             httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
@@ -258,6 +288,20 @@ def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, database_url: st
         assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{meta['size']}"
         head = client.head(meta["url"])
         assert head.status_code == 200 and head.headers["content-length"] == str(meta["size"])
+
+        # a catalog file (shipped: put in the bucket by the install above), whole and cut
+        shipped = (SHIPPED_CATALOG_DIR / "lenet" / "nads.npy").read_bytes()
+        r = client.get("/v1/catalog/lenet/nads.npy")
+        assert r.status_code == 200 and r.content == shipped
+        etag = r.headers["etag"]
+        assert client.get("/v1/catalog/lenet/nads.npy",
+                          headers={"If-None-Match": etag}).status_code == 304
+        r = client.get("/v1/catalog/lenet/nads.npy", headers={"Range": "bytes=0-127"})
+        assert r.status_code == 206 and r.content == shipped[:128]
+        r = client.get("/v1/catalog/lenet/nads.npy", params={"k": 8})
+        assert r.status_code == 200
+        top = np.load(io.BytesIO(r.content))
+        assert np.array_equal(top, np.load(io.BytesIO(shipped))[:8])
 
         # an upload: streamed to the API's tmp/, sent to the bucket under its sha256
         r = client.post("/v1/uploads", data={"kind": "nads"},
