@@ -343,7 +343,10 @@ function summaryFacts(job) {
     pairs.push(["Dataset", data.name || (data.upload && `upload ${data.upload}`)],
       ["Poison mode", spec.mode], ["eps", spec.mode === "flip" ? null : spec.eps],
       ["Indices", Array.isArray(spec.indices) ? spec.indices.join(", ") : null],
-      ["Epochs", spec.training && spec.training.epochs]);
+      ["Epochs", spec.training && spec.training.epochs],
+      ["Clean run", typeof s.clean_accuracy === "number" ? `${s.clean_accuracy.toFixed(1)} % ` +
+        "clean-test accuracy, trained without poison (same seed and recipe): the baseline"
+        : null]);
   }
   return facts(pairs);
 }

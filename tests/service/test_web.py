@@ -328,6 +328,10 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
             page.wait_for_function(
                 f"() => {{ const i = document.querySelector(\"img[data-artifact='{name}']\");"
                 " return i && i.complete && i.naturalWidth > 0; }")
+        poison = wait_for_job(client, r.json()["id"], timeout=5)
+        clean = poison["summary"]["clean_accuracy"]  # the job's clean run: the baseline
+        assert f"{clean:.1f} % clean-test accuracy, trained without poison" in page.inner_text(
+            ".facts")
         _shot(page, tmp_path, "07-poison-job")
 
         # A long job cancelled from its page: the button posts the cancel, the page follows
