@@ -4,10 +4,12 @@ addressing, whole-or-nothing, idempotent writes, the collector's trash/restore/r
 listings, verify, check_writable, the collector itself), then the whole service with the API
 and a Celery worker that share NO directory, only Postgres, Redis and the bucket: a sharded
 LeNet NAD job computed by the worker and downloaded through the API (bit for bit, ETag/304,
-Range/206 from S3 range GETs), and an upload stored by the API."""
+Range/206 from S3 range GETs), a shipped catalog file, an upload stored by the API, and a
+probe job whose worker reads the catalog's NADs that only the API's side put in the bucket."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
@@ -311,6 +313,16 @@ def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, private_redis: s
         assert upload["sha256"] == meta["sha256"]  # the worker's blob: one object
         assert upload["arrays"]["nads"]["shape"] == list(want.shape)
 
+        # the other way: the worker reads a blob only the API's side wrote (the catalog's
+        # nads.npy, installed above) as the directions of a probe job
+        probe = {"architecture": "logreg", "input_shape": [1, 32, 32],
+                 "directions": {"kind": "nad", "catalog": "lenet", "indices": [0]},
+                 "data": {"num_train": 64, "num_test": 64}, "training": {"epochs": 1}}
+        r = client.post("/v1/jobs/probe", json=probe)
+        assert r.status_code == 202, r.text
+        done = wait_for_job(client, r.json()["id"], timeout=120)
+        assert done["status"] == "succeeded", done["error"]
+
     s3 = S3BlobStore(BUCKET, prefix, tmp_path / "reader")
     assert s3.verify(meta["sha256"])
     stored = {sha for sha, _, _ in s3.stored()}
@@ -323,5 +335,7 @@ def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, private_redis: s
     worker_cached = {p.name for p in (tmp_path / "gpu-node" / "blobs" / "cache").rglob("*")
                      if p.is_file()}
     assert meta["sha256"] in worker_cached  # written by the worker...
+    catalog_sha = hashlib.sha256(shipped).hexdigest()
+    assert catalog_sha in worker_cached  # fetched from the bucket by the probe's shard
     api_cached = tmp_path / "api" / "blobs" / "cache" / meta["sha256"][:2] / meta["sha256"]
     assert api_cached.is_file()  # ...and the API's upload kept its own copy
