@@ -194,7 +194,8 @@ def test_page_and_assets_are_served(anonymous: httpx.Client) -> None:
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "/web/app.js" in r.text and "default-src 'none'" in r.headers[
         "content-security-policy"]
-    for name, media in (("app.js", "text/javascript"), ("style.css", "text/css")):
+    for name, media in (("app.js", "text/javascript"), ("views.js", "text/javascript"),
+                        ("style.css", "text/css")):
         asset = anonymous.get(f"/web/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(media)
         assert asset.headers["etag"] and asset.headers["cache-control"] == "no-cache"
