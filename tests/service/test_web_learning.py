@@ -43,6 +43,15 @@ def browser() -> Iterator[object]:
             chromium.close()
 
 
+def _job_page(page: object, api_url: str, job_id: str) -> None:
+    """Opens a job's page and waits until that job (not the page before) is drawn, ended."""
+    page.goto(f"{api_url}/#/jobs/{job_id}")
+    page.wait_for_function(
+        "(id) => { const h = document.querySelector('.job-head h1 .mono');"
+        " return h && h.textContent === id && document.querySelector('table.artifacts'); }",
+        arg=job_id)
+
+
 def _shot(page: object, tmp: Path, name: str) -> None:
     path = tmp / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
@@ -73,8 +82,7 @@ def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
         page.fill("#api-key", key)
         page.click("#key-form button[type=submit]")
         page.wait_for_selector("#jobs[data-loaded=true]")
-        page.goto(f"{api_url}/#/jobs/{ids['stuck']}")
-        page.wait_for_selector("#job-status [data-status=succeeded]")
+        _job_page(page, api_url, ids["stuck"])
         banner = page.locator("#did-not-learn")
         banner.wait_for()
         text = banner.inner_text()
@@ -82,9 +90,8 @@ def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
         assert "\n" not in text.strip()  # one line of text (it may wrap on a narrow page)
         assert "standard deviations" in banner.get_attribute("title")  # the rule, on hover
         _shot(page, tmp_path, "learning-01-stuck")
-        page.goto(f"{api_url}/#/jobs/{ids['learns']}")
-        page.wait_for_selector("#job-status [data-status=succeeded]")
-        page.wait_for_selector("table.artifacts")
+        _job_page(page, api_url, ids["learns"])
+        assert page.locator("#job-status [data-status=succeeded]").count() == 1
         assert page.locator("#did-not-learn").count() == 0
         _shot(page, tmp_path, "learning-02-learned")
         assert errors == []
