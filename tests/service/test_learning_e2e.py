@@ -6,13 +6,16 @@ in a subprocess (stdout and stderr to pipes, as in a log) against the real serve
   `--preset quick` learns, is not flagged, and stores the preset's resolved settings.
 - A poison model that cannot move (lr 1e-9) is flagged; the quick preset's is not.
 - Without a terminal, `--wait` logs a progress line only when the state or the whole percent
-  changes (it logged one per poll: 50 kB for a long job).
+  changes (it logged one per poll: 50 kB for a long job); on a (pseudo-)terminal it redraws
+  one line.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
+import pty
 import re
 import subprocess
 import sys
@@ -131,3 +134,32 @@ def test_poison_flags_a_model_that_did_not_fit_its_training_set(user: httpx.Clie
     assert quick["spec"]["training"]["epochs"] == 8 and quick["spec"]["preset"] == "quick"
     assert quick["summary"]["did_not_learn"] is False, quick["summary"]
     assert quick["summary"]["final"][0]["train_accuracy"] > 50.0
+
+
+def test_wait_on_a_terminal_redraws_one_line(api_url: str, key: str, user: httpx.Client) -> None:
+    """stderr on a pseudo-terminal: every poll redraws the bar in place (`\\r`), one newline at
+    the end, whatever the number of polls."""
+    job = submit_job(user, {**LEARNS, "training": {"epochs": 20}}, "/v1/jobs/probe")
+    master, slave = pty.openpty()
+    env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": api_url, "NADS_KEY": key,
+           "COLUMNS": "200"}
+    proc = subprocess.Popen([NADS_BIN, "wait", job["id"]], env=env, stdout=subprocess.PIPE,
+                            stderr=slave, text=True)
+    os.close(slave)
+    out, _ = proc.communicate(timeout=300)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's other side is closed and drained
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    terminal = b"".join(chunks).decode()
+    assert proc.returncode == 0 and job["id"] in out, out
+    draws = [d for d in terminal.replace("\r\n", "\n").split("\r") if d.strip()]
+    assert len(draws) >= 2, terminal  # a poll while it ran, and the end
+    assert terminal.replace("\r\n", "\n").count("\n") == 1 and "succeeded" in draws[-1]
+    assert all(BAR.match(d.rstrip("\n")) for d in draws), draws
