@@ -118,7 +118,7 @@ def test_heatmap_over_the_listed_frequencies_only() -> None:
     assert "DC at the centre" not in ax.get_xlabel()
     grid = ax.get_images()[0].get_array()
     assert int(np.ma.count_masked(grid)) == 64 - 4  # not probed: grey
-    assert "4 of 64 frequencies probed; grey: not probed" in ax.get_title()
+    assert "4 of 64 frequencies probed; grey: not probed; red square: DC (0, 0)" in ax.get_title()
     assert _colorbars(fig) == ["test accuracy (%), 50 = chance"]
     dc = [p for p in ax.patches if p.get_label() == "DC (0, 0)"]
     assert len(dc) == 1 and dc[0].get_xy() == (4 - 0.5, 4 - 0.5)  # the cell of (0, 0)

@@ -123,11 +123,10 @@ def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndar
                   + ("" if x_scaled else "; probed values only, not to scale"), fontsize=8)
     ax.set_ylabel("ky, signed frequency probed (cycles per image height)"
                   + ("" if y_scaled else "; probed values only, not to scale"), fontsize=8)
-    if 0 in row and 0 in col:
+    dc = 0 in row and 0 in col
+    if dc:
         ax.add_patch(Rectangle((col[0] - 0.5, row[0] - 0.5), 1, 1, fill=False,
                                edgecolor="red", linewidth=1.5, label="DC (0, 0)"))
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.09), fontsize=7, frameon=False,
-                  handlelength=1.0)
     if len(accuracies) <= _ANNOTATE_MAX:
         for a, y, x in zip(accuracies, fy, fx, strict=True):
             ax.text(col[x], row[y], f"{a:.1f}", ha="center", va="center", fontsize=7,
@@ -137,6 +136,8 @@ def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndar
     what = (f"all {h * w} frequencies" if probed == h * w
             else f"{probed} of {h * w} frequencies probed" + ("; grey: not probed" if missing
                                                                else ""))
+    if dc:
+        what += "; red square: DC (0, 0)"
     ax.set_title(f"{name or spec.architecture} ({c}x{h}x{w}): test accuracy on D(v), Fourier "
                  f"{spec.directions.phase}\n{what}", fontsize=9)
     fig.colorbar(image, ax=ax, label="test accuracy (%), 50 = chance", fraction=0.046,
