@@ -303,6 +303,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
                 " return i && i.complete && i.naturalWidth > 0; }")
         assert page.locator("#job-status [data-status=succeeded]").count() == 1
         assert "24" in page.inner_text(".facts")  # networks used
+        _gallery_loaded(page, 8)  # and its NADs drawn from nads.npy (8 of its 23)
         _shot(page, tmp_path, "05-nad-job")
         with page.expect_download() as download:  # fetched with the key, saved from a blob:
             page.click("table.artifacts tr:has(code:text-is('nads.npy')) button")
