@@ -7,8 +7,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from jobs.fleet import human_s
 from jobs.kinds import KINDS, REGISTRY
-from store.models import JOB_STATES, SEQUENTIAL, SUCCEEDED, TERMINAL, Job
+from store.models import (
+    JOB_STATES,
+    QUEUED,
+    RUNNING,
+    SEQUENTIAL,
+    SUCCEEDED,
+    TERMINAL,
+    Job,
+    utcnow,
+)
 
 KindName = Literal[REGISTRY]  # type: ignore[valid-type]  # the registered kinds (jobs/kinds)
 JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
@@ -21,6 +31,9 @@ def _utc(value: datetime | None) -> datetime | None:
 class Progress(BaseModel):
     fraction: float = Field(description="0 to 1, aggregated over the shards.")
     message: str
+    eta_s: float | None = Field(None, description="Seconds left: while it runs, from its rate "
+                                "so far; queued, its estimated run time (estimate.run.run_s, "
+                                "the wait for a worker not included); null when unknown.")
 
 
 class Timings(BaseModel):
@@ -110,10 +123,11 @@ def progress_of(job: Job) -> Progress:
     done = sum((s.stop - s.start) * s.fraction for s in job.shards)
     fraction = min(done / total, 0.99)
     finished = sum(s.status == SUCCEEDED for s in job.shards)
+    eta = eta_s(job, fraction)
     if job.status in TERMINAL:
         message = job.status
     elif job.status == "queued":
-        message = "queued"
+        message = "queued" + (f" (estimated run {human_s(eta)})" if eta is not None else "")
     elif job.mode == SEQUENTIAL:
         message = f"running: {fraction:.0%} of at most {total} {unit}"
     elif finished == len(job.shards):
@@ -121,4 +135,25 @@ def progress_of(job: Job) -> Progress:
     else:
         message = (f"running: {finished}/{len(job.shards)} shards done, {fraction:.0%} of "
                    f"{total} {unit}")
-    return Progress(fraction=round(fraction, 4), message=message)
+    if job.status == RUNNING and eta is not None and finished < len(job.shards):
+        message += f", about {human_s(eta)} left"
+    return Progress(fraction=round(fraction, 4), message=message,
+                    eta_s=None if eta is None else round(eta, 1))
+
+
+MIN_FRACTION = 0.02  # below it, the rate so far says little: the estimate stands
+
+
+def eta_s(job: Job, fraction: float) -> float | None:
+    """Seconds left of a queued or running job: its progress rate since it started (once past
+    MIN_FRACTION), else its estimated run time less the time it has run."""
+    if job.status not in (QUEUED, RUNNING):
+        return None
+    run = (job.estimate or {}).get("run") or {}
+    estimated = run.get("run_s")
+    if job.status == QUEUED or job.started_at is None:
+        return estimated
+    elapsed = max((utcnow() - job.started_at).total_seconds(), 0.0)
+    if fraction >= MIN_FRACTION:
+        return elapsed * (1 - fraction) / fraction
+    return None if estimated is None else max(estimated - elapsed, 0.0)

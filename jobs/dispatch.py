@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jobs.broker import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 from store.auth import CATALOG_USER
-from store.models import SEQUENTIAL, Job, Shard, User, utcnow
+from store.models import QUEUED, RUNNING, SEQUENTIAL, Job, Shard, User, utcnow
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,99 @@ def enqueue_job(app: Celery, session: Session, job: Job) -> None:
     for shard in job.shards:
         if not enqueue_shard(app, session, job, shard):
             return
+
+
+def user_slots(session: Session, settings: Settings) -> int:
+    """How many shards of users' jobs may be at the broker or running at once:
+    `dispatch_slots`, or the connected workers' processes that take users' shards, less those
+    busy with a shard `dispatch_pending` does not count: a catalog shard (a worker that takes
+    both queues) or the shard of a job cancelled or failed meanwhile that has not stopped yet
+    (its heartbeat is fresh); at least one."""
+    if settings.dispatch_slots:
+        return settings.dispatch_slots
+    from jobs.fleet import connected_workers, takes_user_shards
+
+    workers = [w for w in connected_workers(session, settings) if takes_user_shards(w)]
+    if not workers:
+        return 1
+    alive = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    busy = dict(session.execute(
+        select(Shard.worker, func.count()).join(Job, Shard.job_pk == Job.pk)
+        .join(User, Job.user_id == User.id)
+        .where(or_(User.name == CATALOG_USER, Job.status.not_in((QUEUED, RUNNING))),
+               Shard.status == RUNNING, Shard.heartbeat_at >= alive,
+               Shard.worker.in_([w.name for w in workers]))
+        .group_by(Shard.worker)).all())
+    return max(1, sum(max(0, w.processes - busy.get(w.name, 0)) for w in workers))
+
+
+def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
+    """Sends held shards of users' jobs while fewer than `user_slots` are in flight (sent and
+    not finished), each to the user with the fewest in flight (ties: the user whose last
+    shard started longest ago, then the oldest job), that user's oldest job's lowest held
+    shard. Returns how many were sent.
+
+    The broker's queues are first in, first out: a job's shards sent all at once would hold
+    every later job behind them. Sent this way, as many as the workers can take, a shard that
+    finishes lets the next one out, and a user with nothing running goes first: another
+    user's small job waits for at most the first shard to finish (jobs of the catalog keep
+    their own queue and are sent at once). Two dispatchers at the same moment may send one
+    shard each past the count; a shard is never sent twice (the send claims its task id).
+    """
+    active = (select(Shard.id, Shard.index, Shard.task_id, Shard.status, Job.pk, Job.user_id)
+              .join(Job, Shard.job_pk == Job.pk).join(User, Job.user_id == User.id)
+              .where(Job.status.in_((QUEUED, RUNNING)), User.name != CATALOG_USER,
+                     Shard.status.in_((QUEUED, RUNNING)))
+              .order_by(Job.pk, Shard.index))
+    rows = session.execute(active).all()
+    held = [r for r in rows if r.status == QUEUED and r.task_id is None]
+    if not held:
+        return 0
+    flight: dict[int, int] = {}
+    for r in rows:
+        if r.task_id is not None or r.status == RUNNING:
+            flight[r.user_id] = flight.get(r.user_id, 0) + 1
+    free = user_slots(session, settings) - sum(flight.values())
+    if free <= 0:
+        return 0
+    # when each user's last shard started (of the jobs still running): of users with as many
+    # in flight, the one served longest ago goes first, a user never served before all
+    last = dict(session.execute(
+        select(Job.user_id, func.max(Shard.started_at)).join(Job, Shard.job_pk == Job.pk)
+        .where(Job.status.in_((QUEUED, RUNNING)), Job.user_id.in_({r.user_id for r in held}))
+        .group_by(Job.user_id)).all())
+    sent = 0
+    while free > 0 and held:
+        first_job = {}
+        for r in held:
+            first_job.setdefault(r.user_id, r.pk)
+        user = min(first_job, key=lambda u: (flight.get(u, 0), last.get(u) is not None,
+                                             last.get(u) or 0, first_job[u]))
+        pick = next(r for r in held if r.user_id == user)
+        held.remove(pick)
+        task_id = uuid.uuid4().hex
+        claimed = session.execute(update(Shard).where(Shard.id == pick.id,
+                                                      Shard.status == QUEUED,
+                                                      Shard.task_id.is_(None))
+                                  .values(task_id=task_id, updated_at=utcnow()))
+        session.commit()
+        if claimed.rowcount != 1:
+            continue
+        job = session.get(Job, pick.pk)
+        name = RUN_WHOLE if job.mode == SEQUENTIAL else RUN_SHARD
+        args = [job.id] if job.mode == SEQUENTIAL else [job.id, pick.index]
+        if not _send(app, name, args, task_id):
+            break  # the broker is away: the reconciler sends it (a sent shard, lost)
+        flight[user] = flight.get(user, 0) + 1
+        free -= 1
+        sent += 1
+    return sent
+
+
+def is_held(shard: Shard) -> bool:
+    """A queued shard not sent yet: it waits for a slot (`dispatch_pending`), not for a
+    message."""
+    return shard.status == QUEUED and shard.task_id is None
 
 
 def enqueue_merge(app: Celery, job_id: str) -> bool:

@@ -169,11 +169,16 @@ class Client:
 
     # Jobs
 
-    def submit(self, kind: str, spec: dict[str, Any]) -> Job:
-        """Submits a job of `kind` (nads, probe, poison) with the spec as the service takes it."""
+    def submit(self, kind: str, spec: dict[str, Any], accept_long: bool = False) -> Job:
+        """Submits a job of `kind` (nads, probe, poison) with the spec as the service takes it.
+        A job estimated to run longer than the service's limit on its workers is refused (422
+        with the estimate and what fits) unless `accept_long`. Its estimate:
+        `job.raw["estimate"]["run"]` (run_s, basis)."""
         if kind not in JOB_KINDS:
             raise ValueError(f"kind: {kind!r}; expected one of {', '.join(JOB_KINDS)}")
-        return Job.from_json(self._request("POST", f"/v1/jobs/{kind}", json=spec).json())
+        params = {"accept_long": "true"} if accept_long else None
+        return Job.from_json(self._request("POST", f"/v1/jobs/{kind}", json=spec,
+                                           params=params).json())
 
     def status(self, job_id: str) -> Job:
         return Job.from_json(self._request("GET", f"/v1/jobs/{job_id}").json())

@@ -176,11 +176,14 @@ def submit(
         "--set", help="FIELD=VALUE for any spec field (dotted, JSON values), repeatable")
     ] = None,
     wait_: Annotated[bool, typer.Option("--wait", help="Wait with a progress bar.")] = False,
+    accept_long: Annotated[bool, typer.Option(
+        "--accept-long", help="Queue it even when its estimated run time exceeds the "
+        "service's limit (NADS_MAX_ESTIMATED_RUN_S)")] = False,
     url: Url = None,
     key: Key = None,
     as_json: AsJson = False,
 ) -> None:
-    """Submit a job (the job id is printed first)."""
+    """Submit a job (the job id is printed first, then its estimated run time)."""
     flags: dict[str, Any] = {"architecture": arch, "input_shape": _shape(input_shape),
                              "seed": seed, "shards": shards}
     if kind == Kind.nads:
@@ -196,8 +199,11 @@ def submit(
     spec = build_spec(kind, spec_file, flags, sets or [])
     client = _client(url, key)
     with _Guard():
-        job = client.submit(kind.value, spec)
+        job = client.submit(kind.value, spec, accept_long=accept_long)
         _print_job(job, as_json)
+        run = (job.raw.get("estimate") or {}).get("run")
+        if run and not as_json:  # the run time on the workers connected (jobs/fleet.py)
+            print(f"estimate: {run['basis']}")
         if wait_:
             _wait(client, job.id, None, as_json)
 

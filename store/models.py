@@ -147,7 +147,10 @@ class Shard(Base):
 
 
 class Worker(Base):
-    """A Celery worker (node name) and when it last said it was alive."""
+    """A Celery worker (node name) and when it last said it was alive; what it computes on
+    (`device`, `gpus`), how many processes take which `queues`, and `throughput`: FLOP/s of
+    one process by job kind, from the calibration at its start (key `calibration`) and then
+    from its finished shards (jobs/fleet.py reads them to estimate a job's run time)."""
 
     __tablename__ = "workers"
 
@@ -156,6 +159,11 @@ class Worker(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    device: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    gpus: Mapped[int] = mapped_column(Integer, default=0)
+    processes: Mapped[int] = mapped_column(Integer, default=1)
+    queues: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    throughput: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class Artifact(Base):

@@ -154,6 +154,18 @@ class Settings(BaseSettings):
     def _no_shipped_dir(cls, v: object) -> object:
         return None if v == "" else v
 
+    # Run-time estimates from the connected workers (jobs/fleet.py) and fair dispatch.
+    max_estimated_run_s: float = Field(
+        3600.0, ge=0, description="A job whose estimated run time on the connected workers "
+        "exceeds this is refused (422 with the estimate and what would fit) unless submitted "
+        "with accept_long=true; 0 = no limit. Nothing is refused while no worker is connected."
+    )
+    dispatch_slots: int = Field(
+        0, ge=0, description="Shards of users' jobs sent to the broker at once (the rest wait "
+        "in the database and go out as shards finish, the user with the fewest in flight "
+        "first: jobs/dispatch.py); 0: the connected workers' processes that take users' work."
+    )
+
     # Worker behaviour.
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)

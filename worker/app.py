@@ -17,15 +17,33 @@ _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), o
 
 def _on_ready(sender: object = None, **_: object) -> None:
     """The worker's heartbeat starts, and the shards its previous run left are sent again."""
+    from jobs.dispatch import dispatch_pending
     from store.db import session_scope
     from store.settings import get_settings
+    from worker.calibrate import start_calibration
     from worker.heartbeat import reclaim_own, start_worker_heartbeat
 
     settings = get_settings()
     name = getattr(sender, "hostname", None) or "worker"
-    _heartbeats.append(start_worker_heartbeat(settings, name))
+    _heartbeats.append(start_worker_heartbeat(settings, name, _describe(sender)))
+    start_calibration(settings, name)
     with session_scope(settings.resolved_database_url) as session:
         reclaim_own(session, app, name)
+        dispatch_pending(app, session, settings)  # this worker's processes are new slots
+
+
+def _describe(sender: object) -> dict:
+    """Processes, queues and GPUs of this worker, for its row (jobs/fleet.py)."""
+    import os
+
+    from worker.layout import GPUS_VARIABLE
+
+    selected = getattr(sender, "app", app).amqp.queues  # sender: the worker's Consumer
+    queues = sorted(selected.consume_from or selected)
+    controller = getattr(sender, "controller", sender)
+    return {"processes": int(getattr(controller, "concurrency", 1) or 1),
+            "queues": ",".join(queues)[:200],
+            "gpus": int(os.environ.get(GPUS_VARIABLE, "0") or 0)}
 
 
 def _on_shutdown(**_: object) -> None:

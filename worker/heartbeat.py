@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import select, update
@@ -55,13 +56,16 @@ class _Beat(threading.Thread):
         self.join(timeout=self.interval + 5)
 
 
-def beat_worker(session: Session, name: str) -> None:
-    """Upserts the worker's row with last_seen = now."""
+def beat_worker(session: Session, name: str, info: dict[str, Any] | None = None) -> None:
+    """Upserts the worker's row with last_seen = now; `info` (processes, queues, gpus: at its
+    start) is written too."""
     now = utcnow()
-    result = session.execute(update(Worker).where(Worker.name == name).values(last_seen=now))
+    info = info or {}
+    result = session.execute(update(Worker).where(Worker.name == name)
+                             .values(last_seen=now, **info))
     if result.rowcount == 0:
         session.add(Worker(name=name, hostname=socket.gethostname(), pid=os.getpid(),
-                           started_at=now, last_seen=now))
+                           started_at=now, last_seen=now, **info))
         try:
             session.commit()
         except IntegrityError:  # another process of the same node inserted it first
@@ -96,14 +100,17 @@ def shard_heartbeat(settings: Settings, shard_id: int, task_id: str | None) -> I
         thread.stop()
 
 
-def start_worker_heartbeat(settings: Settings, name: str) -> _Beat:
+def start_worker_heartbeat(settings: Settings, name: str,
+                           info: dict[str, Any] | None = None) -> _Beat:
+    """Registers the worker (with `info`: processes, queues, gpus) and beats every interval."""
     url = settings.resolved_database_url
 
     def beat() -> None:
         with session_scope(url) as session:
             beat_worker(session, name)
 
-    beat()
+    with session_scope(url) as session:
+        beat_worker(session, name, info)
     thread = _Beat(settings.heartbeat_interval_s, beat, f"worker-{name}")
     thread.start()
     return thread

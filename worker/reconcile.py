@@ -1,8 +1,9 @@
 """The reconciler: the job rows say what should be running; send again what was lost.
 
 Runs periodically (celery beat, every `reconcile_interval_s`). A running shard whose heartbeat
-(worker/heartbeat.py) is older than `heartbeat_timeout_s` (its process died), and a queued one
-untouched for `stale_after_s` (its message was lost), get a new message; a shard already run
+(worker/heartbeat.py) is older than `heartbeat_timeout_s` (its process died), and a sent one
+untouched for `stale_after_s` (its message was lost), get a new message, and held shards are
+sent to the slots that freed up (jobs/dispatch.py); a shard already run
 `max_attempts` times fails its job instead. A job whose shards are
 all done but whose merge never happened gets its merge. An uploaded architecture still being
 validated that long gets its validation sent again (the task is idempotent).
@@ -18,7 +19,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from jobs import state
-from jobs.dispatch import enqueue_merge, enqueue_shard, enqueue_validation
+from jobs.dispatch import (
+    dispatch_pending,
+    enqueue_merge,
+    enqueue_shard,
+    enqueue_validation,
+    is_held,
+)
 from store.models import (
     QUEUED,
     RUNNING,
@@ -42,11 +49,15 @@ def reconcile_once(session: Session, app: Celery, settings: Settings) -> int:
     jobs = session.scalars(select(Job).where(Job.status.in_((QUEUED, RUNNING)))).all()
     for job in jobs:
         sent += _reconcile_job(session, app, settings, job, stale)
+    sent += dispatch_pending(app, session, settings)  # slots freed without a shard finishing
     return sent + _reconcile_validations(session, app, stale)
 
 
 def is_lost(shard: Shard, settings: Settings, stale: datetime) -> bool:
-    """True when nothing will finish the shard unless it is sent again."""
+    """True when nothing will finish the shard unless it is sent again (a shard held for a
+    free slot, never sent, is not lost: `dispatch_pending` sends it)."""
+    if is_held(shard):
+        return False
     if shard.status == RUNNING and shard.heartbeat_at is not None:
         dead = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
         return shard.heartbeat_at <= dead

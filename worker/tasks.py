@@ -16,7 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from jobs import catalog, state
 from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
-from jobs.dispatch import enqueue_merge
+from jobs.dispatch import dispatch_pending, enqueue_merge
 from nadcore import Cancelled, NADResult
 from store import blobgc
 from store.blobs import keep_blob
@@ -28,10 +28,12 @@ from store.models import (
     SUCCEEDED,
     Artifact,
     Job,
+    Shard,
     utcnow,
 )
 from store.settings import get_settings
 from worker.app import app
+from worker.calibrate import record_shard, shard_flops
 from worker.heartbeat import shard_heartbeat
 from worker.kinds import nads, runner
 from worker.kinds.base import Claimed, blob_store, db_url
@@ -77,6 +79,7 @@ class JobTask(Task):
                         state.finish_shard(session, shard.id, FAILED, error=message)
         except DBAPIError:
             log.exception("could not record the failure of job %s", job_id)
+        _release(None, self.request.hostname)
 
 
 _db_url, _blobs = db_url, blob_store
@@ -137,6 +140,28 @@ def _claim(task: Task, job_id: str, index: int) -> Claimed | None:
                        shard.stop, task.request.id)
 
 
+def _release(claimed: Claimed | None, hostname: str | None) -> None:
+    """After a shard (whatever its end): its measured throughput goes to this worker's row
+    (worker/calibrate.py) and its slot to the next held shard, fairly between users
+    (jobs/dispatch.py). Never fails the task: the reconciler dispatches too."""
+    try:
+        flops = seconds = None
+        with session_scope(_db_url()) as session:
+            if claimed is not None:
+                shard = session.get(Shard, claimed.shard_id)
+                job = session.get(Job, claimed.job_pk)
+                if (shard is not None and job is not None and shard.status == SUCCEEDED
+                        and shard.started_at and shard.finished_at):
+                    seconds = (shard.finished_at - shard.started_at).total_seconds()
+                    total = sum(s.stop - s.start for s in job.shards)
+                    flops = shard_flops(job.estimate, shard.stop - shard.start, total)
+            dispatch_pending(app, session, get_settings())
+        if flops is not None and seconds is not None and hostname:
+            record_shard(get_settings(), hostname, claimed.kind, flops, seconds)
+    except Exception:  # noqa: BLE001
+        log.warning("could not release the slot of a finished shard", exc_info=True)
+
+
 @app.task(bind=True, base=JobTask, name=RUN_SHARD)
 def run_shard(self: Task, job_id: str, index: int) -> None:
     """Computes one shard (the partial sums of a range of networks of a NAD job, the trained
@@ -152,6 +177,7 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
+        _release(None, self.request.hostname)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partial.npz"
@@ -162,6 +188,7 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
         state.finish_shard(session, claimed.shard_id, SUCCEEDED, partial_sha256=sha)
         if state.claim_merge(session, claimed.job_pk):
             enqueue_merge(app, job_id)
+    _release(claimed, self.request.hostname)
 
 
 def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) -> None:
@@ -234,9 +261,11 @@ def run_whole(self: Task, job_id: str) -> None:
     except (Cancelled, SandboxCancelled):
         with session_scope(_db_url()) as session:
             state.finish_shard(session, claimed.shard_id, CANCELLED)
+        _release(None, self.request.hostname)
         return
     with session_scope(_db_url()) as session:
         state.finish_shard(session, claimed.shard_id, SUCCEEDED)
+    _release(claimed, self.request.hostname)
     _store_result(job_id, result)
 
 

@@ -1,13 +1,17 @@
 """POST /v1/jobs/<kind> for every registered job kind (jobs/kinds): the body is the kind's spec;
 an uploaded architecture is resolved for the caller, the kind admits and plans the spec (422
-naming the field, or the estimate over its quota), then the job is created and queued (202 with
-the job and `Location`). Refused requests store nothing.
+naming the field, or the estimate over its quota), its run time is estimated on the workers
+connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless `accept_long=true`), then
+the job is created and queued (202 with the job, its estimate under `estimate.run`, and
+`Location`). Refused requests store nothing.
 """
 
 # No `from __future__ import annotations`: each route's body type is its kind's spec class, which
 # FastAPI reads from the annotations when the route is defined below.
 
-from fastapi import APIRouter, HTTPException, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.architectures import resolve_architecture
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
@@ -16,10 +20,16 @@ from api.schemas import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
 from api.validation import invalid
+from jobs.fleet import TooLong, check_run_time, connected_workers, run_estimate
 from jobs.kinds import KINDS
 from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+AcceptLong = Annotated[bool, Query(
+    description="Queue the job even when its estimated run time on the connected workers "
+    "exceeds NADS_MAX_ESTIMATED_RUN_S (otherwise a 422 with the estimate and what fits).")]
 
 
 def _add_route(kind: JobKind) -> None:
@@ -27,7 +37,7 @@ def _add_route(kind: JobKind) -> None:
 
     def submit(spec: spec_type, session: SessionDep, key: CurrentKey,  # type: ignore[valid-type]
                settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
-               response: Response) -> JobOut:
+               response: Response, accept_long: AcceptLong = False) -> JobOut:
         spec, arch_info = resolve_architecture(session, key.user, spec,
                                                **kind.architecture(spec))
         try:
@@ -39,9 +49,21 @@ def _add_route(kind: JobKind) -> None:
                                 detail={"msg": str(exc), "estimate": exc.estimate,
                                         "limits": exc.limits}) from None
         check_job_storage(session, key.user_id, plan.estimate, settings)
+        workers = connected_workers(session, settings)
+        run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)
+        if not accept_long:
+            try:
+                check_run_time(kind.name, run, plan.estimate, plan.ranges, workers, settings)
+            except TooLong as exc:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                    detail={"msg": str(exc), "estimate": plan.estimate,
+                                            "run": exc.run, "fits": exc.fits}) from None
+        run["accepted_long"] = bool(accept_long and settings.max_estimated_run_s
+                                    and (run["run_s"] or 0) > settings.max_estimated_run_s)
+        estimate = dict(plan.estimate or {}) | {"run": run}
         return submit_job(session, celery, key, response, kind=kind.name, mode=plan.mode,
-                          spec=spec.model_dump(mode="json"), estimate=plan.estimate,
-                          ranges=plan.ranges)
+                          spec=spec.model_dump(mode="json"), estimate=estimate,
+                          ranges=plan.ranges, settings=settings)
 
     submit.__name__ = submit.__qualname__ = f"submit_{kind.name}"
     submit.__doc__ = kind.title

@@ -323,6 +323,10 @@ function summaryFacts(job) {
     ["Input shape", fmtShape(spec.input_shape || s.input_shape)],
     ["Created", fmtTime(job.timings.created_at)], ["Queued", fmtSeconds(job.timings.queued_s)],
     ["Run time", fmtSeconds(job.timings.run_s)],
+    // jobs/fleet.py: the estimate at submission on the workers connected, then the live ETA
+    ["Estimated run", job.estimate && job.estimate.run ? job.estimate.run.basis : null],
+    ["Time left", TERMINAL.has(job.status) || job.progress.eta_s == null ? null
+      : fmtSeconds(job.progress.eta_s)],
   ];
   if (job.kind === "nads") {
     const method = s.method || spec.method;

@@ -22,11 +22,13 @@ from jobs.kinds.base import (
     Plan,
     SpecError,
     check_limits,
+    custom_flops,
     shard_ranges,
 )
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
+from nadcore.cost import layer_count
 from nadcore.poison_spec import PoisonSpec, clean_position
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
@@ -38,6 +40,7 @@ NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
     "digits": ((1, 32, 32), 10, 1437),
     "cifar10": ((3, 32, 32), 10, 50_000),
 }
+_TEST_SIZE = {"digits": 360, "cifar10": 10_000}  # test images of the named datasets
 _ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
 _WHAT = {"train_samples": "indices x epochs x training-set size"}
 
@@ -134,11 +137,26 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
 
 
-def estimate_poison(spec: PoisonSpec, size: int) -> dict[str, Any]:
+def estimate_poison(spec: PoisonSpec, size: int,
+                    arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py): per model and
+    epoch, a training step counts as three forward passes per image, the accuracies on the
+    training and test sets after it as one each (the test set of a named dataset; of an
+    upload, counted as large as its training set). None for a torchvision model."""
     indices = 1 if spec.mode == "flip" else len(spec.indices)
     epochs = spec.training.epochs
+    named = NAMED_DATASETS.get(spec.dataset.name or "")
+    test = size if named is None else _TEST_SIZE[spec.dataset.name]
+    test = min(test, spec.dataset.limit_test) if spec.dataset.limit_test else test
+    passes = indices * epochs * (4 * size + test)
+    if arch_info is not None:
+        flops = custom_flops(arch_info, passes)
+    else:
+        count = (layer_count(spec.architecture, named[0], named[1]) if named is not None
+                 else None)
+        flops = None if count is None else 2.0 * count.macs * passes
     return {"indices": indices, "epochs": epochs, "train_size": size,
-            "train_samples": indices * epochs * size}
+            "train_samples": indices * epochs * size, "flops": flops}
 
 
 def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:
@@ -180,7 +198,7 @@ class PoisonKind:
         size = train_size(spec, admission.session, admission.user_id, admission.blobs,
                           admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
-        estimate = estimate_poison(spec, size)
+        estimate = estimate_poison(spec, size, admission.arch_info)
         check_poison_quota(estimate, admission.settings)
         return Plan(SHARDED, estimate, poison_shards(spec))
 

@@ -19,7 +19,10 @@ from store.settings import Settings
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, database_url=None, broker_url=None, blob_dir=None)
+    """Eight dispatch slots: every shard of these tests' jobs is sent at once (fair dispatch,
+    which holds shards back for the slots the workers have, is tested in test_fairness.py)."""
+    return Settings(data_dir=tmp_path, database_url=None, broker_url=None, blob_dir=None,
+                    dispatch_slots=8)
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def test_create_writes_rows_then_sends_one_message_per_shard(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     job = create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="probe",
                      mode=SHARDED, spec={"x": 1}, estimate={"directions": 5},
-                     ranges=[(0, 2), (2, 5)])
+                     ranges=[(0, 2), (2, 5)], settings=settings)
     row = session.get(Job, job.pk)
     assert (row.kind, row.status, row.user_id, row.estimate) == ("probe", QUEUED,
                                                                  alice.user_id, {"directions": 5})
@@ -45,14 +45,15 @@ def test_create_writes_rows_then_sends_one_message_per_shard(
 def test_a_sequential_job_is_one_run_whole_message(session: Session, app: Celery,
                                                    alice: ApiKey, settings: Settings) -> None:
     create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="nads",
-               mode=SEQUENTIAL, spec={}, estimate=None, ranges=[(0, 100)])
+               mode=SEQUENTIAL, spec={}, estimate=None, ranges=[(0, 100)], settings=settings)
     assert _task_names(settings) == ["nads.run_whole"]
 
 
 def test_reconcile_sends_lost_shards_again_and_the_missing_merge(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     job = create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="nads",
-                     mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1), (1, 2)])
+                     mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1), (1, 2)],
+                     settings=settings)
     assert reconcile_once(session, app, settings) == 0  # fresh rows: nothing is lost
     lost = job.shards[1]
     old_task = lost.task_id
@@ -78,7 +79,8 @@ def test_reconcile_sends_lost_shards_again_and_the_missing_merge(
 def test_reconcile_fails_a_shard_that_used_up_its_attempts(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     job = create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="nads",
-                     mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1)])
+                     mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1)],
+                     settings=settings)
     shard = job.shards[0]
     shard.attempts = settings.max_attempts
     shard.updated_at = utcnow() - timedelta(seconds=settings.stale_after_s + 1)

@@ -29,7 +29,7 @@ def _job(session: Session, app: Celery, key: ApiKey, shards: int = 2) -> Job:
     ranges = [(i * 10, (i + 1) * 10) for i in range(shards)]
     return create_job(session, app, user_id=key.user_id, api_key_id=key.id, kind="nads",
                       mode=SHARDED, spec={"architecture": "lenet"}, estimate=None,
-                      ranges=ranges)
+                      ranges=ranges, settings=Settings(dispatch_slots=8))
 
 
 def test_claim_moves_shard_and_job_to_running(session: Session, app: Celery, alice: ApiKey,

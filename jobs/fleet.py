@@ -1,0 +1,188 @@
+"""The fleet that exists: the workers that beat recently, what they compute on and how fast,
+and what that makes of a job's run time (torch-free: the API estimates at submission).
+
+A worker's row (`store.models.Worker`, written by worker/heartbeat.py) holds its processes, the
+queues they take, its device and `throughput`: FLOP/s of one process, by job kind, measured
+on the kind's finished shards (cost estimate FLOPs / seconds), and `calibration`, a few
+LeNet networks' gradients timed at its start, for a kind it has not run yet.
+
+The run time of a job is its shards scheduled greedily on the processes that take users'
+work (each shard to the process that finishes it first, shards of equal cost per item), the
+queue wait not included. A job whose estimate exceeds `max_estimated_run_s` is refused unless
+the request accepts the wait; with no worker connected, or a cost unknown before it runs (a
+torchvision model), nothing is refused and the estimate says why it is unknown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jobs.broker import GPU_QUEUE
+from store.models import Worker, utcnow
+from store.settings import Settings
+
+CALIBRATION = "calibration"  # throughput key of the start-up measurement (worker/calibrate.py)
+# The item count a smaller job of each kind would change, as the refusal names it.
+ITEMS = {"nads": ("num_networks", "networks"), "probe": ("directions", "directions"),
+         "poison": ("indices", "indices")}
+MIN_ITEMS = {"nads": 2}  # a NAD job needs two networks (NADSpec)
+
+
+@dataclass(frozen=True)
+class Process:
+    """One worker process that takes users' shards: its FLOP/s for the kind (None: not
+    measured yet) and what it runs on."""
+
+    rate: float | None
+    device: str
+    gpu: bool
+
+
+def connected_workers(session: Session, settings: Settings) -> list[Worker]:
+    """Workers whose heartbeat is younger than `heartbeat_timeout_s`."""
+    since = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
+    return list(session.scalars(select(Worker).where(Worker.last_seen >= since)
+                                .order_by(Worker.name)))
+
+
+def takes_user_shards(worker: Worker) -> bool:
+    """Shards of users' jobs go to the `gpu` queue (jobs/broker.py); a row without queues
+    predates them and took every queue."""
+    return worker.queues is None or GPU_QUEUE in worker.queues.split(",")
+
+
+def user_processes(workers: Sequence[Worker], kind: str) -> list[Process]:
+    processes = []
+    for w in workers:
+        if not takes_user_shards(w):
+            continue
+        throughput = w.throughput or {}
+        rate = throughput.get(kind) or throughput.get(CALIBRATION)
+        device = w.device or "unknown device"
+        processes += [Process(float(rate) if rate else None, device, w.gpus > 0)
+                      for _ in range(max(1, w.processes))]
+    return processes
+
+
+def schedule_s(costs: Sequence[float], rates: Sequence[float]) -> float:
+    """Seconds until the last shard ends when each shard (in order) goes to the process that
+    would finish it first."""
+    free = [0.0] * len(rates)
+    for cost in costs:
+        best = min(range(len(rates)), key=lambda i: free[i] + cost / rates[i])
+        free[best] += cost / rates[best]
+    return max(free, default=0.0)
+
+
+def describe_fleet(processes: Sequence[Process]) -> str:
+    """'2 CPU processes (Intel ...) at ~7.9 GFLOP/s each; no GPU worker connected'."""
+    groups: Counter[tuple[str, bool, float | None]] = Counter(
+        (p.device, p.gpu, None if p.rate is None else round(p.rate, -6)) for p in processes)
+    parts = []
+    for (device, gpu, rate), count in groups.items():
+        what = "GPU" if gpu else "CPU"
+        speed = "not measured yet" if rate is None else f"~{rate / 1e9:.1f} GFLOP/s each"
+        parts.append(f"{count} {what} process{'es' if count > 1 else ''} ({device}) at {speed}")
+    text = ", ".join(parts)
+    if not any(p.gpu for p in processes):
+        text += "; no GPU worker connected"
+    return text
+
+
+def human_s(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _costs(flops: float, ranges: Sequence[tuple[int, int]]) -> list[float]:
+    total = sum(b - a for a, b in ranges) or 1
+    return [flops * (b - a) / total for a, b in ranges]
+
+
+def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
+                 ranges: Sequence[tuple[int, int]], workers: Sequence[Worker]) -> dict[str, Any]:
+    """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}`."""
+    processes = user_processes(workers, kind)
+    flops = (estimate or {}).get("flops")
+    base: dict[str, Any] = {"processes": len(processes),
+                            "gpu": any(p.gpu for p in processes)}
+    if not processes:
+        return base | {"run_s": None, "basis": "no worker connected: the job is queued until "
+                       "one is; its run time is unknown until then"}
+    if flops is None:
+        return base | {"run_s": None, "basis": "the cost of this architecture is not known "
+                       "before it runs (a torchvision model)"}
+    measured = [p for p in processes if p.rate]
+    if not measured:
+        return base | {"run_s": None, "basis": f"{describe_fleet(processes)}: no throughput "
+                       "measured yet (the workers calibrate within seconds of starting)"}
+    seconds = schedule_s(_costs(flops, ranges), [p.rate for p in measured])
+    fleet = describe_fleet(processes)
+    return base | {"run_s": round(seconds, 1), "flops": flops, "fleet": fleet,
+                   "basis": f"{human_s(seconds)} for {flops:.3g} FLOP on {fleet} (queue wait "
+                   "not included)"}
+
+
+def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tuple[int, int]],
+                    workers: Sequence[Worker], limit_s: float) -> int:
+    """The largest item count (networks, directions, indices) whose estimate fits `limit_s`,
+    at the same cost per item and the same number of shards (at most one per item); 0 if none
+    does."""
+    from jobs.kinds.base import shard_ranges
+
+    total = sum(b - a for a, b in ranges)
+    per_item = float(estimate["flops"]) / max(total, 1)
+    rates = [p.rate for p in user_processes(workers, kind) if p.rate]
+
+    def seconds(m: int) -> float:
+        return schedule_s(_costs(per_item * m, shard_ranges(m, min(len(ranges), m))), rates)
+
+    least = MIN_ITEMS.get(kind, 1)
+    lo, hi = least - 1, total
+    while lo < hi:  # seconds(m) grows with m
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if seconds(mid) <= limit_s else (lo, mid - 1)
+    return lo if lo >= least else 0
+
+
+class TooLong(ValueError):
+    """A job estimated to run past `max_estimated_run_s`; the message says the estimate, why,
+    and what would fit."""
+
+    def __init__(self, message: str, run: Mapping[str, Any], fits: Mapping[str, Any]) -> None:
+        super().__init__(message)
+        self.run, self.fits = dict(run), dict(fits)
+
+
+def check_run_time(kind: str, run: Mapping[str, Any], estimate: Mapping[str, Any] | None,
+                   ranges: Sequence[tuple[int, int]], workers: Sequence[Worker],
+                   settings: Settings) -> None:
+    """Raises `TooLong` when the run estimate exceeds the limit (0: no limit)."""
+    limit = settings.max_estimated_run_s
+    if not limit or run.get("run_s") is None or run["run_s"] <= limit:
+        return
+    field, unit = ITEMS.get(kind, ("items", "items"))
+    total = sum(b - a for a, b in ranges)
+    fits = largest_fitting(kind, estimate or {}, ranges, workers, limit)
+    what = (f"at most {fits:,} {unit} (of {total:,}) fit with up to {len(ranges)} shard(s)"
+            if fits else f"no number of {unit} fits (use a smaller input_shape or "
+            "architecture)")
+    gpu = "" if run.get("gpu") else ", or a GPU worker"
+    raise TooLong(
+        f"{field}: the estimated run time, {human_s(run['run_s'])}, exceeds the limit of "
+        f"{human_s(limit)} (NADS_MAX_ESTIMATED_RUN_S) on the workers connected: "
+        f"{run.get('fleet', '?')}; {what}{gpu}; or submit again with accept_long=true "
+        "(CLI: --accept-long) to queue it anyway",
+        run, {field: fits, "limit_s": limit})

@@ -1,0 +1,117 @@
+"""Run-time estimates from the connected workers (jobs/fleet.py): the greedy schedule of the
+shards on the processes' measured FLOP/s, the refusal past NADS_MAX_ESTIMATED_RUN_S with what
+fits, and no refusal when the fleet or the cost is unknown."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy.orm import Session
+
+from jobs.fleet import (
+    CALIBRATION,
+    TooLong,
+    check_run_time,
+    connected_workers,
+    largest_fitting,
+    run_estimate,
+    schedule_s,
+)
+from store.models import Worker, utcnow
+from store.settings import Settings
+
+
+def _worker(name: str, processes: int, throughput: dict | None, gpus: int = 0,
+            queues: str = "catalog,cpu,gpu", age_s: float = 0) -> Worker:
+    return Worker(name=name, hostname="h", pid=1, processes=processes, queues=queues,
+                  gpus=gpus, device="Test CPU" if not gpus else "Test GPU",
+                  throughput=throughput, last_seen=utcnow() - timedelta(seconds=age_s))
+
+
+def test_schedule_is_greedy_on_the_fastest_finish() -> None:
+    assert schedule_s([2, 2, 2, 2], [1, 1]) == 4  # two rounds of two
+    assert schedule_s([3], [1, 3]) == 1  # the fast process takes it
+    assert schedule_s([1, 1, 1, 1], [1, 3]) == 1  # three on the fast one, one on the slow
+
+
+def test_estimate_from_the_kind_measured_else_the_calibration() -> None:
+    workers = [_worker("a", 2, {CALIBRATION: 1e9, "probe": 5e8})]
+    eight = [(2 * i, 2 * i + 2) for i in range(4)]  # 8 items in 4 shards, 8 GFLOP
+    nads = run_estimate("nads", {"flops": 8e9}, eight, workers)
+    assert nads["run_s"] == 4.0 and nads["processes"] == 2 and not nads["gpu"]
+    assert "2 CPU processes (Test CPU) at ~1.0 GFLOP/s each" in nads["basis"]
+    assert "no GPU worker connected" in nads["basis"]
+    assert run_estimate("probe", {"flops": 8e9}, eight, workers)["run_s"] == 8.0
+
+
+def test_unknown_fleet_or_cost_is_said_and_never_refused() -> None:
+    settings = Settings(max_estimated_run_s=1)
+    ranges = [(0, 10)]
+    none = run_estimate("nads", {"flops": 1e15}, ranges, [])
+    assert none["run_s"] is None and "no worker connected" in none["basis"]
+    check_run_time("nads", none, {"flops": 1e15}, ranges, [], settings)
+    workers = [_worker("a", 1, {CALIBRATION: 1e9})]
+    torchvision = run_estimate("nads", {"flops": None}, ranges, workers)
+    assert torchvision["run_s"] is None and "not known before it runs" in torchvision["basis"]
+    check_run_time("nads", torchvision, {"flops": None}, ranges, workers, settings)
+    uncalibrated = run_estimate("nads", {"flops": 1e15}, ranges, [_worker("b", 2, None)])
+    assert uncalibrated["run_s"] is None and "no throughput measured" in uncalibrated["basis"]
+
+
+def test_too_long_is_refused_with_the_estimate_why_and_what_fits() -> None:
+    workers = [_worker("a", 2, {CALIBRATION: 1e9})]
+    eight = [(2 * i, 2 * i + 2) for i in range(4)]  # 1 GFLOP per item
+    estimate = {"flops": 8e9}
+    run = run_estimate("nads", estimate, eight, workers)
+    settings = Settings(max_estimated_run_s=2)
+    with pytest.raises(TooLong) as caught:
+        check_run_time("nads", run, estimate, eight, workers, settings)
+    message = str(caught.value)
+    assert message.startswith("num_networks: the estimated run time, 4 s, exceeds the limit "
+                              "of 2 s (NADS_MAX_ESTIMATED_RUN_S)"), message
+    assert "no GPU worker connected" in message and "accept_long=true" in message
+    # 4 networks in 4 one-network shards: two rounds of 1 s; 5 would need 3 s
+    assert caught.value.fits == {"num_networks": 4, "limit_s": 2}
+    assert "at most 4 networks (of 8) fit" in message and "or a GPU worker" in message
+    assert largest_fitting("nads", estimate, eight, workers, 0.5) == 0
+    check_run_time("nads", run, estimate, eight, workers, Settings(max_estimated_run_s=4))
+    check_run_time("nads", run, estimate, eight, workers, Settings(max_estimated_run_s=0))
+
+
+def test_only_workers_that_beat_recently_and_take_users_work_count(session: Session,
+                                                                   settings: Settings) -> None:
+    session.add_all([_worker("fresh", 2, {CALIBRATION: 1e9}),
+                     _worker("stale", 8, {CALIBRATION: 1e12},
+                             age_s=settings.heartbeat_timeout_s + 1),
+                     _worker("catalog-only", 4, {CALIBRATION: 1e12}, queues="catalog")])
+    session.commit()
+    workers = connected_workers(session, settings)
+    assert [w.name for w in workers] == ["catalog-only", "fresh"]
+    run = run_estimate("nads", {"flops": 4e9}, [(0, 1), (1, 2)], workers)
+    assert run["processes"] == 2 and run["run_s"] == 2.0
+
+
+def test_a_nad_job_that_fits_has_at_least_two_networks() -> None:
+    workers = [_worker("a", 2, {CALIBRATION: 1e9})]
+    eight = [(2 * i, 2 * i + 2) for i in range(4)]  # 1 GFLOP per network
+    assert largest_fitting("nads", {"flops": 8e9}, eight, workers, 1.0) == 2
+    assert largest_fitting("nads", {"flops": 8e9}, eight, workers, 0.99) == 0
+    assert largest_fitting("probe", {"flops": 8e9}, eight, workers, 1.0) == 2
+
+
+def test_a_shard_records_its_throughput_only_when_it_computed_long_enough(
+        session: Session, settings: Settings) -> None:
+    from worker.calibrate import record, record_shard
+
+    session.add(_worker("w", 1, None))
+    session.commit()
+    record_shard(settings, "w", "nads", 1e10, 5.0)  # not calibrated yet: nothing to judge by
+    record(settings, "w", "Test CPU", CALIBRATION, 2e9)
+    record_shard(settings, "w", "nads", 1e6, 2.0)  # 0.5 ms of compute in 2 s: fixed costs
+    session.expire_all()
+    assert session.get(Worker, "w").throughput == {CALIBRATION: 2e9}
+    record_shard(settings, "w", "nads", 1e10, 5.0)  # 5 s of compute: 2 GFLOP/s
+    record_shard(settings, "w", "nads", 1e10, 10.0)  # averaged with the last: 1.5
+    session.expire_all()
+    assert session.get(Worker, "w").throughput == {CALIBRATION: 2e9, "nads": 1.5e9}

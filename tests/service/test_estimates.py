@@ -1,0 +1,108 @@
+"""Run-time estimates from the fleet that exists (jobs/fleet.py, worker/calibrate.py), on the
+real Postgres, Redis and Celery worker of the suite (2 CPU processes here): the worker records
+its device and FLOP/s at its start and from its shards; a job gets its estimated run time in
+the 202 (and in the CLI's output); the issue's `--arch resnet18 --networks 10000` is refused
+with the estimate, why and what fits, and queued with accept_long."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+
+from store.db import session_scope
+from store.models import Worker, utcnow
+from store.settings import Settings
+
+from .support import NADS_BIN, new_key, submit_job, wait_for_job
+
+SMALL = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 24, "seed": 11,
+         "shards": 2}
+HUGE = {"architecture": "resnet18", "input_shape": [3, 32, 32], "num_networks": 10_000}
+
+
+def _calibrated(settings: Settings, timeout: float = 90) -> list[Worker]:
+    """The suite's connected workers, once each has its calibration."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(settings.resolved_database_url) as session:
+            fresh = [w for w in session.scalars(select(Worker))
+                     if (utcnow() - w.last_seen).total_seconds() < settings.heartbeat_timeout_s]
+            if fresh and all((w.throughput or {}).get("calibration") for w in fresh):
+                session.expunge_all()
+                return fresh
+        assert time.monotonic() < deadline, "no worker calibrated"
+        time.sleep(0.5)
+
+
+def test_workers_record_device_and_throughput_and_jobs_get_an_estimate(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client) -> None:
+    workers = _calibrated(settings)
+    for w in workers:
+        assert w.device and w.gpus == 0 and w.processes >= 1, vars(w)
+        assert "gpu" in w.queues.split(","), w.queues
+        assert 1e7 < w.throughput["calibration"] < 1e13, w.throughput  # FLOP/s of one process
+    job = submit_job(alice, SMALL, "/v1/jobs/nads")
+    run = job["estimate"]["run"]
+    assert run["run_s"] > 0 and run["gpu"] is False, run
+    assert "CPU process" in run["basis"] and "no GPU worker connected" in run["basis"], run
+    assert job["progress"]["eta_s"] is not None, job["progress"]
+    done = wait_for_job(alice, job["id"], timeout=240)
+    assert done["status"] == "succeeded", done
+    actual = done["timings"]["run_s"]
+    print(f"estimate {run['run_s']} s, ran {actual:.1f} s ({run['basis']})")
+    # A throughput measured on one LeNet pair: within a factor of 5 of what ran, with the
+    # merge, the database round trips and the other tests' load on these two cores.
+    assert run["run_s"] / 5 < actual < run["run_s"] * 5 + 10, (run, actual)
+    with session_scope(settings.resolved_database_url) as session:
+        rates = [w.throughput.get("nads") for w in session.scalars(select(Worker))
+                 if w.throughput]
+    assert any(rates), "no shard recorded its throughput"
+
+
+def test_a_job_too_long_for_the_fleet_is_refused_with_why_and_what_fits(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client) -> None:
+    _calibrated(settings)
+    r = alice.post("/v1/jobs/nads", json=HUGE)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    msg = detail["msg"]
+    assert msg.startswith("num_networks: the estimated run time, "), msg
+    assert "exceeds the limit of 60.0 min (NADS_MAX_ESTIMATED_RUN_S)" in msg, msg
+    assert "CPU process" in msg and "no GPU worker connected" in msg, msg
+    assert "accept_long=true" in msg and "or a GPU worker" in msg, msg
+    assert detail["run"]["run_s"] > 3600 and 0 <= detail["fits"]["num_networks"] < 10_000
+    print(msg)
+
+    accepted = alice.post("/v1/jobs/nads", json=HUGE, params={"accept_long": "true"})
+    assert accepted.status_code == 202, accepted.text
+    job = accepted.json()
+    assert job["estimate"]["run"]["accepted_long"] is True
+    assert job["estimate"]["run"]["run_s"] == detail["run"]["run_s"]
+    assert alice.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    wait_for_job(alice, job["id"], until=("cancelled",))
+
+
+def test_cli_prints_the_estimate_and_takes_accept_long(
+        worker: subprocess.Popen, settings: Settings, api_url: str) -> None:
+    _calibrated(settings)
+    key = new_key(settings, f"carol-{uuid.uuid4().hex[:6]}")
+    env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": api_url, "NADS_KEY": key}
+    args = [NADS_BIN, "submit", "nads", "--arch", "resnet18", "--input-shape", "3,32,32",
+            "--networks", "10000"]
+    refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "NADS_MAX_ESTIMATED_RUN_S" in refused.stderr, refused
+    queued = subprocess.run([*args, "--accept-long"], env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert queued.returncode == 0, queued.stderr
+    job_id = queued.stdout.split()[0]
+    assert "estimate: " in queued.stdout and "no GPU worker connected" in queued.stdout, \
+        queued.stdout
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as client:
+        assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
+        wait_for_job(client, job_id, until=("cancelled",))

@@ -1,0 +1,116 @@
+"""User work first, fair between users (jobs/dispatch.py), measured: user A submits a LeNet
+job of many shards, then (once A's first shard is done) user B a one-shard job; B's shard must
+start within one of A's shard times: the longest of A's shards running when B came (the first
+of them to finish frees the slot B gets). Sent all at once, A's
+eight shards on two processes would make B wait three shard times or more.
+
+Twice: on the embedded `nads serve` (SQLite, the file-system broker, its two workers on this
+2-core machine) while the catalog builds, and on Postgres + Redis with the suite's worker.
+The figures are printed (docs/service.md, BENCHMARKS.md record them)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from store.db import session_scope
+from store.settings import Settings
+
+from .support import clean_env, nads_serve, new_key, submit_job, wait_for_job
+from .test_worker_layout import needs_two_cores
+
+# 8 shards of 12 LeNets (finite differences, 1x32x32): seconds each on one core
+LARGE = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 96, "seed": 21,
+         "shards": 8}
+SMALL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 10, "seed": 22,
+         "shards": 1}
+SLACK_S = 1.5  # a shard's end, the dispatch, the broker's poll (0.2 s) and the claim
+TIMES = ("SELECT j.created_at, s.started_at, s.finished_at FROM shards s JOIN jobs j "
+         "ON s.job_pk = j.pk WHERE j.id = :id ORDER BY s.\"index\"")
+
+
+def _parse(value: object) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+def _wait_steady(client: httpx.Client, job_id: str) -> None:
+    """Until a first shard of the job has succeeded and the next ones run: the processes'
+    first shards include their one-off start-up (imports, allocator), several times a shard."""
+    deadline = time.monotonic() + 180
+    while True:
+        shards = client.get(f"/v1/jobs/{job_id}").json()["shards"]
+        if (any(s["status"] == "succeeded" for s in shards)
+                and any(s["status"] == "running" for s in shards)):
+            return
+        assert time.monotonic() < deadline, shards
+        time.sleep(0.2)
+
+
+def _measure(rows_of, large_id: str, small_id: str) -> dict[str, float]:
+    large = [tuple(map(_parse, r)) for r in rows_of(large_id)]
+    (created, started, _), = [tuple(map(_parse, r)) for r in rows_of(small_id)]
+    shard_s = [(b - a).total_seconds() for _, a, b in large]
+    # A's shards running when B came: the first of them to end frees B's slot
+    running = [(b - a).total_seconds() for _, a, b in large if a <= created < b]
+    return {"wait_s": (started - created).total_seconds(), "max_shard_s": max(shard_s),
+            "running_shard_s": max(running, default=0.0),
+            "median_shard_s": sorted(shard_s)[len(shard_s) // 2],
+            "large_run_s": (max(b for *_, b in large) - min(a for _, a, _ in large))
+            .total_seconds()}
+
+
+def _two_users(a: httpx.Client, b: httpx.Client, rows_of) -> dict[str, float]:
+    large = submit_job(a, LARGE, "/v1/jobs/nads")
+    _wait_steady(a, large["id"])
+    small = submit_job(b, SMALL, "/v1/jobs/nads")
+    assert wait_for_job(b, small["id"], timeout=300)["status"] == "succeeded"
+    assert wait_for_job(a, large["id"], timeout=600)["status"] == "succeeded"
+    figures = _measure(rows_of, large["id"], small["id"])
+    print(f"B waited {figures['wait_s']:.1f} s; A's shards {figures['median_shard_s']:.1f} s "
+          f"(median), {figures['max_shard_s']:.1f} s (max), the longest running when B came "
+          f"{figures['running_shard_s']:.1f} s; A ran {figures['large_run_s']:.1f} s")
+    assert figures["wait_s"] <= figures["running_shard_s"] + SLACK_S, figures
+    return figures
+
+
+@pytest.mark.slow
+def test_a_small_job_waits_one_shard_at_most_on_postgres_and_redis(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client,
+        bob: httpx.Client) -> None:
+    def rows_of(job_id: str) -> list:
+        with session_scope(settings.resolved_database_url) as session:
+            return list(session.execute(text(TIMES), {"id": job_id}).all())
+
+    _two_users(alice, bob, rows_of)
+
+
+@pytest.mark.slow
+@needs_two_cores
+def test_a_small_job_waits_one_shard_at_most_on_nads_serve_while_the_catalog_builds(
+        tmp_path: Path) -> None:
+    env = clean_env(NADS_CATALOG_SHIPPED_DIR="", NADS_CATALOG_AUTOBUILD="lenet")
+    env.pop("OMP_NUM_THREADS")
+
+    def rows_of(job_id: str) -> list:
+        with sqlite3.connect(tmp_path / "var" / "nads.db") as db:
+            return db.execute(TIMES.replace(":id", "?"), (job_id,)).fetchall()
+
+    with nads_serve(tmp_path, env) as serve:
+        bob_key = new_key(Settings(data_dir=tmp_path / "var"), "bob")
+        with (httpx.Client(base_url=serve.url, timeout=30,
+                           headers={"Authorization": f"Bearer {serve.key}"}) as a,
+              httpx.Client(base_url=serve.url, timeout=30,
+                           headers={"Authorization": f"Bearer {bob_key}"}) as b):
+            catalog = a.get("/v1/catalog/lenet").json()["job_id"]
+            deadline = time.monotonic() + 120
+            while not any(s for _, s, _ in rows_of(catalog)):
+                assert time.monotonic() < deadline, "no catalog shard started"
+                time.sleep(0.5)
+            _two_users(a, b, rows_of)
