@@ -338,7 +338,9 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
 
         # A long job cancelled from its page: the button posts the cancel, the page follows
         # the job to `cancelled`.
-        r = client.post("/v1/jobs/nads", json=LONG)
+        # Estimated at hours on the connected CPU workers, past NADS_MAX_ESTIMATED_RUN_S: the
+        # submission accepts the wait (the job is meant to be running when it is cancelled).
+        r = client.post("/v1/jobs/nads", json=LONG, params={"accept_long": "true"})
         assert r.status_code == 202, r.text
         page.goto(f"{api_url}/#/jobs/{r.json()['id']}")
         page.click("#cancel-job")
@@ -473,8 +475,14 @@ def test_nad_gallery_of_any_size_and_the_architectures_pages(
         _gallery_loaded(page, 39)
 
         # A job on the uploaded architecture: its name on the page, not its id.
+        # (The LeNet job's page, also succeeded, stays until this one is drawn: wait for the
+        # heading to name this job.)
         page.goto(f"{api_url}/#/jobs/{jobs['custom']['id']}")
-        page.wait_for_selector("#job-status [data-status=succeeded]")
+        page.wait_for_function(
+            "(id) => { const h = document.querySelector('.job-head h1 .mono');"
+            " return h && h.textContent === id && document.querySelector('table.artifacts'); }",
+            arg=jobs["custom"]["id"])
+        assert page.locator("#job-status [data-status=succeeded]").count() == 1
         facts_text = page.inner_text(".facts")
         assert "tiny-logreg" in facts_text and arch["id"] not in facts_text
 
