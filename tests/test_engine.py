@@ -123,8 +123,10 @@ def test_early_stopping_reaches_target_with_fewer_networks():
 
 
 def test_stability_grows_with_networks_on_lenet():
-    few = estimate_nads("lenet", (1, 16, 16), 60, seed=0)
-    many = estimate_nads("lenet", (1, 16, 16), 600, seed=0)
+    # autograd: stability grows with the number of samples whatever the gradient method, and
+    # one backward pass a network costs less than 512 forward passes (38 s of the suite)
+    few = estimate_nads("lenet", (1, 16, 16), 60, method="autograd", seed=0)
+    many = estimate_nads("lenet", (1, 16, 16), 600, method="autograd", seed=0)
     assert many.stability[4] > few.stability[4]
     assert set(many.stability) == {1, 4, 16, 64}
 
