@@ -26,9 +26,9 @@ _LAZY = {
     "PartialNADs": "partial",
     "merge_partials": "partial",
     "subspace_overlap": "decompose",
-    "build_model": "architectures",
-    "ArchitectureError": "architectures",
-    "torchvision_builders": "architectures",
+    "build_model": "networks",
+    "ArchitectureError": "networks",
+    "torchvision_builders": "zoo",
 }
 
 __all__ = ["CostEstimate", "NADSpec", "estimate_cost", *_LAZY]

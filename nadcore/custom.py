@@ -42,9 +42,9 @@ from torch.func import functional_call, grad
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import archive_format
-from .architectures import HeNormalConv2d
 from .archive_format import ArchiveFormatError
 from .init import ParamInit, UnknownModuleError, module_init_rules
+from .layers import HeNormalConv2d
 from .plan import ActivationProfile
 from .spec import ArchitectureRef, parse_init_policy
 from .untrusted import RefusedArchive, load_untrusted
@@ -176,9 +176,11 @@ def load_ref(ref: ArchitectureRef) -> Loaded:
 
 # -- re-initialization ------------------------------------------------------------------------
 # nadcore's own layers that the built-in architectures use, recognized by name like torch.nn's
-# (an uploaded built-in, e.g. the paper's VGG, then draws exactly the built-in's networks)
+# (an uploaded built-in, e.g. the paper's VGG, then draws exactly the built-in's networks).
+# Archives exported before the layers moved to nadcore.layers record their old module.
 _OWN_LAYERS: dict[str, type[nn.Module]] = {
     f"{HeNormalConv2d.__module__}.{HeNormalConv2d.__qualname__}": HeNormalConv2d,
+    "nadcore.architectures.HeNormalConv2d": HeNormalConv2d,
 }
 
 
@@ -363,23 +365,6 @@ def check_outputs(model: CustomModel, ref: ArchitectureRef, input_shape: tuple[i
         want = f"exactly {needed}" if exact else f"at least {needed}"
         raise CustomArchitectureError(
             f"architecture {ref.id} has {m} output(s); this job needs {want}")
-
-
-def seeded_custom_network(ref: ArchitectureRef, seed: int, input_shape: tuple[int, ...],
-                          outputs: int) -> CustomModel:
-    """Network 0 of seed `seed` on the CPU, drawn by the init plan (poison training), after
-    checking that it has exactly `outputs` outputs. Raises ArchitectureError otherwise."""
-    from .architectures import build_model
-    from .init import NetworkSampler
-
-    model = build_model(ref, input_shape, outputs, "cpu")
-    if ref.policy != "keep":
-        sampler = NetworkSampler(lambda: model, model, seed, torch.device("cpu"))
-        state = {k: v[0] for k, v in sampler.sample([0]).items()}
-        with torch.no_grad():
-            for name, slot in model.state_dict(keep_vars=True).items():
-                slot.copy_(state[name])
-    return model
 
 
 class _Sizes(TorchDispatchMode):

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .architectures import build_model, model_factory
 from .control import Cancelled, Progress, ShouldStop
 from .decompose import (
     covariance_from_gradients,
@@ -23,6 +22,7 @@ from .decompose import (
 )
 from .gradients import GradientEvaluator
 from .init import NetworkSampler
+from .networks import build_model, model_factory
 from .partial import PartialNADs, merge_partials
 from .plan import plan_execution, resolve_device
 from .precision import resolve_precision

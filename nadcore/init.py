@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from .architectures import HeNormalConv2d
+from .layers import HeNormalConv2d
 from .seeding import network_seed, seeded_global_rng
 
 Kind = Literal["uniform", "normal", "constant", "copy"]

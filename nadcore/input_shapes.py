@@ -3,7 +3,7 @@
 The convolutions and poolings of LeNet, VGG-11, ResNet-18 and DenseNet-121 shrink H and W
 independently; below a minimum size the feature map vanishes before the classifier (LeNet at
 8x8: 8 -> 4 -> 2 -> 0 after its first pool). `nadcore.cost` walks the layers exactly as
-`nadcore.architectures` builds them and returns None for such a shape; the minimum of each
+`nadcore.zoo` builds them and returns None for such a shape; the minimum of each
 dimension is the smallest size that walk accepts. Every built-in takes any number of channels
 (its first layer is built for C). The API refuses such a spec at submission through
 `NADSpec`, instead of a worker failing on it minutes later.

@@ -20,13 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .architectures import build_model
-from .control import Cancelled, Progress, ShouldStop
-from .custom import seeded_custom_network
+from .control import Progress, ShouldStop
 from .datasets import ImageDataset
+from .networks import build_model, seeded_custom_network
 from .plan import resolve_device
 from .poison_spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec, clean_position
 from .seeding import POISON_DROPOUT as _DROPOUT
@@ -34,6 +31,7 @@ from .seeding import POISON_INIT as _INIT
 from .seeding import POISON_SHUFFLE as _SHUFFLE
 from .seeding import poison_seed, seeded_global_rng
 from .spec import ArchitectureRef
+from .training import EpochStats, batches, evaluate, fit, has_batchnorm
 
 FLIP_CHUNK = 16384  # image channels per float64 matmul of flip_dataset
 
@@ -209,21 +207,6 @@ def normalization(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor,
     return tuple(xs.mean(1).tolist()), tuple(std.tolist()), "training set"
 
 
-def _has_batchnorm(model: nn.Module) -> bool:
-    types = getattr(model, "types", None)  # an uploaded model: its recorded module types
-    if isinstance(types, dict) and any(".batchnorm." in t for t in types.values()):
-        return True
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-@torch.no_grad()
-def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int) -> float:
-    correct = 0
-    for s in range(0, x.shape[0], batch):
-        correct += int((model(x[s:s + batch]).argmax(1) == y[s:s + batch]).sum())
-    return 100.0 * correct / x.shape[0]
-
-
 def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor, *,
                      index_position: int = 0, device: torch.device | str | None = None,
                      progress: Progress | None = None, should_stop: ShouldStop | None = None,
@@ -231,10 +214,11 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     """Train `spec.architecture` with K = data.num_classes outputs on (x_train, data.y_train);
     after every epoch measure accuracy on x_train (eval mode) and on the test set of `data`.
 
-    The recipe is spec.training: SGD with momentum and weight decay, the learning rate decayed
-    linearly to 0 at every batch (as the probe), the global gradient norm clipped, inputs
-    normalized (see `normalization`). `progress(epoch, epochs)` after each epoch;
-    `should_stop()` is checked before each epoch and raises nadcore.engine.Cancelled.
+    The recipe is spec.training, trained by `nadcore.training.fit` (as the probe): SGD with
+    momentum and weight decay, the learning rate decayed linearly to 0 at every batch, the
+    global gradient norm clipped; inputs normalized (see `normalization`).
+    `progress(epoch, epochs)` after each epoch; `should_stop()` is checked before each epoch
+    and raises nadcore.engine.Cancelled.
     """
     t0 = time.perf_counter()
     tr = spec.training
@@ -259,39 +243,23 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
                                torch.device("cpu")):
             model = build_model(spec.architecture, shape, data.num_classes, "cpu")  # type: ignore[arg-type]
     model.to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum,
-                          weight_decay=tr.weight_decay)
     n = xtr.shape[0]
-    batches = [(a, min(n, a + tr.batch_size)) for a in range(0, n, tr.batch_size)]
-    if _has_batchnorm(model) and len(batches) > 1 and batches[-1][1] - batches[-1][0] == 1:
-        batches.pop()  # train-mode BatchNorm cannot normalize a batch of one sample
-    total = tr.epochs * len(batches)
+    spans = batches(n, tr.batch_size, has_batchnorm(model))
     shuffle = torch.Generator().manual_seed(poison_seed(spec.seed, _SHUFFLE, index_position))
     eval_batch = max(tr.batch_size, 512)
     train_acc = np.zeros(tr.epochs)
     test_acc = np.zeros(tr.epochs)
-    step = 0
-    with seeded_global_rng(poison_seed(spec.seed, _DROPOUT, index_position), dev):
-        for epoch in range(tr.epochs):
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"cancelled before epoch {epoch + 1} of {tr.epochs}")
-            perm = torch.randperm(n, generator=shuffle).to(dev)
-            model.train()
-            for a, b in batches:
-                idx = perm[a:b]
-                for group in opt.param_groups:
-                    group["lr"] = tr.lr * (1.0 - (step + 1) / total)
-                opt.zero_grad(set_to_none=True)
-                F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
-                if tr.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-                opt.step()
-                step += 1
-            model.eval()
-            train_acc[epoch] = _accuracy(model, xtr, ytr, eval_batch)
-            test_acc[epoch] = _accuracy(model, xte, yte, eval_batch)
-            if progress is not None:
-                progress(epoch + 1, tr.epochs)
+
+    def after_epoch(epoch: int, _stats: EpochStats) -> None:
+        train_acc[epoch] = 100.0 * evaluate(model, xtr, ytr, eval_batch)[1] / n
+        test_acc[epoch] = 100.0 * evaluate(model, xte, yte, eval_batch)[1] / xte.shape[0]
+        if progress is not None:
+            progress(epoch + 1, tr.epochs)
+
+    fit(model, xtr, ytr, tr, spans=spans,
+        permutation=lambda: torch.randperm(n, generator=shuffle).to(dev),
+        dropout_seed=poison_seed(spec.seed, _DROPOUT, index_position), device=dev,
+        after_epoch=after_epoch, should_stop=should_stop)
     info = {
         "seconds": time.perf_counter() - t0,
         "index_position": index_position,
@@ -300,7 +268,7 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
         "num_train": n,
         "num_test": int(xte.shape[0]),
         "num_classes": data.num_classes,
-        "batches_per_epoch": len(batches),
+        "batches_per_epoch": len(spans),
         "normalization": {"mean": list(mean), "std": list(std), "source": norm_source},
         "torch": torch.__version__,
     }

@@ -15,6 +15,7 @@ Two ways to train a set of directions, with identical math:
   per-model gradient norm.
 - "loop": one direction after the other with a plain module, `torch.optim.SGD` and
   `clip_grad_norm_`: the independent reference, and the baseline of the benchmark.
+Both follow the recipe of `nadcore.training` (its `fit` and its `stacked_sgd_step`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from .architectures import build_model, model_factory
 from .control import Cancelled, Progress, ShouldStop
 from .init import NetworkSampler
+from .networks import build_model, model_factory
 from .plan import activation_profile, available_memory, resolve_device
 from .probe_directions import direction_frequencies, fourier_image, make_directions
 from .probe_distribution import sample_dataset
@@ -46,6 +47,16 @@ from .seeding import PROBE_TEST as _TEST
 from .seeding import PROBE_TRAIN as _TRAIN
 from .seeding import probe_seed, seeded_global_rng
 from .spec import TORCHVISION_PREFIX
+from .training import (
+    EpochStats,
+    batches,
+    check_stop,
+    evaluate,
+    fit,
+    has_batchnorm,
+    lr_at,
+    stacked_sgd_step,
+)
 
 STRATEGIES = ("vmap", "loop")
 
@@ -58,28 +69,6 @@ class ProbeResult:
     accuracies: np.ndarray  # (n,) float64, test accuracy in percent, in the order of directions
     curves: np.ndarray  # (n, epochs, 4) float32: train loss, train acc %, test loss, test acc %
     info: dict = field(default_factory=dict)  # JSON-able: seconds, strategy, chunk size, ...
-
-
-def _lr_at(spec: ProbeSpec, step: int, steps_per_epoch: int) -> float:
-    """The notebook's schedule: interp(epoch + (i+1)/batches, [0, epochs], [lr, 0])."""
-    total = spec.training.epochs * steps_per_epoch
-    return spec.training.lr * (1.0 - (step + 1) / total)
-
-
-def _has_batchnorm(model: nn.Module) -> bool:
-    types = getattr(model, "types", None)  # an uploaded model: its recorded module types
-    if isinstance(types, dict) and any(".batchnorm." in t for t in types.values()):
-        return True
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def _batches(num: int, size: int, drop_single: bool) -> list[tuple[int, int]]:
-    """DataLoader-style batches (the last one smaller); with BatchNorm a last batch of one
-    sample is dropped (train-mode BatchNorm cannot normalize a single value)."""
-    out = [(s, min(num, s + size)) for s in range(0, num, size)]
-    if drop_single and len(out) > 1 and out[-1][1] - out[-1][0] == 1:
-        out.pop()
-    return out
 
 
 class _Direction:
@@ -104,7 +93,7 @@ class _Direction:
         return torch.randperm(self.num_train, generator=self.shuffle, device=self.shuffle.device)
 
 
-class ProbeRunner:
+class ProbeTrainer:
     """Builds the template and sampler of a spec once; trains chunks of directions."""
 
     def __init__(self, spec: ProbeSpec, device: torch.device | str | None = None,
@@ -120,7 +109,7 @@ class ProbeRunner:
         self.sampler = NetworkSampler(self.factory, self.template,
                                       probe_seed(spec.seed, _INIT), self.device, init)
         self.param_names = [n for n, _ in self.template.named_parameters()]
-        self.has_bn = _has_batchnorm(self.template)
+        self.has_bn = has_batchnorm(self.template)
         self.has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd)
                                for m in self.template.modules())
         self.strategy = strategy or default_strategy(self.device)
@@ -129,7 +118,7 @@ class ProbeRunner:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         self._act: int | None = None
-        self.batches = _batches(spec.data.num_train, spec.training.batch_size, self.has_bn)
+        self.batches = batches(spec.data.num_train, spec.training.batch_size, self.has_bn)
         self.chunk_size = chunk_size or self._chunk_size(memory_budget)
         self.eval_batch = self._eval_batch()
 
@@ -205,10 +194,6 @@ class ProbeRunner:
         # service's artifacts rely on
         return ProbeResult(curves[:, -1, 3].astype(np.float64), curves, info)
 
-    def _check_stop(self, should_stop: ShouldStop | None, what: str) -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled(f"cancelled during {what}")
-
     def _train_vmap(self, directions: np.ndarray, indices: list[int],
                     progress: Callable[[int], None], should_stop: ShouldStop | None,
                     ) -> np.ndarray:
@@ -241,7 +226,7 @@ class ProbeRunner:
         step = 0
         with seeded_global_rng(probe_seed(spec.seed, _DROPOUT, indices[0]), dev):
             for epoch in range(tr.epochs):
-                self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
+                check_stop(should_stop, epoch, tr.epochs)
                 perms = torch.stack([d.permutation() for d in dirs])
                 loss_sum = torch.zeros(n, dtype=torch.float64, device=dev)
                 correct = torch.zeros(n, dtype=torch.int64, device=dev)
@@ -256,8 +241,8 @@ class ProbeRunner:
                     grads = torch.autograd.grad(losses.sum(), plist, allow_unused=True,
                                                 materialize_grads=True)
                     with torch.no_grad():
-                        momentum = self._sgd_step(plist, list(grads), momentum,
-                                                  _lr_at(spec, step, len(self.batches)))
+                        momentum = stacked_sgd_step(plist, list(grads), momentum,
+                                                    lr_at(tr, step, len(self.batches)), tr)
                         loss_sum += losses.detach().to(torch.float64) * (stop - start)
                         correct += (out.detach().argmax(-1) == yb).sum(1)
                     seen += stop - start
@@ -271,27 +256,6 @@ class ProbeRunner:
                 progress(n * (epoch + 1))
         template.eval()
         return curves
-
-    def _sgd_step(self, params: list[torch.Tensor], grads: list[torch.Tensor],
-                  momentum: list[torch.Tensor] | None, lr: float) -> list[torch.Tensor] | None:
-        """clip_grad_norm_ per model (leading dim), then torch.optim.SGD's update."""
-        tr = self.spec.training
-        n = params[0].shape[0]
-        if tr.grad_clip is not None:
-            sq = torch.stack([g.reshape(n, -1).pow(2).sum(1) for g in grads]).sum(0)
-            coef = (tr.grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-            grads = [g.mul_(coef.view(n, *([1] * (g.dim() - 1)))) for g in grads]
-        if tr.weight_decay:
-            grads = [g.add_(p, alpha=tr.weight_decay) for g, p in zip(grads, params, strict=True)]
-        if tr.momentum:
-            if momentum is None:
-                momentum = [g.clone() for g in grads]
-            else:
-                for buf, g in zip(momentum, grads, strict=True):
-                    buf.mul_(tr.momentum).add_(g)
-            grads = momentum
-        torch._foreach_add_(params, grads, alpha=-lr)
-        return momentum
 
     @torch.no_grad()
     def _evaluate_vmap(self, params: dict, buffers: dict, x: torch.Tensor, y: torch.Tensor,
@@ -318,62 +282,33 @@ class ProbeRunner:
                     progress: Callable[[int], None], should_stop: ShouldStop | None,
                     ) -> np.ndarray:
         """Each direction alone: plain module, torch.optim.SGD, clip_grad_norm_."""
-        spec, tr, dev = self.spec, self.spec.training, self.device
-        curves = np.zeros((len(indices), tr.epochs, 4), dtype=np.float32)
+        epochs = self.spec.training.epochs
+        curves = np.zeros((len(indices), epochs, 4), dtype=np.float32)
         for r, j in enumerate(indices):
-            d = _Direction(spec, directions[r], j, dev)
-            x_train, y_train, x_test, y_test = d.x_train, d.y_train, d.x_test, d.y_test
-            with torch.device(dev):
-                model = self.factory()
-            model.load_state_dict({k: v[0] for k, v in self.sampler.sample([j]).items()})
-            opt = torch.optim.SGD(model.parameters(), lr=tr.lr, momentum=tr.momentum,
-                                  weight_decay=tr.weight_decay)
-            step = 0
-            with seeded_global_rng(probe_seed(spec.seed, _DROPOUT, j), dev):
-                for epoch in range(tr.epochs):
-                    self._check_stop(should_stop, f"epoch {epoch + 1} of {tr.epochs}")
-                    perm = d.permutation()
-                    model.train()
-                    # running sums stay on the device: no host sync per step
-                    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-                    correct = torch.zeros((), dtype=torch.int64, device=dev)
-                    seen = 0
-                    for start, stop in self.batches:
-                        idx = perm[start:stop]
-                        xb, yb = x_train[idx], y_train[idx]
-                        for group in opt.param_groups:
-                            group["lr"] = _lr_at(spec, step, len(self.batches))
-                        opt.zero_grad(set_to_none=True)
-                        out = model(xb)
-                        loss = F.cross_entropy(out, yb)
-                        loss.backward()
-                        if tr.grad_clip is not None:
-                            nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
-                        opt.step()
-                        loss_sum += loss.detach() * (stop - start)
-                        correct += (out.detach().argmax(1) == yb).sum()
-                        seen += stop - start
-                        step += 1
-                    model.eval()
-                    test_loss, test_correct = _evaluate_module(model, x_test, y_test,
-                                                               self.eval_batch)
-                    curves[r, epoch] = (float(loss_sum) / seen, 100.0 * int(correct) / seen,
-                                        test_loss,
-                                        100.0 * test_correct / spec.data.num_test)
-                    progress(r * tr.epochs + epoch + 1)
+            curves[r] = self._train_one(directions[r], j, should_stop,
+                                        lambda e, r=r: progress(r * epochs + e))
         return curves
 
+    def _train_one(self, direction: np.ndarray, j: int, should_stop: ShouldStop | None,
+                   progress: Callable[[int], None]) -> np.ndarray:
+        """Curves (epochs, 4) of direction number j; `progress(epochs done)`."""
+        spec, tr, dev = self.spec, self.spec.training, self.device
+        d = _Direction(spec, direction, j, dev)
+        with torch.device(dev):
+            model = self.factory()
+        model.load_state_dict({k: v[0] for k, v in self.sampler.sample([j]).items()})
+        curves = np.zeros((tr.epochs, 4), dtype=np.float32)
 
-@torch.no_grad()
-def _evaluate_module(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
-                     ) -> tuple[float, int]:
-    loss, correct = 0.0, 0
-    for start in range(0, x.shape[0], batch):
-        out = model(x[start:start + batch])
-        yb = y[start:start + batch]
-        loss += float(F.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return loss / x.shape[0], correct
+        def after_epoch(epoch: int, stats: EpochStats) -> None:
+            test_loss, test_correct = evaluate(model, d.x_test, d.y_test, self.eval_batch)
+            curves[epoch] = (stats.loss, stats.accuracy, test_loss,
+                             100.0 * test_correct / spec.data.num_test)
+            progress(epoch + 1)
+
+        fit(model, d.x_train, d.y_train, tr, spans=self.batches, permutation=d.permutation,
+            dropout_seed=probe_seed(spec.seed, _DROPOUT, j), device=dev,
+            after_epoch=after_epoch, should_stop=should_stop)
+        return curves
 
 
 def default_strategy(device: torch.device) -> str:
@@ -408,13 +343,13 @@ def run_probe(
     checked before every epoch and raises nadcore.engine.Cancelled. `strategy` ("vmap" or
     "loop"), `chunk_size` and `memory_budget` only change how the work is executed.
     """
-    runner = ProbeRunner(spec, device, strategy, chunk_size, memory_budget)
-    return runner.run(directions, first_index, progress, should_stop)
+    trainer = ProbeTrainer(spec, device, strategy, chunk_size, memory_budget)
+    return trainer.run(directions, first_index, progress, should_stop)
 
 
 __all__ = [
     "ProbeResult",
-    "ProbeRunner",
+    "ProbeTrainer",
     "default_strategy",
     "direction_frequencies",
     "fourier_image",

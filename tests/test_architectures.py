@@ -4,10 +4,11 @@ import pytest
 import torch
 from torch import nn
 
-from nadcore.architectures import ArchitectureError, build_model, torchvision_builders
 from nadcore.cost import estimate_cost, layer_count
 from nadcore.init import NetworkSampler, UnknownModuleError, init_plan
+from nadcore.networks import ArchitectureError, build_model
 from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
+from nadcore.zoo import torchvision_builders
 
 
 def _macs_by_hooks(model: nn.Module, shape) -> int:

@@ -233,3 +233,19 @@ def test_poison_trains_a_redrawn_uploaded_model(tmp_path, suffix):
         train_classifier(spec, ImageDataset(x, y % 2, x, y % 2, 2, "two"), x, device="cpu")
 
 
+
+
+@pytest.mark.parametrize("recorded", ["nadcore.layers.HeNormalConv2d",
+                                      "nadcore.architectures.HeNormalConv2d"])
+def test_the_papers_conv_is_known_under_its_module_before_and_after_the_move(recorded):
+    """HeNormalConv2d moved from nadcore.architectures to nadcore.layers (issue 16); an archive
+    exported before records the old module and must still draw the built-in's N(0, 2/(k*k*out))
+    (an unknown type would leave the upload unusable with init torch-default)."""
+    from nadcore.custom import Loaded, module_rules
+    from nadcore.layers import HeNormalConv2d
+
+    module = nn.Sequential(HeNormalConv2d(1, 4, 3))
+    rules, unknown = module_rules(Loaded(module, "pt2", {"0": recorded}))
+    assert unknown == []
+    assert (rules["0.weight"].kind, rules["0.weight"].value) == ("normal", math.sqrt(2 / 36))
+    assert (rules["0.bias"].kind, rules["0.bias"].value) == ("constant", 0.0)

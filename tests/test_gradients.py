@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from nadcore import NADSpec, PartialNADs, estimate_nads, finalize
-from nadcore.architectures import model_factory
 from nadcore.engine import ShardRunner, merge_key
 from nadcore.gradients import GradientEvaluator
 from nadcore.init import NetworkSampler
+from nadcore.networks import model_factory
 from nadcore.spec import BUILTIN_ARCHITECTURES
 from tests.helpers import autograd_gradient, naive_finite_differences, one_network
 

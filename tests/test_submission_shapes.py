@@ -14,11 +14,11 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from nadcore.architectures import ArchitectureError, build_model
 from nadcore.archive_format import ArchiveFormatError, check_declared, declared_format
 from nadcore.custom import CustomArchitectureError
 from nadcore.custom_check import validate
 from nadcore.input_shapes import minimum_size, shape_problem
+from nadcore.networks import ArchitectureError, build_model
 from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
 from nads.export_command import export_architecture

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchvision
 
-from nadcore.architectures import build_model
 from nadcore.custom import CustomArchitectureError, load_archive
+from nadcore.networks import build_model
 from nadcore.operators import ALLOWED_OPERATORS
 from nadcore.untrusted import (
     RefusedArchive,

@@ -23,8 +23,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from nadcore import run_spec
-from nadcore.architectures import model_factory
 from nadcore.init import NetworkSampler
+from nadcore.networks import model_factory
 from nadcore.seeding import eval_point_seed
 from nadcore.spec import NADSpec
 from store.auth import create_key

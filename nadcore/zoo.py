@@ -1,8 +1,9 @@
-"""The paper's CIFAR-style architectures (NADS.md section 3) and the torchvision builders.
+"""The built-in model zoo: the paper's CIFAR-style architectures (NADS.md section 3) and
+torchvision's classification builders.
 
-`build_model(name, input_shape, num_outputs)` returns a freshly initialized module with the
-architecture's own default initialization; the engine draws networks faster through
-`nadcore.init`, which reproduces exactly these distributions.
+`nadcore.networks.build_model(name, input_shape, num_outputs)` returns a freshly initialized
+module of one of them with the architecture's own default initialization; the engine draws
+networks faster through `nadcore.init`, which reproduces exactly these distributions.
 """
 
 from __future__ import annotations
@@ -14,21 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .spec import BUILTIN_ARCHITECTURES, TORCHVISION_PREFIX, ArchitectureRef
-
-
-class HeNormalConv2d(nn.Conv2d):
-    """Conv2d initialized as in the paper's VGG: weight ~ N(0, 2/(k*k*out)), bias 0."""
-
-    def reset_parameters(self) -> None:
-        n = self.kernel_size[0] * self.kernel_size[1] * self.out_channels
-        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / n))
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
-
-    @property
-    def init_std(self) -> float:
-        return math.sqrt(2.0 / (self.kernel_size[0] * self.kernel_size[1] * self.out_channels))
+from .layers import HeNormalConv2d
+from .spec import BUILTIN_ARCHITECTURES
 
 
 class LogReg(nn.Module):
@@ -225,7 +213,8 @@ def torchvision_builders() -> list[str]:
     return sorted(tvm.list_models(module=tvm))
 
 
-def _torchvision_factory(name: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
+def torchvision_factory(name: str) -> Callable[[tuple[int, int, int], int], nn.Module]:
+    """The builder 'torchvision:<name>' as (input_shape, num_outputs) -> module."""
     import torchvision.models as tvm
 
     if name not in torchvision_builders():
@@ -242,73 +231,3 @@ def _torchvision_factory(name: str) -> Callable[[tuple[int, int, int], int], nn.
         return tvm.get_model(name, **kwargs)
 
     return build
-
-
-def model_factory(
-    architecture: str | ArchitectureRef,
-) -> Callable[[tuple[int, int, int], int], nn.Module]:
-    """A function (input_shape, num_outputs) -> freshly initialized module (an uploaded
-    architecture: a fresh copy with its uploaded tensors; its outputs are its own)."""
-    if isinstance(architecture, ArchitectureRef):
-        from .custom import custom_model
-
-        return lambda _shape, _outputs: custom_model(architecture, torch.get_default_device())
-    if architecture in BUILTIN_CLASSES:
-        return BUILTIN_CLASSES[architecture]
-    if architecture.startswith(TORCHVISION_PREFIX):
-        return _torchvision_factory(architecture[len(TORCHVISION_PREFIX):])
-    raise ArchitectureError(
-        f"unknown architecture {architecture!r}: expected one of "
-        f"{', '.join(BUILTIN_CLASSES)} or '{TORCHVISION_PREFIX}<builder name>'"
-    )
-
-
-def build_model(
-    architecture: str | ArchitectureRef,
-    input_shape: tuple[int, int, int] = (1, 32, 32),
-    num_outputs: int = 1,
-    device: torch.device | str | None = None,
-    at_least: bool = False,
-) -> nn.Module:
-    """Build one randomly initialized network in eval mode, checked against `input_shape`.
-
-    Raises ArchitectureError when the architecture is unknown or cannot take the shape. An
-    uploaded architecture (nadcore.custom) comes with its uploaded tensors and must have
-    `num_outputs` outputs (at least that many with `at_least`).
-    """
-    if isinstance(architecture, ArchitectureRef):
-        from .custom import CustomArchitectureError, check_outputs, custom_model
-
-        try:
-            model = custom_model(architecture, "cpu")
-            check_outputs(model, architecture, tuple(input_shape), num_outputs, not at_least)
-        except CustomArchitectureError as exc:
-            raise ArchitectureError(str(exc)) from exc
-        return model.to(device or "cpu")
-    factory = model_factory(architecture)
-    with torch.device(device or "cpu"):
-        model = factory(tuple(input_shape), num_outputs)
-    model.eval()
-    check_input_shape(model, architecture, input_shape, num_outputs)
-    return model
-
-
-def check_input_shape(
-    model: nn.Module, architecture: str, input_shape: tuple[int, int, int], num_outputs: int
-) -> None:
-    """Run the model on a meta tensor of the shape; raise ArchitectureError if it cannot."""
-    import copy
-
-    meta = copy.deepcopy(model).to("meta")
-    try:
-        with torch.no_grad():
-            out = meta(torch.empty((2, *input_shape), device="meta"))
-    except Exception as exc:  # the model's own error says why; we name the shape
-        raise ArchitectureError(
-            f"{architecture} cannot take input shape {tuple(input_shape)}: {exc}"
-        ) from exc
-    if out.shape != (2, num_outputs):
-        raise ArchitectureError(
-            f"{architecture} maps input shape {tuple(input_shape)} to outputs of shape "
-            f"{tuple(out.shape[1:])}, expected ({num_outputs},)"
-        )
