@@ -1,66 +1,7 @@
-"""Validation of uploaded architectures (Celery task on the "cpu" queue), and the blob store
-as the place where the engine finds architecture archives by sha256.
+"""Moved to worker/architecture_validation.py (issue 16: one meaning per name). This alias
+stays only until worker/app.py includes "worker.architecture_validation"; then delete it. The
+task's name is the string VALIDATE_ARCHITECTURE either way, so queued messages still route."""
 
-The zip's directory is read here (`sniff_format`: a file that is no TorchScript or torch.export
-archive needs no sandbox); everything else, loading included, runs in the sandbox
-(`worker.uploaded.validate`): a model that hangs, explodes, crashes or attacks takes only the
-sandbox down, and the worker records the reason in the service's own words.
-The task is idempotent: an architecture that is no longer `validating` is left alone.
-"""
+from worker.architecture_validation import validate_architecture
 
-from __future__ import annotations
-
-import logging
-from pathlib import Path
-
-from sqlalchemy import select, update
-
-from jobs.broker import VALIDATE_ARCHITECTURE
-from nadcore.custom import CustomArchitectureError, sniff_format
-from store.blobs import open_blob_store
-from store.db import session_scope
-from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
-from store.settings import Settings, get_settings
-from worker import uploaded
-from worker.app import app
-
-log = logging.getLogger(__name__)
-
-
-def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
-               ) -> tuple[str, dict | None, str | None]:
-    """(status, info, reason) of the archive at `path`."""
-    try:
-        sniff_format(path)  # reads the zip's directory only; never unpickles
-    except CustomArchitectureError as exc:
-        return REJECTED, None, str(exc)
-    info, reason = uploaded.validate(settings, path, input_shape, init)
-    return (READY, info, None) if info is not None else (REJECTED, None, reason)
-
-
-@app.task(name=VALIDATE_ARCHITECTURE, acks_late=True)
-def validate_architecture(architecture_id: str) -> str | None:
-    """Validates one uploaded architecture; returns its new status (None when not found or
-    already decided: a duplicate message does nothing)."""
-    settings = get_settings()
-    with session_scope(settings.resolved_database_url) as session:
-        row = session.scalar(select(Architecture).where(Architecture.id == architecture_id))
-        if row is None or row.status != VALIDATING:
-            return None
-        sha, shape, init = row.sha256, list(row.input_shape), row.init
-    path = open_blob_store(settings).path(sha)
-    if not path.is_file():
-        status, info, reason = REJECTED, None, "file: the uploaded archive is missing from " \
-            "the blob store"
-    else:
-        status, info, reason = run_checks(path, shape, init, settings)
-    log.info("architecture %s: %s %s", architecture_id, status, reason or "")
-    with session_scope(settings.resolved_database_url) as session:
-        session.execute(
-            update(Architecture)
-            .where(Architecture.id == architecture_id, Architecture.status == VALIDATING)
-            .values(status=status, info=info, reason=reason, updated_at=utcnow(),
-                    format=(info or {}).get("format"))
-        )
-        session.commit()
-    return status
+__all__ = ["validate_architecture"]

@@ -15,11 +15,11 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.architectures import own_architecture, parse_input_shape, parse_policy
 from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
 from api.ratelimit import check_upload_rate
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
+from api.uploaded_architectures import own_architecture, parse_input_shape, parse_policy
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import enqueue_validation
 from nadcore.archive_format import ArchiveFormatError, check_declared

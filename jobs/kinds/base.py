@@ -76,9 +76,9 @@ class JobKind(Protocol):
     """One job kind (jobs/kinds/<name>.py defines `KIND`, registered in jobs/kinds/__init__.py).
 
     `architecture(spec)` gives the constraints an uploaded architecture must meet (keyword
-    arguments of `api.architectures.resolve_architecture`: networks, outputs, exact_outputs,
-    input_shape); `plan` checks everything else and returns the plan, or raises `SpecError` /
-    `QuotaError`. `worker` names the module that runs and merges its shards.
+    arguments of `api.uploaded_architectures.resolve_architecture`: networks, outputs,
+    exact_outputs, input_shape); `plan` checks everything else and returns the plan, or raises
+    `SpecError` / `QuotaError`. `worker` names the module that runs and merges its shards.
     """
 
     name: str
