@@ -33,6 +33,9 @@ CALIBRATION = "calibration"  # throughput key of the start-up measurement (worke
 ITEMS = {"nads": ("num_networks", "networks"), "probe": ("directions", "directions"),
          "poison": ("indices", "indices")}
 MIN_ITEMS = {"nads": 2}  # a NAD job needs two networks (NADSpec)
+# Positions a job trains past its items: a poison job's clean run (the last position,
+# nadcore.poison_spec.clean_position), in its shard ranges and its cost but not one of its indices.
+EXTRA_POSITIONS = {"poison": 1}
 
 
 @dataclass(frozen=True)
@@ -138,19 +141,21 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
 def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tuple[int, int]],
                     workers: Sequence[Worker], limit_s: float) -> int:
     """The largest item count (networks, directions, indices) whose estimate fits `limit_s`,
-    at the same cost per item and the same number of shards (at most one per item); 0 if none
-    does."""
+    at the same cost per position and the same number of shards (at most one per item), the
+    kind's extra positions included; 0 if none does."""
     from jobs.kinds.base import shard_ranges
 
-    total = sum(b - a for a, b in ranges)
-    per_item = float(estimate["flops"]) / max(total, 1)
+    positions = sum(b - a for a, b in ranges)
+    extra = EXTRA_POSITIONS.get(kind, 0)
+    per_position = float(estimate["flops"]) / max(positions, 1)
     rates = [p.rate for p in user_processes(workers, kind) if p.rate]
 
     def seconds(m: int) -> float:
-        return schedule_s(_costs(per_item * m, shard_ranges(m, min(len(ranges), m))), rates)
+        return schedule_s(_costs(per_position * (m + extra),
+                                 shard_ranges(m + extra, min(len(ranges), m))), rates)
 
     least = MIN_ITEMS.get(kind, 1)
-    lo, hi = least - 1, total
+    lo, hi = least - 1, positions - extra
     while lo < hi:  # seconds(m) grows with m
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if seconds(mid) <= limit_s else (lo, mid - 1)
@@ -174,7 +179,7 @@ def check_run_time(kind: str, run: Mapping[str, Any], estimate: Mapping[str, Any
     if not limit or run.get("run_s") is None or run["run_s"] <= limit:
         return
     field, unit = ITEMS.get(kind, ("items", "items"))
-    total = sum(b - a for a, b in ranges)
+    total = sum(b - a for a, b in ranges) - EXTRA_POSITIONS.get(kind, 0)
     fits = largest_fitting(kind, estimate or {}, ranges, workers, limit)
     what = (f"at most {fits:,} {unit} (of {total:,}) fit with up to {len(ranges)} shard(s)"
             if fits else f"no number of {unit} fits (use a smaller input_shape or "

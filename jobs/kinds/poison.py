@@ -42,7 +42,8 @@ NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
 }
 _TEST_SIZE = {"digits": 360, "cifar10": 10_000}  # test images of the named datasets
 _ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
-_WHAT = {"train_samples": "indices x epochs x training-set size"}
+_WHAT = {"train_samples": "models x epochs x training-set size, a model per index and one clean "
+                          "run"}
 
 
 def carrier_rows(num_classes: int, channels: int) -> int:
@@ -139,24 +140,26 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
 
 def estimate_poison(spec: PoisonSpec, size: int,
                     arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py): per model and
-    epoch, a training step counts as three forward passes per image, the accuracies on the
+    """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py), of every model
+    the job trains: one per index (flip: one) and the clean run (`clean_position`). Per model
+    and epoch, a training step counts as three forward passes per image, the accuracies on the
     training and test sets after it as one each (the test set of a named dataset; of an
     upload, counted as large as its training set). None for a torchvision model."""
     indices = 1 if spec.mode == "flip" else len(spec.indices)
+    models = clean_position(spec) + 1
     epochs = spec.training.epochs
     named = NAMED_DATASETS.get(spec.dataset.name or "")
     test = size if named is None else _TEST_SIZE[spec.dataset.name]
     test = min(test, spec.dataset.limit_test) if spec.dataset.limit_test else test
-    passes = indices * epochs * (4 * size + test)
+    passes = models * epochs * (4 * size + test)
     if arch_info is not None:
         flops = custom_flops(arch_info, passes)
     else:
         count = (layer_count(spec.architecture, named[0], named[1]) if named is not None
                  else None)
         flops = None if count is None else 2.0 * count.macs * passes
-    return {"indices": indices, "epochs": epochs, "train_size": size,
-            "train_samples": indices * epochs * size, "flops": flops}
+    return {"indices": indices, "models": models, "epochs": epochs, "train_size": size,
+            "train_samples": models * epochs * size, "flops": flops}
 
 
 def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:

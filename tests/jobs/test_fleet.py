@@ -115,3 +115,21 @@ def test_a_shard_records_its_throughput_only_when_it_computed_long_enough(
     record_shard(settings, "w", "nads", 1e10, 10.0)  # averaged with the last: 1.5
     session.expire_all()
     assert session.get(Worker, "w").throughput == {CALIBRATION: 2e9, "nads": 1.5e9}
+
+
+def test_a_poison_job_fits_with_its_clean_run() -> None:
+    """A poison job's ranges end with its clean run's position: 4 indices train 5 models. What
+    fits counts indices, each with the clean run on top."""
+    workers = [_worker("a", 2, {CALIBRATION: 1e9})]
+    ranges = [(0, 2), (2, 5)]  # 4 indices and the clean run in 2 shards, 1 GFLOP per model
+    estimate = {"flops": 5e9}
+    run = run_estimate("poison", estimate, ranges, workers)
+    assert run["run_s"] == 3.0  # the shard of 3 models
+    with pytest.raises(TooLong) as caught:
+        check_run_time("poison", run, estimate, ranges, workers, Settings(max_estimated_run_s=2))
+    # 3 indices + the clean run: 2 shards of 2 models, 2 s; 4 indices need 3 s
+    assert caught.value.fits == {"indices": 3, "limit_s": 2}
+    assert "at most 3 indices (of 4) fit" in str(caught.value), str(caught.value)
+    # 1 index + the clean run: one shard of 2 models, 2 s at 1 GFLOP/s
+    assert largest_fitting("poison", estimate, ranges, workers, 1.99) == 0
+    assert largest_fitting("poison", estimate, ranges, workers, 2.0) == 3

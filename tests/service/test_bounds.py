@@ -174,8 +174,9 @@ def test_the_poison_quota_counts_the_real_training_samples(client: httpx.Client)
     r = client.post("/v1/jobs/poison", json=body)
     assert r.status_code == 202, r.text
     assert r.json()["estimate"]["train_size"] == 4000
-    assert r.json()["estimate"]["train_samples"] == 8000
-    # 1,000 indices x 1,000 epochs x 4,000 images = 4e9: past the default quota of 1e9.
+    # 2 models (index 0 and the clean run) x 2 epochs x 4,000 images.
+    assert r.json()["estimate"]["train_samples"] == 16_000
+    # 1,001 models x 1,000 epochs x 4,000 images = 4e9: past the default quota of 1e9.
     r = client.post("/v1/jobs/poison", json={**body, "indices": list(range(1000)),
                                              "training": {"epochs": 1000}})
     assert r.status_code == 422 and "NADS_MAX_POISON_TRAIN_SAMPLES" in r.text, r.text

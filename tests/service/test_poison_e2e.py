@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import uuid
 from functools import partial
 
@@ -21,6 +22,7 @@ import torch
 from sqlalchemy import func, select
 
 from api.main import create_app
+from nadcore.cost import layer_count
 from nadcore.datasets import load_dataset, load_npz
 from nadcore.poison import flip_dataset, poison_dataset, run_poison
 from nadcore.poison_spec import PoisonSpec
@@ -269,15 +271,16 @@ def test_references_are_checked_at_submission(alice: httpx.Client, bob: httpx.Cl
     assert msgs == [f"nads.upload: no upload {nads_upload!r} of yours"]
     msgs = refused(bob, {**body, "dataset": {"upload": nads_upload}, "nads": {"upload": "u"}})
     assert msgs == [f"dataset.upload: no upload {nads_upload!r} of yours"]
-    # The quota: indices x epochs x training-set size.
+    # The quota: models (100 indices and the clean run) x epochs x training-set size.
     r = alice.post("/v1/jobs/poison", json={**body, "dataset": {"name": "cifar10"},
                                              "nads": {"upload": nads_upload},
                                              "indices": list(range(100)),
                                              "training": {"epochs": 1000}})
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
-    assert ("estimated train_samples 5,000,000,000 (indices x epochs x training-set size) "
-            "exceeds the limit 1,000,000,000 (NADS_MAX_POISON_TRAIN_SAMPLES)") in detail["msg"]
+    assert ("estimated train_samples 5,050,000,000 (models x epochs x training-set size, a model "
+            "per index and one clean run) exceeds the limit 1,000,000,000 "
+            "(NADS_MAX_POISON_TRAIN_SAMPLES)") in detail["msg"]
     assert detail["estimate"]["train_size"] == 50_000
     assert _count(settings, Job) == before + 2  # only the small NAD jobs
 
@@ -292,11 +295,19 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, nad_job: dict,
     job = submit(alice, text)
     assert job["kind"] == "poison" and job["mode"] == "sharded"
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 3)]  # and the clean run
-    assert job["estimate"] == {"indices": 2, "epochs": 8, "train_size": 1437,
-                               "train_samples": 2 * 8 * 1437}
+    # Three models (the two indices and the clean run), each epoch a training step of 3 and
+    # the accuracies of 1 forward pass per image of digits' 1,437 training and 360 test images.
+    estimate = dict(job["estimate"])
+    run = estimate.pop("run")
+    macs = layer_count("lenet", (1, 32, 32), 10).macs
+    assert estimate == {"indices": 2, "models": 3, "epochs": 8, "train_size": 1437,
+                        "train_samples": 3 * 8 * 1437,
+                        "flops": 2.0 * macs * 3 * 8 * (4 * 1437 + 360)}
+    assert run["accepted_long"] is False and run["basis"], run  # the fleet's: 2 CPU processes
     job = wait_for_job(alice, job["id"])
     assert job["status"] == "succeeded", job["error"]
-    assert job["progress"] == {"fraction": 1.0, "message": "succeeded"}
+    # Finished: no time left to estimate (eta_s is for a queued or running job)
+    assert job["progress"] == {"fraction": 1.0, "message": "succeeded", "eta_s": None}
     assert {a["name"]: a["media_type"] for a in job["artifacts"]} == POISON_ARTIFACTS
     got = download_npy(alice, job, "metrics.npy")
     assert got.shape == (2, 8, 2) and got.dtype == np.float64
@@ -404,7 +415,9 @@ def test_progress_counts_epochs_and_cancel_stops_a_poison_job(alice: httpx.Clien
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 2), (2, 5)]
     current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5
-    assert current["progress"]["message"].endswith("of 5 models"), current["progress"]
+    # 4 indices and the clean run; the ETA follows while the shards run.
+    assert re.fullmatch(r"running: 0/2 shards done, \d+% of 5 models(, about .+ left)?",
+                        current["progress"]["message"]), current["progress"]
     assert {s["status"] for s in final["shards"]} == {"cancelled"}
     assert final["artifacts"] == []
 
