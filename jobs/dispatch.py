@@ -152,7 +152,7 @@ def enqueue_merge(app: Celery, job_id: str) -> bool:
 
 
 def enqueue_validation(app: Celery, architecture_id: str) -> bool:
-    """Queues the validation of an uploaded architecture (worker/architectures.py)."""
+    """Queues the validation of an uploaded architecture (worker/architecture_validation.py)."""
     return _send(app, VALIDATE_ARCHITECTURE, [architecture_id], uuid.uuid4().hex)
 
 

@@ -10,7 +10,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutdown
 from jobs.broker import make_celery
 from worker.layout import pin_gpu
 
-app = make_celery(include=["worker.tasks", "worker.architectures"])
+app = make_celery(include=["worker.tasks", "worker.architecture_validation"])
 worker_process_init.connect(pin_gpu, weak=False)
 _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), once ready
 

@@ -13,12 +13,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
-from api.architectures import resolve_architecture
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
+from api.uploaded_architectures import resolve_architecture
 from api.validation import invalid
 from jobs.fleet import TooLong, check_run_time, connected_workers, run_estimate
 from jobs.kinds import KINDS
