@@ -134,7 +134,15 @@ def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
         name = RUN_WHOLE if job.mode == SEQUENTIAL else RUN_SHARD
         args = [job.id] if job.mode == SEQUENTIAL else [job.id, pick.index]
         if not _send(app, name, args, task_id):
-            break  # the broker is away: the reconciler sends it (a sent shard, lost)
+            # The broker is away: the shard is held again (not in flight, not left to go stale
+            # for `stale_after_s`), and the next dispatch sends it, the reconciler's at the
+            # latest. Had the message got through after all, whichever of the two messages
+            # comes first claims the shard and the other finds it taken (state.claim_shard).
+            session.execute(update(Shard).where(Shard.id == pick.id, Shard.task_id == task_id,
+                                                Shard.status == QUEUED)
+                            .values(task_id=None))
+            session.commit()
+            break
         flight[user] = flight.get(user, 0) + 1
         free -= 1
         sent += 1

@@ -11,6 +11,7 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from jobs import state
+from jobs.broker import make_celery
 from jobs.create import create_job
 from jobs.dispatch import dispatch_pending, user_slots
 from store.auth import CATALOG_USER
@@ -181,3 +182,16 @@ def test_one_slot_alternates_between_users(
         dispatch_pending(app, session, settings)
     assert order == [("alice", 0), ("bob", 0), ("alice", 1), ("bob", 1), ("alice", 2),
                      ("bob", 2)]
+
+
+def test_a_shard_the_broker_did_not_take_is_held_again_and_sent_next_time(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    """A send that fails leaves no shard 'in flight' for `stale_after_s`: it is held again, and
+    the reconciler's next pass sends it once the broker answers."""
+    settings = settings.model_copy(update={"dispatch_slots": 2})
+    away = make_celery(settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"}))
+    job = _submit(session, away, alice, 3, settings)
+    assert _sent(job, session) == []
+    assert all(s.status == QUEUED for s in job.shards)
+    assert reconcile_once(session, app, settings) == 2  # both slots, at once
+    assert _sent(job, session) == [0, 1]

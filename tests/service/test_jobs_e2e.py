@@ -90,7 +90,8 @@ def test_sharded_job_equals_run_spec_in_process(alice: httpx.Client, finished: d
     job = finished[name]
     assert job["status"] == "succeeded", job["error"]
     assert job["mode"] == "sharded"
-    assert job["progress"] == {"fraction": 1.0, "message": "succeeded"}
+    # Finished: no time left to estimate (eta_s is for a queued or running job)
+    assert job["progress"] == {"fraction": 1.0, "message": "succeeded", "eta_s": None}
     assert [s["status"] for s in job["shards"]] == ["succeeded"] * body["shards"]
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [
         tuple(r) for r in NADSpec.model_validate(body).shard_ranges()]
@@ -191,8 +192,10 @@ def test_cancel_stops_running_work(alice: httpx.Client, settings: Settings) -> N
 def test_work_the_broker_never_got_is_sent_again_by_the_reconciler(
     alice: httpx.Client, settings: Settings
 ) -> None:
-    """Submitted while the broker is unreachable: 202 all the same (the row is the truth), and
-    the reconciler sends the shards once they are stale."""
+    """Submitted while the broker is unreachable: 202 all the same (the row is the truth), its
+    shards held (fair dispatch, 714814f: a send that failed is not left in flight until
+    NADS_STALE_AFTER_S), and the reconciler's next pass sends them to the free slots; the
+    worker's finished shards let the rest out."""
     unreachable = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     body = {**LOGREG, "seed": 11}
     with ServerThread(create_app(unreachable)) as server:
@@ -202,16 +205,11 @@ def test_work_the_broker_never_got_is_sent_again_by_the_reconciler(
     job_id = r.json()["id"]
     time.sleep(1.5)
     assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"  # nothing was sent
-    # At the default NADS_STALE_AFTER_S (900 s), time passing simulated by moving the rows'
-    # clocks back: 30 s short of stale, nothing to do; 1 s past it, its 3 shards.
-    assert settings.stale_after_s == Settings().stale_after_s == 900
-    for age, sent in ((settings.stale_after_s - 30, 0), (settings.stale_after_s + 1, 3)):
-        with session_scope(settings.resolved_database_url) as session:
-            row = session.scalar(select(Job).where(Job.id == job_id))
-            for shard in row.shards:
-                shard.updated_at = utcnow() - timedelta(seconds=age)
-        with session_scope(settings.resolved_database_url) as session:
-            assert reconcile_once(session, make_celery(settings), settings) == sent, age
+    with session_scope(settings.resolved_database_url) as session:  # the broker is back
+        reconcile_once(session, make_celery(settings), settings)  # sends to the free slots
+    # Done within wait_for_job's 120 s: no shard waited NADS_STALE_AFTER_S (900 s) for a message
+    # the broker never got (tests/jobs/test_fairness.py checks the held rows themselves).
+    assert settings.stale_after_s == 900
     done = wait_for_job(alice, job_id)
     assert done["status"] == "succeeded", done["error"]
     assert_matches_in_process(alice, done, body)
