@@ -26,7 +26,10 @@ from .support import ServerThread, celery_worker, new_key
 
 PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
-REDIS_DB = int(os.environ.get("NADS_TEST_REDIS_DB", "13"))
+# Under pytest-xdist each worker process (gw0, gw1, ...) is a test session of its own with its
+# own Postgres database (uuid-named) and the Redis database after the base: gw0 13, gw1 14...
+REDIS_DB = (int(os.environ.get("NADS_TEST_REDIS_DB", "13"))
+            + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0))
 
 
 def sqlalchemy_url(pg_url: str) -> str:

@@ -357,7 +357,9 @@ def test_progress_is_per_direction_and_cancel_stops_a_probe(alice: httpx.Client)
             "directions": {"kind": "fourier", "grid_stride": 2},
             "data": {"num_train": 1000, "num_test": 500}, "training": {"epochs": 20},
             "shards": 2}
-    job = submit(alice, body)
+    # a job long enough to be cancelled while it runs: its estimate on a loaded machine may
+    # cross NADS_MAX_ESTIMATED_RUN_S (the refusal is tests/service/test_estimates.py's)
+    job = submit_job(alice, body, "/v1/jobs/probe?accept_long=true")
     assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 128), (128, 256)]
     current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5

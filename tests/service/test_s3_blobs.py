@@ -231,6 +231,7 @@ def private_redis() -> Iterator[str]:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, private_redis: str,
                                               databases: ThrowawayDatabases,
                                               tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from store.db import get_sessionmaker, session_scope
 from store.models import SUCCEEDED, ApiKey, Artifact, Blob, Job, Upload, utcnow
 from store.settings import Settings
 
-from .support import ServerThread, new_key, settings_env
+from .support import ServerThread, new_key, settings_env, wait_for_job
 
 SMALL = 100_000
 TINY_NAD = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
@@ -126,6 +126,7 @@ def _seed(settings: Settings, user_id: int, size: int, as_job: bool) -> str:
         return row.id
 
 
+@pytest.mark.usefixtures("worker")  # the job submitted below runs and ends
 def test_at_the_default_limit_uploads_and_jobs_refused_and_freed(default_url: str,
                                                                  settings: Settings) -> None:
     limit = Settings().max_storage_bytes_per_user
@@ -146,17 +147,33 @@ def test_at_the_default_limit_uploads_and_jobs_refused_and_freed(default_url: st
         assert client.delete(f"/v1/uploads/{upload_id}").status_code == 204
         submitted = client.post("/v1/jobs/nads", json=TINY_NAD)
         assert submitted.status_code == 202, submitted.text
-        assert _upload(client, big).status_code == 201
-        # a queued job reserves its estimate, and cannot be deleted before it ends
+        # a job cannot be deleted before it ends (asked at once: the tiny job takes the worker
+        # a second or more)
         r = client.delete(f"/v1/jobs/{submitted.json()['id']}")
         assert r.status_code == 409 and "cancel it" in r.json()["detail"], r.text
+        assert _upload(client, big).status_code == 201
 
+        # once it ends it counts what it stored instead (its artifacts and its shards'
+        # partial results); while it runs a finished shard counts beside the reservation,
+        # so the exact figure below waits for the end
+        ended = wait_for_job(client, submitted.json()["id"])
+        assert ended["status"] == "succeeded", ended
         job_id = _seed(settings, user_id, limit - 2 * room, as_job=True)  # a finished job
-        used = limit - 2 * room + len(small) + len(big) + TINY_NAD_BYTES
+        used = limit - 2 * room + len(small) + len(big) + _stored_bytes(settings, ended["id"])
         _refusal(_upload(client, big), limit, used)
         assert client.delete(f"/v1/jobs/{job_id}").status_code == 204
         assert client.get(f"/v1/jobs/{job_id}").status_code == 404
         assert _upload(client, big).status_code == 201
+
+
+def _stored_bytes(settings: Settings, job_id: str) -> int:
+    """A job's artifacts and its shards' partial results, in bytes, read from its rows."""
+    with session_scope(settings.resolved_database_url) as session:
+        job = session.scalar(select(Job).where(Job.id == job_id))
+        partials = [shard.partial_sha256 for shard in job.shards if shard.partial_sha256]
+        size = dict(session.execute(select(Blob.sha256, Blob.size)
+                                    .where(Blob.sha256.in_(partials))).all())
+        return sum(a.size for a in job.artifacts) + sum(size[sha] for sha in partials)
 
 
 def test_admin_gc_removes_what_deleted_rows_left(api_url: str, settings: Settings) -> None:
