@@ -1,5 +1,6 @@
-"""Uploads an attacker would try, shared by the layer-one tests (tests/test_untrusted.py) and
-the sandbox tests through the service (tests/service/test_sandbox.py).
+"""Uploads an attacker would try, shared by the layer-one tests
+(tests/nadcore/test_untrusted.py) and the sandbox tests through the service
+(tests/service/test_sandbox.py).
 
 TorchScript needs the source of the classes it scripts, hence this module. Every model takes
 1 x 16 x 16 inputs.

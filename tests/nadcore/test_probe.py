@@ -322,7 +322,7 @@ def test_lenet_first_nads_beat_last_nads(lenet_nads):
 @pytest.fixture(scope="module")
 def lenet_nads() -> np.ndarray:
     """The paper's LeNet NADs as the catalog ships them: finite differences over 10,000
-    networks, all 1,024 rows (tests/test_catalog_data.py checks that the shipped arrays are
+    networks, all 1,024 rows (tests/nads/test_catalog_data.py checks that the shipped arrays are
     what their provenance says; computing 1,100 networks here took 115 s of the suite)."""
     nads = np.load(SHIPPED_CATALOG_DIR / "lenet" / "nads.npy")
     assert nads.shape == (1024, 1024), nads.shape

@@ -11,7 +11,7 @@ import pytest
 
 from nadcore.cores import affinity_cores, cgroup_cpu_limit, usable_cores
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write(path: Path, text: str) -> None:
