@@ -17,7 +17,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nadcore.operators import is_allowed  # noqa: E402
-from tests.test_untrusted import classifier_operators  # noqa: E402
+from tests.nadcore.test_untrusted import classifier_operators  # noqa: E402
 
 
 def main() -> int:
