@@ -131,6 +131,56 @@ def catalog_export(
     print(f"wrote {folder}")
 
 
+def catalog_compute(
+    arch: Annotated[str, typer.Option(help="vgg11, resnet18, densenet121 (or logreg, lenet)")],
+    networks: Annotated[int, typer.Option(help="Networks [0, N) of the entry.")] = 2_000,
+    precision: Annotated[str, typer.Option(
+        help="fp32 or bf16 (explicit: every shard of a build must share it).")] = "fp32",
+    data: Annotated[Path, typer.Option(help="Folder of shipped entries (partials go to "
+                                       "DATA/ARCH/partials/).")] = Path("catalog_data"),
+    shard_networks: Annotated[int | None, typer.Option(
+        help="Networks per shard [default: a few minutes' worth for the architecture].")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Where to compute.")] = "cpu",
+    threads: Annotated[int, typer.Option(help="Torch threads.")] = 1,
+    background: Annotated[bool, typer.Option(
+        "--background/--foreground",
+        help="nice 19 (lowest CPU priority) [default], or leave the priority as it is.")
+    ] = True,
+    finalize: Annotated[bool, typer.Option(
+        "--finalize/--no-finalize", help="Write the entry once [0, N) is covered.")] = True,
+) -> None:
+    """Compute a catalog entry in this process, shard by shard into DATA/ARCH/partials/,
+    resuming from the partials present; once [0, N) is covered, write the shipped entry."""
+    from jobs.catalog import CatalogError, check_names
+    from nads import catalog_background as background_build
+
+    if precision not in ("fp32", "bf16"):
+        print("nads catalog compute: precision: fp32 or bf16", file=sys.stderr)
+        raise typer.Exit(2)
+    if networks < 2 or (shard_networks is not None and shard_networks < 1):
+        print("nads catalog compute: networks: at least 2 (shard-networks: at least 1)",
+              file=sys.stderr)
+        raise typer.Exit(2)
+    try:
+        check_names([arch])
+        if background:
+            background_build.lowest_priority(threads)
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+        entry = background_build.compute(data, arch, networks, precision,
+                                         shard_networks=shard_networks, device=device,
+                                         finalize=finalize,
+                                         report=lambda line: print(line, flush=True))
+    except (CatalogError, background_build.BuildError) as exc:
+        print(f"nads catalog compute: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if entry is not None:
+        print(f"wrote {entry}")
+
+
 def catalog_verify(
     arch: Annotated[list[str] | None, typer.Argument(
         help="Entries to verify [default: every shipped entry]")] = None,
@@ -175,5 +225,6 @@ def register(app: typer.Typer) -> None:
     group.command("build")(catalog_build)
     group.command("install")(catalog_install)
     group.command("export")(catalog_export)
+    group.command("compute")(catalog_compute)
     group.command("verify")(catalog_verify)
     app.add_typer(group, name="catalog")

@@ -37,7 +37,11 @@ from nadcore.spec import NADSpec
 
 CATALOG_INPUT_SHAPE = (1, 32, 32)
 STABILITY_K = 64  # the catalog's stopping rule is checked at k = 64
+PARTIALS = "partials"  # a background build's shards (nads/catalog_background.py)
 CHECK_NETWORKS = 4  # networks whose gradients ship for `verify`
+# fewer for the large architectures: `verify` recomputes them on a CPU (one network is enough
+# to catch a wrong entry: another network's gradient is off by about sqrt(2))
+CHECK_NETWORKS_BY_ARCH = {"logreg": 4, "lenet": 4, "vgg11": 2, "resnet18": 2, "densenet121": 1}
 
 
 def catalog_spec(arch: str, networks: int = 10_000, precision: str = "auto") -> NADSpec:
@@ -81,7 +85,8 @@ def write_entry(out: Path, arch: str, spec: NADSpec, *, nads: np.ndarray,
             "networks": int(info["networks"]), "num_nads": int(nads.shape[0]),
             "stability": {str(k): float(v) for k, v in info["stability"].items()},
             "stability_k": STABILITY_K, "decomposition": info["decomposition"],
-            "source": info["source"], "check_networks": int(check_gradients.shape[0]),
+            "source": info["source"], **({"build": info["build"]} if info.get("build") else {}),
+            "check_networks": int(check_gradients.shape[0]),
             "verify_tolerance": VERIFY_TOLERANCE[precision.split("+")[-1]],
             "created_at": datetime.now(UTC).replace(microsecond=0, tzinfo=None).isoformat()
             + "Z",
@@ -89,6 +94,8 @@ def write_entry(out: Path, arch: str, spec: NADSpec, *, nads: np.ndarray,
         }
         (tmp / PROVENANCE).write_text(json.dumps(provenance, indent=2) + "\n")
         final = out / arch
+        if (final / PARTIALS).is_dir():  # a background build's shards stay (catalog_background)
+            (final / PARTIALS).rename(tmp / PARTIALS)
         if final.exists():
             shutil.rmtree(final)
         tmp.chmod(0o755)  # mkdtemp's 0700 would keep the shipped files from other users
@@ -99,9 +106,10 @@ def write_entry(out: Path, arch: str, spec: NADSpec, *, nads: np.ndarray,
         raise
 
 
-def _result_info(result: NADResult, wall_seconds: float, source: str) -> dict[str, Any]:
+def _result_info(result: NADResult, wall_seconds: float, source: str,
+                 build: dict[str, Any] | None = None) -> dict[str, Any]:
     info = result.info
-    return {"precision": info.get("precision", "fp32"),
+    return {"build": build, "precision": info.get("precision", "fp32"),
             "device": info.get("plan", {}).get("device", "cpu"),
             "device_name": info.get("device_name") or device_name(torch.device("cpu")),
             "torch": info.get("torch", torch.__version__), "wall_seconds": wall_seconds,
@@ -110,7 +118,8 @@ def _result_info(result: NADResult, wall_seconds: float, source: str) -> dict[st
 
 
 def _write_result(out: Path, arch: str, spec: NADSpec, result: NADResult,
-                  check_gradients: np.ndarray, wall_seconds: float, source: str) -> Path:
+                  check_gradients: np.ndarray, wall_seconds: float, source: str,
+                  build: dict[str, Any] | None = None) -> Path:
     from worker.plots import render_nad_figures
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +128,7 @@ def _write_result(out: Path, arch: str, spec: NADSpec, result: NADResult,
         return write_entry(out, arch, spec, nads=result.nads, eigenvalues=result.eigenvalues,
                            eval_point=result.eval_point, check_gradients=check_gradients,
                            figures={"preview.png": preview, "spectrum.png": spectrum},
-                           info=_result_info(result, wall_seconds, source))
+                           info=_result_info(result, wall_seconds, source, build))
 
 
 def rerender_figures(folder: Path) -> list[str]:
@@ -146,8 +155,10 @@ def rerender_figures(folder: Path) -> list[str]:
 
 def export_partial(out: Path, arch: str, spec: NADSpec, part: PartialNADs,
                    check_networks: int = CHECK_NETWORKS, wall_seconds: float | None = None,
-                   source: str = "direct engine run (nads catalog export --direct)") -> Path:
-    """The entry of a partial covering networks [0, N) of `spec` (gradients kept)."""
+                   source: str = "direct engine run (nads catalog export --direct)",
+                   build: dict[str, Any] | None = None) -> Path:
+    """The entry of a partial covering networks [0, N) of `spec` (gradients kept); `build`
+    (how the partials were computed) is recorded in the provenance when given."""
     if part.gradients is None:
         raise ValueError("partial: holds moments, not gradients; the check gradients of the "
                          "first networks cannot be taken from it")
@@ -156,7 +167,7 @@ def export_partial(out: Path, arch: str, spec: NADSpec, part: PartialNADs,
     seconds = (wall_seconds if wall_seconds is not None
                else float(part.meta.get("seconds", 0.0))) + time.perf_counter() - t0
     return _write_result(out, arch, spec, result, part.gradients[:check_networks], seconds,
-                         source)
+                         source, build)
 
 
 def export_direct(out: Path, arch: str, networks: int = 10_000, precision: str = "auto",

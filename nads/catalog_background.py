@@ -1,0 +1,241 @@
+"""A catalog entry computed in the background on this machine, shard by shard, resumable.
+
+`nads catalog compute --arch vgg11 --networks 2000 --precision bf16` computes networks [0, N)
+of the catalog's spec (finite differences, scale 100, 1x32x32, seed 0) in shards of a few
+minutes each, at the lowest CPU priority (nice 19) on one torch thread, and writes every
+finished shard as a partial (`PartialNADs.save`: the shard's float32 gradients, 4 KiB per
+network, and its provenance) to `catalog_data/<arch>/partials/<start>-<stop>.npz` (written to a
+temporary name, then renamed: a stop loses at most the shard under way). Started again, it
+computes only the networks that no partial covers. Network j is drawn from (seed 0, j) whatever
+N, so the partials of a 2,000-network build are the first 2,000 networks of a 10,000-network
+one: more CPU time, or a GPU given the partials, extends the build instead of redoing it.
+
+When partials cover [0, N), it finalizes: the entry is written in the shipped format
+(nads/catalog_export.py, with the shards' provenance) and the partials are removed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nadcore.partial import PartialNADs, merge_partials
+from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, PARTIALS, catalog_spec, export_partial
+
+PARTIAL_NAME = re.compile(r"^(\d{5,})-(\d{5,})\.npz$")
+# networks per shard: a few minutes of one loaded CPU thread each (BENCHMARKS.md, Catalog on
+# the CPU), so that a stop loses little
+SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "densenet121": 2}
+
+
+class BuildError(ValueError):
+    """The partials present cannot be extended by this build (another spec, overlaps)."""
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    path: Path
+    start: int
+    stop: int
+
+
+def partials_dir(data: Path, arch: str) -> Path:
+    return data / arch / PARTIALS
+
+
+def partial_path(folder: Path, start: int, stop: int) -> Path:
+    return folder / f"{start:05d}-{stop:05d}.npz"
+
+
+def present(folder: Path) -> list[PartialFile]:
+    """The finished partials in `folder`, by start; overlapping ranges are refused."""
+    found = []
+    for path in folder.glob("*.npz") if folder.is_dir() else []:
+        match = PARTIAL_NAME.match(path.name)
+        if match:
+            found.append(PartialFile(path, int(match[1]), int(match[2])))
+    found.sort(key=lambda p: p.start)
+    for a, b in zip(found, found[1:], strict=False):
+        if b.start < a.stop:
+            raise BuildError(f"partials: {a.path.name} and {b.path.name} overlap")
+    return found
+
+
+def missing_shards(done: list[PartialFile], networks: int, shard: int) -> list[tuple[int, int]]:
+    """The ranges of [0, networks) that no partial covers, cut at multiples of `shard` (the
+    same cuts whatever was done before, so that shards of different runs line up)."""
+    todo, lo = [], 0
+    for a, b in [(p.start, p.stop) for p in done] + [(networks, networks)]:
+        start = lo
+        while start < min(a, networks):
+            stop = min(a, networks, (start // shard + 1) * shard)
+            todo.append((start, stop))
+            start = stop
+        lo = max(lo, b)
+    return todo
+
+
+def _save_atomic(part: PartialNADs, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            part.save(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """One build per architecture at a time (a second one would compute the same shards)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BuildError(f"arch: another build of this architecture holds {folder}/.lock"
+                             ) from None
+        yield
+
+
+def lowest_priority(threads: int = 1) -> dict[str, int]:
+    """nice 19 and `threads` torch threads for this process; returns what was set."""
+    import torch
+
+    niceness = os.nice(19 - os.nice(0))
+    torch.set_num_threads(threads)
+    return {"nice": niceness, "threads": torch.get_num_threads()}
+
+
+def _load_part(path: Path, key: str) -> PartialNADs:
+    part = PartialNADs.load(path)
+    if part.key != key or part.gradients is None:
+        raise BuildError(f"partials: {path.name} was computed for another spec or precision "
+                         "(its key differs); use that precision or move it away")
+    return part
+
+
+def _slice(part: PartialNADs, stop: int) -> PartialNADs:
+    if part.stop <= stop:
+        return part
+    return PartialNADs(part.key, part.start, stop, part.eval_point,
+                       gradients=part.gradients[:stop - part.start], meta=part.meta)
+
+
+def _shard_record(part: PartialNADs) -> dict[str, Any]:
+    meta = part.meta
+    return {"networks": [part.start, part.stop], "seconds": round(meta.get("seconds", 0.0), 2),
+            "precision": meta.get("precision"), "device": meta.get("plan", {}).get("device"),
+            "device_name": meta.get("device_name"), "torch": meta.get("torch"),
+            "threads": meta.get("plan", {}).get("threads"), "nice": meta.get("nice"),
+            "load_average": meta.get("load_average"), "finished_at": meta.get("finished_at")}
+
+
+def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
+    """What the finalized entry records of the shards it was made of."""
+    shards = [_shard_record(p) for p in parts]
+    seconds = [s["seconds"] for s in shards]
+    loads = [s["load_average"] for s in shards if s["load_average"] is not None]
+    return {
+        "how": "nads catalog compute: shards computed one after another in one process at "
+               "nice 19, one torch thread, on a machine shared with other work",
+        "shards": len(shards),
+        "shard_seconds_total": round(sum(seconds), 1),
+        "seconds_per_network": float(f"{sum(seconds) / max(parts[-1].stop, 1):.3g}"),
+        "load_average_mean": round(float(np.mean(loads)), 2) if loads else None,
+        "devices": sorted({str(s["device_name"]) for s in shards}),
+        "torch": sorted({str(s["torch"]) for s in shards}),
+        "precisions": sorted({str(s["precision"]) for s in shards}),
+        "first_finished_at": min((s["finished_at"] or "") for s in shards),
+        "last_finished_at": max((s["finished_at"] or "") for s in shards),
+        "shard_list": shards,
+    }
+
+
+def finalize_build(data: Path, arch: str, networks: int, precision: str,
+                   check_networks: int | None = None, remove: bool = True) -> Path:
+    """The entry of partials covering [0, networks), written to data/arch; partials removed."""
+    folder = partials_dir(data, arch)
+    spec = catalog_spec(arch, networks, precision)
+    from nadcore.engine import merge_key
+
+    key = merge_key(spec)
+    files = [p for p in present(folder) if p.start < networks]
+    if missing_shards(files, networks, networks):
+        raise BuildError(f"networks: the partials in {folder} do not cover [0, {networks})")
+    parts = [_slice(_load_part(p.path, key), networks) for p in files]
+    merged = merge_partials(parts)
+    record = build_record(parts)
+    check = check_networks or CHECK_NETWORKS_BY_ARCH.get(arch, 4)
+    entry = export_partial(
+        data, arch, spec, merged, check, wall_seconds=record["shard_seconds_total"],
+        source=f"background CPU build (nads catalog compute): {len(parts)} shards of partials "
+               f"{files[0].path.name} .. {files[-1].path.name}", build=record)
+    if remove:
+        for p in present(folder):
+            p.path.unlink()
+        for leftover in folder.glob(".*"):
+            leftover.unlink()
+        folder.rmdir()
+    return entry
+
+
+def compute(data: Path, arch: str, networks: int, precision: str, *,
+            shard_networks: int | None = None, device: str = "cpu", finalize: bool = True,
+            max_shards: int | None = None,
+            report: Callable[[str], None] = print) -> Path | None:
+    """Computes the shards of [0, networks) that are missing, then finalizes (unless told not
+    to). Returns the entry's folder when finalized. `max_shards` stops after that many."""
+    import torch
+
+    from nadcore.engine import ShardRunner
+
+    shard = shard_networks or SHARD_NETWORKS.get(arch, 10)
+    folder = partials_dir(data, arch)
+    spec = catalog_spec(arch, networks, precision)
+    with _locked(folder):
+        done = present(folder)
+        if done:  # the key of what is there must be this build's
+            from nadcore.engine import merge_key
+
+            _load_part(done[0].path, merge_key(spec))
+        todo = missing_shards(done, networks, shard)
+        covered = networks - sum(b - a for a, b in todo)
+        report(f"{arch}: {covered} of {networks} networks present in {len(done)} partials; "
+               f"{len(todo)} shards of up to {shard} networks to compute ({precision}, "
+               f"{device}, {torch.get_num_threads()} thread(s), nice {os.nice(0)})")
+        runner = ShardRunner(spec, device) if todo else None
+        for i, (start, stop) in enumerate(todo):
+            if max_shards is not None and i >= max_shards:
+                return None
+            load_before = os.getloadavg()[0]
+            part = runner.partial(start, stop)
+            part.meta |= {"nice": os.nice(0), "seed_range": [start, stop],
+                          "load_average": round((load_before + os.getloadavg()[0]) / 2, 2),
+                          "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            _save_atomic(part, partial_path(folder, start, stop))
+            covered += stop - start
+            per = part.meta["seconds"] / (stop - start)
+            left = (networks - covered) * per
+            report(f"{arch}: networks [{start}, {stop}) in {part.meta['seconds']:.0f} s "
+                   f"({per:.1f} s per network, load {part.meta['load_average']}); "
+                   f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate")
+        if not finalize:
+            return None
+        t0 = time.perf_counter()
+        entry = finalize_build(data, arch, networks, precision)
+    report(f"{arch}: finalized {entry} in {time.perf_counter() - t0:.0f} s; partials removed")
+    return entry

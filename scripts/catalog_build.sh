@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The background catalog build (issue 29): vgg11, then resnet18, then densenet121, 2,000
+# networks each by default, one process at a time at nice 19 on one torch thread
+# (`nads catalog compute`, nads/catalog_background.py). Resumes from the partials under
+# catalog_data/<arch>/partials/; an entry already finalized is skipped.
+#
+#   cd <repository> && setsid nohup scripts/catalog_build.sh > catalog-build.log 2>&1 &
+#
+# NETWORKS=10000 extends the same partials (network j is always the same network).
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+[ -x "$PY" ] || PY=python3
+NETWORKS=${NETWORKS:-2000}
+# precision per architecture, from the bf16-against-fp32 measurements (BENCHMARKS.md,
+# Catalog on the CPU); every shard of an entry shares it
+PLAN=${PLAN:-"vgg11:bf16 resnet18:fp32 densenet121:fp32"}
+for item in $PLAN; do
+  arch=${item%%:*}; precision=${item##*:}
+  if [ -f "catalog_data/$arch/provenance.json" ] && [ ! -d "catalog_data/$arch/partials" ] \
+      && grep -q "\"networks\": $NETWORKS," "catalog_data/$arch/provenance.json"; then
+    echo "$(date -u +%FT%TZ) $arch: already built with $NETWORKS networks"; continue
+  fi
+  echo "$(date -u +%FT%TZ) $arch: start ($NETWORKS networks, $precision)"
+  nice -n 19 "$PY" -m nads.cli catalog compute --arch "$arch" --networks "$NETWORKS" \
+    --precision "$precision" --threads 1 || { echo "$(date -u +%FT%TZ) $arch: failed"; exit 1; }
+done
+echo "$(date -u +%FT%TZ) done"

@@ -1,0 +1,115 @@
+"""The background catalog build (nads/catalog_background.py): shards written as partials,
+resumed from the partials present, finalized into the same entry a one-shot run writes."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from nadcore.partial import PartialNADs
+from nads.catalog_background import (
+    BuildError,
+    PartialFile,
+    compute,
+    missing_shards,
+    partials_dir,
+    present,
+)
+from nads.catalog_export import export_direct
+from nads.cli import build_app
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+def test_missing_shards_cut_at_the_same_multiples_whatever_is_present():
+    def files(*ranges):
+        return [PartialFile(Path(f"{a}-{b}"), a, b) for a, b in ranges]
+
+    assert missing_shards([], 10, 4) == [(0, 4), (4, 8), (8, 10)]
+    assert missing_shards(files((0, 4)), 10, 4) == [(4, 8), (8, 10)]
+    # a partial of another cut (e.g. a GPU run's larger shard) is respected as it is
+    assert missing_shards(files((2, 5)), 10, 4) == [(0, 2), (5, 8), (8, 10)]
+    assert missing_shards(files((0, 12)), 10, 4) == []
+    assert missing_shards(files((0, 4), (8, 10)), 10, 4) == [(4, 8)]
+
+
+def test_resume_computes_only_the_missing_shards(tmp_path: Path):
+    compute(tmp_path, "logreg", 12, "fp32", shard_networks=4, max_shards=1, report=_quiet)
+    folder = partials_dir(tmp_path, "logreg")
+    assert [(p.start, p.stop) for p in present(folder)] == [(0, 4)]
+    # mark the first partial: a resumed build that recomputed it would overwrite the mark
+    first = PartialNADs.load(folder / "00000-00004.npz")
+    first.gradients = first.gradients + 1.0
+    first.meta["marked"] = True
+    first.save(folder / "00000-00004.npz")
+    lines = []
+    compute(tmp_path, "logreg", 12, "fp32", shard_networks=4, finalize=False,
+            report=lines.append)
+    assert lines[0].startswith("logreg: 4 of 12 networks present in 1 partials; 2 shards"), lines
+    assert [(p.start, p.stop) for p in present(folder)] == [(0, 4), (4, 8), (8, 12)]
+    assert PartialNADs.load(folder / "00000-00004.npz").meta.get("marked")
+    assert not list(folder.glob(".*.tmp"))  # written through a temporary name, renamed
+    meta = PartialNADs.load(folder / "00004-00008.npz").meta
+    assert meta["seed_range"] == [4, 8] and meta["precision"] == "fp32"
+    for key in ("seconds", "torch", "device_name", "load_average", "finished_at", "plan"):
+        assert key in meta, key
+
+
+def test_finalize_equals_a_one_shot_run(tmp_path: Path):
+    """Three runs (interrupted after one shard, then after another, then to the end) write the
+    entry a single in-process run of the same 12 networks writes, and remove the partials."""
+    built = tmp_path / "built"
+    for max_shards in (1, 1, None):
+        entry = compute(built, "logreg", 12, "fp32", shard_networks=5, max_shards=max_shards,
+                        report=_quiet)
+    assert entry == built / "logreg"
+    assert not partials_dir(built, "logreg").exists()
+    direct = export_direct(tmp_path / "direct", "logreg", networks=12, precision="fp32",
+                           device="cpu", check_networks=4)
+    for name in ("nads.npy", "eigenvalues.npy", "eval_point.npy", "check_gradients.npy"):
+        np.testing.assert_array_equal(np.load(entry / name), np.load(direct / name), name)
+    prov = json.loads((entry / "provenance.json").read_text())
+    one_shot = json.loads((direct / "provenance.json").read_text())
+    assert prov["networks"] == 12 and prov["precision"] == "fp32"
+    assert prov["stability"] == one_shot["stability"]
+    assert prov["build"]["shards"] == 3
+    assert [s["networks"] for s in prov["build"]["shard_list"]] == [[0, 5], [5, 10], [10, 12]]
+    assert prov["wall_seconds"] > 0 and prov["build"]["seconds_per_network"] > 0
+
+
+def test_a_partial_of_another_precision_is_refused(tmp_path: Path):
+    compute(tmp_path, "logreg", 8, "bf16", shard_networks=4, max_shards=1, report=_quiet)
+    with pytest.raises(BuildError, match="another spec or precision"):
+        compute(tmp_path, "logreg", 8, "fp32", shard_networks=4, report=_quiet)
+
+
+def test_the_command_builds_and_verify_fails_on_a_corrupted_copy(tmp_path: Path):
+    runner = CliRunner()
+    app = build_app()
+    result = runner.invoke(app, ["catalog", "compute", "--arch", "logreg", "--networks", "10",
+                                 "--shard-networks", "5", "--data", str(tmp_path),
+                                 "--foreground"])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output
+    result = runner.invoke(app, ["catalog", "verify", "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    # another network's gradients under a matching sha256: only the recomputation catches it
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "logreg", copy / "logreg")
+    grads = np.load(copy / "logreg" / "check_gradients.npy")
+    np.save(copy / "logreg" / "check_gradients.npy", grads[::-1].copy())
+    from jobs.shipped import sha256_file
+
+    prov_path = copy / "logreg" / "provenance.json"
+    prov = json.loads(prov_path.read_text())
+    prov["files"]["check_gradients.npy"]["sha256"] = sha256_file(
+        copy / "logreg" / "check_gradients.npy")
+    prov_path.write_text(json.dumps(prov))
+    result = runner.invoke(app, ["catalog", "verify", "--data", str(copy)])
+    assert result.exit_code == 1, result.output
+    assert "logreg: FAILED" in result.output
