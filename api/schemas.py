@@ -118,7 +118,8 @@ def progress_of(job: Job) -> Progress:
     indices of a poison job: their epochs), weighting each shard by its size."""
     if job.status == SUCCEEDED:
         return Progress(fraction=1.0, message="succeeded")
-    unit = KINDS[job.kind].unit if job.kind in KINDS else "items"
+    kind = KINDS.get(job.kind)
+    unit = "items" if kind is None else getattr(kind, "unit_of", lambda _: kind.unit)(job.spec)
     total = sum(s.stop - s.start for s in job.shards) or 1
     done = sum((s.stop - s.start) * s.fraction for s in job.shards)
     fraction = min(done / total, 0.99)

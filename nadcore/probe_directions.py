@@ -1,7 +1,8 @@
 """The directions a probe job trains on (NADS.md section 4): unit Fourier images of chosen
-frequencies, rows of a NAD array, seeded random vectors or given rows, as (n, C*H*W) float32 unit
-rows in direction-index order. NumPy only (`jobs.kinds.probe.count_directions` counts the rows of
-`make_directions` without building them)."""
+frequencies (each direction once: `nadcore.fourier_grid`), rows of a NAD array, seeded random
+vectors or given rows, as (n, C*H*W) float32 unit rows in direction-index order. NumPy only
+(`jobs.kinds.probe.count_directions` counts the rows of `make_directions` without building
+them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .fourier_grid import grid, half_plane, self_conjugate
 from .probe_spec import (
     CustomDirections,
     FourierDirections,
@@ -18,28 +20,12 @@ from .probe_spec import (
 )
 
 
-def _sin_vanishes(ky: int, kx: int, h: int, w: int) -> bool:
-    """sin(2 pi (ky y/H + kx x/W)) is identically 0 exactly at the self-conjugate frequencies
-    (DC, and the Nyquist rows/columns of even sizes): 2 ky = 0 mod H and 2 kx = 0 mod W."""
-    return (2 * ky) % h == 0 and (2 * kx) % w == 0
-
-
-def _fourier_frequencies(d: FourierDirections, h: int, w: int) -> list[tuple[int, int]]:
+def fourier_frequencies(d: FourierDirections, h: int, w: int) -> list[tuple[int, int]]:
+    """The (ky, kx) of each row: the listed ones (the spec refuses conjugate pairs and zero
+    sine images), or the half-plane of the grid (`nadcore.fourier_grid`)."""
     if d.frequencies is not None:
-        freqs = [(int(ky), int(kx)) for ky, kx in d.frequencies]
-        if d.phase == "sin":
-            bad = [f for f in freqs if _sin_vanishes(*f, h, w)]
-            if bad:
-                raise ValueError(
-                    f"directions.frequencies: the sine image of {bad[0]} is identically zero "
-                    f"(DC or Nyquist frequency of a {h}x{w} image); use phase 'cos' for it"
-                )
-        return freqs
-    s = d.grid_stride
-    freqs = [(ky, kx) for ky in range(0, h, s) for kx in range(0, w, s)]
-    if d.phase == "sin":  # a grid skips the frequencies whose sine image is zero
-        freqs = [f for f in freqs if not _sin_vanishes(*f, h, w)]
-    return freqs
+        return [(int(ky), int(kx)) for ky, kx in d.frequencies]
+    return half_plane(grid(h, w, d.grid_stride), h, w, d.phase)
 
 
 def fourier_image(ky: int, kx: int, input_shape: Sequence[int], phase: str = "cos") -> np.ndarray:
@@ -50,7 +36,7 @@ def fourier_image(ky: int, kx: int, input_shape: Sequence[int], phase: str = "co
     x = np.arange(w, dtype=np.float64)[None, :]
     angle = 2 * np.pi * ((ky * y) % h / h + (kx * x) % w / w)  # reduced: exact at large k
     img = np.cos(angle) if phase == "cos" else np.sin(angle)
-    if _sin_vanishes(ky, kx, h, w) and phase == "sin":
+    if phase == "sin" and self_conjugate(ky, kx, h, w):
         raise ValueError(f"the sine image of ({ky}, {kx}) is identically zero")
     full = np.broadcast_to(img, (c, h, w)).reshape(-1)
     return (full / np.linalg.norm(full)).astype(np.float32)
@@ -61,7 +47,7 @@ def direction_frequencies(spec: ProbeSpec) -> list[tuple[int, int]] | None:
     if not isinstance(spec.directions, FourierDirections):
         return None
     _, h, w = spec.input_shape
-    return _fourier_frequencies(spec.directions, h, w)
+    return fourier_frequencies(spec.directions, h, w)
 
 
 def _unit_rows(rows: np.ndarray, what: str) -> np.ndarray:
@@ -79,8 +65,9 @@ def _unit_rows(rows: np.ndarray, what: str) -> np.ndarray:
 def make_directions(spec: ProbeSpec, nad_array: np.ndarray | None = None) -> np.ndarray:
     """(n, C*H*W) float32 unit rows, in the order of the spec.
 
-    fourier: the listed frequencies, or the grid in row-major (ky, kx) order (a sine grid skips
-    the frequencies whose sine image is zero; `direction_frequencies` lists the rows). nad: the
+    fourier: the listed frequencies, or the grid's half-plane in row-major (ky, kx) order (each
+    direction once; a sine grid skips the frequencies whose sine image is zero;
+    `direction_frequencies` lists the rows). nad: the
     selected rows of `nad_array` (k, C*H*W). random: Gaussian vectors from `directions.seed`,
     normalized. custom: the given rows, normalized (zero rows rejected).
     """
@@ -88,7 +75,7 @@ def make_directions(spec: ProbeSpec, nad_array: np.ndarray | None = None) -> np.
     dim = c * h * w
     d = spec.directions
     if isinstance(d, FourierDirections):
-        freqs = _fourier_frequencies(d, h, w)
+        freqs = fourier_frequencies(d, h, w)
         if not freqs:
             raise ValueError(
                 f"directions: this {d.phase} grid (grid_stride {d.grid_stride}) of a {h}x{w} "

@@ -4,7 +4,10 @@ separable distribution D(v) along chosen directions v. Torch-free, like `nadcore
 Frequency convention of `fourier` directions: (ky, kx) indexes numpy's `fft2` of an H x W image,
 0 <= ky < H and 0 <= kx < W; the direction is the real cosine (or sine) image
 cos(2 pi (ky y / H + kx x / W)), normalized to unit norm, identical in every channel.
-Heatmaps show the frequencies probed on signed frequency axes (worker/plots.py).
+(ky, kx) and its conjugate (-ky, -kx) are the same direction up to sign: a grid trains the
+half-plane and a list may not name both (`nadcore.fourier_grid`). Heatmaps show the frequencies
+probed on signed frequency axes, each result drawn at both frequencies of its pair
+(worker/plots.py).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .fourier_grid import repeated, self_conjugate
 from .numbers import Bounded, Finite
 from .presets import Preset, fill_preset
 from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
@@ -28,9 +32,11 @@ class FourierDirections(_Strict):
     kind: Literal["fourier"] = "fourier"
     frequencies: list[tuple[int, int]] | None = Field(
         None, max_length=MAX_GRID,
-        description="(ky, kx) pairs; default: the whole H x W grid (see grid_stride).",
+        description="(ky, kx) pairs, each direction once (not a frequency and its conjugate "
+        "(-ky, -kx)); default: the half-plane of the H x W grid (see grid_stride).",
     )
-    phase: Literal["cos", "sin"] = "cos"
+    phase: Literal["cos", "sin"] = Field(
+        "cos", description="cos, or sin (the paper's heatmaps; `preset: paper` picks it)")
     grid_stride: int = Field(1, ge=1, le=512,
                              description="With no frequencies: every stride-th one.")
 
@@ -118,8 +124,12 @@ class TrainingSettings(_Strict):
     grad_clip: Finite | None = Field(0.5, gt=0, description="max gradient norm; null: none")
 
 
+PAPER_PHASE = "sin"  # the paper's Fourier heatmaps: sine images (docs/science.md, section 3)
+MAX_REPLICATES = 64
+
 PRESETS: dict[str, Preset] = {
-    # The paper's recipe as implemented (docs/science.md, section 3): the defaults.
+    # The paper's recipe as implemented (docs/science.md, section 3): the defaults, and sine
+    # images for Fourier directions (`_preset` below: the phase belongs to one kind only).
     "paper": {"data": {"num_train": DataSettings().num_train,
                        "num_test": DataSettings().num_test},
               "training": TrainingSettings().model_dump()},
@@ -141,16 +151,33 @@ class ProbeSpec(_Strict):
     data: DataSettings = DataSettings()
     training: TrainingSettings = TrainingSettings()
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    replicates: int = Field(
+        1, ge=1, le=MAX_REPLICATES,
+        description="trainings per direction, each with its own seeds (replicate 0 is the "
+        "job's seed, replicate r > 0 a seed derived from it); the summary gives each "
+        "direction's mean and a confidence interval across them")
     shards: int = Field(1, ge=1, le=4096)
     preset: Literal["quick", "paper"] | None = Field(
         None, description="fills the data sizes and training settings not given: 'paper' "
-        "(the paper's recipe, the defaults) or 'quick' (a few minutes for LeNet on a CPU); "
-        "the stored spec holds the resolved settings")
+        "(the paper's recipe, the defaults, and sine images for Fourier directions) or "
+        "'quick' (a few minutes for LeNet on a CPU: separates the lowest frequencies from "
+        "chance, see docs/service.md); the stored spec holds the resolved settings")
 
     @model_validator(mode="before")
     @classmethod
     def _preset(cls, data: Any) -> Any:
-        return fill_preset(data, PRESETS)
+        data = fill_preset(data, PRESETS)
+        if isinstance(data, dict) and data.get("preset") == "paper":
+            directions = data.get("directions")
+            if (isinstance(directions, dict) and directions.get("kind", "fourier") == "fourier"
+                    and "phase" not in directions):
+                data = {**data, "directions": {**directions, "phase": PAPER_PHASE}}
+        return data
+
+    def units(self, num_directions: int) -> int:
+        """Trainings of the job, its unit of work (shards are ranges of them): unit u trains
+        direction u mod n of replicate u // n."""
+        return num_directions * self.replicates
 
     @model_validator(mode="after")
     def _consistent(self) -> ProbeSpec:
@@ -163,6 +190,18 @@ class ProbeSpec(_Strict):
                     raise ValueError(
                         f"directions.frequencies: ({ky}, {kx}) outside 0 <= ky < {h}, 0 <= kx < {w}"
                     )
+                if d.phase == "sin" and self_conjugate(ky, kx, h, w):
+                    raise ValueError(
+                        f"directions.frequencies: the sine image of ({ky}, {kx}) is identically "
+                        f"zero (DC or Nyquist frequency of a {h}x{w} image); use phase 'cos' "
+                        "for it")
+            twice = repeated(d.frequencies, h, w)
+            if twice is not None:
+                (ky, kx), first = twice
+                what = "repeats" if (ky, kx) == first else "is the conjugate of"
+                raise ValueError(
+                    f"directions.frequencies: ({ky}, {kx}) {what} {first}, the same direction "
+                    "up to sign (one training measures both); list each direction once")
         if isinstance(d, CustomDirections):
             bad = [i for i, row in enumerate(d.values) if len(row) != c * h * w]
             if bad:

@@ -15,7 +15,7 @@ import torch
 EVAL_POINT = 0  # (EVAL_POINT,): a NAD job's evaluation point x0
 NETWORK = 1  # (NETWORK, j): network j of a NAD job
 PROBE = 100  # (PROBE, purpose[, direction]): probe jobs, purposes below
-PROBE_INIT, PROBE_TRAIN, PROBE_TEST, PROBE_SHUFFLE, PROBE_DROPOUT = range(5)
+PROBE_INIT, PROBE_TRAIN, PROBE_TEST, PROBE_SHUFFLE, PROBE_DROPOUT, PROBE_REPLICATE = range(6)
 POISON = 200  # (POISON, purpose, index position): poison jobs, purposes below
 POISON_INIT, POISON_SHUFFLE, POISON_DROPOUT = range(3)
 
@@ -40,6 +40,13 @@ def probe_seed(seed: int, purpose: int, index: int | None = None) -> int:
     """The seed for `purpose` (PROBE_*) of direction `index` (or of the whole job)."""
     return derive_seed(seed, PROBE, purpose) if index is None else \
         derive_seed(seed, PROBE, purpose, index)
+
+
+def replicate_seed(seed: int, replicate: int) -> int:
+    """The job seed that replicate `replicate` of a probe job seeded with `seed` trains with:
+    the job's own for replicate 0 (a job without replicates is its replicate 0), a derived one
+    for each other, so that every replicate draws its own networks, data and shuffles."""
+    return seed if replicate == 0 else derive_seed(seed, PROBE, PROBE_REPLICATE, replicate)
 
 
 def poison_seed(seed: int, purpose: int, position: int) -> int:

@@ -16,11 +16,12 @@ from .poison import run_poison
 from .poison_spec import PoisonSpec
 from .probe import run_probe
 from .probe_spec import ProbeSpec
+from .seeding import replicate_seed
 
 
 @dataclass
 class ProbePartial:
-    """The result of one shard: directions start..stop-1."""
+    """The result of one shard: units (direction trainings) start..stop-1."""
 
     start: int
     stop: int
@@ -43,11 +44,33 @@ class ProbePartial:
 def run_probe_shard(spec: ProbeSpec, directions: np.ndarray, start: int, stop: int, *,
                     progress: Callable[[int, int], None],
                     should_stop: Callable[[], bool]) -> ProbePartial:
-    """Trains directions start..stop-1; raises nadcore.control.Cancelled when stopped."""
-    result = run_probe(spec, directions[start:stop], first_index=start, progress=progress,
-                       should_stop=should_stop)
-    return ProbePartial(start, stop, np.asarray(result.accuracies, dtype=np.float64),
-                        np.asarray(result.curves, dtype=np.float32), result.info)
+    """Trains units start..stop-1 of the job (unit u: direction u mod n of replicate u // n,
+    n = len(directions); replicate r is the job with the seed `replicate_seed(seed, r)`);
+    raises nadcore.control.Cancelled when stopped. `progress` counts direction-epochs over the
+    whole shard."""
+    n = directions.shape[0]
+    if not 0 <= start < stop <= spec.units(n):
+        raise ValueError(f"shard range [{start}, {stop}) must lie within [0, {spec.units(n)})")
+    accuracies, curves, info = [], [], {}
+    epochs, total = spec.training.epochs, (stop - start) * spec.training.epochs
+    unit = start
+    while unit < stop:
+        replicate, first = divmod(unit, n)
+        last = min(n, first + stop - unit)
+        offset = (unit - start) * epochs
+
+        def replicate_progress(done: int, _total: int, offset: int = offset) -> None:
+            progress(offset + done, total)
+
+        seeded = spec.model_copy(update={"seed": replicate_seed(spec.seed, replicate)})
+        result = run_probe(seeded, directions[first:last], first_index=first,
+                           progress=replicate_progress, should_stop=should_stop)
+        accuracies.append(np.asarray(result.accuracies, dtype=np.float64))
+        curves.append(np.asarray(result.curves, dtype=np.float32))
+        seconds = info.get("seconds", 0.0) + result.info.get("seconds", 0.0)
+        info = {**result.info, "seconds": seconds}
+        unit += last - first
+    return ProbePartial(start, stop, np.concatenate(accuracies), np.concatenate(curves), info)
 
 
 @dataclass

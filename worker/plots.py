@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from nadcore.fourier_grid import mirror
 from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 
@@ -94,25 +95,36 @@ def probed_axis(values: Sequence[int]) -> tuple[list[int], bool]:
 
 
 def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndarray,
-                   name: str | None = None) -> Figure:
+                   name: str | None = None,
+                   intervals: tuple[np.ndarray, np.ndarray] | None = None) -> Figure:
     """Accuracy over the frequency plane (signed frequencies, fft-shifted), scale 50-100 %.
 
-    The axes are the frequencies probed (`probed_axis`): the whole plane for a full grid, the
-    lattice or the listed values otherwise; frequencies of the drawn grid not probed are grey.
-    The DC cell (ky, kx) = (0, 0) is outlined when it is on the grid. With a cosine phase
-    (ky, kx) and (-ky, -kx) are the same image, so a full grid is point-symmetric.
+    The axes are the frequencies probed and their mirrors (`probed_axis`): the whole plane for
+    a full grid, the lattice or the listed values otherwise; frequencies of the drawn grid not
+    probed are grey. Each direction is trained once (`nadcore.fourier_grid`): its result is
+    drawn at (ky, kx) and, mirrored, at (-ky, -kx), where the number is in brackets, so the
+    figure is point-symmetric by construction. With `intervals` (low, high), a cell whose
+    confidence interval contains 50 % is hatched: it cannot be told from chance. The DC cell
+    (ky, kx) = (0, 0) is outlined when it is on the grid.
     """
     c, h, w = spec.input_shape
-    fy = [shifted(int(ky), h) for ky in frequencies[:, 0]]
-    fx = [shifted(int(kx), w) for kx in frequencies[:, 1]]
-    (ys, y_scaled), (xs, x_scaled) = probed_axis(fy), probed_axis(fx)
+    cells = []  # (signed ky, signed kx, accuracy, hatched, mirrored)
+    for i, (ky, kx) in enumerate(frequencies.tolist()):
+        at_chance = intervals is not None and intervals[0][i] <= 50.0 <= intervals[1][i]
+        a = float(accuracies[i])
+        cells.append((shifted(ky, h), shifted(kx, w), a, at_chance, False))
+        other = mirror(ky, kx, h, w)
+        if other is not None:
+            cells.append((shifted(other[0], h), shifted(other[1], w), a, at_chance, True))
+    (ys, y_scaled), (xs, x_scaled) = probed_axis([y for y, *_ in cells]), \
+        probed_axis([x for _, x, *_ in cells])
     row, col = {v: i for i, v in enumerate(ys)}, {v: i for i, v in enumerate(xs)}
     grid = np.full((len(ys), len(xs)), np.nan)
-    for a, y, x in zip(accuracies, fy, fx, strict=True):
+    for y, x, a, *_ in cells:
         grid[row[y], col[x]] = a
 
     side = min(9.0, 3.5 + 0.18 * max(len(ys), len(xs)))
-    fig = Figure(figsize=(side + 1.4, side + 0.3))
+    fig = Figure(figsize=(side + 1.4, side + 0.5))
     ax = fig.add_subplot()
     image = ax.imshow(grid, origin="lower", cmap=_cmap(), vmin=VMIN, vmax=VMAX,
                       interpolation="nearest")
@@ -127,19 +139,32 @@ def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndar
     if dc:
         ax.add_patch(Rectangle((col[0] - 0.5, row[0] - 0.5), 1, 1, fill=False,
                                edgecolor="red", linewidth=1.5, label="DC (0, 0)"))
-    if len(accuracies) <= _ANNOTATE_MAX:
-        for a, y, x in zip(accuracies, fy, fx, strict=True):
-            ax.text(col[x], row[y], f"{a:.1f}", ha="center", va="center", fontsize=7,
+    hatched = 0
+    for y, x, _, at_chance, _ in cells:
+        if at_chance:
+            hatched += 1
+            ax.add_patch(Rectangle((col[x] - 0.5, row[y] - 0.5), 1, 1, fill=False, hatch="///",
+                                   edgecolor="white", linewidth=0, alpha=0.6))
+    if len(cells) <= _ANNOTATE_MAX:
+        for y, x, a, _, mirrored in cells:
+            ax.text(col[x], row[y], f"({a:.1f})" if mirrored else f"{a:.1f}", ha="center",
+                    va="center", fontsize=6 if mirrored else 7,
                     color="white" if a < 75 else "black")
-    probed = len(set(zip(fy, fx, strict=True)))
+    probed = len(frequencies)
+    shown = len(cells)
     missing = int(np.isnan(grid).sum())
-    what = (f"all {h * w} frequencies" if probed == h * w
-            else f"{probed} of {h * w} frequencies probed" + ("; grey: not probed" if missing
-                                                               else ""))
+    what = (f"{probed} directions trained once, drawn at (ky, kx) and mirrored at (-ky, -kx)"
+            if shown > probed else f"{probed} directions")
+    what += (f"; {shown} of {h * w} frequencies" if shown < h * w else
+             f"; all {h * w} frequencies")
+    if missing:
+        what += "; grey: not probed"
     if dc:
-        what += "; red square: DC (0, 0)"
+        what += "; red square: DC"
+    if intervals is not None and hatched:
+        what += "\nhatched: confidence interval contains 50 % (not distinguishable from chance)"
     ax.set_title(f"{name or spec.architecture} ({c}x{h}x{w}): test accuracy on D(v), Fourier "
-                 f"{spec.directions.phase}\n{what}", fontsize=9)
+                 f"{spec.directions.phase}\n{what}", fontsize=8)
     fig.colorbar(image, ax=ax, label="test accuracy (%), 50 = chance", fraction=0.046,
                  pad=0.04)
     fig.tight_layout()
@@ -147,8 +172,9 @@ def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndar
 
 
 def render_heatmap(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndarray,
-                   path: Path, name: str | None = None) -> None:
-    _save(heatmap_figure(spec, accuracies, frequencies, name), path)
+                   path: Path, name: str | None = None,
+                   intervals: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    _save(heatmap_figure(spec, accuracies, frequencies, name, intervals), path)
 
 
 def accuracy_vs_index_figure(spec: ProbeSpec, accuracies: np.ndarray, indices: Sequence[int],

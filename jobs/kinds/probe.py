@@ -26,6 +26,7 @@ from jobs.kinds.base import (
 from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
 from nadcore.cost import layer_count
+from nadcore.fourier_grid import grid, half_plane
 from nadcore.probe_spec import (
     CustomDirections,
     FourierDirections,
@@ -38,32 +39,21 @@ from store.settings import Settings
 
 _ENV = {"train_samples": "NADS_MAX_PROBE_TRAIN_SAMPLES", "flops": "NADS_MAX_PROBE_FLOPS",
         "directions_bytes": "NADS_MAX_PROBE_DIRECTIONS_BYTES"}
-_WHAT = {"train_samples": "directions x epochs x num_train",
+_WHAT = {"train_samples": "directions x replicates x epochs x num_train",
          "flops": "training and test passes",
          "directions_bytes": "directions x C*H*W x 4"}
 
 
-def _sin_vanishes(k: int, n: int) -> bool:
-    """Along one axis of size n: 2 k = 0 mod n (DC, or Nyquist when n is even). A sine image
-    is identically zero when this holds along both axes."""
-    return (2 * k) % n == 0
-
-
 def count_directions(spec: ProbeSpec) -> int:
-    """Number of rows `make_directions(spec)` returns: fourier list -> its length, fourier grid ->
-    every `grid_stride`-th (ky, kx) of the H x W plane (a sine grid skips the frequencies whose
-    sine image is zero), nad -> its rows, random -> count, custom -> its values."""
+    """Number of rows `make_directions(spec)` returns: fourier -> its frequencies (the list, or
+    the grid's half-plane: `nadcore.fourier_grid`), nad -> its rows, random -> count, custom ->
+    its values. The job trains `spec.units(count)` networks (directions x replicates)."""
     d = spec.directions
     _, h, w = spec.input_shape
     if isinstance(d, FourierDirections):
         if d.frequencies is not None:
             return len(d.frequencies)
-        ys, xs = range(0, h, d.grid_stride), range(0, w, d.grid_stride)
-        count = len(ys) * len(xs)
-        if d.phase == "sin":
-            count -= (sum(_sin_vanishes(ky, h) for ky in ys)
-                      * sum(_sin_vanishes(kx, w) for kx in xs))
-        return count
+        return len(half_plane(grid(h, w, d.grid_stride), h, w, d.phase))
     if isinstance(d, NADDirections):
         return d.count()  # arithmetic: a range is never built
     if isinstance(d, RandomDirections):
@@ -77,14 +67,6 @@ def check_shape(spec: ProbeSpec, num_directions: int) -> None:
     """What the spec alone does not check: every direction is a non-zero finite vector, there
     is at least one, and no more shards than directions."""
     d = spec.directions
-    _, h, w = spec.input_shape
-    if isinstance(d, FourierDirections) and d.phase == "sin" and d.frequencies is not None:
-        for ky, kx in d.frequencies:
-            if _sin_vanishes(ky, h) and _sin_vanishes(kx, w):
-                raise SpecError("directions.frequencies",
-                              f"the sine image of ({ky}, {kx}) is identically zero (DC or "
-                              f"Nyquist frequency of a {h}x{w} image); use phase 'cos' for it",
-                              [ky, kx])
     if isinstance(d, CustomDirections):
         for i, row in enumerate(d.values):
             if not all(math.isfinite(v) for v in row):
@@ -94,14 +76,16 @@ def check_shape(spec: ProbeSpec, num_directions: int) -> None:
                               f"row {i} is zero; a direction needs a non-zero vector")
     if num_directions < 1:
         raise SpecError("directions", "selects no direction; give at least one")
-    if spec.shards > num_directions:
-        raise SpecError("shards", f"{spec.shards} exceeds the number of directions = "
-                      f"{num_directions}", spec.shards)
+    if spec.shards > spec.units(num_directions):
+        raise SpecError("shards", f"{spec.shards} exceeds the number of trainings = "
+                      f"{spec.units(num_directions)} (directions x replicates)", spec.shards)
 
 
 def estimate_probe(spec: ProbeSpec, num_directions: int,
                    arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Training samples, FLOPs (None for torchvision models) and the size of directions.npy.
+    """Directions (each once: a Fourier grid counts its half-plane), trainings (directions x
+    replicates), training samples, FLOPs (None for torchvision models) and the size of
+    directions.npy.
 
     A training step counts as three forward passes (forward and backward), a test evaluation
     (every epoch, for the curves) as one.
@@ -109,14 +93,17 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
     c, h, w = spec.input_shape
     epochs, num_train, num_test = spec.training.epochs, spec.data.num_train, spec.data.num_test
     count = layer_count(spec.architecture, spec.input_shape, 2)
-    passes = num_directions * epochs * (3 * num_train + num_test)
+    trainings = spec.units(num_directions)
+    passes = trainings * epochs * (3 * num_train + num_test)
     flops = None if count is None else 2.0 * count.macs * passes
     params = None if count is None else count.params
     if arch_info is not None:  # an uploaded architecture: what its validation measured
         flops, params = custom_flops(arch_info, passes), arch_info.get("num_params")
     return {
         "directions": num_directions,
-        "train_samples": num_directions * epochs * num_train,
+        "replicates": spec.replicates,
+        "trainings": trainings,
+        "train_samples": trainings * epochs * num_train,
         "flops": flops,
         "parameters": params,
         "directions_bytes": num_directions * c * h * w * 4,
@@ -196,6 +183,11 @@ class ProbeKind:
     )
     worker = "worker.kinds.probe"
 
+    def unit_of(self, spec: dict[str, Any]) -> str:
+        """What a stored spec's progress counts: directions, or trainings with replicates."""
+        replicates = int((spec or {}).get("replicates", 1))
+        return self.unit if replicates == 1 else f"trainings ({replicates} per direction)"
+
     def architecture(self, spec: ProbeSpec) -> dict[str, Any]:
         return {"outputs": 2, "exact_outputs": True, "input_shape": spec.input_shape}
 
@@ -205,7 +197,7 @@ class ProbeKind:
         estimate = estimate_probe(spec, num_directions, admission.arch_info)
         check_probe_quota(estimate, admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
-        return Plan(SHARDED, estimate, shard_ranges(num_directions, spec.shards))
+        return Plan(SHARDED, estimate, shard_ranges(spec.units(num_directions), spec.shards))
 
 
 KIND = ProbeKind()

@@ -120,27 +120,82 @@ def test_fourier_multichannel_is_the_same_image_in_every_channel():
 
 
 def test_fourier_grid_counts_order_and_dc():
+    """A 32 x 32 grid: 1,024 frequencies, of which 4 are their own conjugates (ky, kx in
+    {0, 16}) and 1,020 form 510 conjugate pairs, so the half-plane holds 514 cosines (510
+    pairs + 4) and 510 sines (the 4 self-conjugate sine images are zero); stride 4: 64
+    frequencies, the same 4 self-conjugate ones, 30 pairs -> 34 cosines, 30 sines."""
     spec = _spec({"kind": "fourier"})
-    assert make_directions(spec).shape == (1024, 1024)
+    assert make_directions(spec).shape == (514, 1024)
     freqs = direction_frequencies(spec)
-    assert freqs[:3] == [(0, 0), (0, 1), (0, 2)] and freqs[32] == (1, 0)  # row-major (ky, kx)
+    assert freqs[:3] == [(0, 0), (0, 1), (0, 2)] and freqs[17] == (1, 0)  # row-major (ky, kx)
+    assert (0, 16) in freqs and (0, 17) not in freqs  # (0, 17) is the conjugate of (0, 15)
     strided = _spec({"kind": "fourier", "grid_stride": 4})
-    assert make_directions(strided).shape == (64, 1024)
+    assert make_directions(strided).shape == (34, 1024)
     assert direction_frequencies(strided)[:2] == [(0, 0), (0, 4)]
+    assert len(direction_frequencies(_spec({"kind": "fourier", "grid_stride": 4,
+                                            "phase": "sin"}))) == 30
     odd = _spec({"kind": "fourier", "grid_stride": 3}, shape=(1, 10, 10))
-    assert len(direction_frequencies(odd)) == 16  # ceil(10/3)^2
+    # 0, 3, 6, 9 on each axis: the conjugate of 3 is 7, off the grid, so no pair but DC
+    assert len(direction_frequencies(odd)) == 16
     # sine: DC and Nyquist images are zero; a grid skips them, a list is rejected
     sin_grid = _spec({"kind": "fourier", "phase": "sin"})
     sin_freqs = direction_frequencies(sin_grid)
-    assert len(sin_freqs) == 1024 - 4
+    assert len(sin_freqs) == 510
     assert (0, 0) not in sin_freqs and (16, 16) not in sin_freqs
-    assert make_directions(sin_grid).shape == (1020, 1024)
-    with pytest.raises(ValueError, match=r"directions.frequencies.*\(0, 0\).*zero"):
-        make_directions(_spec({"kind": "fourier", "frequencies": [(0, 0)], "phase": "sin"}))
+    with pytest.raises(ValidationError, match=r"directions.frequencies.*\(0, 0\).*zero"):
+        _spec({"kind": "fourier", "frequencies": [(0, 0)], "phase": "sin"})
     # cosine DC is the constant image
     dc = make_directions(_spec({"kind": "fourier", "frequencies": [(0, 0)]}))
     np.testing.assert_allclose(dc[0], 1 / 32, rtol=1e-6)
     assert direction_frequencies(_spec({"kind": "random", "count": 2})) is None
+
+
+def _slow_fourier_image(ky: int, kx: int, h: int, w: int, phase: str) -> np.ndarray | None:
+    """The real image of frequency (ky, kx), from its definition, without the engine."""
+    image = np.empty((h, w))
+    for y in range(h):
+        for x in range(w):
+            angle = 2 * math.pi * (ky * y / h + kx * x / w)
+            image[y, x] = math.cos(angle) if phase == "cos" else math.sin(angle)
+    norm = np.linalg.norm(image)
+    return None if norm < 1e-9 else (image / norm).ravel()
+
+
+@pytest.mark.parametrize(("shape", "stride"), [((32, 32), 4), ((32, 32), 1), ((10, 10), 3),
+                                                ((7, 9), 2), ((6, 5), 1), ((1, 4), 1)])
+@pytest.mark.parametrize("phase", ["cos", "sin"])
+def test_the_half_plane_trains_each_direction_once_and_covers_the_grid(shape, stride, phase):
+    """The independent check of the half-plane, by explicit dot products: (a) no two trained
+    directions are the same up to sign (|<u, v>| = 1 would be a duplicate; distinct Fourier
+    directions are orthogonal, so every other |<u, v>| is ~0), and (b) every non-zero image of
+    the whole grid, (ky, kx) and (-ky, -kx) alike, is +-1 times a trained direction: the
+    trained set with its mirrors covers the grid."""
+    h, w = shape
+    spec = _spec({"kind": "fourier", "grid_stride": stride, "phase": phase}, shape=(1, h, w))
+    trained = make_directions(spec).astype(np.float64)
+    gram = np.abs(trained @ trained.T)
+    np.fill_diagonal(gram, 0.0)
+    assert gram.max() < 1e-5, "two trained directions are the same up to sign"
+    full = [(ky, kx) for ky in range(0, h, stride) for kx in range(0, w, stride)]
+    covered = 0
+    for ky, kx in full:
+        image = _slow_fourier_image(ky, kx, h, w, phase)
+        if image is None:  # a zero sine image: not a direction
+            continue
+        assert np.abs(trained @ image).max() == pytest.approx(1.0, abs=1e-6), (ky, kx)
+        covered += 1
+    assert covered >= len(trained)  # ... and nothing was trained that is not on the grid
+
+
+def test_listing_a_frequency_and_its_conjugate_is_refused():
+    with pytest.raises(ValidationError, match=r"\(0, 28\) is the conjugate of \(0, 4\)"):
+        _spec({"kind": "fourier", "frequencies": [(0, 4), (0, 28)]})
+    with pytest.raises(ValidationError, match=r"\(3, 1\) repeats \(3, 1\)"):
+        _spec({"kind": "fourier", "frequencies": [(3, 1), (1, 2), (3, 1)]})
+    # the Nyquist column is its own conjugate along x: (5, 16) pairs with (27, 16)
+    with pytest.raises(ValidationError, match=r"\(27, 16\) is the conjugate of \(5, 16\)"):
+        _spec({"kind": "fourier", "frequencies": [(5, 16), (27, 16)]})
+    assert len(make_directions(_spec({"kind": "fourier", "frequencies": [(0, 4), (4, 0)]}))) == 2
 
 
 def test_random_custom_and_nad_directions():
@@ -327,3 +382,53 @@ def lenet_nads() -> np.ndarray:
     nads = np.load(SHIPPED_CATALOG_DIR / "lenet" / "nads.npy")
     assert nads.shape == (1024, 1024), nads.shape
     return nads
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicates and intervals
+
+
+def test_replicates_have_their_own_seeds_and_shard_anywhere():
+    """Unit u of a job with R replicates trains direction u mod n with the seed of replicate
+    u // n: replicate 0 is the job without replicates, replicate 1 differs from it (its own
+    networks and data), and a shard boundary inside a replicate changes nothing."""
+    from nadcore.shards import run_probe_shard
+
+    base = {"kind": "random", "count": 3, "seed": 1}
+    one = _spec(base, shape=(1, 4, 4), data={"num_train": 32, "num_test": 200},
+                training={"epochs": 1})
+    two = one.model_copy(update={"replicates": 2})
+    dirs = make_directions(one)
+    quiet = {"progress": lambda d, t: None, "should_stop": lambda: False}
+    single = run_probe_shard(one, dirs, 0, 3, **quiet)
+    whole = run_probe_shard(two, dirs, 0, 6, **quiet)
+    np.testing.assert_array_equal(whole.accuracies[:3], single.accuracies)
+    assert not np.array_equal(whole.curves[3:], whole.curves[:3])
+    split = [run_probe_shard(two, dirs, a, b, **quiet) for a, b in ((0, 2), (2, 5), (5, 6))]
+    np.testing.assert_array_equal(np.concatenate([p.accuracies for p in split]),
+                                  whole.accuracies)
+    np.testing.assert_array_equal(np.concatenate([p.curves for p in split]), whole.curves)
+    with pytest.raises(ValueError, match=r"\[4, 7\).*\[0, 6\)"):
+        run_probe_shard(two, dirs, 4, 7, **quiet)
+
+
+def test_wilson_and_t_intervals_against_closed_forms():
+    from nadcore.intervals import across_replicates, direction_intervals, wilson
+
+    # 0 of n right: Wilson's upper end is z^2 / (n + z^2) (z = 1.96 at 95 %), its lower 0
+    low, high = wilson(np.array([0.0]), 10)
+    z2 = 1.959964 ** 2
+    assert low[0] == pytest.approx(0.0, abs=1e-9)
+    assert high[0] == pytest.approx(100 * z2 / (10 + z2), abs=1e-4)
+    # p = 1/2: symmetric about 50, centre exactly 50
+    low, high = wilson(np.array([50.0]), 10_000)
+    assert (low[0] + high[0]) / 2 == pytest.approx(50.0)
+    # half-width z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n) = 0.97998 points at n = 10,000
+    assert high[0] - 50 == pytest.approx(100 * 1.959964 * math.sqrt(0.25 / 1e4 + z2 / 4e8)
+                                         / (1 + z2 / 1e4), rel=1e-6)
+    # two replicates 50 and 60: mean 55, s = 7.0711, t(0.975, 1) = 12.7062: +-63.53
+    low, high = across_replicates(np.array([[50.0], [60.0]]))
+    assert (low[0], high[0]) == pytest.approx((55 - 63.5310, 55 + 63.5310), abs=1e-3)
+    mean, low, high, how = direction_intervals(np.array([[80.0, 50.0]]), 2000)
+    assert list(mean) == [80.0, 50.0] and "Wilson" in how
+    assert low[0] > 50 and low[1] < 50 < high[1]

@@ -114,7 +114,13 @@ BASE = {"architecture": "logreg", "input_shape": [1, 32, 32], "training": {"epoc
          ["row 0 is zero"]),
         ({"kind": "custom", "values": []}, {}, "directions", ["no direction"]),
         ({"kind": "random", "count": 3}, {"shards": 4}, "shards",
-         ["4 exceeds the number of directions = 3"]),
+         ["4 exceeds the number of trainings = 3"]),
+        ({"kind": "random", "count": 3}, {"shards": 7, "replicates": 2}, "shards",
+         ["7 exceeds the number of trainings = 6 (directions x replicates)"]),
+        ({"kind": "fourier", "frequencies": [[0, 4], [0, 28]]}, {}, "directions.frequencies",
+         ["(0, 28) is the conjugate of (0, 4)", "same direction up to sign"]),
+        ({"kind": "random", "count": 2}, {"replicates": 65}, "replicates",
+         ["less than or equal to 64"]),
         ({"kind": "random", "count": 5000}, {}, "directions.random.count",
          ["less than or equal to 4096"]),
         ({"kind": "nad", "start": 0, "stop": 4}, {}, "directions.job", ["required"]),
@@ -142,10 +148,11 @@ def test_over_quota_is_refused_with_the_estimate_and_the_limit(alice: httpx.Clie
     r = alice.post("/v1/jobs/probe", json=body)
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
-    # 1024 directions x 1000 epochs x 10,000 samples
-    assert ("estimated train_samples 10,240,000,000 (directions x epochs x num_train) exceeds "
-            "the limit 1,000,000,000 (NADS_MAX_PROBE_TRAIN_SAMPLES)") in detail["msg"]
-    assert detail["estimate"]["directions"] == 1024
+    # the half-plane of 32 x 32: 514 directions x 1000 epochs x 10,000 samples
+    assert ("estimated train_samples 5,140,000,000 (directions x replicates x epochs x "
+            "num_train) exceeds the limit 1,000,000,000 (NADS_MAX_PROBE_TRAIN_SAMPLES)"
+            ) in detail["msg"]
+    assert detail["estimate"]["directions"] == 514
     assert detail["limits"]["train_samples"] == settings.max_probe_train_samples
     big = {**BASE, "input_shape": [3, 512, 512], "directions": {"kind": "fourier"}}
     msg = refused(alice, big)[0]
@@ -188,6 +195,7 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, acceptance_job: 
     assert job["progress"] == {"fraction": 1.0, "message": "succeeded", "eta_s": None}
     names = {a["name"]: a["media_type"] for a in job["artifacts"]}
     assert names == {"accuracies.npy": "application/octet-stream",
+                     "intervals.npy": "application/octet-stream",
                      "directions.npy": "application/octet-stream",
                      "curves.npy": "application/octet-stream",
                      "frequencies.npy": "application/octet-stream",
@@ -274,6 +282,59 @@ def test_a_probe_shard_lost_with_its_worker_is_redone_with_the_same_numbers(
     assert {a["name"]: a["sha256"] for a in done["artifacts"]} == before
 
 
+@pytest.mark.slow
+def test_a_fourier_grid_with_replicates_trains_each_direction_once_per_replicate(
+    alice: httpx.Client, worker: object
+) -> None:
+    """A 4 x 4 cosine grid: 16 frequencies, 4 their own conjugates (0 and 2 on each axis) and
+    6 pairs, so 10 directions, each trained twice (2 replicates, with their own seeds) in 2
+    shards that split the 20 trainings anywhere. The numbers equal the engine's in process;
+    the summary gives every direction's mean and Student t interval across the replicates."""
+    from nadcore.intervals import across_replicates
+    from nadcore.shards import run_probe_shard
+
+    body = {"architecture": "logreg", "input_shape": [1, 4, 4],
+            "directions": {"kind": "fourier"}, "data": {"num_train": 64, "num_test": 64},
+            "training": {"epochs": 1}, "replicates": 2, "shards": 2, "seed": 3}
+    job = submit(alice, body)
+    assert (job["estimate"]["directions"], job["estimate"]["trainings"]) == (10, 20)
+    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 10), (10, 20)]
+    job = wait_for_job(alice, job["id"])
+    assert job["status"] == "succeeded", job["error"]
+    spec = ProbeSpec.model_validate(body)
+    directions = make_directions(spec)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        expected = run_probe_shard(spec, directions, 0, 20, progress=lambda d, t: None,
+                                   should_stop=lambda: False)
+    finally:
+        torch.set_num_threads(threads)
+    per_replicate = expected.accuracies.reshape(2, 10)
+    np.testing.assert_array_equal(download_npy(alice, job, "replicate_accuracies.npy"),
+                                  per_replicate)
+    np.testing.assert_array_equal(download_npy(alice, job, "accuracies.npy"),
+                                  per_replicate.mean(0))
+    low, high = across_replicates(per_replicate)
+    np.testing.assert_allclose(download_npy(alice, job, "intervals.npy"),
+                               np.stack([low, high], 1))
+    assert download_npy(alice, job, "curves.npy").shape == (20, 1, 4)
+    summary = job["summary"]
+    assert summary["num_directions"] == 10 and summary["replicates"] == 2
+    assert "Student t 95% interval of the mean of 2 replicates" in summary["interval"]["method"]
+    rows = summary["per_direction"]
+    assert [r["frequency"] for r in rows] == [list(f) for f in spec_frequencies(spec)]
+    assert [r["low"] for r in rows] == pytest.approx(list(low), abs=1e-4)
+    assert summary["fourier"]["half_plane"] and "mirrored" in summary["fourier"]["note"]
+    assert_png(download(alice, job, "heatmap.png"))
+
+
+def spec_frequencies(spec: ProbeSpec) -> list[tuple[int, int]]:
+    from nadcore.probe_directions import direction_frequencies
+
+    return direction_frequencies(spec)
+
+
 @pytest.fixture(scope="module")
 def nad_job(alice: httpx.Client, worker: object) -> dict:
     r = alice.post("/v1/jobs/nads", json=NAD_JOB)
@@ -293,7 +354,8 @@ def test_a_probe_over_the_nads_of_a_finished_nad_job(alice: httpx.Client, nad_jo
     job = wait_for_job(alice, submit(alice, body)["id"])
     assert job["status"] == "succeeded", job["error"]
     assert {a["name"] for a in job["artifacts"]} == {
-        "accuracies.npy", "directions.npy", "curves.npy", "accuracy_vs_index.png", "curves.png"}
+        "accuracies.npy", "intervals.npy", "directions.npy", "curves.npy",
+        "accuracy_vs_index.png", "curves.png"}
     nads = download_npy(alice, nad_job, "nads.npy")
     directions, expected = reference(body, nads)
     got = download_npy(alice, job, "directions.npy")
@@ -360,11 +422,12 @@ def test_progress_is_per_direction_and_cancel_stops_a_probe(alice: httpx.Client)
     # a job long enough to be cancelled while it runs: its estimate on a loaded machine may
     # cross NADS_MAX_ESTIMATED_RUN_S (the refusal is tests/service/test_estimates.py's)
     job = submit_job(alice, body, "/v1/jobs/probe?accept_long=true")
-    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 128), (128, 256)]
+    # stride 2 of 32 x 32: 256 frequencies, 4 their own conjugates, 126 pairs: 130 directions
+    assert [(s["start"], s["stop"]) for s in job["shards"]] == [(0, 65), (65, 130)]
     current, final = cancel_once_running(alice, job["id"])
     assert 0 < current["progress"]["fraction"] < 0.5
     # The ETA follows while the shards run.
-    assert re.fullmatch(r"running: [01]/2 shards done, \d+% of 256 directions(, about .+ left)?",
+    assert re.fullmatch(r"running: [01]/2 shards done, \d+% of 130 directions(, about .+ left)?",
                         current["progress"]["message"]), current["progress"]
     assert {s["status"] for s in final["shards"]} == {"cancelled"}
     assert final["artifacts"] == []

@@ -117,8 +117,10 @@ def test_heatmap_over_the_listed_frequencies_only() -> None:
     assert "signed frequency probed" in ax.get_xlabel()
     assert "DC at the centre" not in ax.get_xlabel()
     grid = ax.get_images()[0].get_array()
-    assert int(np.ma.count_masked(grid)) == 64 - 4  # not probed: grey
-    assert "4 of 64 frequencies probed; grey: not probed; red square: DC (0, 0)" in ax.get_title()
+    # (0, 1), (1, 2), (3, 3) drawn at their conjugates too; (4, 4) is its own conjugate
+    assert int(np.ma.count_masked(grid)) == 64 - 7  # not probed: grey
+    assert ("4 directions trained once, drawn at (ky, kx) and mirrored at (-ky, -kx); 7 of 64 "
+            "frequencies; grey: not probed; red square: DC") in ax.get_title()
     assert _colorbars(fig) == ["test accuracy (%), 50 = chance"]
     dc = [p for p in ax.patches if p.get_label() == "DC (0, 0)"]
     assert len(dc) == 1 and dc[0].get_xy() == (4 - 0.5, 4 - 0.5)  # the cell of (0, 0)
@@ -133,11 +135,34 @@ def test_heatmap_of_a_strided_grid_has_its_own_axes() -> None:
     ax = fig.axes[0]
     assert _labels(ax.xaxis) == ["-8", "-4", "0", "4"]
     assert ax.get_images()[0].get_array().shape == (4, 4)
-    assert "16 of 256 frequencies probed" in ax.get_title()
+    # 16 frequencies: 4 their own conjugates (0 and 8 on each axis), 6 pairs: 10 trained
+    assert "10 directions trained once" in ax.get_title()
+    assert "16 of 256 frequencies" in ax.get_title()
     full = _probe()
     freqs = np.asarray(direction_frequencies(full))
-    fig = _draw(plots.heatmap_figure(full, np.full(64, 75.0), freqs))
+    fig = _draw(plots.heatmap_figure(full, np.full(len(freqs), 75.0), freqs))
+    assert "34 directions trained once" in fig.axes[0].get_title()
     assert "all 64 frequencies" in fig.axes[0].get_title()
+
+
+def test_heatmap_draws_each_result_mirrored_and_hatches_intervals_at_chance() -> None:
+    """A cell and its conjugate show the one trained result (the mirror in brackets); a cell
+    whose confidence interval holds 50 % is hatched, and the title says what hatching means."""
+    spec = _probe(frequencies=[[0, 1], [2, 3]], phase="sin")
+    freqs = np.asarray(direction_frequencies(spec))
+    low, high = np.array([70.0, 45.0]), np.array([80.0, 56.0])
+    fig = _draw(plots.heatmap_figure(spec, np.array([75.0, 50.5]), freqs, "logreg",
+                                     (low, high)))
+    ax = fig.axes[0]
+    grid = ax.get_images()[0].get_array()
+    xs, ys = [int(t) for t in _labels(ax.xaxis)], [int(t) for t in _labels(ax.yaxis)]
+    cell = {(y, x): grid[ys.index(y), xs.index(x)] for y in ys for x in xs}
+    assert cell[(0, 1)] == cell[(0, -1)] == 75.0  # (0, -1) = (0, 7): the conjugate of (0, 1)
+    assert cell[(2, 3)] == cell[(-2, -3)] == 50.5
+    assert sorted(t.get_text() for t in ax.texts) == ["(50.5)", "(75.0)", "50.5", "75.0"]
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    assert len(hatched) == 2  # (2, 3) and its mirror
+    assert "hatched: confidence interval contains 50 %" in ax.get_title()
 
 
 def test_accuracy_vs_index_is_points_with_integer_ticks_and_the_source_named() -> None:

@@ -8,6 +8,7 @@ concatenates the partials in direction order and writes the artifacts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
+from nadcore.intervals import CONFIDENCE, direction_intervals
 from nadcore.learning_check import probe_learning
 from nadcore.probe_directions import direction_frequencies, make_directions
 from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
@@ -39,7 +41,8 @@ from worker.names import names
 from worker.plots import render_accuracy_vs_index, render_heatmap, render_probe_curves
 from worker.tiling import concatenate_tiles
 
-HEAD = 16  # directions listed in the job summary
+HEAD = 16  # directions listed first in the job summary
+PER_DIRECTION = 1024  # every direction's mean and interval in the summary up to this many
 
 
 def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | None:
@@ -59,10 +62,11 @@ def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> 
     return make_directions(spec, nad_array)
 
 
-def concatenate_shards(partials: list[ProbePartial], num_directions: int
+def concatenate_shards(partials: list[ProbePartial], units: int
                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Accuracies and curves of every direction, checking that the shards tile 0..n-1."""
-    return concatenate_tiles(partials, num_directions, "directions", ("accuracies", "curves"))
+    """Accuracies and curves of every training (direction x replicate), checking that the
+    shards tile 0..units-1."""
+    return concatenate_tiles(partials, units, "trainings", ("accuracies", "curves"))
 
 
 def _labels(spec: ProbeSpec) -> tuple[str, list]:
@@ -74,40 +78,82 @@ def _labels(spec: ProbeSpec) -> tuple[str, list]:
     return "", []
 
 
-def _entry(i: int, acc: float, label: str, labels: list) -> dict:
-    entry = {"index": i, "accuracy": round(float(acc), 4)}
-    if label:
-        entry[label] = labels[i]
-    return entry
+@dataclass(frozen=True)
+class Accuracies:
+    """Per direction (in direction order): the mean test accuracy over the replicates, its
+    confidence interval (`nadcore.intervals`) and the replicates' own, (R, n)."""
+
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    per_replicate: np.ndarray
+    interval: str
+
+    @classmethod
+    def of(cls, spec: ProbeSpec, unit_accuracies: np.ndarray, num_directions: int
+           ) -> Accuracies:
+        per_replicate = unit_accuracies.reshape(spec.replicates, num_directions)
+        mean, low, high, how = direction_intervals(per_replicate, spec.data.num_test)
+        return cls(mean, low, high, per_replicate, how)
+
+    def entry(self, i: int, label: str, labels: list) -> dict:
+        entry = {"index": i, "accuracy": round(float(self.mean[i]), 4),
+                 "low": round(float(self.low[i]), 4), "high": round(float(self.high[i]), 4)}
+        if label:
+            entry[label] = labels[i]
+        return entry
 
 
-def summarize(spec: ProbeSpec, accuracies: np.ndarray, partials: list[ProbePartial],
+def fourier_note(spec: ProbeSpec) -> str | None:
+    """What a Fourier probe's directions are, for the summary and the page."""
+    if not isinstance(spec.directions, FourierDirections):
+        return None
+    same = "identical" if spec.directions.phase == "cos" else "negated"
+    return (f"each direction trained once: (ky, kx) and (-ky, -kx) give the same direction "
+            f"up to sign ({spec.directions.phase} images: {same}), so a grid trains its "
+            "half-plane and the heatmap draws each result at both frequencies (mirrored)")
+
+
+def summarize(spec: ProbeSpec, accuracies: Accuracies, partials: list[ProbePartial],
               curves: np.ndarray) -> dict:
-    """JSON-able job summary: accuracy statistics, the first and the worst directions, and
-    which directions did not learn (`nadcore.learning_check`: `did_not_learn` when none did)."""
+    """JSON-able job summary: accuracy statistics, each direction's mean and confidence
+    interval (all of them up to PER_DIRECTION directions, always in intervals.npy), the first
+    and the worst directions, and which directions did not learn (`nadcore.learning_check`:
+    `did_not_learn` when none did; with replicates on their mean, over R x num_test samples)."""
     label, labels = _labels(spec)
-    worst = np.argsort(accuracies, kind="stable")[:5]
+    mean, n, replicates = accuracies.mean, accuracies.mean.shape[0], spec.replicates
+    worst = np.argsort(mean, kind="stable")[:5]
     info = partials[0].info if partials else {}
-    learning = probe_learning(accuracies.tolist(), curves[:, -1, 0].tolist(), spec.data.num_test,
-                              spec.data.num_train, spec.training.epochs, spec.training.lr,
-                              curves[:, 0, 0].tolist())
-    return {
+    by_replicate = curves.reshape(replicates, n, *curves.shape[1:]).mean(0)
+    learning = probe_learning(mean.tolist(), by_replicate[:, -1, 0].tolist(),
+                              spec.data.num_test * replicates, spec.data.num_train,
+                              spec.training.epochs, spec.training.lr,
+                              by_replicate[:, 0, 0].tolist())
+    summary = {
         "architecture": spec.model_dump(mode="json")["architecture"],
         "input_shape": list(spec.input_shape),
         "directions_kind": spec.directions.kind,
-        "num_directions": int(accuracies.shape[0]),
+        "num_directions": int(n),
+        "replicates": replicates,
         "epochs": spec.training.epochs,
-        "accuracy_mean": round(float(accuracies.mean()), 4),
-        "accuracy_min": round(float(accuracies.min()), 4),
-        "accuracy_max": round(float(accuracies.max()), 4),
-        "head": [_entry(i, a, label, labels) for i, a in enumerate(accuracies[:HEAD])],
-        "worst": [_entry(int(i), accuracies[i], label, labels) for i in worst],
+        "accuracy_mean": round(float(mean.mean()), 4),
+        "accuracy_min": round(float(mean.min()), 4),
+        "accuracy_max": round(float(mean.max()), 4),
+        "interval": {"confidence": CONFIDENCE, "method": accuracies.interval},
+        "head": [accuracies.entry(i, label, labels) for i in range(min(n, HEAD))],
+        "worst": [accuracies.entry(int(i), label, labels) for i in worst],
         "engine": {k: info[k] for k in ("strategy", "device", "chunk_size", "torch")
                    if k in info},
         "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
         "did_not_learn": learning["did_not_learn"],
         "learning": learning,
     }
+    if n <= PER_DIRECTION:
+        summary["per_direction"] = [accuracies.entry(i, label, labels) for i in range(n)]
+    note = fourier_note(spec)
+    if note:
+        summary["fourier"] = {"half_plane": True, "mirrored": True, "note": note}
+    return summary
 
 
 def curve_labels(spec: ProbeSpec, count: int) -> list[str]:
@@ -120,11 +166,15 @@ def curve_labels(spec: ProbeSpec, count: int) -> list[str]:
     return [f"#{i}" for i in range(count)]
 
 
-def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndarray,
+def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: Accuracies,
                     curves: np.ndarray, folder: Path, name: str | None = None,
                     source: str | None = None) -> list[tuple[Path, str]]:
     """Writes the artifact files of a finished probe job; returns (path, media type) pairs.
-    `name`: the architecture's name; `source`: where nad directions come from."""
+    `name`: the architecture's name; `source`: where nad directions come from.
+
+    accuracies.npy (n,): each direction's mean over its replicates; intervals.npy (n, 2): its
+    confidence interval (low, high); replicate_accuracies.npy (R, n) with replicates;
+    curves.npy (R n, epochs, 4): one row per training, replicate-major."""
     files: list[tuple[Path, str]] = []
 
     def save(name: str, array: np.ndarray) -> None:
@@ -132,16 +182,21 @@ def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: np.ndar
         np.save(path, np.ascontiguousarray(array))
         files.append((path, NPY))
 
-    save("accuracies.npy", accuracies.astype(np.float64))
+    mean = accuracies.mean.astype(np.float64)
+    save("accuracies.npy", mean)
+    save("intervals.npy", np.stack([accuracies.low, accuracies.high], axis=1))
+    if spec.replicates > 1:
+        save("replicate_accuracies.npy", accuracies.per_replicate.astype(np.float64))
     save("directions.npy", directions.astype(np.float32))
     save("curves.npy", curves.astype(np.float32))
     if isinstance(spec.directions, FourierDirections):
         freqs = np.asarray(direction_frequencies(spec), dtype=np.int64).reshape(-1, 2)
         save("frequencies.npy", freqs)
-        render_heatmap(spec, accuracies, freqs, folder / "heatmap.png", name)
+        render_heatmap(spec, mean, freqs, folder / "heatmap.png", name,
+                       (accuracies.low, accuracies.high))
         files.append((folder / "heatmap.png", PNG))
     if isinstance(spec.directions, NADDirections):
-        render_accuracy_vs_index(spec, accuracies, spec.directions.rows(),
+        render_accuracy_vs_index(spec, mean, spec.directions.rows(),
                                  folder / "accuracy_vs_index.png", name, source)
         files.append((folder / "accuracy_vs_index.png", PNG))
     render_probe_curves(spec, curves, curve_labels(spec, curves.shape[0]),
@@ -172,8 +227,10 @@ class ProbeRunner:
         blobs = blob_store()
         directions = build_directions(probe_spec, blobs, nad_sha)
         partials = [ProbePartial.load(blobs.path(sha)) for sha in shas]
-        accuracies, curves = concatenate_shards(partials, directions.shape[0])
-        require_finite(accuracies=accuracies)
+        n = directions.shape[0]
+        unit_accuracies, curves = concatenate_shards(partials, probe_spec.units(n))
+        require_finite(accuracies=unit_accuracies)
+        accuracies = Accuracies.of(probe_spec, unit_accuracies, n)
         source = probe_spec.directions if isinstance(probe_spec.directions, NADDirections) else None
         name, source_name = names(user_id, probe_spec.architecture, source)
         files = write_artifacts(probe_spec, directions, accuracies, curves, folder, name,
