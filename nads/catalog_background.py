@@ -36,6 +36,12 @@ PARTIAL_NAME = re.compile(r"^(\d{5,})-(\d{5,})\.npz$")
 # networks per shard: a few minutes of one loaded CPU thread each (BENCHMARKS.md, Catalog on
 # the CPU), so that a stop loses little
 SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "densenet121": 2}
+# the precision of a CPU build, where the command is not told: bf16 only where it passed the
+# bar of benchmarks/catalog_precision.py (BENCHMARKS.md, Catalog on the CPU); read by every
+# new build process, so a change here reaches the next architecture of a running
+# scripts/catalog_build.sh
+CPU_PRECISION = {"logreg": "fp32", "lenet": "fp32", "vgg11": "bf16", "resnet18": "fp32",
+                 "densenet121": "fp32"}
 
 
 class BuildError(ValueError):

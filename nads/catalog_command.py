@@ -134,8 +134,9 @@ def catalog_export(
 def catalog_compute(
     arch: Annotated[str, typer.Option(help="vgg11, resnet18, densenet121 (or logreg, lenet)")],
     networks: Annotated[int, typer.Option(help="Networks [0, N) of the entry.")] = 2_000,
-    precision: Annotated[str, typer.Option(
-        help="fp32 or bf16 (explicit: every shard of a build must share it).")] = "fp32",
+    precision: Annotated[str | None, typer.Option(
+        help="fp32 or bf16; every shard of a build shares it [default: the architecture's "
+        "measured choice, nads.catalog_background.CPU_PRECISION].")] = None,
     data: Annotated[Path, typer.Option(help="Folder of shipped entries (partials go to "
                                        "DATA/ARCH/partials/).")] = Path("catalog_data"),
     shard_networks: Annotated[int | None, typer.Option(
@@ -155,6 +156,7 @@ def catalog_compute(
     from jobs.catalog import CatalogError, check_names
     from nads import catalog_background as background_build
 
+    precision = precision or background_build.CPU_PRECISION.get(arch, "fp32")
     if precision not in ("fp32", "bf16"):
         print("nads catalog compute: precision: fp32 or bf16", file=sys.stderr)
         raise typer.Exit(2)

@@ -12,17 +12,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 NETWORKS=${NETWORKS:-2000}
-# precision per architecture, from the bf16-against-fp32 measurements (BENCHMARKS.md,
-# Catalog on the CPU); every shard of an entry shares it
-PLAN=${PLAN:-"vgg11:bf16 resnet18:fp32 densenet121:fp32"}
-for item in $PLAN; do
-  arch=${item%%:*}; precision=${item##*:}
+# the precision of each architecture is nads.catalog_background.CPU_PRECISION (measured:
+# BENCHMARKS.md, Catalog on the CPU), read when its build starts
+ARCHS=${ARCHS:-"vgg11 resnet18 densenet121"}
+for arch in $ARCHS; do
   if [ -f "catalog_data/$arch/provenance.json" ] && [ ! -d "catalog_data/$arch/partials" ] \
       && grep -q "\"networks\": $NETWORKS," "catalog_data/$arch/provenance.json"; then
     echo "$(date -u +%FT%TZ) $arch: already built with $NETWORKS networks"; continue
   fi
-  echo "$(date -u +%FT%TZ) $arch: start ($NETWORKS networks, $precision)"
+  echo "$(date -u +%FT%TZ) $arch: start ($NETWORKS networks)"
   nice -n 19 "$PY" -m nads.cli catalog compute --arch "$arch" --networks "$NETWORKS" \
-    --precision "$precision" --threads 1 || { echo "$(date -u +%FT%TZ) $arch: failed"; exit 1; }
+    --threads 1 || { echo "$(date -u +%FT%TZ) $arch: failed"; exit 1; }
 done
 echo "$(date -u +%FT%TZ) done"
