@@ -2,17 +2,21 @@
 
 TorchScript (`torch.jit.save`, `.pt`) and torch.export (`torch.export.save`, `.pt2`) both write
 a zip archive with one top folder: TorchScript's holds `<root>/code/`, an exported program's
-`<root>/models/`. Only the zip's central directory is read. The API uses this to refuse, in the
-upload's own request, a file that cannot be an architecture (a `.py` script, a plain pickle, a
-`torch.save` checkpoint, a TorchScript file named `.pt2`); the worker's validation
-(`nadcore.custom.sniff_format`) uses it again before anything of the archive is loaded.
+`<root>/models/`. The archive is read with `nadcore.strict_zip` (its end records first, then
+its directory and local headers, nothing decompressed), and every member name must be one that
+its format writes (`TORCHSCRIPT_LAYOUT`, `EXPORT_LAYOUT`): anything else, from compiled code to
+a stray file, is refused by name. The API uses this to refuse, in the upload's own request, a
+file that cannot be an architecture (a `.py` script, a plain pickle, a `torch.save`
+checkpoint, a TorchScript file named `.pt2`, a zip of 500,000 entries); the worker's
+validation (`nadcore.untrusted`) reads the archive again with the same reader.
 """
 
 from __future__ import annotations
 
-import io
-import zipfile
+import re
 from pathlib import Path, PurePosixPath
+
+from .strict_zip import DEFAULT_LIMITS, Entry, Limits, ZipError, read_directory
 
 FORMATS = ("torchscript", "export")
 # What a file name declares: `.pt2` is torch.export's suffix, `.pt` / `.pth` TorchScript's.
@@ -33,14 +37,47 @@ class ArchiveFormatError(ValueError):
     and says what it is instead and how to write one."""
 
 
-def sniff_format(source: Path | bytes) -> str:
-    """"torchscript" or "export" from the archive's layout; ArchiveFormatError otherwise."""
+# Member names (below the one root folder) each format writes, as full matches.
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_COMMON = (r"version", r"byteorder", r"\.data/version", r"\.data/serialization_id")
+TORCHSCRIPT_LAYOUT = (*_COMMON, r"data\.pkl", r"constants\.pkl", r"data/[0-9]+",
+                      r"constants/[0-9]+",
+                      rf"code/(?:{_IDENTIFIER}/)*{_IDENTIFIER}\.py(?:\.debug_pkl)?")
+EXPORT_LAYOUT = (*_COMMON, r"archive_format", r"archive_version", r"models/model\.json",
+                 r"data/weights/model_weights_config\.json", r"data/weights/weight_[0-9]+",
+                 r"data/constants/model_constants_config\.json",
+                 r"data/constants/tensor_[0-9]+", r"data/sample_inputs/model\.pt")
+REQUIRED = {"torchscript": ("data.pkl", "constants.pkl", "version"),
+            "export": ("models/model.json", "data/weights/model_weights_config.json",
+                       "data/constants/model_constants_config.json")}
+_LAYOUTS = {fmt: re.compile("|".join(f"(?:{p})" for p in layout)) for fmt, layout in
+            (("torchscript", TORCHSCRIPT_LAYOUT), ("export", EXPORT_LAYOUT))}
+# What some torch.export archives hold that the service never loads: named in the refusal.
+_COMPILED = ("data/aotinductor/", "data/executorch/", "data/mtia", "xl_model_weights/",
+             "data/weights/model.pt", "data/constants/model.pt")
+
+
+def _check_layout(fmt: str, members: list[str]) -> None:
+    for name in members:
+        if not _LAYOUTS[fmt].fullmatch(name):
+            what = ("compiled code or pickled weights; export with torch.export.save only"
+                    if name.startswith(_COMPILED) else f"not a member {NAMES[fmt]} holds")
+            raise ArchiveFormatError(f"file: the archive holds {name[:80]!r}, {what}")
+    for name in REQUIRED[fmt]:
+        if name not in members:
+            raise ArchiveFormatError(f"file: {NAMES[fmt]} must hold {name}; this one does not")
+
+
+def read_layout(source: Path | bytes, limits: Limits = DEFAULT_LIMITS
+                ) -> tuple[str, str, list[Entry]]:
+    """(format, root folder, entries) of an archive that `nadcore.strict_zip` accepts, with
+    one root folder and only the member names its format writes; ArchiveFormatError
+    otherwise (the entry count and directory size are judged from the file's end first)."""
     if isinstance(source, bytes):
-        head, opened = source[:4], io.BytesIO(source)
+        head = source[:4]
     else:
         with open(source, "rb") as f:
             head = f.read(4)
-        opened = source
     if head[:1] == b"\x80":
         raise ArchiveFormatError(
             f"file: a plain pickle, not a TorchScript or torch.export archive; {EXPORT_HOWTO}")
@@ -49,20 +86,32 @@ def sniff_format(source: Path | bytes) -> str:
             f"file: not a zip archive (first bytes {head!r}); TorchScript and torch.export "
             f"archives are zip files; {EXPORT_HOWTO}")
     try:
-        with zipfile.ZipFile(opened) as z:
-            names = [n.split("/", 1)[1] for n in z.namelist() if "/" in n]
-    except zipfile.BadZipFile as exc:
-        raise ArchiveFormatError(f"file: a damaged zip archive ({exc})") from None
-    if any(n.startswith("code/") for n in names):
-        return "torchscript"
-    if any(n.startswith("models/") for n in names):
-        return "export"
-    if "data.pkl" in names:
+        entries = read_directory(source, limits)
+    except ZipError as exc:
+        raise ArchiveFormatError(str(exc)) from None
+    roots = {entry.name.split("/", 1)[0] for entry in entries}
+    if len(roots) != 1 or any("/" not in entry.name for entry in entries):
+        raise ArchiveFormatError(f"file: the archive has {len(roots)} top-level names; "
+                                 "TorchScript and torch.export archives have one root folder")
+    members = [entry.name.split("/", 1)[1] for entry in entries]
+    if any(n.startswith("code/") for n in members):
+        fmt = "torchscript"
+    elif any(n.startswith("models/") for n in members):
+        fmt = "export"
+    elif "data.pkl" in members:
         raise ArchiveFormatError(
             "file: a torch.save checkpoint (a pickled module or state dict), which holds no "
             f"code to run; {EXPORT_HOWTO}")
-    raise ArchiveFormatError(f"file: a zip archive but neither TorchScript nor a "
-                             f"torch.export program; {EXPORT_HOWTO}")
+    else:
+        raise ArchiveFormatError(f"file: a zip archive but neither TorchScript nor a "
+                                 f"torch.export program; {EXPORT_HOWTO}")
+    _check_layout(fmt, members)
+    return fmt, roots.pop(), entries
+
+
+def sniff_format(source: Path | bytes) -> str:
+    """"torchscript" or "export" (`read_layout`); ArchiveFormatError otherwise."""
+    return read_layout(source)[0]
 
 
 def declared_format(filename: str) -> str | None:

@@ -1,26 +1,35 @@
 """Loading a user's archive as a plain network, or refusing it, without running its code.
 
 Layer one of the two that keep an uploaded model from doing more than compute (layer two is the
-worker's sandbox, `worker/sandbox.py`). Each step refuses before the next one runs:
+worker's sandbox, `worker/sandbox.py`). Parse once, load what was parsed: torch never reads the
+uploaded bytes. Each step refuses before the next one runs:
 
-1. The zip directory: entry count and declared uncompressed size bounded (zip bombs).
-2. The archive's own metadata, read as JSON or text, never unpickled:
-   - torch.export (`.pt2`): every weight and constant stored as raw bytes (an entry marked
-     `use_pickle`, a custom (torchbind) or opaque object, a legacy pickled weights file, an
-     AOTInductor library or an ExecuTorch program is refused); the graph's node targets on the
-     operator allow-list (`nadcore.operators`); every symbolic-size expression (which torch
-     parses with sympy's `sympify`, an `eval`) of the plain form torch writes
-     (`Symbol('s0', positive=True, integer=True)`, arithmetic, Max/Min/FloorDiv...). Sample
-     inputs (pickled by torch) are never read, and the program's `guards_code` (Python source
-     that `ExportedProgram.module()` would `exec`) is dropped.
+1. The zip, read once by `nadcore.strict_zip` (end records first, so an archive declaring
+   500,000 entries is refused in O(1) memory; no duplicate or case-folded duplicate names, one
+   root folder, only the names its format writes (`nadcore.archive_format`), no gaps,
+   overlaps, symlinks, encryption or disagreeing headers; every member inflated within its
+   declared size and CRC-checked).
+2. The members' contents, on tokens and parse trees (`nadcore.code_checks`), never unpickled:
+   - torch.export (`.pt2`): the JSON members parsed with duplicate keys refused; every weight
+     and constant stored as raw bytes in a `weight_<n>` / `tensor_<n>` member that exists (an
+     entry marked `use_pickle`, a custom or opaque object is refused); the graph's node targets
+     on the operator allow-list (`nadcore.operators`); every symbolic-size expression (which
+     torch hands to sympy's `sympify`, an `eval`) a small tree of size arithmetic. Sample
+     inputs (pickled by torch) are dropped, and so is the program's `guards_code` (Python
+     source that `ExportedProgram.module()` would `exec`).
    - TorchScript: no `__setstate__` (which `torch.jit.load` runs while loading) and no custom
-     class anywhere in the code or the pickles.
-3. The loaded graphs, walked node by node (a TorchScript module's every method, inlined, with
-   their blocks; an exported program's graph and subgraphs): every operator must be on the
-   allow-list; the refusal names the first one that is not.
+     class, judged on Python's tokens of every code file; every pickle's globals on a short
+     list.
+3. A canonical archive is written from the checked members (the JSON re-serialized from what
+   was parsed, sample inputs left out): only it reaches `torch.jit.load` / the export loader.
+4. The loaded graphs, walked node by node (a TorchScript module's every method and every
+   forward and pre-forward hook of every submodule, inlined, with their blocks; an exported
+   program's graph and subgraphs): every operator must be on the allow-list; the refusal
+   names the first one that is not. A Python hook on a loaded module that is not torch's own
+   is refused.
 
-`load_untrusted` does all three and returns the module; `archive_operators` lists what a loaded
-module calls (for tests and for the validation report).
+`load_untrusted` does all four and returns the module; `program_operators` /
+`scripted_operators` list what a loaded module calls (for tests and for the validation report).
 """
 
 from __future__ import annotations
@@ -29,59 +38,50 @@ import io
 import json
 import re
 import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .archive_format import NAMES, ArchiveFormatError, read_layout
+from .code_checks import (
+    SYMBOL,
+    CodeRefused,
+    check_pickle,
+    check_size_expression,
+    check_torchscript_code,
+)
 from .operators import is_allowed
+from .strict_zip import Limits, ZipError, read_member, write_canonical
 
-MAX_ENTRIES = 20_000
-DEFAULT_MAX_UNCOMPRESSED = 4 << 30
+DEFAULT_MAX_UNCOMPRESSED = Limits().max_uncompressed
+CANONICAL_ROOT = "archive"
 
 
 class RefusedArchive(ValueError):
     """The archive is not a plain network; the message says what was found (and where)."""
 
 
-# -- 1. the zip directory -----------------------------------------------------------------
-def _open_zip(data: bytes, max_uncompressed: int) -> zipfile.ZipFile:
+# -- 1. the zip, read once ------------------------------------------------------------------
+def read_archive(data: bytes, fmt: str, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED
+                 ) -> dict[str, bytes]:
+    """Member name (below the root folder) -> bytes, in file order, of an archive of format
+    `fmt` that `nadcore.strict_zip` and the format's layout accept."""
     try:
-        z = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile as exc:
-        raise RefusedArchive(f"file: a damaged zip archive ({exc})") from None
-    infos = z.infolist()
-    if len(infos) > MAX_ENTRIES:
-        raise RefusedArchive(f"file: {len(infos)} entries in the archive; at most "
-                             f"{MAX_ENTRIES} are accepted")
-    total = sum(i.file_size for i in infos)
-    if total > max_uncompressed:
-        raise RefusedArchive(f"file: the archive unpacks to {total:,} bytes; at most "
-                             f"{max_uncompressed:,} are accepted")
-    return z
-
-
-def _members(z: zipfile.ZipFile) -> dict[str, str]:
-    """Names without the archive's root folder -> full names."""
-    return {n.split("/", 1)[1]: n for n in z.namelist() if "/" in n}
+        found, _, entries = read_layout(data, Limits(max_uncompressed=max_uncompressed))
+        if found != fmt:
+            raise RefusedArchive(f"file: {NAMES[found]}, not {NAMES[fmt]}")
+        return {entry.name.split("/", 1)[1]: read_member(data, entry) for entry in entries}
+    except (ArchiveFormatError, ZipError) as exc:
+        raise RefusedArchive(str(exc)) from None
 
 
 # -- 2a. torch.export metadata --------------------------------------------------------------
-_PT2_FORBIDDEN_DIRS = ("data/aotinductor/", "executorch/", "mtia/", "xl_model_weights/")
 _TARGET = re.compile(r"^torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-# what torch writes in `expr_str`: sympy constructors of symbols and integer arithmetic
-_EXPR_TOKEN = re.compile(r"\s+|'[a-z]+[0-9]+'|[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]+)?"
-                         r"|\*\*|//|[-+*/%(),<>=!]=?")
-_EXPR_WORD_LIST = """Symbol Integer Rational Float positive integer nonnegative real
-finite True False Max Min Abs Eq Ne Lt Le Gt Ge And Or Not oo int_oo floor ceiling Mod
-FloorDiv CeilDiv CleanDiv ModularIndexing Where PythonMod CeilToInt FloorToInt PowByNatural
-FloatPow FloatTrueDiv IntTrueDiv TruncToFloat TruncToInt RoundToInt RoundDecimal ToFloat
-Identity"""
-_EXPR_WORDS = frozenset(_EXPR_WORD_LIST.split())
-_EXPR_SYMBOL = re.compile(r"^[a-z]+[0-9]+$")
+_PAYLOADS = {"data/weights/model_weights_config.json": ("data/weights/", "weight_"),
+             "data/constants/model_constants_config.json": ("data/constants/", "tensor_")}
 
 
 def _export_operator(target: str) -> str:
@@ -90,20 +90,25 @@ def _export_operator(target: str) -> str:
     return f"{m.group(1)}::{m.group(2)}" if m else target
 
 
-def _check_expression(expr: str) -> None:
-    pos = 0
-    while pos < len(expr):
-        m = _EXPR_TOKEN.match(expr, pos)
-        if m is None:
-            raise RefusedArchive(f"file: a symbolic size expression holds {expr[pos:pos+1]!r}"
-                                 " at position " + str(pos) + "; only plain size arithmetic "
-                                 "is accepted")
-        token = m.group(0)
-        if (token[0].isalpha() or token[0] == "_") and token not in _EXPR_WORDS \
-                and not _EXPR_SYMBOL.match(token):
-            raise RefusedArchive(f"file: a symbolic size expression uses {token[:40]!r}; only "
-                                 "plain size arithmetic is accepted")
-        pos = m.end()
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise RefusedArchive(f"file: a JSON object holds the key {twice[:60]!r} twice")
+    return dict(pairs)
+
+
+def _refuse_constant(name: str) -> None:
+    raise RefusedArchive(f"file: the JSON holds {name}, which is not JSON")
+
+
+def parse_json(name: str, body: bytes) -> object:
+    """A JSON member, with duplicate keys and NaN/Infinity refused (readers disagree on them)."""
+    try:
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys,
+                          parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise RefusedArchive(f"file: {name} is not the JSON torch.export writes") from None
 
 
 def _walk_json(value: object) -> Iterator[tuple[str, object]]:
@@ -116,40 +121,33 @@ def _walk_json(value: object) -> Iterator[tuple[str, object]]:
             yield from _walk_json(v)
 
 
-def _check_payload_config(z: zipfile.ZipFile, members: dict[str, str], name: str) -> None:
-    if name not in members:
-        raise RefusedArchive(f"file: the torch.export archive has no {name}")
-    try:
-        config = json.loads(z.read(members[name]))["config"]
-    except (ValueError, KeyError, TypeError):
-        raise RefusedArchive(f"file: {name} is not the JSON torch.export writes") from None
+def _check_payload_config(members: dict[str, bytes], name: str) -> dict:
+    folder, prefix = _PAYLOADS[name]
+    document = parse_json(name, members[name])
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(config, dict):
+        raise RefusedArchive(f"file: {name} is not the JSON torch.export writes")
     for fqn, meta in config.items():
-        path = str(meta.get("path_name", ""))
-        if meta.get("use_pickle") or meta.get("tensor_meta") is None or \
-                path.startswith(("custom_obj_", "opaque_obj_")):
+        path = meta.get("path_name") if isinstance(meta, dict) else None
+        if not isinstance(path, str) or meta.get("use_pickle") is not False or \
+                meta.get("tensor_meta") is None or not path.startswith(prefix):
             raise RefusedArchive(
                 f"file: {str(fqn)[:80]!r} is stored as a pickled or custom object; only "
                 "tensors stored as raw bytes are accepted (export a plain nn.Module)")
+        if folder + path not in members:
+            raise RefusedArchive(f"file: {str(fqn)[:80]!r} is stored in {path[:40]!r}, which "
+                                 "the archive does not hold")
+    return document
 
 
-def check_export_metadata(z: zipfile.ZipFile) -> None:
-    """Refuses a .pt2 whose metadata asks for unpickling, native code or eval (above)."""
-    members = _members(z)
-    for name in members:
-        if name.startswith(_PT2_FORBIDDEN_DIRS) or name in ("data/weights/model.pt",
-                                                            "data/constants/model.pt"):
-            raise RefusedArchive(f"file: the archive holds {name[:80]!r} (compiled code or "
-                                 "pickled weights); export with torch.export.save only")
-    models = [n for n in members if n.startswith("models/") and n.endswith(".json")]
-    if models != ["models/model.json"]:
-        raise RefusedArchive("file: a torch.export archive must hold exactly one program, "
-                             "models/model.json")
-    _check_payload_config(z, members, "data/weights/model_weights_config.json")
-    _check_payload_config(z, members, "data/constants/model_constants_config.json")
-    try:
-        program = json.loads(z.read(members["models/model.json"]))
-    except ValueError:
-        raise RefusedArchive("file: models/model.json is not JSON") from None
+def check_export_members(members: dict[str, bytes]) -> dict[str, bytes]:
+    """The members a checked .pt2 loads from: its JSON re-serialized from what was parsed,
+    its weights and constants; RefusedArchive for what asks for unpickling, native code or
+    eval (above)."""
+    documents = {name: _check_payload_config(members, name) for name in _PAYLOADS}
+    program = parse_json("models/model.json", members["models/model.json"])
+    if not isinstance(program, dict):
+        raise RefusedArchive("file: models/model.json is not the JSON torch.export writes")
     graphs = [v for k, v in _walk_json(program) if k == "graph" and isinstance(v, dict)]
     for graph in graphs:
         for node in graph.get("nodes", []):
@@ -157,20 +155,29 @@ def check_export_metadata(z: zipfile.ZipFile) -> None:
             if not is_allowed(operator):
                 raise RefusedArchive(f"file: the network calls {operator[:100]!r}, which is "
                                      "not an operator networks are made of")
-    for key, value in _walk_json(program):
-        if key == "expr_str":
-            _check_expression(str(value))
-        elif key in ("name", "target") and isinstance(value, str) and value and \
-                not _NAME.match(value) and not value.startswith("torch.ops."):
-            raise RefusedArchive(f"file: a node or attribute is named {value[:60]!r}")
+    try:
+        for key, value in _walk_json(program):
+            if key == "expr_str":
+                check_size_expression(str(value))
+            elif key in ("name", "target") and isinstance(value, str) and value and \
+                    not _NAME.match(value) and not value.startswith("torch.ops."):
+                raise RefusedArchive(f"file: a node or attribute is named {value[:60]!r}")
+    except CodeRefused as exc:
+        raise RefusedArchive(str(exc)) from None
     for symbol in program.get("range_constraints", {}):
-        if not _EXPR_SYMBOL.match(str(symbol)):
+        if not SYMBOL.fullmatch(str(symbol)):
             raise RefusedArchive(f"file: a size symbol is named {str(symbol)[:40]!r}")
+    program["guards_code"] = []
+    documents["models/model.json"] = program
+    kept = {name: body for name, body in members.items()
+            if not name.startswith("data/sample_inputs/")}
+    kept.update((name, json.dumps(doc).encode()) for name, doc in documents.items())
+    return kept
 
 
-def _load_export(data: bytes) -> torch.export.ExportedProgram:
-    """torch.export.load's steps for the one program, with the sample inputs (a pickle) never
-    read and the guards code (Python source) dropped. Only after check_export_metadata."""
+def _load_export(canonical: bytes) -> torch.export.ExportedProgram:
+    """torch.export.load's steps for the one program of a canonical archive (no sample inputs,
+    no guards code)."""
     from torch._export.serde.schema import ExportedProgram as SerializedProgram
     from torch._export.serde.serialize import ExportedProgramDeserializer, _bytes_to_dataclass
     from torch.export.pt2_archive._package import (
@@ -179,34 +186,33 @@ def _load_export(data: bytes) -> torch.export.ExportedProgram:
         _load_state_dict,
     )
 
-    with PT2ArchiveReader(io.BytesIO(data)) as reader:
+    with PT2ArchiveReader(io.BytesIO(canonical)) as reader:
         serialized = _bytes_to_dataclass(SerializedProgram, reader.read_bytes("models/model.json"))
         state_dict = _load_state_dict(reader, "model")
         constants = _load_constants(reader, "model")
-    serialized.guards_code = []
     return ExportedProgramDeserializer().deserialize(serialized, state_dict, constants, None)
 
 
-# -- 2b. TorchScript metadata ---------------------------------------------------------------
-def check_torchscript_metadata(z: zipfile.ZipFile) -> None:
-    """Refuses a TorchScript archive that would run code while loading (`__setstate__`) or
-    that holds custom classes."""
-    for full in z.namelist():
-        name = full.split("/", 1)[-1]
-        if name.startswith("code/") and name.endswith(".py"):
-            text = z.read(full).decode("utf-8", "replace")
-            if re.search(r"def\s+__setstate__", text):
-                raise RefusedArchive("file: the TorchScript code defines __setstate__, which "
-                                     "runs while loading; script a plain nn.Module")
-            if "torch.classes" in text:
-                raise RefusedArchive("file: the TorchScript code uses a custom class "
-                                     "(torch.classes); script a plain nn.Module")
-        elif name.endswith(".pkl") and b"torch.classes" in z.read(full):
-            raise RefusedArchive(f"file: {name[:60]!r} holds a custom class (torch.classes); "
-                                 "script a plain nn.Module")
+# -- 2b. TorchScript members ------------------------------------------------------------------
+def check_torchscript_members(members: dict[str, bytes]) -> None:
+    """Refuses TorchScript that would run code while loading (`__setstate__`, custom classes),
+    on the tokens of every code file and the opcodes of every pickle."""
+    try:
+        for name, body in members.items():
+            if name.startswith("code/") and name.endswith(".py"):
+                check_torchscript_code(name, body)
+            elif name.endswith((".pkl", ".debug_pkl")):
+                check_pickle(name, body)
+    except CodeRefused as exc:
+        raise RefusedArchive(str(exc)) from None
 
 
-# -- 3. the loaded graphs -------------------------------------------------------------------
+def canonical_archive(members: dict[str, bytes]) -> bytes:
+    """The archive torch reads: `members` under one fixed root, written afresh."""
+    return write_canonical({f"{CANONICAL_ROOT}/{name}": body for name, body in members.items()})
+
+
+# -- 3. the loaded graphs and hooks ---------------------------------------------------------
 def _torchscript_operators(module: torch.jit.ScriptModule) -> set[str]:
     found: set[str] = set()
 
@@ -216,12 +222,39 @@ def _torchscript_operators(module: torch.jit.ScriptModule) -> set[str]:
             for sub in node.blocks():
                 walk(sub)
 
+    def walk_graph(graph: torch._C.Graph) -> None:
+        graph = graph.copy()
+        torch._C._jit_pass_inline(graph)
+        walk(graph)
+
     for _, sub in module.named_modules():
         for method in sub._c._method_names():
-            graph = sub._c._get_method(method).graph.copy()
-            torch._C._jit_pass_inline(graph)
-            walk(graph)
+            walk_graph(sub._c._get_method(method).graph)
+        # hooks are functions of the module's type, not methods: torch runs a module's own
+        # hooks around its forward, also the top module's, which no method's graph calls
+        for hook in (*sub._c._get_forward_pre_hooks(), *sub._c._get_forward_hooks()):
+            walk_graph(hook.graph)
     return found
+
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+               "_backward_pre_hooks", "_state_dict_hooks", "_state_dict_pre_hooks",
+               "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def refuse_python_hooks(root: nn.Module) -> None:
+    """Refuses a module (or submodule) carrying a Python hook that is not torch's own (torch's
+    export loader adds its input checks as hooks): an archive holds no Python, so any other
+    hook would be code the checks did not walk."""
+    for path, sub in root.named_modules():
+        for attribute in _HOOK_DICTS:
+            for hook in (getattr(sub, attribute, None) or {}).values():
+                owner = str(getattr(hook, "__module__", None))
+                if owner != "torch" and not owner.startswith("torch."):
+                    raise RefusedArchive(
+                        f"file: the module {path or '(top)'!r} carries a hook "
+                        f"({attribute.strip('_').replace('_', ' ')}) from {owner[:60]!r}; "
+                        "hooks are not accepted")
 
 
 def _callable_name(target: object) -> str:
@@ -273,9 +306,9 @@ class Untrusted:
 
 def load_untrusted(data: bytes, fmt: str, *, max_uncompressed: int = DEFAULT_MAX_UNCOMPRESSED,
                    checks: bool = True) -> Untrusted:
-    """The archive's module after steps 1-3 (RefusedArchive names what failed). `checks=False`
-    loads the way torch itself does, with no check at all: only the service's tests of the
-    sandbox use it (NADS_UNSAFE_SKIP_ARCHIVE_CHECKS)."""
+    """The archive's module after steps 1-4 (RefusedArchive names what failed). `checks=False`
+    loads the uploaded bytes the way torch itself does, with no check at all: only the
+    service's tests of the sandbox use it (NADS_UNSAFE_SKIP_ARCHIVE_CHECKS)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript's deprecation notice
         if not checks:
@@ -283,13 +316,15 @@ def load_untrusted(data: bytes, fmt: str, *, max_uncompressed: int = DEFAULT_MAX
                 return Untrusted(torch.jit.load(io.BytesIO(data), map_location="cpu"), None)
             program = torch.export.load(io.BytesIO(data))
             return Untrusted(program.module(), program)
-        z = _open_zip(data, max_uncompressed)
+        members = read_archive(data, fmt, max_uncompressed)
         if fmt == "torchscript":
-            check_torchscript_metadata(z)
-            module = torch.jit.load(io.BytesIO(data), map_location="cpu")
+            check_torchscript_members(members)
+            module = torch.jit.load(io.BytesIO(canonical_archive(members)), map_location="cpu")
             refuse_unlisted(scripted_operators(module))
+            refuse_python_hooks(module)
             return Untrusted(module, None)
-        check_export_metadata(z)
-        program = _load_export(data)
+        program = _load_export(canonical_archive(check_export_members(members)))
         refuse_unlisted(program_operators(program))
-        return Untrusted(program.module(), program)
+        module = program.module()
+        refuse_python_hooks(module)
+        return Untrusted(module, program)

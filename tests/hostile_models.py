@@ -11,7 +11,11 @@ from __future__ import annotations
 import io
 import json
 import pickle
+import re
+import struct
+import warnings
 import zipfile
+import zlib
 
 import torch
 from torch import nn
@@ -96,23 +100,46 @@ class NaNAtJobInputs(nn.Module):
 
 
 class SetsState(nn.Module):
-    """Runs code while torch.jit.load reads it (__setstate__)."""
+    """Runs code while torch.jit.load reads it (__setstate__): creates the file `marker`."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: str = "/tmp/setstate-ran") -> None:
         super().__init__()
+        self.marker = marker
         self.fc = nn.Linear(256, 1)
 
     @torch.jit.export
-    def __getstate__(self) -> tuple[int, bool]:
-        return (1, self.training)
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.marker, self.training)
 
     @torch.jit.export
-    def __setstate__(self, state: tuple[int, bool]) -> None:
+    def __setstate__(self, state: tuple[str, bool]) -> None:
         self.training = state[1]
-        torch.from_file("/tmp/setstate-ran", shared=True, size=1, dtype=torch.uint8)
+        self.marker = state[0]
+        torch.save(torch.zeros(1), self.marker)  # aten::save: a file written while loading
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(x.flatten(1))
+
+
+class PreHookReads(nn.Module):
+    """A plain forward; a forward pre-hook on the module itself reads `path` with
+    aten::from_file and raises its bytes (no method's graph calls a top module's hooks)."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__()
+        self.path = path
+        self.size = size
+        self.fc = nn.Linear(256, 1)
+        self.register_forward_pre_hook(read_in_pre_hook)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def read_in_pre_hook(module: PreHookReads, inputs: tuple[torch.Tensor]) -> None:
+    data = torch.from_file(module.path, size=module.size, dtype=torch.uint8)
+    values: list[int] = data.long().tolist()
+    raise RuntimeError("stolen " + str(values))
 
 
 class _Exec:
@@ -169,3 +196,118 @@ def edited_program_pt2(base: bytes, edit) -> bytes:  # noqa: ANN001
     program = json.loads(_member(base, "models/model.json"))
     edit(program)
     return rewrite_zip(base, {"models/model.json": json.dumps(program).encode()})
+
+
+# -- archives that readers disagree on (issue 25) ----------------------------------------------
+def members_of(data: bytes) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every entry of a zip, in order, duplicates included."""
+    z = zipfile.ZipFile(io.BytesIO(data))
+    return [(info.filename, z.open(info).read()) for info in z.infolist()]
+
+
+def write_zip(members: list[tuple[str, bytes]]) -> bytes:
+    """A zip of `members` as listed (duplicate names kept, in that order: Python's zipfile then
+    reads the last copy of a name, torch's reader the first)."""
+    out = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+            for name, body in members:
+                z.writestr(name, body)
+    return out.getvalue()
+
+
+def duplicate_weights_config_pt2(base: bytes, code: str) -> bytes:
+    """A .pt2 holding data/weights/model_weights_config.json twice: first a copy marking the
+    first weight `use_pickle` and pointing it to a pickle that runs `code`, last the clean copy
+    (which Python's zipfile reads); plus as many padding entries of the layout's own names as
+    make torch's reader (miniz's search of its sorted directory) find the forged copy."""
+    members = members_of(base)
+    root = members[0][0].split("/", 1)[0]
+    config_name = f"{root}/data/weights/model_weights_config.json"
+    clean = dict(members)[config_name]
+    config = json.loads(clean)
+    first = next(iter(config["config"]))
+    config["config"][first]["use_pickle"] = True
+    config["config"][first]["path_name"] = "weight_9999"
+    forged = [(config_name, json.dumps(config).encode()),
+              (f"{root}/data/weights/weight_9999", pickle.dumps(_Exec(code)))]
+    for padding in range(64):
+        pad = [(f"{root}/data/weights/weight_{10000 + i}", b"\0" * 4) for i in range(padding)]
+        data = write_zip(forged + pad + members)
+        reader = torch._C.PyTorchFileReader(io.BytesIO(data))
+        if b"weight_9999" in bytes(reader.get_record(
+                "data/weights/model_weights_config.json")):
+            return data
+    raise AssertionError("torch's reader found the clean copy at every padding")
+
+
+def duplicate_code_torchscript(setstate_archive: bytes) -> bytes:
+    """A TorchScript archive (of `SetsState`) whose code file is stored twice: the copy that
+    defines `__setstate__` first, a copy without it last."""
+    members = members_of(setstate_archive)
+    out = []
+    for name, body in members:
+        if name.endswith(".py") and b"__setstate__" in body:
+            out.append((name, body))
+            body = body.replace(b"__setstate__", b"__setstate_x")
+        out.append((name, body))
+    return write_zip(out)
+
+
+def continued_setstate_torchscript(setstate_archive: bytes) -> bytes:
+    """A TorchScript archive (of `SetsState`) whose code spells `def \\` newline
+    `__setstate__`: a text pattern misses it, TorchScript compiles it."""
+    def continued(body: bytes) -> bytes:
+        return re.sub(rb"def __setstate__", b"def \\\n    __setstate__", body)
+
+    return write_zip([(name, continued(body) if name.endswith(".py") else body)
+                      for name, body in members_of(setstate_archive)])
+
+
+SLOW_SIZE_EXPRESSION = "9**9**9"  # plain arithmetic to a text pattern; sympify runs for minutes
+
+
+def slow_expression_pt2(base: bytes) -> bytes:
+    """A .pt2 whose symbolic sizes are a tower of powers (sympify computes 9**387420489)."""
+    def edit(value: object) -> None:
+        if isinstance(value, dict):
+            for key in value:
+                if key == "expr_str":
+                    value[key] = SLOW_SIZE_EXPRESSION
+                else:
+                    edit(value[key])
+        elif isinstance(value, list):
+            for item in value:
+                edit(item)
+
+    return edited_program_pt2(base, edit)
+
+
+def many_entries_zip(count: int, root: str = "model") -> bytes:
+    """A zip of `count` empty stored entries `<root>/data/<i>` (a TorchScript layout name), with
+    zip64 end records past 65,535 entries: 500,000 entries make 45 MB. Written with struct, not
+    zipfile, so that building it takes a second."""
+    local, central = [], []
+    offset = 0
+    crc = zlib.crc32(b"")
+    for i in range(count):
+        name = f"{root}/data/{i:06d}".encode()
+        header = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, crc, 0, 0,
+                             len(name), 0) + name
+        local.append(header)
+        central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0,
+                                   0x21, crc, 0, 0, len(name), 0, 0, 0, 0, 0, offset) + name)
+        offset += len(header)
+    directory = b"".join(central)
+    zip64 = count > 0xFFFF
+    tail = b""
+    end_offset = offset + len(directory)
+    if zip64:
+        tail += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count,
+                            len(directory), offset)
+        tail += struct.pack("<4sIQI", b"PK\x06\x07", 0, end_offset, 1)
+    short = min(count, 0xFFFF)
+    tail += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, short, short, len(directory),
+                        offset, 0)
+    return b"".join(local) + directory + tail

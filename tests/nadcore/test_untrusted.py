@@ -1,9 +1,14 @@
 """Layer one alone (nadcore.untrusted, in this process, no sandbox): archives that would run code
-while loading are refused before anything of them runs, and every real network passes."""
+while loading are refused before anything of them runs, and every real network passes.
+
+Each attack of issue 25 that got through the earlier checks is here twice: loaded the way torch
+itself loads it (`checks=False`), its payload runs (the attack is real: a canary file appears,
+or the secret comes back); through the checks, it is refused and the canary never appears."""
 
 from __future__ import annotations
 
 import io
+import time
 import warnings
 from pathlib import Path
 
@@ -11,6 +16,7 @@ import pytest
 import torch
 import torchvision
 
+from nadcore.code_checks import CodeRefused, check_size_expression
 from nadcore.custom import CustomArchitectureError, load_archive
 from nadcore.networks import build_model
 from nadcore.operators import ALLOWED_OPERATORS
@@ -24,13 +30,21 @@ from nadcore.untrusted import (
 from tests.bad_models import scripted_bytes
 from tests.hostile_models import (
     SHAPE,
+    SLOW_SIZE_EXPRESSION,
+    PreHookReads,
     ReadsFile,
     SetsState,
     WritesFile,
+    continued_setstate_torchscript,
+    duplicate_code_torchscript,
+    duplicate_weights_config_pt2,
     edited_program_pt2,
     lenet_pt2,
+    members_of,
     pickled_sample_inputs_pt2,
     pickled_weight_pt2,
+    slow_expression_pt2,
+    write_zip,
 )
 
 BUILTINS = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
@@ -101,19 +115,97 @@ def test_a_graph_node_outside_the_allow_list_is_refused_by_name(base: bytes, tar
 
 def test_compiled_code_and_zip_bombs_are_refused(base: bytes) -> None:
     with pytest.raises(CustomArchitectureError, match="compiled code"):
-        load_archive(_with_member(base, "archive/data/aotinductor/model/x.so", b"\x7fELF"),
-                     "export")
+        load_archive(write_zip([*members_of(base),
+                                ("lenet/data/aotinductor/model/x.so", b"\x7fELF")]), "export")
     with pytest.raises(RefusedArchive, match="unpacks to"):
         load_untrusted(base, "export", max_uncompressed=1000)
 
 
-def _with_member(data: bytes, name: str, body: bytes) -> bytes:
-    import zipfile
+# -- the attacks of issue 25 ------------------------------------------------------------------
+def test_a_duplicated_weights_config_is_refused_and_its_pickle_never_runs(
+        base: bytes, tmp_path: Path) -> None:
+    canary = tmp_path / "ran"
+    data = duplicate_weights_config_pt2(base, _marker_code(canary))
+    with pytest.raises(RefusedArchive, match="model_weights_config.json' twice"):
+        load_untrusted(data, "export")
+    assert not canary.exists()
+    with pytest.raises(Exception):  # noqa: B017 (the payload replaced a tensor)
+        load_untrusted(data, "export", checks=False)
+    assert canary.exists(), "torch's own loader did not read the forged copy"
 
-    out = io.BytesIO(data)
-    with zipfile.ZipFile(out, "a") as z:
-        z.writestr(name, body)
-    return out.getvalue()
+
+def test_a_duplicated_torchscript_code_file_is_refused_and_setstate_never_runs(
+        tmp_path: Path) -> None:
+    canary = tmp_path / "ran"
+    data = duplicate_code_torchscript(scripted_bytes(SetsState(str(canary))))
+    with pytest.raises(RefusedArchive, match="twice"):
+        load_untrusted(data, "torchscript")
+    assert not canary.exists()
+    with pytest.raises(RuntimeError, match="__setstate__"):
+        load_untrusted(data, "torchscript", checks=False)
+    assert canary.exists(), "torch did not run the first copy's __setstate__"
+
+
+def test_setstate_spelled_across_a_line_continuation_is_refused(tmp_path: Path) -> None:
+    canary = tmp_path / "ran"
+    data = continued_setstate_torchscript(scripted_bytes(SetsState(str(canary))))
+    assert b"def \\\n" in next(body for name, body in members_of(data) if name.endswith(".py")
+                                 and b"__setstate__" in body)
+    with pytest.raises(RefusedArchive, match="names __setstate__, which runs while loading"):
+        load_untrusted(data, "torchscript")
+    assert not canary.exists()
+    with pytest.raises(RuntimeError, match="__setstate__"):
+        load_untrusted(data, "torchscript", checks=False)
+    assert canary.exists(), "TorchScript did not compile the continued def"
+
+
+def test_a_forward_pre_hook_on_the_top_module_is_walked(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"key")
+    data = scripted_bytes(PreHookReads(str(secret), 3))
+    with pytest.raises(RefusedArchive, match="'aten::from_file'") as refused:
+        load_untrusted(data, "torchscript")
+    assert "107, 101, 121" not in str(refused.value)  # b"key"
+    module = load_untrusted(data, "torchscript", checks=False).module
+    with pytest.raises(Exception, match=r"stolen \[107, 101, 121\]"):  # noqa: B017
+        module(torch.zeros(1, *SHAPE))
+
+
+def test_hooks_of_submodules_are_walked_too(tmp_path: Path) -> None:
+    inner = PreHookReads(str(tmp_path / "x"), 1)
+    with pytest.raises(RefusedArchive, match="'aten::from_file'"):
+        load_untrusted(scripted_bytes(torch.nn.Sequential(inner)), "torchscript")
+
+
+def test_an_expensive_size_expression_is_refused_at_once(base: bytes) -> None:
+    data = slow_expression_pt2(base)
+    t0 = time.perf_counter()
+    with pytest.raises(RefusedArchive, match="raises to a power"):
+        load_untrusted(data, "export")
+    assert time.perf_counter() - t0 < 5
+    assert SLOW_SIZE_EXPRESSION in dict(members_of(data))["lenet/models/model.json"].decode()
+
+
+def test_what_the_expression_check_admits_is_cheap_for_sympy() -> None:
+    """The largest expressions of each admitted construct sympify in well under a second."""
+    import sympy
+
+    symbol = "Symbol('s0', positive=True, integer=True)"
+    worst = [
+        "*".join([f"({2**62}**16)"] * 30),
+        " + ".join(f"Max(s0, {i}) * FloorDiv(s0 ** 16, {i + 1})" for i in range(10)),
+        f"Mod({symbol}**16 * {2**62}, {2**62 - 1})",
+    ]
+    for expr in worst:
+        check_size_expression(expr)
+        t0 = time.perf_counter()
+        sympy.sympify(expr, locals={"s0": sympy.Symbol("s0", positive=True, integer=True)})
+        assert time.perf_counter() - t0 < 1.0, expr[:60]
+    for refused in ("9**9**9", "(s0**16)**16", "s0**s0", "2**100", "s0**17", "__import__('os')",
+                    "Symbol('s0').__class__", "lambda: 0", "[s0]", "s0 if s0 else 1",
+                    "Integer('9' * 10)", "1e400", "'a' * 10", "x" * 3000):
+        with pytest.raises(CodeRefused, match="symbolic size expression"):
+            check_size_expression(refused)
 
 
 def test_torchscript_file_access_is_refused_naming_the_operator(tmp_path: Path) -> None:
