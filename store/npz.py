@@ -13,7 +13,6 @@ lengths `nadcore.datasets.load_npz` needs (values are still checked by the worke
 from __future__ import annotations
 
 import math
-import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,11 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from nadcore.strict_zip import Limits, ZipError, read_end
+
 MAX_MEMBERS = 16  # x, y, x_test, y_test and a few more
 NUMERIC_KINDS = "biuf"
 LIMIT_SETTING = "NADS_MAX_DATASET_DECOMPRESSED_BYTES"
-_EOCD = b"PK\x05\x06"
-_EOCD_SIZE = 22
 
 
 class ArchiveError(ValueError):
@@ -72,17 +71,13 @@ def read_header(stream: BinaryIO, name: str) -> tuple[ArrayHeader, int]:
 
 
 def _member_count(path: Path) -> int:
-    """Entries of the zip's central directory, from its end record (before zipfile lists
-    them all: a crafted archive may declare millions)."""
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(max(0, size - _EOCD_SIZE - 65535))
-        tail = f.read()
-    at = tail.rfind(_EOCD)
-    if at < 0 or len(tail) - at < _EOCD_SIZE:
-        raise ArchiveError("not a zip archive (no end of central directory record)")
-    return struct.unpack("<H", tail[at + 10: at + 12])[0]
+    """Entries of the zip, from its end records (zip64's included) before anything reads its
+    central directory: a crafted archive may declare millions (`nadcore.strict_zip`)."""
+    try:
+        return read_end(path, Limits(max_entries=MAX_MEMBERS)).entries
+    except ZipError as exc:
+        raise ArchiveError(str(exc).removeprefix("file: ").replace(
+            "are accepted", "are accepted in a dataset (x, y, x_test, y_test)")) from None
 
 
 def _check_size(total: int, limit: int, what: str) -> None:
@@ -93,10 +88,7 @@ def _check_size(total: int, limit: int, what: str) -> None:
 
 def read_npz(path: Path, limit: int) -> dict[str, ArrayHeader]:
     """The arrays of an `.npz` by key (member name without `.npy`), from their headers."""
-    count = _member_count(path)
-    if count > MAX_MEMBERS:
-        raise ArchiveError(f"the archive has {count} members; a dataset has at most "
-                           f"{MAX_MEMBERS} (x, y, x_test, y_test)")
+    _member_count(path)
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:

@@ -12,15 +12,13 @@ import io
 import json
 import pickle
 import re
-import struct
-import warnings
 import zipfile
-import zlib
 
 import torch
 from torch import nn
 
 from nads.export_command import export_architecture
+from tests.hostile_zips import members_of, write_zip
 
 SHAPE = (1, 16, 16)
 JOB_INPUTS = 50.0  # finite differences with the paper's scale (100) exceed this; N(0, I) not
@@ -199,24 +197,6 @@ def edited_program_pt2(base: bytes, edit) -> bytes:  # noqa: ANN001
 
 
 # -- archives that readers disagree on (issue 25) ----------------------------------------------
-def members_of(data: bytes) -> list[tuple[str, bytes]]:
-    """(name, bytes) of every entry of a zip, in order, duplicates included."""
-    z = zipfile.ZipFile(io.BytesIO(data))
-    return [(info.filename, z.open(info).read()) for info in z.infolist()]
-
-
-def write_zip(members: list[tuple[str, bytes]]) -> bytes:
-    """A zip of `members` as listed (duplicate names kept, in that order: Python's zipfile then
-    reads the last copy of a name, torch's reader the first)."""
-    out = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "Duplicate name"
-        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
-            for name, body in members:
-                z.writestr(name, body)
-    return out.getvalue()
-
-
 def duplicate_weights_config_pt2(base: bytes, code: str) -> bytes:
     """A .pt2 holding data/weights/model_weights_config.json twice: first a copy marking the
     first weight `use_pickle` and pointing it to a pickle that runs `code`, last the clean copy
@@ -282,32 +262,3 @@ def slow_expression_pt2(base: bytes) -> bytes:
                 edit(item)
 
     return edited_program_pt2(base, edit)
-
-
-def many_entries_zip(count: int, root: str = "model") -> bytes:
-    """A zip of `count` empty stored entries `<root>/data/<i>` (a TorchScript layout name), with
-    zip64 end records past 65,535 entries: 500,000 entries make 45 MB. Written with struct, not
-    zipfile, so that building it takes a second."""
-    local, central = [], []
-    offset = 0
-    crc = zlib.crc32(b"")
-    for i in range(count):
-        name = f"{root}/data/{i:06d}".encode()
-        header = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, 0, 0, 0x21, crc, 0, 0,
-                             len(name), 0) + name
-        local.append(header)
-        central.append(struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, 0, 0,
-                                   0x21, crc, 0, 0, len(name), 0, 0, 0, 0, 0, offset) + name)
-        offset += len(header)
-    directory = b"".join(central)
-    zip64 = count > 0xFFFF
-    tail = b""
-    end_offset = offset + len(directory)
-    if zip64:
-        tail += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, count, count,
-                            len(directory), offset)
-        tail += struct.pack("<4sIQI", b"PK\x06\x07", 0, end_offset, 1)
-    short = min(count, 0xFFFF)
-    tail += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, short, short, len(directory),
-                        offset, 0)
-    return b"".join(local) + directory + tail

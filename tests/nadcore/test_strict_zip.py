@@ -26,7 +26,7 @@ from nadcore.strict_zip import (
     write_canonical,
 )
 from tests.bad_models import scripted_bytes
-from tests.hostile_models import many_entries_zip, members_of, write_zip
+from tests.hostile_zips import many_entries_zip, members_of, write_zip
 
 
 @pytest.fixture(scope="module")

@@ -40,12 +40,11 @@ from tests.hostile_models import (
     duplicate_weights_config_pt2,
     edited_program_pt2,
     lenet_pt2,
-    members_of,
     pickled_sample_inputs_pt2,
     pickled_weight_pt2,
     slow_expression_pt2,
-    write_zip,
 )
+from tests.hostile_zips import members_of, write_zip
 
 BUILTINS = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
 

@@ -36,11 +36,18 @@ from tests.hostile_models import (
     SHAPE,
     AllocatesAtJobInputs,
     NaNAtJobInputs,
+    PreHookReads,
     ReadsFile,
+    SetsState,
     SpinsAtJobInputs,
     WritesFile,
+    continued_setstate_torchscript,
+    duplicate_code_torchscript,
+    duplicate_weights_config_pt2,
     lenet_pt2,
+    many_entries_zip,
     pickled_weight_pt2,
+    slow_expression_pt2,
 )
 
 from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
@@ -140,6 +147,61 @@ def test_file_access_is_refused_before_running(alice: httpx.Client, settings: Se
         assert "'aten::from_file'" in row["reason"], row["reason"]
         assert "stolen" not in row["reason"]
     assert not written.exists()
+
+
+def refused_upload(client: httpx.Client, data: bytes, filename: str) -> str:
+    """The 422 message of an upload the API refuses in its own request."""
+    r = client.post("/v1/architectures", data={"name": "refused",
+                                               "input_shape": ",".join(map(str, SHAPE))},
+                    files={"file": (filename, data, "application/octet-stream")})
+    assert r.status_code == 422, r.text
+    assert all(row["name"] != "refused" for row in client.get("/v1/architectures").json()["items"])
+    return r.json()["detail"][0]["msg"]
+
+
+@pytest.mark.usefixtures("worker")
+def test_archives_that_readers_disagree_on_are_refused_at_upload(
+        alice: httpx.Client, tmp_path: Path, lenet_archive: bytes) -> None:
+    """Issue 25: a weights config stored twice (the forged copy first, which torch's reader
+    took), a TorchScript code file stored twice (the copy defining __setstate__ first), and a
+    zip of 500,000 entries (45 MB) never reach a worker: the strict reader refuses them in the
+    upload's request, the last from its end records alone."""
+    canary = tmp_path / "ran"
+    msg = refused_upload(alice, duplicate_weights_config_pt2(
+        lenet_archive, f"open({str(canary)!r}, 'w').write('x')"), "dup.pt2")
+    assert "model_weights_config.json' twice" in msg, msg
+    msg = refused_upload(alice, duplicate_code_torchscript(
+        scripted_bytes(SetsState(str(canary)))), "dup.pt")
+    assert "twice" in msg and ".py'" in msg, msg
+    t0 = time.monotonic()
+    msg = refused_upload(alice, many_entries_zip(500_000), "many.pt")
+    assert "500,000 entries; at most 20,000" in msg, msg
+    print(f"500,000-entry zip refused in {time.monotonic() - t0:.1f} s (upload included)")
+    assert not canary.exists()
+
+
+@pytest.mark.usefixtures("worker")
+def test_code_the_text_scan_missed_is_refused_in_the_worker(
+        alice: httpx.Client, settings: Settings, lenet_archive: bytes) -> None:
+    """Issue 25: `def \\` + newline + `__setstate__`, a forward pre-hook on the top module that
+    reads a file (its bytes came back in the rejection reason), and a size expression that
+    sympy takes minutes to build: each is refused by layer one, naming what it found."""
+    secret = settings.data_dir / "secret-for-hook"
+    secret.write_text("s3cr3t")
+    row = upload(alice, continued_setstate_torchscript(scripted_bytes(SetsState())), "cont.pt")
+    assert row["status"] == "rejected", row
+    assert "names __setstate__, which runs while loading" in row["reason"], row["reason"]
+
+    row = upload(alice, scripted_bytes(PreHookReads(str(secret), 6)), "hook.pt")
+    assert row["status"] == "rejected", row
+    assert "'aten::from_file'" in row["reason"], row["reason"]
+    assert "stolen" not in row["reason"] and "115, 51" not in row["reason"]  # b"s3"
+
+    t0 = time.monotonic()
+    row = upload(alice, slow_expression_pt2(lenet_archive), "slow.pt2")
+    assert row["status"] == "rejected", row
+    assert "symbolic size expression" in row["reason"], row["reason"]
+    assert time.monotonic() - t0 < 60, "validation took as long as the expression would"
 
 
 def _cancel_within(client: httpx.Client, job_id: str, seconds: float) -> float:
