@@ -19,6 +19,31 @@ fi
 # bubblewrap: the sandbox in which workers run users' uploaded models (worker/sandbox.py).
 command -v bwrap >/dev/null || apt_install "uploaded models will not run" bubblewrap || true
 
+# A worker running as root runs the sandbox as this unprivileged user (NADS_SANDBOX_USER), never
+# as host root, and refuses to start without it. The user must be able to read the Python
+# installation, the virtual environment and nadcore (read-only mounts in the sandbox): each
+# folder on the way to them gets the search bit for others (o+x: entering, not listing).
+if [ "$(id -u)" -eq 0 ]; then
+  SANDBOX_USER=${NADS_SANDBOX_USER:-nads-sandbox}
+  if ! id -u "$SANDBOX_USER" >/dev/null 2>&1; then
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin "$SANDBOX_USER"
+    echo "install.sh: created the sandbox user $SANDBOX_USER" >&2
+  fi
+  for path in "$(.venv/bin/python -c 'import sys; print(sys.base_prefix)')" \
+              "$(realpath .venv)" "$(realpath nadcore)" \
+              $(.venv/bin/python -c 'import site; print(*site.getsitepackages())'); do
+    dir=$(realpath "$path")
+    while [ "$dir" != "/" ]; do
+      dir=$(dirname "$dir")
+      if [ "$(stat -c %A "$dir" | cut -c10)" != "x" ] && [ "$(stat -c %A "$dir" | cut -c10)" != "t" ]; then
+        chmod o+x "$dir"
+        echo "install.sh: $dir is now searchable by $SANDBOX_USER (chmod o+x)" >&2
+      fi
+    done
+  done
+fi
+
 # Headless Chromium for the web page's browser tests (tests/service/test_web.py, driven by
 # Playwright with executable_path; `playwright install` is never needed).
 [ -x /usr/bin/chromium ] || apt_install "the browser tests will fail" chromium chromium-driver || true

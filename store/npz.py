@@ -70,24 +70,33 @@ def read_header(stream: BinaryIO, name: str) -> tuple[ArrayHeader, int]:
     return ArrayHeader(tuple(int(s) for s in shape), dtype), stream.tell()
 
 
-def _member_count(path: Path) -> int:
+def _member_count(source: Path | BinaryIO) -> int:
     """Entries of the zip, from its end records (zip64's included) before anything reads its
     central directory: a crafted archive may declare millions (`nadcore.strict_zip`)."""
+    if not isinstance(source, Path):  # a result from the sandbox, already in memory
+        source.seek(0)
+        data: Path | bytes = source.read()
+        source.seek(0)
+    else:
+        data = source
     try:
-        return read_end(path, Limits(max_entries=MAX_MEMBERS)).entries
+        return read_end(data, Limits(max_entries=MAX_MEMBERS)).entries
     except ZipError as exc:
         raise ArchiveError(str(exc).removeprefix("file: ").replace(
             "are accepted", "are accepted in a dataset (x, y, x_test, y_test)")) from None
 
 
-def _check_size(total: int, limit: int, what: str) -> None:
+def _check_size(total: int, limit: int, what: str, setting: str) -> None:
     if total > limit:
         raise ArchiveError(f"the arrays {what} {total:,} bytes once decompressed, past the "
-                           f"limit of {limit:,} bytes ({LIMIT_SETTING})", status=413)
+                           f"limit of {limit:,} bytes ({setting})", status=413)
 
 
-def read_npz(path: Path, limit: int) -> dict[str, ArrayHeader]:
-    """The arrays of an `.npz` by key (member name without `.npy`), from their headers."""
+def read_npz(path: Path | BinaryIO, limit: int, setting: str = LIMIT_SETTING
+             ) -> dict[str, ArrayHeader]:
+    """The arrays of an `.npz` by key (member name without `.npy`), from their headers: once
+    this returns, `np.load` of the same bytes decompresses at most `limit` bytes (zipfile reads
+    no member past its declared size, and each declared size is its header's)."""
     _member_count(path)
     try:
         archive = zipfile.ZipFile(path)
@@ -97,7 +106,7 @@ def read_npz(path: Path, limit: int) -> dict[str, ArrayHeader]:
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
             raise ArchiveError(f"the archive has {len(members)} members; at most {MAX_MEMBERS}")
-        _check_size(sum(m.file_size for m in members), limit, "declare")
+        _check_size(sum(m.file_size for m in members), limit, "declare", setting)
         arrays: dict[str, ArrayHeader] = {}
         total = 0
         for member in members:
@@ -110,7 +119,7 @@ def read_npz(path: Path, limit: int) -> dict[str, ArrayHeader]:
             with archive.open(member) as stream:
                 header, header_len = read_header(stream, f"member {name!r}")
             total += header.nbytes
-            _check_size(total, limit, "hold at least")
+            _check_size(total, limit, "hold at least", setting)
             if member.file_size != header_len + header.nbytes:
                 raise ArchiveError(f"member {name!r} holds {member.file_size:,} bytes; its "
                                    f"header declares {header_len + header.nbytes:,}")

@@ -75,11 +75,17 @@ class Settings(BaseSettings):
     # the two settings above.
     sandbox_memory_bytes: int = Field(
         8 * 2**30, ge=2**28,
-        description="Memory (RLIMIT_DATA) of the sandbox that runs one shard of a job on an "
-        "uploaded architecture.",
+        description="Memory (RLIMIT_DATA; RLIMIT_AS is this plus 4 GiB of libraries on a CPU "
+        "worker) of the sandbox that runs one shard of a job on an uploaded architecture.",
     )
     sandbox_scratch_bytes: int = Field(
         256 * 2**20, ge=2**20, description="Size of the sandbox's private /tmp (and largest file)."
+    )
+    sandbox_user: str = Field(
+        "nads-sandbox", min_length=1,
+        description="The unprivileged host user that a worker running as root starts the "
+        "sandbox as (scripts/install.sh creates it); a root worker refuses to start without it. "
+        "A non-root worker's sandbox runs as the worker's own user.",
     )
     unsafe_skip_archive_checks: bool = Field(
         False, description="TESTS ONLY: load uploaded archives without nadcore.untrusted's "

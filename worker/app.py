@@ -5,13 +5,26 @@ Importing this module reads the settings (and prepares the embedded broker folde
 builds its own application with `jobs.broker.make_celery(settings)` instead.
 """
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from jobs.broker import make_celery
 from worker.layout import pin_gpu
 
 app = make_celery(include=["worker.tasks", "worker.architecture_validation"])
 worker_process_init.connect(pin_gpu, weak=False)
+
+
+def _refuse_root_sandbox(**_: object) -> None:
+    """A worker running as root starts only if its sandbox can run as an unprivileged user
+    (worker/sandbox.py); SystemExit, not an exception, so that Celery stops rather than logs."""
+    from worker.sandbox import startup_problem
+
+    problem = startup_problem()
+    if problem is not None:
+        raise SystemExit(f"worker: {problem}")
+
+
+worker_init.connect(_refuse_root_sandbox, weak=False)
 _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), once ready
 
 

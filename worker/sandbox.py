@@ -4,24 +4,36 @@ Layer two of the two that keep an uploaded model from doing more than compute (l
 `nadcore.untrusted`, refuses what is not a plain network before loading it). Each is meant to
 be enough alone. The child (`python -m nadcore.isolated`) runs under `bwrap`:
 
-- in new user, pid, network, IPC, UTS and cgroup namespaces (`--unshare-all --unshare-user`:
-  no user namespace is an error, never a sandbox as root), as uid and gid
-  65534 with every capability dropped, in a new session, dying with the worker;
+- never as host root: a worker running as root starts bwrap as the dedicated unprivileged user
+  `nads-sandbox` (NADS_SANDBOX_USER; created by scripts/install.sh and the images) and refuses
+  to start when it cannot; a non-root worker's sandbox is the worker's own uid. Inside, in new
+  user, pid, network, IPC, UTS and cgroup namespaces, it is uid and gid 65534 with every
+  capability dropped, pid 1 of its namespace (no bwrap process beside it), in a new session,
+  dying with the worker; it cannot create namespaces (`--disable-userns` and the filter);
+- under a seccomp filter (`worker/seccomp.py`): no ptrace, process_vm_*, unshare, setns, mount,
+  keyctl, bpf, perf_event_open, userfaultfd, io_uring, memfd_create or System V shared memory;
 - seeing only read-only system directories (`/usr` and its links), the Python installation and
-  the `nadcore` package, its job folder (read-only) and a private `/tmp` of bounded size: not
-  the service's data directory, blobs, database, broker, key files, `/etc` or any home folder;
-- with no network (an empty namespace: not even loopback), and an environment of PATH, HOME,
-  thread counts and CUDA_VISIBLE_DEVICES only (no NADS_* setting, URL or credential);
-- under rlimits set before exec: RLIMIT_DATA (memory), RLIMIT_CPU, RLIMIT_FSIZE, RLIMIT_NOFILE
-  and no core dumps;
+  the `nadcore` package, its job folder (read-only: the request, the input arrays and a copy of
+  the archive), a fresh /proc of its own pid namespace with /proc/sys read-only, a private
+  `/tmp` and `/dev/shm` of bounded size: not the service's data directory, blobs, database,
+  broker, key files, `/etc` or any home folder;
+- with no network (an empty namespace: not even loopback); bwrap itself starts with an empty
+  environment, and the child gets PATH, HOME, thread counts and CUDA_VISIBLE_DEVICES only (no
+  NADS_* setting, URL or credential);
+- under rlimits set before exec: RLIMIT_DATA (heap), RLIMIT_AS (every mapping, shared memory
+  included; CPU workers only: CUDA reserves address space by the terabyte), RLIMIT_CPU,
+  RLIMIT_FSIZE, RLIMIT_NOFILE, no core dumps, and RLIMIT_NPROC (set inside its user namespace,
+  so that it counts this sandbox's tasks only);
 - killed (SIGKILL to its process group; the pid namespace dies with its first process) on
   cancel, past its wall time, or when it sends more than it may.
 
 It speaks to the worker only through one pipe, in frames (`nadcore.isolated`): progress counts,
-one JSON object, one result (.npz bytes; callers load them with allow_pickle=False and check
-shapes and values) or an error, which reaches users only as the service's own words with at
-most a short escaped excerpt. bubblewrap is Debian's `bubblewrap` package (the worker image
-installs it); without it, or without user namespaces, uploaded models are refused to run.
+one JSON object, one result (.npz bytes; callers check the archive's declared sizes before
+loading it with allow_pickle=False and check shapes and values) or an error, which reaches
+users only as the service's own words with at most a short escaped excerpt. bubblewrap is
+Debian's `bubblewrap` package (the worker image installs it); without it, or without user
+namespaces, uploaded models are refused to run. docs/service.md's threat model says what this
+holds against and what it does not.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ import json
 import logging
 import math
 import os
+import pwd
 import resource
 import select
 import shutil
@@ -39,7 +52,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,12 +62,21 @@ import numpy as np
 import nadcore
 from nadcore.custom_check import excerpt
 from nadcore.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
+from store.settings import get_settings
+from worker import seccomp
 
 log = logging.getLogger(__name__)
 
-SANDBOX_UID = 65534
+SANDBOX_UID = 65534  # inside the sandbox's user namespace
 MAX_JSON_FRAME = 1 << 20
 MAX_ERROR_CHARS = 600  # of the child's error message, escaped
+SHM_BYTES = 16 << 20  # the private /dev/shm
+# Address space beyond the memory limit (RLIMIT_AS = memory + this): the child's mappings of
+# Python, numpy and torch's libraries. Measured: 3.1 GiB of VmSize after `import torch`
+# (torch 2.14.1+cu130 wheel, x86-64, CPU), 3.2 GiB with nadcore; 0.9 GiB to spare.
+ADDRESS_SPACE_BASE = 4 << 30
+PROCESSES = 64  # tasks (threads included) in one sandbox, at least 8 per compute thread
+INSTALL_FIX = "run scripts/install.sh as root (it creates the user and grants the access)"
 
 
 class SandboxError(RuntimeError):
@@ -75,7 +97,7 @@ class Limits:
     memory_bytes: int
     threads: int = 1
     scratch_bytes: int = 256 << 20
-    max_result_bytes: int = 4 << 30
+    max_result_bytes: int = 1 << 20  # validation sends none; jobs set their own
     what: str = "the sandbox"  # how messages name the limits' settings
 
 
@@ -84,6 +106,66 @@ class Outcome:
     info: dict = field(default_factory=dict)
     result: bytes | None = None
     seconds: float = 0.0
+
+
+# -- who the sandbox is on the host ---------------------------------------------------------
+@dataclass(frozen=True)
+class HostUser:
+    """The host uid and gid that bwrap runs as; `drop`: the worker (root) switches to them."""
+
+    name: str
+    uid: int
+    gid: int
+    drop: bool
+
+
+def host_user(name: str | None = None) -> HostUser:
+    """The dedicated user `name` (NADS_SANDBOX_USER) when the worker is root, else the worker's
+    own uid. SandboxUnavailable when a root worker cannot drop to an unprivileged user."""
+    if os.geteuid() != 0:
+        uid, gid = os.geteuid(), os.getegid()
+        with contextlib.suppress(KeyError):
+            return HostUser(pwd.getpwuid(uid).pw_name, uid, gid, drop=False)
+        return HostUser(str(uid), uid, gid, drop=False)
+    name = name or get_settings().sandbox_user
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise SandboxUnavailable(
+            f"NADS_SANDBOX_USER: the worker runs as root and the sandbox must not: user "
+            f"{name!r} does not exist; {INSTALL_FIX}, or run the worker as a non-root user"
+        ) from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise SandboxUnavailable(f"NADS_SANDBOX_USER: user {name!r} has uid or gid 0; the "
+                                 "sandbox needs an unprivileged user")
+    return HostUser(name, entry.pw_uid, entry.pw_gid, drop=True)
+
+
+def _share(path: Path, user: HostUser, mode: int) -> None:
+    """`path` readable by the sandbox's host user and by no other user."""
+    if user.drop:
+        os.chown(path, -1, user.gid)  # group: the sandbox user's own, mode 0o750 / 0o640
+        os.chmod(path, mode)
+    else:
+        os.chmod(path, mode & 0o700)
+
+
+@contextlib.contextmanager
+def job_folder(user: HostUser, archive: Path | None, request: dict,
+               arrays: dict[str, np.ndarray] | None = None) -> Iterator[Path]:
+    """A fresh folder that the sandbox sees as /job: request.json, the input arrays and a copy
+    of the archive (the blob store itself stays out of the sandbox user's reach)."""
+    with tempfile.TemporaryDirectory(prefix="nads-sandbox-") as tmp:
+        job = Path(tmp)
+        (job / "request.json").write_text(json.dumps(request))
+        if archive is not None:
+            shutil.copyfile(archive, job / "archive")
+        for name, array in (arrays or {}).items():
+            np.save(job / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
+        for item in job.iterdir():
+            _share(item, user, 0o640)
+        _share(job, user, 0o750)
+        yield job
 
 
 # -- the bwrap command line -----------------------------------------------------------------
@@ -98,23 +180,37 @@ def _system_mounts() -> list[str]:
     return args
 
 
-def _python_mounts() -> list[str]:
-    """The interpreter, the virtual environment and the nadcore package, read-only."""
+def _python_roots() -> list[Path]:
+    """The interpreter, the virtual environment, the other site-packages on the import path (a
+    .pth may add one) and the nadcore package, outside /usr: not the repository's root nor the
+    working directory, which hold more than code."""
+    package = Path(nadcore.__file__).resolve().parent
     roots = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
-             Path(sys.executable).resolve().parent.parent,
-             Path(nadcore.__file__).resolve().parent}
-    args: list[str] = []
+             Path(sys.executable).resolve().parent.parent, package}
+    roots |= {Path(entry).resolve() for entry in sys.path  # never the working directory
+              if entry and Path(entry).name in ("site-packages", "dist-packages")
+              and Path(entry).is_dir()}
+    kept: list[Path] = []
     for root in sorted(roots, key=lambda p: len(p.parts)):
-        if str(root).startswith("/usr/") or root == Path("/usr"):
-            continue
-        args += ["--ro-bind", str(root), str(root)]
+        if not (root == Path("/usr") or root.is_relative_to("/usr")) \
+                and not any(root.is_relative_to(k) for k in kept):
+            kept.append(root)
+    return kept
+
+
+def _python_mounts() -> list[str]:
+    args = [a for root in _python_roots() for a in ("--ro-bind", str(root), str(root))]
     if Path(sys.prefix) != Path(sys.prefix).resolve():  # a venv reached through a link
         args += ["--symlink", str(Path(sys.prefix).resolve()), str(Path(sys.prefix))]
     return args
 
 
+def _gpu_nodes() -> list[str]:
+    return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
+
+
 def _gpu_mounts() -> list[str]:
-    nodes = sorted(str(p) for p in Path("/dev").glob("nvidia*"))
+    nodes = _gpu_nodes()
     if not nodes:
         return []
     args = [a for node in nodes for a in ("--dev-bind", node, node)]
@@ -131,52 +227,63 @@ def _environment(threads: int) -> list[str]:
     return [a for k, v in env.items() for a in ("--setenv", k, v)]
 
 
-def bwrap_command(job_dir: Path, archive: Path, fd: int, limits: Limits) -> list[str]:
-    """The whole command line: bwrap's options, then the child."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        raise SandboxUnavailable("the worker cannot sandbox uploaded models: bubblewrap "
-                                 "(bwrap) is not installed on it")
+def _program(name: str) -> str:
+    path = shutil.which(name, path="/usr/bin:/bin")
+    if path is None:
+        raise SandboxUnavailable(f"the worker cannot sandbox uploaded models: {name} is not "
+                                 "installed on it")
+    return path
+
+
+def python_child(limits: Limits, *argv: str) -> list[str]:
+    """`python -I ARGV...` as the sandbox runs it: first lowering RLIMIT_NPROC inside the
+    sandbox's user namespace (an rlimit set there counts this sandbox's tasks only; set before
+    bwrap it would count every task of the host user)."""
+    processes = max(PROCESSES, 8 * limits.threads)
+    return [_program("prlimit"), f"--nproc={processes}:{processes}", "--",
+            sys.executable, "-I", *argv]
+
+
+def bwrap_command(job_dir: Path, fd: int, seccomp_fd: int, limits: Limits,
+                  child: list[str] | None = None) -> list[str]:
+    """The whole command line: bwrap's options, then the child (`nadcore.isolated` reading
+    /job and answering on `fd`, unless `child` is given)."""
+    if child is None:
+        child = python_child(limits, "-m", "nadcore.isolated", "/job", str(fd))
     return [
-        bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
-        "--gid", str(SANDBOX_UID),
+        _program("bwrap"), "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1",
+        "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
         "--cap-drop", "ALL", "--new-session", "--die-with-parent", "--clearenv",
         # the private /tmp first: bwrap mounts in order, and an installation that lives under
         # /tmp (a clone there) must be bound on top of it, not hidden by it
         "--size", str(limits.scratch_bytes), "--tmpfs", "/tmp",
         *_system_mounts(), *_python_mounts(),
-        "--proc", "/proc", "--dev", "/dev", *_gpu_mounts(),
-        "--ro-bind", str(job_dir), "/job", "--ro-bind", str(archive), "/job/archive",
+        # a /proc of the sandbox's own pid namespace; its sysctls read-only (not namespaced:
+        # /proc/sys/kernel is the host's)
+        "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+        "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", *_gpu_mounts(),
+        "--ro-bind", str(job_dir), "/job",
+        "--seccomp", str(seccomp_fd),
         "--chdir", "/tmp", *_environment(limits.threads),
-        sys.executable, "-I", "-m", "nadcore.isolated", "/job", str(fd),
+        *child,
     ]
 
 
-@lru_cache(maxsize=1)
-def check_available() -> str | None:
-    """None when bwrap runs here with its namespaces, else why not (cached per process)."""
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return "bubblewrap (bwrap) is not installed"
-    probe = [bwrap, "--unshare-all", "--unshare-user", "--uid", str(SANDBOX_UID),
-             "--gid", str(SANDBOX_UID),
-             "--cap-drop", "ALL", "--die-with-parent", *_system_mounts(), "--", "/usr/bin/true"]
-    try:
-        done = subprocess.run(probe, capture_output=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap could not start ({type(exc).__name__})"
-    if done.returncode != 0:
-        return ("bwrap cannot create its namespaces here (user namespaces disabled?): "
-                + excerpt(done.stderr.decode("utf-8", "replace")))
-    return None
+# -- starting it ----------------------------------------------------------------------------
+def address_space_limit(limits: Limits) -> int | None:
+    """RLIMIT_AS of the child: None on a GPU worker (the CUDA driver reserves far more address
+    space than it uses; RLIMIT_DATA and the tmpfs sizes bound memory there)."""
+    return None if _gpu_nodes() else limits.memory_bytes + ADDRESS_SPACE_BASE
 
 
-# -- running it -----------------------------------------------------------------------------
 def _limit_child(limits: Limits) -> Callable[[], None]:
     cpu = int(math.ceil(limits.wall_s * max(1, limits.threads))) + 60
+    address_space = address_space_limit(limits)
 
     def apply() -> None:  # in the child, before exec
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.scratch_bytes, limits.scratch_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
@@ -184,6 +291,119 @@ def _limit_child(limits: Limits) -> Callable[[], None]:
     return apply
 
 
+def _seccomp_fd() -> int:
+    """A pipe's read end holding the filter, for bwrap's --seccomp (the caller closes it)."""
+    if not seccomp.supported():
+        raise SandboxUnavailable("the worker cannot sandbox uploaded models: no seccomp filter "
+                                 "for this machine's architecture (x86_64 and aarch64 only)")
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, seccomp.program())  # some 400 bytes: within the pipe's buffer
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def spawn(job_dir: Path, limits: Limits, user: HostUser, *, fd: int | None = None,
+          child: list[str] | None = None, stdout: int = subprocess.DEVNULL,
+          command: Callable[[list[str]], list[str]] | None = None) -> subprocess.Popen:
+    """Starts bwrap as `user` with an empty environment, `fd` (the answer pipe) passed on.
+    `command` may rewrite the command line (tests only: to show that their probes fail when a
+    protection is taken away)."""
+    seccomp_fd = _seccomp_fd()
+    try:
+        cmd = bwrap_command(job_dir, -1 if fd is None else fd, seccomp_fd, limits, child)
+        if command is not None:
+            cmd = command(cmd)
+        drop = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.drop else {}
+        return subprocess.Popen(cmd, pass_fds=(seccomp_fd,) + (() if fd is None else (fd,)),
+                                env={}, stdin=subprocess.DEVNULL, stdout=stdout,
+                                stderr=subprocess.PIPE, preexec_fn=_limit_child(limits),
+                                start_new_session=True, **drop)
+    finally:
+        os.close(seccomp_fd)
+
+
+_PROBE = """
+import importlib.util, numpy
+open('/job/request.json').read()
+spec = importlib.util.find_spec('nadcore')
+open(spec.submodule_search_locations[0] + '/isolated.py').read()
+"""
+
+# Run as the sandbox's host user when the probe fails: for each path, the first directory on
+# the way to it that this user cannot search, or the path itself when it cannot read it.
+_DIAGNOSE = """
+import json, os, sys
+for path in sys.argv[1:]:
+    parts = path.split('/')
+    for i in range(2, len(parts) + 1):
+        here = '/'.join(parts[:i])
+        try:
+            os.stat(here)
+        except PermissionError:
+            print(json.dumps(['/'.join(parts[:i - 1]) or '/', path])); break
+    else:
+        if not os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)):
+            print(json.dumps([path, path]))
+"""
+
+
+def unreachable(user: HostUser, paths: list[Path]) -> list[str]:
+    """What keeps `user` from reading `paths`, in words naming the directory and its mode."""
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", _DIAGNOSE, *map(str, paths)],
+                          capture_output=True, text=True, timeout=60, env={},
+                          **({"user": user.uid, "group": user.gid, "extra_groups": []}
+                             if user.drop else {}))
+    problems = []
+    for line in done.stdout.splitlines():
+        blocking, path = json.loads(line)
+        st = os.stat(blocking)
+        problems.append(f"{blocking} (mode {st.st_mode & 0o7777:04o}, owner uid {st.st_uid}) "
+                        f"keeps {user.name} from reading {path}")
+    return problems
+
+
+@lru_cache(maxsize=1)
+def check_available() -> str | None:
+    """None when bwrap runs here as it will for a model, with its namespaces, its filter and
+    every mount readable by the sandbox's host user; else why not (cached per process)."""
+    try:
+        user = host_user()
+        limits = Limits(wall_s=60, memory_bytes=1 << 30)
+        with job_folder(user, None, {"task": "probe"}) as job:
+            proc = spawn(job, limits, user, child=python_child(limits, "-c", _PROBE))
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                _kill(proc)
+                return "bwrap did not finish its start-up check within 60 s"
+    except SandboxUnavailable as exc:
+        return str(exc).removeprefix("the worker cannot sandbox uploaded models: ")
+    except OSError as exc:
+        return f"bwrap could not start ({type(exc).__name__}: {exc})"
+    if proc.returncode == 0:
+        return None
+    problems = unreachable(user, [Path(tempfile.gettempdir()), *_python_roots()])
+    if problems:
+        return "; ".join(problems) + f" ({INSTALL_FIX}, or make those directories searchable)"
+    return ("bwrap cannot create its sandbox here (user namespaces disabled?): "
+            + excerpt(err.decode("utf-8", "replace")))
+
+
+def startup_problem() -> str | None:
+    """Why this worker must not start: it is root and cannot run the sandbox as another user.
+    (A non-root worker without bwrap starts and refuses uploaded models.)"""
+    if os.geteuid() != 0:
+        return None
+    reason = check_available()
+    if reason is None or reason.startswith("bwrap is not installed"):
+        return None
+    return f"the worker runs as root but cannot run uploaded models as an unprivileged user: " \
+           f"{reason}"
+
+
+# -- running it -----------------------------------------------------------------------------
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
@@ -221,19 +441,11 @@ def run_sandboxed(task: str, request: dict, archive: Path, limits: Limits, *,
     if reason is not None:
         raise SandboxUnavailable(f"the worker cannot sandbox uploaded models: {reason}")
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="nads-sandbox-") as tmp:
-        job = Path(tmp)
-        (job / "request.json").write_text(json.dumps({**request, "task": task}))
-        (job / "archive").touch()  # the mount point of the archive's read-only bind
-        for name, array in (arrays or {}).items():
-            np.save(job / f"{name}.npy", np.ascontiguousarray(array), allow_pickle=False)
-        os.chmod(job, 0o755)
+    user = host_user()
+    with job_folder(user, archive, {**request, "task": task}, arrays) as job:
         read_fd, write_fd = os.pipe()
         try:
-            cmd = bwrap_command(job, archive, write_fd, limits)
-            proc = subprocess.Popen(cmd, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    preexec_fn=_limit_child(limits), start_new_session=True)
+            proc = spawn(job, limits, user, fd=write_fd)
         finally:
             os.close(write_fd)
         try:

@@ -1,8 +1,10 @@
 """Work on users' uploaded architectures: validation and shards, each in the sandbox
 (`worker/sandbox.py`), with every answer checked before the service keeps it.
 
-The sandbox returns bytes that a hostile model may have written, so each result is loaded with
-allow_pickle=False, its ranges, shapes and keys compared with what the spec asks for, every
+The sandbox returns bytes that a hostile model may have written, so each result is bounded by
+what the spec asks for (the frame's length, then the .npz's declared and header sizes, before
+anything is decompressed: `store.npz.read_npz`), loaded with allow_pickle=False, its ranges,
+shapes and keys compared with what the spec asks for, every
 float checked finite (a NaN or inf fails the job, naming the shard), and its free-form `info`
 reduced to short, escaped scalars. Built-in architectures never come here.
 """
@@ -25,6 +27,7 @@ from nadcore.probe_spec import ProbeSpec
 from nadcore.shards import PoisonPartial, ProbePartial
 from nadcore.spec import ArchitectureRef, NADSpec, is_custom
 from store.blobs import open_blob_store
+from store.npz import ArchiveError, read_npz
 from store.settings import Settings
 from worker.sandbox import Limits, SandboxError, run_sandboxed
 
@@ -40,10 +43,19 @@ def _archive(settings: Settings, ref: ArchitectureRef) -> Path:
     return path
 
 
-def job_limits(settings: Settings, threads: int) -> Limits:
+RESULT_SLACK = 1 << 20  # of a result past its arrays: .npy and zip headers, JSON meta
+
+
+def result_bytes(*elements: int) -> int:
+    """The most bytes a result of arrays of these element counts may hold (8 bytes each)."""
+    return 8 * sum(elements) + RESULT_SLACK
+
+
+def job_limits(settings: Settings, threads: int, max_result_bytes: int) -> Limits:
     return Limits(wall_s=settings.task_soft_time_limit_s,
                   memory_bytes=settings.sandbox_memory_bytes, threads=threads,
                   scratch_bytes=settings.sandbox_scratch_bytes,
+                  max_result_bytes=max_result_bytes,
                   what="NADS_SANDBOX_MEMORY_BYTES, NADS_TASK_SOFT_TIME_LIMIT_S")
 
 
@@ -93,9 +105,18 @@ def _result(outcome_bytes: bytes | None, what: str) -> io.BytesIO:
     return io.BytesIO(outcome_bytes)
 
 
-def _load(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str) -> object:
+def load_result(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str,
+                limit: int) -> object:
+    """`loader` on the result's bytes once their declared sizes are within `limit`: a result
+    that would inflate past it is refused before anything is decompressed."""
+    buf = _result(data, what)
     try:
-        return loader(_result(data, what))
+        read_npz(buf, limit, setting="what the job's spec asks for")
+    except ArchiveError as exc:
+        raise SandboxError(f"{what}: the sandbox returned a refused result: {exc}") from None
+    buf.seek(0)
+    try:
+        return loader(buf)
     except SandboxError:
         raise
     except Exception:  # noqa: BLE001 (malformed bytes from the sandbox)
@@ -106,13 +127,15 @@ def _load(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str)
 def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
               progress: Progress, should_stop: ShouldStop) -> PartialNADs:
     what = f"networks {start}..{stop - 1}"
+    d = spec.input_dim
+    limit = result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
     outcome = run_sandboxed("nads_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                    start=start, stop=stop),
-                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            _archive(settings, spec.architecture),
+                            job_limits(settings, threads, limit),
                             progress=progress, should_stop=should_stop)
-    part = _load(PartialNADs.load, outcome.result, what)
+    part = load_result(PartialNADs.load, outcome.result, what, limit)
     assert isinstance(part, PartialNADs)
-    d = spec.input_dim
     if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
         raise SandboxError(f"{what}: the sandbox returned another shard")
     _shape(what, "eval_point", part.eval_point, tuple(spec.input_shape))
@@ -132,15 +155,17 @@ def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads:
 def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
               should_stop: ShouldStop) -> NADResult:
     what = "the job"
+    limit = result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
     outcome = run_sandboxed("nads_whole", _request(settings, spec=spec.model_dump(mode="json")),
-                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            _archive(settings, spec.architecture),
+                            job_limits(settings, threads, limit),
                             progress=progress, should_stop=should_stop)
 
     def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
         with np.load(buf, allow_pickle=False) as z:
             return {n: z[n] for n in ("nads", "eigenvalues", "eval_point")}
 
-    arrays = _load(load, outcome.result, what)
+    arrays = load_result(load, outcome.result, what, limit)
     assert isinstance(arrays, dict)
     info = outcome.info
     n = info.get("num_networks")
@@ -176,14 +201,16 @@ def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, sta
                 stop: int, threads: int, progress: Progress, should_stop: ShouldStop
                 ) -> ProbePartial:
     what = f"directions {start}..{stop - 1}"
+    n = stop - start
+    limit = result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
     outcome = run_sandboxed("probe_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                     start=start, stop=stop),
-                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            _archive(settings, spec.architecture),
+                            job_limits(settings, threads, limit),
                             arrays={"directions": directions}, progress=progress,
                             should_stop=should_stop)
-    part = _load(ProbePartial.load, outcome.result, what)
+    part = load_result(ProbePartial.load, outcome.result, what, limit)
     assert isinstance(part, ProbePartial)
-    n = stop - start
     _check_training(what, start, stop, spec.training.epochs, part,
                     {"accuracies": (n,), "curves": (n, spec.training.epochs,
                                                     part.curves.shape[-1])})
@@ -194,17 +221,19 @@ def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads:
                  start: int, stop: int, threads: int, progress: Progress, should_stop: ShouldStop
                  ) -> PoisonPartial:
     what = f"indices {start}..{stop - 1}"
+    n, epochs = stop - start, spec.training.epochs
+    limit = result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
     arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
               "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
     outcome = run_sandboxed("poison_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                      start=start, stop=stop,
                                                      num_classes=data.num_classes,
                                                      dataset=data.name),
-                            _archive(settings, spec.architecture), job_limits(settings, threads),
+                            _archive(settings, spec.architecture),
+                            job_limits(settings, threads, limit),
                             arrays=arrays, progress=progress, should_stop=should_stop)
-    part = _load(PoisonPartial.load, outcome.result, what)
+    part = load_result(PoisonPartial.load, outcome.result, what, limit)
     assert isinstance(part, PoisonPartial)
-    n, epochs = stop - start, spec.training.epochs
     _check_training(what, start, stop, epochs, part, {"train": (n, epochs), "test": (n, epochs)})
     return part
 

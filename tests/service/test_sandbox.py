@@ -9,7 +9,7 @@ that are plain networks but spin, allocate or turn NaN only at a job's inputs pa
 the job then ends within seconds of a cancel, fails naming the memory limit, or fails naming
 the non-finite values, and the worker serves the next job.
 
-Run with NADS_TEST_REDIS_DB=10 (its own Redis database).
+Run with NADS_TEST_REDIS_DB set to a Redis database of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ from tests.hostile_models import (
 from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
 
 pytestmark = pytest.mark.slow
+CANARY = "canary-secret-of-the-worker"  # in the worker's environment
 JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
        "scale": 100.0}
 
@@ -71,15 +72,20 @@ def upload(client: httpx.Client, data: bytes, filename: str) -> dict:
 
 
 def _payload(secret: Path, written: Path, port: int) -> str:
-    """Python that a pickled weight runs: read a secret, write outside scratch, connect out,
-    then raise what it got (the rejection reason is the channel it would exfiltrate through)."""
+    """Python that a pickled weight runs: read a secret, write outside scratch, connect out with
+    a real socket, write a host sysctl (its own value back), read pid 1's environment (bwrap's,
+    once the worker's), then raise what it got (the rejection reason is the channel it would
+    exfiltrate through). Everything it uses it imports inside the attempts: exec'd code's
+    lambdas see only builtins, and a NameError must not pass for a refusal."""
     return f"""
-import io
-import socket
 got = []
 for attempt in (lambda: open({str(secret)!r}).read(),
                 lambda: open({str(written)!r}, 'w').write('owned'),
-                lambda: socket.create_connection(('127.0.0.1', {port}), timeout=2)):
+                lambda: __import__('socket').create_connection(('127.0.0.1', {port}),
+                                                               timeout=2),
+                lambda: open('/proc/sys/kernel/core_pattern', 'w').write(
+                    open('/proc/sys/kernel/core_pattern').read()),
+                lambda: 'environ:' + open('/proc/1/environ').read().replace(chr(0), ' ')):
     try:
         got.append(repr(attempt()))
     except Exception as exc:
@@ -258,7 +264,8 @@ def unchecked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
     settings = Settings(data_dir=data, unsafe_skip_archive_checks=True, progress_interval_s=0.2)
     upgrade(settings.resolved_database_url)
     key = new_key(settings, f"mallory-{uuid.uuid4().hex[:6]}")
-    with celery_worker(settings, NADS_UNSAFE_SKIP_ARCHIVE_CHECKS="true"), \
+    with celery_worker(settings, NADS_UNSAFE_SKIP_ARCHIVE_CHECKS="true",
+                       AWS_SECRET_ACCESS_KEY=CANARY), \
             ServerThread(create_app(settings)) as server, \
             httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
                          timeout=30) as client:
@@ -296,12 +303,19 @@ def test_layer_two_stops_code_from_a_pickle(unchecked: tuple[httpx.Client, Setti
         listener.close()
     assert row["status"] == "rejected", row
     reason = row["reason"]
-    # the payload ran (layer one was off) and every attempt failed inside the sandbox
+    # the payload ran (layer one was off) and every attempt failed inside the sandbox: the
+    # secret is not there, nothing is writable, the network is unreachable (an OSError, not a
+    # NameError), /proc/sys is read-only, and pid 1 is the model itself with the sandbox's
+    # environment only
     assert "got FileNotFoundError" in reason, reason
-    assert "s3cr3t" not in reason
+    attempts = reason.split("got ", 1)[1].split()
+    assert attempts[1] == "FileNotFoundError", reason
+    assert attempts[2] in ("OSError", "ConnectionRefusedError"), reason
+    assert attempts[3] == "OSError", reason
+    assert "environ:PATH=/usr/bin:/bin HOME=/tmp" in reason, reason  # excerpted
+    assert "s3cr3t" not in reason and CANARY not in reason and "NADS_" not in reason
     assert not written.exists()
     assert listener.accepted == 0, "the model reached the network"
-    assert reason.count("Error") >= 3, reason
 
 
 # -- real networks still pass -----------------------------------------------------------------

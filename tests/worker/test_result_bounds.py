@@ -1,0 +1,101 @@
+"""Results from the sandbox are bounded before they are decompressed: a shard's .npz that
+declares (and would inflate to) far more than the spec asks for is refused from its sizes, and
+the worker's memory stays where it was (the issue's result inflated a worker from 384 MiB to
+3,461 MiB and it kept it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nadcore.partial import PartialNADs
+from worker.sandbox import SandboxError
+from worker.uploaded import load_result, result_bytes
+
+BOMB_BYTES = 1 << 30
+
+
+def zip_bomb(path: Path, declared: int = BOMB_BYTES) -> None:
+    """A PartialNADs-shaped .npz whose gradients member inflates to `declared` bytes of zeros
+    (about 1 MB deflated) with an honest .npy header."""
+    n = declared // (8 * 3072)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False,
+                                                  "shape": (n, 3072)})
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open("gradients.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())
+            chunk = bytes(64 << 20)
+            left = n * 3072 * 8
+            while left:
+                member.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
+        z.writestr("eval_point.npy", _npy(np.zeros(3072)))
+        z.writestr("header.npy", _npy(np.frombuffer(json.dumps(
+            {"key": "k", "start": 0, "stop": n, "meta": {}}).encode(), dtype=np.uint8)))
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+MEASURE = """
+import sys
+from pathlib import Path
+from nadcore.partial import PartialNADs
+from worker.sandbox import SandboxError
+from worker.uploaded import load_result, result_bytes
+def rss(field):
+    line = next(l for l in open('/proc/self/status') if l.startswith(field + ':'))
+    return int(line.split()[1]) * 1024
+data = Path(sys.argv[1]).read_bytes()
+before = rss('VmRSS')
+try:
+    load_result(PartialNADs.load, data, 'networks 0..9', result_bytes(10 * 3072, 2 * 3072 ** 2))
+    print('loaded')
+except SandboxError as exc:
+    print(str(exc))
+print(before, rss('VmRSS'), rss('VmHWM'))
+"""
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bomb") / "result.npz"
+    zip_bomb(path)
+    return path
+
+
+def test_a_result_that_would_inflate_is_refused_and_memory_stays(bomb: Path) -> None:
+    assert bomb.stat().st_size < 4 << 20
+    with zipfile.ZipFile(bomb) as z:  # it does inflate: zipfile alone would read it all
+        assert z.getinfo("gradients.npy").file_size > BOMB_BYTES - (1 << 20)
+    done = subprocess.run([sys.executable, "-c", MEASURE, str(bomb)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    message, sizes = done.stdout.strip().splitlines()
+    before, after, peak = map(int, sizes.split())
+    assert "refused result" in message and "what the job's spec asks for" in message, message
+    assert after - before < 32 << 20, (before, after)  # back where it was
+    assert peak - before < 64 << 20, (before, peak)  # and never inflated on the way
+
+
+def test_a_result_within_the_bound_loads() -> None:
+    part = PartialNADs("k", 0, 10, np.zeros(3072), gradients=np.ones((10, 3072)))
+    buf = io.BytesIO()
+    part.save(buf)
+    limit = result_bytes(10 * 3072, 2 * 3072 ** 2, 3 * 3072, 2)
+    got = load_result(PartialNADs.load, buf.getvalue(), "networks 0..9", limit)
+    np.testing.assert_array_equal(got.gradients, part.gradients)
+    # and the bound is what refuses: the same bytes under a bound of the gradients' size
+    with pytest.raises(SandboxError, match="past the limit"):
+        load_result(PartialNADs.load, buf.getvalue(), "networks 0..9", 10 * 3072 * 8)
