@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.catalog import CATALOG_ARCHITECTURES, target_spec
+from jobs.catalog import CATALOG_ARCHITECTURES, PAPER_NETWORKS, target_spec
 from nadcore.cost import estimate_cost
 from store.settings import Settings
 
@@ -38,8 +38,10 @@ def how_to_build(name: str, settings: Settings) -> str:
     spec = target_spec(name, settings)
     what = (f"{spec.num_networks:,} networks, {spec.method.replace('_', ' ')} at "
             f"{'x'.join(map(str, spec.input_shape))}: {flops:.1e} FLOPs")
-    where = ("it needs a GPU worker (CPU workers would take days to weeks)" if flops > GPU_FLOPS
-             else "CPU workers build it")
+    where = ("it needs a GPU worker (CPU workers would take days to weeks); or, without one, "
+             f"`nads catalog compute --arch {name}` computes a 2,000-network entry in the "
+             "background on one CPU core, resumable (scripts/catalog_build.sh)"
+             if flops > GPU_FLOPS else "CPU workers build it")
     return (f"an operator builds it with `nads catalog build --arch {name}` on the service's "
             f"machine ({what}); {where}")
 
@@ -55,7 +57,8 @@ def absent_entry(name: str, settings: Settings) -> dict[str, Any]:
         "max_networks": spec.num_networks, "stability": None,
         "stability_k": settings.catalog_stability_k,
         "target_stability": settings.catalog_target_stability, "stopped_early": None,
-        "rounds": 0, "sha256": None, "built_at": None, "job_id": None, "error": None,
+        "paper_networks": PAPER_NETWORKS, "full_build_pending": False, "rounds": 0,
+        "sha256": None, "built_at": None, "job_id": None, "error": None,
         "origin": None, "precision": None, "provenance": None,
     }
 

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 
 CATALOG_ARCHITECTURES = BUILTIN_ARCHITECTURES  # logreg, lenet, vgg11, resnet18, densenet121
 CATALOG_INPUT_SHAPE = (1, 32, 32)
+PAPER_NETWORKS = 10_000  # the paper's build; an entry of fewer says a full build is pending
 
 
 class CatalogError(ValueError):
@@ -319,17 +320,38 @@ def progress_of(entry: CatalogEntry, job: Job | None) -> RoundProgress:
     return RoundProgress(int(done), round(min(done / entry.spec["num_networks"], 0.99), 4))
 
 
+def full_build_pending(entry: CatalogEntry) -> bool:
+    """A ready entry of fewer networks than the paper's that did not stop on its stability
+    target (a CPU build of 2,000 networks, say): a 10,000-network build is still to come."""
+    return (entry.status == CATALOG_READY and not entry.stopped_early
+            and (entry.networks or 0) < PAPER_NETWORKS)
+
+
+def _stability_text(entry: CatalogEntry) -> str:
+    by_k = (entry.provenance or {}).get("stability") or {}
+    if by_k:
+        return "split-half stability " + ", ".join(
+            f"{float(v):.3f} at k={k}" for k, v in sorted(by_k.items(), key=lambda i: int(i[0])))
+    if entry.stability is None:
+        return "split-half stability not measured"
+    return f"split-half stability {entry.stability:.3f} at k={entry.stability_k}"
+
+
 def _message(entry: CatalogEntry, job: Job | None, progress: RoundProgress) -> str:
     cap = entry.spec["num_networks"]
     if entry.status == CATALOG_READY:
         why = (f"stability {entry.stability:.3f} >= {entry.target_stability} at "
                f"k={entry.stability_k}" if entry.stopped_early else "the cap was reached")
+        if full_build_pending(entry):
+            why = (f"{entry.networks:,} of the paper's {PAPER_NETWORKS:,}; a "
+                   f"{PAPER_NETWORKS:,}-network build is pending")
+        text = f"ready: {entry.networks} networks ({why}); {_stability_text(entry)}"
         if entry.origin == ORIGIN_SHIPPED and entry.provenance:
             prov = entry.provenance
-            return (f"ready: {entry.networks} networks ({why}); shipped with the repository, "
-                    f"computed on {prov.get('device_name')} ({prov.get('precision')}) in "
+            return (f"{text}; shipped with the repository, computed on "
+                    f"{prov.get('device_name')} ({prov.get('precision')}) in "
                     f"{prov.get('wall_seconds', 0):.0f} s")
-        return f"ready: {entry.networks} networks ({why})"
+        return text
     if entry.status == CATALOG_FAILED:
         return f"failed: {entry.error}; `nads catalog build --arch {entry.name}` resumes it"
     if job is None:
@@ -358,6 +380,8 @@ def describe(entry: CatalogEntry, job: Job | None) -> dict[str, Any]:
         "stability_k": entry.stability_k,
         "target_stability": entry.target_stability,
         "stopped_early": entry.stopped_early,
+        "paper_networks": PAPER_NETWORKS,
+        "full_build_pending": full_build_pending(entry),
         "rounds": entry.rounds,
         "sha256": entry.sha256,
         "built_at": entry.built_at.isoformat() + "Z" if entry.built_at else None,

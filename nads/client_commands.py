@@ -281,8 +281,11 @@ def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
             continue
         stab = "-" if e.stability is None else f"{e.stability:.3f}"
         nets = e.raw.get("networks_done") if e.networks is None else e.networks
+        pending = (f"  ({nets:,} of the paper's {e.raw['paper_networks']:,} networks: a "
+                   f"{e.raw['paper_networks']:,}-network build is pending)"
+                   if e.raw.get("full_build_pending") else "")
         print(f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "
-              f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}")
+              f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}{pending}")
 
 
 def catalog_get(

@@ -48,6 +48,10 @@ class CatalogEntryOut(BaseModel):
     stability_k: int
     target_stability: float
     stopped_early: bool | None = Field(description="the target was reached before the cap")
+    paper_networks: int = Field(description="networks of the paper's build: 10,000")
+    full_build_pending: bool = Field(
+        description="ready with fewer networks than the paper's (a background CPU build of "
+        "2,000, say) without reaching its stability target: a 10,000-network build is pending")
     rounds: int = Field(description="round jobs submitted so far")
     sha256: str | None = Field(description="of nads.npy")
     built_at: str | None

@@ -441,12 +441,19 @@ function catalogRow(entry) {
   if (entry.status === "absent") return absentRow(entry);
   const ready = entry.status === "ready";
   let stability = null;
-  if (entry.stability !== null && entry.stability !== undefined) {
+  const byK = entry.provenance && entry.provenance.stability;
+  if (byK && Object.keys(byK).length) {  // split-half stability at every k measured
+    stability = Object.keys(byK).sort((a, b) => Number(a) - Number(b))
+      .map((k) => `${Number(byK[k]).toFixed(3)} at k = ${k}`).join(", ");
+  } else if (entry.stability !== null && entry.stability !== undefined) {
     stability = Number(entry.stability).toFixed(3) +
       (entry.stability_k ? ` at k = ${entry.stability_k}` : "");
   }
   let networks = entry.networks;
-  if (networks !== null && networks !== undefined && entry.stopped_early !== undefined &&
+  if (entry.full_build_pending) {
+    networks = `${networks} (of the paper's ${entry.paper_networks.toLocaleString("en")}: ` +
+      `a ${entry.paper_networks.toLocaleString("en")}-network build is pending)`;
+  } else if (networks !== null && networks !== undefined && entry.stopped_early !== undefined &&
       entry.stopped_early !== null) {
     networks = `${networks} (${entry.stopped_early ? "stability target reached"
       : "network budget used"})`;
@@ -480,7 +487,8 @@ function catalogRow(entry) {
     figure = el("p", { class: "muted", text: `No NADs: the build is ${entry.status}.` });
   }
   return el("article", { class: "catalog-row", "data-arch": entry.name,
-    "data-status": entry.status, "data-origin": entry.origin || "built" }, info,
+    "data-status": entry.status, "data-origin": entry.origin || "built",
+    "data-pending": String(Boolean(entry.full_build_pending)) }, info,
     el("div", { class: "catalog-figure" }, figure));
 }
 

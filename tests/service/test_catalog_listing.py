@@ -112,19 +112,17 @@ def test_the_client_and_the_cli_list_the_same_entries(server: tuple[str, Setting
     assert not (tmp_path / "r.npy").exists()
 
 
-def test_the_web_page_lists_the_same_entries(server: tuple[str, Settings],
-                                             tmp_path: Path) -> None:
+def _page_texts(url: str, tmp_path: Path, errors: list[str]
+                ) -> tuple[list[tuple[str | None, str | None]], dict[str, str]]:
+    """(arch, status) of every row of the catalog page, and each row's text."""
     from playwright.sync_api import sync_playwright
 
-    url, _ = server
-    api = {e["name"]: e for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()}
     assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM,
                                     args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1360, "height": 900})
-            errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(f"{url}/#/catalog")
             page.wait_for_selector("#catalog[data-loaded=true]", timeout=60_000)
@@ -140,9 +138,58 @@ def test_the_web_page_lists_the_same_entries(server: tuple[str, Settings],
                 shot.rename(Path(os.environ["NADS_SCREENSHOT_DIR"]) / shot.name)
         finally:
             browser.close()
+    return shown, texts
+
+
+def test_the_web_page_lists_the_same_entries(server: tuple[str, Settings],
+                                             tmp_path: Path) -> None:
+    url, _ = server
+    api = {e["name"]: e for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()}
+    errors: list[str] = []
+    shown, texts = _page_texts(url, tmp_path, errors)
     assert shown == [(name, e["status"]) for name, e in api.items()]
     for name, e in api.items():
         if e["status"] == "absent":
             assert e["message"] in texts[name]
             assert ("needs a GPU worker" in texts[name]) is (name in GPU)
+    assert errors == []
+
+
+def test_an_entry_of_fewer_networks_than_the_papers_says_a_full_build_is_pending(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """A shipped entry of 12 networks (a background CPU build stops at 2,000 the same way):
+    the API, `nads catalog ls` and the page say how many networks it has, its split-half
+    stability, and that a 10,000-network build is pending."""
+    from nads.catalog_export import export_direct
+
+    shipped = tmp_path_factory.mktemp("pending-shipped")
+    export_direct(shipped, "logreg", networks=12, device="cpu", check_networks=2)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("pending"), catalog_shipped_dir=shipped)
+    upgrade(settings.resolved_database_url)
+    from jobs.shipped import install_shipped
+
+    with session_scope(settings.resolved_database_url) as session:
+        assert install_shipped(session, settings) == {"logreg": "installed"}
+    with ServerThread(create_app(settings)) as running:
+        url = running.url
+        logreg = httpx.get(f"{url}/v1/catalog/logreg", timeout=30).json()
+        assert (logreg["status"], logreg["networks"]) == ("ready", 12)
+        assert logreg["full_build_pending"] is True and logreg["paper_networks"] == 10_000
+        assert "12 of the paper's 10,000; a 10,000-network build is pending" in \
+            logreg["message"], logreg["message"]
+        assert "split-half stability" in logreg["message"] and "at k=4" in logreg["message"]
+        lenet = next(e for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()
+                     if e["name"] == "lenet")
+        assert lenet["full_build_pending"] is False and lenet["status"] == "absent"
+        env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": url, "HOME": str(tmp_path)}
+        ls = subprocess.run([NADS_BIN, "catalog", "ls"], env=env, capture_output=True,
+                            text=True, timeout=60)
+        assert ls.returncode == 0, ls.stderr
+        line = next(x for x in ls.stdout.splitlines() if x.startswith("logreg"))
+        assert "networks 12 " in line and "a 10,000-network build is pending" in line, line
+        errors: list[str] = []
+        shown, texts = _page_texts(url, tmp_path, errors)
+    assert ("logreg", "ready") in shown
+    assert "12 (of the paper's 10,000: a 10,000-network build is pending)" in texts["logreg"]
+    assert "at k = 4" in texts["logreg"], texts["logreg"]
     assert errors == []
