@@ -45,10 +45,10 @@ from tests.hostile_models import (
     duplicate_code_torchscript,
     duplicate_weights_config_pt2,
     lenet_pt2,
-    many_entries_zip,
     pickled_weight_pt2,
     slow_expression_pt2,
 )
+from tests.hostile_zips import many_entries_zip
 
 from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
 
