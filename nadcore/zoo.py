@@ -68,7 +68,8 @@ class VGG11(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             else:
-                layers += [HeNormalConv2d(c, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU()]
+                layers += [HeNormalConv2d(c, v, 3, padding=1), nn.BatchNorm2d(v),
+                           nn.ReLU(inplace=True)]
                 c = v
         _require_positive("vgg11", input_shape, h, w)
         self.features = nn.Sequential(*layers)
@@ -96,9 +97,9 @@ class BasicBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(out + self.shortcut(x), inplace=True)
 
 
 class ResNet18(nn.Module):
@@ -134,8 +135,11 @@ class Bottleneck(nn.Module):
         self.conv2 = nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
+        # ReLU in place on the BatchNorm's fresh output (x itself is kept for the
+        # concatenation): bitwise the same, one large tensor fewer per layer; finite
+        # differences on the CPU 1.2x faster (BENCHMARKS.md, Catalog on the CPU)
+        out = self.conv1(F.relu(self.bn1(x), inplace=True))
+        out = self.conv2(F.relu(self.bn2(out), inplace=True))
         return torch.cat([out, x], 1)
 
 
@@ -146,7 +150,7 @@ class Transition(nn.Module):
         self.conv = nn.Conv2d(in_planes, out_planes, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(self.conv(F.relu(self.bn(x))), 2)
+        return F.avg_pool2d(self.conv(F.relu(self.bn(x), inplace=True)), 2)
 
 
 DENSENET121_BLOCKS = (6, 12, 24, 16)
@@ -180,7 +184,7 @@ class DenseNet121(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.features(self.conv1(x))
-        out = F.avg_pool2d(F.relu(self.bn(out)), 4)
+        out = F.avg_pool2d(F.relu(self.bn(out), inplace=True), 4)
         return self.linear(out.flatten(1))
 
 

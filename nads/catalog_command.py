@@ -91,8 +91,9 @@ def catalog_export(
                          ] = "auto",
     device: Annotated[str | None, typer.Option(help="--direct: cpu, cuda (default: cuda if "
                                                "any).")] = None,
-    check_networks: Annotated[int, typer.Option(
-        help="Networks whose gradients ship for `verify`.")] = 4,
+    check_networks: Annotated[int | None, typer.Option(
+        help="Networks whose gradients ship for `verify` [default: 4; 2 for vgg11 and "
+        "resnet18, 1 for densenet121].")] = None,
     figures_only: Annotated[bool, typer.Option(
         "--figures-only", help="Only render OUT/ARCH's figures again from its arrays (after "
         "the figures changed); the arrays stay as they are.")] = False,
@@ -103,6 +104,7 @@ def catalog_export(
     from jobs.catalog import CatalogError, check_names
     from nads import catalog_export as export
 
+    check_networks = check_networks or export.CHECK_NETWORKS_BY_ARCH.get(arch, 4)
     try:
         check_names([arch])
         if figures_only:
