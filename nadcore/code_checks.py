@@ -49,13 +49,16 @@ def check_torchscript_code(name: str, body: bytes) -> None:
             if token.type == tokenize.ERRORTOKEN:
                 raise CodeRefused(f"file: {name[:80]!r} line {token.start[0]}: "
                                   f"{token.string[:20]!r} is not a Python token")
+            # also inside strings and comments: should TorchScript's lexer end one where
+            # Python's does not, what it hides is still seen
+            for word in _LOAD_TIME_NAMES:
+                if word in token.string:
+                    raise CodeRefused(f"file: the TorchScript code ({name[:80]!r} line "
+                                      f"{token.start[0]}) names {word}, which runs while "
+                                      "loading; script a plain nn.Module")
             if token.type in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
                               tokenize.INDENT, tokenize.DEDENT):
                 continue
-            if token.type == tokenize.NAME and token.string in _LOAD_TIME_NAMES:
-                raise CodeRefused(f"file: the TorchScript code ({name[:80]!r} line "
-                                  f"{token.start[0]}) names {token.string}, which runs while "
-                                  "loading; script a plain nn.Module")
             previous = [*previous[-1:], token.string]
             if token.type == tokenize.NAME and token.string == "classes" and \
                     previous[0] == ".":
