@@ -87,8 +87,10 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
     `name`, `input_shape` ("C,H,W") and optional `init` (torch-default, normal:<std>,
     uniform:<bound> or keep). 201 with status `validating`; the worker then sets `ready` or
     `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES; 422 naming `file` at
-    once for a file that is not a TorchScript or torch.export zip archive, or not the one its
-    name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
+    once for a file that is not a TorchScript or torch.export zip archive, that the strict zip
+    reader refuses (`nadcore.strict_zip`: more than 20,000 entries, judged from the end records
+    before anything reads the directory; a name twice; a name its format does not write...),
+    or that is not the one its name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
     rate = settings.upload_rate_per_minute
     await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
     await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
@@ -104,7 +106,7 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
                               "digits and . _ - (it names files and CLI output)")
         shape = parse_input_shape(received.fields.get("input_shape", ""))
         policy = parse_policy(received.fields.get("init"))
-        try:  # at once, not minutes later in the worker: a zip of the declared format
+        try:  # at once, not minutes later in the worker: a strict zip of the declared format
             await run_in_threadpool(check_declared, received.path, received.filename)
         except ArchiveFormatError as exc:
             raise bad_request("file", str(exc).removeprefix("file: ")) from None
