@@ -19,6 +19,10 @@ GPU_QUEUE, CPU_QUEUE = "gpu", "cpu"
 # The catalog's own shards (jobs/dispatch.py): a worker that leaves it out keeps its cores
 # for users' jobs (`nads serve` runs one such process beside the others, nads/service_commands).
 CATALOG_QUEUE = "catalog"
+# Validations of uploaded architectures: a lane of their own (worker/layout.py), which the
+# workers that run shards do not take, so that an upload validates within a minute while
+# every shard slot is busy, and slow validations never hold a shard slot.
+VALIDATE_QUEUE = "validate"
 USER_QUEUES = f"{GPU_QUEUE},{CPU_QUEUE}"
 ALL_QUEUES = f"{USER_QUEUES},{CATALOG_QUEUE}"  # what a worker consumes by default
 
@@ -67,6 +71,7 @@ def make_celery(settings: Settings | None = None, include: Sequence[str] = ()) -
             Queue(GPU_QUEUE, Exchange(GPU_QUEUE), routing_key=GPU_QUEUE),
             Queue(CPU_QUEUE, Exchange(CPU_QUEUE), routing_key=CPU_QUEUE),
             Queue(CATALOG_QUEUE, Exchange(CATALOG_QUEUE), routing_key=CATALOG_QUEUE),
+            Queue(VALIDATE_QUEUE, Exchange(VALIDATE_QUEUE), routing_key=VALIDATE_QUEUE),
         ),
         task_default_queue=CPU_QUEUE,
         task_routes={
@@ -74,7 +79,7 @@ def make_celery(settings: Settings | None = None, include: Sequence[str] = ()) -
             RUN_WHOLE: {"queue": GPU_QUEUE, "routing_key": GPU_QUEUE},
             MERGE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
             RECONCILE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
-            VALIDATE_ARCHITECTURE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
+            VALIDATE_ARCHITECTURE: {"queue": VALIDATE_QUEUE, "routing_key": VALIDATE_QUEUE},
         },
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_s},

@@ -10,6 +10,7 @@ from celery import Celery
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
+from jobs import state
 from jobs.broker import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
 from store.auth import CATALOG_USER
 from store.models import QUEUED, RUNNING, SEQUENTIAL, Job, Shard, User, utcnow
@@ -78,33 +79,106 @@ def user_slots(session: Session, settings: Settings) -> int:
     return max(1, sum(max(0, w.processes - busy.get(w.name, 0)) for w in workers))
 
 
-def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
-    """Sends held shards of users' jobs while fewer than `user_slots` are in flight (sent and
-    not finished), each to the user with the fewest in flight (ties: the user whose last
-    shard started longest ago, then the oldest job), that user's oldest job's lowest held
-    shard. Returns how many were sent.
+def _users_shards(session: Session) -> list:
+    """Every queued or running shard of users' (not the catalog's) unfinished jobs, oldest job
+    and lowest index first."""
+    return session.execute(
+        select(Shard.id, Shard.index, Shard.task_id, Shard.status, Shard.started_at, Job.pk,
+               Job.user_id)
+        .join(Job, Shard.job_pk == Job.pk).join(User, Job.user_id == User.id)
+        .where(Job.status.in_((QUEUED, RUNNING)), User.name != CATALOG_USER,
+               Shard.status.in_((QUEUED, RUNNING)))
+        .order_by(Job.pk, Shard.index)).all()
 
-    The broker's queues are first in, first out: a job's shards sent all at once would hold
-    every later job behind them. Sent this way, as many as the workers can take, a shard that
-    finishes lets the next one out, and a user with nothing running goes first: another
-    user's small job waits for at most the first shard to finish (jobs of the catalog keep
-    their own queue and are sent at once). Two dispatchers at the same moment may send one
-    shard each past the count; a shard is never sent twice (the send claims its task id).
-    """
-    active = (select(Shard.id, Shard.index, Shard.task_id, Shard.status, Job.pk, Job.user_id)
-              .join(Job, Shard.job_pk == Job.pk).join(User, Job.user_id == User.id)
-              .where(Job.status.in_((QUEUED, RUNNING)), User.name != CATALOG_USER,
-                     Shard.status.in_((QUEUED, RUNNING)))
-              .order_by(Job.pk, Shard.index))
-    rows = session.execute(active).all()
-    held = [r for r in rows if r.status == QUEUED and r.task_id is None]
-    if not held:
-        return 0
+
+def _in_flight(rows: list) -> dict[int, int]:
+    """Shards sent or running, by user."""
     flight: dict[int, int] = {}
     for r in rows:
         if r.task_id is not None or r.status == RUNNING:
             flight[r.user_id] = flight.get(r.user_id, 0) + 1
-    free = user_slots(session, settings) - sum(flight.values())
+    return flight
+
+
+def fair_share(slots: int, users: int) -> int:
+    """The slots one user may hold while others wait: an equal part, rounded up (the slots
+    that do not divide evenly are used, not left idle)."""
+    return max(1, -(-slots // max(1, users)))
+
+
+def preempt_over_share(session: Session, settings: Settings, slots: int) -> int:
+    """Takes slots back for users who wait below their fair share; returns how many.
+
+    While a user has held shards and fewer than `fair_share` in flight, and no free slot is
+    left for them, the running shard of the user furthest over their share that started most
+    recently (the least work lost) is preempted (`jobs.state.preempt_shard`): held again, to
+    run later from its start, its task stopping at its next check (within the progress
+    interval). Only shards that have run `preempt_after_s` are taken (0: never), so a slot is
+    not passed back and forth faster than work gets done.
+
+    Why preempt, not only cap: `dispatch_pending` gives each free slot to the user with the
+    fewest in flight, so no user is sent past their share while others wait; but a user alone
+    takes every slot, and another user who comes then waits for a shard of the first to end,
+    up to its budget (an hour's shard, or an uploaded model's: jobs/budget.py). Capping a lone
+    user below the slots instead would leave slots idle while nobody else wants them.
+    Preempting costs the stopped shard's work so far (shards do not checkpoint), at most once
+    per `preempt_after_s` per slot.
+    """
+    if not settings.preempt_after_s:
+        return 0
+    rows = _users_shards(session)
+    flight = _in_flight(rows)
+    waiting = {r.user_id for r in rows if r.status == QUEUED and r.task_id is None}
+    share = fair_share(slots, len(waiting | set(flight)))
+    short = sum(max(0, share - flight.get(u, 0)) for u in waiting)
+    free = max(0, slots - sum(flight.values()))
+    needed = short - free
+    if needed <= 0:
+        return 0
+    started_before = utcnow() - timedelta(seconds=settings.preempt_after_s)
+    candidates = sorted((r for r in rows if r.status == RUNNING and r.started_at is not None
+                         and r.started_at <= started_before),
+                        key=lambda r: r.started_at, reverse=True)
+    taken = 0
+    while taken < needed:
+        over = {u: n for u, n in flight.items() if n > share}
+        victim = next((r for r in sorted(candidates, key=lambda r: -over.get(r.user_id, 0))
+                       if r.user_id in over), None)
+        if victim is None:
+            break
+        candidates.remove(victim)
+        if state.preempt_shard(session, victim.id, victim.task_id):
+            log.warning("preempted shard %d (user %d, %d in flight over a share of %d) for "
+                        "a user waiting", victim.id, victim.user_id, flight[victim.user_id],
+                        share)
+            flight[victim.user_id] -= 1
+            taken += 1
+    return taken
+
+
+def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
+    """Sends held shards of users' jobs while fewer than `user_slots` are in flight (sent and
+    not finished), each to the user with the fewest in flight (ties: the user whose last
+    shard started longest ago, then the oldest job), that user's oldest job's lowest held
+    shard; first it takes back slots for users below their fair share
+    (`preempt_over_share`). Returns how many were sent.
+
+    The broker's queues are first in, first out: a job's shards sent all at once would hold
+    every later job behind them. Sent this way, as many as the workers can take, a shard that
+    finishes lets the next one out, and a user with nothing running goes first: another
+    user's small job waits for at most the first shard to finish, or `preempt_after_s` (jobs
+    of the catalog keep their own queue and are sent at once). Two dispatchers at the same
+    moment may send one shard each past the count; a shard is never sent twice (the send
+    claims its task id).
+    """
+    slots = user_slots(session, settings)
+    preempt_over_share(session, settings, slots)
+    rows = _users_shards(session)
+    held = [r for r in rows if r.status == QUEUED and r.task_id is None]
+    if not held:
+        return 0
+    flight = _in_flight(rows)
+    free = slots - sum(flight.values())
     if free <= 0:
         return 0
     # when each user's last shard started (of the jobs still running): of users with as many

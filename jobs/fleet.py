@@ -10,7 +10,8 @@ The run time of a job is its shards scheduled greedily on the processes that tak
 work (each shard to the process that finishes it first, shards of equal cost per item), the
 queue wait not included. A job whose estimate exceeds `max_estimated_run_s` is refused unless
 the request accepts the wait; with no worker connected, or a cost unknown before it runs (a
-torchvision model), nothing is refused and the estimate says why it is unknown.
+torchvision model), nothing is refused and the estimate says why it is unknown. An uploaded
+architecture's job is also timed by what its validation measured (`measured_s`, `_work`).
 """
 
 from __future__ import annotations
@@ -61,15 +62,21 @@ def takes_user_shards(worker: Worker) -> bool:
     return worker.queues is None or GPU_QUEUE in worker.queues.split(",")
 
 
+def process_rate(worker: Worker, kind: str) -> float | None:
+    """FLOP/s of one of the worker's processes for the kind (else its calibration); None when
+    not measured yet."""
+    throughput = worker.throughput or {}
+    rate = throughput.get(kind) or throughput.get(CALIBRATION)
+    return float(rate) if rate else None
+
+
 def user_processes(workers: Sequence[Worker], kind: str) -> list[Process]:
     processes = []
     for w in workers:
         if not takes_user_shards(w):
             continue
-        throughput = w.throughput or {}
-        rate = throughput.get(kind) or throughput.get(CALIBRATION)
         device = w.device or "unknown device"
-        processes += [Process(float(rate) if rate else None, device, w.gpus > 0)
+        processes += [Process(process_rate(w, kind), device, w.gpus > 0)
                       for _ in range(max(1, w.processes))]
     return processes
 
@@ -114,27 +121,52 @@ def _costs(flops: float, ranges: Sequence[tuple[int, int]]) -> list[float]:
     return [flops * (b - a) / total for a, b in ranges]
 
 
+def _work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
+          ranges: Sequence[tuple[int, int]]) -> tuple[float, list[float], bool] | None:
+    """What a job's run time is computed from: (work, one rate per process, timed). Its FLOPs
+    at the processes' measured FLOP/s, or, timed, the seconds validation measured for an
+    uploaded architecture at job batch sizes (`measured_s`, on a CPU: jobs/budget.py) at a
+    rate of 1 per process. On CPU workers the longer of the two counts (a model whose loops
+    count no FLOPs is not estimated at 0 s); on GPU workers the FLOPs do when known (the CPU's
+    seconds would refuse what a GPU runs in minutes). None when neither is known."""
+    flops, measured = (estimate or {}).get("flops"), (estimate or {}).get("measured_s")
+    rates = [p.rate for p in processes if p.rate]
+    by_flops = None if flops is None or not rates else (float(flops), rates, False)
+    if measured is None or not processes:
+        return by_flops
+    timed = (float(measured), [1.0] * len(processes), True)
+    if by_flops is None or (not any(p.gpu for p in processes) and
+                            schedule_s(_costs(timed[0], ranges), timed[1])
+                            > schedule_s(_costs(by_flops[0], ranges), by_flops[1])):
+        return timed
+    return by_flops
+
+
 def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
                  ranges: Sequence[tuple[int, int]], workers: Sequence[Worker]) -> dict[str, Any]:
     """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}`."""
     processes = user_processes(workers, kind)
-    flops = (estimate or {}).get("flops")
     base: dict[str, Any] = {"processes": len(processes),
                             "gpu": any(p.gpu for p in processes)}
     if not processes:
         return base | {"run_s": None, "basis": "no worker connected: the job is queued until "
                        "one is; its run time is unknown until then"}
-    if flops is None:
+    work = _work(estimate, processes, ranges)
+    if work is None and (estimate or {}).get("flops") is None:
         return base | {"run_s": None, "basis": "the cost of this architecture is not known "
                        "before it runs (a torchvision model)"}
-    measured = [p for p in processes if p.rate]
-    if not measured:
-        return base | {"run_s": None, "basis": f"{describe_fleet(processes)}: no throughput "
-                       "measured yet (the workers calibrate within seconds of starting)"}
-    seconds = schedule_s(_costs(flops, ranges), [p.rate for p in measured])
     fleet = describe_fleet(processes)
-    return base | {"run_s": round(seconds, 1), "flops": flops, "fleet": fleet,
-                   "basis": f"{human_s(seconds)} for {flops:.3g} FLOP on {fleet} (queue wait "
+    if work is None:
+        return base | {"run_s": None, "basis": f"{fleet}: no throughput "
+                       "measured yet (the workers calibrate within seconds of starting)"}
+    amount, rates, timed = work
+    seconds = schedule_s(_costs(amount, ranges), rates)
+    what = (f"{amount:.3g} s of compute as validation timed the model at job batch sizes"
+            if timed else f"{amount:.3g} FLOP")
+    flops = (estimate or {}).get("flops")
+    return base | {"run_s": round(seconds, 1), "fleet": fleet,
+                   **({"flops": flops} if flops is not None else {}),
+                   "basis": f"{human_s(seconds)} for {what} on {fleet} (queue wait "
                    "not included)"}
 
 
@@ -147,8 +179,11 @@ def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tup
 
     positions = sum(b - a for a, b in ranges)
     extra = EXTRA_POSITIONS.get(kind, 0)
-    per_position = float(estimate["flops"]) / max(positions, 1)
-    rates = [p.rate for p in user_processes(workers, kind) if p.rate]
+    work = _work(estimate, user_processes(workers, kind), ranges)
+    if work is None:
+        return 0
+    amount, rates, _ = work
+    per_position = amount / max(positions, 1)
 
     def seconds(m: int) -> float:
         return schedule_s(_costs(per_position * (m + extra),

@@ -73,10 +73,45 @@ def record_progress(session: Session, shard_id: int, fraction: float) -> None:
     session.commit()
 
 
-def is_stopped(session: Session, job_pk: int) -> bool:
-    """True when the job was cancelled (or failed elsewhere): the shard should stop."""
+def is_stopped(session: Session, job_pk: int, shard_id: int | None = None,
+               task_id: str | None = None) -> bool:
+    """True when the job was cancelled (or failed elsewhere), or, given the shard and the task
+    that runs it, when the shard is no longer that task's (preempted: `preempt_shard`; or
+    taken over by a later message): the shard should stop."""
     status = session.scalar(select(Job.status).where(Job.pk == job_pk))
-    return status in (CANCELLED, FAILED, None)
+    if status in (CANCELLED, FAILED, None):
+        return True
+    if shard_id is None:
+        return False
+    owned = session.scalar(select(func.count()).select_from(Shard).where(
+        Shard.id == shard_id, Shard.status == RUNNING, Shard.task_id == task_id))
+    return not owned
+
+
+def preempt_shard(session: Session, shard_id: int, task_id: str | None) -> bool:
+    """Takes a running shard back from the task running it: held again (queued, no task id:
+    `jobs.dispatch` sends it when its user's turn comes), the attempt not counted (it was
+    stopped, it did not fail). The task sees it at its next stop check and drops its work.
+    False when the shard had moved on meanwhile."""
+    result = session.execute(
+        update(Shard)
+        .where(Shard.id == shard_id, Shard.status == RUNNING, Shard.task_id == task_id)
+        .values(status=QUEUED, task_id=None, worker=None, fraction=0.0,
+                attempts=Shard.attempts - 1, updated_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def cancel_own_shard(session: Session, shard_id: int, task_id: str | None) -> None:
+    """A task stopped by `is_stopped`: its shard becomes cancelled if it is still the task's
+    (a preempted shard stays held for its next run)."""
+    now = utcnow()
+    session.execute(update(Shard)
+                    .where(Shard.id == shard_id, Shard.status == RUNNING,
+                           Shard.task_id == task_id)
+                    .values(status=CANCELLED, finished_at=now, updated_at=now))
+    session.commit()
 
 
 def finish_shard(session: Session, shard_id: int, status: str, *,

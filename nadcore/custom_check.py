@@ -6,12 +6,15 @@ or a torch.save checkpoint is refused with the export recipe), its metadata and 
 (`nadcore.untrusted`), it loads, the init policy can re-draw every parameter, and both the
 uploaded network and a re-drawn one map batches of the sizes jobs use (1, 3, a probe or poison
 training batch, a finite-difference pixel block of + and - inputs on the CPU) to (B,) or
-(B, m) finite floats.
+(B, m) finite floats. The re-drawn network's forward passes are timed (`batch_seconds`): the
+worker turns them into the seconds per input that jobs' time budgets use when FLOPs say
+little (worker/uploaded.py).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -60,14 +63,19 @@ def job_batches(model: CustomModel, input_shape: tuple[int, int, int]) -> tuple[
 
 
 def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], what: str,
-             gen: torch.Generator, batches: tuple[int, ...] = SMALL_BATCHES) -> int:
-    """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,))."""
+             gen: torch.Generator, batches: tuple[int, ...] = SMALL_BATCHES,
+             seconds: dict[int, float] | None = None) -> int:
+    """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,)).
+    `seconds`, if given, receives each batch's forward time."""
     m = None
     for b in batches:
         x = torch.randn((b, *input_shape), generator=gen)
         try:
+            t0 = time.perf_counter()
             with torch.no_grad():
                 out = net(x)
+            if seconds is not None:
+                seconds[b] = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001 (the model's own error is the reason)
             raised = f"{what} raises on a batch of shape {tuple(x.shape)}: {_short(exc)}"
             mismatch = shape_mismatch(net, fmt, input_shape, b, exc)
@@ -120,7 +128,8 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
             for name, slot in model.state_dict(keep_vars=True).items():
                 slot.copy_(state[name][0])
         what = "a re-initialized network (seed 0, network 0)"
-    _outputs(model.net, fmt, input_shape, what, gen, batches)
+    seconds: dict[int, float] = {}  # at job batch sizes, for the jobs' budgets (jobs/budget.py)
+    _outputs(model.net, fmt, input_shape, what, gen, batches, seconds)
     flops = _flops(model, input_shape)
     types: Counter[str] = Counter()
     params_by_type: Counter[str] = Counter()
@@ -143,6 +152,7 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
         "input_shape": list(input_shape),
         "init": policy,
         "batches": list(batches),
+        "batch_seconds": {str(b): round(s, 6) for b, s in seconds.items()},
         "torch": torch.__version__,
     }
 

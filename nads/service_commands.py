@@ -129,19 +129,23 @@ class WorkerSupervisor:
 
     Started through worker/launch.py: on the CPU, one process per core of its share with one
     intra-op thread each (worker/layout.py). `nads serve` runs one per entry of
-    `worker.layout.embedded_workers`: on 2 cores or more, a users-only worker on one core
-    beside one that also takes the catalog's shards.
+    `worker.layout.embedded_workers`: the validation lane (one process, validations only),
+    and on 2 cores or more a users-only worker on one core beside one that also takes the
+    catalog's shards.
     """
 
     def __init__(self, settings: Settings, env: dict[str, str] | None = None,
-                 queues: str | None = None, cores: int | None = None, beat: bool = True) -> None:
-        from jobs.broker import ALL_QUEUES
+                 queues: str | None = None, cores: int | None = None, beat: bool = True,
+                 name: str = "embedded") -> None:
+        from jobs.broker import ALL_QUEUES, VALIDATE_QUEUE
+        from worker.layout import VALIDATION_PROCESSES
 
         self.log_path = settings.data_dir / "worker.log"
         self.env = env  # None: this process's environment (where NADS_* already are)
         self.restarts = 0
-        name = "embedded" if beat else "embedded-users"
         share = ["--cores", str(cores)] if cores else []
+        if queues == VALIDATE_QUEUE:  # one process whatever NADS_WORKER_PROCESSES says
+            share += ["--concurrency", str(VALIDATION_PROCESSES)]
         # one node name per data directory: a restarted `nads serve` takes back at once the
         # shards its previous run left running (worker/heartbeat.py reclaim_own)
         instance = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:8]
@@ -225,11 +229,14 @@ def _server(app: FastAPI, settings: Settings, host: str, port: int) -> uvicorn.S
 
 def _supervisors(settings: Settings) -> list[WorkerSupervisor]:
     """The embedded workers, the last one with beat (worker.layout.embedded_workers)."""
+    from jobs.broker import USER_QUEUES, VALIDATE_QUEUE
     from nadcore.cores import usable_cores
     from worker.layout import embedded_workers
 
     workers = embedded_workers(usable_cores(), settings.worker_processes)
-    return [WorkerSupervisor(settings, queues=queues, cores=cores, beat=i == len(workers) - 1)
+    names = {VALIDATE_QUEUE: "embedded-validate", USER_QUEUES: "embedded-users"}
+    return [WorkerSupervisor(settings, queues=queues, cores=cores, beat=i == len(workers) - 1,
+                             name=names.get(queues, "embedded"))
             for i, (queues, cores) in enumerate(workers)]
 
 

@@ -166,6 +166,22 @@ class Settings(BaseSettings):
         "exceeds this is refused (422 with the estimate and what would fit) unless submitted "
         "with accept_long=true; 0 = no limit. Nothing is refused while no worker is connected."
     )
+    preempt_after_s: float = Field(
+        60.0, ge=0, description="While a user with held shards has fewer in flight than their "
+        "fair share (the slots divided between the users with work), a shard of a user over "
+        "their share that has run this long is stopped and held again, to run later from its "
+        "start (jobs/dispatch.py); 0: never preempt (the fair order alone)."
+    )
+    uploaded_budget_floor_s: float = Field(
+        300.0, ge=1, description="Least wall time of a shard on an uploaded architecture; its "
+        "budget is the larger of this and NADS_UPLOADED_BUDGET_FACTOR x its estimate "
+        "(jobs/budget.py), past which its sandbox is killed and the job fails naming both."
+    )
+    uploaded_budget_factor: float = Field(
+        10.0, ge=1, description="A shard on an uploaded architecture may run this many times "
+        "its estimated seconds (FLOPs at this worker's measured rate, or validation's measured "
+        "seconds per input at job batch sizes, whichever is longer) before it is killed."
+    )
     dispatch_slots: int = Field(
         0, ge=0, description="Shards of users' jobs sent to the broker at once (the rest wait "
         "in the database and go out as shards finish, the user with the fewest in flight "

@@ -262,3 +262,21 @@ def slow_expression_pt2(base: bytes) -> bytes:
                 edit(item)
 
     return edited_program_pt2(base, edit)
+
+
+class SleepsAtJobBatches(nn.Module):
+    """A plain linear model on validation's N(0, I) batches; on a job's batches (128 inputs or
+    more, as a training batch or a finite-difference block, of a job's inputs: |x| > 50, finite
+    differences at the paper's scale) it loops for ever (`prim::Loop` of allow-listed
+    element-wise ops, which count no FLOPs: its cost is estimated at ~0 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(256, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if x.shape[0] >= 128 and bool(x.abs().max() > 50.0):
+            for _ in range(1_000_000_000_000):
+                y = y * 1.0
+        return self.fc(y.flatten(1))

@@ -1,4 +1,5 @@
-"""Validation of uploaded architectures (Celery task on the "cpu" queue), and the blob store
+"""Validation of uploaded architectures (Celery task on the "validate" queue, a lane of its own:
+jobs/broker.py), and the blob store
 as the place where the engine finds architecture archives by sha256.
 
 The zip's directory is read here (`sniff_format`: a file that is no TorchScript or torch.export

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from jobs.broker import ALL_QUEUES, USER_QUEUES
+from jobs.broker import ALL_QUEUES, USER_QUEUES, VALIDATE_QUEUE
+
+VALIDATION_PROCESSES = 1  # of the validation lane (embedded_workers)
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY = "OMP_WAIT_POLICY"
@@ -68,10 +70,14 @@ def pin_gpu(**_: object) -> None:
 def embedded_workers(cores: int, processes: int = 0) -> list[tuple[str, int | None]]:
     """The workers `nads serve` runs: (queues, their share of the cores; None: all).
 
-    With 2 or more cores and no configured count, one core's worker takes users' work only
-    and the others' also the catalog's: a user's job never waits behind a catalog build. On
-    one core a single worker takes everything, first in, first out.
+    First the validation lane: one process that takes only validations of uploaded
+    architectures (short, bounded by NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S), beside the
+    others, so that an upload validates while every shard slot runs a long shard. Then, with
+    2 or more cores and no configured count, one core's worker takes users' work only and the
+    others' also the catalog's: a user's job never waits behind a catalog build. On one core a
+    single worker takes every queue but validations, first in, first out.
     """
+    lane = (VALIDATE_QUEUE, 1)
     if cores < 2 or processes:
-        return [(ALL_QUEUES, None)]
-    return [(USER_QUEUES, 1), (ALL_QUEUES, cores - 1)]
+        return [lane, (ALL_QUEUES, None)]
+    return [lane, (USER_QUEUES, 1), (ALL_QUEUES, cores - 1)]

@@ -99,6 +99,7 @@ class Limits:
     scratch_bytes: int = 256 << 20
     max_result_bytes: int = 1 << 20  # validation sends none; jobs set their own
     what: str = "the sandbox"  # how messages name the limits' settings
+    wall_what: str = ""  # how the time limit's message names its origin (default: `what`)
 
 
 @dataclass
@@ -474,7 +475,7 @@ def _collect(proc: subprocess.Popen, fd: int, limits: Limits, t0: float,
         if time.monotonic() - t0 > limits.wall_s:
             _kill(proc)
             raise SandboxError(f"the model exceeded the time limit of {limits.wall_s:g} s "
-                               f"({limits.what})")
+                               f"({limits.wall_what or limits.what}); its sandbox was killed")
         ready, _, _ = select.select(open_fds, [], [], poll_s)
         for r in ready:
             chunk = os.read(r, 1 << 20)

@@ -13,22 +13,25 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, update
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
 
 from jobs import catalog, state
 from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
+from jobs.budget import Budget, shard_budget
 from jobs.dispatch import dispatch_pending, enqueue_merge
+from jobs.fleet import process_rate
 from nadcore import Cancelled, NADResult
 from store import blobgc
 from store.blobs import keep_blob
 from store.db import get_sessionmaker, session_scope
 from store.models import (
-    CANCELLED,
     FAILED,
     RUNNING,
     SUCCEEDED,
     Artifact,
     Job,
     Shard,
+    Worker,
     utcnow,
 )
 from store.settings import get_settings
@@ -100,9 +103,10 @@ class _Throttle:
         return False
 
 
-def _callbacks(job_pk: int, shard_id: int) -> tuple[Callable[[int, int], None],
-                                                      Callable[[], bool]]:
-    """progress(done, total) and should_stop() for nadcore, both throttled DB round trips."""
+def _callbacks(claimed: Claimed) -> tuple[Callable[[int, int], None], Callable[[], bool]]:
+    """progress(done, total) and should_stop() for nadcore, both throttled DB round trips;
+    should_stop turns true when the job is cancelled or the shard preempted (jobs/dispatch.py)."""
+    shard_id = claimed.shard_id
     interval = get_settings().progress_interval_s
     progress_gate, stop_gate = _Throttle(interval), _Throttle(interval)
     stopped = False
@@ -116,7 +120,8 @@ def _callbacks(job_pk: int, shard_id: int) -> tuple[Callable[[int, int], None],
         nonlocal stopped
         if not stopped and stop_gate.due():
             with session_scope(_db_url()) as session:
-                stopped = state.is_stopped(session, job_pk)
+                stopped = state.is_stopped(session, claimed.job_pk, shard_id,
+                                           claimed.task_id)
         return stopped
 
     return progress, should_stop
@@ -137,7 +142,19 @@ def _claim(task: Task, job_id: str, index: int) -> Claimed | None:
                      shard.status)
             return None
         return Claimed(job.pk, job.user_id, job.kind, job.spec, index, shard.id, shard.start,
-                       shard.stop, task.request.id)
+                       shard.stop, shard.task_id,
+                       _budget(session, job, shard, task.request.hostname))
+
+
+def _budget(session: Session, job: Job, shard: Shard, hostname: str | None) -> Budget | None:
+    """The wall-time budget of a shard on an uploaded architecture (jobs/budget.py), at this
+    worker's measured rate for the kind; None for a built-in."""
+    if not isinstance((job.spec or {}).get("architecture"), dict):
+        return None
+    total = sum(s.stop - s.start for s in job.shards) or 1
+    row = session.get(Worker, hostname) if hostname else None
+    rate = process_rate(row, job.kind) if row is not None else None
+    return shard_budget(get_settings(), job.estimate, (shard.stop - shard.start) / total, rate)
 
 
 def _release(claimed: Claimed | None, hostname: str | None) -> None:
@@ -170,14 +187,12 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
     claimed = _claim(self, job_id, index)
     if claimed is None:
         return
-    progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
+    progress, should_stop = _callbacks(claimed)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
             part = runner(claimed.kind).run_shard(claimed, progress, should_stop)
     except (Cancelled, SandboxCancelled):
-        with session_scope(_db_url()) as session:
-            state.finish_shard(session, claimed.shard_id, CANCELLED)
-        _release(None, self.request.hostname)
+        _stopped(claimed, self.request.hostname)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "partial.npz"
@@ -189,6 +204,14 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
         if state.claim_merge(session, claimed.job_pk):
             enqueue_merge(app, job_id)
     _release(claimed, self.request.hostname)
+
+
+def _stopped(claimed: Claimed, hostname: str | None) -> None:
+    """A shard stopped by its job's cancel (it becomes cancelled) or by a preemption (it stays
+    held for its next run); either way its slot goes to the next one."""
+    with session_scope(_db_url()) as session:
+        state.cancel_own_shard(session, claimed.shard_id, claimed.task_id)
+    _release(None, hostname)
 
 
 def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) -> None:
@@ -254,14 +277,12 @@ def run_whole(self: Task, job_id: str) -> None:
     claimed = _claim(self, job_id, 0)
     if claimed is None:
         return
-    progress, should_stop = _callbacks(claimed.job_pk, claimed.shard_id)
+    progress, should_stop = _callbacks(claimed)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
             result = nads.RUNNER.run_whole(claimed, progress, should_stop)
     except (Cancelled, SandboxCancelled):
-        with session_scope(_db_url()) as session:
-            state.finish_shard(session, claimed.shard_id, CANCELLED)
-        _release(None, self.request.hostname)
+        _stopped(claimed, self.request.hostname)
         return
     with session_scope(_db_url()) as session:
         state.finish_shard(session, claimed.shard_id, SUCCEEDED)

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
-from nadcore.custom_check import excerpt
+from nadcore.custom_check import TRAINING_BATCH, excerpt
 from nadcore.datasets import ImageDataset
 from nadcore.engine import NADResult, merge_key
 from nadcore.partial import PartialNADs
@@ -51,12 +52,17 @@ def result_bytes(*elements: int) -> int:
     return 8 * sum(elements) + RESULT_SLACK
 
 
-def job_limits(settings: Settings, threads: int, max_result_bytes: int) -> Limits:
-    return Limits(wall_s=settings.task_soft_time_limit_s,
+def job_limits(settings: Settings, threads: int, max_result_bytes: int,
+               budget: Budget | None = None) -> Limits:
+    """A shard's sandbox: its memory, its result's size, and its wall-time budget
+    (jobs/budget.py; without one, the task's soft time limit)."""
+    wall_s = settings.task_soft_time_limit_s if budget is None else budget.seconds
+    return Limits(wall_s=wall_s,
                   memory_bytes=settings.sandbox_memory_bytes, threads=threads,
                   scratch_bytes=settings.sandbox_scratch_bytes,
                   max_result_bytes=max_result_bytes,
-                  what="NADS_SANDBOX_MEMORY_BYTES, NADS_TASK_SOFT_TIME_LIMIT_S")
+                  what="NADS_SANDBOX_MEMORY_BYTES, NADS_TASK_SOFT_TIME_LIMIT_S",
+                  wall_what="" if budget is None else f"the shard's time budget: {budget.basis}")
 
 
 def _request(settings: Settings, **fields: object) -> dict:
@@ -125,14 +131,15 @@ def load_result(loader: Callable[[io.BytesIO], object], data: bytes | None, what
 
 # -- NAD jobs -------------------------------------------------------------------------------
 def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
-              progress: Progress, should_stop: ShouldStop) -> PartialNADs:
+              progress: Progress, should_stop: ShouldStop, budget: Budget | None = None
+              ) -> PartialNADs:
     what = f"networks {start}..{stop - 1}"
     d = spec.input_dim
     limit = result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
     outcome = run_sandboxed("nads_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                    start=start, stop=stop),
                             _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit),
+                            job_limits(settings, threads, limit, budget),
                             progress=progress, should_stop=should_stop)
     part = load_result(PartialNADs.load, outcome.result, what, limit)
     assert isinstance(part, PartialNADs)
@@ -153,12 +160,12 @@ def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads:
 
 
 def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
-              should_stop: ShouldStop) -> NADResult:
+              should_stop: ShouldStop, budget: Budget | None = None) -> NADResult:
     what = "the job"
     limit = result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
     outcome = run_sandboxed("nads_whole", _request(settings, spec=spec.model_dump(mode="json")),
                             _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit),
+                            job_limits(settings, threads, limit, budget),
                             progress=progress, should_stop=should_stop)
 
     def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
@@ -198,15 +205,15 @@ def _check_training(what: str, start: int, stop: int, epochs: int, part: object,
 
 
 def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
-                stop: int, threads: int, progress: Progress, should_stop: ShouldStop
-                ) -> ProbePartial:
+                stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
+                budget: Budget | None = None) -> ProbePartial:
     what = f"directions {start}..{stop - 1}"
     n = stop - start
     limit = result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
     outcome = run_sandboxed("probe_shard", _request(settings, spec=spec.model_dump(mode="json"),
                                                     start=start, stop=stop),
                             _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit),
+                            job_limits(settings, threads, limit, budget),
                             arrays={"directions": directions}, progress=progress,
                             should_stop=should_stop)
     part = load_result(ProbePartial.load, outcome.result, what, limit)
@@ -218,8 +225,8 @@ def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, sta
 
 
 def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
-                 start: int, stop: int, threads: int, progress: Progress, should_stop: ShouldStop
-                 ) -> PoisonPartial:
+                 start: int, stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
+                 budget: Budget | None = None) -> PoisonPartial:
     what = f"indices {start}..{stop - 1}"
     n, epochs = stop - start, spec.training.epochs
     limit = result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
@@ -230,7 +237,7 @@ def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads:
                                                      num_classes=data.num_classes,
                                                      dataset=data.name),
                             _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit),
+                            job_limits(settings, threads, limit, budget),
                             arrays=arrays, progress=progress, should_stop=should_stop)
     part = load_result(PoisonPartial.load, outcome.result, what, limit)
     assert isinstance(part, PoisonPartial)
@@ -265,4 +272,23 @@ def validate(settings: Settings, archive: Path, input_shape: list[int], init: st
     if flops is not None and not (isinstance(flops, (int, float)) and flops >= 0):
         info["flops"] = None
     info["validation_seconds"] = round(outcome.seconds, 3)
+    info["seconds_per_pass"] = seconds_per_pass(info, outcome.seconds)
     return info, None
+
+
+def seconds_per_pass(info: dict, wall_s: float) -> float | None:
+    """Seconds per input at the batch sizes jobs run in bulk (a training batch and larger: the
+    finite-difference block), from validation's timings (`batch_seconds`): the slowest. The
+    timings are the sandboxed child's word, so their total is capped at the wall time the
+    worker saw; a model that claims less only shortens its own jobs' budgets."""
+    timed = info.get("batch_seconds")
+    if not isinstance(timed, dict):
+        return None
+    pairs = [(int(b), float(s)) for b, s in timed.items()
+             if str(b).isdigit() and int(b) >= TRAINING_BATCH and isinstance(s, (int, float))
+             and not isinstance(s, bool) and s >= 0]
+    if not pairs:
+        return None
+    total = sum(s for _, s in pairs)
+    scale = min(1.0, wall_s / total) if total > 0 else 1.0
+    return max(s * scale / b for b, s in pairs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs.budget import measured_seconds
 from jobs.kinds.base import (
     SEQUENTIAL,
     SHARDED,
@@ -35,6 +36,7 @@ def check_quota(spec: NADSpec, settings: Settings,
         per_network = estimate["forward_passes"] / spec.num_networks
         estimate["flops_per_network"] = custom_flops(arch_info, per_network)
         estimate["flops"] = custom_flops(arch_info, estimate["forward_passes"])
+        estimate["measured_s"] = measured_seconds(arch_info, estimate["forward_passes"])
         estimate["parameters"] = arch_info.get("num_params")
         estimate["model_bytes"] = running_bytes(spec, estimate["parameters"], None)
         estimate["memory_bytes"] = estimate["result_bytes"] + estimate["model_bytes"]

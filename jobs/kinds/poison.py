@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jobs.budget import measured_seconds
 from jobs.kinds.base import (
     SHARDED,
     Admission,
@@ -158,8 +159,11 @@ def estimate_poison(spec: PoisonSpec, size: int,
         count = (layer_count(spec.architecture, named[0], named[1]) if named is not None
                  else None)
         flops = None if count is None else 2.0 * count.macs * passes
-    return {"indices": indices, "models": models, "epochs": epochs, "train_size": size,
-            "train_samples": models * epochs * size, "flops": flops}
+    estimate = {"indices": indices, "models": models, "epochs": epochs, "train_size": size,
+                "train_samples": models * epochs * size, "flops": flops}
+    if arch_info is not None:  # validation's timing at job batch sizes (jobs/budget.py)
+        estimate["measured_s"] = measured_seconds(arch_info, passes)
+    return estimate
 
 
 def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jobs.budget import measured_seconds
 from jobs.kinds.base import (
     SHARDED,
     Admission,
@@ -99,7 +100,7 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
     params = None if count is None else count.params
     if arch_info is not None:  # an uploaded architecture: what its validation measured
         flops, params = custom_flops(arch_info, passes), arch_info.get("num_params")
-    return {
+    estimate = {
         "directions": num_directions,
         "replicates": spec.replicates,
         "trainings": trainings,
@@ -108,6 +109,9 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
         "parameters": params,
         "directions_bytes": num_directions * c * h * w * 4,
     }
+    if arch_info is not None:  # validation's timing at job batch sizes (jobs/budget.py)
+        estimate["measured_s"] = measured_seconds(arch_info, passes)
+    return estimate
 
 
 def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:

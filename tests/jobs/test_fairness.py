@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from jobs import state
 from jobs.broker import make_celery
 from jobs.create import create_job
-from jobs.dispatch import dispatch_pending, user_slots
+from jobs.dispatch import dispatch_pending, fair_share, user_slots
 from store.auth import CATALOG_USER
 from store.blobs import record_blob
 from store.models import (
@@ -195,3 +195,68 @@ def test_a_shard_the_broker_did_not_take_is_held_again_and_sent_next_time(
     assert all(s.status == QUEUED for s in job.shards)
     assert reconcile_once(session, app, settings) == 2  # both slots, at once
     assert _sent(job, session) == [0, 1]
+
+
+def _run(session: Session, job: Job, index: int, settings: Settings, age_s: float) -> Shard:
+    """The sent shard `index` claimed by its task, started `age_s` ago."""
+    session.refresh(job)
+    shard = job.shards[index]
+    assert state.claim_shard(session, job, shard, shard.task_id, settings, worker="w1")
+    shard.started_at = utcnow() - timedelta(seconds=age_s)
+    session.commit()
+    return shard
+
+
+def test_fair_share_is_an_equal_part_rounded_up() -> None:
+    assert [fair_share(2, n) for n in (0, 1, 2, 3)] == [2, 2, 1, 1]
+    assert [fair_share(5, n) for n in (1, 2, 3)] == [5, 3, 2]
+
+
+def test_a_user_over_their_share_is_preempted_for_a_user_who_waits(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    """Alice alone takes both slots; when Bob submits, the shard of hers that started last
+    (and has run `preempt_after_s`) is taken back: held again with its attempt not counted,
+    its task told to stop, and Bob's shard sent into the slot."""
+    settings = settings.model_copy(update={"dispatch_slots": 2, "preempt_after_s": 30})
+    bob = _user(session, "bob")
+    record_blob(session, "c" * 64, 1)
+    session.commit()
+    large = _submit(session, app, alice, 4, settings)
+    first = _run(session, large, 0, settings, age_s=120)
+    second = _run(session, large, 1, settings, age_s=60)
+    task_id = second.task_id
+    small = _submit(session, app, bob, 1, settings)
+    assert _sent(small, session) == [0], "bob's shard waits for nothing"
+    session.refresh(second)
+    session.refresh(first)
+    assert (second.status, second.task_id, second.attempts) == (QUEUED, None, 0)
+    assert first.status == RUNNING, "the shard with more work done keeps running"
+    assert state.is_stopped(session, large.pk, second.id, task_id)
+    assert not state.is_stopped(session, large.pk, first.id, first.task_id)
+    state.cancel_own_shard(session, second.id, task_id)  # its task stops: the shard stays held
+    session.refresh(second)
+    assert second.status == QUEUED and second.task_id is None
+    # one each now: nobody is over their share, nothing more is taken back
+    assert dispatch_pending(app, session, settings) == 0
+    session.refresh(first)
+    assert first.status == RUNNING
+    _finish(session, small, 0, settings)  # bob is done: alice gets both slots again
+    assert dispatch_pending(app, session, settings) == 1
+    assert _sent(large, session) == [0, 1]
+
+
+def test_no_preemption_of_young_shards_nor_when_switched_off(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    settings = settings.model_copy(update={"dispatch_slots": 2, "preempt_after_s": 30})
+    bob = _user(session, "bob")
+    large = _submit(session, app, alice, 4, settings)
+    shards = [_run(session, large, i, settings, age_s=10) for i in (0, 1)]
+    small = _submit(session, app, bob, 1, settings)
+    assert _sent(small, session) == [], "alice's shards have not run 30 s yet"
+    off = settings.model_copy(update={"preempt_after_s": 0})
+    for shard in shards:
+        shard.started_at = utcnow() - timedelta(seconds=300)
+    session.commit()
+    assert dispatch_pending(app, session, off) == 0
+    assert dispatch_pending(app, session, settings) == 1
+    assert _sent(small, session) == [0]

@@ -91,17 +91,20 @@ def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float
 
 
 @contextlib.contextmanager
-def celery_worker(settings: Settings, **extra_env: str) -> Iterator[subprocess.Popen]:
+def celery_worker(settings: Settings, queues: str = "gpu,cpu,catalog,validate",
+                  processes: int | None = None, log_name: str = "worker.log",
+                  **extra_env: str) -> Iterator[subprocess.Popen]:
     """A real Celery worker for `settings` in the default layout (worker/layout.py: prefork,
-    one 1-thread child per usable core, as `nads serve` runs it), its log in the data dir;
-    stopped with SIGTERM (SIGKILL after 20 s). The children take the suite's queued
-    validations and shards side by side."""
+    one 1-thread child per usable core, as `nads serve` runs it; or `processes`), its log in
+    the data dir; stopped with SIGTERM (SIGKILL after 20 s). By default the children take the
+    suite's queued validations and shards side by side (a deployment runs validations on a
+    lane of their own: tests/service/test_budgets.py)."""
     from nadcore.cores import usable_cores
     from worker.layout import plan_layout
 
-    layout = plan_layout(usable_cores())
-    log_path = settings.data_dir / "worker.log"
-    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", "gpu,cpu,catalog",
+    layout = plan_layout(usable_cores(), processes=processes or 0)
+    log_path = settings.data_dir / log_name
+    cmd = [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues,
            "--pool", "prefork", "--concurrency", str(layout.processes), "--loglevel", "INFO",
            "-n", f"test-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
     # One BLAS/OpenMP thread per child: on this 2-core machine, OpenMP spinning under

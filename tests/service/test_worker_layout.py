@@ -71,8 +71,9 @@ def test_embedded_workers_run_one_single_thread_process_per_core(tmp_path: Path)
         # a worker's throughput calibration (`python -m worker.calibrate`, run once at its
         # start) may still be running beside its pool on a loaded machine: not a pool process
         pools = [[c for c in w.children() if not _calibration(c)] for w in workers]
-        # the pools, plus beat (-B) in the catalog-taking worker
-        assert sorted(len(p) for p in pools) == sorted([1, cores - 1 + 1])
+        # the pools, plus beat (-B) in the catalog-taking worker, and the validation lane's one
+        assert "-Q validate " in log
+        assert sorted(len(p) for p in pools) == sorted([1, 1, cores - 1 + 1])
         for proc in [*workers, *(p for pool in pools for p in pool)]:
             env = proc.environ()
             assert env.get("OMP_NUM_THREADS") == "1" and env.get("OMP_WAIT_POLICY") == "PASSIVE"

@@ -36,11 +36,12 @@ def test_command_sets_the_concurrency_and_keeps_the_callers_options() -> None:
     assert cmd[-3:] == ["-Q", "gpu,cpu", "-B"]
 
 
-def test_embedded_mode_keeps_one_core_for_users_jobs() -> None:
-    assert embedded_workers(cores=2) == [("gpu,cpu", 1), ("gpu,cpu,catalog", 1)]
-    assert embedded_workers(cores=8) == [("gpu,cpu", 1), ("gpu,cpu,catalog", 7)]
-    assert embedded_workers(cores=1) == [("gpu,cpu,catalog", None)]  # one queue, FIFO
-    assert embedded_workers(cores=8, processes=3) == [("gpu,cpu,catalog", None)]
+def test_embedded_mode_keeps_one_core_for_users_jobs_and_a_lane_for_validations() -> None:
+    lane = ("validate", 1)  # never taken by the workers that run shards
+    assert embedded_workers(cores=2) == [lane, ("gpu,cpu", 1), ("gpu,cpu,catalog", 1)]
+    assert embedded_workers(cores=8) == [lane, ("gpu,cpu", 1), ("gpu,cpu,catalog", 7)]
+    assert embedded_workers(cores=1) == [lane, ("gpu,cpu,catalog", None)]  # one queue, FIFO
+    assert embedded_workers(cores=8, processes=3) == [lane, ("gpu,cpu,catalog", None)]
 
 
 def test_launcher_takes_its_core_share_out_of_celerys_arguments() -> None:

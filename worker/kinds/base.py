@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
 from store.blobs import Blobs, open_blob_store
 from store.settings import get_settings
@@ -34,6 +35,7 @@ class Claimed:
     start: int
     stop: int
     task_id: str | None
+    budget: Budget | None = None  # wall time of a shard on an uploaded model (jobs/budget.py)
 
 
 class Partial(Protocol):

@@ -51,7 +51,7 @@ class NADRunner:
         start, stop = spec.shard_ranges()[claimed.index]
         if uploaded.uses_upload(spec):
             return uploaded.nad_shard(get_settings(), spec, start, stop, torch_threads(),
-                                      progress, should_stop)
+                                      progress, should_stop, claimed.budget)
         return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
 
     def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
@@ -67,7 +67,7 @@ class NADRunner:
         spec = NADSpec.model_validate(claimed.spec)
         if uploaded.uses_upload(spec):
             return uploaded.nad_whole(get_settings(), spec, torch_threads(), progress,
-                                      should_stop)
+                                      should_stop, claimed.budget)
         return run_spec(spec, progress=progress, should_stop=should_stop)
 
 

@@ -248,7 +248,8 @@ class PoisonRunner:
         data, nads = inputs(claimed.user_id, spec)
         if uploaded.uses_upload(spec):
             return uploaded.poison_shard(get_settings(), spec, data, nads, claimed.start,
-                                         claimed.stop, torch_threads(), progress, should_stop)
+                                         claimed.stop, torch_threads(), progress, should_stop,
+                                         claimed.budget)
         return run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
                                 progress=progress, should_stop=should_stop)
 

@@ -214,7 +214,8 @@ class ProbeRunner:
         directions = build_directions(spec, blob_store(), nad_sha)
         if uploaded.uses_upload(spec):
             return uploaded.probe_shard(get_settings(), spec, directions, claimed.start,
-                                        claimed.stop, torch_threads(), progress, should_stop)
+                                        claimed.stop, torch_threads(), progress, should_stop,
+                                        claimed.budget)
         return run_probe_shard(spec, directions, claimed.start, claimed.stop,
                                progress=progress, should_stop=should_stop)
 
