@@ -37,7 +37,7 @@ from .support import ServerThread, celery_worker, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 
-BUDGET_FLOOR_S = 30  # a sleeping shard's budget: the floor (its estimate is ~0 s)
+BUDGET_FLOOR_S = 45  # a sleeping shard's budget: the floor (its estimate is ~0 s)
 PREEMPT_AFTER_S = 2
 SLEEPER_JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
                "scale": 100.0}
