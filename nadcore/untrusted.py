@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -107,6 +108,8 @@ def parse_json(name: str, body: bytes) -> object:
     try:
         return json.loads(body.decode("utf-8"), object_pairs_hook=_unique_keys,
                           parse_constant=_refuse_constant)
+    except RefusedArchive:
+        raise
     except (ValueError, RecursionError):
         raise RefusedArchive(f"file: {name} is not the JSON torch.export writes") from None
 
@@ -137,7 +140,21 @@ def _check_payload_config(members: dict[str, bytes], name: str) -> dict:
         if folder + path not in members:
             raise RefusedArchive(f"file: {str(fqn)[:80]!r} is stored in {path[:40]!r}, which "
                                  "the archive does not hold")
+        if _elements(meta["tensor_meta"]) > len(members[folder + path]):
+            # torch allocates the declared size for an empty member: no more elements than
+            # the member has bytes
+            raise RefusedArchive(f"file: {str(fqn)[:80]!r} declares more elements than "
+                                 f"{path[:40]!r} holds bytes")
     return document
+
+
+def _elements(tensor_meta: object) -> int:
+    sizes = tensor_meta.get("sizes") if isinstance(tensor_meta, dict) else None
+    if not isinstance(sizes, list) or not all(
+            isinstance(size, dict) and list(size) == ["as_int"] and
+            type(size["as_int"]) is int and size["as_int"] >= 0 for size in sizes):
+        raise RefusedArchive("file: a weight or constant has sizes other than integers")
+    return math.prod(size["as_int"] for size in sizes)
 
 
 def check_export_members(members: dict[str, bytes]) -> dict[str, bytes]:
@@ -148,9 +165,25 @@ def check_export_members(members: dict[str, bytes]) -> dict[str, bytes]:
     program = parse_json("models/model.json", members["models/model.json"])
     if not isinstance(program, dict):
         raise RefusedArchive("file: models/model.json is not the JSON torch.export writes")
+    try:
+        _check_program(program)
+    except RecursionError:
+        raise RefusedArchive("file: models/model.json nests deeper than a program") from None
+    program["guards_code"] = []
+    documents["models/model.json"] = program
+    kept = {name: body for name, body in members.items()
+            if not name.startswith("data/sample_inputs/")}
+    kept.update((name, json.dumps(doc).encode()) for name, doc in documents.items())
+    return kept
+
+
+def _check_program(program: dict) -> None:
     graphs = [v for k, v in _walk_json(program) if k == "graph" and isinstance(v, dict)]
     for graph in graphs:
-        for node in graph.get("nodes", []):
+        nodes = graph.get("nodes", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
+            raise RefusedArchive("file: a graph's nodes are not the JSON torch.export writes")
+        for node in nodes:
             operator = _export_operator(str(node.get("target", "")))
             if not is_allowed(operator):
                 raise RefusedArchive(f"file: the network calls {operator[:100]!r}, which is "
@@ -167,12 +200,6 @@ def check_export_members(members: dict[str, bytes]) -> dict[str, bytes]:
     for symbol in program.get("range_constraints", {}):
         if not SYMBOL.fullmatch(str(symbol)):
             raise RefusedArchive(f"file: a size symbol is named {str(symbol)[:40]!r}")
-    program["guards_code"] = []
-    documents["models/model.json"] = program
-    kept = {name: body for name, body in members.items()
-            if not name.startswith("data/sample_inputs/")}
-    kept.update((name, json.dumps(doc).encode()) for name, doc in documents.items())
-    return kept
 
 
 def _load_export(canonical: bytes) -> torch.export.ExportedProgram:

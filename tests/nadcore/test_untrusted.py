@@ -8,6 +8,7 @@ or the secret comes back); through the checks, it is refused and the canary neve
 from __future__ import annotations
 
 import io
+import json
 import time
 import warnings
 from pathlib import Path
@@ -277,3 +278,35 @@ def test_torchvision_classifiers_pass_scripted_and_exported(name: str) -> None:
 def test_refusal_names_the_operator() -> None:
     with pytest.raises(RefusedArchive, match="'aten::from_file'"):
         refuse_unlisted({"aten::conv2d", "aten::from_file"})
+
+
+@pytest.mark.parametrize("edit", ["duplicate_key", "deep", "nodes_not_objects", "nan"])
+def test_malformed_program_json_is_refused_as_such(base: bytes, edit: str) -> None:
+    body = dict(members_of(base))["lenet/models/model.json"]
+    if edit == "duplicate_key":
+        body = body.replace(b'"guards_code"', b'"guards_code": [], "guards_code"', 1)
+    elif edit == "deep":
+        body = body[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    elif edit == "nodes_not_objects":
+        program = json.loads(body)
+        program["graph_module"]["graph"]["nodes"] = [1, 2]
+        body = json.dumps(program).encode()
+    else:
+        body = body[:-1] + b', "x": NaN}'
+    data = write_zip([(name, body if name.endswith("models/model.json") else old)
+                      for name, old in members_of(base)])
+    with pytest.raises(RefusedArchive, match="twice|JSON|nests"):
+        load_untrusted(data, "export")
+
+
+def test_a_weight_declaring_more_elements_than_its_bytes_is_refused(base: bytes) -> None:
+    """torch allocates the declared size of an empty weight member (10^12 zeros here)."""
+    name = "lenet/data/weights/model_weights_config.json"
+    config = json.loads(dict(members_of(base))[name])
+    first = next(iter(config["config"].values()))
+    first["tensor_meta"]["sizes"] = [{"as_int": 10**6}, {"as_int": 10**6}]
+    weight = f"lenet/data/weights/{first['path_name']}"
+    data = write_zip([(n, json.dumps(config).encode() if n == name else b"" if n == weight
+                       else body) for n, body in members_of(base)])
+    with pytest.raises(RefusedArchive, match="more elements than"):
+        load_untrusted(data, "export")
