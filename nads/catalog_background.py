@@ -17,6 +17,7 @@ When partials cover [0, N), it finalizes: the entry is written in the shipped fo
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import time
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.shipped import PROVENANCE
 from nadcore.partial import PartialNADs, merge_partials
 from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, PARTIALS, catalog_spec, export_partial
 
@@ -175,6 +177,10 @@ def finalize_build(data: Path, arch: str, networks: int, precision: str,
                    check_networks: int | None = None, remove: bool = True) -> Path:
     """The entry of partials covering [0, networks), written to data/arch; partials removed."""
     folder = partials_dir(data, arch)
+    existing = data / arch / PROVENANCE
+    if existing.is_file() and json.loads(existing.read_text()).get("networks", 0) > networks:
+        raise BuildError(f"networks: {data / arch} already holds an entry of more than "
+                         f"{networks} networks; it is not replaced by a smaller one")
     spec = catalog_spec(arch, networks, precision)
     from nadcore.engine import merge_key
 

@@ -80,6 +80,11 @@ def test_finalize_equals_a_one_shot_run(tmp_path: Path):
     assert prov["build"]["shards"] == 3
     assert [s["networks"] for s in prov["build"]["shard_list"]] == [[0, 5], [5, 10], [10, 12]]
     assert prov["wall_seconds"] > 0 and prov["build"]["seconds_per_network"] > 0
+    # a smaller build never replaces a larger entry
+    compute(built, "logreg", 8, "fp32", shard_networks=4, finalize=False, report=_quiet)
+    with pytest.raises(BuildError, match="already holds an entry of more than 8 networks"):
+        compute(built, "logreg", 8, "fp32", shard_networks=4, report=_quiet)
+    assert json.loads((entry / "provenance.json").read_text())["networks"] == 12
 
 
 def test_a_partial_of_another_precision_is_refused(tmp_path: Path):
