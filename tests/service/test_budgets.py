@@ -8,7 +8,7 @@ budgets and preemption by settings (the defaults' sense is tests/jobs/test_budge
 - the sleeper (tests/hostile_models.py: allow-listed ops, a `prim::Loop` that spins only at a
   job's batches, ~0 FLOPs) passes validation and is killed at its budget, the job failing with
   an error that names the budget and its settings, while another user's job completes;
-- an upload validates within seconds while every shard slot runs a sleeping shard;
+- an upload validates while every shard slot runs a long shard (a LeNet job's: no budget);
 - a second user's shard starts while the first user holds every slot with more pending: the
   first user's latest shard is preempted and held again.
 """
@@ -37,11 +37,14 @@ from .support import ServerThread, celery_worker, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 
-BUDGET_FLOOR_S = 45  # a sleeping shard's budget: the floor (its estimate is ~0 s)
+BUDGET_FLOOR_S = 15  # a sleeping shard's budget: the floor (its estimate is ~0 s)
 PREEMPT_AFTER_S = 2
 SLEEPER_JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
                "scale": 100.0}
 SMALL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 6, "seed": 4}
+# two shards of 200 LeNets at 1x32x32: a minute or more each on one core of this machine
+LONG = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 400, "seed": 5,
+        "shards": 2}
 
 
 @dataclass
@@ -152,23 +155,24 @@ def test_the_sleeper_is_killed_at_its_budget_while_another_users_job_completes(
     assert BUDGET_FLOOR_S <= ran < BUDGET_FLOOR_S + 15, ran
 
 
-def test_an_upload_validates_while_every_shard_slot_sleeps(service: Service) -> None:
-    """Two sleeping shards hold both shard processes for their budget; bob's upload
-    validates on the lane meanwhile, each of the two still running when it is ready."""
+def test_an_upload_validates_while_every_shard_slot_runs_a_long_shard(service: Service
+                                                                     ) -> None:
+    """A LeNet job's two long shards hold both shard processes; bob's upload validates on the
+    lane meanwhile, each of the two still running when it is ready (without the lane it
+    waits for one to end: benchmarks/bench_validation_lane.py)."""
     alice, bob, settings = service.alice, service.bob, service.settings
-    sleeper = _submit(alice, {**SLEEPER_JOB, "architecture": {"id": service.sleeper},
-                              "shards": 2})
+    long = _submit(alice, LONG)
     try:
-        _wait_running(settings, sleeper, 2)
+        _wait_running(settings, long, 2)
         row, waited = _upload(bob, scripted_bytes(SleepsAtJobBatches()), "plain")
-        shards = _shards(settings, sleeper)
-        print(f"validated in {waited:.1f} s while both shard processes slept")
+        shards = _shards(settings, long)
+        print(f"validated in {waited:.1f} s while both shard processes ran LeNet shards")
         assert row["status"] == "ready", row
         assert all(s.status == "running" for s in shards), \
             f"the validation waited for a shard: {[(s.status, s.finished_at) for s in shards]}"
-        assert waited < BUDGET_FLOOR_S
+        assert waited < 60, "uploads validate within a minute"
     finally:
-        _cancel(alice, settings, sleeper)
+        _cancel(alice, settings, long)
 
 
 def test_a_second_user_starts_while_the_first_holds_every_slot_with_more_pending(
@@ -200,7 +204,7 @@ def test_a_second_user_starts_while_the_first_holds_every_slot_with_more_pending
         preempted = at_start[latest.index]
         assert preempted.status == "queued" or preempted.started_at > mine.started_at, \
             "her shard that started last was not taken back"
-        assert waited < BUDGET_FLOOR_S / 3, waited
+        assert waited < BUDGET_FLOOR_S / 2, waited
     finally:
         _cancel(alice, settings, sleeper)
 
