@@ -103,9 +103,11 @@ class Check:
                   f"{time.monotonic() - t0:.0f} s")
 
     def worker_names(self) -> list[str]:
+        """The shard workers answering (not the validation lane, validator@<host>)."""
         out = self.compose("exec", "-T", "beat", "celery", "-A", "worker.app", "inspect",
                            "ping", "--timeout", "5", check=False, timeout=60)
-        return sorted(set(re.findall(r"->\s+(\S+): OK", out)))
+        return sorted(n for n in set(re.findall(r"->\s+(\S+): OK", out))
+                      if n.startswith("worker-"))
 
     def container_of(self, worker_name: str) -> str:
         """The local override names each worker after its container: worker-<id>@host."""
