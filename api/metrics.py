@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from jobs.broker import CPU_QUEUE, GPU_QUEUE
+from jobs.broker import CPU_QUEUE, GPU_QUEUE, VALIDATE_QUEUE
 from jobs.kinds import REGISTRY
 from store.db import get_sessionmaker
 from store.models import JOB_STATES, Job, Shard
@@ -70,7 +70,7 @@ class ServiceCollector(Collector):
         try:
             with self.celery.connection_for_read() as conn:
                 channel = conn.default_channel
-                for queue in (GPU_QUEUE, CPU_QUEUE):
+                for queue in (GPU_QUEUE, CPU_QUEUE, VALIDATE_QUEUE):
                     try:
                         depths[queue] = channel.queue_declare(queue=queue,
                                                               passive=True).message_count

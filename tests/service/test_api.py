@@ -201,7 +201,7 @@ def test_metrics_expose_jobs_queue_depth_and_durations(quiet) -> None:
     assert shards.get("queued", 0) == 1 + 3  # the cancelled job's 2 shards are not queued
     assert sum(shards.values()) == 1 + 2 + 3
     depth = {s.labels["queue"]: s.value for s in families["nads_queue_depth"].samples}
-    assert set(depth) == {"gpu", "cpu"}
+    assert set(depth) == {"gpu", "cpu", "validate"}  # the validation lane has its own
     # no worker connected, so one slot (jobs/dispatch.py): the first job's shard is at the
     # broker, the others are held in the database (a held shard is never sent once cancelled)
     assert sum(depth.values()) == 1
