@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import errors
 from api.limits import BodyLimit
-from api.metrics import ServiceCollector
+from api.metrics import ServiceCollector, require_metrics_token
 from api.routers import (
     architectures,
     artifacts,
@@ -53,9 +53,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     registry.register(ServiceCollector(settings.resolved_database_url, app.state.celery))
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             dependencies=[Depends(require_metrics_token)])
     def metrics() -> Response:
-        """Prometheus text format: jobs by state, queue depth, job durations."""
+        """Prometheus text format: jobs by state, queue depth, job durations, for the operator:
+        `Authorization: Bearer <NADS_METRICS_TOKEN>` (403 while it is unset)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

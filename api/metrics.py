@@ -1,4 +1,8 @@
-"""Prometheus metrics read from the database and the broker at scrape time.
+"""Prometheus metrics read from the database and the broker at scrape time, for the operator
+only: `GET /metrics` needs `Authorization: Bearer <NADS_METRICS_TOKEN>` (a secret of the
+operator's, not an API key: the figures are service-wide, every user's jobs together); with no
+token set it is 403. Prometheus sends the token with `authorization: {credentials_file: ...}`
+in its scrape config (docs/service.md).
 
 Reading the rows (not counting in-process) keeps the figures right with many API replicas and
 across restarts.
@@ -6,21 +10,46 @@ across restarts.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Iterator
+from typing import Annotated
 
 from amqp.exceptions import ChannelError
 from celery import Celery
+from fastapi import Depends, HTTPException, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from api.deps import SettingsDep
 from jobs.broker import CPU_QUEUE, GPU_QUEUE, VALIDATE_QUEUE
 from jobs.kinds import REGISTRY
 from store.db import get_sessionmaker
 from store.models import JOB_STATES, Job, Shard
 
 log = logging.getLogger(__name__)
+SETTING = "NADS_METRICS_TOKEN"
+_bearer = HTTPBearer(auto_error=False, description=f"The operator's {SETTING}.")
+
+
+def require_metrics_token(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """403 while no token is set; 401 unless the request bears it (compared in constant
+    time)."""
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else ""
+    if not token:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail=f"metrics: disabled; the operator sets {SETTING} and scrapes "
+                                   "with 'Authorization: Bearer <token>'")
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            detail=f"Authorization: /metrics needs 'Bearer <{SETTING}>'",
+                            headers={"WWW-Authenticate": "Bearer"})
 
 
 class ServiceCollector(Collector):

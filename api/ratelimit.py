@@ -1,10 +1,13 @@
 """Rate limits per API key in any sliding 60 s window, past which a request is refused with 429
-and `Retry-After`: job submissions (`NADS_SUBMIT_RATE_PER_MINUTE`), and uploads and uploaded
-architectures together (`NADS_UPLOAD_RATE_PER_MINUTE`; each architecture costs a validation).
+and `Retry-After`: job submissions (`NADS_SUBMIT_RATE_PER_MINUTE`), and upload requests, of
+files and uploaded architectures together (`NADS_UPLOAD_RATE_PER_MINUTE`; each architecture
+costs a validation), stored or refused: a refused upload cost the service its transfer, its
+temporary file and its checks as much as a stored one.
 
-The state is the tables themselves (the creation times of the jobs submitted with the key,
-`jobs.api_key_id`), so the limit holds across any number of API processes, with Postgres or the
-embedded SQLite, and needs no extra store. Keys are made by an administrator (`nads admin
+The state is in the database (the creation times of the jobs submitted with the key,
+`jobs.api_key_id`; one `upload_attempts` row per upload request, written before its body is
+read), so the limit holds across any number of API processes, with Postgres or the embedded
+SQLite, and needs no extra store. Keys are made by an administrator (`nads admin
 create-key`), not by their holders, so a user cannot multiply the budget. The key's row is
 locked while counting, so two concurrent submissions cannot both take the last slot; the lock
 is released by the commit that stores the job. Postgres: `SELECT ... FOR UPDATE` of the key's
@@ -20,11 +23,11 @@ import math
 from datetime import timedelta
 
 from fastapi import Depends, HTTPException, status
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from api.deps import CurrentKey, SessionDep, SettingsDep
-from store.models import ApiKey, Architecture, Job, Upload, utcnow
+from store.models import ApiKey, Job, UploadAttempt, utcnow
 
 WINDOW_S = 60.0
 
@@ -36,26 +39,19 @@ def _lock_key(session: Session, key: ApiKey) -> None:
         session.execute(select(ApiKey.id).where(ApiKey.id == key.id).with_for_update())
 
 
-def check_rate(session: Session, key: ApiKey, per_minute: int, tables: tuple[type, ...],
-               what: str, setting: str, lock: bool = True) -> None:
-    """Raises 429 (with Retry-After) when `key` already made `per_minute` rows of `tables` (each
-    with `api_key_id` and `created_at`) in the last 60 s; 0 disables the limit. With `lock`,
-    call it in the transaction that inserts the row (the key's row stays locked until then)."""
+def check_rate(session: Session, key: ApiKey, per_minute: int, table: type, what: str,
+               setting: str) -> None:
+    """Raises 429 (with Retry-After) when `key` already made `per_minute` rows of `table` (with
+    `api_key_id` and `created_at`) in the last 60 s; 0 disables the limit. Call it in the
+    transaction that inserts the row: the key's row stays locked until then."""
     if per_minute <= 0:
         return
-    if lock:
-        _lock_key(session, key)
+    _lock_key(session, key)
     since = utcnow() - timedelta(seconds=WINDOW_S)
-    count, oldest = 0, None
-    for table in tables:
-        n, first = session.execute(
-            select(func.count(), func.min(table.created_at))
-            .where(table.api_key_id == key.id, table.created_at > since)
-        ).one()
-        count += n
-        oldest = first if oldest is None or (first is not None and first < oldest) else oldest
-    if not lock:  # end the read: on SQLite a read transaction cannot later become a write
-        session.rollback()
+    count, oldest = session.execute(
+        select(func.count(), func.min(table.created_at))
+        .where(table.api_key_id == key.id, table.created_at > since)
+    ).one()
     if count < per_minute:
         return
     retry_after = max(1, math.ceil(WINDOW_S - (utcnow() - oldest).total_seconds()))
@@ -70,17 +66,24 @@ def check_rate(session: Session, key: ApiKey, per_minute: int, tables: tuple[typ
 
 def check_submission_rate(session: Session, key: ApiKey, per_minute: int) -> None:
     """The job-submission limit; call it in the transaction that inserts the job."""
-    check_rate(session, key, per_minute, (Job,), "jobs submitted",
+    check_rate(session, key, per_minute, Job, "jobs submitted",
                "NADS_SUBMIT_RATE_PER_MINUTE")
 
 
-def check_upload_rate(session: Session, key: ApiKey, per_minute: int, lock: bool = True
-                      ) -> None:
-    """The upload limit (uploads and architectures together). Called twice by the upload
-    routes: without the lock before the body is received (no work for a refused request),
-    then with it in the transaction that stores the row (exact under concurrency)."""
-    check_rate(session, key, per_minute, (Upload, Architecture), "uploads and architectures",
-               "NADS_UPLOAD_RATE_PER_MINUTE", lock)
+def count_upload_attempt(session: Session, key: ApiKey, per_minute: int) -> None:
+    """The upload limit, before the body is received: 429 when the key already sent
+    `per_minute` upload requests in the last 60 s, else records this one (whatever becomes of
+    it) and commits. Counting and recording under the key's lock makes the limit exact under
+    concurrency; the key's records older than the window are deleted on the way."""
+    if per_minute <= 0:
+        return
+    check_rate(session, key, per_minute, UploadAttempt, "upload requests (stored or "
+               "refused)", "NADS_UPLOAD_RATE_PER_MINUTE")
+    session.execute(delete(UploadAttempt).where(
+        UploadAttempt.api_key_id == key.id,
+        UploadAttempt.created_at <= utcnow() - timedelta(seconds=WINDOW_S)))
+    session.add(UploadAttempt(api_key_id=key.id))
+    session.commit()
 
 
 def _enforce(session: SessionDep, key: CurrentKey, settings: SettingsDep) -> None:

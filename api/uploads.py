@@ -27,6 +27,9 @@ UPLOAD_KINDS = (DATASET_UPLOAD, NADS_UPLOAD)
 MAGIC = {DATASET_UPLOAD: (b"PK\x03\x04", ".npz (a zip archive, as numpy.savez writes)"),
          NADS_UPLOAD: (b"\x93NUMPY", ".npy (as numpy.save writes)")}
 _MAX_FIELD = 1024  # bytes of a non-file form field
+# Parts of one form (`file` and a few fields): each field is held in memory. (python-multipart
+# bounds each part's headers itself: 8 headers of 4,224 bytes.)
+_MAX_PARTS = 16
 _OVERHEAD = 64 * 1024  # multipart framing allowed on top of the file in Content-Length
 
 
@@ -69,6 +72,7 @@ class _Receiver:
         self._header_field = b""
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
+        self._parts = 0
         self._name = ""
         self._is_file = False
         self._field = bytearray()
@@ -91,6 +95,9 @@ class _Receiver:
         setattr(self, name, getattr(self, name) + data)
 
     def _part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > _MAX_PARTS:
+            raise self._fail(bad_request("form", f"more than {_MAX_PARTS} parts"))
         self._headers, self._field = {}, bytearray()
 
     def _header_end(self) -> None:
@@ -169,26 +176,28 @@ async def receive_upload(request: Request, blobs: Blobs, limit: int,
         raise too_large(limit, setting)
     receiver = _Receiver(blobs, limit, setting)
     parser = MultipartParser(boundary, receiver.callbacks())
+    received = False
     try:
         async for chunk in request.stream():
             parser.write(chunk)
         parser.finalize()
         receiver._close_file()
+        received = True
     except HTTPException:
-        receiver.abort()
         raise
     except OSError as exc:  # the blob store's disk, not the client: 507 when full, else 503
-        receiver.abort()
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise HTTPException(
             status.HTTP_507_INSUFFICIENT_STORAGE if full else status.HTTP_503_SERVICE_UNAVAILABLE,
             detail=f"file: the blob store cannot take the upload now: {exc.strerror or exc}",
         ) from None
-    except Exception as exc:  # noqa: BLE001 (python-multipart's parse errors)
-        receiver.abort()
+    except Exception as exc:  # noqa: BLE001 (python-multipart's parse errors, a disconnect)
         if receiver.error is not None:
             raise receiver.error from None
         raise bad_request("file", f"malformed multipart body: {exc}") from None
+    finally:  # whatever stopped it (a cancelled task too), the partial file goes at once
+        if not received:
+            receiver.abort()
     return receiver.result
 
 
@@ -198,10 +207,10 @@ RowT = TypeVar("RowT")
 async def store_upload(session: Session, blobs: Blobs, received: ReceivedFile,
                        make_row: Callable[[], RowT],
                        before: Callable[[], None] | None = None) -> RowT:
-    """Runs `before` (a check that may refuse, e.g. the rate limit, in the transaction that
+    """Runs `before` (a check that may refuse, e.g. the storage quota, in the transaction that
     stores), adopts the received file into the blob store, records the blob and the row
-    `make_row` builds, commits, and returns the row. The temporary file is gone afterwards
-    either way."""
+    `make_row` builds, commits, and returns the row. The caller discards `received` in a
+    `finally` (a no-op once adopted)."""
 
     def store() -> RowT:
         if before is not None:
@@ -213,10 +222,7 @@ async def store_upload(session: Session, blobs: Blobs, received: ReceivedFile,
         session.commit()
         return row
 
-    try:
-        return await run_in_threadpool(store)
-    finally:
-        received.discard()
+    return await run_in_threadpool(store)
 
 
 def check_upload(received: ReceivedFile) -> str:

@@ -136,6 +136,8 @@ done
 # the host network), the worker's NVIDIA device reservation (no GPU here) and the MinIO blob
 # service (its image cannot be pulled; the local stack uses the directory store) are dropped from
 # the merged file, and so are the build sections (the images are built above, with secrets).
+# /metrics needs the operator's token: one for this run, read by check_stack.py too.
+export NADS_METRICS_TOKEN=${NADS_METRICS_TOKEN:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}
 "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml -f deploy/local/docker-compose.host.yml \
   config > "$STATE/merged.yml"
 .venv/bin/python - "$STATE/merged.yml" "$STATE/compose.yml" "${COMPOSE[*]}" <<'EOF'

@@ -203,6 +203,19 @@ class Upload(Base):
     arrays: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class UploadAttempt(Base):
+    """One upload or architecture request that passed the rate limit, stored or refused: the
+    upload rate counts these (api/ratelimit.py), so a refused upload costs its sender as much
+    as a stored one. A key's rows older than the rate's window are deleted as it sends more."""
+
+    __tablename__ = "upload_attempts"
+
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"),
+                                            index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 # Architecture states: validated in the worker, never in the API process.
 VALIDATING, READY, REJECTED = "validating", "ready", "rejected"
 ARCHITECTURE_STATES = (VALIDATING, READY, REJECTED)

@@ -62,8 +62,15 @@ def read_header(stream: BinaryIO, name: str) -> tuple[ArrayHeader, int]:
             shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
         else:
             raise ValueError(f".npy format version {version} is not supported (1.0 or 2.0)")
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ArchiveError(f"{name} is not a readable .npy array: {str(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001
+        # Not only ValueError: numpy's reader passes a header that is not a Python literal to
+        # `tokenize` (TokenError for a truncated dict or string), and a nested one to the
+        # compiler (RecursionError, MemoryError); a zip member's stream raises BadZipFile.
+        # Whatever the reason, the upload is refused (422), never a 500.
+        raise ArchiveError(f"{name} is not a readable .npy array: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}") from None
+    if any(s < 0 for s in shape):
+        raise ArchiveError(f"{name} declares the shape {list(shape)[:8]}: a negative length")
     if dtype.hasobject or dtype.fields is not None or dtype.kind not in NUMERIC_KINDS:
         raise ArchiveError(f"{name} has dtype {str(dtype)[:80]}; only bool, integer and float "
                            "arrays are accepted")
@@ -100,8 +107,9 @@ def read_npz(path: Path | BinaryIO, limit: int, setting: str = LIMIT_SETTING
     _member_count(path)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise ArchiveError(f"not a readable zip archive: {str(exc)[:200]}") from None
+    except Exception as exc:  # noqa: BLE001 (BadZipFile, OSError, NotImplementedError, ...)
+        raise ArchiveError(f"not a readable zip archive: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}") from None
     with archive:
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
@@ -116,8 +124,15 @@ def read_npz(path: Path | BinaryIO, limit: int, setting: str = LIMIT_SETTING
             key = member.filename[: -len(".npy")]
             if key in arrays:
                 raise ArchiveError(f"array {key[:100]!r} appears twice")
-            with archive.open(member) as stream:
-                header, header_len = read_header(stream, f"member {name!r}")
+            try:  # zipfile refuses a member many ways: BadZipFile, NotImplementedError (its
+                # compression or version), RuntimeError (encrypted), OSError (a bad offset)
+                with archive.open(member) as stream:
+                    header, header_len = read_header(stream, f"member {name!r}")
+            except ArchiveError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise ArchiveError(f"member {name!r} cannot be read: {type(exc).__name__}: "
+                                   f"{str(exc)[:200]}") from None
             total += header.nbytes
             _check_size(total, limit, "hold at least", setting)
             if member.file_size != header_len + header.nbytes:
@@ -189,6 +204,11 @@ def dataset_train_size(arrays: dict[str, ArrayHeader]) -> int:
         raise ArchiveError(f"x_test: images of shape {list(test_image)} (C, H, W), x has "
                            f"{list(image)}")
     return n
+
+
+def image_shape(arrays: dict[str, ArrayHeader]) -> tuple[int, ...]:
+    """(C, H, W) of a checked dataset's images (`dataset_train_size` first)."""
+    return tuple(_images(arrays, "x")[1])
 
 
 def inspect_upload(path: Path, kind: str, limit: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository's shipped catalog entries (jobs/shipped.py), next to the packages.
@@ -99,6 +99,23 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(
         15.0, gt=0, description="Seconds a request's headers may take to arrive (api/serving.py); "
         "past it the connection gets a 408 and is closed."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token of GET /metrics (service-wide figures, for the operator's "
+        "Prometheus); unset: /metrics is 403."
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line and headers of one request "
+        "(api/serving.py); past it the connection gets a 431 and is closed."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body, and the "
+        "allowance before NADS_BODY_MIN_RATE_BYTES_S counts (api/serving.py; 408 past it)."
+    )
+    body_min_rate_bytes_s: int = Field(
+        16 * 1024, ge=1, description="Slowest average rate of a request body after the first "
+        "NADS_BODY_TIMEOUT_S: each this many bytes buy one more second (408 past it). 16 KiB/s "
+        "lets a 200 MB upload take 3.4 h."
     )
     submit_rate_per_minute: int = Field(
         60, ge=0, description="Jobs one API key may submit in any 60 s (429 past it; 0 = no limit)."

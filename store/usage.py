@@ -43,9 +43,11 @@ class Usage:
 
 def estimated_result_bytes(estimate: dict[str, Any] | None) -> int:
     """What a job is expected to store: a NAD job's partial results (`result_bytes`), a probe
-    job's directions (`directions_bytes`); at least 1 byte (every job stores something)."""
+    job's directions (`directions_bytes`), a poison job's kept training sets
+    (`kept_dataset_bytes`); at least 1 byte (every job stores something)."""
     estimate = estimate or {}
-    stored = sum(int(estimate.get(name) or 0) for name in ("result_bytes", "directions_bytes"))
+    stored = sum(int(estimate.get(name) or 0)
+                 for name in ("result_bytes", "directions_bytes", "kept_dataset_bytes"))
     return max(1, stored)
 
 

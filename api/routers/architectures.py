@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
-from api.ratelimit import check_upload_rate
+from api.ratelimit import count_upload_attempt
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploaded_architectures import own_architecture, parse_input_shape, parse_policy
@@ -91,13 +91,12 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
     reader refuses (`nadcore.strict_zip`: more than 20,000 entries, judged from the end records
     before anything reads the directory; a name twice; a name its format does not write...),
     or that is not the one its name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
-    rate = settings.upload_rate_per_minute
-    await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
+    await run_in_threadpool(count_upload_attempt, session, key, settings.upload_rate_per_minute)
     await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
     received = await receive_upload(request, blobs, settings.max_architecture_bytes,
                                     "NADS_MAX_ARCHITECTURE_BYTES",
                                     "the fields 'name' and 'input_shape'")
-    try:
+    try:  # every refusal, and any error, removes the received file at once
         if received.path is None:
             raise bad_request("file", "missing; send the archive as the multipart part 'file'")
         name = received.fields.get("name", "").strip()
@@ -110,18 +109,16 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
             await run_in_threadpool(check_declared, received.path, received.filename)
         except ArchiveFormatError as exc:
             raise bad_request("file", str(exc).removeprefix("file: ")) from None
-    except Exception:
+        except Exception as exc:  # noqa: BLE001 (zipfile: NotImplementedError, OSError, ...)
+            raise bad_request("file", f"not a readable zip archive: {type(exc).__name__}: "
+                              f"{str(exc)[:200]}") from None
+        row = await store_upload(session, blobs, received, lambda: Architecture(
+            id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, name=name,
+            filename=received.filename, input_shape=shape, init=policy, size=received.size,
+            sha256=received.sha256, status=VALIDATING),
+            before=lambda: check_upload_storage(session, user.id, received.size, settings))
+    finally:
         received.discard()
-        raise
-
-    def before() -> None:  # in the storing transaction: exact under concurrency
-        check_upload_rate(session, key, rate)
-        check_upload_storage(session, user.id, received.size, settings)
-
-    row = await store_upload(session, blobs, received, lambda: Architecture(
-        id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, name=name,
-        filename=received.filename, input_shape=shape, init=policy, size=received.size,
-        sha256=received.sha256, status=VALIDATING), before=before)
     # A lost message leaves the row `validating`: the reconciler sends it again.
     enqueue_validation(celery, row.id)
     response.headers["Location"] = f"/v1/architectures/{row.id}"

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
-from api.ratelimit import check_upload_rate
+from api.ratelimit import count_upload_attempt
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploads import bad_request, check_upload, receive_upload, store_upload
@@ -72,31 +72,25 @@ async def create_upload(request: Request, session: SessionDep, user: CurrentUser
     declare, past NADS_MAX_DATASET_DECOMPRESSED_BYTES; with 507 past the caller's storage
     (NADS_MAX_STORAGE_BYTES_PER_USER); with 422 when the magic bytes, the
     headers or a dataset's keys, ranks, dtypes or lengths are wrong."""
-    rate = settings.upload_rate_per_minute
-    await run_in_threadpool(check_upload_rate, session, key, rate, False)  # before any work
+    await run_in_threadpool(count_upload_attempt, session, key, settings.upload_rate_per_minute)
     await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
     received = await receive_upload(request, blobs, settings.max_upload_bytes)
-    try:
+    try:  # every refusal, and any error, removes the received file at once
         kind = check_upload(received)
-        arrays = await run_in_threadpool(inspect_upload, received.path, kind,
-                                         settings.max_dataset_decompressed_bytes)
-    except ArchiveError as exc:
+        try:
+            arrays = await run_in_threadpool(inspect_upload, received.path, kind,
+                                             settings.max_dataset_decompressed_bytes)
+        except ArchiveError as exc:
+            if exc.status == status.HTTP_413_CONTENT_TOO_LARGE:
+                raise HTTPException(exc.status, detail=f"file: {exc}") from None
+            raise bad_request("file", str(exc)) from None
+        row = await store_upload(session, blobs, received, lambda: Upload(
+            id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, kind=kind,
+            filename=received.filename, size=received.size, sha256=received.sha256,
+            arrays=arrays),
+            before=lambda: check_upload_storage(session, user.id, received.size, settings))
+    finally:
         received.discard()
-        if exc.status == status.HTTP_413_CONTENT_TOO_LARGE:
-            raise HTTPException(exc.status, detail=f"file: {exc}") from None
-        raise bad_request("file", str(exc)) from None
-    except HTTPException:
-        received.discard()
-        raise
-
-    def before() -> None:  # in the storing transaction: exact under concurrency
-        check_upload_rate(session, key, rate)
-        check_upload_storage(session, user.id, received.size, settings)
-
-    row = await store_upload(session, blobs, received, lambda: Upload(
-        id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, kind=kind,
-        filename=received.filename, size=received.size, sha256=received.sha256, arrays=arrays),
-        before=before)
     response.headers["Location"] = f"/v1/uploads/{row.id}"
     return UploadOut.from_row(row)
 

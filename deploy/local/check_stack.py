@@ -259,7 +259,8 @@ def main() -> None:
                "artifacts downloaded again with the same sha256 (blobs kept)")
 
     ready = httpx.get(f"{API}/readyz", timeout=10)
-    metrics = httpx.get(f"{API}/metrics", timeout=10)
+    metrics = httpx.get(f"{API}/metrics", timeout=10, headers={
+        "Authorization": f"Bearer {os.environ.get('NADS_METRICS_TOKEN', '')}"})
     page = httpx.get(f"{API}/", timeout=10)
     script = httpx.get(f"{API}/web/app.js", timeout=10)
     succeeded = re.search(r'nads_jobs\{kind="nads",state="succeeded"\} (\S+)', metrics.text)

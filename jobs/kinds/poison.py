@@ -11,6 +11,7 @@ the NADs can carry) are checked by the worker, which fails the job with the engi
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ from nadcore.cost import layer_count
 from nadcore.poison_spec import PoisonSpec, clean_position
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
-from store.npz import ArchiveError, dataset_train_size, from_json, inspect_upload
+from store.npz import ArchiveError, dataset_train_size, from_json, image_shape, inspect_upload
 from store.settings import Settings
 
 # name -> (C, H, W), classes, training-set size (before limit_train)
@@ -41,6 +42,7 @@ NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
     "digits": ((1, 32, 32), 10, 1437),
     "cifar10": ((3, 32, 32), 10, 50_000),
 }
+_NPY_HEADER = 128  # bytes numpy.save writes before a small array's data
 _TEST_SIZE = {"digits": 360, "cifar10": 10_000}  # test images of the named datasets
 _ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
 _WHAT = {"train_samples": "models x epochs x training-set size, a model per index and one clean "
@@ -65,31 +67,33 @@ def own_upload(session: Session, user_id: int, upload_id: str, kind: str, field:
     return row
 
 
-def upload_train_size(row: Upload, blobs: BlobStore, settings: Settings) -> int:
-    """Training images of a dataset upload, from its arrays' headers; an upload stored before
-    they were recorded at upload time has them read from its blob now (and recorded with the
-    job's commit)."""
+def upload_train_size(row: Upload, blobs: BlobStore, settings: Settings
+                      ) -> tuple[int, tuple[int, ...]]:
+    """Training images of a dataset upload and their shape (C, H, W), from its arrays'
+    headers; an upload stored before they were recorded at upload time has them read from its
+    blob now (and recorded with the job's commit)."""
     try:
         if row.arrays is None:
             row.arrays = inspect_upload(blobs.path(row.sha256), row.kind,
                                         settings.max_dataset_decompressed_bytes)
-        return dataset_train_size(from_json(row.arrays))
+        arrays = from_json(row.arrays)
+        return dataset_train_size(arrays), image_shape(arrays)
     except (ArchiveError, OSError) as exc:
         raise SpecError("dataset.upload", f"upload {row.id!r} cannot be used: {exc}",
                       row.id) from None
 
 
 def train_size(spec: PoisonSpec, session: Session, user_id: int, blobs: BlobStore,
-               settings: Settings) -> int:
-    """Training-set size for the quota (an upload: from its arrays' shapes); checks a dataset
-    upload (the caller's, a dataset)."""
+               settings: Settings) -> tuple[int, tuple[int, ...]]:
+    """Training-set size for the quota and the image shape (C, H, W) (an upload: from its
+    arrays' shapes); checks a dataset upload (the caller's, a dataset)."""
     ref = spec.dataset
     if ref.upload is not None:
         row = own_upload(session, user_id, ref.upload, DATASET_UPLOAD, "dataset.upload")
-        size = upload_train_size(row, blobs, settings)
+        size, image = upload_train_size(row, blobs, settings)
     else:
-        size = NAMED_DATASETS[ref.name][2]
-    return min(size, ref.limit_train) if ref.limit_train else size
+        image, _, size = NAMED_DATASETS[ref.name]
+    return (min(size, ref.limit_train) if ref.limit_train else size), image
 
 
 def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
@@ -139,13 +143,16 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
 
 
-def estimate_poison(spec: PoisonSpec, size: int,
-                    arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
+def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | None = None,
+                    image: tuple[int, ...] = (1, 1, 1)) -> dict[str, Any]:
     """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py), of every model
     the job trains: one per index (flip: one) and the clean run (`clean_position`). Per model
     and epoch, a training step counts as three forward passes per image, the accuracies on the
     training and test sets after it as one each (the test set of a named dataset; of an
-    upload, counted as large as its training set). None for a torchvision model."""
+    upload, counted as large as its training set). None for a torchvision model.
+    `kept_dataset_bytes`: with `keep_dataset`, the poisoned training sets the job stores, one
+    float32 .npy of `size` images of shape `image` per index (flip: one), which the storage
+    quota reserves at submission (store/usage.py)."""
     indices = 1 if spec.mode == "flip" else len(spec.indices)
     models = clean_position(spec) + 1
     epochs = spec.training.epochs
@@ -163,6 +170,8 @@ def estimate_poison(spec: PoisonSpec, size: int,
                 "train_samples": models * epochs * size, "flops": flops}
     if arch_info is not None:  # validation's timing at job batch sizes (jobs/budget.py)
         estimate["measured_s"] = measured_seconds(arch_info, passes)
+    if spec.keep_dataset:
+        estimate["kept_dataset_bytes"] = indices * (_NPY_HEADER + size * math.prod(image) * 4)
     return estimate
 
 
@@ -202,10 +211,10 @@ class PoisonKind:
                 "input_shape": named and named[0]}
 
     def plan(self, spec: PoisonSpec, admission: Admission) -> Plan:
-        size = train_size(spec, admission.session, admission.user_id, admission.blobs,
-                          admission.settings)
+        size, image = train_size(spec, admission.session, admission.user_id, admission.blobs,
+                                 admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
-        estimate = estimate_poison(spec, size, admission.arch_info)
+        estimate = estimate_poison(spec, size, admission.arch_info, image)
         check_poison_quota(estimate, admission.settings)
         return Plan(SHARDED, estimate, poison_shards(spec))
 

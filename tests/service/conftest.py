@@ -22,7 +22,7 @@ from store.db import get_engine
 from store.migrate import upgrade
 from store.settings import Settings
 
-from .support import ServerThread, celery_worker, new_key
+from .support import METRICS_TOKEN, ServerThread, celery_worker, new_key
 
 PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -88,7 +88,7 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
                     blob_dir=data / "blobs", progress_interval_s=0.2,
                     # alice uploads dozens of models a minute across the suite;
                     # test_upload_rate.py checks the default on its own server
-                    upload_rate_per_minute=0)
+                    upload_rate_per_minute=0, metrics_token=METRICS_TOKEN)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,9 @@ from store.db import session_scope
 from store.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
+# The operator's /metrics token of the suite's APIs (NADS_METRICS_TOKEN) and its header.
+METRICS_TOKEN = "suite-metrics-token"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 NADS_BIN = str(Path(sys.executable).with_name("nads"))
 
 
@@ -149,10 +152,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class ServerThread:
     """uvicorn serving an app over real HTTP on a free port, in a thread of the test process."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, protocol: type | None = None) -> None:
+        """`protocol`: uvicorn's HTTP protocol class (api.serving's `limited_protocol`, as
+        `nads serve` and the images serve); default uvicorn's own."""
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        if protocol is not None:
+            config.http = protocol
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

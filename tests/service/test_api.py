@@ -16,7 +16,7 @@ from store.models import Job
 from store.settings import Settings
 
 from .conftest import ThrowawayDatabases
-from .support import ServerThread, new_key
+from .support import METRICS_AUTH, METRICS_TOKEN, ServerThread, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
 
@@ -128,7 +128,8 @@ def quiet(databases: ThrowawayDatabases, tmp_path) -> Iterator[tuple[Settings, h
     asserts about queued jobs cannot race a worker, and the database holds only its jobs."""
     url = databases.create()
     upgrade(url)
-    quiet_settings = Settings(data_dir=tmp_path, database_url=url, blob_dir=tmp_path / "blobs")
+    quiet_settings = Settings(data_dir=tmp_path, database_url=url, blob_dir=tmp_path / "blobs",
+                              metrics_token=METRICS_TOKEN)
     key = new_key(quiet_settings, "quiet")
     with ServerThread(create_app(quiet_settings)) as server, httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
@@ -191,7 +192,7 @@ def test_metrics_expose_jobs_queue_depth_and_durations(quiet) -> None:
             for s in (1, 2, 3)]
     assert client.post(f"/v1/jobs/{jobs[1]['id']}/cancel").status_code == 202
     families = {f.name: f for f in text_string_to_metric_families(
-        httpx.get(str(client.base_url) + "/metrics").text)}
+        httpx.get(str(client.base_url) + "/metrics", headers=METRICS_AUTH).text)}
     jobs_gauge = {(s.labels["kind"], s.labels["state"]): s.value
                   for s in families["nads_jobs"].samples}
     nonzero = {k: v for k, v in jobs_gauge.items() if v}

@@ -24,7 +24,7 @@ import pytest
 import uvicorn
 
 from api.main import create_app
-from api.serving import header_timeout_protocol, server_config
+from api.serving import limited_protocol, server_config
 from nadcore.spec import MAX_INPUT_DIM
 from store.migrate import upgrade
 from store.settings import Settings
@@ -313,9 +313,10 @@ def test_incomplete_request_headers_time_out(embedded: Settings, http: str) -> N
     base = {"h11": serving.HeaderTimeoutH11, "httptools": serving.HeaderTimeoutHttpTools}[http]
     assert issubclass(base, H11Protocol if http == "h11" else HttpToolsProtocol)
     port = free_port()
-    config = server_config(create_app(embedded), embedded.model_copy(
-        update={"header_timeout_s": 1.5}), host="127.0.0.1", port=port, log_level="warning")
-    config.http = header_timeout_protocol(1.5, base)
+    deadline_settings = embedded.model_copy(update={"header_timeout_s": 1.5})
+    config = server_config(create_app(embedded), deadline_settings, host="127.0.0.1",
+                           port=port, log_level="warning")
+    config.http = limited_protocol(deadline_settings, base)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

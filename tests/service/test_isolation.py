@@ -1,8 +1,9 @@
 """Isolation between users, driven by the app's own route table.
 
-Every route of the app must be in exactly one of three tables below: PUBLIC (no key, no user
-data), COLLECTIONS (keyed, no resource in the path: lists and submissions) or OWNED (keyed, with
-a resource of the caller in the path). A route added later and in none of them fails
+Every route of the app must be in exactly one of four tables below: PUBLIC (no key, no user
+data), OPERATOR (the operator's token, not a user's key: service-wide figures), COLLECTIONS
+(keyed, no resource in the path: lists and submissions) or OWNED (keyed, with a resource of the
+caller in the path). A route added later and in none of them fails
 `test_every_route_is_in_a_table`, so new routes are forced into this file. Each OWNED route is
 called by Bob on Alice's resource: 404 exactly like a missing one, nothing of Alice's in the
 answer, nothing of Alice's changed.
@@ -27,7 +28,7 @@ from store.auth import CATALOG_USER, ReservedUserError, create_key
 from store.db import session_scope
 from store.settings import Settings
 
-from .support import new_key, wait_for_job
+from .support import METRICS_AUTH, new_key, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -36,13 +37,15 @@ PUBLIC = {
     ("GET", "/openapi.json"), ("HEAD", "/openapi.json"), ("GET", "/docs"), ("HEAD", "/docs"),
     ("GET", "/docs/oauth2-redirect"), ("HEAD", "/docs/oauth2-redirect"), ("GET", "/redoc"),
     ("GET", "/docs/assets/{name}"),  # Swagger UI's and ReDoc's files, served offline
-    ("HEAD", "/redoc"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+    ("HEAD", "/redoc"), ("GET", "/healthz"), ("GET", "/readyz"),
     ("GET", "/v1/catalog"), ("GET", "/v1/catalog/{arch}"), ("GET", "/v1/catalog/{arch}/{name}"),
     ("GET", "/v1/kinds"),  # the registered job kinds: describes the service, no user data
     ("HEAD", "/v1/catalog/{arch}/{name}"),
     # The web page: HTML and static files; its data is fetched by JS with the user's key.
     ("GET", "/"), ("GET", "/web"), ("GET", "/web/{name}"),
 }
+# The operator's: every user's jobs counted together; NADS_METRICS_TOKEN, no API key.
+OPERATOR = {("GET", "/metrics")}
 # Keyed, no resource in the path: Bob's listing must not show Alice's resources.
 COLLECTIONS = {
     ("GET", "/v1/jobs"), ("POST", "/v1/jobs/nads"), ("POST", "/v1/jobs/probe"),
@@ -149,7 +152,7 @@ def _url(path: str, resource_id: str) -> str:
 
 
 def test_every_route_is_in_a_table(routes: set[tuple[str, str]]) -> None:
-    tables = PUBLIC | COLLECTIONS | set(OWNED)
+    tables = PUBLIC | OPERATOR | COLLECTIONS | set(OWNED)
     missing = sorted(routes - tables)
     assert not missing, f"routes in no isolation table (add them to this file): {missing}"
     absent = sorted(tables - routes)
@@ -157,7 +160,8 @@ def test_every_route_is_in_a_table(routes: set[tuple[str, str]]) -> None:
           f"{len(routes & COLLECTIONS)} keyed collections, {len(routes & set(OWNED))} keyed "
           f"with a resource; table entries with no route (yet): {absent}")
     assert not (PUBLIC & COLLECTIONS) and not (PUBLIC & set(OWNED))
-    for method, path in routes - PUBLIC:
+    assert not (OPERATOR & (PUBLIC | COLLECTIONS | set(OWNED)))
+    for method, path in routes - PUBLIC - OPERATOR:
         assert ((method, path) in OWNED) == ("{" in path), (method, path)
 
 
@@ -197,7 +201,7 @@ def test_bob_cannot_read_change_or_download_alices(
 def test_keyed_routes_refuse_anonymous_callers(anonymous: httpx.Client,
                                                routes: set[tuple[str, str]],
                                                alices: Resources) -> None:
-    keyed = [(m, p) for m, p in routes - PUBLIC]
+    keyed = [(m, p) for m, p in routes - PUBLIC - OPERATOR]
     assert keyed
     for method, path in keyed:
         kind = OWNED.get((method, path), ("job", ""))[0]
@@ -218,6 +222,20 @@ def test_bobs_listings_show_none_of_alices(bob: httpx.Client, alices: Resources,
         assert alices.ids.get(kind) not in ids and alices.ids.get(f"live_{kind}") not in ids
         for secret in alices.secrets:
             assert secret not in r.text
+
+
+def test_operator_routes_refuse_every_user_key(anonymous: httpx.Client, alice: httpx.Client,
+                                               routes: set[tuple[str, str]]) -> None:
+    """Service-wide metrics: not for anonymous callers nor for any user's API key (401 naming
+    the setting), only for the operator's token (what Prometheus sends)."""
+    assert routes >= OPERATOR
+    for method, path in OPERATOR:
+        for client in (anonymous, alice):
+            r = client.request(method, path)
+            assert r.status_code == 401 and "NADS_METRICS_TOKEN" in r.text, (path, r.text)
+            assert "nads_jobs" not in r.text
+        r = anonymous.request(method, path, headers=METRICS_AUTH)
+        assert r.status_code == 200 and "nads_jobs{" in r.text, r.text
 
 
 def test_public_routes_answer_without_a_key(anonymous: httpx.Client,

@@ -29,6 +29,7 @@ from store.settings import Settings
 from worker.reconcile import reconcile_once
 
 from .support import (
+    METRICS_AUTH,
     ServerThread,
     assert_matches_reference,
     in_process,
@@ -276,7 +277,7 @@ def test_a_killed_worker_process_does_not_lose_the_shard(alice: httpx.Client,
 
 
 def test_metrics_count_finished_jobs(anonymous: httpx.Client, finished: dict) -> None:
-    text = anonymous.get("/metrics").text
+    text = anonymous.get("/metrics", headers=METRICS_AUTH).text
     line = next(x for x in text.splitlines()
                 if x.startswith('nads_jobs{kind="nads",state="succeeded"}'))
     assert float(line.split()[-1]) >= 2

@@ -123,9 +123,10 @@ def test_traversal_in_upload_and_architecture_filenames_stays_in_the_store(
                    files={"file": ("../../../../tmp/escaped.npy", buf.getvalue())})
         assert r.status_code == 201, r.text
         assert r.json()["filename"] == "escaped.npy"
-        archive = io.BytesIO()  # laid out as TorchScript (a folder with code/); never loaded
+        archive = io.BytesIO()  # laid out as TorchScript (the members it needs); never loaded
         with zipfile.ZipFile(archive, "w") as z:
-            z.writestr("evil/code/__torch__.py", "")
+            for member in ("code/__torch__.py", "data.pkl", "constants.pkl", "version"):
+                z.writestr(f"evil/{member}", "")
         archive = archive.getvalue()
         r = c.post("/v1/architectures", data={"name": "../../../tmp/evil",
                                               "input_shape": "1,4,4"},

@@ -31,6 +31,7 @@ from store.models import Job, Upload
 from store.settings import Settings
 
 from .support import (
+    METRICS_AUTH,
     ServerThread,
     cancel_once_running,
     refused_messages,
@@ -353,6 +354,9 @@ def test_a_sharded_job_on_an_uploaded_dataset_keeps_its_poisoned_sets(
     assert [s["status"] for s in job["shards"]] == ["succeeded", "succeeded"]
     names = {a["name"] for a in job["artifacts"]}
     assert names == set(POISON_ARTIFACTS) | {f"poisoned_train_{i}.npy" for i in (3, 40, 7)}
+    # the storage quota reserved at submission exactly what the kept sets take
+    assert job["estimate"]["kept_dataset_bytes"] == sum(
+        a["size"] for a in job["artifacts"] if a["name"].startswith("poisoned_train_"))
     np.testing.assert_array_equal(download_npy(alice, job, "metrics.npy"),
                                   reference(body, nads, content))
     data = load_npz(io.BytesIO(content))
@@ -429,7 +433,7 @@ def test_poison_jobs_are_listed_and_documented(alice: httpx.Client, anonymous: h
                                                nad_job: dict) -> None:
     items = alice.get("/v1/jobs", params={"kind": "poison"}).json()["items"]
     assert items and {j["kind"] for j in items} == {"poison"}
-    text = anonymous.get("/metrics").text
+    text = anonymous.get("/metrics", headers=METRICS_AUTH).text
     assert 'nads_jobs{kind="poison",state="succeeded"}' in text
     paths = anonymous.get("/openapi.json").json()["paths"]
     assert "/v1/jobs/poison" in paths and "/v1/uploads" in paths

@@ -31,6 +31,7 @@ from store.settings import Settings
 from worker.reconcile import reconcile_once
 
 from .support import (
+    METRICS_AUTH,
     ServerThread,
     cancel_once_running,
     refused_messages,
@@ -438,6 +439,6 @@ def test_probe_jobs_are_listed_and_counted(alice: httpx.Client, anonymous: httpx
                                            ) -> None:
     items = alice.get("/v1/jobs", params={"kind": "probe"}).json()["items"]
     assert items and {j["kind"] for j in items} == {"probe"}
-    text = anonymous.get("/metrics").text
+    text = anonymous.get("/metrics", headers=METRICS_AUTH).text
     assert 'nads_jobs{kind="probe",state="succeeded"}' in text
     assert "/v1/jobs/probe" in anonymous.get("/openapi.json").json()["paths"]

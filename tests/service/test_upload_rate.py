@@ -44,11 +44,12 @@ def _nads_file(seed: int) -> bytes:
 
 
 def _torchscript_layout() -> bytes:
-    """A zip the API takes for a TorchScript archive (`archive/code/`); no worker runs here to
-    find that it holds no model."""
+    """A zip the API takes for a TorchScript archive (the members nadcore.archive_format
+    requires); no worker runs here to find that it holds no model."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("archive/code/__torch__.py", "")
+        for member in ("code/__torch__.py", "data.pkl", "constants.pkl", "version"):
+            z.writestr(f"archive/{member}", "")
     return buf.getvalue()
 
 
