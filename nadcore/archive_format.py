@@ -47,9 +47,11 @@ EXPORT_LAYOUT = (*_COMMON, r"archive_format", r"archive_version", r"models/model
                  r"data/weights/model_weights_config\.json", r"data/weights/weight_[0-9]+",
                  r"data/constants/model_constants_config\.json",
                  r"data/constants/tensor_[0-9]+", r"data/sample_inputs/model\.pt")
-REQUIRED = {"torchscript": ("data.pkl", "constants.pkl", "version"),
-            "export": ("models/model.json", "data/weights/model_weights_config.json",
-                       "data/constants/model_constants_config.json")}
+# Members each format needs (any one name of each tuple): torch.jit.save writes its version
+# as `version` or, for some modules, `.data/version` only.
+REQUIRED = {"torchscript": (("data.pkl",), ("constants.pkl",), ("version", ".data/version")),
+            "export": (("models/model.json",), ("data/weights/model_weights_config.json",),
+                       ("data/constants/model_constants_config.json",))}
 _LAYOUTS = {fmt: re.compile("|".join(f"(?:{p})" for p in layout)) for fmt, layout in
             (("torchscript", TORCHSCRIPT_LAYOUT), ("export", EXPORT_LAYOUT))}
 # What some torch.export archives hold that the service never loads: named in the refusal.
@@ -63,9 +65,10 @@ def _check_layout(fmt: str, members: list[str]) -> None:
             what = ("compiled code or pickled weights; export with torch.export.save only"
                     if name.startswith(_COMPILED) else f"not a member {NAMES[fmt]} holds")
             raise ArchiveFormatError(f"file: the archive holds {name[:80]!r}, {what}")
-    for name in REQUIRED[fmt]:
-        if name not in members:
-            raise ArchiveFormatError(f"file: {NAMES[fmt]} must hold {name}; this one does not")
+    for names in REQUIRED[fmt]:
+        if not any(name in members for name in names):
+            raise ArchiveFormatError(f"file: {NAMES[fmt]} must hold {' or '.join(names)}; this "
+                                     "one does not")
 
 
 def read_layout(source: Path | bytes, limits: Limits = DEFAULT_LIMITS

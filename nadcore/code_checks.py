@@ -118,11 +118,14 @@ def check_pickle(name: str, body: bytes) -> None:
 
 # -- symbolic size expressions ------------------------------------------------------------------
 SYMBOL = re.compile(r"[a-z]+[0-9]+")
-_FUNCTION_LIST = """Symbol Integer Rational Max Min Abs Eq Ne Lt Le Gt Ge And Or Not floor
+# sympy's own classes as `srepr` writes them (Add, Mul, the relationals) and torch's functions
+_FUNCTION_LIST = """Symbol Integer Rational Add Mul Max Min Abs Eq Ne Lt Le Gt Ge
+StrictLessThan LessThan StrictGreaterThan GreaterThan Equality Unequality And Or Not floor
 ceiling Mod FloorDiv CeilDiv CleanDiv ModularIndexing Where PythonMod CeilToInt FloorToInt
-PowByNatural FloatTrueDiv IntTrueDiv TruncToInt RoundToInt Identity"""
+FloatTrueDiv IntTrueDiv TruncToInt RoundToInt Identity"""
 _FUNCTIONS = frozenset(_FUNCTION_LIST.split())
-_CONSTANT_NAMES = frozenset({"oo", "int_oo", "True", "False"})
+_CONSTANT_NAMES = frozenset({"oo", "int_oo", "True", "False", "true", "false"})
+_POWERS = frozenset({"Pow", "PowByNatural"})
 _ASSUMPTIONS = frozenset({"positive", "integer", "nonnegative", "real", "finite"})
 _BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 _COMPARE = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -137,16 +140,26 @@ def _refuse(expr: str, why: str) -> CodeRefused:
                        "size arithmetic is accepted")
 
 
+def _check_power(base: ast.AST, exponent: ast.AST, expr: str, in_power: bool) -> None:
+    if in_power or not (isinstance(exponent, ast.Constant) and type(exponent.value) is int
+                        and 0 <= exponent.value <= MAX_EXPONENT):
+        raise _refuse(expr, f"raises to a power other than a literal 0..{MAX_EXPONENT} (or "
+                      "nests powers)")
+    _check_node(base, expr, True)
+
+
+def _literal_exponent(node: ast.AST) -> ast.AST:
+    """`Integer(16)` as the exponent of `Pow(...)` (srepr's spelling) is the literal 16."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+            node.func.id == "Integer" and len(node.args) == 1 and not node.keywords:
+        return node.args[0]
+    return node
+
+
 def _check_node(node: ast.AST, expr: str, in_power: bool) -> None:
     if isinstance(node, ast.BinOp) and isinstance(node.op, _BINARY):
         if isinstance(node.op, ast.Pow):
-            exponent = node.right
-            if in_power or not (isinstance(exponent, ast.Constant) and
-                                type(exponent.value) is int and
-                                0 <= exponent.value <= MAX_EXPONENT):
-                raise _refuse(expr, f"raises to a power other than a literal 0..{MAX_EXPONENT}"
-                              " (or nests powers)")
-            _check_node(node.left, expr, True)
+            _check_power(node.left, node.right, expr, in_power)
             return
         _check_node(node.left, expr, in_power)
         _check_node(node.right, expr, in_power)
@@ -155,6 +168,11 @@ def _check_node(node: ast.AST, expr: str, in_power: bool) -> None:
     elif isinstance(node, ast.Compare) and all(isinstance(op, _COMPARE) for op in node.ops):
         for child in (node.left, *node.comparators):
             _check_node(child, expr, in_power)
+    elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+            node.func.id in _POWERS:
+        if len(node.args) != 2 or node.keywords:
+            raise _refuse(expr, f"calls {node.func.id} with other than two arguments")
+        _check_power(node.args[0], _literal_exponent(node.args[1]), expr, in_power)
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
             node.func.id in _FUNCTIONS:
         args = node.args
