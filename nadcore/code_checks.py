@@ -13,15 +13,16 @@ read, before torch sees any of them).
   globals are refused, and so are bytes after the STOP opcode.
 - Symbolic size expressions of a torch.export program (`expr_str`, which torch hands to
   sympy's `sympify`, an `eval`): parsed with `ast` and accepted only as a small tree of size
-  arithmetic over symbols `s<n>`, integer literals and the functions torch writes, with powers
-  only of a literal exponent up to 16 and never nested, so that no accepted expression is
-  expensive to build (a tower of powers is a 60 s `sympify`).
+  arithmetic over symbols `s<n>`, short integer and float literals and the functions torch
+  writes, with powers only of a literal exponent up to 16 and never nested, so that no
+  accepted expression is expensive to build (a tower of powers is a 60 s `sympify`).
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import math
 import pickletools
 import re
 import tokenize
@@ -119,13 +120,15 @@ def check_pickle(name: str, body: bytes) -> None:
 # -- symbolic size expressions ------------------------------------------------------------------
 SYMBOL = re.compile(r"[a-z]+[0-9]+")
 # sympy's own classes as `srepr` writes them (Add, Mul, the relationals) and torch's functions
-_FUNCTION_LIST = """Symbol Integer Rational Add Mul Max Min Abs Eq Ne Lt Le Gt Ge
+_FUNCTION_LIST = """Symbol Integer Rational Float Add Mul Max Min Abs Eq Ne Lt Le Gt Ge
 StrictLessThan LessThan StrictGreaterThan GreaterThan Equality Unequality And Or Not floor
 ceiling Mod FloorDiv CeilDiv CleanDiv ModularIndexing Where PythonMod CeilToInt FloorToInt
-FloatTrueDiv IntTrueDiv TruncToInt RoundToInt Identity"""
+FloatTrueDiv IntTrueDiv TruncToInt TruncToFloat ToFloat RoundToInt RoundDecimal Identity"""
 _FUNCTIONS = frozenset(_FUNCTION_LIST.split())
 _CONSTANT_NAMES = frozenset({"oo", "int_oo", "True", "False", "true", "false"})
-_POWERS = frozenset({"Pow", "PowByNatural"})
+_POWERS = frozenset({"Pow", "PowByNatural", "FloatPow"})
+_FLOAT_TEXT = re.compile(r"-?[0-9]{1,20}(?:\.[0-9]{0,20})?(?:e-?[0-9]{1,3})?")
+MAX_FLOAT_PRECISION = 64
 _ASSUMPTIONS = frozenset({"positive", "integer", "nonnegative", "real", "finite"})
 _BINARY = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow)
 _COMPARE = (ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE)
@@ -176,6 +179,16 @@ def _check_node(node: ast.AST, expr: str, in_power: bool) -> None:
     elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
             node.func.id in _FUNCTIONS:
         args = node.args
+        if node.func.id == "Float":  # srepr's Float('2.0', precision=53)
+            if len(args) != 1 or not (isinstance(args[0], ast.Constant) and
+                                      isinstance(args[0].value, str) and
+                                      _FLOAT_TEXT.fullmatch(args[0].value)) or \
+                    any(k.arg != "precision" or not isinstance(k.value, ast.Constant) or
+                        type(k.value.value) is not int or
+                        not 1 <= k.value.value <= MAX_FLOAT_PRECISION for k in node.keywords):
+                raise _refuse(expr, f"holds a Float other than a short literal of precision "
+                              f"up to {MAX_FLOAT_PRECISION}")
+            return
         if node.func.id == "Symbol":
             if len(args) != 1 or not (isinstance(args[0], ast.Constant) and
                                       isinstance(args[0].value, str) and
@@ -194,9 +207,10 @@ def _check_node(node: ast.AST, expr: str, in_power: bool) -> None:
             raise _refuse(expr, f"uses {node.id[:40]!r}")
     elif isinstance(node, ast.Constant):
         value = node.value
-        if type(value) is not int or abs(value) >= MAX_LITERAL:
+        if not (type(value) is int and abs(value) < MAX_LITERAL or
+                type(value) is float and math.isfinite(value)):
             raise _refuse(expr, f"holds the literal {str(value)[:20]!r} (integers below "
-                          "2**63 only)")
+                          "2**63 and finite floats only)")
     else:
         raise _refuse(expr, f"holds a {type(node).__name__}")
 

@@ -205,13 +205,16 @@ def test_what_the_expression_check_admits_is_cheap_for_sympy() -> None:
         sympy.sympify(expr, locals={"s0": sympy.Symbol("s0", positive=True, integer=True)})
         assert time.perf_counter() - t0 < 5.0, expr[:60]
     for admitted in ("Mul(Integer(64), Symbol('s77', positive=True, integer=True))",
-                     "Pow(s0, Integer(2))", "StrictLessThan(s0, Integer(5))", "true"):
+                     "Pow(s0, Integer(2))", "StrictLessThan(s0, Integer(5))", "true",
+                     "ToFloat(s0) * Float('0.5', precision=53)", "2.0*s0"):
         check_size_expression(admitted)  # sympy's srepr spelling, as torch writes it
     for refused in ("Pow(Integer(9), Pow(Integer(9), Integer(9)))", "Pow(9, 99)",
                     "PowByNatural(2, 10000)", "Pow(s0, s0)",
                     "9**9**9", "(s0**16)**16", "s0**s0", "2**100", "s0**17", "__import__('os')",
                     "Symbol('s0').__class__", "lambda: 0", "[s0]", "s0 if s0 else 1",
-                    "Integer('9' * 10)", "1e400", "'a' * 10", "x" * 3000):
+                    "Integer('9' * 10)", "1e400", "Float('1' * 30)",
+                    "Float('2.0', precision=100000)", "FloatPow(2.0, Float('1e999'))",
+                    "'a' * 10", "x" * 3000):
         with pytest.raises(CodeRefused, match="symbolic size expression"):
             check_size_expression(refused)
 
