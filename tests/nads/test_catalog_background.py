@@ -118,3 +118,23 @@ def test_the_command_builds_and_verify_fails_on_a_corrupted_copy(tmp_path: Path)
     result = runner.invoke(app, ["catalog", "verify", "--data", str(copy)])
     assert result.exit_code == 1, result.output
     assert "logreg: FAILED" in result.output
+
+
+def test_lowest_priority_lowers_only_its_own_session_group():
+    """nice 19 for the process, and where the kernel groups by session (autogroup), a session
+    group of its own at nice 19: the caller's group keeps its priority."""
+    import subprocess
+    import sys
+
+    from nads.catalog_background import group_nice
+
+    before = group_nice()
+    code = ("import json; from nads.catalog_background import lowest_priority; "
+            "print(json.dumps(lowest_priority(1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    got = json.loads(out.stdout)
+    assert got["nice"] == 19 and got["threads"] == 1
+    if before is not None:
+        assert got["autogroup_nice"] == 19, got
+    assert group_nice() == before
