@@ -59,7 +59,7 @@ def absent_entry(name: str, settings: Settings) -> dict[str, Any]:
         "target_stability": settings.catalog_target_stability, "stopped_early": None,
         "paper_networks": PAPER_NETWORKS, "full_build_pending": False, "rounds": 0,
         "sha256": None, "built_at": None, "job_id": None, "error": None,
-        "origin": None, "precision": None, "provenance": None,
+        "origin": None, "precision": None, "provenance": None, "identifiability": None,
     }
 
 

@@ -31,6 +31,7 @@ from jobs import state
 from jobs.dispatch import enqueue_merge, enqueue_shard
 from jobs.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
 from nadcore.cost import estimate_cost
+from nadcore.identifiability import assess
 from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
 from store.auth import CATALOG_USER
 from store.models import (
@@ -390,7 +391,22 @@ def describe(entry: CatalogEntry, job: Job | None) -> dict[str, Any]:
         "origin": entry.origin or ORIGIN_BUILT,
         "precision": _precision(entry, job),
         "provenance": entry.provenance,
+        "identifiability": _identifiability(entry, job),
     }
+
+
+def _identifiability(entry: CatalogEntry, job: Job | None) -> dict[str, Any] | None:
+    """What the served NADs' split-half stability means (`nadcore.identifiability`): from the
+    shipped provenance or the final round's summary; None while nothing is served."""
+    if entry.status != CATALOG_READY:
+        return None
+    source = entry.provenance if entry.provenance is not None else (
+        (job.summary or {}) if job is not None else {})
+    stability = source.get("stability")
+    if not stability:
+        return None
+    dim = math.prod(entry.spec["input_shape"])
+    return assess(stability, dim, entry.networks or 0)
 
 
 def _precision(entry: CatalogEntry, job: Job | None) -> str | None:

@@ -52,8 +52,8 @@ def catalog_nads(session: Session, arch: str, field: str) -> CatalogNADs:
                 raise SourceError(f"{field}: the catalog's {arch!r} has no nads.npy")
             return CatalogNADs(job.spec, job.summary or {}, artifact.sha256)
         if entry.sha256 is not None and entry.provenance is not None:
-            return CatalogNADs(entry.spec, {"num_nads": int(entry.provenance["num_nads"])},
-                               entry.sha256)
+            return CatalogNADs(entry.spec, {"num_nads": int(entry.provenance["num_nads"]),
+                                            "num_networks": entry.networks}, entry.sha256)
     ready = session.scalars(select(CatalogEntry.name)
                             .where(CatalogEntry.status == CATALOG_READY)).all()
     raise SourceError(f"{field}: {arch!r} is not a ready catalog entry; ready: "

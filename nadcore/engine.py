@@ -21,6 +21,7 @@ from .decompose import (
     top_lowrank,
 )
 from .gradients import GradientEvaluator
+from .identifiability import assess
 from .init import NetworkSampler
 from .networks import build_model, model_factory
 from .partial import PartialNADs, merge_partials
@@ -194,7 +195,8 @@ class NADResult:
         return {"nads": self.nads, "eigenvalues": self.eigenvalues, "eval_point": self.eval_point}
 
     def summary(self, head: int = 10) -> dict:
-        """JSON-able description: provenance, eigenvalue head, stability."""
+        """JSON-able description: provenance, eigenvalue head, split-half stability and what it
+        means (`nadcore.identifiability`)."""
         return {
             "architecture": self.spec.model_dump(mode="json")["architecture"],
             "input_shape": list(self.spec.input_shape),
@@ -208,6 +210,7 @@ class NADResult:
             "precision_requested": self.spec.precision,
             "eigenvalues_head": [float(v) for v in self.eigenvalues[:head]],
             "stability": {str(k): v for k, v in self.stability.items()},
+            "identifiability": assess(self.stability, self.spec.input_dim, self.num_networks),
             **self.info,
         }
 

@@ -73,6 +73,18 @@ class Job:
     def done(self) -> bool:
         return self.status in TERMINAL
 
+    @property
+    def identifiability(self) -> dict[str, Any] | None:
+        """A NAD job's split-half stability at each k beside chance k/D and its noise band,
+        `identifiable` (False: an arbitrary basis; `reason` says why) and `up_to_k`."""
+        return (self.summary or {}).get("identifiability")
+
+    @property
+    def catalog_overlap(self) -> dict[str, Any] | None:
+        """A NAD job's overlap with the catalog's entry of the same architecture, input shape
+        and method, per k beside chance (None when there is no such ready entry)."""
+        return (self.summary or {}).get("catalog")
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
         return cls(id=data["id"], kind=data["kind"], status=data["status"],
@@ -97,6 +109,11 @@ class CatalogEntry:
     sha256: str | None
     built_at: str | None
     raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def identifiability(self) -> dict[str, Any] | None:
+        """Once ready: what its split-half stability means (as `Job.identifiability`)."""
+        return self.raw.get("identifiability")
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CatalogEntry:

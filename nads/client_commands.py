@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from jobs.kinds import REGISTRY
+from nadcore.identifiability import report
+from nadcore.identifiability import warning as not_identifiable
 from nadcore.learning_check import warning
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
@@ -66,9 +68,12 @@ def _print_job(job: Job, as_json: bool) -> None:
         print(_job_line(job))
         if job.error:
             print(f"error: {job.error}")
-        note = warning(job.summary)
-        if note:  # the result means nothing (or not everywhere): say so, and what to change
-            print(f"warning: {note}")
+        for line in report(job.summary):  # a NAD result: how much it means
+            print(line)
+        for note in (warning(job.summary),
+                     not_identifiable((job.summary or {}).get("identifiability"))):
+            if note:  # the result means nothing (or not everywhere): say so, and what to change
+                print(f"warning: {note}")
 
 
 # Spec building: a JSON/YAML file, then flags, then --set overrides.
@@ -286,6 +291,9 @@ def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
                    if e.raw.get("full_build_pending") else "")
         print(f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "
               f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}{pending}")
+        note = not_identifiable(e.identifiability)
+        if note:
+            print(f"{'':<12} warning: {note}")
 
 
 def catalog_get(

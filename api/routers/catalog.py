@@ -69,6 +69,10 @@ class CatalogEntryOut(BaseModel):
     needs_gpu: bool | None = Field(
         None, description="building it at the paper's settings needs a GPU worker "
         "(api/catalog_listing.py)")
+    identifiability: dict[str, Any] | None = Field(
+        None, description="once ready: the split-half stability at each k beside chance k/D "
+        "and the top of its noise band, `identifiable` (false: the NADs are an arbitrary "
+        "basis, `reason` says why) and up to which k (nadcore/identifiability.py)")
 
 # Files of an entry; the .npy arrays accept ?k=.
 FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application/octet-stream",

@@ -334,13 +334,31 @@ function summaryFacts(job) {
       (s.scale ? `, scale ${s.scale}` : ""))],
       ["Networks", s.num_networks ?? spec.num_networks], ["NADs", s.num_nads],
       ["Decomposition", s.decomposition]);
-    if (s.stability) {
+    const ident = s.identifiability;
+    if (ident && ident.ks && ident.ks.length) {
+      pairs.push(["Split-half stability", ident.ks.map((r) =>
+        `${fmtOverlap(r.stability)} at k = ${r.k} (chance ${fmtOverlap(r.chance)})`).join(", ")],
+      ["Identifiable", ident.identifiable ? `yes, up to k = ${ident.up_to_k}`
+        : "no: within the noise of chance at every k"]);
+    } else if (s.stability) {
       pairs.push(["Split-half stability", Object.entries(s.stability)
         .map(([k, v]) => `${Number(v).toFixed(3)} at k = ${k}`).join(", ")]);
     }
+    if (job.status === "succeeded" && "catalog" in s) {
+      const c = s.catalog;
+      pairs.push(["Overlap with the catalog", c ? `${c.entry} (${c.networks} networks): ` +
+        c.ks.map((r) => `${fmtOverlap(r.overlap)} at k = ${r.k} (chance ` +
+          `${fmtOverlap(r.chance)})`).join(", ") +
+        (c.shared_networks ? `; the first ${c.shared_networks} networks are the same ones ` +
+          "(same seed): not an independent check" : "")
+        : "no ready catalog entry of this architecture, input shape and method"]);
+    }
   }
   if (job.kind === "probe" && spec.directions) {
-    pairs.push(["Directions", spec.directions.kind], ["Epochs", spec.training && spec.training.epochs]);
+    pairs.push(["Directions", spec.directions.kind +
+      (s.fourier ? ` (${s.num_directions}, ${s.fourier.note})` : "")],
+    ["Replicates", spec.replicates], ["Epochs", spec.training && spec.training.epochs],
+    ["Intervals", s.interval ? s.interval.method : null]);
   }
   if (job.kind === "poison") {
     const data = spec.dataset || {};
@@ -353,6 +371,17 @@ function summaryFacts(job) {
         : null]);
   }
   return facts(pairs);
+}
+
+function fmtOverlap(value) {
+  return Number(value) >= 0.01 ? Number(value).toFixed(3) : Number(value).toPrecision(2);
+}
+
+// nadcore.identifiability's verdict: NADs whose split-half stability is chance, and why.
+function identifiabilityBanner(identifiability, id) {
+  if (!identifiability || identifiability.identifiable !== false) return "";
+  return el("p", { class: "error not-identifiable", id, role: "status",
+    title: identifiability.rule, text: `NADs not identifiable: ${identifiability.reason}` });
 }
 
 // nadcore.learning_check's verdict: a result whose training did not learn, and what to change.
@@ -413,6 +442,7 @@ function viewJob(jobId) {
     live.replaceChildren(
       job.error ? errorBox(job.error) : "",
       learningBanner(job),
+      identifiabilityBanner(job.summary && job.summary.identifiability, "not-identifiable"),
       summaryFacts(job),
       job.status === "succeeded" && job.kind === "nads" ? nadGallery(job) : "",
       job.status === "succeeded" ? figures(job) : "",
@@ -464,6 +494,9 @@ function catalogRow(entry) {
       ["Method", entry.method && (entry.method.replace("_", " ") +
         (entry.scale ? `, scale ${entry.scale}` : ""))],
       ["Networks", networks], ["Stability", stability],
+      ["Identifiable", entry.identifiability && entry.identifiability.identifiable !== null
+        ? (entry.identifiability.identifiable
+          ? `yes, up to k = ${entry.identifiability.up_to_k}` : "no") : null],
       ["Built", entry.built_at ? fmtTime(entry.built_at) : null],
       ["Origin", entry.origin === "shipped"
         ? `shipped with the repository${entry.provenance && entry.provenance.device_name
@@ -472,7 +505,8 @@ function catalogRow(entry) {
       ["Precision", entry.precision || null],
       ["sha256", entry.sha256 ? el("span", { class: "mono", title: entry.sha256,
         text: entry.sha256.slice(0, 12) }) : null]]),
-    entry.error ? errorBox(entry.error) : "");
+    entry.error ? errorBox(entry.error) : "",
+    identifiabilityBanner(entry.identifiability, `not-identifiable-${entry.name}`));
   let figure;
   if (ready) {
     const img = el("img", { "data-arch": entry.name, alt: `first NADs of ${entry.name}`,

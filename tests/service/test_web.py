@@ -303,6 +303,11 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
                 " return i && i.complete && i.naturalWidth > 0; }")
         assert page.locator("#job-status [data-status=succeeded]").count() == 1
         assert "24" in page.inner_text(".facts")  # networks used
+        # How much it means: stability beside chance (k / 1024), identifiable or not, and the
+        # overlap with the catalog (or that there is no catalog entry to compare with)
+        facts = page.inner_text(".facts")
+        assert "Split-half stability" in facts and "(chance 0.00098)" in facts
+        assert "Identifiable" in facts and "Overlap with the catalog" in facts
         _gallery_loaded(page, 8)  # and its NADs drawn from nads.npy (8 of its 23)
         _shot(page, tmp_path, "05-nad-job")
         with page.expect_download() as download:  # fetched with the key, saved from a blob:
@@ -310,6 +315,12 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         assert download.value.suggested_filename == "nads.npy"
         sha = next(a["sha256"] for a in jobs["sharded"]["artifacts"] if a["name"] == "nads.npy")
         assert hashlib.sha256(Path(download.value.path()).read_bytes()).hexdigest() == sha
+
+        # logreg's NADs are not identifiable (isotropic gradient covariance): its page says so
+        page.goto(f"{api_url}/#/jobs/{ids['sequential']}")
+        page.wait_for_selector("#not-identifiable")
+        assert "within the noise of chance" in page.inner_text("#not-identifiable")
+        assert jobs["sequential"]["summary"]["identifiability"]["identifiable"] is False
 
         # The probe job page shows its heatmap.
         page.goto(f"{api_url}/#/jobs/{ids['probe']}")
@@ -360,6 +371,14 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
             page.wait_for_function(
                 f"() => {{ const i = document.querySelector(\"img[data-arch='{entry['name']}']\");"
                 " return i && i.complete && i.naturalWidth > 0; }")
+        # ... and flags entries whose NADs are not identifiable, as the API says (logreg's
+        # always: its gradient covariance is isotropic)
+        flagged = {e["name"] for e in entries if e["status"] == "ready"
+                   and (e["identifiability"] or {}).get("identifiable") is False}
+        assert "logreg" in flagged
+        for entry in (e for e in entries if e["status"] == "ready"):
+            banner = page.locator(f"#not-identifiable-{entry['name']}")
+            assert banner.count() == (entry["name"] in flagged), entry["name"]
         _shot(page, tmp_path, "08-catalog-ready")
 
         # The key was kept (no form after a reload), went only in the Authorization header,
