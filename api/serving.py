@@ -10,7 +10,9 @@ closed past it). Their size is bounded too: httptools keeps a header's value, an
 URL, by appending each read to what came before, so one 100 MiB header without a key copied
 gigabytes on the event loop and stalled every other client for 10 s. Past the limit the
 connection gets a 431 naming the setting and is closed, after at most one read (<= 256 KiB)
-more than the limit.
+more than the limit. A chunked body's trailers are headers too (and chunk extensions are bytes
+no limit on the body counts): what a body's reads hold besides its data is bounded the same
+way (httptools; h11 bounds both itself, with a 400).
 
 Bodies. Once its headers are in, a request's body must keep coming: no read may be more than
 `NADS_BODY_TIMEOUT_S` after the previous one, and the body's bytes must keep up with
@@ -116,6 +118,13 @@ class _Limits:
             self.transport.write(_response(status, detail))
             self.transport.close()
 
+    def _refuse_body(self, status: str, detail: str) -> None:
+        """As `_refuse`, once the request's headers are in: the route may have answered."""
+        if self.cycle is not None and self.cycle.response_started:
+            self.transport.close()  # an answer is under way: only the connection ends
+        else:
+            self._refuse(status, detail)
+
     def _headers_too_large(self, data: bytes) -> bool:
         """Counts a read that continues a request's headers (the read in which a request
         starts may also carry its body, and is not counted: at most one read more than the
@@ -177,10 +186,7 @@ class _Limits:
                   f"is too slow: a read at least every {self._limit('body_timeout'):g} s "
                   f"(NADS_BODY_TIMEOUT_S) and {self._limit('body_min_rate'):,} bytes/s after "
                   f"the first {self._limit('body_timeout'):g} s (NADS_BODY_MIN_RATE_BYTES_S)")
-        if self.cycle is not None and self.cycle.response_started:
-            self.transport.close()  # an answer is under way: only the connection ends
-        else:
-            self._refuse("408 Request Timeout", detail)
+        self._refuse_body("408 Request Timeout", detail)
 
     # The protocol's hooks ---------------------------------------------------------------------
 
@@ -195,11 +201,18 @@ class _Limits:
             self._body_timer = None
         super().connection_lost(exc)  # type: ignore[misc]
 
+    def _framing_too_large(self, data: bytes, continued: bool) -> bool:
+        """A protocol whose parser accumulates what is not body in Python (httptools:
+        trailers) says here, after a read of the body (`continued`: the body had begun before
+        it), whether the body's framing passed its limit (and refuses it)."""
+        return False
+
     def data_received(self, data: bytes) -> None:
         if self._headers_too_large(data):
             return
+        continued = self._awaiting_body()
         super().data_received(data)  # type: ignore[misc]
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._framing_too_large(data, continued):
             return
         self._mid_headers = self._awaiting_headers()
         if self._mid_headers:
@@ -229,10 +242,18 @@ class HeaderTimeoutH11(_Limits, H11Protocol):
 if HttpToolsProtocol is not None:
     class HeaderTimeoutHttpTools(_Limits, HttpToolsProtocol):
         """httptools: headers are awaited from a message's first byte to on_headers_complete,
-        the body from there to on_message_complete."""
+        the body from there to on_message_complete.
+
+        A chunked body's trailers are headers too, which httptools accumulates the same way
+        (a 100 MiB trailer stalled /healthz past 60 s): what a body's reads hold besides its
+        data (chunk sizes, extensions, trailers) may not pass NADS_MAX_HEADER_BYTES plus 64
+        bytes a chunk (431)."""
 
         _in_headers = False
         _in_body = False
+        _body_wire = 0  # bytes of the reads that continued the body
+        _body_data = 0  # of which data (on_body)
+        _chunks = 0
 
         def _awaiting_headers(self) -> bool:
             return self._in_headers
@@ -246,12 +267,32 @@ if HttpToolsProtocol is not None:
 
         def on_headers_complete(self) -> None:
             self._in_headers, self._in_body = False, True
+            self._body_wire = self._body_data = self._chunks = 0
             self._disarm()
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._body_data += len(body)
+            super().on_body(body)
+
+        def on_chunk_header(self) -> None:
+            self._chunks += 1
 
         def on_message_complete(self) -> None:
             self._in_body = False
             super().on_message_complete()
+
+        def _framing_too_large(self, data: bytes, continued: bool) -> bool:
+            if not self._in_body:
+                return False
+            # the read that ended the headers: its body part counted as data alone
+            self._body_wire = self._body_wire + len(data) if continued else self._body_data
+            limit = self._limit("max_header_bytes")
+            if self._body_wire - self._body_data <= limit + 64 * self._chunks:
+                return False
+            self._refuse_body("431 Request Header Fields Too Large", f"request body: its chunk "
+                         f"framing and trailers pass {limit:,} bytes (NADS_MAX_HEADER_BYTES)")
+            return True
 
     HeaderTimeoutProtocol: type = HeaderTimeoutHttpTools
 else:  # pragma: no cover

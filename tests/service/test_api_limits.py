@@ -148,6 +148,41 @@ def test_a_100_mib_header_is_refused_at_once_while_others_are_served(limited: Se
     assert max(latencies) < 1.0, latencies
 
 
+@pytest.mark.parametrize("http", sorted(PROTOCOLS))
+@pytest.mark.parametrize("where", ["trailer", "chunk extension"])
+def test_a_100_mib_trailer_or_chunk_extension_is_refused_at_once(limited: Settings, http: str,
+                                                                 where: str) -> None:
+    """A chunked body's trailers are headers, which httptools accumulates as it did the
+    headers: one 100 MiB trailer stalled /healthz past 60 s. Refused (4xx) after a few MiB."""
+    opening = b"2\r\n{}\r\n0\r\nX-Trail: " if where == "trailer" else b"2;ext="
+    with serving(limited, http) as url, socket.create_connection(("127.0.0.1", _port(url))) as s:
+        s.sendall(b"POST /v1/jobs/nads HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Type: application/json\r\n\r\n" + opening)
+        t0, sent = time.monotonic(), 0
+        try:
+            for _ in range(100 * 16):
+                s.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass
+        s.settimeout(10)
+        reply = s.recv(4096)
+        took = time.monotonic() - t0
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+    assert reply.startswith((b"HTTP/1.1 431", b"HTTP/1.1 400")), reply[:200]
+    assert sent < 20 * 2**20 and took < 5.0, (sent, took)
+
+
+def test_a_chunked_upload_in_small_chunks_is_served(limited: Settings, server: str) -> None:
+    """The framing allowance (64 bytes a chunk past NADS_MAX_HEADER_BYTES) passes a body sent
+    in 1 KiB chunks: 1,900 chunks."""
+    body = _multipart([KIND, _file_part(_npy(np.zeros((475, 1024), np.float32)))])
+    with _client(limited, server) as c:
+        r = c.post("/v1/uploads", content=(body[i:i + 1024] for i in range(0, len(body), 1024)),
+                   headers={"Content-Type": "multipart/form-data; boundary=xyzzy"})
+    assert r.status_code == 201, r.text
+
+
 def test_headers_under_the_limit_are_served(limited: Settings, server: str) -> None:
     r = httpx.get(server + "/healthz", headers={"X-Fill": "a" * 60_000})
     assert r.status_code == 200, r.text
