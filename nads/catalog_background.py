@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from jobs.shipped import PROVENANCE
+from nadcore.engine import ShardRunner, merge_key
 from nadcore.partial import PartialNADs, merge_partials
 from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, PARTIALS, catalog_spec, export_partial
 
@@ -182,8 +183,8 @@ def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
     seconds = [s["seconds"] for s in shards]
     loads = [s["load_average"] for s in shards if s["load_average"] is not None]
     return {
-        "how": "nads catalog compute: shards computed one after another in one process at "
-               "nice 19, one torch thread, on a machine shared with other work",
+        "how": "nads catalog compute: shards computed one after another, each in one "
+               "process (its nice, threads and the load average while it ran: shard_list)",
         "shards": len(shards),
         "shard_seconds_total": round(sum(seconds), 1),
         "seconds_per_network": float(f"{sum(seconds) / max(parts[-1].stop, 1):.3g}"),
@@ -206,8 +207,6 @@ def finalize_build(data: Path, arch: str, networks: int, precision: str,
         raise BuildError(f"networks: {data / arch} already holds an entry of more than "
                          f"{networks} networks; it is not replaced by a smaller one")
     spec = catalog_spec(arch, networks, precision)
-    from nadcore.engine import merge_key
-
     key = merge_key(spec)
     files = [p for p in present(folder) if p.start < networks]
     if missing_shards(files, networks, networks):
@@ -220,12 +219,14 @@ def finalize_build(data: Path, arch: str, networks: int, precision: str,
         data, arch, spec, merged, check, wall_seconds=record["shard_seconds_total"],
         source=f"background CPU build (nads catalog compute): {len(parts)} shards of partials "
                f"{files[0].path.name} .. {files[-1].path.name}", build=record)
-    if remove:
-        for p in present(folder):
-            p.path.unlink()
-        for leftover in folder.glob(".*"):
-            leftover.unlink()
-        folder.rmdir()
+    if remove:  # those within the entry; any reaching beyond it (a longer build's) stay
+        for p in files:
+            if p.stop <= networks:
+                p.path.unlink()
+        if not present(folder):
+            for leftover in folder.glob(".*"):
+                leftover.unlink()
+            folder.rmdir()
     return entry
 
 
@@ -237,16 +238,12 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
     to). Returns the entry's folder when finalized. `max_shards` stops after that many."""
     import torch
 
-    from nadcore.engine import ShardRunner
-
     shard = shard_networks or SHARD_NETWORKS.get(arch, 10)
     folder = partials_dir(data, arch)
     spec = catalog_spec(arch, networks, precision)
     with _locked(folder):
         done = present(folder)
         if done:  # the key of what is there must be this build's
-            from nadcore.engine import merge_key
-
             _load_part(done[0].path, merge_key(spec))
         todo = missing_shards(done, networks, shard)
         covered = networks - sum(b - a for a, b in todo)
