@@ -14,6 +14,7 @@ from nads.catalog_background import (
     BuildError,
     PartialFile,
     compute,
+    finalize_build,
     missing_shards,
     partials_dir,
     present,
@@ -58,6 +59,10 @@ def test_resume_computes_only_the_missing_shards(tmp_path: Path):
     assert meta["seed_range"] == [4, 8] and meta["precision"] == "fp32"
     for key in ("seconds", "torch", "device_name", "load_average", "finished_at", "plan"):
         assert key in meta, key
+    # an entry of the first 8 networks takes the partials within it; [8, 12) stays
+    entry = finalize_build(tmp_path, "logreg", 8, "fp32")
+    assert json.loads((entry / "provenance.json").read_text())["networks"] == 8
+    assert [(p.start, p.stop) for p in present(folder)] == [(8, 12)]
 
 
 def test_finalize_equals_a_one_shot_run(tmp_path: Path):
