@@ -14,6 +14,7 @@ Run with NADS_TEST_REDIS_DB set to a Redis database of its own.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
 import threading
@@ -54,6 +55,7 @@ from .support import ServerThread, celery_worker, new_key, reference, wait_for_j
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-secret-of-the-worker"  # in the worker's environment
+UNCHECKED_WORKER: list[int] = []  # the pid of the `unchecked` service's Celery worker
 JOB = {"input_shape": list(SHAPE), "num_networks": 4, "method": "finite_difference",
        "scale": 100.0}
 
@@ -265,10 +267,11 @@ def unchecked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
     upgrade(settings.resolved_database_url)
     key = new_key(settings, f"mallory-{uuid.uuid4().hex[:6]}")
     with celery_worker(settings, NADS_UNSAFE_SKIP_ARCHIVE_CHECKS="true",
-                       AWS_SECRET_ACCESS_KEY=CANARY), \
+                       AWS_SECRET_ACCESS_KEY=CANARY) as worker, \
             ServerThread(create_app(settings)) as server, \
             httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
                          timeout=30) as client:
+        UNCHECKED_WORKER.append(worker.pid)
         yield client, settings
 
 
@@ -362,3 +365,57 @@ def test_every_builtin_uploaded_gives_the_builtins_nads(
             for name in ("nads", "eigenvalues")}
         np.testing.assert_allclose(got["eigenvalues"], want[arch]["eigenvalues"], rtol=1e-3)
         assert subspace_overlap(got["nads"], want[arch]["nads"], 2) > 0.999, (arch, suffix)
+
+
+BOMB_CHUNKS = 12  # of 64 MiB: 768 MiB of zeros, 0.75 MB deflated, within the frame's bound
+# Sent by a model whose pickled weight runs this as the sandboxed child (layer one off): at
+# validation a forged report (so that the architecture becomes ready), at a shard a result that
+# inflates 1,000-fold on the child's answer pipe (the issue's 3.1 MB one took a worker from
+# 384 MiB to 3,461 MiB, and it kept them; a frame that long is now refused by its length).
+_BOMB = f"""
+import io, json, os, struct, sys, zipfile
+if json.load(open('/job/request.json'))['task'] == 'validate':
+    kind, payload = b'I', json.dumps({{'num_outputs': 10, 'num_params': 1, 'state_entries': 1,
+                                      'format': 'export', 'flops': 1}}).encode()
+else:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:
+        with z.open('gradients.npy', 'w', force_zip64=True) as member:
+            chunk = bytes(64 << 20)
+            for _ in range({BOMB_CHUNKS}):
+                member.write(chunk)
+    kind, payload = b'R', buf.getvalue()
+frame = memoryview(kind + struct.pack('>I', len(payload)) + payload)
+while frame:  # on the answer pipe, whose number is the child's last argument
+    frame = frame[os.write(int(sys.argv[2]), frame):]
+os._exit(0)
+"""
+
+
+def _pool_peaks(pid: int) -> dict[int, int]:
+    """VmHWM (peak resident bytes) of each of the Celery worker's pool processes."""
+    import psutil
+
+    peaks = {}
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(OSError, psutil.Error):
+            status = Path(f"/proc/{child.pid}/status").read_text()
+            peaks[child.pid] = int(next(line for line in status.splitlines()
+                                        if line.startswith("VmHWM:")).split()[1]) * 1024
+    return peaks
+
+
+def test_layer_two_result_that_inflates_is_refused_and_the_worker_keeps_its_memory(
+        unchecked: tuple[httpx.Client, Settings], lenet_archive: bytes) -> None:
+    client, _ = unchecked
+    row = upload(client, pickled_weight_pt2(lenet_archive, _BOMB), "bomb.pt2")
+    assert row["status"] == "ready", row["reason"]  # the forged report: layer one is off
+    before = _pool_peaks(UNCHECKED_WORKER[0])
+    r = client.post("/v1/jobs/nads", json={**JOB, "architecture": {"id": row["id"]}})
+    assert r.status_code == 202, r.text
+    job = wait_for_job(client, r.json()["id"], timeout=300)
+    assert job["status"] == "failed", job
+    assert "refused result" in job["error"] and "declare" in job["error"], job["error"]
+    after = _pool_peaks(UNCHECKED_WORKER[0])
+    grown = {pid: after[pid] - before.get(pid, 0) for pid in after}
+    assert max(grown.values()) < 256 << 20, grown  # 768 MiB would have shown
