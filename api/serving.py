@@ -21,7 +21,8 @@ mod_reqtimeout: every `rate` bytes buy one more second), so a client that trickl
 second is cut off like one that sends nothing. Past either, the connection gets a 408 (unless a
 response has started) and is closed; the route reading the body sees a disconnect, and an
 upload's temporary file is removed (api/uploads.py). Time in which the server itself stopped
-reading (flow control: the app was not consuming the body) is not counted against the client.
+reading (flow control: the app was not consuming the body), or had not yet asked a client that
+sent `Expect: 100-continue` for its body, is not counted against the client.
 
 Use: `uvicorn --http api.serving:HeaderTimeoutProtocol ...` (the limits read from the
 settings), or `uvicorn.Config(app, http=limited_protocol(settings))` (`server_config`).
@@ -170,8 +171,9 @@ class _Limits:
         if self._body_start is None or self.transport.is_closing():
             return
         now = self.loop.time()
-        paused = self.flow is not None and self.flow.read_paused
-        if paused:  # the server stopped reading: its wait, not the client's
+        paused = (self.flow is not None and self.flow.read_paused) or (
+            self.cycle is not None and self.cycle.waiting_for_100_continue)
+        if paused:  # the server stopped reading, or has not asked for the body: its wait
             waited = now - self._body_checked
             self._body_start += waited
             self._body_last += waited

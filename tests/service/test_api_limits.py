@@ -244,6 +244,46 @@ def test_a_slow_body_is_cut_off_with_408_and_its_file_removed(limited: Settings,
             assert r.status_code == 201, r.text
 
 
+async def _reads_late(scope: dict, receive, send) -> None:  # noqa: ANN001
+    """An ASGI app that waits 2 s before it reads a request's body, then 2 s after its
+    first piece: the server, not the client, holds the body back meanwhile."""
+    import asyncio
+
+    if scope["type"] != "http":
+        return
+    await asyncio.sleep(2.0)
+    size, more, first = 0, True, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+        if first:
+            first = False
+            await asyncio.sleep(2.0)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+@pytest.mark.parametrize("http", sorted(PROTOCOLS))
+def test_the_servers_own_waits_are_not_a_slow_body(limited: Settings, http: str) -> None:
+    """With NADS_BODY_TIMEOUT_S at 1 s: a client that waits for `100 Continue` while the app
+    has not asked for the body yet, and one whose 4 MB the server stopped reading (flow
+    control) while the app was busy, both get their 200."""
+    with ServerThread(_reads_late, limited_protocol(limited, PROTOCOLS[http])) as server:
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                      b"Content-Length: 5\r\n\r\n")
+            s.settimeout(10)
+            assert s.recv(4096).startswith(b"HTTP/1.1 100"), "no 100 Continue"
+            s.sendall(b"hello")
+            reply = s.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 200"), reply
+        r = httpx.post(server.url + "/", content=b"x" * 4_000_000, timeout=30)
+        assert r.status_code == 200 and r.text == "4000000", r.text
+
+
 # Refused uploads: a 4xx naming the field, nothing left in tmp/ ---------------------------------
 
 HOSTILE_NPY_HEADERS = {
