@@ -1,8 +1,9 @@
 """Uploaded architectures on the API side, torch-free: the form fields of an upload, and the
 resolution of `"architecture": {"id": ...}` in a job spec.
 
-A job that names an uploaded architecture is stored with the archive's sha256 and the init
-policy written into its spec (`ArchitectureRef.sha256`, `.init`), so the stored spec alone
+A job that names an uploaded architecture is stored with the archive's sha256, the init
+policy and the output element written into its spec (`ArchitectureRef.sha256`, `.init`,
+`.output`), so the stored spec alone
 determines the networks, even if the architecture is deleted or re-uploaded later. Costs come
 from what validation measured (`info.flops`, one forward pass of one input): the torch-free
 cost module cannot walk an uploaded model.
@@ -10,6 +11,7 @@ cost module cannot walk an uploaded model.
 
 from __future__ import annotations
 
+import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -22,6 +24,7 @@ from store.models import READY, Architecture, User
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 _SHAPE_LIMITS = (16, 512, 512)  # C, H, W as in NADSpec.input_shape
+_OUTPUT = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # as ArchitectureRef.output
 
 
 def parse_input_shape(text: str) -> list[int]:
@@ -49,6 +52,19 @@ def parse_policy(text: str | None) -> str:
     except ValueError as exc:
         raise invalid("init", str(exc).removeprefix("init: "), text) from None
     return policy
+
+
+def parse_output(text: str | None) -> str | None:
+    """The upload's `output` (an index of a tuple or list output, or a key of a dict output),
+    None when not given; 422 naming `output` otherwise."""
+    value = (text or "").strip()
+    if not value:
+        return None
+    if not _OUTPUT.fullmatch(value):
+        raise invalid("output", "an index (0, 1, ...) or a key of 1 to 100 letters, digits and "
+                      ". _ - naming the element of the network's tuple, list or dict output",
+                      text)
+    return value
 
 
 def own_architecture(session: Session, user: User, architecture_id: str) -> Architecture | None:
@@ -96,7 +112,7 @@ def resolve_architecture(session: Session, user: User, spec: SpecT, *,
         field = "architecture.id" if exact_outputs else "output_index"
         raise invalid(field, f"architecture {ref.id!r} has {have} output(s); this job needs "
                       f"{want}", have)
-    pinned = ArchitectureRef(id=row.id, sha256=row.sha256, init=policy)
+    pinned = ArchitectureRef(id=row.id, sha256=row.sha256, init=policy, output=row.output)
     return spec.model_copy(update={"architecture": pinned}), info
 
 

@@ -62,6 +62,18 @@ def takes_user_shards(worker: Worker) -> bool:
     return worker.queues is None or GPU_QUEUE in worker.queues.split(",")
 
 
+def missing_dataset(workers: Sequence[Worker], dataset: str) -> str | None:
+    """Why no connected worker that takes users' shards can read the named `dataset`, or None
+    when one can, when one has not said what it reads (a row from before workers reported
+    datasets), or when none is connected (the job waits for workers like any other)."""
+    takers = [w for w in workers if takes_user_shards(w)]
+    if not takers or any(w.datasets is None or dataset in w.datasets for w in takers):
+        return None
+    held = sorted({d for w in takers for d in w.datasets or ()})
+    return (f"none of the {len(takers)} connected worker(s) can read it (they read "
+            f"{', '.join(held) or 'no named dataset'})")
+
+
 def process_rate(worker: Worker, kind: str) -> float | None:
     """FLOP/s of one of the worker's processes for the kind (else its calibration); None when
     not measured yet."""

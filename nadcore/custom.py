@@ -43,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from . import archive_format
 from .archive_format import ArchiveFormatError
+from .engine_assumptions import select_output
 from .init import ParamInit, UnknownModuleError, module_init_rules
 from .layers import HeNormalConv2d
 from .plan import ActivationProfile
@@ -277,12 +278,14 @@ def build_plan(loaded: Loaded, policy: str, prefix: str = "") -> list[ParamInit]
 
 # -- the module the engine uses ---------------------------------------------------------------
 class CustomModel(nn.Module):
-    """An uploaded architecture as an engine module: `net` is the loaded module; outputs (B,)
-    become (B, 1). `init_plan()` is what `nadcore.init.init_plan` uses for it."""
+    """An uploaded architecture as an engine module: `net` is the loaded module; its output (the
+    element `output` of a tuple, list or dict output) of shape (B,) becomes (B, 1).
+    `init_plan()` is what `nadcore.init.init_plan` uses for it."""
 
-    def __init__(self, loaded: Loaded, policy: str = "torch-default"):
+    def __init__(self, loaded: Loaded, policy: str = "torch-default", output: str | None = None):
         super().__init__()
         self.net = loaded.module
+        self.output = output
         self.format = loaded.format
         self.types = loaded.types
         self.policy = policy
@@ -298,9 +301,7 @@ class CustomModel(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
+        out = select_output(self.net(x), self.output)
         return out.unsqueeze(1) if out.dim() == 1 else out
 
     def train(self, mode: bool = True) -> CustomModel:
@@ -348,7 +349,7 @@ class CustomModel(nn.Module):
 
 def custom_model(ref: ArchitectureRef, device: torch.device | str | None = None) -> CustomModel:
     """A fresh CustomModel of `ref` in eval mode, with its uploaded tensors."""
-    model = CustomModel(load_ref(ref), ref.policy)
+    model = CustomModel(load_ref(ref), ref.policy, ref.output)
     return model.to(device or "cpu").eval()
 
 

@@ -8,7 +8,9 @@ uploaded network and a re-drawn one map batches of the sizes jobs use (1, 3, a p
 training batch, a finite-difference pixel block of + and - inputs on the CPU) to (B,) or
 (B, m) finite floats. The re-drawn network's forward passes are timed (`batch_seconds`): the
 worker turns them into the seconds per input that jobs' time budgets use when FLOPs say
-little (worker/uploaded.py).
+little (worker/uploaded.py). The networks jobs use keep what the engine assumes
+(`nadcore.engine_assumptions`): one output tensor (or the element the upload names), the same
+outputs on a second evaluation, and each sample's output independent of the rest of the batch.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ from .custom import (
     sniff_format,
 )
 from .custom_shapes import shape_mismatch
+from .engine_assumptions import (
+    FIX,
+    AssumptionError,
+    check_assumptions,
+    independence_inputs,
+    reduction_length,
+    select_output,
+)
 from .init import NetworkSampler
 
 SMALL_BATCHES = (1, 3)
@@ -52,21 +62,23 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {excerpt(str(exc))!r}"
 
 
-def job_batches(model: CustomModel, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
+def job_batches(largest: int, input_shape: tuple[int, int, int]) -> tuple[int, ...]:
     """Batch sizes validation runs: the small ones, a training batch, and the + and - block of
-    finite differences that the engine's CPU plan uses for this model and shape."""
+    finite differences that the engine's CPU plan uses for a model whose largest activation
+    has `largest` floats per input."""
     from .plan import cpu_pixel_block
 
-    largest = model.activation_profile(input_shape).largest
     block = cpu_pixel_block(largest, math.prod(input_shape))
     return tuple(sorted({*SMALL_BATCHES, TRAINING_BATCH, 2 * block}))
 
 
 def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], what: str,
-             gen: torch.Generator, batches: tuple[int, ...] = SMALL_BATCHES,
+             gen: torch.Generator, output: str | None,
+             batches: tuple[int, ...] = SMALL_BATCHES,
              seconds: dict[int, float] | None = None) -> int:
-    """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,)).
-    `seconds`, if given, receives each batch's forward time."""
+    """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,)) of
+    the tensor the engine uses (`select_output`). `seconds`, if given, receives each batch's
+    forward time."""
     m = None
     for b in batches:
         x = torch.randn((b, *input_shape), generator=gen)
@@ -82,12 +94,13 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
             if mismatch is not None:  # which dimension, first; the model's words after
                 raise CustomArchitectureError(f"{mismatch} ({raised})") from None
             hint = f"; {_DYNAMIC}" if fmt == "export" else ""
+            if "value per channel when training" in str(exc):  # BatchNorm1d on one sample
+                hint = f"; {FIX}"
             raise CustomArchitectureError(f"{raised}{hint}") from None
-        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise CustomArchitectureError(
-                f"{what} returns {type(out).__name__}, expected a tensor of shape (B,) or (B, m)")
+        try:
+            out = select_output(out, output)
+        except AssumptionError as exc:
+            raise CustomArchitectureError(str(exc)) from None
         if out.dim() not in (1, 2) or out.shape[0] != b or 0 in out.shape:
             raise CustomArchitectureError(
                 f"{what} maps a batch of shape {tuple(x.shape)} to outputs of shape "
@@ -103,8 +116,10 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
     return int(m)
 
 
-def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict:
-    """What validation learned (the architecture's `info`); CustomArchitectureError if bad."""
+def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
+             output: str | None = None) -> dict:
+    """What validation learned (the architecture's `info`); CustomArchitectureError if bad.
+    `output` names the element of a tuple, list or dict output that the engine uses."""
     fmt = sniff_format(path)
     try:
         loaded = load_archive(path, fmt)
@@ -116,11 +131,12 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
     if fmt == "torchscript":
         loaded.module.eval()  # an exported graph has its mode built in (and refuses eval())
     gen = torch.Generator().manual_seed(0)
-    m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen)
+    m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen, output)
     _, unknown = module_rules(loaded)
-    model = CustomModel(loaded, policy).eval()  # raises when the policy cannot re-draw
+    model = CustomModel(loaded, policy, output).eval()  # raises when the policy cannot re-draw
     num_params = sum(p.numel() for p in model.parameters())
-    batches = job_batches(model, input_shape)
+    largest = model.activation_profile(input_shape).largest
+    batches = job_batches(largest, input_shape)
     what = "the uploaded network"
     if policy != "keep":
         state = NetworkSampler(lambda: model, model, 0, torch.device("cpu")).sample([0])
@@ -129,7 +145,14 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
                 slot.copy_(state[name][0])
         what = "a re-initialized network (seed 0, network 0)"
     seconds: dict[int, float] = {}  # at job batch sizes, for the jobs' budgets (jobs/budget.py)
-    _outputs(model.net, fmt, input_shape, what, gen, batches, seconds)
+    _outputs(model.net, fmt, input_shape, what, gen, output, batches, seconds)
+    started = time.perf_counter()
+    try:  # on the networks jobs use: re-drawn ones (or the uploaded one, init keep)
+        checks = check_assumptions(model, independence_inputs(input_shape, gen),
+                                   reduction_length(model.net, largest), what)
+    except AssumptionError as exc:
+        raise CustomArchitectureError(str(exc)) from None
+    checks["seconds"] = round(time.perf_counter() - started, 4)
     flops = _flops(model, input_shape)
     types: Counter[str] = Counter()
     params_by_type: Counter[str] = Counter()
@@ -142,6 +165,7 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
             types[type_name.rsplit(".", 1)[-1]] += 1
     return {
         "format": fmt,
+        "output": output,
         "num_outputs": m,
         "num_params": int(num_params),
         "flops": flops,
@@ -153,6 +177,7 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str) -> dict
         "init": policy,
         "batches": list(batches),
         "batch_seconds": {str(b): round(s, 6) for b, s in seconds.items()},
+        "engine_checks": checks,
         "torch": torch.__version__,
     }
 

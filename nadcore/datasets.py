@@ -15,13 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .poison_spec import DatasetRef
+from .poison_spec import CIFAR10_FILES, CIFAR10_FOLDER, DATASET_INSTALL, DatasetRef
 
 DIGITS_SIZE = 32  # digits are resized from 8 x 8 to the 32 x 32 inputs of the architectures
 DIGITS_TEST = 360  # of 1,797 images; the split is stratified and fixed (seed DIGITS_SPLIT_SEED)
 DIGITS_SPLIT_SEED = 0
 UPLOAD_SPLIT_SEED = 0  # an upload without x_test: a seeded 80/20 split
-CIFAR10_FOLDER = "cifar-10-batches-py"
 
 
 @dataclass
@@ -117,6 +116,20 @@ def datasets_dir(data_dir: str | Path | None = None) -> Path:
     return Path(os.environ.get("NADS_DATA_DIR") or "var") / "datasets"
 
 
+def readable_datasets(data_dir: str | Path | None = None) -> list[str]:
+    """The named datasets this process can load: digits (shipped with scikit-learn) and
+    cifar10 when every file of `cifar-10-batches-py/` is a readable file in the datasets
+    directory (`datasets_dir`). A worker reports them in its heartbeat row, so the API refuses
+    at submission a job that names a dataset no connected worker holds. Presence, not
+    content: a corrupt file still fails the job, with the loader's reason."""
+    names = ["digits"]
+    folder = datasets_dir(data_dir) / CIFAR10_FOLDER
+    if all((folder / name).is_file() and os.access(folder / name, os.R_OK)
+           for name in CIFAR10_FILES):
+        names.append("cifar10")
+    return names
+
+
 def _cifar10_class(verify_md5: bool) -> type:
     from torchvision.datasets import CIFAR10
 
@@ -162,11 +175,8 @@ def load_cifar10(data_dir: str | Path | None = None, *, verify_md5: bool = False
     root = datasets_dir(data_dir)
     folder = root / CIFAR10_FOLDER
     if not folder.is_dir():
-        raise FileNotFoundError(
-            f"dataset cifar10: {folder} not found. Put CIFAR-10 in torchvision's on-disk format "
-            f"({CIFAR10_FOLDER}/ with data_batch_1..5, test_batch, batches.meta) in the worker's "
-            "datasets directory: NADS_DATASETS_DIR, default NADS_DATA_DIR/datasets"
-        )
+        raise FileNotFoundError(f"dataset cifar10: {folder} not found; "
+                                f"{DATASET_INSTALL['cifar10']}")
     cls = _cifar10_class(verify_md5)
     try:
         train, test = cls(str(root), train=True), cls(str(root), train=False)
@@ -266,5 +276,5 @@ def load_npz(path: str | Path, name: str = "upload") -> ImageDataset:
     return ImageDataset(x, y, x_test, y_test, num_classes, name)
 
 
-__all__ = ["ImageDataset", "datasets_dir", "limit", "load_cifar10", "load_dataset",
-           "load_digits", "load_npz"]
+__all__ = ["CIFAR10_FOLDER", "ImageDataset", "datasets_dir", "limit", "load_cifar10",
+           "load_dataset", "load_digits", "load_npz", "readable_datasets"]

@@ -8,7 +8,7 @@ uploaded model) and the task's input arrays as `.npy` files. Tasks:
 
 | task | request | answer |
 | --- | --- | --- |
-| `validate` | input_shape, init | `I`: the architecture's info (`nadcore.custom_check`) |
+| `validate` | input_shape, init, output | `I`: the architecture's info (`nadcore.custom_check`) |
 | `nads_shard` | spec, start, stop | `R`: the shard's `PartialNADs` (.npz) |
 | `nads_whole` | spec | `R`: nads, eigenvalues, eval_point (.npz); `I`: the rest of the result |
 | `probe_shard` | spec, start, stop; directions.npy | `R`: the shard's `ProbePartial` |
@@ -93,7 +93,8 @@ def _run(task: str, request: dict, job: Path, channel: _Channel) -> None:
     if task == "validate":
         from .custom_check import validate
 
-        info = validate(archive, tuple(request["input_shape"]), request["init"])
+        info = validate(archive, tuple(request["input_shape"]), request["init"],
+                        request.get("output"))
         channel.send_json(INFO, info)
         return
     register_archive(archive)

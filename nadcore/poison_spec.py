@@ -11,6 +11,16 @@ from .numbers import Finite
 from .presets import Preset, fill_preset
 from .spec import MAX_INPUT_DIM, ArchitectureRef, NADSpec
 
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+# How an operator makes a named dataset readable by a worker (the refusals quote it).
+DATASET_INSTALL = {
+    "cifar10": (f"put CIFAR-10 in torchvision's on-disk format ({CIFAR10_FOLDER}/ with "
+                "data_batch_1..5, test_batch, batches.meta: cifar-10-python.tar.gz from "
+                "https://www.cs.toronto.edu/~kriz/cifar.html, unpacked) in the worker's datasets "
+                "directory: NADS_DATASETS_DIR, default NADS_DATA_DIR/datasets"),
+    "digits": "digits ships with scikit-learn, a dependency of every worker",
+}
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.247, 0.243, 0.261)
 

@@ -46,8 +46,9 @@ def parse_init_policy(policy: str) -> tuple[str, float | None]:
 
 class ArchitectureRef(BaseModel):
     """A user's uploaded architecture (`POST /v1/architectures`). The service fills `sha256`
-    (the archive's bytes) and `init` (its re-initialization policy) when it stores a job, so
-    the stored spec alone determines the networks."""
+    (the archive's bytes), `init` (its re-initialization policy) and `output` (the element of
+    a structured output that is the network's output) when it stores a job, so the stored spec
+    alone determines the networks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +57,10 @@ class ArchitectureRef(BaseModel):
                                description="the archive's sha256 (recorded by the service)")
     init: str | None = Field(None, description="re-initialization policy (recorded by the "
                              "service); default torch-default")
+    output: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,100}$",
+                               description="the element of a tuple, list or dict output that "
+                               "is the network's output (recorded by the service from the "
+                               "upload); null for a network returning one tensor")
 
     @field_validator("init")
     @classmethod

@@ -150,7 +150,8 @@ class Worker(Base):
     """A Celery worker (node name) and when it last said it was alive; what it computes on
     (`device`, `gpus`), how many processes take which `queues`, and `throughput`: FLOP/s of
     one process by job kind, from the calibration at its start (key `calibration`) and then
-    from its finished shards (jobs/fleet.py reads them to estimate a job's run time)."""
+    from its finished shards (jobs/fleet.py reads them to estimate a job's run time), and the
+`datasets` it can read (a job naming another is refused at submission)."""
 
     __tablename__ = "workers"
 
@@ -164,6 +165,9 @@ class Worker(Base):
     processes: Mapped[int] = mapped_column(Integer, default=1)
     queues: Mapped[str | None] = mapped_column(String(200), nullable=True)
     throughput: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the named datasets it can read (nadcore.datasets.readable_datasets), every heartbeat;
+    # None: a row from before they were reported
+    datasets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
 
 class Artifact(Base):
@@ -238,6 +242,8 @@ class Architecture(Base):
     filename: Mapped[str] = mapped_column(String(255))
     input_shape: Mapped[list[int]] = mapped_column(JSON)
     init: Mapped[str] = mapped_column(String(64), default="torch-default")
+    # the element of a tuple, list or dict output that is the network's output (None: a tensor)
+    output: Mapped[str | None] = mapped_column(String(100), nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)  # torchscript|export
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(ForeignKey("blobs.sha256"), index=True)

@@ -28,14 +28,14 @@ from worker.app import app
 log = logging.getLogger(__name__)
 
 
-def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
-               ) -> tuple[str, dict | None, str | None]:
+def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings,
+               output: str | None = None) -> tuple[str, dict | None, str | None]:
     """(status, info, reason) of the archive at `path`."""
     try:
         sniff_format(path)  # reads the zip's directory only; never unpickles
     except CustomArchitectureError as exc:
         return REJECTED, None, str(exc)
-    info, reason = uploaded.validate(settings, path, input_shape, init)
+    info, reason = uploaded.validate(settings, path, input_shape, init, output)
     return (READY, info, None) if info is not None else (REJECTED, None, reason)
 
 
@@ -48,13 +48,13 @@ def validate_architecture(architecture_id: str) -> str | None:
         row = session.scalar(select(Architecture).where(Architecture.id == architecture_id))
         if row is None or row.status != VALIDATING:
             return None
-        sha, shape, init = row.sha256, list(row.input_shape), row.init
+        sha, shape, init, output = row.sha256, list(row.input_shape), row.init, row.output
     path = open_blob_store(settings).path(sha)
     if not path.is_file():
         status, info, reason = REJECTED, None, "file: the uploaded archive is missing from " \
             "the blob store"
     else:
-        status, info, reason = run_checks(path, shape, init, settings)
+        status, info, reason = run_checks(path, shape, init, settings, output)
     log.info("architecture %s: %s %s", architecture_id, status, reason or "")
     with session_scope(settings.resolved_database_url) as session:
         session.execute(

@@ -2,7 +2,8 @@
 
 Two kinds, each a thread writing every `NADS_HEARTBEAT_INTERVAL_S` (5 s):
 - the worker's: its row in `workers` (started when Celery says the worker is ready, in the
-  worker's main process);
+  worker's main process), with the named datasets it can read, checked again at every beat (an
+  operator may install CIFAR-10 while it runs);
 - the running shard's: `shards.heartbeat_at`, from the process that computes it, for as long as
   it computes, whatever its progress reports (a long forward pass reports none).
 
@@ -102,15 +103,21 @@ def shard_heartbeat(settings: Settings, shard_id: int, task_id: str | None) -> I
 
 def start_worker_heartbeat(settings: Settings, name: str,
                            info: dict[str, Any] | None = None) -> _Beat:
-    """Registers the worker (with `info`: processes, queues, gpus) and beats every interval."""
+    """Registers the worker (with `info`: processes, queues, gpus) and beats every interval,
+    each beat with the datasets it can read."""
+    from nadcore.datasets import readable_datasets
+
     url = settings.resolved_database_url
+
+    def datasets() -> dict[str, Any]:
+        return {"datasets": readable_datasets(settings.resolved_datasets_dir)}
 
     def beat() -> None:
         with session_scope(url) as session:
-            beat_worker(session, name)
+            beat_worker(session, name, datasets())
 
     with session_scope(url) as session:
-        beat_worker(session, name, info)
+        beat_worker(session, name, (info or {}) | datasets())
     thread = _Beat(settings.heartbeat_interval_s, beat, f"worker-{name}")
     thread.start()
     return thread

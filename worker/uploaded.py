@@ -249,8 +249,8 @@ def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads:
 _INFO_TYPES = {"num_outputs": int, "num_params": int, "state_entries": int}
 
 
-def validate(settings: Settings, archive: Path, input_shape: list[int], init: str
-             ) -> tuple[dict | None, str | None]:
+def validate(settings: Settings, archive: Path, input_shape: list[int], init: str,
+             output: str | None = None) -> tuple[dict | None, str | None]:
     """(info, None) for a usable archive, (None, reason) otherwise; the reason is the
     service's own words."""
     limits = Limits(wall_s=settings.architecture_validation_timeout_s,
@@ -260,7 +260,8 @@ def validate(settings: Settings, archive: Path, input_shape: list[int], init: st
                          "NADS_ARCHITECTURE_VALIDATION_MEMORY_BYTES")
     try:
         outcome = run_sandboxed("validate", _request(settings, input_shape=list(input_shape),
-                                                     init=init), archive, limits)
+                                                     init=init, output=output),
+                                archive, limits)
     except SandboxError as exc:
         return None, str(exc)
     info = clean_info(outcome.info)

@@ -19,7 +19,12 @@ from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, S
 from api.ratelimit import count_upload_attempt
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
-from api.uploaded_architectures import own_architecture, parse_input_shape, parse_policy
+from api.uploaded_architectures import (
+    own_architecture,
+    parse_input_shape,
+    parse_output,
+    parse_policy,
+)
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import enqueue_validation
 from nadcore.archive_format import ArchiveFormatError, check_declared
@@ -37,6 +42,8 @@ class ArchitectureOut(BaseModel):
     filename: str
     input_shape: list[int]
     init: str
+    output: str | None = Field(None, description="the element of the network's tuple, list or "
+                               "dict output that jobs use (null: it returns one tensor)")
     format: str | None = Field(description="torchscript or export; null until validated")
     size: int
     sha256: str
@@ -50,7 +57,8 @@ class ArchitectureOut(BaseModel):
     @classmethod
     def from_row(cls, row: Architecture) -> ArchitectureOut:
         return cls(id=row.id, name=row.name, filename=row.filename,
-                   input_shape=list(row.input_shape), init=row.init, format=row.format,
+                   input_shape=list(row.input_shape), init=row.init, output=row.output,
+                   format=row.format,
                    size=row.size, sha256=row.sha256, status=row.status, reason=row.reason,
                    info=row.info, created_at=_utc(row.created_at))
 
@@ -74,7 +82,10 @@ _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"
                             "pattern": _NAME.pattern},
                    "input_shape": {"type": "string", "example": "1,32,32"},
                    "init": {"type": "string", "default": "torch-default",
-                            "example": "torch-default | normal:0.05 | uniform:0.1 | keep"}}}}}}}
+                            "example": "torch-default | normal:0.05 | uniform:0.1 | keep"},
+                   "output": {"type": "string", "example": "0 | logits",
+                              "description": "the element of a tuple or list (an index) or "
+                              "dict (a key) output that is the network's output"}}}}}}}
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ArchitectureOut,
@@ -84,13 +95,15 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
                               settings: SettingsDep, blobs: BlobsDep, celery: CeleryDep,
                               response: Response) -> ArchitectureOut:
     """multipart/form-data: `file` (a torch.export `.pt2`, preferred, or a TorchScript `.pt`),
-    `name`, `input_shape` ("C,H,W") and optional `init` (torch-default, normal:<std>,
-    uniform:<bound> or keep). 201 with status `validating`; the worker then sets `ready` or
-    `rejected` with the reason. 413 past NADS_MAX_ARCHITECTURE_BYTES; 422 naming `file` at
-    once for a file that is not a TorchScript or torch.export zip archive, that the strict zip
-    reader refuses (`nadcore.strict_zip`: more than 20,000 entries, judged from the end records
-    before anything reads the directory; a name twice; a name its format does not write...),
-    or that is not the one its name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
+    `name`, `input_shape` ("C,H,W"), optional `init` (torch-default, normal:<std>,
+    uniform:<bound> or keep) and, for a network returning a tuple, list or dict, `output`: the
+    index or key of the element that is its output (an unnamed structure is rejected). 201
+    with status `validating`; the worker then sets `ready` or `rejected` with the reason. 413
+    past NADS_MAX_ARCHITECTURE_BYTES; 422 naming `file` at once for a file that is not a
+    TorchScript or torch.export zip archive, that the strict zip reader refuses
+    (`nadcore.strict_zip`: more than 20,000 entries, judged from the end records before
+    anything reads the directory; a name twice; a name its format does not write...), or that
+    is not the one its name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
     await run_in_threadpool(count_upload_attempt, session, key, settings.upload_rate_per_minute)
     await run_in_threadpool(precheck_upload_storage, session, request, user.id, settings)
     received = await receive_upload(request, blobs, settings.max_architecture_bytes,
@@ -105,6 +118,7 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
                               "digits and . _ - (it names files and CLI output)")
         shape = parse_input_shape(received.fields.get("input_shape", ""))
         policy = parse_policy(received.fields.get("init"))
+        output = parse_output(received.fields.get("output"))
         try:  # at once, not minutes later in the worker: a strict zip of the declared format
             await run_in_threadpool(check_declared, received.path, received.filename)
         except ArchiveFormatError as exc:
@@ -114,8 +128,8 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
                               f"{str(exc)[:200]}") from None
         row = await store_upload(session, blobs, received, lambda: Architecture(
             id=uuid.uuid4().hex, user_id=user.id, api_key_id=key.id, name=name,
-            filename=received.filename, input_shape=shape, init=policy, size=received.size,
-            sha256=received.sha256, status=VALIDATING),
+            filename=received.filename, input_shape=shape, init=policy, output=output,
+            size=received.size, sha256=received.sha256, status=VALIDATING),
             before=lambda: check_upload_storage(session, user.id, received.size, settings))
     finally:
         received.discard()

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from jobs.budget import measured_seconds
+from jobs.fleet import connected_workers, missing_dataset
 from jobs.kinds.base import (
     SHARDED,
     Admission,
@@ -31,7 +32,7 @@ from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
 from nadcore.cost import layer_count
-from nadcore.poison_spec import PoisonSpec, clean_position
+from nadcore.poison_spec import DATASET_INSTALL, PoisonSpec, clean_position
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
 from store.npz import ArchiveError, dataset_train_size, from_json, image_shape, inspect_upload
@@ -143,6 +144,17 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
 
 
+def check_dataset_readable(spec: PoisonSpec, session: Session, settings: Settings) -> None:
+    """A named dataset must be readable by a connected worker that takes users' shards (their
+    heartbeat rows say which, worker/heartbeat.py), or the job would fail minutes later in the
+    queue. Uploaded datasets travel with the job."""
+    name = spec.dataset.name
+    why = None if name is None else missing_dataset(connected_workers(session, settings), name)
+    if why is not None:
+        raise SpecError("dataset.name", f"{name!r}: {why}; {DATASET_INSTALL[name]} (workers "
+                        "report it within NADS_HEARTBEAT_INTERVAL_S)", name)
+
+
 def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | None = None,
                     image: tuple[int, ...] = (1, 1, 1)) -> dict[str, Any]:
     """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py), of every model
@@ -216,6 +228,7 @@ class PoisonKind:
         check_nad_source(admission.session, admission.user_id, spec)
         estimate = estimate_poison(spec, size, admission.arch_info, image)
         check_poison_quota(estimate, admission.settings)
+        check_dataset_readable(spec, admission.session, admission.settings)
         return Plan(SHARDED, estimate, poison_shards(spec))
 
 

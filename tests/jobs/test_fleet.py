@@ -15,6 +15,7 @@ from jobs.fleet import (
     check_run_time,
     connected_workers,
     largest_fitting,
+    missing_dataset,
     run_estimate,
     schedule_s,
 )
@@ -23,10 +24,25 @@ from store.settings import Settings
 
 
 def _worker(name: str, processes: int, throughput: dict | None, gpus: int = 0,
-            queues: str = "catalog,cpu,gpu", age_s: float = 0) -> Worker:
+            queues: str = "catalog,cpu,gpu", age_s: float = 0,
+            datasets: list[str] | None = None) -> Worker:
     return Worker(name=name, hostname="h", pid=1, processes=processes, queues=queues,
                   gpus=gpus, device="Test CPU" if not gpus else "Test GPU",
-                  throughput=throughput, last_seen=utcnow() - timedelta(seconds=age_s))
+                  throughput=throughput, last_seen=utcnow() - timedelta(seconds=age_s),
+                  datasets=datasets)
+
+
+def test_a_dataset_is_missing_only_when_every_user_worker_said_it_lacks_it() -> None:
+    digits = _worker("a", 1, None, datasets=["digits"])
+    cifar = _worker("b", 1, None, datasets=["digits", "cifar10"])
+    catalog_only = _worker("c", 1, None, queues="catalog", datasets=["digits", "cifar10"])
+    silent = _worker("d", 1, None, datasets=None)  # a row from before datasets were reported
+    assert missing_dataset([digits, catalog_only], "cifar10") == (
+        "none of the 1 connected worker(s) can read it (they read digits)")
+    assert missing_dataset([digits, cifar], "cifar10") is None
+    assert missing_dataset([digits, silent], "cifar10") is None
+    assert missing_dataset([], "cifar10") is None  # the job waits for workers
+    assert missing_dataset([digits], "digits") is None
 
 
 def test_schedule_is_greedy_on_the_fastest_finish() -> None:

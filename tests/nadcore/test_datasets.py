@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from nadcore.datasets import load_cifar10, load_dataset, load_digits, load_npz
+from nadcore.datasets import (
+    load_cifar10,
+    load_dataset,
+    load_digits,
+    load_npz,
+    readable_datasets,
+)
 from nadcore.poison_spec import DatasetRef
 
 
@@ -27,7 +33,7 @@ def test_digits_fixed_stratified_split():
     assert torch.equal(limited.x_train, a.x_train[:100])
 
 
-def _write_cifar_miniature(root: Path, per_batch: int = 6, num_test: int = 8,
+def write_cifar_miniature(root: Path, per_batch: int = 6, num_test: int = 8,
                            ) -> tuple[np.ndarray, list[int], np.ndarray, list[int]]:
     """torchvision's cifar-10-batches-py layout: pickled dicts with 'data' (n, 3072) uint8 in
     CHW order (1024 red, 1024 green, 1024 blue) and 'labels'; batches.meta with label_names."""
@@ -57,7 +63,7 @@ def _write_cifar_miniature(root: Path, per_batch: int = 6, num_test: int = 8,
 
 
 def test_cifar10_miniature_in_torchvision_format(tmp_path):
-    train, train_labels, test, test_labels = _write_cifar_miniature(tmp_path)
+    train, train_labels, test, test_labels = write_cifar_miniature(tmp_path)
     data = load_dataset(DatasetRef(name="cifar10"), data_dir=tmp_path)
     assert data.x_train.shape == (30, 3, 32, 32) and data.x_test.shape == (8, 3, 32, 32)
     assert data.num_classes == 10 and data.name == "cifar10"
@@ -71,10 +77,21 @@ def test_cifar10_miniature_in_torchvision_format(tmp_path):
         load_cifar10(tmp_path, verify_md5=True)
 
 
+def test_readable_datasets_are_those_a_worker_can_load(tmp_path):
+    """What a worker reports in its heartbeat: digits always (shipped with scikit-learn), cifar10
+    once every file of the layout is there, and not while one is missing."""
+    assert readable_datasets(tmp_path) == ["digits"]
+    write_cifar_miniature(tmp_path)
+    assert readable_datasets(tmp_path) == ["digits", "cifar10"]
+    load_cifar10(tmp_path)  # what it reports, it loads
+    (tmp_path / "cifar-10-batches-py" / "batches.meta").unlink()
+    assert readable_datasets(tmp_path) == ["digits"]
+
+
 def test_cifar10_missing_names_the_variable(tmp_path):
     with pytest.raises(FileNotFoundError, match="NADS_DATA_DIR"):
         load_dataset(DatasetRef(name="cifar10"), data_dir=tmp_path)
-    _write_cifar_miniature(tmp_path)
+    write_cifar_miniature(tmp_path)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="incomplete"):
         load_cifar10(tmp_path)

@@ -103,7 +103,7 @@ def test_nad_job_on_an_uploaded_lenet_matches_the_builtin(alice: httpx.Client, l
     job = r.json()
     stored = job["spec"]["architecture"]
     assert stored == {"id": lenets[suffix]["id"], "sha256": lenets[suffix]["sha256"],
-                      "init": "torch-default"}  # the stored spec alone reproduces the job
+                      "init": "torch-default", "output": None}  # alone reproduces the job
     assert job["estimate"]["flops"] == pytest.approx(
         lenets[suffix]["info"]["flops"] * 3 * 48)
     job = wait_for_job(alice, job["id"])

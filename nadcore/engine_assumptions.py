@@ -1,0 +1,167 @@
+"""What the engine assumes of an uploaded network, checked at validation (`custom_check`):
+
+- one output tensor: the network returns a tensor of shape (B,) or (B, m), or the upload names
+  which element of its tuple, list or dict output to use (`output`); an unnamed structure is
+  refused, naming it, never silently cut to its first element;
+- determinism: two evaluations of the same batch agree;
+- per-sample independence: each sample's output is the same alone, in the batch, and in the
+  batch in another order. Finite differences and batched gradients evaluate many perturbed
+  inputs in one batch; a network whose outputs depend on the rest of the batch (BatchNorm in
+  training mode, dropout, any batch statistic) then measures the batch, not the network.
+
+"The same" means within what float32 rounding explains (`rounding_tolerance`): a batch of 1
+and a batch of 8 may run different kernels that add the same terms in another order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+# float32 machine epsilon, 2**-23: twice the unit roundoff u = 2**-24 of round-to-nearest.
+EPS32 = torch.finfo(torch.float32).eps
+INDEPENDENCE_BATCH = 8  # samples compared alone, in the batch and in the batch reversed
+FIX = ("call model.eval() before torch.export.export or torch.jit.script (in training mode "
+       "BatchNorm uses the batch's statistics and dropout draws a new mask each call)")
+
+
+class AssumptionError(ValueError):
+    """The network breaks an assumption of the engine; the message says which, and the fix."""
+
+
+# -- one output tensor --------------------------------------------------------------------------
+def describe_structure(value: object, depth: int = 0) -> str:
+    """'tuple(Tensor(3, 10), Tensor(3, 5))', 'dict(logits: Tensor(3, 10), ...)': what a network
+    returned, for a refusal (bounded: the first 8 entries, 3 levels)."""
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{tuple(value.shape)}"
+    if depth >= 3:
+        return type(value).__name__
+    if isinstance(value, (tuple, list)):
+        inner = ", ".join(describe_structure(v, depth + 1) for v in value[:8])
+        return f"{type(value).__name__}({inner}{', ...' if len(value) > 8 else ''})"
+    if isinstance(value, dict):
+        items = list(value.items())
+        inner = ", ".join(f"{str(k)[:40]}: {describe_structure(v, depth + 1)}"
+                          for k, v in items[:8])
+        return f"dict({inner}{', ...' if len(items) > 8 else ''})"
+    return type(value).__name__
+
+
+def _choices(value: tuple | list | dict) -> str:
+    if isinstance(value, dict):
+        return "one of the keys " + ", ".join(repr(str(k)[:40]) for k in list(value)[:8])
+    return f"an index 0..{len(value) - 1}"
+
+
+def select_output(value: object, output: str | None) -> torch.Tensor:
+    """The tensor the engine uses of what the network returned: the tensor itself (with no
+    `output` named), or element `output` of a tuple or list (an index) or a dict (a key).
+    AssumptionError naming the structure otherwise."""
+    if isinstance(value, torch.Tensor):
+        if output is not None:
+            raise AssumptionError(f"output: the network returns one tensor "
+                                  f"({describe_structure(value)}); leave output unset")
+        return value
+    if not isinstance(value, (tuple, list, dict)) or not value:
+        raise AssumptionError(f"file: the network returns {describe_structure(value)}, "
+                              "expected a tensor of shape (B,) or (B, m)")
+    if output is None:
+        raise AssumptionError(
+            f"output: the network returns {describe_structure(value)}, not one tensor; name the "
+            f"element to use with the upload's field output ({_choices(value)})")
+    if isinstance(value, dict):
+        keys = {str(k): k for k in value}
+        found = output in keys
+        chosen = value[keys[output]] if found else None
+    else:
+        found = output.isdigit() and int(output) < len(value)
+        chosen = value[int(output)] if found else None
+    if not found:
+        raise AssumptionError(f"output: {output[:40]!r} is not an element of what the network "
+                              f"returns, {describe_structure(value)} (give {_choices(value)})")
+    if not isinstance(chosen, torch.Tensor):
+        raise AssumptionError(f"output: element {output[:40]!r} of "
+                              f"{describe_structure(value)} is not a tensor")
+    return chosen
+
+
+# -- the tolerance ------------------------------------------------------------------------------
+def reduction_length(net: nn.Module, largest_activation: int) -> int:
+    """An upper bound on how many float32 terms an output accumulates on its way through the
+    network: every weight's fan-in (a Linear's in_features, a Conv's in_channels/groups x
+    kernel area: the length of the dot product each of its outputs is), summed over the layers,
+    plus one reduction over the largest activation (a pooling or a normalization over a whole
+    feature map)."""
+    fan_ins = sum(p.numel() // p.shape[0] for p in net.parameters() if p.dim() >= 2)
+    return int(fan_ins + largest_activation)
+
+
+def rounding_tolerance(length: int, magnitude: float) -> float:
+    """How far two float32 evaluations of the same outputs may differ when only the order of
+    their sums changes (another batch size picks another kernel and blocking).
+
+    A sum of n terms t_i computed in any order is within gamma_(n-1) * sum |t_i| of the exact
+    sum, gamma_k = k u / (1 - k u) ~ k u, u = 2**-24 (Higham, Accuracy and Stability of
+    Numerical Algorithms, 2nd ed., eq. 4.4); two orders thus differ by at most
+    2 (n - 1) u sum |t_i| < n * EPS32 * sum |t_i|. Layer after layer these first-order errors
+    add, so n is the summed reduction length of the network (`reduction_length`). The terms'
+    size sum |t_i| is not observable from outside; it is taken as the largest |output| of the
+    batch, which is the terms' size for a network at its initialization (no layer cancels much
+    larger terms). The bound is the worst case: rounding errors of random sign grow like
+    sqrt(n) u, so the tolerance leaves a margin of about 2 sqrt(n) over typical differences
+    (measured in BENCHMARKS.md). The smallest normal float32 keeps an all-zero output exact."""
+    return float(length * EPS32 * magnitude + torch.finfo(torch.float32).tiny)
+
+
+# -- determinism and per-sample independence ----------------------------------------------------
+def _largest_difference(a: torch.Tensor, b: torch.Tensor) -> tuple[float, int]:
+    """max |a - b| and the sample (row) where it is."""
+    diff = (a - b).abs().reshape(a.shape[0], -1).amax(dim=1)
+    worst = int(diff.argmax())
+    return float(diff[worst]), worst
+
+
+def check_assumptions(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                      length: int, what: str = "the network") -> dict[str, float]:
+    """Refuses (AssumptionError, field `file`, with the fix) a network that is not
+    deterministic or whose samples' outputs depend on the rest of the batch; `forward` maps a
+    batch to its (B, m) output tensor, `x` is a batch of INDEPENDENCE_BATCH inputs and
+    `length` the network's `reduction_length`. Returns the measured differences and the
+    tolerance (for the validation report)."""
+    with torch.no_grad():
+        batch = forward(x)
+        again = forward(x)
+        tol = rounding_tolerance(length, float(batch.abs().max()))
+        repeat, _ = _largest_difference(batch, again)
+        if not repeat <= tol:
+            raise AssumptionError(
+                f"file: {what} is not deterministic: two evaluations of the same batch differ "
+                f"by up to {repeat:.3g} (float32 rounding explains {tol:.3g}); a random layer "
+                f"such as dropout is active: {FIX}")
+        alone = torch.cat([forward(x[i:i + 1]) for i in range(x.shape[0])])
+        order = torch.arange(x.shape[0] - 1, -1, -1)
+        reordered = forward(x[order])[order]  # reversing is its own inverse
+        worst = {}
+        for name, other in (("alone", alone), ("in the batch reversed", reordered)):
+            worst[name] = _largest_difference(batch, other)
+    for name, (value, sample) in worst.items():
+        if not value <= tol:
+            raise AssumptionError(
+                f"file: {what} mixes the samples of a batch: the output of sample {sample} of "
+                f"a batch of {x.shape[0]} changes by {value:.3g} when it is evaluated {name} "
+                f"(float32 rounding explains {tol:.3g}), so finite differences would measure "
+                f"the batch, not the network; {FIX}")
+    return {"tolerance": tol, "repeat": repeat, "alone": worst["alone"][0],
+            "reordered": worst["in the batch reversed"][0]}
+
+
+def independence_inputs(input_shape: Sequence[int], gen: torch.Generator) -> torch.Tensor:
+    return torch.randn((INDEPENDENCE_BATCH, *input_shape), generator=gen)
+
+
+__all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "check_assumptions",
+           "describe_structure", "independence_inputs", "reduction_length",
+           "rounding_tolerance", "select_output"]
