@@ -122,8 +122,12 @@ def test_a_slight_mixing_is_judged_where_the_tolerance_puts_the_line() -> None:
     x = torch.randn((INDEPENDENCE_BATCH, *shape), generator=torch.Generator().manual_seed(0))
     s = x.flatten(1).mean(1)
     spread = float((s - s.mean()).abs().max())  # the shift of the worst sample, per strength
-    # LeNet's tolerance is ~8e-5 (n = 779 + 4,704 terms, outputs ~0.1): a mixing three times
-    # that is refused, a third of it passes (it is then within float32 rounding of the sums)
+    # LeNet on 1x32x32 sums fan-ins 25 + 150 + 400 + 120 + 84 = 779 and its largest activation
+    # is 6 x 28 x 28 = 4,704 floats: n = 5,483, the tolerance 5,483 x 2**-23 x max |output|
+    # (~8e-5 here). A mixing three times that is refused, a third of it passes.
+    with torch.no_grad():
+        magnitude = float(_SlightlyMixed(0.0)(x).abs().max())
+    assert clean["tolerance"] == pytest.approx(5483 * 2**-23 * magnitude, rel=1e-6)
     for factor, refused in ((3.0, True), (1 / 3, False)):
         net = _SlightlyMixed(factor * clean["tolerance"] / spread)
         if refused:
