@@ -80,7 +80,14 @@ def read_archive(data: bytes, fmt: str, max_uncompressed: int = DEFAULT_MAX_UNCO
 
 # -- 2a. torch.export metadata --------------------------------------------------------------
 _TARGET = re.compile(r"^torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?$")
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+# Names torch writes into the Python source of the module it builds from a program (FX's
+# codegen: `getattr(self.conv1, "<name>")` for a parameter, `def forward(self, <arg>)`, the
+# `{'<key>': arg}` of the input spec), unescaped: anything but these characters is code.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NAME_KEYS = frozenset({"name", "target", "fqn", "parameter_name", "buffer_name",
+                        "tensor_constant_name", "custom_obj_name", "user_input_name",
+                        "user_output_name"})
 _PAYLOADS = {"data/weights/model_weights_config.json": ("data/weights/", "weight_"),
              "data/constants/model_constants_config.json": ("data/constants/", "tensor_")}
 
@@ -192,14 +199,36 @@ def _check_program(program: dict) -> None:
         for key, value in _walk_json(program):
             if key == "expr_str":
                 check_size_expression(str(value))
-            elif key in ("name", "target") and isinstance(value, str) and value and \
-                    not _NAME.match(value) and not value.startswith("torch.ops."):
+            elif key in _NAME_KEYS and isinstance(value, str) and value and \
+                    not _NAME.fullmatch(value):
                 raise RefusedArchive(f"file: a node or attribute is named {value[:60]!r}")
+            elif key == "forward_arg_names":
+                _check_identifiers(value, "an argument")
+            elif key in ("in_spec", "out_spec"):
+                _check_spec_keys(value)
     except CodeRefused as exc:
         raise RefusedArchive(str(exc)) from None
     for symbol in program.get("range_constraints", {}):
         if not SYMBOL.fullmatch(str(symbol)):
             raise RefusedArchive(f"file: a size symbol is named {str(symbol)[:40]!r}")
+
+
+def _check_identifiers(values: object, what: str) -> None:
+    if not isinstance(values, list) or not all(
+            isinstance(v, str) and _IDENTIFIER.fullmatch(v) for v in values):
+        raise RefusedArchive(f"file: {what} is named {str(values)[:60]!r}; only identifiers "
+                             "are accepted")
+
+
+def _check_spec_keys(spec: object) -> None:
+    """The keys of every dict in a serialized input or output spec are identifiers."""
+    document = parse_json("an input or output spec", str(spec).encode())
+    for key, value in _walk_json(document):
+        if key == "context" and isinstance(value, str):
+            context = parse_json("an input or output spec", value.encode())
+            if context is not None:
+                _check_identifiers(context if isinstance(context, list) else [context],
+                                   "a keyword argument")
 
 
 def _load_export(canonical: bytes) -> torch.export.ExportedProgram:

@@ -280,3 +280,42 @@ class SleepsAtJobBatches(nn.Module):
             for _ in range(1_000_000_000_000):
                 y = y * 1.0
         return self.fc(y.flatten(1))
+
+
+# -- names that torch writes into Python source (the .pt2's generated forward) ----------------
+def _injection(marker: str) -> str:
+    """A Python expression without dots (FX splits attribute paths on them) that creates
+    `marker` (a path without dots)."""
+    return f'getattr(__import__("os"),"system")("touch {marker}")'
+
+
+def injected_parameter_name_pt2(base: bytes, marker: str) -> bytes:
+    """A .pt2 (of LeNet) whose first parameter is named so that the `getattr(self.conv1, "...")`
+    line torch.export's unlifting generates for it runs `touch marker` at every forward: FX
+    writes the name between double quotes, unescaped."""
+    name = "conv1.weight"
+    forged = f'conv1.weight"if {_injection(marker)}>=0 else"weight'
+    config = json.loads(_member(base, "data/weights/model_weights_config.json"))
+    config["config"] = {(forged if k == name else k): v for k, v in config["config"].items()}
+    program = json.loads(_member(base, "models/model.json"))
+    for spec in program["graph_module"]["signature"]["input_specs"]:
+        if spec.get("parameter", {}).get("parameter_name") == name:
+            spec["parameter"]["parameter_name"] = forged
+    return rewrite_zip(base, {"models/model.json": json.dumps(program).encode(),
+                              "data/weights/model_weights_config.json":
+                              json.dumps(config).encode()})
+
+
+def injected_input_key_pt2(base: bytes, marker: str) -> bytes:
+    """A .pt2 (of LeNet) whose input spec declares a keyword argument named so that the
+    `{'key': arg}` dict torch's pytree codegen writes into forward runs `touch marker`."""
+    def edit(program: dict) -> None:
+        signature = program["graph_module"]["module_call_graph"][0]["signature"]
+        spec = json.loads(signature["in_spec"])
+        args, kwargs = spec[1]["children_spec"]
+        key = f"k':{_injection(marker)},'k2"
+        kwargs["context"] = json.dumps([key])
+        kwargs["children_spec"] = [{"type": None, "context": None, "children_spec": []}]
+        args["children_spec"] = []
+        signature["in_spec"] = json.dumps(spec)
+    return edited_program_pt2(base, edit)

@@ -40,6 +40,8 @@ from tests.hostile_models import (
     duplicate_code_torchscript,
     duplicate_weights_config_pt2,
     edited_program_pt2,
+    injected_input_key_pt2,
+    injected_parameter_name_pt2,
     lenet_pt2,
     pickled_sample_inputs_pt2,
     pickled_weight_pt2,
@@ -111,6 +113,33 @@ def test_a_graph_node_outside_the_allow_list_is_refused_by_name(base: bytes, tar
     with pytest.raises(CustomArchitectureError, match="the network calls") as info:
         load_archive(edited_program_pt2(base, swap), "export")
     assert target.split(".")[-2 if target.endswith("default") else -1] in str(info.value)
+
+
+def test_a_parameter_name_that_is_code_is_refused_and_never_runs(base: bytes, tmp_path: Path
+                                                                ) -> None:
+    """torch.export's unlifting writes each parameter's name into the generated forward
+    between double quotes, unescaped: a name that closes the quote is Python that runs."""
+    canary = tmp_path / "ran"
+    data = injected_parameter_name_pt2(base, str(canary))
+    with pytest.raises(RefusedArchive, match="is named 'conv1.weight\"if getattr"):
+        load_untrusted(data, "export")
+    assert not canary.exists()
+    # the attack is real: torch's own loader runs it at the first forward
+    unchecked = load_untrusted(data, "export", checks=False).module
+    with pytest.raises(AttributeError):
+        unchecked(torch.randn(2, *SHAPE))
+    assert canary.exists()
+
+
+def test_an_input_key_that_is_code_is_refused(base: bytes, tmp_path: Path) -> None:
+    """A keyword argument's name from the input spec lands between single quotes in the
+    generated forward (torch's input check raises before that line runs on a positional
+    call; refused all the same)."""
+    canary = tmp_path / "ran"
+    data = injected_input_key_pt2(base, str(canary))
+    with pytest.raises(RefusedArchive, match="a keyword argument is named"):
+        load_untrusted(data, "export")
+    assert str(canary) in load_untrusted(data, "export", checks=False).module.code
 
 
 def test_compiled_code_and_zip_bombs_are_refused(base: bytes) -> None:
