@@ -31,7 +31,8 @@ from store.models import JOB_STATES, Job, Shard
 
 log = logging.getLogger(__name__)
 SETTING = "NADS_METRICS_TOKEN"
-_bearer = HTTPBearer(auto_error=False, description=f"The operator's {SETTING}.")
+_bearer = HTTPBearer(auto_error=False, scheme_name="MetricsToken",
+                     description=f"The operator's {SETTING}, not an API key.")
 
 
 def require_metrics_token(

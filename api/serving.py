@@ -46,7 +46,6 @@ try:
 except ImportError:  # pragma: no cover - httptools is optional for uvicorn
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
-SETTING = "NADS_HEADER_TIMEOUT_S"
 MAX_READ_BYTES = 256 * 1024  # asyncio's largest read from a socket
 READ_PAUSED_CHECK_S = 1.0  # how often a body deadline is looked at while the server is not reading
 
@@ -112,7 +111,7 @@ class _Limits:
     def _headers_late(self) -> None:
         self._header_timer = None
         self._refuse("408 Request Timeout", f"request headers: not complete within "
-                     f"{self._limit('header_timeout'):g} s ({SETTING})")
+                     f"{self._limit('header_timeout'):g} s (NADS_HEADER_TIMEOUT_S)")
 
     def _refuse(self, status: str, detail: str) -> None:
         if not self.transport.is_closing():
