@@ -11,9 +11,12 @@ import io
 import warnings
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from nadcore import subspace_overlap
 
 from .support import wait_for_job
 from .test_architectures_e2e import wait_validated
@@ -125,6 +128,18 @@ def test_models_that_mix_samples_or_are_random_are_rejected_with_the_fix(
     # network in eval mode (nadcore.custom): scripted in training mode, the same CNN is usable
     # and what jobs compute is the eval-mode network's.
     assert rows["bn_train.pt"]["status"] == "ready", rows["bn_train.pt"]
+    # ... and its NADs are those of the eval-mode export: the same init plan draws the same
+    # networks (seed 0), both evaluated in eval mode: the top-4 subspaces agree to rounding
+    body = {"input_shape": SHAPE, "num_networks": 8, "method": "autograd", "seed": 0}
+    nads = {}
+    for name in ("bn_train.pt", "bn_eval.pt2"):
+        r = alice.post("/v1/jobs/nads", json={**body, "architecture": {"id": rows[name]["id"]}})
+        assert r.status_code == 202, r.text
+        job = wait_for_job(alice, r.json()["id"])
+        assert job["status"] == "succeeded", job
+        nads[name] = np.load(io.BytesIO(
+            alice.get(f"/v1/jobs/{job['id']}/artifacts/nads.npy").content))
+    assert subspace_overlap(nads["bn_train.pt"], nads["bn_eval.pt2"], 4) > 0.999
 
 
 def test_structured_outputs_are_named_or_rejected(alice: httpx.Client) -> None:
