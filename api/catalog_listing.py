@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from jobs.catalog import CATALOG_ARCHITECTURES, PAPER_NETWORKS, target_spec
+from jobs.shipped import PARTIALS, background_networks
 from nadcore.cost import estimate_cost
 from store.settings import Settings
 
@@ -47,12 +48,17 @@ def how_to_build(name: str, settings: Settings) -> str:
 
 
 def absent_entry(name: str, settings: Settings) -> dict[str, Any]:
-    """The public JSON of an architecture the catalog has not started (no row yet)."""
+    """The public JSON of an architecture the catalog has not started (no row yet); where a
+    background CPU build's partials ship with the repository, how many networks they hold."""
     spec = target_spec(name, settings)
+    message = f"not built on this server: {how_to_build(name, settings)}"
+    done = background_networks(settings.catalog_shipped_dir, name)
+    if done:
+        message += (f"; meanwhile a background CPU build (nads catalog compute) has computed "
+                    f"{done:,} networks, in catalog_data/{name}/{PARTIALS}/")
     return {
-        "name": name, "status": ABSENT, "progress": 0.0,
-        "message": f"not built on this server: {how_to_build(name, settings)}",
-        "networks_done": 0, "input_shape": list(spec.input_shape), "method": spec.method,
+        "name": name, "status": ABSENT, "progress": 0.0, "message": message,
+        "networks_done": done, "input_shape": list(spec.input_shape), "method": spec.method,
         "scale": spec.scale, "seed": spec.seed, "networks": None,
         "max_networks": spec.num_networks, "stability": None,
         "stability_k": settings.catalog_stability_k,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,29 @@ ORIGIN_SHIPPED, ORIGIN_BUILT = "shipped", "built"
 # tf32 (10-bit mantissa): ResNet-18 on an H100 measured 7.6e-4 against the CPU; bf16 (7-bit
 # mantissa): LeNet on this CPU measured at most 0.022 per network (BENCHMARKS.md).
 VERIFY_TOLERANCE = {"fp32": 1e-4, "tf32": 1e-2, "bf16": 0.1}
+
+
+# A background CPU build's finished shards (nads/catalog_background.py) wait in
+# catalog_data/<arch>/partials/<start>-<stop>.npz until the entry is finalized.
+PARTIALS = "partials"
+PARTIAL_NAME = re.compile(r"^(\d{5,})-(\d{5,})\.npz$")
+
+
+def partial_files(folder: Path) -> list[tuple[Path, int, int]]:
+    """(path, start, stop) of the finished partials in `folder`, by start (names only)."""
+    found = []
+    for path in folder.glob("*.npz") if folder.is_dir() else []:
+        match = PARTIAL_NAME.match(path.name)
+        if match:
+            found.append((path, int(match[1]), int(match[2])))
+    return sorted(found, key=lambda f: f[1])
+
+
+def background_networks(directory: Path | None, name: str) -> int:
+    """Networks that a background build of `name` has in its partials under `directory`."""
+    if directory is None:
+        return 0
+    return sum(stop - start for _, start, stop in partial_files(directory / name / PARTIALS))
 
 
 class ShippedError(ValueError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,13 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from jobs.shipped import PROVENANCE
+from jobs.shipped import PARTIALS, PROVENANCE, partial_files
 from nadcore.engine import ShardRunner, merge_key
 from nadcore.partial import PartialNADs, merge_partials
-from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, PARTIALS, catalog_spec, export_partial
+from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, catalog_spec, export_partial
 
 AUTOGROUP = Path("/proc/self/autogroup")
-PARTIAL_NAME = re.compile(r"^(\d{5,})-(\d{5,})\.npz$")
 # networks per shard: a few minutes of one loaded CPU thread each (BENCHMARKS.md, Catalog on
 # the CPU), so that a stop loses little
 SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "densenet121": 2}
@@ -69,12 +67,7 @@ def partial_path(folder: Path, start: int, stop: int) -> Path:
 
 def present(folder: Path) -> list[PartialFile]:
     """The finished partials in `folder`, by start; overlapping ranges are refused."""
-    found = []
-    for path in folder.glob("*.npz") if folder.is_dir() else []:
-        match = PARTIAL_NAME.match(path.name)
-        if match:
-            found.append(PartialFile(path, int(match[1]), int(match[2])))
-    found.sort(key=lambda p: p.start)
+    found = [PartialFile(*f) for f in partial_files(folder)]
     for a, b in zip(found, found[1:], strict=False):
         if b.start < a.stop:
             raise BuildError(f"partials: {a.path.name} and {b.path.name} overlap")

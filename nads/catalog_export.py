@@ -26,6 +26,7 @@ import torch
 from jobs.shipped import (
     FILES,
     FORMAT,
+    PARTIALS,
     PROVENANCE,
     VERIFY_TOLERANCE,
     read_entry,
@@ -37,7 +38,6 @@ from nadcore.spec import NADSpec
 
 CATALOG_INPUT_SHAPE = (1, 32, 32)
 STABILITY_K = 64  # the catalog's stopping rule is checked at k = 64
-PARTIALS = "partials"  # a background build's shards (nads/catalog_background.py)
 CHECK_NETWORKS = 4  # networks whose gradients ship for `verify`
 # fewer for the large architectures: `verify` recomputes them on a CPU (one network is enough
 # to catch a wrong entry: another network's gradient is off by about sqrt(2))

@@ -164,6 +164,10 @@ def test_an_entry_of_fewer_networks_than_the_papers_says_a_full_build_is_pending
 
     shipped = tmp_path_factory.mktemp("pending-shipped")
     export_direct(shipped, "logreg", networks=12, device="cpu", check_networks=2)
+    # a background build of vgg11 under way: its partials ship, the listing counts them
+    (shipped / "vgg11" / "partials").mkdir(parents=True)
+    for name in ("00000-00020.npz", "00020-00040.npz", ".00040-00060.npz.123.tmp", ".lock"):
+        (shipped / "vgg11" / "partials" / name).write_bytes(b"")
     settings = Settings(data_dir=tmp_path_factory.mktemp("pending"), catalog_shipped_dir=shipped)
     upgrade(settings.resolved_database_url)
     from jobs.shipped import install_shipped
@@ -181,6 +185,11 @@ def test_an_entry_of_fewer_networks_than_the_papers_says_a_full_build_is_pending
         lenet = next(e for e in httpx.get(f"{url}/v1/catalog", timeout=30).json()
                      if e["name"] == "lenet")
         assert lenet["full_build_pending"] is False and lenet["status"] == "absent"
+        vgg11 = httpx.get(f"{url}/v1/catalog/vgg11", timeout=30).json()
+        assert (vgg11["status"], vgg11["networks_done"]) == ("absent", 40)
+        assert "a background CPU build (nads catalog compute) has computed 40 networks, in " \
+            "catalog_data/vgg11/partials/" in vgg11["message"], vgg11["message"]
+        assert lenet["networks_done"] == 0 and "background" not in lenet["message"]
         env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": url, "HOME": str(tmp_path)}
         ls = subprocess.run([NADS_BIN, "catalog", "ls"], env=env, capture_output=True,
                             text=True, timeout=60)
