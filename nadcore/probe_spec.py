@@ -140,6 +140,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# What a preset can show, said at submission (the estimate's `power.preset`) and in
+# docs/service.md; measured in BENCHMARKS.md ("Presets and the learning check").
+PRESET_NOTES = {
+    "quick": ("quick (10,000 training samples x 5 epochs, 2,000 test samples) separates the "
+              "directions an architecture learns most easily: measured for LeNet on 1x32x32, "
+              "the sines (0, 1) 66.1 % and (1, 1) 58.0 %, (8, 8) 50.1 %. Directions that the "
+              "paper's recipe learns only weakly (60-65 %) stay at chance under quick: a grid "
+              "without the lowest frequencies (grid_stride 4: |k| >= 4) shows little; use "
+              "\"preset\": \"paper\" to map them"),
+    "paper": ("paper: the paper's recipe (10,000 / 10,000 samples x 20 epochs) and, for "
+              "Fourier directions, its sine images"),
+}
+
+
 class ProbeSpec(_Strict):
     architecture: str | ArchitectureRef
     input_shape: tuple[

@@ -186,14 +186,19 @@ class Client:
 
     # Jobs
 
-    def submit(self, kind: str, spec: dict[str, Any], accept_long: bool = False) -> Job:
+    def submit(self, kind: str, spec: dict[str, Any], accept_long: bool = False,
+               accept_underpowered: bool = False) -> Job:
         """Submits a job of `kind` (nads, probe, poison) with the spec as the service takes it.
         A job estimated to run longer than the service's limit on its workers is refused (422
-        with the estimate and what fits) unless `accept_long`. Its estimate:
-        `job.raw["estimate"]["run"]` (run_s, basis)."""
+        with the estimate and what fits) unless `accept_long`; a probe whose sizes cannot
+        separate a learnable direction from chance is refused (422 with the smallest sizes
+        that can) unless `accept_underpowered`. Its estimate: `job.raw["estimate"]["run"]`
+        (run_s, basis), and for a probe `["power"]`."""
         if kind not in JOB_KINDS:
             raise ValueError(f"kind: {kind!r}; expected one of {', '.join(JOB_KINDS)}")
-        params = {"accept_long": "true"} if accept_long else None
+        params = {name: "true" for name, on in (("accept_long", accept_long),
+                                                ("accept_underpowered", accept_underpowered))
+                  if on} or None
         return Job.from_json(self._request("POST", f"/v1/jobs/{kind}", json=spec,
                                            params=params).json())
 

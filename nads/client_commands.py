@@ -184,6 +184,9 @@ def submit(
     accept_long: Annotated[bool, typer.Option(
         "--accept-long", help="Queue it even when its estimated run time exceeds the "
         "service's limit (NADS_MAX_ESTIMATED_RUN_S)")] = False,
+    accept_underpowered: Annotated[bool, typer.Option(
+        "--accept-underpowered", help="probe: queue it even when its sizes cannot separate "
+        "a learnable direction from chance")] = False,
     url: Url = None,
     key: Key = None,
     as_json: AsJson = False,
@@ -204,11 +207,20 @@ def submit(
     spec = build_spec(kind, spec_file, flags, sets or [])
     client = _client(url, key)
     with _Guard():
-        job = client.submit(kind.value, spec, accept_long=accept_long)
+        job = client.submit(kind.value, spec, accept_long=accept_long,
+                            accept_underpowered=accept_underpowered)
         _print_job(job, as_json)
-        run = (job.raw.get("estimate") or {}).get("run")
+        estimate = job.raw.get("estimate") or {}
+        run, power = estimate.get("run"), estimate.get("power")
         if run and not as_json:  # the run time on the workers connected (jobs/fleet.py)
             print(f"estimate: {run['basis']}")
+        if power and not as_json:  # a probe: what its sizes can tell (nadcore/probe_power.py)
+            verdict = {True: "can", False: "CANNOT (accepted)", None: "may"}[
+                power["can_separate"]]
+            print(f"power: {verdict} separate a learnable direction from chance: "
+                  f"{power['basis']}")
+            if power.get("preset"):
+                print(f"preset: {power['preset']}")
         if wait_:
             _wait(client, job.id, None, as_json)
 

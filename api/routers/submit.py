@@ -32,16 +32,24 @@ AcceptLong = Annotated[bool, Query(
     "exceeds NADS_MAX_ESTIMATED_RUN_S (otherwise a 422 with the estimate and what fits).")]
 
 
+AcceptUnderpowered = Annotated[bool, Query(
+    description="Probe jobs: queue a probe even when its sizes cannot separate a learnable "
+    "direction from chance (otherwise a 422 with the smallest sizes that can; the answer is "
+    "under `estimate.power` either way).")]
+
+
 def _add_route(kind: JobKind) -> None:
     spec_type = kind.spec
 
     def submit(spec: spec_type, session: SessionDep, key: CurrentKey,  # type: ignore[valid-type]
                settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
-               response: Response, accept_long: AcceptLong = False) -> JobOut:
+               response: Response, accept_long: AcceptLong = False,
+               accept_underpowered: AcceptUnderpowered = False) -> JobOut:
         spec, arch_info = resolve_architecture(session, key.user, spec,
                                                **kind.architecture(spec))
         try:
-            plan = kind.plan(spec, Admission(session, key.user_id, settings, blobs, arch_info))
+            plan = kind.plan(spec, Admission(session, key.user_id, settings, blobs, arch_info,
+                                             accept_underpowered))
         except SpecError as exc:
             raise invalid(exc.field, exc.reason, exc.value) from None
         except QuotaError as exc:

@@ -63,13 +63,15 @@ class Plan:
 @dataclass(frozen=True)
 class Admission:
     """What admitting a spec may read: the submitting user's rows, the settings (quotas), the
-    blob store (upload headers) and an uploaded architecture's validation info (or None)."""
+    blob store (upload headers), an uploaded architecture's validation info (or None) and
+    whether the user accepts a probe that cannot separate a direction from chance."""
 
     session: Session
     user_id: int
     settings: Settings
     blobs: Blobs
     arch_info: dict[str, Any] | None
+    accept_underpowered: bool = False  # a probe too small to tell a direction from chance
 
 
 class JobKind(Protocol):

@@ -28,7 +28,10 @@ from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
 from nadcore.cost import layer_count
 from nadcore.fourier_grid import grid, half_plane
+from nadcore.probe_power import assess as assess_power
+from nadcore.probe_power import refusal
 from nadcore.probe_spec import (
+    PRESET_NOTES,
     CustomDirections,
     FourierDirections,
     NADDirections,
@@ -112,6 +115,22 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
     if arch_info is not None:  # validation's timing at job batch sizes (jobs/budget.py)
         estimate["measured_s"] = measured_seconds(arch_info, passes)
     return estimate
+
+
+def check_power(spec: ProbeSpec, estimate: dict[str, Any], accepted: bool) -> None:
+    """Puts `nadcore.probe_power`'s answer in the estimate (`power`) and refuses a probe that
+    cannot separate a learnable direction from chance, unless the user accepted it."""
+    data = spec.data
+    power = assess_power(data.num_train, spec.training.epochs, data.num_test,
+                         data.epsilon / data.sigma, math.prod(spec.input_shape))
+    power["accepted"] = bool(accepted and power["can_separate"] is False)
+    note = PRESET_NOTES.get(spec.preset or "")
+    if note:
+        power["preset"] = note
+    estimate["power"] = power
+    if power["can_separate"] is False and not accepted:
+        field, reason = refusal(power, data.num_test)
+        raise SpecError(field, reason)
 
 
 def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:
@@ -201,6 +220,7 @@ class ProbeKind:
         estimate = estimate_probe(spec, num_directions, admission.arch_info)
         check_probe_quota(estimate, admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
+        check_power(spec, estimate, admission.accept_underpowered)
         return Plan(SHARDED, estimate, shard_ranges(spec.units(num_directions), spec.shards))
 
 
