@@ -102,6 +102,9 @@ def write_entry(out: Path, arch: str, spec: NADSpec, *, nads: np.ndarray,
         tmp.rename(final)
         return final
     except BaseException:
+        if (tmp / PARTIALS).is_dir():  # never lost with the temporary folder
+            (out / arch).mkdir(exist_ok=True)
+            (tmp / PARTIALS).rename(out / arch / PARTIALS)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 

@@ -145,3 +145,28 @@ def test_lowest_priority_lowers_only_its_own_session_group():
     if before is not None:
         assert got["autogroup_nice"] == 19, got
     assert group_nice() == before
+
+
+def test_a_failed_entry_write_keeps_the_partials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """write_entry carries a background build's partials over into the new entry folder; if
+    replacing the old folder fails midway, the partials are put back, not deleted."""
+    from nads import catalog_export
+
+    compute(tmp_path, "logreg", 8, "fp32", shard_networks=4, report=_quiet)  # an entry
+    compute(tmp_path, "logreg", 12, "fp32", shard_networks=4, finalize=False, report=_quiet)
+    folder = partials_dir(tmp_path, "logreg")
+    before = {p.path.name: p.path.read_bytes() for p in present(folder)}
+    assert list(before) == ["00000-00004.npz", "00004-00008.npz", "00008-00012.npz"]
+    real_rmtree = shutil.rmtree
+
+    def failing_rmtree(path, *args, **kwargs):
+        if Path(path) == tmp_path / "logreg":
+            raise OSError("disk trouble")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(catalog_export.shutil, "rmtree", failing_rmtree)
+    with pytest.raises(OSError, match="disk trouble"):
+        catalog_export.export_direct(tmp_path, "logreg", networks=6, precision="fp32",
+                                     device="cpu")
+    assert {p.path.name: p.path.read_bytes() for p in present(folder)} == before
+    assert not list(tmp_path.glob(".logreg-*"))  # the temporary folder is gone
