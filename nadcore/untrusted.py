@@ -79,7 +79,7 @@ def read_archive(data: bytes, fmt: str, max_uncompressed: int = DEFAULT_MAX_UNCO
 
 
 # -- 2a. torch.export metadata --------------------------------------------------------------
-_TARGET = re.compile(r"^torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?$")
+_TARGET = re.compile(r"torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?", re.ASCII)
 # Names torch writes into the Python source of the module it builds from a program (FX's
 # codegen: `getattr(self.conv1, "<name>")` for a parameter, `def forward(self, <arg>)`, the
 # `{'<key>': arg}` of the input spec), unescaped: anything but these characters is code.
@@ -94,7 +94,7 @@ _PAYLOADS = {"data/weights/model_weights_config.json": ("data/weights/", "weight
 
 def _export_operator(target: str) -> str:
     """'torch.ops.aten.conv2d.default' -> 'aten::conv2d'; Python callables stay as written."""
-    m = _TARGET.match(target)
+    m = _TARGET.fullmatch(target)
     return f"{m.group(1)}::{m.group(2)}" if m else target
 
 
@@ -184,6 +184,13 @@ def check_export_members(members: dict[str, bytes]) -> dict[str, bytes]:
     return kept
 
 
+def _check_operator(target: str) -> None:
+    operator = _export_operator(target)
+    if not is_allowed(operator):
+        raise RefusedArchive(f"file: the network calls {operator[:100]!r}, which is not an "
+                             "operator networks are made of")
+
+
 def _check_program(program: dict) -> None:
     graphs = [v for k, v in _walk_json(program) if k == "graph" and isinstance(v, dict)]
     for graph in graphs:
@@ -191,14 +198,13 @@ def _check_program(program: dict) -> None:
         if not isinstance(nodes, list) or not all(isinstance(n, dict) for n in nodes):
             raise RefusedArchive("file: a graph's nodes are not the JSON torch.export writes")
         for node in nodes:
-            operator = _export_operator(str(node.get("target", "")))
-            if not is_allowed(operator):
-                raise RefusedArchive(f"file: the network calls {operator[:100]!r}, which is "
-                                     "not an operator networks are made of")
+            _check_operator(str(node.get("target", "")))
     try:
         for key, value in _walk_json(program):
             if key == "expr_str":
                 check_size_expression(str(value))
+            elif key == "as_operator":  # an operator passed as an argument (to cond, map...)
+                _check_operator(str(value))
             elif key in _NAME_KEYS and isinstance(value, str) and value and \
                     not _NAME.fullmatch(value):
                 raise RefusedArchive(f"file: a node or attribute is named {value[:60]!r}")
@@ -331,6 +337,11 @@ def _fx_operators(root: nn.Module) -> set[str]:
                 found.add(_callable_name(node.target))
             elif node.op in ("call_method", "call_module"):
                 found.add(f"{node.op}:{node.target}")
+            # an operator or function passed as an argument is called by the one it is
+            # passed to (cond calls its branches, map its body): checked like a target
+            for arg in torch.utils._pytree.tree_leaves((node.args, node.kwargs)):
+                if callable(arg) and not isinstance(arg, (nn.Module, torch.fx.Node)):
+                    found.add(_callable_name(arg))
     return found
 
 

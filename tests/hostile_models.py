@@ -319,3 +319,31 @@ def injected_input_key_pt2(base: bytes, marker: str) -> bytes:
         args["children_spec"] = []
         signature["in_spec"] = json.dumps(spec)
     return edited_program_pt2(base, edit)
+
+
+class Branches(nn.Module):
+    """A plain network with a `torch.cond` of two allow-listed branches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(256, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cond(x.sum() > -1e30, lambda a: a * 2.0, lambda a: a * 3.0, (x,))
+        return self.fc(y.flatten(1))
+
+
+def operator_argument_pt2(operator: str = "torch.ops.aten.uniform_.default") -> bytes:
+    """A .pt2 of `Branches` whose cond takes `operator` (an `as_operator` argument, which the
+    loader resolves by name) as both branches, called on the input: `aten::uniform_`, not on
+    the allow-list, overwrites the caller's input with uniform noise in place."""
+    program = torch.export.export(Branches().eval(), (torch.randn(2, *SHAPE),))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+
+    def edit(document: dict) -> None:
+        for node in document["graph_module"]["graph"]["nodes"]:
+            if node["target"] == "torch.ops.higher_order.cond":
+                node["inputs"][1]["arg"] = {"as_operator": operator}
+                node["inputs"][2]["arg"] = {"as_operator": operator}
+    return edited_program_pt2(buf.getvalue(), edit)

@@ -43,6 +43,7 @@ from tests.hostile_models import (
     injected_input_key_pt2,
     injected_parameter_name_pt2,
     lenet_pt2,
+    operator_argument_pt2,
     pickled_sample_inputs_pt2,
     pickled_weight_pt2,
     slow_expression_pt2,
@@ -129,6 +130,21 @@ def test_a_parameter_name_that_is_code_is_refused_and_never_runs(base: bytes, tm
     with pytest.raises(AttributeError):
         unchecked(torch.randn(2, *SHAPE))
     assert canary.exists()
+
+
+def test_an_operator_passed_as_an_argument_is_checked_like_a_target() -> None:
+    """cond, map and while_loop call the operators they are given: one named in an argument
+    (`as_operator`) is on the allow-list or refused, before loading and in the loaded graph."""
+    data = operator_argument_pt2()
+    with pytest.raises(RefusedArchive, match="aten::uniform_"):
+        load_untrusted(data, "export")
+    # the attack is real: torch's own loader runs aten::uniform_ on the caller's input
+    x = torch.full((2, *SHAPE), -5.0)
+    load_untrusted(data, "export", checks=False).module(x)
+    assert bool((x >= 0).all() and (x < 1).all())
+    unchecked = load_untrusted(data, "export", checks=False).program
+    with pytest.raises(RefusedArchive, match="aten::uniform_"):
+        refuse_unlisted(program_operators(unchecked))
 
 
 def test_an_input_key_that_is_code_is_refused(base: bytes, tmp_path: Path) -> None:
