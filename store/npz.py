@@ -2,8 +2,9 @@
 headers only, at upload time: nothing is decompressed but the headers, so a 205 kB archive that
 declares 200,000 images is judged by what it declares before any worker loads it.
 
-Bounded first: the archive's member count (from its end-of-central-directory record, before
-Python's zipfile builds its member list), the sizes its central directory declares, then the
+Bounded first: the archive's member count (from its end-of-central-directory records,
+zip64's included, by `nadcore.strict_zip.read_end`, before Python's zipfile builds its member
+list), the sizes its central directory declares, then the
 sizes its headers declare (`NADS_MAX_DATASET_DECOMPRESSED_BYTES`, 413). Each member must be a
 plain numeric `.npy` (bool, integer or float; no objects, no structured dtypes) whose declared
 size is exactly its header plus its data. A dataset must also have the keys, ranks, dtypes and
