@@ -414,7 +414,7 @@ def _kill(proc: subprocess.Popen) -> None:
 def _json(payload: bytes, what: str) -> dict:
     try:
         value = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):  # `[[[[...` within the frame bound nests too deep
         raise SandboxError(f"{what}: the sandboxed model sent malformed data") from None
     if not isinstance(value, dict):
         raise SandboxError(f"{what}: the sandboxed model sent malformed data")

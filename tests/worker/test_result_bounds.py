@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from nadcore.partial import PartialNADs
-from worker.sandbox import SandboxError
+from tests.hostile_models import lenet_pt2, pickled_weight_pt2
+from worker.sandbox import Limits, SandboxError, check_available, run_sandboxed
 from worker.uploaded import load_result, result_bytes
 
 BOMB_BYTES = 1 << 30
@@ -99,3 +100,17 @@ def test_a_result_within_the_bound_loads() -> None:
     # and the bound is what refuses: the same bytes under a bound of the gradients' size
     with pytest.raises(SandboxError, match="past the limit"):
         load_result(PartialNADs.load, buf.getvalue(), "networks 0..9", 10 * 3072 * 8)
+
+
+@pytest.mark.skipif(check_available() is not None, reason="no sandbox here")
+def test_a_frame_nested_too_deep_is_the_models_failure(tmp_path: Path) -> None:
+    """A JSON frame of 200,000 `[` (within the 1 MiB bound) made the worker's json.loads raise
+    RecursionError, which escaped as no SandboxError: the validation task failed, the
+    architecture stayed `validating` and reconcile sent its validation again, for ever."""
+    code = ("import os, struct, sys; p = b'[' * 200_000; "
+            "os.write(int(sys.argv[2]), b'I' + struct.pack('>I', len(p)) + p); os._exit(0)")
+    archive = tmp_path / "model.pt2"
+    archive.write_bytes(pickled_weight_pt2(lenet_pt2(tmp_path), code))
+    request = {"input_shape": [1, 16, 16], "init": "default", "archive_checks": False}
+    with pytest.raises(SandboxError, match="info: the sandboxed model sent malformed data"):
+        run_sandboxed("validate", request, archive, Limits(wall_s=120, memory_bytes=2 << 30))
