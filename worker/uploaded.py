@@ -12,6 +12,7 @@ reduced to short, escaped scalars. Built-in architectures never come here.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,8 +75,10 @@ def clean_info(value: object, depth: int = 0) -> object:
     """JSON from the sandbox reduced to numbers, booleans and short escaped strings."""
     if isinstance(value, bool) or value is None:
         return value
-    if isinstance(value, (int, float)):
-        return value if np.isfinite(value) else None
+    if isinstance(value, int):  # JSON's integers have no bound: 10**400 is no float
+        return value if abs(value) < 1 << 63 else None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         return excerpt(value, 120)
     if depth >= 3:

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from nadcore.partial import PartialNADs
+from store.settings import get_settings
 from tests.hostile_models import lenet_pt2, pickled_weight_pt2
 from worker.sandbox import Limits, SandboxError, check_available, run_sandboxed
-from worker.uploaded import load_result, result_bytes
+from worker.uploaded import clean_info, load_result, result_bytes, validate
 
 BOMB_BYTES = 1 << 30
 
@@ -114,3 +115,20 @@ def test_a_frame_nested_too_deep_is_the_models_failure(tmp_path: Path) -> None:
     request = {"input_shape": [1, 16, 16], "init": "default", "archive_checks": False}
     with pytest.raises(SandboxError, match="info: the sandboxed model sent malformed data"):
         run_sandboxed("validate", request, archive, Limits(wall_s=120, memory_bytes=2 << 30))
+
+
+@pytest.mark.skipif(check_available() is not None, reason="no sandbox here")
+def test_a_report_with_a_huge_integer_is_cleaned_not_raised(tmp_path: Path) -> None:
+    """JSON integers are unbounded: a validation report of {"flops": 10**400} made clean_info's
+    np.isfinite raise TypeError in the worker (the task failed, the architecture stayed
+    `validating`, and reconcile sent it again for ever). Numbers past int64 are dropped."""
+    code = ("import json, os, struct, sys; p = json.dumps({'flops': 10 ** 400, 'num_outputs': "
+            "10 ** 400}).encode(); os.write(int(sys.argv[2]), b'I' + struct.pack('>I', len(p))"
+            " + p); os._exit(0)")
+    archive = tmp_path / "model.pt2"
+    archive.write_bytes(pickled_weight_pt2(lenet_pt2(tmp_path), code))
+    settings = get_settings().model_copy(update={"unsafe_skip_archive_checks": True})
+    info, reason = validate(settings, archive, [1, 16, 16], "default")
+    assert info is None and reason == "validation returned an incomplete report"
+    assert clean_info({"a": [10 ** 400, -(10 ** 30), 7, 1.5, float("nan")]}) == \
+        {"a": [None, None, 7, 1.5, None]}
