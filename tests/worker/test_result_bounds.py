@@ -19,6 +19,7 @@ from nadcore.partial import PartialNADs
 from store.settings import get_settings
 from tests.hostile_models import lenet_pt2, pickled_weight_pt2
 from worker.sandbox import Limits, SandboxError, check_available, run_sandboxed
+from worker.tasks import _Throttle
 from worker.uploaded import clean_info, load_result, result_bytes, validate
 
 BOMB_BYTES = 1 << 30
@@ -132,3 +133,28 @@ def test_a_report_with_a_huge_integer_is_cleaned_not_raised(tmp_path: Path) -> N
     assert info is None and reason == "validation returned an incomplete report"
     assert clean_info({"a": [10 ** 400, -(10 ** 30), 7, 1.5, float("nan")]}) == \
         {"a": [None, None, 7, 1.5, None]}
+
+
+@pytest.mark.skipif(check_available() is not None, reason="no sandbox here")
+def test_repeated_final_progress_is_one_database_round_trip(tmp_path: Path) -> None:
+    """Progress frames are the model's word. A child repeating {"done": 1, "total": 1} sent
+    565,000 frames in 3 s, and the worker's throttle let every final-looking one through (a
+    database UPDATE each); the forced update now happens once per shard."""
+    code = ("import os, struct, sys, time; fd = int(sys.argv[2]); p = b'{\"done\":1,\"total\":1}'"
+            "; f = b'P' + struct.pack('>I', len(p)) + p; t = time.time()\n"
+            "while time.time() - t < 2: os.write(fd, f * 100)\nos._exit(0)")
+    archive = tmp_path / "model.pt2"
+    archive.write_bytes(pickled_weight_pt2(lenet_pt2(tmp_path), code))
+    gate, frames, round_trips = _Throttle(60.0), [], []
+
+    def progress(done: int, total: int) -> None:
+        frames.append(done)
+        if gate.due(force=done >= total):
+            round_trips.append(done)
+
+    request = {"input_shape": [1, 16, 16], "init": "default", "archive_checks": False}
+    with pytest.raises(SandboxError, match="without a result"):
+        run_sandboxed("validate", request, archive, Limits(wall_s=120, memory_bytes=2 << 30),
+                      progress=progress)
+    assert len(frames) > 1000
+    assert round_trips == [1]
