@@ -81,13 +81,17 @@ def read_archive(data: bytes, fmt: str, max_uncompressed: int = DEFAULT_MAX_UNCO
 # -- 2a. torch.export metadata --------------------------------------------------------------
 _TARGET = re.compile(r"torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?", re.ASCII)
 # Names torch writes into the Python source of the module it builds from a program (FX's
-# codegen: `getattr(self.conv1, "<name>")` for a parameter, `def forward(self, <arg>)`, the
-# `{'<key>': arg}` of the input spec), unescaped: anything but these characters is code.
+# codegen), unescaped: a node's or input's name as a Python name (`def forward(self, <arg>)`),
+# a parameter's or buffer's dotted path between double quotes (`getattr(self.conv1,
+# "<name>")`), a keyword of the input spec between single quotes. Beyond these characters a
+# name is code. A path's parts may start with a digit (nn.Sequential's `0.weight`) or hold a
+# dash (nn.ModuleDict's keys).
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_PATH = re.compile(r"[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NAME_KEYS = frozenset({"name", "target", "fqn", "parameter_name", "buffer_name",
-                        "tensor_constant_name", "custom_obj_name", "user_input_name",
-                        "user_output_name"})
+_NAME_KEYS = frozenset({"name", "target", "user_input_name", "user_output_name"})
+_PATH_KEYS = frozenset({"fqn", "parameter_name", "buffer_name", "tensor_constant_name",
+                        "custom_obj_name"})
 _PAYLOADS = {"data/weights/model_weights_config.json": ("data/weights/", "weight_"),
              "data/constants/model_constants_config.json": ("data/constants/", "tensor_")}
 
@@ -205,8 +209,9 @@ def _check_program(program: dict) -> None:
                 check_size_expression(str(value))
             elif key == "as_operator":  # an operator passed as an argument (to cond, map...)
                 _check_operator(str(value))
-            elif key in _NAME_KEYS and isinstance(value, str) and value and \
-                    not _NAME.fullmatch(value):
+            elif isinstance(value, str) and value and (
+                    key in _NAME_KEYS and not _NAME.fullmatch(value) or
+                    key in _PATH_KEYS and not _PATH.fullmatch(value)):
                 raise RefusedArchive(f"file: a node or attribute is named {value[:60]!r}")
             elif key == "forward_arg_names":
                 _check_identifiers(value, "an argument")

@@ -147,6 +147,27 @@ def test_an_operator_passed_as_an_argument_is_checked_like_a_target() -> None:
         refuse_unlisted(program_operators(unchecked))
 
 
+class _Keyed(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleDict({"conv-1": torch.nn.Linear(256, 4)})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks["conv-1"](x.flatten(1))
+
+
+@pytest.mark.parametrize("model", [
+    torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3)), _Keyed()],
+    ids=["sequential", "module-dict"])
+def test_parameter_paths_of_sequential_and_module_dict_pass(model: torch.nn.Module) -> None:
+    """The name check admits what torch names: `1.weight`, `blocks.conv-1.weight`."""
+    program = torch.export.export(model.eval(), (torch.randn(2, *SHAPE),))
+    buf = io.BytesIO()
+    torch.export.save(program, buf)
+    x = torch.randn(2, *SHAPE)
+    assert torch.equal(load_untrusted(buf.getvalue(), "export").module(x), model(x))
+
+
 def test_an_input_key_that_is_code_is_refused(base: bytes, tmp_path: Path) -> None:
     """A keyword argument's name from the input spec lands between single quotes in the
     generated forward (torch's input check raises before that line runs on a positional
