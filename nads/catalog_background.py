@@ -42,7 +42,7 @@ SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "dens
 # bar of benchmarks/catalog_precision.py (BENCHMARKS.md, Catalog on the CPU); read by every
 # new build process, so a change here reaches the next architecture of a running
 # scripts/catalog_build.sh
-CPU_PRECISION = {"logreg": "fp32", "lenet": "fp32", "vgg11": "bf16", "resnet18": "fp32",
+CPU_PRECISION = {"logreg": "fp32", "lenet": "fp32", "vgg11": "bf16", "resnet18": "bf16",
                  "densenet121": "fp32"}
 
 
