@@ -35,7 +35,18 @@ def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
         sniff_format(path)  # reads the zip's directory only; never unpickles
     except CustomArchitectureError as exc:
         return REJECTED, None, str(exc)
-    info, reason = uploaded.validate(settings, path, input_shape, init, output)
+    try:
+        info, reason = uploaded.validate(settings, path, input_shape, init, output)
+    except Exception:
+        # A bug of ours met by this model's output (two were found: a report nested past the
+        # recursion limit, an integer past int64). Left to escape, the architecture would stay
+        # `validating` and the reconciler would send its validation again for ever, a sandbox
+        # run each time; rejected, it costs one run. The sandbox's own failures (SandboxError)
+        # are handled inside validate; the database is not touched before this returns.
+        log.exception("validation of %s failed inside the worker", path.name)
+        return REJECTED, None, ("file: the worker failed while validating this archive (an "
+                                "internal error, logged on the worker); it was not loaded "
+                                "outside the sandbox")
     return (READY, info, None) if info is not None else (REJECTED, None, reason)
 
 
