@@ -79,6 +79,7 @@ class _Limits:
     _body_last = 0.0  # when its last read arrived
     _body_bytes = 0
     _body_checked = 0.0
+    _body_paused = False  # whether the server was not reading at the last look
 
     def _awaiting_headers(self) -> bool:
         raise NotImplementedError
@@ -153,6 +154,7 @@ class _Limits:
         now = self.loop.time()
         if self._body_start is None:  # this read ended the headers: the body starts now
             self._body_start, self._body_bytes, self._body_checked = now, 0, now
+            self._body_paused = False
         else:
             self._body_bytes += len(data)
         self._body_last = now
@@ -172,10 +174,15 @@ class _Limits:
         now = self.loop.time()
         paused = (self.flow is not None and self.flow.read_paused) or (
             self.cycle is not None and self.cycle.waiting_for_100_continue)
-        if paused:  # the server stopped reading, or has not asked for the body: its wait
+        if paused or self._body_paused:
+            # The server stopped reading, or has not asked for the body: its wait. Paused at
+            # the last look and reading now, the pause ended somewhere in between: the whole
+            # interval is credited, or a client asked for its body just now (100 Continue)
+            # would be refused at once (up to READ_PAUSED_CHECK_S counted against it).
             waited = now - self._body_checked
             self._body_start += waited
             self._body_last += waited
+        self._body_paused = paused
         self._body_checked = now
         deadline = self._body_deadline()
         if paused or now < deadline:
