@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +48,7 @@ from tests.hostile_models import (
     slow_expression_pt2,
 )
 from tests.hostile_zips import many_entries_zip
+from tests.listener import Listener
 
 from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
 
@@ -94,35 +93,6 @@ for attempt in (lambda: open({str(secret)!r}).read(),
         got.append(type(exc).__name__)
 raise ValueError('got ' + ' '.join(got))  # torch.export.load swallows RuntimeError
 """
-
-
-class Listener:
-    """A TCP server on loopback that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")

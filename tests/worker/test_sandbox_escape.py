@@ -16,10 +16,8 @@ import errno
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import nadcore
+from tests.listener import Listener
 from worker import sandbox, seccomp
 
 LIMITS = sandbox.Limits(wall_s=60, memory_bytes=1 << 30, scratch_bytes=64 << 20)
@@ -165,35 +164,6 @@ def test_proc_is_the_sandboxs_own(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- the network ---------------------------------------------------------------------------------
-class Listener:
-    """A TCP server on the host's loopback that counts the connections it accepts."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self.running = True
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while self.running:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=5)
-        self.sock.close()
-
-
 def _connect(port: int) -> str:
     return f"""
 import json, socket
