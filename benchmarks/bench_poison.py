@@ -1,4 +1,4 @@
-"""Accuracy vs. poison index on digits (NADS.md section 5 in miniature), with timings.
+"""Accuracy vs. poison index on digits (docs/science.md, section 4, in miniature), with timings.
 
 LeNet NADs of 1 x 32 x 32 inputs from `--networks` random networks (finite differences, the
 paper's defaults), then one LeNet per poison index trained on the poisoned digits training set

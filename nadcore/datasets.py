@@ -1,6 +1,6 @@
-"""Image datasets of poison jobs (NADS.md section 5): scikit-learn's digits (shipped inside the
-package, for the demo and the tests), CIFAR-10 in torchvision's on-disk format from the worker's
-datasets directory, and user-uploaded .npz files.
+"""Image datasets of poison jobs (docs/science.md, section 4): scikit-learn's digits (shipped
+inside the package, for the demo and the tests), CIFAR-10 in torchvision's on-disk format from
+the worker's datasets directory, and user-uploaded .npz files.
 
 Every loader returns float32 images N x C x H x W in [0, 1] and int64 labels 0..K-1.
 """

@@ -338,7 +338,7 @@ def estimate_nads(
 ) -> NADResult:
     """Estimate the NADs of an architecture from `num_networks` random initializations.
 
-    Defaults are the paper's (NADS.md section 2): central finite differences with step 100
+    Defaults are the paper's (docs/science.md, section 2): central finite differences with step 100
     along every input axis, networks in eval mode, one evaluation point x0 ~ N(0, I) drawn from
     `seed`, PCA of the centered gradients. `method="autograd"` uses the exact input gradient
     instead (a different quantity; see the README). Network j is drawn from a seed derived from

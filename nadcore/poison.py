@@ -1,5 +1,5 @@
-"""Poisoning an image dataset with NAD carriers, and the flipped-basis experiment (NADS.md
-section 5), then training a classifier on it with the paper's CIFAR-10 recipe.
+"""Poisoning an image dataset with NAD carriers, and the flipped-basis experiment (docs/science.md,
+section 4), then training a classifier on it with the paper's CIFAR-10 recipe.
 
 Carriers: class t of a dataset with C channels is given the carrier V[i + t // (2C)] placed in
 channel t % C with sign +1 for odd t, -1 for even t; every training sample of class t is moved
@@ -98,7 +98,7 @@ def carriers(nads: np.ndarray | torch.Tensor, index: int, num_classes: int,
 def poison_dataset(x: torch.Tensor, y: torch.Tensor, nads: np.ndarray | torch.Tensor,
                    index: int, eps: float, *, num_classes: int | None = None) -> torch.Tensor:
     """A poisoned copy of x (N, C, H, W): x' = x + (sign * eps - <x, carrier>) * carrier with
-    the carrier and sign of each sample's class (NADS.md section 5), computed in float64.
+    the carrier and sign of each sample's class (docs/science.md, section 4), computed in float64.
 
     `nads` (k, H*W) are NAD rows of a 1-channel H x W architecture. K is `num_classes`, default
     max(y) + 1. Values are not clipped to [0, 1] (the paper does not clip either).

@@ -1,5 +1,6 @@
-"""The poison job spec (NADS.md section 5): NAD carriers planted in an image dataset, or the
-flipped-basis experiment, then a network trained on it. Torch-free, like `nadcore.spec`."""
+"""The poison job spec (docs/science.md, section 4): NAD carriers planted in an image dataset,
+or the flipped-basis experiment, then a network trained on it. Torch-free, like
+`nadcore.spec`."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ class NadSource(_Strict):
 
 
 class PoisonTraining(_Strict):
-    """The paper's CIFAR-10 recipe (NADS.md section 5)."""
+    """The paper's CIFAR-10 recipe (docs/science.md, section 4)."""
 
     epochs: int = Field(50, ge=1, le=1000)
     batch_size: int = Field(128, ge=1, le=65536)

@@ -1,6 +1,6 @@
-"""Probing an architecture's directional bias (NADS.md section 4): train one fresh model per
-direction v on the linearly separable distribution D(v) and report its test accuracy. The
-directions are built in `nadcore.probe_directions`, D(v) is sampled in
+"""Probing an architecture's directional bias (docs/science.md, section 3): train one fresh
+model per direction v on the linearly separable distribution D(v) and report its test accuracy.
+The directions are built in `nadcore.probe_directions`, D(v) is sampled in
 `nadcore.probe_distribution`; this module trains (the strategies below).
 
 Everything about direction number j of a job (its model's initialization, its training and

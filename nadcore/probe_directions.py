@@ -1,4 +1,4 @@
-"""The directions a probe job trains on (NADS.md section 4): unit Fourier images of chosen
+"""The directions a probe job trains on (docs/science.md, section 3): unit Fourier images of chosen
 frequencies (each direction once: `nadcore.fourier_grid`), rows of a NAD array, seeded random
 vectors or given rows, as (n, C*H*W) float32 unit rows in direction-index order. NumPy only
 (`jobs.kinds.probe.count_directions` counts the rows of `make_directions` without building

@@ -1,5 +1,6 @@
-"""The linearly separable distribution D(v) of a probe (NADS.md section 4): x = y (eps/2) v +
-w_perp with w ~ N(0, sigma^2 I) and w_perp its part orthogonal to v, labels balanced."""
+"""The linearly separable distribution D(v) of a probe (docs/science.md, section 3):
+x = y (eps/2) v + w_perp with w ~ N(0, sigma^2 I) and w_perp its part orthogonal to v, labels
+balanced."""
 
 from __future__ import annotations
 

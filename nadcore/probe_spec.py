@@ -1,4 +1,4 @@
-"""The probe job spec (NADS.md section 4): how well an architecture learns the linearly
+"""The probe job spec (docs/science.md, section 3): how well an architecture learns the linearly
 separable distribution D(v) along chosen directions v. Torch-free, like `nadcore.spec`.
 
 Frequency convention of `fourier` directions: (ky, kx) indexes numpy's `fft2` of an H x W image,

@@ -109,7 +109,7 @@ MIN_SCALE, MAX_SCALE = 1e-4, FLOAT_LIMIT
 class NADSpec(BaseModel):
     """Everything that determines a NAD estimate (the arrays are a function of this alone).
 
-    Defaults are the paper's settings (NADS.md section 2) except `num_networks`, which the
+    Defaults are the paper's settings (docs/science.md, section 2) except `num_networks`, which the
     paper fixed at 10,000 and which `target_stability` can choose for you.
     """
 

@@ -1,5 +1,5 @@
-"""The built-in model zoo: the paper's CIFAR-style architectures (NADS.md section 3) and
-torchvision's classification builders.
+"""The built-in model zoo: the paper's CIFAR-style architectures (docs/science.md, "The
+architectures") and torchvision's classification builders.
 
 `nadcore.networks.build_model(name, input_shape, num_outputs)` returns a freshly initialized
 module of one of them with the architecture's own default initialization; the engine draws

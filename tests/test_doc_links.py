@@ -1,7 +1,8 @@
 """The documents cite only what the repository holds: every relative link of README.md,
 BENCHMARKS.md and docs/*.md resolves to a file (and its #anchor to a heading of that file, as
-GitHub makes anchors), and every `.md` document they name exists (issue 17: the README cited
-NADS.md and ARCHITECTURE.md, which were not in the repository)."""
+GitHub makes anchors), and every `.md` document they, the code, the tests, the scripts and the
+benchmarks name exists (issues 17 and 27: the README and eighteen docstrings cited two planning
+documents that were never in the repository)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,31 @@ def test_every_markdown_document_named_exists(document: Path) -> None:
                       if not (document.parent / name).exists() and not (ROOT / name).exists()
                       and Path(name).name not in WRITTEN})
     assert not missing, f"{document.relative_to(ROOT)} names {missing}, not in the repository"
+
+
+# Where code names documents: every text file of the repository that is not a document itself.
+SOURCE_SUFFIXES = {".py", ".sh", ".toml", ".yml", ".yaml", ".ini", ".ipynb", ".js", ".html",
+                   ".css", ".mako", ".gpu", ".api", ""}
+SKIPPED_DIRS = {".venv", ".git", "catalog_data", "node_modules", "__pycache__", "build", "var"}
+
+
+def _source_files() -> list[Path]:
+    return [path for path in sorted(ROOT.rglob("*"))
+            if path.is_file() and path.suffix in SOURCE_SUFFIXES
+            and not any(part in SKIPPED_DIRS or part.startswith(".") and part != ".ci"
+                        for part in path.relative_to(ROOT).parts[:-1])]
+
+
+def test_the_code_names_only_documents_of_the_repository() -> None:
+    documents = {path.name for path in ROOT.rglob("*.md")
+                 if not SKIPPED_DIRS.intersection(path.relative_to(ROOT).parts)}
+    missing = sorted({f"{path.relative_to(ROOT)}: {name}"
+                      for path in _source_files()
+                      for name in NAMED.findall(path.read_text(errors="replace"))
+                      if not (ROOT / name).exists() and Path(name).name not in documents
+                      and Path(name).name not in WRITTEN})
+    assert len(_source_files()) > 200, "the scan must see the repository's code"
+    assert not missing, f"code names documents that are not in the repository: {missing}"
 
 
 def test_the_files_named_as_written_are_written() -> None:

@@ -52,7 +52,7 @@ _WHAT = {"train_samples": "models x epochs x training-set size, a model per inde
 
 def carrier_rows(num_classes: int, channels: int) -> int:
     """How many NAD rows past the poison index i the carriers use: class t takes row
-    i + t // (2C) (NADS.md section 5), so rows i .. i + (num_classes - 1) // (2C)."""
+    i + t // (2C) (docs/science.md, section 4), so rows i .. i + (num_classes - 1) // (2C)."""
     return (num_classes - 1) // (2 * channels)
 
 

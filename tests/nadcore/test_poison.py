@@ -1,4 +1,4 @@
-"""Poisoning with NAD carriers and the flipped basis (NADS.md section 5)."""
+"""Poisoning with NAD carriers and the flipped basis (docs/science.md, section 4)."""
 
 from __future__ import annotations
 
@@ -200,14 +200,14 @@ def _chance_bound(num_test: int, delta: float = 1e-6) -> float:
 
 
 def test_carrier_against_the_clean_baseline_of_the_same_run():
-    """Two classes whose ONLY label information is their coefficient along NAD row 0: +1 for
-    class 0, -1 for class 1 (the rest is label-independent noise orthogonal to it). Poisoning at
-    index 0 with eps 1 sets that coefficient to -1 for class 0 and +1 for class 1 (NADS.md:
-    sign - for even t): the carrier carries the labels inverted. Trained on the clean set the
-    classifier must beat chance on the clean test set; trained, with the same spec and seeds,
-    on the poisoned set it must fall below chance by the same margin (it can only have learned
-    the inverted carrier). Margins: _chance_bound(400) = 13.5 pp, outside which a predictor
-    that learned nothing lands with probability <= 1e-6."""
+    """Two classes whose ONLY label information is their coefficient along NAD row 0: +1 for class
+    0, -1 for class 1 (the rest is label-independent noise orthogonal to it). Poisoning at index
+    0 with eps 1 sets that coefficient to -1 for class 0 and +1 for class 1 (docs/science.md,
+    section 4: sign - for even t): the carrier carries the labels inverted. Trained on the clean
+    set the classifier must beat chance on the clean test set; trained, with the same spec and
+    seeds, on the poisoned set it must fall below chance by the same margin (it can only have
+    learned the inverted carrier). Margins: _chance_bound(400) = 13.5 pp, outside which a
+    predictor that learned nothing lands with probability <= 1e-6."""
     d, n = 16, 400
     nads = _orthonormal_rows(d, d, seed=4)
     v = torch.from_numpy(nads[0]).double()

@@ -255,7 +255,7 @@ def _chance_bound(num_test: int, delta: float = 1e-6) -> float:
 
 
 def test_logreg_must_learn_any_direction_at_the_papers_recipe():
-    """The paper's full recipe (10,000 / 10,000 samples, 20 epochs, NADS.md section 4) for
+    """The paper's full recipe (10,000 / 10,000 samples, 20 epochs, docs/science.md, section 3) for
     logistic regression, which learns every direction: D(v) has no noise along v, so the Bayes
     accuracy is 100 % and the paper reports ~100 % for logreg on every direction. Near-perfect
     is asserted: >= 99 %, the paper's ~100 % less 1 pp, while a trainer that learns nothing

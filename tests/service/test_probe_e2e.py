@@ -223,7 +223,8 @@ def test_the_acceptance_example_as_written(alice: httpx.Client, acceptance_job: 
 def test_logreg_with_the_papers_data_size_separates_every_direction(
     alice: httpx.Client, worker: object
 ) -> None:
-    """The paper's finding (NADS.md 4: logistic regression always succeeds), over HTTP.
+    """The paper's finding (docs/science.md, section 3: logistic
+    regression learns every direction), over HTTP.
 
     The acceptance example's own 2,000 samples and 5 epochs give 51-57 % with the paper's
     recipe (measured by two independent implementations, see the closing note of issue 4);
