@@ -21,7 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
 from nadcore.fourier_grid import mirror
 from nadcore.poison_spec import PoisonSpec
@@ -68,6 +68,32 @@ def _integer_ticks() -> MaxNLocator:
     """Integer ticks (indices, epochs), even when the view holds a single integer (one epoch:
     MaxNLocator's default would fall back to fractional ticks)."""
     return MaxNLocator(integer=True, min_n_ticks=1)
+
+
+# NAD indices up to this are drawn on a linear axis; beyond, a log-like one (`index_axis`).
+LINEAR_INDICES_MAX = 10
+
+
+def index_axis(ax: Axes, indices: Sequence[int]) -> None:
+    """The x axis of an accuracy-versus-NAD-index plot. Indices up to LINEAR_INDICES_MAX:
+    linear, integer ticks. Beyond: symlog (linear between 0 and 1, logarithmic above, as the
+    notebook's semilogx of i + 1 but keeping index 0), so that the low indices where NADs differ
+    most (0, 1, 4, 16) spread out instead of piling up at the left of an axis to 1,000; ticks
+    at 0 and the 1-2-5 steps, written as plain integers."""
+    xs = [int(i) for i in indices]
+    top = max(xs) if xs else 0
+    if top <= LINEAR_INDICES_MAX:
+        if len(set(xs)) == 1:
+            ax.set_xlim(xs[0] - 1, xs[0] + 1)
+        ax.xaxis.set_major_locator(_integer_ticks())
+        return
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.6)
+    ticks = [0] + [m * 10 ** e for e in range(len(str(top)) + 1) for m in (1, 2, 5)
+                   if m * 10 ** e <= top * 1.2]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([str(t) for t in ticks])
+    ax.set_xlim(-0.3 if min(xs) == 0 else min(xs) * 0.8, top * 1.25)
 
 
 def _points(count: int) -> dict:
@@ -189,10 +215,9 @@ def accuracy_vs_index_figure(spec: ProbeSpec, accuracies: np.ndarray, indices: S
     ax.plot(xs, ys, color="tab:blue", label="test accuracy", **_points(len(xs)))
     ax.axhline(50.0, color="grey", linestyle="--", linewidth=0.8, label="chance")
     ax.set_ylim(min(40.0, float(ys.min()) - 2), 101.0)
-    if len(xs) == 1:
-        ax.set_xlim(xs[0] - 1, xs[0] + 1)
-    ax.xaxis.set_major_locator(_integer_ticks())
-    ax.set_xlabel("NAD index i")
+    index_axis(ax, xs)
+    ax.set_xlabel("NAD index i" + (" (log scale above 1)" if ax.get_xscale() == "symlog"
+                                   else ""))
     ax.set_ylabel("test accuracy (%)")
     c, h, w = spec.input_shape
     of = f", u_i = NADs of {source}" if source else ""
@@ -342,14 +367,13 @@ def poison_accuracy_figure(spec: PoisonSpec, indices: Sequence[int], train: np.n
         ax.axhline(clean_test, color="black", linestyle="--", linewidth=1,
                    label=f"clean training (no poison): {clean_test:.1f} % clean test")
     ax.set_ylim(-2.0, 102.0)
-    if len(xs) == 1:
-        ax.set_xlim(xs[0] - 1, xs[0] + 1)
-    ax.xaxis.set_major_locator(_integer_ticks())
+    index_axis(ax, xs.tolist())
     if flip:
         ax.set_xticks([0], ["flipped basis"])
         ax.set_xlabel("")
     else:
-        ax.set_xlabel("poison NAD index i")
+        ax.set_xlabel("poison NAD index i" + (" (log scale above 1)"
+                                              if ax.get_xscale() == "symlog" else ""))
     ax.set_ylabel("final accuracy (%)")
     baseline = "" if clean_test is not None else " (no clean run: a job from before clean runs)"
     ax.set_title(f"{name or spec.architecture} on {_dataset_name(spec)}: {_poison_what(spec)}, "

@@ -180,6 +180,37 @@ def test_accuracy_vs_index_is_points_with_integer_ticks_and_the_source_named() -
     assert "NADs of the catalog's lenet" in ax.get_title()
 
 
+def _spread(ax: object, xs: list[int]) -> list[float]:
+    """Gaps between consecutive x values as fractions of the axes' width, as drawn."""
+    to_axes = ax.transData + ax.transAxes.inverted()
+    fractions = [to_axes.transform((x, 50.0))[0] for x in xs]
+    return [b - a for a, b in zip(fractions, fractions[1:], strict=False)]
+
+
+LOW = [0, 1, 4, 16]  # where NADs differ most: apart on the page, not piled up at the left
+
+
+def test_accuracy_vs_index_spreads_the_low_indices_on_a_log_like_axis() -> None:
+    indices = [0, 1, 4, 16, 64, 256, 1050]
+    spec = ProbeSpec.model_validate({"architecture": "lenet", "input_shape": [1, 32, 32],
+                                     "directions": {"kind": "nad", "catalog": "lenet",
+                                                    "indices": indices},
+                                     "data": {"num_train": 64, "num_test": 64}})
+    fig = _draw(plots.accuracy_vs_index_figure(spec, np.linspace(95, 50, 7), indices))
+    ax = fig.axes[0]
+    assert min(_spread(ax, LOW)) > 0.08, _spread(ax, LOW)
+    lo, hi = ax.get_xlim()
+    assert lo < 0 and hi > 1050  # every point inside, 0 off the frame
+    assert _labels(ax.xaxis) == ["0", "1", "2", "5", "10", "20", "50", "100", "200", "500",
+                                 "1000"]  # plain integers, not 10^k
+    assert "log scale" in ax.get_xlabel()
+    poison = PoisonSpec.model_validate(POISON | {"indices": indices})
+    fig = _draw(plots.poison_accuracy_figure(poison, indices, np.full(7, 99.0),
+                                             np.linspace(20, 96, 7), 96.5))
+    assert min(_spread(fig.axes[0], LOW)) > 0.08
+    assert _labels(fig.axes[0].xaxis)[:3] == ["0", "1", "2"]
+
+
 def test_probe_curves_show_every_direction_or_a_band() -> None:
     spec = _probe(frequencies=[[0, 1], [1, 2]])
     curves = np.zeros((2, 3, 4), np.float32)
