@@ -34,6 +34,13 @@ training set is the experiment's finding (the network latched onto the carrier).
 The job-level flag `did_not_learn` is set when no direction (no index) learned: then the
 result carries no information about the directions. Some directions at chance next to others
 well above it are the contrast a probe measures; they are listed, not flagged.
+
+**Severity.** Every verdict says how a reader should take it (`severity`, which the web page
+and the CLI show as is rather than guess from the text): `"info"` for a probe whose directions
+partly learned (8 of 12 at chance is what a NAD probe is expected to find), `"warning"` when
+the result says nothing (no direction or model learned), training diverged, or some poison
+models did not fit their training set (the others did: the recipe, not the finding), and
+None when everything learned. A job that *failed* is an error; no verdict is one.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ Z = 3.0  # standard deviations of the chance band
 LOSS_TOLERANCE = 0.02  # nats: ln 2 - H(0.6), see the module docstring
 DIVERGED = 0.1  # nats above ln K: training diverged
 LISTED = 64  # indices listed in a summary
+INFO, WARNING = "info", "warning"  # a verdict's severity (module docstring)
 
 
 def chance_band(n: int, num_classes: int = 2) -> tuple[float, float]:
@@ -73,10 +81,15 @@ def did_not_learn(accuracy: float, n: int, num_classes: int = 2,
         train_loss is None or loss_at_chance(train_loss, num_classes))
 
 
-def _verdict(failed: list[int], n: int, rule: str, hint: str) -> dict[str, Any]:
-    return {"did_not_learn": bool(n) and len(failed) == n, "not_learned": len(failed),
-            "of": n, "indices": failed[:LISTED], "rule": rule,
-            "hint": hint if failed else None}
+def _verdict(failed: list[int], n: int, rule: str, hint: str,
+             expected: bool = False) -> dict[str, Any]:
+    """`expected`: some of `failed` at chance is a finding, not a problem (unless none
+    learned)."""
+    nothing = bool(n) and len(failed) == n
+    severity = None if not failed else INFO if expected and not nothing else WARNING
+    return {"did_not_learn": nothing, "not_learned": len(failed), "of": n,
+            "indices": failed[:LISTED], "rule": rule, "hint": hint if failed else None,
+            "severity": severity}
 
 
 def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[float],
@@ -109,7 +122,7 @@ def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[floa
     else:
         hint = ("at the paper's recipe the architecture does not learn along these directions; "
                 "probe a low frequency (fourier (0, 1), sin) as a control")
-    return _verdict(failed, len(test_accuracies), rule, hint)
+    return _verdict(failed, len(test_accuracies), rule, hint, expected=not diverged)
 
 
 def fitted_threshold(num_classes: int) -> float:
@@ -144,3 +157,12 @@ def warning(summary: dict[str, Any] | None) -> str | None:
     what = "nothing learned" if learning["did_not_learn"] else (
         f"{learning['not_learned']} of {learning['of']} at chance")
     return f"{what}: {learning['hint']}"
+
+
+def severity(summary: dict[str, Any] | None) -> str | None:
+    """The verdict's severity ("info" or "warning"; a summary from before severities: warning
+    when something did not learn), None when everything learned."""
+    learning = (summary or {}).get("learning")
+    if not learning or not learning.get("not_learned"):
+        return None
+    return learning.get("severity") or WARNING

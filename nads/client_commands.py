@@ -17,7 +17,7 @@ import typer
 from jobs.kinds import REGISTRY
 from nadcore.identifiability import report
 from nadcore.identifiability import warning as not_identifiable
-from nadcore.learning_check import warning
+from nadcore.learning_check import severity, warning
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
     from nads.client import Client, Job
@@ -70,10 +70,13 @@ def _print_job(job: Job, as_json: bool) -> None:
             print(f"error: {job.error}")
         for line in report(job.summary):  # a NAD result: how much it means
             print(line)
-        for note in (warning(job.summary),
-                     not_identifiable((job.summary or {}).get("identifiability"))):
-            if note:  # the result means nothing (or not everywhere): say so, and what to change
-                print(f"warning: {note}")
+        # what the result means (or that it means nothing): the verdict's own severity, so a
+        # NAD probe's expected "8 of 12 at chance" is an info line, not a warning
+        for level, note in ((severity(job.summary), warning(job.summary)),
+                            ("warning", not_identifiable((job.summary or {}).get(
+                                "identifiability")))):
+            if note:
+                print(f"{level}: {note}")
 
 
 # Spec building: a JSON/YAML file, then flags, then --set overrides.

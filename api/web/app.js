@@ -125,8 +125,10 @@ function facts(pairs) {
   return dl;
 }
 
+// A failure (red): a job's or a build's error, a request the server refused. Findings and
+// warnings about a result are banners of their severity (learningBanner).
 function errorBox(message) {
-  return el("p", { class: "error", role: "alert", text: message });
+  return el("p", { class: "error", role: "alert", "data-severity": "error", text: message });
 }
 
 // ---------- key ----------
@@ -377,20 +379,26 @@ function fmtOverlap(value) {
   return Number(value) >= 0.01 ? Number(value).toFixed(3) : Number(value).toPrecision(2);
 }
 
-// nadcore.identifiability's verdict: NADs whose split-half stability is chance, and why.
+// nadcore.identifiability's verdict: NADs whose split-half stability is chance, and why. A
+// result to read with care, not a failure: amber (red is kept for failures, errorBox).
 function identifiabilityBanner(identifiability, id) {
   if (!identifiability || identifiability.identifiable !== false) return "";
-  return el("p", { class: "error not-identifiable", id, role: "status",
-    title: identifiability.rule, text: `NADs not identifiable: ${identifiability.reason}` });
+  return el("p", { class: "banner severity-warning not-identifiable", id, role: "status",
+    "data-severity": "warning", title: identifiability.rule,
+    text: `NADs not identifiable: ${identifiability.reason}` });
 }
 
-// nadcore.learning_check's verdict: a result whose training did not learn, and what to change.
+// nadcore.learning_check's verdict: what did not learn, and what to change, shown at the
+// severity the verdict carries (`learning.severity`): "info" for a probe whose directions
+// partly learned (a NAD probe's "8 of 12 at chance" is its expected finding), "warning" when
+// the result says nothing. A summary from before severities: warning.
 function learningBanner(job) {
   const l = job.summary && job.summary.learning;
   if (!l || !l.not_learned) return "";
+  const severity = l.severity === "info" ? "info" : "warning";
   const what = l.did_not_learn ? "Nothing learned" : `${l.not_learned} of ${l.of} at chance`;
-  return el("p", { class: "error", id: "did-not-learn", role: "status",
-    title: l.rule, text: `${what}: ${l.hint}` });
+  return el("p", { class: `banner severity-${severity}`, id: "did-not-learn", role: "status",
+    "data-severity": severity, title: l.rule, text: `${what}: ${l.hint}` });
 }
 
 function cancelButton(job) {

@@ -17,6 +17,7 @@ from nadcore.learning_check import (
     near_chance,
     poison_learning,
     probe_learning,
+    severity,
     warning,
 )
 from nadcore.poison_spec import PoisonSpec, PoisonTraining
@@ -82,6 +83,26 @@ def test_probe_hints_follow_the_diagnosis() -> None:
     assert diverged["hint"].startswith("training diverged") and "(now 0.5)" in diverged["hint"]
     falling = probe_learning([50.2], [0.80], 256, 256, 2, 0.5, first_losses=[1.08])
     assert falling["did_not_learn"] and "below the paper's 10,000 x 20" in falling["hint"]
+
+
+def test_severity_says_a_partial_probe_is_a_finding_and_a_void_result_a_warning() -> None:
+    """A NAD probe's "8 of 12 at chance" is what it is expected to find (info); nothing
+    learned, a diverged training or a poison model that did not fit is a warning; all
+    learned, no severity. The page and the CLI show the verdict's severity, not a guess."""
+    partial = probe_learning([50.2] * 8 + [80.0] * 4, [0.692] * 8 + [0.40] * 4, 10_000, 10_000,
+                             20, 0.5)
+    assert partial["not_learned"] == 8 and partial["severity"] == "info"
+    assert severity({"learning": partial}) == "info"
+    nothing = probe_learning([50.2, 49.9], [0.692, 0.693], 10_000, 10_000, 20, 0.5)
+    assert nothing["severity"] == "warning"
+    diverged = probe_learning([50.2, 80.0], [5.0, 0.4], 10_000, 10_000, 20, 0.5,
+                              first_losses=[0.9, 0.9])
+    assert diverged["severity"] == "warning"
+    assert poison_learning([99.0, 30.0], 10, 8)["severity"] == "warning"
+    fine = probe_learning([80.0], [0.40], 10_000, 10_000, 20, 0.5)
+    assert fine["severity"] is None and severity({"learning": fine}) is None
+    old = {k: v for k, v in nothing.items() if k != "severity"}  # a summary from before
+    assert severity({"learning": old}) == "warning" and severity({}) is None
 
 
 def test_poison_flags_a_model_that_did_not_fit_its_training_set() -> None:
