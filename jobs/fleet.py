@@ -12,6 +12,13 @@ queue wait not included. A job whose estimate exceeds `max_estimated_run_s` is r
 the request accepts the wait; with no worker connected, or a cost unknown before it runs (a
 torchvision model), nothing is refused and the estimate says why it is unknown. An uploaded
 architecture's job is also timed by what its validation measured (`measured_s`, `_work`).
+
+A process that has measured nothing yet (a worker in its first seconds, before its calibration
+is recorded) counts at the rate ASSUMED for its device kind. The assumed rates are above the
+best rate measured on each kind (BENCHMARKS.md: ~40 GFLOP/s on one CPU core at its best, 106
+TFLOP/s on an H100), so that an estimate from them is never longer than the measured one will
+be: what they refuse is too long on any worker of the kind, and what they let through is
+estimated again, measured, by the next submission. The estimate says which it used (`rates`).
 """
 
 from __future__ import annotations
@@ -37,16 +44,19 @@ MIN_ITEMS = {"nads": 2}  # a NAD job needs two networks (NADSpec)
 # Positions a job trains past its items: a poison job's clean run (the last position,
 # nadcore.poison_spec.clean_position), in its shard ranges and its cost but not one of its indices.
 EXTRA_POSITIONS = {"poison": 1}
+# FLOP/s of one process that has measured nothing yet, by device kind (see the docstring).
+ASSUMED_FLOPS_PER_S = {"cpu": 50e9, "cuda": 150e12}
 
 
 @dataclass(frozen=True)
 class Process:
-    """One worker process that takes users' shards: its FLOP/s for the kind (None: not
-    measured yet) and what it runs on."""
+    """One worker process that takes users' shards: its FLOP/s for the kind (measured, else
+    ASSUMED for its device kind: `assumed`) and what it runs on."""
 
-    rate: float | None
+    rate: float
     device: str
     gpu: bool
+    assumed: bool = False
 
 
 def connected_workers(session: Session, settings: Settings) -> list[Worker]:
@@ -83,14 +93,26 @@ def process_rate(worker: Worker, kind: str) -> float | None:
 
 
 def user_processes(workers: Sequence[Worker], kind: str) -> list[Process]:
+    """One `Process` per process of the workers that take users' shards, at its measured rate
+    for the kind, else the rate assumed for its device kind."""
     processes = []
     for w in workers:
         if not takes_user_shards(w):
             continue
         device = w.device or "unknown device"
-        processes += [Process(process_rate(w, kind), device, w.gpus > 0)
+        measured = process_rate(w, kind)
+        rate = measured or ASSUMED_FLOPS_PER_S["cuda" if w.gpus > 0 else "cpu"]
+        processes += [Process(rate, device, w.gpus > 0, measured is None)
                       for _ in range(max(1, w.processes))]
     return processes
+
+
+def rates_used(processes: Sequence[Process]) -> str:
+    """'measured', 'assumed' (no process has measured anything yet) or 'measured and
+    assumed'."""
+    assumed = {p.assumed for p in processes}
+    return ("measured and assumed" if len(assumed) > 1
+            else "assumed" if True in assumed else "measured")
 
 
 def schedule_s(costs: Sequence[float], rates: Sequence[float]) -> float:
@@ -105,12 +127,15 @@ def schedule_s(costs: Sequence[float], rates: Sequence[float]) -> float:
 
 def describe_fleet(processes: Sequence[Process]) -> str:
     """'2 CPU processes (Intel ...) at ~7.9 GFLOP/s each; no GPU worker connected'."""
-    groups: Counter[tuple[str, bool, float | None]] = Counter(
-        (p.device, p.gpu, None if p.rate is None else round(p.rate, -6)) for p in processes)
+    groups: Counter[tuple[str, bool, float, bool]] = Counter(
+        (p.device, p.gpu, round(p.rate, -6), p.assumed) for p in processes)
     parts = []
-    for (device, gpu, rate), count in groups.items():
+    for (device, gpu, rate, assumed), count in groups.items():
         what = "GPU" if gpu else "CPU"
-        speed = "not measured yet" if rate is None else f"~{rate / 1e9:.1f} GFLOP/s each"
+        speed = f"~{rate / 1e9:.1f} GFLOP/s each"
+        if assumed:
+            speed += (f" (assumed for a {'GPU' if gpu else 'CPU'} until its calibration is "
+                      "measured)")
         parts.append(f"{count} {what} process{'es' if count > 1 else ''} ({device}) at {speed}")
     text = ", ".join(parts)
     if not any(p.gpu for p in processes):
@@ -142,7 +167,7 @@ def _work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
     count no FLOPs is not estimated at 0 s); on GPU workers the FLOPs do when known (the CPU's
     seconds would refuse what a GPU runs in minutes). None when neither is known."""
     flops, measured = (estimate or {}).get("flops"), (estimate or {}).get("measured_s")
-    rates = [p.rate for p in processes if p.rate]
+    rates = [p.rate for p in processes]
     by_flops = None if flops is None or not rates else (float(flops), rates, False)
     if measured is None or not processes:
         return by_flops
@@ -156,7 +181,8 @@ def _work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
 
 def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
                  ranges: Sequence[tuple[int, int]], workers: Sequence[Worker]) -> dict[str, Any]:
-    """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}`."""
+    """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}`, and when
+    estimated, `rates`: whether the processes' rates were measured or assumed."""
     processes = user_processes(workers, kind)
     base: dict[str, Any] = {"processes": len(processes),
                             "gpu": any(p.gpu for p in processes)}
@@ -164,19 +190,17 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
         return base | {"run_s": None, "basis": "no worker connected: the job is queued until "
                        "one is; its run time is unknown until then"}
     work = _work(estimate, processes, ranges)
-    if work is None and (estimate or {}).get("flops") is None:
+    if work is None:
         return base | {"run_s": None, "basis": "the cost of this architecture is not known "
                        "before it runs (a torchvision model)"}
     fleet = describe_fleet(processes)
-    if work is None:
-        return base | {"run_s": None, "basis": f"{fleet}: no throughput "
-                       "measured yet (the workers calibrate within seconds of starting)"}
     amount, rates, timed = work
     seconds = schedule_s(_costs(amount, ranges), rates)
     what = (f"{amount:.3g} s of compute as validation timed the model at job batch sizes"
             if timed else f"{amount:.3g} FLOP")
     flops = (estimate or {}).get("flops")
     return base | {"run_s": round(seconds, 1), "fleet": fleet,
+                   "rates": rates_used(processes),
                    **({"flops": flops} if flops is not None else {}),
                    "basis": f"{human_s(seconds)} for {what} on {fleet} (queue wait "
                    "not included)"}

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from jobs.fleet import (
+    ASSUMED_FLOPS_PER_S,
     CALIBRATION,
     TooLong,
     check_run_time,
@@ -71,8 +72,31 @@ def test_unknown_fleet_or_cost_is_said_and_never_refused() -> None:
     torchvision = run_estimate("nads", {"flops": None}, ranges, workers)
     assert torchvision["run_s"] is None and "not known before it runs" in torchvision["basis"]
     check_run_time("nads", torchvision, {"flops": None}, ranges, workers, settings)
-    uncalibrated = run_estimate("nads", {"flops": 1e15}, ranges, [_worker("b", 2, None)])
-    assert uncalibrated["run_s"] is None and "no throughput measured" in uncalibrated["basis"]
+
+
+def test_a_worker_that_measured_nothing_yet_counts_at_the_rate_assumed_for_its_device() -> None:
+    """A fresh service's workers have not calibrated in their first seconds: a clearly too
+    long job is refused at the assumed rates, and the estimate says they were assumed."""
+    settings = Settings(max_estimated_run_s=3600)
+    ranges = [(0, 5000), (5000, 10_000)]
+    estimate = {"flops": 2.27e16}  # resnet18, 10,000 networks at 1x32x32
+    cpu = [_worker("cpu", 2, None)]
+    run = run_estimate("nads", estimate, ranges, cpu)
+    assert run["rates"] == "assumed" and run["processes"] == 2, run
+    assert run["run_s"] == pytest.approx(2.27e16 / 2 / ASSUMED_FLOPS_PER_S["cpu"], rel=1e-3)
+    assert "at ~50.0 GFLOP/s each (assumed for a CPU until its calibration is measured)" \
+        in run["basis"], run
+    with pytest.raises(TooLong) as caught:
+        check_run_time("nads", run, estimate, ranges, cpu, settings)
+    assert str(caught.value).startswith("num_networks: the estimated run time"), caught.value
+    assert "exceeds the limit of 60.0 min (NADS_MAX_ESTIMATED_RUN_S)" in str(caught.value)
+    gpu = run_estimate("nads", estimate, ranges, [_worker("gpu", 1, None, gpus=1)])
+    assert gpu["run_s"] == pytest.approx(2.27e16 / ASSUMED_FLOPS_PER_S["cuda"], rel=1e-3)
+    assert "assumed for a GPU" in gpu["basis"], gpu
+    measured = [_worker("m", 1, {CALIBRATION: 1e9})]
+    assert run_estimate("nads", estimate, ranges, measured)["rates"] == "measured"
+    assert run_estimate("nads", estimate, ranges, measured + cpu)["rates"] == (
+        "measured and assumed")
 
 
 def test_too_long_is_refused_with_the_estimate_why_and_what_fits() -> None:

@@ -2,7 +2,8 @@
 real Postgres, Redis and Celery worker of the suite (2 CPU processes here): the worker records
 its device and FLOP/s at its start and from its shards; a job gets its estimated run time in
 the 202 (and in the CLI's output); the issue's `--arch resnet18 --networks 10000` is refused
-with the estimate, why and what fits, and queued with accept_long."""
+with the estimate, why and what fits, and queued with accept_long; a fresh `nads serve` refuses
+it too in its first seconds, before its workers have measured anything (assumed rates)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from store.db import session_scope
 from store.models import Worker, utcnow
 from store.settings import Settings
 
-from .support import NADS_BIN, new_key, submit_job, wait_for_job
+from .support import NADS_BIN, clean_env, nads_serve, new_key, submit_job, wait_for_job
 
 SMALL = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 24, "seed": 11,
          "shards": 2}
@@ -38,6 +40,42 @@ def _calibrated(settings: Settings, timeout: float = 90) -> list[Worker]:
                 return fresh
         assert time.monotonic() < deadline, "no worker calibrated"
         time.sleep(0.5)
+
+
+def _first_connected(database_url: str, timeout: float = 120) -> Worker:
+    """The first worker row that takes users' shards, polled every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(database_url) as session:
+            rows = [w for w in session.scalars(select(Worker))
+                    if "gpu" in (w.queues or "").split(",")]
+            if rows:
+                session.expunge_all()
+                return rows[0]
+        assert time.monotonic() < deadline, "no worker connected"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_a_fresh_service_refuses_a_clearly_too_long_job_before_its_workers_calibrate(
+        tmp_path: Path) -> None:
+    """The issue's first job on a fresh `nads serve`, sent as soon as a worker is connected:
+    its calibration has not been recorded yet, and the job is refused at the rates assumed
+    for a CPU (jobs/fleet.py), not queued for days."""
+    with nads_serve(tmp_path, clean_env()) as serve:
+        first = _first_connected(Settings(data_dir=tmp_path / "var").resolved_database_url)
+        with httpx.Client(base_url=serve.url, timeout=30,
+                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+            r = client.post("/v1/jobs/nads", json=HUGE)
+    assert not (first.throughput or {}).get("calibration"), first.throughput
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail["msg"].startswith("num_networks: the estimated run time, "), detail
+    assert "exceeds the limit of 60.0 min (NADS_MAX_ESTIMATED_RUN_S)" in detail["msg"], detail
+    assert "assumed" in detail["run"]["rates"], detail["run"]
+    assert "assumed for a CPU until its calibration is measured" in detail["msg"], detail
+    assert detail["fits"]["num_networks"] < 10_000, detail
+    print(detail["msg"])
 
 
 def test_workers_record_device_and_throughput_and_jobs_get_an_estimate(
