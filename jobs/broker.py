@@ -34,8 +34,16 @@ RECONCILE = "nads.reconcile"
 VALIDATE_ARCHITECTURE = "nads.validate_architecture"
 
 
+# kombu's filesystem transport with messages read in send order (jobs/ordered_filesystem.py)
+ORDERED_FILESYSTEM = "jobs.ordered_filesystem:Transport"
+
+
+def is_filesystem(settings: Settings) -> bool:
+    return settings.resolved_broker_url.startswith("filesystem")
+
+
 def broker_transport_options(settings: Settings) -> dict:
-    if settings.resolved_broker_url.startswith("filesystem"):
+    if is_filesystem(settings):
         folder = settings.broker_folder
         for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -44,6 +52,7 @@ def broker_transport_options(settings: Settings) -> dict:
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "control_folder": str(folder / "control"),
+            "sequence_file": str(folder / "sequence"),
             "store_processed": False,
             "polling_interval": 0.2,
         }
@@ -57,6 +66,7 @@ def make_celery(settings: Settings | None = None, include: Sequence[str] = ()) -
     app = Celery("nads", broker=settings.resolved_broker_url, include=list(include))
     app.conf.update(
         broker_transport_options=broker_transport_options(settings),
+        broker_transport=ORDERED_FILESYSTEM if is_filesystem(settings) else None,
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
         result_backend=None,
