@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import pytest
+import yaml
 
 from worker.layout import THREAD_VARIABLES, celery_worker_command, embedded_workers, plan_layout
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_cpu_node_runs_one_single_thread_process_per_core() -> None:
@@ -46,8 +52,36 @@ def test_embedded_mode_keeps_one_core_for_users_jobs_and_a_lane_for_validations(
 
 def test_launcher_takes_its_core_share_out_of_celerys_arguments() -> None:
     from nadcore.cores import usable_cores
-    from worker.launch import node_layout, split_cores
+    from worker.launch import node_layout, split_option
 
-    assert split_cores(["--cores", "1", "-Q", "gpu,cpu"]) == (1, ["-Q", "gpu,cpu"])
-    assert split_cores(["-Q", "gpu,cpu"]) == (None, ["-Q", "gpu,cpu"])
+    assert split_option(["--cores", "1", "-Q", "gpu,cpu"], "--cores") == (1, ["-Q", "gpu,cpu"])
+    assert split_option(["-Q", "gpu,cpu"], "--cores") == (None, ["-Q", "gpu,cpu"])
     assert node_layout(10_000) == node_layout(usable_cores())  # a share never exceeds the node
+
+
+def after_launch(command: list[str]) -> list[str]:
+    return command[command.index("worker.launch") + 1:]
+
+
+def validation_lane_arguments(data: Path) -> dict[str, list[str]]:
+    """What docker-compose.yml's `validator` and `nads serve`'s lane pass to worker.launch."""
+    from jobs.broker import VALIDATE_QUEUE
+    from nads.service_commands import WorkerSupervisor
+    from store.settings import Settings
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    validator = compose["services"]["validator"]["command"]
+    lane = WorkerSupervisor(Settings(data_dir=data), queues=VALIDATE_QUEUE).command
+    return {"docker-compose": after_launch(validator), "nads serve": after_launch(lane)}
+
+
+@pytest.mark.parametrize("where", ["docker-compose", "nads serve"])
+def test_the_validation_lane_says_its_concurrency_once(where: str, tmp_path: Path) -> None:
+    """`--concurrency 1` given to the launcher is the layout's process count, not a second
+    option after the layout's own (celery took the last, and the log line said both)."""
+    from worker.launch import worker_command
+
+    layout, command, _ = worker_command(validation_lane_arguments(tmp_path)[where])
+    assert command.count("--concurrency") == 1
+    assert command[command.index("--concurrency") + 1] == "1"
+    assert layout.processes == 1
