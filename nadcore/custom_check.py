@@ -52,10 +52,16 @@ def excerpt(text: str, limit: int = EXCERPT) -> str:
     """A short, escaped quote of text a model produced (its exception's last line): never more
     than `limit` characters, non-printable and non-ASCII characters escaped."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
-    quoted = last.encode("ascii", "backslashreplace").decode("ascii")
-    quoted = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in quoted)
+    quoted = escaped(lines[-1] if lines else "")
     return quoted[:limit] + ("..." if len(quoted) > limit else "")
+
+
+def escaped(text: str) -> str:
+    """`text` on one line of printable ASCII: newlines, terminal escapes and every other
+    non-printable or non-ASCII character written as a backslash escape, so that a model's
+    words cannot forge a line of a log or drive the terminal that shows it."""
+    quoted = text.encode("ascii", "backslashreplace").decode("ascii")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in quoted)
 
 
 def _short(exc: BaseException) -> str:

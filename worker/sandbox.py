@@ -60,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 import nadcore
-from nadcore.custom_check import excerpt
+from nadcore.custom_check import escaped, excerpt
 from nadcore.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
 from store.settings import get_settings
 from worker import seccomp
@@ -70,6 +70,7 @@ log = logging.getLogger(__name__)
 SANDBOX_UID = 65534  # inside the sandbox's user namespace
 MAX_JSON_FRAME = 1 << 20
 MAX_ERROR_CHARS = 600  # of the child's error message, escaped
+STDERR_LOG_CHARS = 2000  # of the end of the child's stderr in the worker's log, escaped
 SHM_BYTES = 16 << 20  # the private /dev/shm
 # Address space beyond the memory limit (RLIMIT_AS = memory + this): the child's mappings of
 # Python, numpy and torch's libraries. Measured: 3.1 GiB of VmSize after `import torch`
@@ -461,6 +462,13 @@ def run_sandboxed(task: str, request: dict, archive: Path, limits: Limits, *,
     return outcome
 
 
+def logged_tail(stderr: bytes) -> str:
+    """The end of a sandbox's stderr as the worker logs it: the model writes it, so it is
+    escaped onto one line (no forged log lines, no terminal escapes) and at most
+    `STDERR_LOG_CHARS` long."""
+    return escaped(stderr.decode("utf-8", "replace"))[-STDERR_LOG_CHARS:]
+
+
 def _collect(proc: subprocess.Popen, fd: int, limits: Limits, t0: float,
              progress: Callable[[int, int], None] | None,
              should_stop: Callable[[], bool] | None, poll_s: float) -> Outcome:
@@ -510,8 +518,8 @@ def _collect(proc: subprocess.Popen, fd: int, limits: Limits, t0: float,
                     raise SandboxError("the sandboxed model broke the worker's protocol")
     code = proc.wait()
     if code != 0 or (outcome.result is None and not outcome.info):
-        log.warning("sandbox exited with %s; its stderr ends: %s", code,
-                    stderr_tail.decode("utf-8", "replace")[-2000:])
+        log.warning("sandbox exited with %s; its stderr ends (escaped): %s", code,
+                    logged_tail(stderr_tail))
         if code == -signal.SIGKILL or code == 128 + signal.SIGKILL or \
                 code == -signal.SIGXCPU or code == 128 + signal.SIGXCPU:
             raise SandboxError(f"the model was killed past its limits ({limits.what})")
