@@ -90,38 +90,3 @@ def assess(stability: Mapping[Any, float], dim: int, num_networks: int) -> dict[
               "i.i.d. entries) no number of networks changes this; otherwise more networks may")
     return {"identifiable": False, "up_to_k": None, "ks": rows, "rule": rule,
             "reason": reason}
-
-
-def report(summary: Mapping[str, Any] | None) -> list[str]:
-    """Lines for a person (the CLI) about a NAD job's summary: its stability beside chance,
-    identifiable or not, and its overlap with the catalog's entry; [] for other summaries."""
-    summary = summary or {}
-    ident = summary.get("identifiability")
-    lines = []
-    if ident and ident.get("ks"):
-        stab = ", ".join(f"{r['stability']:.4g} at k={r['k']} (chance {r['chance']:.4g})"
-                         for r in ident["ks"])
-        verdict = (f"identifiable up to k={ident['up_to_k']}" if ident["identifiable"]
-                   else "NOT identifiable")
-        lines.append(f"split-half stability: {stab}; {verdict}")
-    elif ident:
-        lines.append(f"split-half stability: {ident.get('reason')}")
-    if "catalog" in summary:
-        c = summary["catalog"]
-        if c is None:
-            lines.append("catalog: no ready entry of this architecture, input shape and method")
-        else:
-            over = ", ".join(f"{r['overlap']:.4g} at k={r['k']} (chance {r['chance']:.4g})"
-                             for r in c["ks"])
-            shared = (f"; the first {c['shared_networks']} networks are the same ones (same "
-                      "seed): not an independent check" if c.get("shared_networks") else "")
-            lines.append(f"overlap with the catalog's {c['entry']} ({c['networks']} networks): "
-                         f"{over}{shared}")
-    return lines
-
-
-def warning(identifiability: Mapping[str, Any] | None) -> str | None:
-    """One line for a person (CLI, catalog): None unless the NADs are not identifiable."""
-    if not identifiability or identifiability.get("identifiable") is not False:
-        return None
-    return "NADs not identifiable: " + str(identifiability.get("reason"))

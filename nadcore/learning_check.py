@@ -146,23 +146,3 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
                 "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
                 "\"paper\"")
     return _verdict(failed, len(train_accuracies), rule, hint)
-
-
-def warning(summary: dict[str, Any] | None) -> str | None:
-    """One line for a person (the CLI): what did not learn and what to change; None when
-    everything learned (or the summary predates the check)."""
-    learning = (summary or {}).get("learning")
-    if not learning or not learning.get("not_learned"):
-        return None
-    what = "nothing learned" if learning["did_not_learn"] else (
-        f"{learning['not_learned']} of {learning['of']} at chance")
-    return f"{what}: {learning['hint']}"
-
-
-def severity(summary: dict[str, Any] | None) -> str | None:
-    """The verdict's severity ("info" or "warning"; a summary from before severities: warning
-    when something did not learn), None when everything learned."""
-    learning = (summary or {}).get("learning")
-    if not learning or not learning.get("not_learned"):
-        return None
-    return learning.get("severity") or WARNING

@@ -21,10 +21,9 @@ from typing import Any, NamedTuple
 import httpx
 import numpy as np
 
-from jobs.kinds import REGISTRY
+from nads.job_kinds import JOB_KINDS
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-JOB_KINDS = REGISTRY  # the registered job kinds (jobs/kinds)
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 

@@ -14,10 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from jobs.kinds import REGISTRY
-from nadcore.identifiability import report
-from nadcore.identifiability import warning as not_identifiable
-from nadcore.learning_check import severity, warning
+from nads.job_kinds import JOB_KINDS
+from nads.summary_text import learning_severity, not_identifiable, not_learned, report
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
     from nads.client import Client, Job
@@ -29,7 +27,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON."
 
 
 # The registered job kinds (jobs/kinds); kinds without flags of their own take --spec / --set.
-Kind = StrEnum("Kind", {name: name for name in REGISTRY})
+Kind = StrEnum("Kind", {name: name for name in JOB_KINDS})
 
 
 def _client(url: str | None, key: str | None) -> Client:
@@ -72,7 +70,7 @@ def _print_job(job: Job, as_json: bool) -> None:
             print(line)
         # what the result means (or that it means nothing): the verdict's own severity, so a
         # NAD probe's expected "8 of 12 at chance" is an info line, not a warning
-        for level, note in ((severity(job.summary), warning(job.summary)),
+        for level, note in ((learning_severity(job.summary), not_learned(job.summary)),
                             ("warning", not_identifiable((job.summary or {}).get(
                                 "identifiability")))):
             if note:
@@ -150,7 +148,7 @@ def build_spec(kind: Kind, spec_file: Path | None, flags: dict[str, Any], sets: 
 
 
 def submit(
-    kind: Annotated[Kind, typer.Argument(help=", ".join(REGISTRY))],
+    kind: Annotated[Kind, typer.Argument(help=", ".join(JOB_KINDS))],
     spec_file: Annotated[Path | None, typer.Option(
         "--spec", exists=True, dir_okay=False, help="JSON or YAML spec (flags override it)")
     ] = None,

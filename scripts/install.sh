@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.11, installs the project with its dev extras, and the system
-# packages it needs when they are missing (bubblewrap for the sandbox, Chromium for the
+# Creates .venv with Python 3.11 (else 3.12 or 3.13: scripts/lib/python.sh), installs the
+# project with its dev extras (everything: client, engine, service and the tools), and the
+# system packages it needs when they are missing (bubblewrap for the sandbox, Chromium for the
 # browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null || PY=python3
+. scripts/lib/python.sh
+PY=$(pick_python)
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nadcore.identifiability import assess, chance, noise_upper, overlap_std, report, warning
+from nadcore.identifiability import assess, chance, noise_upper, overlap_std
+from nads.summary_text import not_identifiable as warning
+from nads.summary_text import report
 from store.settings import SHIPPED_CATALOG_DIR
 
 

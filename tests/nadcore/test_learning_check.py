@@ -17,13 +17,13 @@ from nadcore.learning_check import (
     near_chance,
     poison_learning,
     probe_learning,
-    severity,
-    warning,
 )
 from nadcore.poison_spec import PoisonSpec, PoisonTraining
 from nadcore.probe import make_directions, run_probe
 from nadcore.probe_spec import PRESETS, ProbeSpec, TrainingSettings
 from nads.progress import ProgressDisplay, bar_line
+from nads.summary_text import learning_severity as severity
+from nads.summary_text import not_learned as warning
 
 
 def test_chance_band_is_three_binomial_standard_deviations() -> None:
