@@ -2,6 +2,7 @@
 
     from nads.client import Client
     client = Client()                       # $NADS_URL (default http://127.0.0.1:8000), $NADS_KEY
+                                            # (or, for a local URL, the key `nads serve` wrote)
     job = client.submit("nads", {"architecture": "lenet", "num_networks": 2000, "shards": 4})
     job = client.wait(job.id)
     nads, eigenvalues, eval_point = client.nads(job.id)
@@ -22,6 +23,7 @@ import httpx
 import numpy as np
 
 from nads.job_kinds import JOB_KINDS
+from nads.local_key import local_key
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -150,13 +152,15 @@ def _npy(content: bytes) -> np.ndarray:
 
 
 class Client:
-    """The service's verbs. `url` and `key` default to $NADS_URL and $NADS_KEY; the catalog
-    needs no key."""
+    """The service's verbs. `url` and `key` default to $NADS_URL and $NADS_KEY; without a key,
+    a local service's (a loopback URL) is the one `nads serve` wrote (nads/local_key.py). The
+    catalog needs no key."""
 
     def __init__(self, url: str | None = None, key: str | None = None, *,
                  timeout: float = 60.0) -> None:
         self.url = (url or os.environ.get("NADS_URL") or DEFAULT_URL).rstrip("/")
-        self.key = key if key is not None else os.environ.get("NADS_KEY")
+        self.key = key if key is not None else (os.environ.get("NADS_KEY")
+                                                or local_key(self.url))
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 

@@ -1,7 +1,8 @@
 """The service verbs of the `nads` CLI, each one call of `nads.client.Client`:
 submit, status, wait, download, ls, cancel, catalog ls|get, arch upload (and export).
 
-The server URL and key come from --url / --key or $NADS_URL / $NADS_KEY.
+The server URL and key come from --url / --key or $NADS_URL / $NADS_KEY; against a local URL
+without a key, the key `nads serve` wrote (nads/local_key.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads 
 
 Url = Annotated[str | None, typer.Option("--url", envvar="NADS_URL",
                                          help="Service URL [default: http://127.0.0.1:8000]")]
-Key = Annotated[str | None, typer.Option("--key", envvar="NADS_KEY", help="API key")]
+Key = Annotated[str | None, typer.Option(
+    "--key", envvar="NADS_KEY",
+    help="API key [default: for a local URL, the one `nads serve` wrote to "
+         "$NADS_DATA_DIR/local-api-key]")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON.")]
 
 

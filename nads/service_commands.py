@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nads.gc_command import gc_command
+from nads.local_key import LOCAL_KEY_FILE
 
 if TYPE_CHECKING:  # imported lazily at run time: `nads --help` stays fast
     import uvicorn
@@ -85,7 +86,7 @@ def _local_key(settings: Settings) -> str:
     from store.auth import create_key, user_for_key
     from store.db import session_scope
 
-    path = settings.data_dir / "local-api-key"
+    path = settings.data_dir / LOCAL_KEY_FILE  # where the client looks (nads/local_key.py)
     with session_scope(settings.resolved_database_url) as session:
         if path.is_file():
             key = path.read_text().strip()
@@ -275,6 +276,8 @@ def serve_command(
                 print("uploaded architectures: disabled, bubblewrap (bwrap) is not installed "
                       "(the sandbox they run in; see docs/service.md)", flush=True)
             print(f"NADs service at {url} (docs: {url}/docs; data: {data}; {worker})\n"
+                  f"the CLI and nads.client send this key to a local URL when NADS_KEY is "
+                  f"unset (run them here, or set NADS_DATA_DIR={data})\n"
                   f"local API key: {key}", flush=True)
 
     threading.Thread(target=banner, daemon=True).start()

@@ -37,9 +37,13 @@ def client(api_url: str, key: str) -> Client:
 
 
 def nads_cli(*args: str, url: str, key: str | None = None, env_key: str | None = None,
-             cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Runs `nads` with NADS_URL (and NADS_KEY) in the environment, as a user would."""
+             cwd: Path | None = None, data_dir: Path | None = None
+             ) -> subprocess.CompletedProcess:
+    """Runs `nads` with NADS_URL (and NADS_KEY, NADS_DATA_DIR) in the environment, as a user
+    would."""
     env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": url}
+    if data_dir:
+        env["NADS_DATA_DIR"] = str(data_dir)
     if env_key:
         env["NADS_KEY"] = env_key
     flags = ["--key", key] if key else []
@@ -88,6 +92,27 @@ def test_client_needs_a_key_and_a_server(api_url: str) -> None:
     with Client("http://127.0.0.1:9", key="k") as nowhere, pytest.raises(NadsError) as err:
         nowhere.status("x")
     assert "cannot reach" in str(err.value)
+
+
+def test_cli_uses_the_key_nads_serve_wrote_for_a_local_url(settings: Settings, api_url: str,
+                                                           tmp_path: Path) -> None:
+    """No --key and no NADS_KEY: against the local service, the key `nads serve` keeps in its
+    data directory (the same function writes it here; tests/nads/test_local_key.py: never
+    for another URL)."""
+    from nads.service_commands import _local_key
+
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    served = settings.model_copy(update={"data_dir": data_dir})
+    key = _local_key(served)
+    assert (data_dir / "local-api-key").read_text().strip() == key
+    assert api_url.startswith("http://127.0.0.1:")
+    listed = nads_cli("ls", url=api_url, data_dir=data_dir)
+    assert listed.returncode == 0, listed.stderr
+    in_cwd = nads_cli("ls", url=api_url, cwd=tmp_path)  # ./var, as `nads serve` by default
+    assert in_cwd.returncode == 0, in_cwd.stderr
+    elsewhere = nads_cli("ls", url=api_url, cwd=data_dir)  # no ./var/local-api-key there
+    assert elsewhere.returncode == 1 and "401" in elsewhere.stderr, elsewhere.stderr
 
 
 def test_cli_submit_wait_status_ls_download(api_url: str, key: str, tmp_path: Path) -> None:
