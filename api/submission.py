@@ -12,8 +12,9 @@ from api.deps import released
 from api.schemas import JobOut
 from jobs.create import create_job
 from jobs.ownership import own_job
+from jobs.queue_wait import queue_spots
 from store.models import ApiKey, Job, User
-from store.settings import Settings
+from store.settings import Settings, get_settings
 
 
 def get_own_job(session: Session, user: User, job_id: str) -> Job:
@@ -27,9 +28,10 @@ def get_own_job(session: Session, user: User, job_id: str) -> Job:
 def submit_job(session: Session, celery: Celery, key: ApiKey, response: Response, *,
                kind: str, mode: str, spec: dict[str, Any], estimate: dict[str, Any] | None,
                ranges: list[tuple[int, int]], settings: Settings | None = None) -> JobOut:
-    """Creates the job of the key's user (jobs/create.py) and answers with it and its
-    `Location`."""
+    """Creates the job of the key's user (jobs/create.py) and answers with it, its place in
+    the queue and its `Location`."""
     job = create_job(session, celery, user_id=key.user_id, api_key_id=key.id, kind=kind,
                      mode=mode, spec=spec, estimate=estimate, ranges=ranges, settings=settings)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return released(session, JobOut.from_row(job))
+    spot = queue_spots(session, settings or get_settings()).get(job.pk)
+    return released(session, JobOut.from_row(job, spot))

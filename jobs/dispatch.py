@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from celery import Celery
 from sqlalchemy import func, or_, select, update
@@ -156,6 +158,15 @@ def preempt_over_share(session: Session, settings: Settings, slots: int) -> int:
     return taken
 
 
+def next_user(first_job: Mapping[int, int], flight: Mapping[int, int],
+              last: Mapping[int, Any]) -> int:
+    """Whose held shard goes next (of the users in `first_job`: user -> pk of their oldest job
+    with a held shard): the fewest in flight, then the one whose last shard started longest
+    ago (`last`: user -> when; a user never served before all), then the oldest job."""
+    return min(first_job, key=lambda u: (flight.get(u, 0), last.get(u) is not None,
+                                         last.get(u) or 0, first_job[u]))
+
+
 def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
     """Sends held shards of users' jobs while fewer than `user_slots` are in flight (sent and
     not finished), each to the user with the fewest in flight (ties: the user whose last
@@ -192,8 +203,7 @@ def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
         first_job = {}
         for r in held:
             first_job.setdefault(r.user_id, r.pk)
-        user = min(first_job, key=lambda u: (flight.get(u, 0), last.get(u) is not None,
-                                             last.get(u) or 0, first_job[u]))
+        user = next_user(first_job, flight, last)
         pick = next(r for r in held if r.user_id == user)
         held.remove(pick)
         task_id = uuid.uuid4().hex

@@ -8,10 +8,11 @@ LeNet networks' gradients timed at its start, for a kind it has not run yet.
 
 The run time of a job is its shards scheduled greedily on the processes that take users'
 work (each shard to the process that finishes it first, shards of equal cost per item), the
-queue wait not included. A job whose estimate exceeds `max_estimated_run_s` is refused unless
-the request accepts the wait; with no worker connected, or a cost unknown before it runs (a
+queue wait not included (jobs/queue_wait.py adds it, in the job's status). A job whose
+estimate exceeds `max_estimated_run_s` is refused unless the request accepts the wait; with
+no worker connected, or a cost unknown before it runs (a
 torchvision model), nothing is refused and the estimate says why it is unknown. An uploaded
-architecture's job is also timed by what its validation measured (`measured_s`, `_work`).
+architecture's job is also timed by what its validation measured (`measured_s`, `compute_work`).
 
 A process that has measured nothing yet (a worker in its first seconds, before its calibration
 is recorded) counts at the rate ASSUMED for its device kind. The assumed rates are above the
@@ -153,12 +154,12 @@ def human_s(seconds: float) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
-def _costs(flops: float, ranges: Sequence[tuple[int, int]]) -> list[float]:
+def shard_costs(flops: float, ranges: Sequence[tuple[int, int]]) -> list[float]:
     total = sum(b - a for a, b in ranges) or 1
     return [flops * (b - a) / total for a, b in ranges]
 
 
-def _work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
+def compute_work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
           ranges: Sequence[tuple[int, int]]) -> tuple[float, list[float], bool] | None:
     """What a job's run time is computed from: (work, one rate per process, timed). Its FLOPs
     at the processes' measured FLOP/s, or, timed, the seconds validation measured for an
@@ -173,8 +174,8 @@ def _work(estimate: Mapping[str, Any] | None, processes: Sequence[Process],
         return by_flops
     timed = (float(measured), [1.0] * len(processes), True)
     if by_flops is None or (not any(p.gpu for p in processes) and
-                            schedule_s(_costs(timed[0], ranges), timed[1])
-                            > schedule_s(_costs(by_flops[0], ranges), by_flops[1])):
+                            schedule_s(shard_costs(timed[0], ranges), timed[1])
+                            > schedule_s(shard_costs(by_flops[0], ranges), by_flops[1])):
         return timed
     return by_flops
 
@@ -189,21 +190,21 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
     if not processes:
         return base | {"run_s": None, "basis": "no worker connected: the job is queued until "
                        "one is; its run time is unknown until then"}
-    work = _work(estimate, processes, ranges)
+    work = compute_work(estimate, processes, ranges)
     if work is None:
         return base | {"run_s": None, "basis": "the cost of this architecture is not known "
                        "before it runs (a torchvision model)"}
     fleet = describe_fleet(processes)
     amount, rates, timed = work
-    seconds = schedule_s(_costs(amount, ranges), rates)
+    seconds = schedule_s(shard_costs(amount, ranges), rates)
     what = (f"{amount:.3g} s of compute as validation timed the model at job batch sizes"
             if timed else f"{amount:.3g} FLOP")
     flops = (estimate or {}).get("flops")
     return base | {"run_s": round(seconds, 1), "fleet": fleet,
                    "rates": rates_used(processes),
                    **({"flops": flops} if flops is not None else {}),
-                   "basis": f"{human_s(seconds)} for {what} on {fleet} (queue wait "
-                   "not included)"}
+                   "basis": f"{human_s(seconds)} for {what} on {fleet} (the run alone: "
+                   "the wait in the queue is the job's `queue`)"}
 
 
 def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tuple[int, int]],
@@ -215,14 +216,14 @@ def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tup
 
     positions = sum(b - a for a, b in ranges)
     extra = EXTRA_POSITIONS.get(kind, 0)
-    work = _work(estimate, user_processes(workers, kind), ranges)
+    work = compute_work(estimate, user_processes(workers, kind), ranges)
     if work is None:
         return 0
     amount, rates, _ = work
     per_position = amount / max(positions, 1)
 
     def seconds(m: int) -> float:
-        return schedule_s(_costs(per_position * (m + extra),
+        return schedule_s(shard_costs(per_position * (m + extra),
                                  shard_ranges(m + extra, min(len(ranges), m))), rates)
 
     least = MIN_ITEMS.get(kind, 1)

@@ -10,22 +10,27 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import selectinload
 
-from api.deps import CeleryDep, CurrentUser, SessionDep, released
+from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep, released
 from api.errors import excerpt
 from api.schemas import JobOut, JobPage, JobStatus, KindName
 from api.submission import get_own_job
 from jobs.dispatch import revoke_job
 from jobs.ownership import own_jobs
+from jobs.queue_wait import queue_spots
 from jobs.state import cancel_job
 from store.blobs import touch_blobs
-from store.models import TERMINAL, Job
+from store.models import QUEUED, RUNNING, TERMINAL, Job
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 
 @router.get("/{job_id}", response_model=JobOut)
-def read_job(job_id: str, session: SessionDep, user: CurrentUser) -> JobOut:
-    return released(session, JobOut.from_row(get_own_job(session, user, job_id)))
+def read_job(job_id: str, session: SessionDep, user: CurrentUser,
+             settings: SettingsDep) -> JobOut:
+    """The job; queued or running, with its place in the queue and its wait (`queue`)."""
+    job = get_own_job(session, user, job_id)
+    spots = queue_spots(session, settings) if job.status in (QUEUED, RUNNING) else {}
+    return released(session, JobOut.from_row(job, spots.get(job.pk)))
 
 
 _MAX_PK = 2**31 - 1  # jobs.pk is an INTEGER: 32 bits on Postgres
@@ -56,6 +61,7 @@ def _encode_cursor(pk: int) -> str:
 def list_jobs(
     session: SessionDep,
     user: CurrentUser,
+    settings: SettingsDep,
     kind: KindName | None = None,
     status_: Annotated[JobStatus | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -73,7 +79,9 @@ def list_jobs(
     rows = session.scalars(query.order_by(Job.pk.desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return released(session, JobPage(items=[JobOut.from_row(j) for j in rows],
+    spots = (queue_spots(session, settings)
+             if any(j.status in (QUEUED, RUNNING) for j in rows) else {})
+    return released(session, JobPage(items=[JobOut.from_row(j, spots.get(j.pk)) for j in rows],
                                      next_cursor=_encode_cursor(rows[-1].pk) if more else None))
 
 

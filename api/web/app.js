@@ -95,6 +95,21 @@ function fmtSeconds(s) {
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
 
+function ordinal(n) {
+  const suffix = n % 100 >= 10 && n % 100 <= 20 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" })[n % 10] || "th";
+  return `${n}${suffix}`;
+}
+
+// jobs/queue_wait.py: where a queued job stands among the users' jobs, and its wait
+function fmtQueue(q) {
+  if (!q) return null;
+  const parts = [q.position
+    ? `${ordinal(q.position)} in line, ${q.shards_ahead} shard${q.shards_ahead === 1 ? "" : "s"} ahead`
+    : "sent to a worker"];
+  parts.push(q.wait_s == null ? "start unknown" : `starts in ${fmtSeconds(q.wait_s)}`);
+  return parts.join(", ");
+}
+
 function fmtBytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
@@ -327,6 +342,7 @@ function summaryFacts(job) {
     ["Run time", fmtSeconds(job.timings.run_s)],
     // jobs/fleet.py: the estimate at submission on the workers connected, then the live ETA
     ["Estimated run", job.estimate && job.estimate.run ? job.estimate.run.basis : null],
+    ["Queue", job.status === "queued" ? fmtQueue(job.queue) : null],
     ["Time left", TERMINAL.has(job.status) || job.progress.eta_s == null ? null
       : fmtSeconds(job.progress.eta_s)],
   ];

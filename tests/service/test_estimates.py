@@ -3,7 +3,8 @@ real Postgres, Redis and Celery worker of the suite (2 CPU processes here): the 
 its device and FLOP/s at its start and from its shards; a job gets its estimated run time in
 the 202 (and in the CLI's output); the issue's `--arch resnet18 --networks 10000` is refused
 with the estimate, why and what fits, and queued with accept_long; a fresh `nads serve` refuses
-it too in its first seconds, before its workers have measured anything (assumed rates)."""
+it too in its first seconds, before its workers have measured anything (assumed rates); a job
+queued behind others says where it stands and when it should start (jobs/queue_wait.py)."""
 
 from __future__ import annotations
 
@@ -127,6 +128,55 @@ def test_a_job_too_long_for_the_fleet_is_refused_with_why_and_what_fits(
     assert job["estimate"]["run"]["run_s"] == detail["run"]["run_s"]
     assert alice.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
     wait_for_job(alice, job["id"], until=("cancelled",))
+
+
+def _until_running(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
+    """The job once every shard of it runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if all(s["status"] == "running" for s in job["shards"]):
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.2)
+
+
+def test_a_job_behind_others_says_its_place_and_its_wait(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client, bob: httpx.Client,
+        api_url: str) -> None:
+    """Alice's long job holds both of the worker's processes; Bob's small job is queued
+    behind it: 1st in line, 2 shards ahead, starting when the first of Alice's shards ends
+    (days at the measured rates), and its time left counts that wait (the issue: "queue wait
+    not included"). The CLI's status line says the same."""
+    _calibrated(settings)
+    long = submit_job(alice, HUGE | {"shards": 2}, "/v1/jobs/nads?accept_long=true")
+    try:
+        running = _until_running(alice, long["id"])
+        assert running["queue"]["position"] == 0, running["queue"]
+        queued = submit_job(bob, SMALL, "/v1/jobs/nads")
+        try:
+            assert queued["status"] == "queued", queued
+            place = queued["queue"]
+            assert place["position"] == 1 and place["shards_ahead"] == 2, place
+            run_s = queued["estimate"]["run"]["run_s"]
+            assert place["wait_s"] > 3600 and place["done_s"] >= place["wait_s"] + run_s, place
+            assert queued["progress"]["eta_s"] == place["done_s"], queued["progress"]
+            message = queued["progress"]["message"]
+            assert message.startswith("queued: 1st in line, 2 shards ahead, starts in about "
+                                      ), message
+            again = bob.get(f"/v1/jobs/{queued['id']}").json()
+            assert again["queue"]["position"] == 1, again["queue"]
+            env = {"PATH": str(Path(sys.executable).parent), "NADS_URL": api_url,
+                   "NADS_KEY": bob.headers["Authorization"].split()[-1]}
+            shown = subprocess.run([NADS_BIN, "status", queued["id"]], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            assert "queued: 1st in line, 2 shards ahead" in shown.stdout, shown
+            print(message)
+        finally:
+            bob.post(f"/v1/jobs/{queued['id']}/cancel")
+    finally:
+        alice.post(f"/v1/jobs/{long['id']}/cancel")
+        wait_for_job(alice, long["id"], until=("cancelled",))
 
 
 def test_cli_prints_the_estimate_and_takes_accept_long(
