@@ -5,24 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from fastapi import HTTPException, Response, status
+from fastapi import Response
 from sqlalchemy.orm import Session
 
 from api.deps import released
+from api.own_rows import get_own
 from api.schemas import JobOut
 from jobs.create import create_job
-from jobs.ownership import own_job
 from jobs.queue_wait import queue_spots
 from store.models import ApiKey, Job, User
 from store.settings import Settings, get_settings
 
 
 def get_own_job(session: Session, user: User, job_id: str) -> Job:
-    """The caller's job; 404 for a job that does not exist and for another user's."""
-    job = own_job(session, user.id, job_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"job {job_id!r} not found")
-    return job
+    """The caller's job, by its id or a unique prefix (jobs/ownership.py); 404 for a job that
+    does not exist and for another user's, 409 for a prefix of several of the caller's."""
+    return get_own(session, Job, user, job_id, "job_id")
 
 
 def submit_job(session: Session, celery: Celery, key: ApiKey, response: Response, *,

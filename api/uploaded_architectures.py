@@ -15,12 +15,12 @@ import re
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.validation import invalid
+from jobs.ownership import own_architecture
 from nadcore.spec import MAX_INPUT_DIM, ArchitectureRef, parse_init_policy
-from store.models import READY, Architecture, User
+from store.models import READY, User
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
 _SHAPE_LIMITS = (16, 512, 512)  # C, H, W as in NADSpec.input_shape
@@ -67,11 +67,6 @@ def parse_output(text: str | None) -> str | None:
     return value
 
 
-def own_architecture(session: Session, user: User, architecture_id: str) -> Architecture | None:
-    return session.scalar(select(Architecture).where(Architecture.id == architecture_id,
-                                                     Architecture.user_id == user.id))
-
-
 def resolve_architecture(session: Session, user: User, spec: SpecT, *,
                          networks: int | None = None, outputs: int | None = None,
                          exact_outputs: bool = False,
@@ -85,7 +80,7 @@ def resolve_architecture(session: Session, user: User, spec: SpecT, *,
     ref = getattr(spec, "architecture", None)
     if not isinstance(ref, ArchitectureRef):
         return spec, None
-    row = own_architecture(session, user, ref.id)
+    row = own_architecture(session, user.id, ref.id)
     if row is None:
         raise invalid("architecture.id", f"no architecture {ref.id!r} of yours", ref.id)
     if row.status != READY:

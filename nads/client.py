@@ -249,12 +249,12 @@ class Client:
     def download(self, job_id: str, out: str | Path, names: list[str] | None = None
                  ) -> list[Path]:
         """Writes the job's artifacts (or those named) into directory `out`."""
-        job = self.status(job_id)
+        job = self.status(job_id)  # job_id may be a prefix: job.id is the whole id
         available = {a.name for a in job.artifacts}
         wanted = names or sorted(available)
         missing = [n for n in wanted if n not in available]
         if missing:
-            raise NadsError(404, f"job {job_id} has no {', '.join(missing)}; it has: "
+            raise NadsError(404, f"job {job.id} has no {', '.join(missing)}; it has: "
                             f"{', '.join(sorted(available)) or 'none yet'}", self.url)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -262,7 +262,7 @@ class Client:
         for name in wanted:
             path = out / name
             with path.open("wb") as f, self._http.stream(
-                    "GET", f"/v1/jobs/{job_id}/artifacts/{name}") as r:
+                    "GET", f"/v1/jobs/{job.id}/artifacts/{name}") as r:
                 if r.status_code >= 400:
                     r.read()
                     raise NadsError(r.status_code, r.text, str(r.request.url))

@@ -10,17 +10,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.own_rows import get_own
 from api.ratelimit import count_upload_attempt
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploaded_architectures import (
-    own_architecture,
     parse_input_shape,
     parse_output,
     parse_policy,
@@ -68,11 +68,8 @@ class ArchitecturePage(BaseModel):
 
 
 def get_own_architecture(session: SessionDep, user: User, architecture_id: str) -> Architecture:
-    row = own_architecture(session, user, architecture_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=f"architecture {architecture_id!r} not found")
-    return row
+    """By its id or a unique prefix: 404 or 409 naming `architecture_id` (api/own_rows.py)."""
+    return get_own(session, Architecture, user, architecture_id, "architecture_id")
 
 
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

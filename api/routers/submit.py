@@ -23,6 +23,7 @@ from api.validation import invalid
 from jobs.fleet import TooLong, check_run_time, connected_workers, run_estimate
 from jobs.kinds import KINDS
 from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError
+from jobs.ownership import AmbiguousReference, resolve_references
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -45,6 +46,10 @@ def _add_route(kind: JobKind) -> None:
                settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
                response: Response, accept_long: AcceptLong = False,
                accept_underpowered: AcceptUnderpowered = False) -> JobOut:
+        try:  # the ids the spec names, from unique prefixes to whole ids (jobs/ownership.py)
+            spec = resolve_references(session, key.user_id, spec)
+        except AmbiguousReference as exc:
+            raise invalid(exc.field, exc.reason, exc.value) from None
         spec, arch_info = resolve_architecture(session, key.user, spec,
                                                **kind.architecture(spec))
         try:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.own_rows import get_own
 from api.ratelimit import count_upload_attempt
 from api.schemas import _utc
 from api.storage import check_upload_storage, precheck_upload_storage
@@ -46,12 +47,8 @@ class UploadPage(BaseModel):
 
 
 def get_own_upload(session: SessionDep, user: User, upload_id: str) -> Upload:
-    row = session.scalar(select(Upload).where(Upload.id == upload_id,
-                                              Upload.user_id == user.id))
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=f"upload {upload_id!r} not found")
-    return row
+    """By its id or a unique prefix: 404 or 409 naming `upload_id` (api/own_rows.py)."""
+    return get_own(session, Upload, user, upload_id, "upload_id")
 
 
 _BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {

@@ -123,16 +123,29 @@ def test_cli_submit_wait_status_ls_download(api_url: str, key: str, tmp_path: Pa
     wait = nads_cli("wait", job_id, url=api_url, env_key=key)  # the key from NADS_KEY
     assert wait.returncode == 0 and "succeeded" in wait.stdout, wait.stderr
     assert "100%" in wait.stderr  # the progress bar
-    status = nads_cli("status", job_id, "--json", url=api_url, key=key)
+    short = job_id[:8]  # as the progress line shows it: any unique prefix will do
+    assert re.search(rf"^{short} \[#+\] 100%", wait.stderr, re.M), wait.stderr
+    status = nads_cli("status", short, "--json", url=api_url, key=key)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["id"] == job_id
     assert json.loads(status.stdout)["spec"]["num_networks"] == 30
     ls = nads_cli("ls", "--kind", "nads", url=api_url, key=key)
     assert job_id in ls.stdout
-    down = nads_cli("download", job_id, "--out", str(tmp_path), "--name", "nads.npy",
+    down = nads_cli("download", short, "--out", str(tmp_path), "--name", "nads.npy",
                     url=api_url, key=key)
     assert down.returncode == 0, down.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "nads.npy"), in_process(SPEC)["nads"])
-    cancel = nads_cli("cancel", job_id, url=api_url, key=key)
+    cancel = nads_cli("cancel", short, url=api_url, key=key)
     assert cancel.returncode == 1 and "409" in cancel.stderr and "already" in cancel.stderr
+    # A spec's reference too: stored with the whole id.
+    probe = nads_cli("submit", "probe", "--arch", "logreg", "--input-shape", "1,8,8",
+                     "--directions", "nad", "--nad-job", short, "--epochs", "1",
+                     "--set", "directions.indices=[0]", "--set", "data.num_train=64",
+                     "--set", "data.num_test=32", "--accept-underpowered", "--json",
+                     url=api_url, key=key)
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout)["spec"]["directions"]["job"] == job_id
+    nads_cli("cancel", json.loads(probe.stdout)["id"], url=api_url, key=key)
 
 
 def test_cli_spec_file_set_and_errors(api_url: str, key: str, tmp_path: Path) -> None:
@@ -153,7 +166,7 @@ def test_cli_spec_file_set_and_errors(api_url: str, key: str, tmp_path: Path) ->
     listed.write_text("[1, 2]")
     wrong = nads_cli("submit", "probe", "--spec", str(listed), url=api_url, key=key)
     assert wrong.returncode == 1 and "mapping" in wrong.stderr
-    nokey = nads_cli("status", "x", url=api_url)
+    nokey = nads_cli("status", "x", url=api_url, cwd=tmp_path)  # no ./var/local-api-key
     assert nokey.returncode == 1 and "401" in nokey.stderr
     shape = nads_cli("submit", "nads", "--arch", "lenet", "--input-shape", "1,8", url=api_url,
                      key=key)

@@ -141,7 +141,8 @@ def test_upload_round_trip_list_read_delete(alice: httpx.Client, bob: httpx.Clie
                for u in alice.get("/v1/uploads", params={"kind": "nads"}).json()["items"])
     # Another user's upload reads exactly like a missing one.
     r = bob.get(f"/v1/uploads/{row['id']}")
-    assert r.status_code == 404 and r.json()["detail"] == f"upload {row['id']!r} not found"
+    assert r.status_code == 404
+    assert r.json()["detail"] == f"upload_id: upload {row['id']!r} not found"
     assert row["id"] not in [u["id"] for u in bob.get("/v1/uploads").json()["items"]]
     assert bob.delete(f"/v1/uploads/{row['id']}").status_code == 404
     assert alice.delete(f"/v1/uploads/{row['id']}").status_code == 204
