@@ -52,7 +52,9 @@ class ArchitectureRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    id: str = Field(pattern=r"^[0-9a-f]{32}$", description="id of a ready architecture")
+    # a unique prefix (4+ hex digits) as well: the API stores the whole id (jobs/ownership.py)
+    id: str = Field(pattern=r"^[0-9a-f]{4,32}$", description="id of a ready architecture, "
+                    "or a unique prefix of it")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                description="the archive's sha256 (recorded by the service)")
     init: str | None = Field(None, description="re-initialization policy (recorded by the "

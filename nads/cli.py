@@ -12,7 +12,7 @@ import typer
 
 # Modules that expose `register(app: typer.Typer)`; each adds its own commands.
 COMMAND_MODULES = ("nads.compute_command", "nads.service_commands", "nads.client_commands",
-                   "nads.catalog_command")
+                   "nads.arch_commands", "nads.catalog_command")
 
 
 def build_app() -> typer.Typer:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import numpy as np
@@ -135,6 +135,11 @@ class Architecture:
     reason: str | None
     raw: dict[str, Any] = field(repr=False)
 
+    @property
+    def done(self) -> bool:
+        """Validated: ready or rejected."""
+        return self.status != "validating"
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Architecture:
         return cls(id=data["id"], name=data.get("name", ""), status=data["status"],
@@ -232,16 +237,8 @@ class Client:
              on_progress: Callable[[Job], None] | None = None) -> Job:
         """Polls until the job is succeeded, failed or cancelled (TimeoutError after
         `timeout` s); `on_progress(job)` after every poll."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.status(job_id)
-            if on_progress is not None:
-                on_progress(job)
-            if job.done:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
-            time.sleep(interval)
+        return _poll(lambda: self.status(job_id), f"job {job_id}", timeout, interval,
+                     on_progress)
 
     def artifact(self, job_id: str, name: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
@@ -308,3 +305,41 @@ class Client:
 
     def architecture(self, arch_id: str) -> Architecture:
         return Architecture.from_json(self._request("GET", f"/v1/architectures/{arch_id}").json())
+
+    def architectures(self) -> list[Architecture]:
+        """The caller's architectures, newest first."""
+        return [Architecture.from_json(a)
+                for a in self._request("GET", "/v1/architectures").json()["items"]]
+
+    def arch_delete(self, arch_id: str) -> None:
+        """Forgets the architecture (DELETE /v1/architectures/{id}): queued and running jobs
+        that use it keep running (their specs pin the archive); new jobs cannot name it."""
+        self._request("DELETE", f"/v1/architectures/{arch_id}")
+
+    def wait_architecture(self, arch_id: str, *, timeout: float | None = None,
+                          interval: float = 1.0,
+                          on_progress: Callable[[Architecture], None] | None = None
+                          ) -> Architecture:
+        """Polls until a worker has validated the architecture (ready or rejected: see
+        `reason`; TimeoutError after `timeout` s); `on_progress(architecture)` after every
+        poll."""
+        return _poll(lambda: self.architecture(arch_id), f"architecture {arch_id}", timeout,
+                     interval, on_progress)
+
+
+Polled = TypeVar("Polled", Job, Architecture)
+
+
+def _poll(fetch: Callable[[], Polled], what: str, timeout: float | None, interval: float,
+          on_progress: Callable[[Polled], None] | None) -> Polled:
+    """`fetch()` every `interval` s until its result is `done`; TimeoutError after `timeout`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        item = fetch()
+        if on_progress is not None:
+            on_progress(item)
+        if item.done:
+            return item
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} still {item.status} after {timeout} s")
+        time.sleep(interval)

@@ -1,5 +1,6 @@
 """The service verbs of the `nads` CLI, each one call of `nads.client.Client`:
-submit, status, wait, download, ls, cancel, catalog ls|get, arch upload (and export).
+submit, status, wait, download, ls, cancel, catalog ls|get and export (`nads arch ...`:
+nads/arch_commands.py).
 
 The server URL and key come from --url / --key or $NADS_URL / $NADS_KEY; against a local URL
 without a key, the key `nads serve` wrote (nads/local_key.py).
@@ -34,7 +35,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON."
 Kind = StrEnum("Kind", {name: name for name in JOB_KINDS})
 
 
-def _client(url: str | None, key: str | None) -> Client:
+def make_client(url: str | None, key: str | None) -> Client:
     from nads.client import Client
 
     return Client(url, key)
@@ -45,7 +46,7 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-class _Guard:
+class Guard:
     """Turns the client's errors into one line on stderr and exit status 1."""
 
     def __enter__(self) -> None:
@@ -117,7 +118,7 @@ def apply_sets(spec: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     return spec
 
 
-def _shape(text: str | None) -> list[int] | None:
+def parse_shape_option(text: str | None) -> list[int] | None:
     if text is None:
         return None
     from nads.compute_command import parse_shape
@@ -197,7 +198,7 @@ def submit(
     as_json: AsJson = False,
 ) -> None:
     """Submit a job (the job id is printed first, then its estimated run time)."""
-    flags: dict[str, Any] = {"architecture": arch, "input_shape": _shape(input_shape),
+    flags: dict[str, Any] = {"architecture": arch, "input_shape": parse_shape_option(input_shape),
                              "seed": seed, "shards": shards}
     if kind == Kind.nads:
         flags |= {"num_networks": networks, "method": method, "scale": scale, "k": k,
@@ -210,8 +211,8 @@ def submit(
         flags |= {"dataset.name": dataset, "nads.job": nad_job, "indices": _indices(indices),
                   "eps": eps, "training.epochs": epochs, "preset": preset}
     spec = build_spec(kind, spec_file, flags, sets or [])
-    client = _client(url, key)
-    with _Guard():
+    client = make_client(url, key)
+    with Guard():
         job = client.submit(kind.value, spec, accept_long=accept_long,
                             accept_underpowered=accept_underpowered)
         _print_job(job, as_json)
@@ -232,8 +233,8 @@ def submit(
 
 def status(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """Show a job: status, progress, error."""
-    with _Guard():
-        _print_job(_client(url, key).status(job_id), as_json)
+    with Guard():
+        _print_job(make_client(url, key).status(job_id), as_json)
 
 
 def _wait(client: Client, job_id: str, timeout: float | None, as_json: bool) -> None:
@@ -254,8 +255,8 @@ def wait(job_id: str,
          timeout: Annotated[float | None, typer.Option(help="Give up after this many s.")] = None,
          url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """Wait for a job with a live progress bar; exit 0 only when it succeeded."""
-    with _Guard():
-        _wait(_client(url, key), job_id, timeout, as_json)
+    with Guard():
+        _wait(make_client(url, key), job_id, timeout, as_json)
 
 
 def download(job_id: str,
@@ -264,8 +265,8 @@ def download(job_id: str,
                  "--name", help="Only this artifact (repeatable).")] = None,
              url: Url = None, key: Key = None) -> None:
     """Download a job's artifacts."""
-    with _Guard():
-        for path in _client(url, key).download(job_id, out, names):
+    with Guard():
+        for path in make_client(url, key).download(job_id, out, names):
             print(path)
 
 
@@ -274,8 +275,8 @@ def ls(kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None
        limit: Annotated[int, typer.Option(help="At most this many (0: all).")] = 20,
        url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """List your jobs, newest first."""
-    with _Guard():
-        jobs = list(_client(url, key).jobs(kind.value if kind else None, status_,
+    with Guard():
+        jobs = list(make_client(url, key).jobs(kind.value if kind else None, status_,
                                            limit or None))
     if as_json:
         print(json.dumps([j.raw for j in jobs], indent=2))
@@ -286,14 +287,14 @@ def ls(kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None
 
 def cancel(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """Cancel a queued or running job."""
-    with _Guard():
-        _print_job(_client(url, key).cancel(job_id), as_json)
+    with Guard():
+        _print_job(make_client(url, key).cancel(job_id), as_json)
 
 
 def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
     """The public catalog: architectures, status, networks, stability."""
-    with _Guard():
-        entries = _client(url, None).catalog_ls()
+    with Guard():
+        entries = make_client(url, None).catalog_ls()
     if as_json:
         print(json.dumps([e.raw for e in entries], indent=2))
         return
@@ -324,38 +325,10 @@ def catalog_get(
 ) -> None:
     """Download a catalog file (public, no key)."""
     out = out or Path(f"{arch}-{file}")
-    with _Guard():
-        data = _client(url, None).catalog_file(arch, file, k)
+    with Guard():
+        data = make_client(url, None).catalog_file(arch, file, k)
         out.write_bytes(data)
     print(out)
-
-
-def arch_upload(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False,
-                                         help="TorchScript archive or torch.export program")],
-    name: Annotated[str, typer.Option(help="Name of the architecture")],
-    input_shape: Annotated[str, typer.Option(help="C,H,W")],
-    init: Annotated[str | None, typer.Option(help="Initialization scheme")] = None,
-    wait_: Annotated[bool, typer.Option("--wait", help="Wait for the validation.")] = False,
-    url: Url = None, key: Key = None, as_json: AsJson = False,
-) -> None:
-    """Upload your own architecture (a worker validates it)."""
-    import time
-
-    shape = tuple(_shape(input_shape) or ())
-    client = _client(url, key)
-    with _Guard():
-        arch = client.arch_upload(file, name, shape, init)
-        while wait_ and arch.status == "validating":
-            time.sleep(1.0)
-            arch = client.architecture(arch.id)
-    if as_json:
-        print(json.dumps(arch.raw, indent=2))
-    else:
-        print(f"{arch.id}  {arch.name}  {arch.status}" + (f"  {arch.reason}" if arch.reason
-                                                           else ""))
-    if arch.status == "rejected":
-        raise typer.Exit(1)
 
 
 class ExportFormat(StrEnum):
@@ -395,6 +368,3 @@ def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
     app.command("cancel")(cancel)
     app.command("export")(export)
-    arch_app = typer.Typer(help="Your own architectures.", no_args_is_help=True)
-    arch_app.command("upload")(arch_upload)
-    app.add_typer(arch_app, name="arch")

@@ -51,7 +51,8 @@ def test_the_cli_service_verbs_load_nothing_heavy(tmp_path: Path) -> None:
              ["submit", "nads", "--spec", str(spec), "--set", "seed=1"],
              ["submit", "probe", "--arch", "lenet", "--directions", "fourier"],
              ["catalog", "ls"], ["catalog", "get", "lenet", "--out", str(tmp_path / "x")],
-             ["arch", "upload", str(archive), "--name", "n", "--input-shape", "1,8,8"]]
+             ["arch", "upload", str(archive), "--name", "n", "--input-shape", "1,8,8"],
+             ["arch", "ls"], ["arch", "show", "ab12"], ["arch", "rm", "ab12"]]
     program = f"""
 from nads.cli import main
 for verb in {verbs!r}:

@@ -223,6 +223,56 @@ def test_export_then_arch_upload(api_url: str, key: str, tmp_path: Path) -> None
     shape = nads_cli("arch", "upload", str(model), "--name", "x", "--input-shape", "1,16",
                      url=api_url, key=key)
     assert shape.returncode == 2 and "C,H,W" in shape.stderr
+    # ls, show and rm, by a prefix; rm says which running jobs use it (they keep running).
+    listed = nads_cli("arch", "ls", url=api_url, key=key)
+    assert listed.returncode == 0 and re.search(rf"^{arch['id']}  my-lenet .* ready ",
+                                                listed.stdout, re.M), listed.stdout
+    shown = nads_cli("arch", "show", arch["id"][:8], url=api_url, key=key)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith(arch["id"]) and "parameters" in shown.stdout, shown.stdout
+    job = nads_cli("submit", "nads", "--set", f'architecture={{"id": "{arch["id"][:8]}"}}',
+                   "--input-shape", "1,16,16", "--networks", "20000", "--accept-long",
+                   "--json", url=api_url, key=key)
+    assert job.returncode == 0, job.stderr
+    job_id = json.loads(job.stdout)["id"]
+    assert json.loads(job.stdout)["spec"]["architecture"]["id"] == arch["id"]
+    removed = nads_cli("arch", "rm", arch["id"][:8], url=api_url, key=key)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.startswith(f"deleted {arch['id']}  my-lenet")
+    assert "1 queued or running job(s) use it and keep running" in removed.stdout
+    assert job_id[:8] in removed.stdout
+    nads_cli("cancel", job_id, url=api_url, key=key)
+    gone = nads_cli("arch", "show", arch["id"], url=api_url, key=key)
+    assert gone.returncode == 1 and "404" in gone.stderr and "architecture_id" in gone.stderr
+
+
+def test_arch_upload_wait_prints_the_id_first_and_the_client_waits(
+        api_url: str, key: str, client: Client, tmp_path: Path) -> None:
+    """`nads arch upload --wait` prints the id as soon as the upload is stored, then follows the
+    validation on stderr; `Client.wait_architecture` polls like `Client.wait`."""
+    model = tmp_path / "logreg.pt"
+    out = nads_cli("export", "--arch", "logreg", "--input-shape", "1,8,8", "--out", str(model),
+                   "--format", "torchscript", url=api_url)
+    assert out.returncode == 0, out.stderr
+    proc = subprocess.Popen([NADS_BIN, "arch", "upload", str(model), "--name", "lr",
+                             "--input-shape", "1,8,8", "--wait", "--key", key],
+                            env={"PATH": str(Path(sys.executable).parent), "NADS_URL": api_url},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()  # before the validation is over
+    arch_id = first.split()[0]
+    assert re.fullmatch(r"[0-9a-f]{32}", arch_id) and "validating" in first, first
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert rest.startswith(arch_id) and " ready " in rest, rest
+    assert err.startswith(f"{arch_id[:8]} [") and "validating" in err, err
+    arch = client.arch_upload(model, "lr2", (1, 8, 8))
+    seen: list[str] = []
+    done = client.wait_architecture(arch.id[:6], timeout=120, interval=0.2,
+                                    on_progress=lambda a: seen.append(a.status))
+    assert done.id == arch.id and done.status == "ready" and done.done and seen[-1] == "ready"
+    assert arch.id in [a.id for a in client.architectures()]
+    client.arch_delete(arch.id)
+    assert arch.id not in [a.id for a in client.architectures()]
 
 
 def test_help_is_fast_and_torch_free() -> None:
