@@ -69,14 +69,16 @@ class Settings(BaseSettings):
     )
     architecture_validation_memory_bytes: int = Field(
         2 * 2**30, ge=2**28,
-        description="Memory (RLIMIT_DATA: heap and anonymous mappings) of the validation child.",
+        description="Memory (RLIMIT_DATA: heap and anonymous mappings; and the sandbox's cgroup "
+        "limit, shared memory included, where the worker can make one) of the validation child.",
     )
     # The sandbox in which uploaded models run (worker/sandbox.py), for jobs; validation uses
     # the two settings above.
     sandbox_memory_bytes: int = Field(
         8 * 2**30, ge=2**28,
         description="Memory (RLIMIT_DATA; RLIMIT_AS is this plus 4 GiB of libraries on a CPU "
-        "worker) of the sandbox that runs one shard of a job on an uploaded architecture.",
+        "worker; and the sandbox's cgroup limit, shared memory included, where the worker can "
+        "make one) of the sandbox that runs one shard of a job on an uploaded architecture.",
     )
     sandbox_scratch_bytes: int = Field(
         256 * 2**20, ge=2**20, description="Size of the sandbox's private /tmp (and largest file)."

@@ -24,7 +24,18 @@ def _refuse_root_sandbox(**_: object) -> None:
         raise SystemExit(f"worker: {problem}")
 
 
+def _log_sandbox_bounds(**_: object) -> None:
+    """Says which bounds hold on the sandbox's memory (a cgroup per sandbox, or rlimits only);
+    run before the pool forks, so that the cgroup node is made once (worker/sandbox_cgroup.py)."""
+    import sys
+
+    from worker.sandbox import bounds
+
+    print(f"nads worker: sandbox bounds: {bounds()}", file=sys.stderr, flush=True)
+
+
 worker_init.connect(_refuse_root_sandbox, weak=False)
+worker_init.connect(_log_sandbox_bounds, weak=False)
 _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), once ready
 
 

@@ -20,6 +20,10 @@ be enough alone. The child (`python -m nadcore.isolated`) runs under `bwrap`:
 - with no network (an empty namespace: not even loopback); bwrap itself starts with an empty
   environment, and the child gets PATH, HOME, thread counts and CUDA_VISIBLE_DEVICES only (no
   NADS_* setting, URL or credential);
+- in a memory and pids cgroup of its own where the worker can make one
+  (`worker/sandbox_cgroup.py`): everything its processes together charge, shared memory and
+  tmpfs included, is bounded by its memory limit, without swap, and its tasks by the process
+  limit; an OOM kill there is the job's memory error;
 - under rlimits set before exec: RLIMIT_DATA (heap), RLIMIT_AS (every mapping, shared memory
   included; CPU workers only: CUDA reserves address space by the terabyte), RLIMIT_CPU,
   RLIMIT_FSIZE, RLIMIT_NOFILE, no core dumps, and RLIMIT_NPROC (set inside its user namespace,
@@ -63,7 +67,8 @@ import nadcore
 from nadcore.custom_check import escaped, excerpt
 from nadcore.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
 from store.settings import get_settings
-from worker import seccomp
+from worker import sandbox_cgroup, seccomp
+from worker.sandbox_cgroup import SandboxCgroup
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ SHM_BYTES = 16 << 20  # the private /dev/shm
 # (torch 2.14.1+cu130 wheel, x86-64, CPU), 3.2 GiB with nadcore; 0.9 GiB to spare.
 ADDRESS_SPACE_BASE = 4 << 30
 PROCESSES = 64  # tasks (threads included) in one sandbox, at least 8 per compute thread
+BWRAP_TASKS = 2  # bwrap's own processes in the sandbox's cgroup, beside the child's tasks
 INSTALL_FIX = "run scripts/install.sh as root (it creates the user and grants the access)"
 
 
@@ -237,11 +243,16 @@ def _program(name: str) -> str:
     return path
 
 
+def process_limit(limits: Limits) -> int:
+    """Tasks (threads included) that the sandboxed child may have."""
+    return max(PROCESSES, 8 * limits.threads)
+
+
 def python_child(limits: Limits, *argv: str) -> list[str]:
     """`python -I ARGV...` as the sandbox runs it: first lowering RLIMIT_NPROC inside the
     sandbox's user namespace (an rlimit set there counts this sandbox's tasks only; set before
     bwrap it would count every task of the host user)."""
-    processes = max(PROCESSES, 8 * limits.threads)
+    processes = process_limit(limits)
     return [_program("prlimit"), f"--nproc={processes}:{processes}", "--",
             sys.executable, "-I", *argv]
 
@@ -278,11 +289,12 @@ def address_space_limit(limits: Limits) -> int | None:
     return None if _gpu_nodes() else limits.memory_bytes + ADDRESS_SPACE_BASE
 
 
-def _limit_child(limits: Limits) -> Callable[[], None]:
+def _limit_child(limits: Limits, cgroup_procs: list[int]) -> Callable[[], None]:
     cpu = int(math.ceil(limits.wall_s * max(1, limits.threads))) + 60
     address_space = address_space_limit(limits)
 
-    def apply() -> None:  # in the child, before exec
+    def apply() -> None:  # in the child, before exec: bwrap is born in the cgroup
+        sandbox_cgroup.join(cgroup_procs)
         resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_bytes, limits.memory_bytes))
         if address_space is not None:
             resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
@@ -308,11 +320,13 @@ def _seccomp_fd() -> int:
 
 def spawn(job_dir: Path, limits: Limits, user: HostUser, *, fd: int | None = None,
           child: list[str] | None = None, stdout: int = subprocess.DEVNULL,
-          command: Callable[[list[str]], list[str]] | None = None) -> subprocess.Popen:
-    """Starts bwrap as `user` with an empty environment, `fd` (the answer pipe) passed on.
-    `command` may rewrite the command line (tests only: to show that their probes fail when a
-    protection is taken away)."""
+          command: Callable[[list[str]], list[str]] | None = None,
+          cgroup: SandboxCgroup | None = None) -> subprocess.Popen:
+    """Starts bwrap as `user` with an empty environment, `fd` (the answer pipe) passed on, inside
+    `cgroup` (`confined()`) when there is one. `command` may rewrite the command line (tests
+    only: to show that their probes fail when a protection is taken away)."""
     seccomp_fd = _seccomp_fd()
+    cgroup_procs = cgroup.open_procs() if cgroup is not None else []
     try:
         cmd = bwrap_command(job_dir, -1 if fd is None else fd, seccomp_fd, limits, child)
         if command is not None:
@@ -320,10 +334,19 @@ def spawn(job_dir: Path, limits: Limits, user: HostUser, *, fd: int | None = Non
         drop = {"user": user.uid, "group": user.gid, "extra_groups": []} if user.drop else {}
         return subprocess.Popen(cmd, pass_fds=(seccomp_fd,) + (() if fd is None else (fd,)),
                                 env={}, stdin=subprocess.DEVNULL, stdout=stdout,
-                                stderr=subprocess.PIPE, preexec_fn=_limit_child(limits),
+                                stderr=subprocess.PIPE,
+                                preexec_fn=_limit_child(limits, cgroup_procs),
                                 start_new_session=True, **drop)
     finally:
         os.close(seccomp_fd)
+        for procs in cgroup_procs:
+            os.close(procs)
+
+
+def confined(limits: Limits) -> contextlib.AbstractContextManager[SandboxCgroup | None]:
+    """The cgroup of one sandbox (None where the worker can make none): its memory limit, and
+    its child's tasks plus bwrap's own."""
+    return sandbox_cgroup.confined(limits.memory_bytes, process_limit(limits) + BWRAP_TASKS)
 
 
 _PROBE = """
@@ -373,8 +396,9 @@ def check_available() -> str | None:
     try:
         user = host_user()
         limits = Limits(wall_s=60, memory_bytes=1 << 30)
-        with job_folder(user, None, {"task": "probe"}) as job:
-            proc = spawn(job, limits, user, child=python_child(limits, "-c", _PROBE))
+        with job_folder(user, None, {"task": "probe"}) as job, confined(limits) as cgroup:
+            proc = spawn(job, limits, user, child=python_child(limits, "-c", _PROBE),
+                         cgroup=cgroup)
             try:
                 _, err = proc.communicate(timeout=60)
             except subprocess.TimeoutExpired:
@@ -405,6 +429,25 @@ def startup_problem() -> str | None:
            f"{reason}"
 
 
+def bounds() -> str:
+    """Which bounds hold on a sandbox's memory and tasks on this worker (its start-up log)."""
+    rlimits = "RLIMIT_DATA (heap) per process"
+    if _gpu_nodes():
+        rlimits += ", no RLIMIT_AS (a GPU worker)"
+    else:
+        rlimits += ", RLIMIT_AS (every mapping, shared memory included) per process"
+    rlimits += f", RLIMIT_NPROC {PROCESSES} tasks, /tmp and /dev/shm capped"
+    node = sandbox_cgroup.available()
+    if node is not None:
+        return (f"a cgroup per sandbox ({node.describe()}): its memory limit counts everything "
+                f"its processes charge (shared memory, tmpfs, page cache), no swap, and a "
+                f"task limit; besides, {rlimits}")
+    unbounded = "shared memory is bounded per process only" if not _gpu_nodes() else \
+        "shared memory (mmap MAP_SHARED) is not bounded"
+    return (f"no cgroup per sandbox ({sandbox_cgroup.why_unavailable()}): {rlimits}; "
+            f"{unbounded}, and each of a sandbox's processes may hold the limit")
+
+
 # -- running it -----------------------------------------------------------------------------
 def _kill(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
@@ -422,12 +465,22 @@ def _json(payload: bytes, what: str) -> dict:
     return value
 
 
+def memory_error(limits: Limits, said: str = "") -> SandboxError:
+    """The model broke its memory limit: its allocation failed (an rlimit; `said`: what it
+    reported) or the kernel killed its sandbox (the cgroup's bound)."""
+    if said:
+        return SandboxError(f"memory: the model exceeded the memory limit of "
+                            f"{limits.memory_bytes:,} bytes ({limits.what}); it said: {said}")
+    return SandboxError(f"memory: the model used more than {limits.memory_bytes / 2**20:,.0f} "
+                        f"MiB, the memory limit of {limits.memory_bytes:,} bytes "
+                        f"({limits.what}); its sandbox was killed")
+
+
 def _child_error(value: dict, limits: Limits) -> SandboxError:
     message = value.get("message")
     quoted = excerpt(str(message), MAX_ERROR_CHARS) if message else "no reason given"
     if value.get("memory") is True:
-        return SandboxError(f"the model exceeded the memory limit of {limits.memory_bytes:,} "
-                            f"bytes ({limits.what}); it said: {quoted}")
+        return memory_error(limits, quoted)
     return SandboxError(quoted)
 
 
@@ -444,20 +497,27 @@ def run_sandboxed(task: str, request: dict, archive: Path, limits: Limits, *,
         raise SandboxUnavailable(f"the worker cannot sandbox uploaded models: {reason}")
     t0 = time.monotonic()
     user = host_user()
-    with job_folder(user, archive, {**request, "task": task}, arrays) as job:
+    with job_folder(user, archive, {**request, "task": task}, arrays) as job, \
+            confined(limits) as cgroup:
         read_fd, write_fd = os.pipe()
         try:
-            proc = spawn(job, limits, user, fd=write_fd)
+            proc = spawn(job, limits, user, fd=write_fd, cgroup=cgroup)
         finally:
             os.close(write_fd)
         try:
             outcome = _collect(proc, read_fd, limits, t0, progress, should_stop, poll_s)
+        except SandboxError as exc:  # a process killed for memory may break anything after it
+            if cgroup is not None and cgroup.oom_kills():
+                raise memory_error(limits) from exc
+            raise
         finally:
             os.close(read_fd)
             if proc.poll() is None:
                 _kill(proc)
             if proc.stderr is not None:
                 proc.stderr.close()
+        if cgroup is not None and cgroup.oom_kills():  # one of its processes, not the child
+            raise memory_error(limits)
     outcome.seconds = time.monotonic() - t0
     return outcome
 
@@ -525,7 +585,6 @@ def _collect(proc: subprocess.Popen, fd: int, limits: Limits, t0: float,
             raise SandboxError(f"the model was killed past its limits ({limits.what})")
         tail = stderr_tail.decode("utf-8", "replace")
         if "MemoryError" in tail or "allocate" in tail:
-            raise SandboxError(f"the model exceeded the memory limit of "
-                               f"{limits.memory_bytes:,} bytes ({limits.what})")
+            raise memory_error(limits, "it ran out of memory")
         raise SandboxError(f"the sandboxed model exited with status {code} without a result")
     return outcome

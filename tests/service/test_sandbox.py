@@ -389,3 +389,47 @@ def test_layer_two_result_that_inflates_is_refused_and_the_worker_keeps_its_memo
     after = _pool_peaks(UNCHECKED_WORKER[0])
     grown = {pid: after[pid] - before.get(pid, 0) for pid in after}
     assert max(grown.values()) < 256 << 20, grown  # 768 MiB would have shown
+
+
+# Run by a pickled weight at validation (layer one off): two processes each map and touch
+# 1,280 MiB of MAP_SHARED | MAP_ANONYMOUS memory, which no rlimit counts together (RLIMIT_DATA
+# leaves shared mappings out, RLIMIT_AS is per process, and a GPU worker sets none): 2.5 GiB
+# against validation's 2 GiB. Where it lives, its rejection reason says so.
+_SHARED_MEMORY = """
+import mmap, os, time
+SIZE = 1280 << 20
+pid = os.fork()  # no function: exec'd code's functions see only builtins
+m = mmap.mmap(-1, SIZE, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+for i in range(0, SIZE, 4096):
+    m[i] = 1
+if pid == 0:
+    time.sleep(3); os._exit(0)
+os.waitpid(pid, 0)
+raise ValueError('held 2560 MiB of shared memory')
+"""
+
+
+def test_layer_two_shared_memory_past_the_limit_is_a_memory_error(
+        unchecked: tuple[httpx.Client, Settings], lenet_archive: bytes) -> None:
+    """Issue 25: the sandbox's cgroup (worker/sandbox_cgroup.py) counts every process's shared
+    memory; past the limit the kernel kills the sandbox, the upload is rejected naming the
+    limit, the worker's own processes do not grow, and the cgroup is gone afterwards."""
+    from worker.sandbox_cgroup import available, why_unavailable
+
+    node = available()
+    if node is None:
+        pytest.skip(f"no cgroup per sandbox here: {why_unavailable()}")
+    client, settings = unchecked
+    log = (settings.data_dir / "worker.log").read_text()
+    assert "sandbox bounds: a cgroup per sandbox" in log, log[-3000:]
+    before = _pool_peaks(UNCHECKED_WORKER[0])
+    row = upload(client, pickled_weight_pt2(lenet_archive, _SHARED_MEMORY), "shared.pt2")
+    assert row["status"] == "rejected", row
+    limit = settings.architecture_validation_memory_bytes
+    assert row["reason"].startswith(f"memory: the model used more than {limit >> 20:,} MiB, "
+                                    f"the memory limit of {limit:,} bytes"), row["reason"]
+    after = _pool_peaks(UNCHECKED_WORKER[0])
+    assert max(after[pid] - before.get(pid, 0) for pid in after) < 256 << 20, (before, after)
+    left = [child for folder in {node.memory, node.pids} for child in folder.iterdir()
+            if child.name.split("-")[0] in {str(pid) for pid in after}]
+    assert left == [], left

@@ -39,11 +39,14 @@ pytestmark = pytest.mark.skipif(sandbox.check_available() is not None,
 def run_inside(code: str, *, user: sandbox.HostUser | None = None,
                command: Callable[[list[str]], list[str]] | None = None,
                while_running: Callable[[subprocess.Popen], object] | None = None) -> dict:
-    """Runs `code` as the sandboxed child; returns the JSON object it prints last."""
+    """Runs `code` as the sandboxed child (in its cgroup, where the worker can make one, as a
+    model runs: tests/worker/test_sandbox_cgroup.py shows what that adds); returns the JSON
+    object it prints last."""
     user = user or sandbox.host_user()
-    with sandbox.job_folder(user, None, {"task": "test"}) as job:
+    with sandbox.job_folder(user, None, {"task": "test"}) as job, \
+            sandbox.confined(LIMITS) as cgroup:
         proc = sandbox.spawn(job, LIMITS, user, stdout=subprocess.PIPE, command=command,
-                             child=sandbox.python_child(LIMITS, "-c", code))
+                             child=sandbox.python_child(LIMITS, "-c", code), cgroup=cgroup)
         seen = while_running(proc) if while_running else None
         out, err = proc.communicate(timeout=120)
     lines = out.decode().strip().splitlines()
