@@ -392,7 +392,18 @@ def describe(entry: CatalogEntry, job: Job | None) -> dict[str, Any]:
         "precision": _precision(entry, job),
         "provenance": entry.provenance,
         "identifiability": _identifiability(entry, job),
+        "num_nads": _num_nads(entry, job),
     }
+
+
+def _num_nads(entry: CatalogEntry, job: Job | None) -> int | None:
+    """Rows of the served nads.npy (what `?k=` may ask for at most); None until ready."""
+    if entry.status != CATALOG_READY:
+        return None
+    source = entry.provenance if entry.provenance is not None else (
+        (job.summary or {}) if job is not None else {})
+    rows = source.get("num_nads")
+    return int(rows) if rows is not None else None
 
 
 def _identifiability(entry: CatalogEntry, job: Job | None) -> dict[str, Any] | None:

@@ -73,6 +73,9 @@ class CatalogEntryOut(BaseModel):
         None, description="once ready: the split-half stability at each k beside chance k/D "
         "and the top of its noise band, `identifiable` (false: the NADs are an arbitrary "
         "basis, `reason` says why) and up to which k (nadcore/identifiability.py)")
+    num_nads: int | None = Field(
+        None, description="once ready: the rows of nads.npy (and eigenvalues.npy), the "
+        "largest `?k=`")
 
 # Files of an entry; the .npy arrays accept ?k=.
 FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application/octet-stream",

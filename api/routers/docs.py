@@ -4,12 +4,18 @@ swagger-ui-dist 5 and redoc 2 as plain files), served here under /docs/assets/, 
 FastAPI's default page, which loads them from a CDN and is blank on a machine offline.
 
 Only the HTML pages are FastAPI's own (`get_swagger_ui_html`, `get_redoc_html`); nothing of
-fastapi-offline is imported, its static folder is only read.
+fastapi-offline is imported, its static folder is only read. One asset is served changed
+(`PATCHES`): ReDoc 2 draws its vendor's logo from a CDN in the sidebar's "API docs by Redocly"
+footer, with no option to turn it off; the page's policy blocked that (a console error on every
+load, and a request to another host without it), so the served script names a blank inline
+image instead, as the footer shows offline anyway (it hides the logo when it fails).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+from functools import cache
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, status
@@ -18,7 +24,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 ASSETS_URL = "/docs/assets"
 ASSETS = {"swagger-ui-bundle.js": "text/javascript; charset=utf-8",
@@ -29,6 +35,9 @@ OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
 # Swagger UI asks validator.swagger.io about the schema unless told not to.
 SWAGGER_PARAMETERS = {"validatorUrl": None}
 CACHE_CONTROL = "public, max-age=86400"
+# A transparent 1x1 GIF: what ReDoc's footer shows instead of its logo (img-src allows data:).
+BLANK_IMAGE = b"data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+PATCHES = {"redoc.standalone.js": [(b"https://cdn.redoc.ly/redoc/logo-mini.svg", BLANK_IMAGE)]}
 # The pages reach only this server: ReDoc 2 shows a logo from its vendor's CDN (and hides it
 # when that fails); this keeps the browser from asking at all. Scripts and styles stay as the
 # two pages write them (inline).
@@ -81,12 +90,33 @@ def redoc(request: Request) -> HTMLResponse:
         redoc_favicon_url=f"{root}{ASSETS_URL}/favicon.png", with_google_fonts=False))
 
 
+@cache
+def patched(name: str) -> bytes:
+    """An asset of PATCHES as served: its file with each of its replacements made (a
+    replacement whose text the installed version lacks is an error: the patch would be
+    silently void)."""
+    body = (assets_dir() / name).read_bytes()
+    for old, new in PATCHES[name]:
+        if old not in body:
+            raise RuntimeError(f"{name}: {old.decode()!r} not found: fastapi-offline changed; "
+                               "update api/routers/docs.py PATCHES")
+        body = body.replace(old, new)
+    return body
+
+
 @router.get(ASSETS_URL + "/{name}")
-def asset(name: str) -> FileResponse:
+def asset(name: str, request: Request) -> Response:
     """One of the four files, with its ETag and a day's caching."""
     if name not in ASSETS:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=f"name: {name[:80]!r} is not a documentation asset; "
                             f"assets: {', '.join(ASSETS)}")
-    return FileResponse(assets_dir() / name, media_type=ASSETS[name],
-                        headers={"Cache-Control": CACHE_CONTROL})
+    if name not in PATCHES:
+        return FileResponse(assets_dir() / name, media_type=ASSETS[name],
+                            headers={"Cache-Control": CACHE_CONTROL})
+    body = patched(name)
+    headers = {"Cache-Control": CACHE_CONTROL,
+               "ETag": f'"{hashlib.sha256(body).hexdigest()[:32]}"'}
+    if headers["ETag"] in request.headers.get("if-none-match", ""):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return Response(body, media_type=ASSETS[name], headers=headers)

@@ -13,7 +13,8 @@ from fastapi.responses import RedirectResponse
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 ASSETS = {"app.js": "text/javascript; charset=utf-8", "views.js": "text/javascript; charset=utf-8",
-          "style.css": "text/css; charset=utf-8"}
+          "catalog.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
+          "favicon.svg": "image/svg+xml"}
 
 # The page loads only its own script and style; images come from the API as blob: URLs
 # (artifacts need the key) or straight from it (the public catalog).
@@ -42,6 +43,14 @@ def index(request: Request) -> Response:
     """The page; the key it asks for stays in the browser (localStorage), never in a URL."""
     return _serve(request, "index.html", "text/html; charset=utf-8",
                   HEADERS | {"Content-Security-Policy": CSP})
+
+
+@router.get("/favicon.ico")
+def favicon(request: Request) -> Response:
+    """The page's icon, also where browsers look for one unasked (a 404 there is a console
+    error on every page that names no icon: /openapi.json, error pages). An SVG: the media
+    type, not the name, tells the browser what it is."""
+    return _serve(request, "favicon.svg", ASSETS["favicon.svg"], HEADERS)
 
 
 @router.get("/web")

@@ -1,6 +1,8 @@
 """/docs and /redoc without internet: the pages name no other host, their assets come from the
-server itself (the installed fastapi-offline package), and in headless Chromium with every
-request to another host aborted Swagger UI and ReDoc render the API's operations.
+server itself (the installed fastapi-offline package; ReDoc's script with its CDN logo replaced),
+and in headless Chromium with every request to another host aborted Swagger UI and ReDoc render
+the API's operations with no error in the console (issue 27: ReDoc's logo broke the page's own
+policy on every load).
 
 The server runs on embedded defaults (SQLite, a file broker): nothing here needs a worker.
 """
@@ -18,7 +20,7 @@ import httpx
 import pytest
 
 from api.main import create_app
-from api.routers.docs import ASSETS, assets_dir
+from api.routers.docs import ASSETS, PATCHES, assets_dir, patched
 from store.settings import Settings
 
 from .support import ServerThread
@@ -56,7 +58,9 @@ def test_pages_reference_only_this_server(docs_server: str, page: str) -> None:
             if url.startswith("/docs/assets/"):
                 name = url.rsplit("/", 1)[1]
                 assert got.headers["content-type"] == ASSETS[name]
-                assert got.content == (assets_dir() / name).read_bytes()
+                shipped = (assets_dir() / name).read_bytes()
+                assert got.content == (patched(name) if name in PATCHES else shipped)
+                assert b"cdn.redoc.ly/redoc/logo" not in got.content
 
 
 def test_only_the_listed_assets_are_served(docs_server: str) -> None:
@@ -64,6 +68,10 @@ def test_only_the_listed_assets_are_served(docs_server: str) -> None:
         for name in ASSETS:
             r = client.get(f"/docs/assets/{name}")
             assert r.status_code == 200 and r.headers["etag"]
+        for name in PATCHES:  # served from memory: its ETag is the patched content's
+            etag = client.get(f"/docs/assets/{name}").headers["etag"]
+            again = client.get(f"/docs/assets/{name}", headers={"If-None-Match": etag})
+            assert again.status_code == 304 and not again.content, name
         for name in ("core.py", "..%2Fcore.py", "../__init__.py", "swagger-ui.js.map"):
             r = client.get(f"/docs/assets/{name}")
             assert r.status_code == 404, name
@@ -100,8 +108,11 @@ def test_documentation_renders_without_network(docs_server: str, tmp_path: Path,
             view = context.new_page()
             errors: list[str] = []
             view.on("pageerror", lambda exc: errors.append(str(exc)))
+            view.on("console", lambda msg: errors.append(f"{msg.type}: {msg.text}")
+                    if msg.type == "error" else None)
             view.goto(docs_server + page)
             view.wait_for_selector(operation, timeout=60_000)
+            view.wait_for_load_state("networkidle")  # the icon and the footer's image too
             count = view.locator(operation).count()
             text = view.inner_text("body")
             shot = tmp_path / f"docs-offline{page.replace('/', '-')}.png"
