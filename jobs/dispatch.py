@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -13,9 +14,26 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jobs import state
-from jobs.broker import CATALOG_QUEUE, MERGE, RUN_SHARD, RUN_WHOLE, VALIDATE_ARCHITECTURE
+from jobs.broker import (
+    CATALOG_QUEUE,
+    MERGE,
+    RUN_SHARD,
+    RUN_WHOLE,
+    VALIDATE_ARCHITECTURE,
+    VALIDATE_QUEUE,
+)
 from store.auth import CATALOG_USER
-from store.models import QUEUED, RUNNING, SEQUENTIAL, Job, Shard, User, utcnow
+from store.models import (
+    QUEUED,
+    RUNNING,
+    SEQUENTIAL,
+    VALIDATING,
+    Architecture,
+    Job,
+    Shard,
+    User,
+    utcnow,
+)
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -246,6 +264,87 @@ def enqueue_merge(app: Celery, job_id: str) -> bool:
 def enqueue_validation(app: Celery, architecture_id: str) -> bool:
     """Queues the validation of an uploaded architecture (worker/architecture_validation.py)."""
     return _send(app, VALIDATE_ARCHITECTURE, [architecture_id], uuid.uuid4().hex)
+
+
+def validation_slots(session: Session, settings: Settings) -> int:
+    """How many validations may be at the broker or running at once: the processes of the
+    connected workers that take the `validate` queue; at least one."""
+    from jobs.fleet import connected_workers
+
+    return max(1, sum(max(1, w.processes) for w in connected_workers(session, settings)
+                      if w.queues is not None and VALIDATE_QUEUE in w.queues.split(",")))
+
+
+def validation_lost_after_s(settings: Settings) -> float:
+    """Seconds after which a sent validation that has not finished is taken for lost (its
+    message lost with a killed worker, as the file-system broker loses a claimed one) and held
+    again: one validation that a racing dispatch sent before it, then its own, each at most
+    `architecture_validation_timeout_s`, and a minute for the sandboxes' start; never past
+    `stale_after_s`. Without it one lost message would hold a one-process lane for
+    `stale_after_s` (15 minutes), every user's uploads behind it."""
+    return min(settings.stale_after_s, 2 * settings.architecture_validation_timeout_s + 60)
+
+
+def dispatch_validations(app: Celery, session: Session, settings: Settings) -> int:
+    """Sends held validations (architectures `validating`, not sent yet) while fewer than
+    `validation_slots` are in flight, each to the user `next_user` picks, the rule of shard
+    slots (the fewest in flight, ties to the user whose last validation was sent longest ago,
+    then the oldest upload); returns how many were sent.
+
+    The lane's queue is first in, first out: validations sent at upload put one user's burst
+    of 20 archives (of up to a minute each) before every other user's. Held in the database
+    and sent one per free process of the lane, another user's upload waits for at most the
+    validations running when it came. Called at upload, after each validation, at each worker
+    start and each reconciler pass; two callers at once may send one past the count, never one
+    architecture twice (the send claims the row).
+    """
+    rows = session.execute(
+        select(Architecture.pk, Architecture.id, Architecture.user_id,
+               Architecture.validation_sent_at)
+        .where(Architecture.status == VALIDATING).order_by(Architecture.pk)).all()
+    held = [r for r in rows if r.validation_sent_at is None]
+    if not held:
+        return 0
+    flight = Counter(r.user_id for r in rows if r.validation_sent_at is not None)
+    free = validation_slots(session, settings) - sum(flight.values())
+    if free <= 0:
+        return 0
+    last = dict(session.execute(
+        select(Architecture.user_id, func.max(Architecture.validation_sent_at))
+        .where(Architecture.user_id.in_({r.user_id for r in held}))
+        .group_by(Architecture.user_id)).all())
+    sent = 0
+    while free > 0 and held:
+        first: dict[int, int] = {}
+        for r in held:
+            first.setdefault(r.user_id, r.pk)
+        user = next_user(first, flight, last)
+        pick = next(r for r in held if r.user_id == user)
+        held.remove(pick)
+        now = utcnow()
+        claimed = session.execute(update(Architecture).where(
+            Architecture.pk == pick.pk, Architecture.status == VALIDATING,
+            Architecture.validation_sent_at.is_(None)).values(validation_sent_at=now,
+                                                                updated_at=now))
+        session.commit()
+        if claimed.rowcount != 1:
+            continue
+        if not enqueue_validation(app, pick.id):
+            # the broker is away: held again, sent by the next dispatch (the reconciler's)
+            hold_validation(session, pick.pk)
+            break
+        flight[pick.user_id] += 1
+        free -= 1
+        sent += 1
+    return sent
+
+
+def hold_validation(session: Session, architecture_pk: int) -> None:
+    """Marks a validation not sent (again): the next `dispatch_validations` sends it."""
+    session.execute(update(Architecture).where(Architecture.pk == architecture_pk,
+                                               Architecture.status == VALIDATING)
+                    .values(validation_sent_at=None, updated_at=utcnow()))
+    session.commit()
 
 
 def revoke_job(app: Celery, job: Job) -> None:

@@ -253,6 +253,9 @@ class Architecture(Base):
     info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # When its validation was sent to the lane; None while `validating`: held for a free slot
+    # of the lane, sent fairly between users (jobs/dispatch.py, dispatch_validations)
+    validation_sent_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 # Catalog entry states: building (rounds of NAD jobs running), ready, failed (re-run the build).

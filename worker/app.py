@@ -41,7 +41,7 @@ _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), o
 
 def _on_ready(sender: object = None, **_: object) -> None:
     """The worker's heartbeat starts, and the shards its previous run left are sent again."""
-    from jobs.dispatch import dispatch_pending
+    from jobs.dispatch import dispatch_pending, dispatch_validations
     from store.db import session_scope
     from store.settings import get_settings
     from worker.calibrate import start_calibration
@@ -54,6 +54,7 @@ def _on_ready(sender: object = None, **_: object) -> None:
     with session_scope(settings.resolved_database_url) as session:
         reclaim_own(session, app, name)
         dispatch_pending(app, session, settings)  # this worker's processes are new slots
+        dispatch_validations(app, session, settings)
 
 
 def _describe(sender: object) -> dict:

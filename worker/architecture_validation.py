@@ -7,6 +7,8 @@ archive needs no sandbox); everything else, loading included, runs in the sandbo
 (`worker.uploaded.validate`): a model that hangs, explodes, crashes or attacks takes only the
 sandbox down, and the worker records the reason in the service's own words.
 The task is idempotent: an architecture that is no longer `validating` is left alone.
+Validations are sent to the lane as its processes free up, fairly between users
+(jobs/dispatch.py, `dispatch_validations`), not all at upload.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 
 from jobs.broker import VALIDATE_ARCHITECTURE
+from jobs.dispatch import dispatch_validations
 from nadcore.custom import CustomArchitectureError, sniff_format
 from store.blobs import open_blob_store
 from store.db import session_scope
@@ -53,7 +56,25 @@ def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
 @app.task(name=VALIDATE_ARCHITECTURE, acks_late=True)
 def validate_architecture(architecture_id: str) -> str | None:
     """Validates one uploaded architecture; returns its new status (None when not found or
-    already decided: a duplicate message does nothing)."""
+    already decided: a duplicate message does nothing). Then its slot of the lane goes to the
+    next held validation, fairly between users (jobs/dispatch.py)."""
+    try:
+        return _validate(architecture_id)
+    finally:
+        _next_validation()
+
+
+def _next_validation() -> None:
+    """Never fails the task: the reconciler dispatches too."""
+    try:
+        settings = get_settings()
+        with session_scope(settings.resolved_database_url) as session:
+            dispatch_validations(app, session, settings)
+    except Exception:  # noqa: BLE001
+        log.warning("could not send the next held validation", exc_info=True)
+
+
+def _validate(architecture_id: str) -> str | None:
     settings = get_settings()
     with session_scope(settings.resolved_database_url) as session:
         row = session.scalar(select(Architecture).where(Architecture.id == architecture_id))

@@ -5,8 +5,10 @@ Runs periodically (celery beat, every `reconcile_interval_s`). A running shard w
 untouched for `stale_after_s` (its message was lost), get a new message, and held shards are
 sent to the slots that freed up (jobs/dispatch.py); a shard already run
 `max_attempts` times fails its job instead. A job whose shards are
-all done but whose merge never happened gets its merge. An uploaded architecture still being
-validated that long gets its validation sent again (the task is idempotent).
+all done but whose merge never happened gets its merge. An uploaded architecture whose
+validation was sent and not finished within two validation timeouts and a minute gets it sent
+again (the task is idempotent), and held validations are sent to the validation lane's free
+slots.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ import logging
 from datetime import datetime, timedelta
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs import state
 from jobs.dispatch import (
     dispatch_pending,
+    dispatch_validations,
     enqueue_merge,
     enqueue_shard,
-    enqueue_validation,
+    hold_validation,
     is_held,
+    validation_lost_after_s,
 )
 from store.models import (
     QUEUED,
@@ -50,7 +54,7 @@ def reconcile_once(session: Session, app: Celery, settings: Settings) -> int:
     for job in jobs:
         sent += _reconcile_job(session, app, settings, job, stale)
     sent += dispatch_pending(app, session, settings)  # slots freed without a shard finishing
-    return sent + _reconcile_validations(session, app, stale)
+    return sent + _reconcile_validations(session, app, settings)
 
 
 def is_lost(shard: Shard, settings: Settings, stale: datetime) -> bool:
@@ -64,17 +68,19 @@ def is_lost(shard: Shard, settings: Settings, stale: datetime) -> bool:
     return shard.status in (QUEUED, RUNNING) and shard.updated_at <= stale
 
 
-def _reconcile_validations(session: Session, app: Celery, stale: datetime) -> int:
-    ids = session.scalars(select(Architecture.id).where(Architecture.status == VALIDATING,
-                                                        Architecture.updated_at <= stale)).all()
-    for architecture_id in ids:
+def _reconcile_validations(session: Session, app: Celery, settings: Settings) -> int:
+    """Validations sent `validation_lost_after_s` ago and not finished are held again (their
+    message was lost, or their worker died), then held validations are sent to the lane's
+    free slots (`dispatch_validations`); a validation held for a slot is not lost."""
+    lost_since = utcnow() - timedelta(seconds=validation_lost_after_s(settings))
+    lost = session.execute(select(Architecture.pk, Architecture.id).where(
+        Architecture.status == VALIDATING, Architecture.validation_sent_at.is_not(None),
+        Architecture.updated_at <= lost_since)).all()
+    for pk, architecture_id in lost:
         log.warning("architecture %s: still validating, sending its validation again",
                     architecture_id)
-        session.execute(update(Architecture).where(Architecture.id == architecture_id)
-                        .values(updated_at=utcnow()))
-        session.commit()
-        enqueue_validation(app, architecture_id)
-    return len(ids)
+        hold_validation(session, pk)
+    return dispatch_validations(app, session, settings)
 
 
 def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,

@@ -26,7 +26,7 @@ from api.uploaded_architectures import (
     parse_policy,
 )
 from api.uploads import bad_request, receive_upload, store_upload
-from jobs.dispatch import enqueue_validation
+from jobs.dispatch import dispatch_validations
 from nadcore.archive_format import ArchiveFormatError, check_declared
 from store.blobs import touch_blobs
 from store.models import VALIDATING, Architecture, User
@@ -130,10 +130,12 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
             before=lambda: check_upload_storage(session, user.id, received.size, settings))
     finally:
         received.discard()
-    # A lost message leaves the row `validating`: the reconciler sends it again.
-    enqueue_validation(celery, row.id)
+    out = ArchitectureOut.from_row(row)
+    # Held in the database; sent now if the validation lane has a free process, else when one
+    # frees, fairly between users (a lost message: the reconciler sends it again).
+    await run_in_threadpool(dispatch_validations, celery, session, settings)
     response.headers["Location"] = f"/v1/architectures/{row.id}"
-    return released(session, ArchitectureOut.from_row(row))
+    return released(session, out)
 
 
 @router.get("", response_model=ArchitecturePage)
@@ -152,13 +154,16 @@ def read_architecture(architecture_id: str, session: SessionDep, user: CurrentUs
 
 
 @router.delete("/{architecture_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_architecture(architecture_id: str, session: SessionDep, user: CurrentUser
-                        ) -> Response:
+def delete_architecture(architecture_id: str, session: SessionDep, user: CurrentUser,
+                        settings: SettingsDep, celery: CeleryDep) -> Response:
     """Forgets the architecture: its size no longer counts against the caller's storage.
     Queued and running jobs keep working: their specs pin the archive's sha256, which the
     blob collector keeps while they run (store/blobgc.py)."""
     row = get_own_architecture(session, user, architecture_id)
+    was_validating = row.status == VALIDATING
     touch_blobs(session, [row.sha256])  # a job submitted meanwhile pins it within the grace
     session.delete(row)
     session.commit()
+    if was_validating:  # its slot of the validation lane, if it had one, is free
+        dispatch_validations(celery, session, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

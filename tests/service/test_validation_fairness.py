@@ -1,0 +1,79 @@
+"""The validation lane is fair between users (jobs/dispatch.py, `dispatch_validations`), through
+the API to a real lane worker: user A uploads a burst of archives, user B one after them; B's
+validation finishes before most of A's, where a first-in-first-out lane validated it last.
+
+A service of its own (SQLite, the embedded filesystem broker, a lane worker of one process
+that takes only `validate`, as `nads serve` and docker-compose's `validator` run it): the
+suite's shared worker takes shards too, and other tests' uploads must not share the lane.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from api.main import create_app
+from store.migrate import upgrade
+from store.settings import Settings
+from tests.bad_models import Raises, scripted_bytes
+
+from .support import ServerThread, celery_worker, new_key
+
+pytestmark = pytest.mark.slow
+BURST = 5
+
+
+@pytest.fixture(scope="module")
+def lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, ...]]:
+    data = tmp_path_factory.mktemp("validation-lane")
+    settings = Settings(data_dir=data, upload_rate_per_minute=0, catalog_autobuild="",
+                        heartbeat_interval_s=1.0)
+    upgrade(settings.resolved_database_url)
+    keys = [new_key(settings, f"{who}-{uuid.uuid4().hex[:6]}") for who in ("a", "b")]
+    env = {"NADS_CATALOG_AUTOBUILD": "", "NADS_HEARTBEAT_INTERVAL_S": "1.0"}
+    with celery_worker(settings, queues="validate", processes=1, **env), \
+            ServerThread(create_app(settings)) as server:
+        clients = [httpx.Client(base_url=server.url, timeout=60,
+                                headers={"Authorization": f"Bearer {key}"}) for key in keys]
+        yield tuple(clients)
+        for client in clients:
+            client.close()
+
+
+def upload(client: httpx.Client, archive: bytes, name: str) -> str:
+    r = client.post("/v1/architectures", data={"name": name, "input_shape": "1,4,4"},
+                    files={"file": (f"{name}.pt", archive)})
+    assert r.status_code == 201, r.text
+    assert r.json()["status"] == "validating"
+    return r.json()["id"]
+
+
+def finish_order(clients: tuple[httpx.Client, ...], ids: set[str], timeout: float) -> list[str]:
+    """The architectures in the order their validations ended (seen every 0.2 s)."""
+    order: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(order) < len(ids):
+        assert time.monotonic() < deadline, f"validated so far: {order} of {sorted(ids)}"
+        for client in clients:
+            for row in client.get("/v1/architectures").json()["items"]:
+                if row["id"] in ids and row["status"] != "validating" and row["id"] not in order:
+                    order.append(row["id"])
+        time.sleep(0.2)
+    return order
+
+
+def test_another_users_upload_is_validated_before_most_of_a_burst(
+        lane: tuple[httpx.Client, httpx.Client]) -> None:
+    a, b = lane
+    archive = scripted_bytes(Raises())  # rejected in seconds: a sandbox run like any other
+    burst = [upload(a, archive, f"burst{i}") for i in range(BURST)]
+    single = upload(b, archive, "single")
+    order = finish_order(lane, {*burst, single}, timeout=120 + 40 * BURST)
+    after = order[order.index(single) + 1:]
+    print(f"\nvalidation lane: B's upload finished {order.index(single) + 1} of "
+          f"{len(order)}, before {len(after)} of A's {BURST}")
+    assert len(after) > BURST // 2, order  # FIFO: B's was last, before none
