@@ -237,8 +237,7 @@ class Client:
              on_progress: Callable[[Job], None] | None = None) -> Job:
         """Polls until the job is succeeded, failed or cancelled (TimeoutError after
         `timeout` s); `on_progress(job)` after every poll."""
-        return _poll(lambda: self.status(job_id), f"job {job_id}", timeout, interval,
-                     on_progress)
+        return _poll(self.status, job_id, "job", timeout, interval, on_progress)
 
     def artifact(self, job_id: str, name: str) -> bytes:
         return self._request("GET", f"/v1/jobs/{job_id}/artifacts/{name}").content
@@ -323,23 +322,26 @@ class Client:
         """Polls until a worker has validated the architecture (ready or rejected: see
         `reason`; TimeoutError after `timeout` s); `on_progress(architecture)` after every
         poll."""
-        return _poll(lambda: self.architecture(arch_id), f"architecture {arch_id}", timeout,
-                     interval, on_progress)
+        return _poll(self.architecture, arch_id, "architecture", timeout, interval,
+                     on_progress)
 
 
 Polled = TypeVar("Polled", Job, Architecture)
 
 
-def _poll(fetch: Callable[[], Polled], what: str, timeout: float | None, interval: float,
-          on_progress: Callable[[Polled], None] | None) -> Polled:
-    """`fetch()` every `interval` s until its result is `done`; TimeoutError after `timeout`."""
+def _poll(fetch: Callable[[str], Polled], given_id: str, what: str, timeout: float | None,
+          interval: float, on_progress: Callable[[Polled], None] | None) -> Polled:
+    """`fetch(id)` every `interval` s until its result is `done`; TimeoutError after `timeout`.
+    A prefix is fetched once: then the whole id, which a newer id cannot make ambiguous."""
     deadline = None if timeout is None else time.monotonic() + timeout
+    item_id = given_id
     while True:
-        item = fetch()
+        item = fetch(item_id)
+        item_id = item.id
         if on_progress is not None:
             on_progress(item)
         if item.done:
             return item
         if deadline is not None and time.monotonic() > deadline:
-            raise TimeoutError(f"{what} still {item.status} after {timeout} s")
+            raise TimeoutError(f"{what} {item_id} still {item.status} after {timeout} s")
         time.sleep(interval)

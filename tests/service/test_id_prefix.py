@@ -11,9 +11,13 @@ import httpx
 import numpy as np
 from sqlalchemy import update
 
+from nads.client import Client
+from nads.client import Job as ClientJob
 from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings
+
+from .support import new_key
 
 SPEC = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
 
@@ -92,3 +96,22 @@ def test_uploads_and_spec_references_take_a_unique_prefix(
     r = bob.post("/v1/jobs/poison", json={**body, "nads": {"upload": "beef01"}})
     assert r.status_code == 422  # not bob's: as a missing one
     assert r.json()["detail"][0]["msg"] == "nads.upload: no upload 'beef01' of yours"
+
+
+def test_client_wait_by_prefix_keeps_the_job_it_found(settings: Settings, api_url: str) -> None:
+    """Client.wait with a prefix polls by the whole id once found: a job created meanwhile whose
+    id starts the same way does not make the wait ambiguous."""
+    with Client(api_url, new_key(settings, f"carol-{uuid.uuid4().hex[:6]}")) as carol:
+        body = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 20000}
+        waited = _renamed(settings, Job, carol.submit("nads", body, accept_long=True).id, "dead0")
+        polls: list[str] = []
+
+        def on_progress(job: ClientJob) -> None:
+            polls.append(job.status)
+            if len(polls) == 1:  # another of carol's jobs now starts with "dead" too
+                _renamed(settings, Job, carol.submit("nads", SPEC).id, "dead1")
+            elif len(polls) == 2:
+                carol.cancel(waited)
+
+        done = carol.wait("dead", timeout=60, interval=0.2, on_progress=on_progress)
+        assert done.id == waited and done.status == "cancelled" and len(polls) >= 3
