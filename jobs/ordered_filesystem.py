@@ -76,7 +76,8 @@ class Channel(filesystem.Channel):
         body = str_to_bytes(dumps(payload))
         temporary = os.path.join(folder, f"{TEMPORARY}{uuid.uuid4().hex}")
         try:
-            counter = os.open(self.sequence_file, os.O_RDWR | os.O_CREAT, 0o600)
+            # mode as kombu's message files: the umask decides who else may send
+            counter = os.open(self.sequence_file, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as exc:
             raise ChannelError(f"Cannot open the sequence file {self.sequence_file}") from exc
         try:
@@ -115,7 +116,7 @@ class Channel(filesystem.Channel):
         self.control_folder.mkdir(exist_ok=True)
         binding = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
         try:
-            with open(os.open(file, os.O_RDWR | os.O_CREAT, 0o644), "r+b", buffering=0) as f:
+            with open(os.open(file, os.O_RDWR | os.O_CREAT, 0o666), "r+b", buffering=0) as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 raw = f.read()
                 table = [filesystem.exchange_queue_t(*b) for b in loads(raw)] if raw else []
