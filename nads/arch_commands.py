@@ -36,8 +36,12 @@ def _wait(client: Client, arch: Architecture) -> Architecture:
 
     def show(a: Architecture) -> None:
         elapsed = f"{time.monotonic() - started:.0f} s"
-        message = (f"a worker checks the archive in its sandbox ({elapsed})" if not a.done
-                   else a.reason or f"validated in {elapsed}")
+        if a.done:
+            message = a.reason or f"validated in {elapsed}"
+        elif a.raw.get("validation_sent_at"):
+            message = f"a worker checks the archive in its sandbox ({elapsed})"
+        else:
+            message = f"waiting for a free process of the validation lane ({elapsed})"
         display.update(a.status, 1.0 if a.done else 0.0, message)
 
     try:

@@ -53,6 +53,9 @@ class ArchitectureOut(BaseModel):
         description="what validation measured: num_outputs, num_params, flops (one forward "
         "pass of one input), module_types, params_by_type, ...")
     created_at: datetime
+    validation_sent_at: datetime | None = Field(
+        None, description="when its validation was sent to a worker (null while it waits for "
+        "a free process of the validation lane, which serves users in turn)")
 
     @classmethod
     def from_row(cls, row: Architecture) -> ArchitectureOut:
@@ -60,7 +63,8 @@ class ArchitectureOut(BaseModel):
                    input_shape=list(row.input_shape), init=row.init, output=row.output,
                    format=row.format,
                    size=row.size, sha256=row.sha256, status=row.status, reason=row.reason,
-                   info=row.info, created_at=_utc(row.created_at))
+                   info=row.info, created_at=_utc(row.created_at),
+                   validation_sent_at=row.validation_sent_at and _utc(row.validation_sent_at))
 
 
 class ArchitecturePage(BaseModel):

@@ -265,11 +265,14 @@ def test_arch_upload_wait_prints_the_id_first_and_the_client_waits(
     assert proc.returncode == 0, err
     assert rest.startswith(arch_id) and " ready " in rest, rest
     assert err.startswith(f"{arch_id[:8]} [") and "validating" in err, err
+    assert re.search(r"validating  (waiting for a free process of the validation lane|a worker "
+                     r"checks the archive in its sandbox) \(\d+ s\)", err), err
     arch = client.arch_upload(model, "lr2", (1, 8, 8))
     seen: list[str] = []
     done = client.wait_architecture(arch.id[:6], timeout=120, interval=0.2,
                                     on_progress=lambda a: seen.append(a.status))
     assert done.id == arch.id and done.status == "ready" and done.done and seen[-1] == "ready"
+    assert done.raw["validation_sent_at"] >= done.raw["created_at"]  # held, then sent
     assert arch.id in [a.id for a in client.architectures()]
     client.arch_delete(arch.id)
     assert arch.id not in [a.id for a in client.architectures()]
