@@ -91,6 +91,7 @@ def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
     page.set_default_timeout(120_000)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     try:
         page.goto(api_url + "/")
         page.fill("#api-key", key)
