@@ -48,3 +48,5 @@ fi
 # Headless Chromium for the web page's browser tests (tests/service/test_web.py, driven by
 # Playwright with executable_path; `playwright install` is never needed).
 [ -x /usr/bin/chromium ] || apt_install "the browser tests will fail" chromium chromium-driver || true
+# curl: the README's download examples, which tests/service/test_readme.py and test_web_pages.py run.
+command -v curl >/dev/null || apt_install "the README's curl examples will fail" curl || true

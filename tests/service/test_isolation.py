@@ -42,7 +42,7 @@ PUBLIC = {
     ("GET", "/v1/kinds"),  # the registered job kinds: describes the service, no user data
     ("HEAD", "/v1/catalog/{arch}/{name}"),
     # The web page: HTML and static files; its data is fetched by JS with the user's key.
-    ("GET", "/"), ("GET", "/web"), ("GET", "/web/{name}"),
+    ("GET", "/"), ("GET", "/web"), ("GET", "/web/{name}"), ("GET", "/favicon.ico"),
 }
 # The operator's: every user's jobs counted together; NADS_METRICS_TOKEN, no API key.
 OPERATOR = {("GET", "/metrics")}
