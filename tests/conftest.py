@@ -11,8 +11,12 @@ threads collapse under contention (a LeNet probe test: 5.7 s on one thread, 15.6
 with one other process running). The workers compute with one thread too, so bitwise
 comparisons with them hold.
 
-Modules that hold a slow test run first, so that under pytest-xdist the long files start at
-once instead of forming the tail of the run.
+Under pytest-xdist (`--dist loadfile`, scripts/test.sh) the longest files start first, so that
+they do not form the tail of the run: the files of LONGEST_FIRST in that order, then the other
+modules that hold a slow test, then the rest. xdist's own reordering (by number of tests per
+file, `--loadscope-reorder`, on by default) is switched off here: it put the long files of one
+to three tests (recovery, fairness, the notebook) last, where one process ran them alone for
+minutes while the other had finished.
 """
 
 from __future__ import annotations
@@ -28,7 +32,41 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+# The longest files, longest first: per-file totals of a two-process run (--junitxml, summed
+# per file), 2026-12-06. A file missing here (a new one) runs after them if it holds a slow
+# test; re-measure and update when a file's time changes much.
+LONGEST_FIRST = (
+    "tests.service.test_recovery",
+    "tests.service.test_notebook",
+    "tests.service.test_sandbox",
+    "tests.service.test_faults",
+    "tests.service.test_fairness",
+    "tests.service.test_budgets",
+    "tests.service.test_engine_assumptions_e2e",
+    "tests.service.test_architectures_e2e",
+    "tests.nadcore.test_probe",
+    "tests.service.test_cli_client",
+    "tests.service.test_catalog",
+    "tests.service.test_s3_blobs",
+    "tests.service.test_worker_layout",
+    "tests.service.test_web",
+    "tests.service.test_learning_e2e",
+    "tests.nadcore.test_engine",
+    "tests.service.test_catalog_shipped",
+    "tests.service.test_poison_e2e",
+    "tests.nadcore.test_gradients",
+    "tests.worker.test_result_bounds",
+    "tests.service.test_embedded",
+    "tests.test_ci_skips",
+    "tests.service.test_fuzz",
+    "tests.nads.test_catalog_background",
+    "tests.service.test_jobs_e2e",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep our order
+        config.option.loadscopereorder = False
     config.addinivalue_line(
         "markers",
         "allow_skip_in_ci(reason): this test may skip in CI (CI=true); the reason says why",
@@ -68,8 +106,19 @@ def pytest_make_collect_report(collector: pytest.Collector):
         report.longrepr = f"module skipped in CI: {reason}"
 
 
+def _module(item: pytest.Item) -> str | None:
+    module = getattr(item, "module", None)
+    return None if module is None else module.__name__
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    slow_modules = {item.module.__name__ for item in items
-                    if item.get_closest_marker("slow") and getattr(item, "module", None)}
-    items.sort(key=lambda item: getattr(item, "module", None) is None
-               or item.module.__name__ not in slow_modules)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    slow_modules = {_module(item) for item in items if item.get_closest_marker("slow")}
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        name = _module(item)
+        if name in rank:
+            return 0, rank[name]
+        return (1 if name in slow_modules else 2), 0
+
+    items.sort(key=order)  # stable: a file's tests keep their order
