@@ -32,6 +32,8 @@ RUN_WHOLE = "nads.run_whole"
 MERGE = "nads.merge"
 RECONCILE = "nads.reconcile"
 VALIDATE_ARCHITECTURE = "nads.validate_architecture"
+# A torchvision builder's cost, counted on the validation lane (worker/architecture_cost.py)
+COUNT_ARCHITECTURE = "nads.count_architecture"
 
 
 # kombu's filesystem transport with messages read in send order (jobs/ordered_filesystem.py)
@@ -90,6 +92,7 @@ def make_celery(settings: Settings | None = None, include: Sequence[str] = ()) -
             MERGE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
             RECONCILE: {"queue": CPU_QUEUE, "routing_key": CPU_QUEUE},
             VALIDATE_ARCHITECTURE: {"queue": VALIDATE_QUEUE, "routing_key": VALIDATE_QUEUE},
+            COUNT_ARCHITECTURE: {"queue": VALIDATE_QUEUE, "routing_key": VALIDATE_QUEUE},
         },
         beat_schedule={
             "reconcile": {"task": RECONCILE, "schedule": settings.reconcile_interval_s},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from jobs import state
 from jobs.broker import (
     CATALOG_QUEUE,
+    COUNT_ARCHITECTURE,
     MERGE,
     RUN_SHARD,
     RUN_WHOLE,
@@ -345,6 +346,13 @@ def hold_validation(session: Session, architecture_pk: int) -> None:
                                                Architecture.status == VALIDATING)
                     .values(validation_sent_at=None, updated_at=utcnow()))
     session.commit()
+
+
+def enqueue_count(app: Celery, architecture: str, input_shape: Sequence[int],
+                  num_outputs: int) -> bool:
+    """Queues the count of a torchvision builder's cost (worker/architecture_cost.py)."""
+    return _send(app, COUNT_ARCHITECTURE, [architecture, list(input_shape), num_outputs],
+                 uuid.uuid4().hex)
 
 
 def revoke_job(app: Celery, job: Job) -> None:

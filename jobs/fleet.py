@@ -10,8 +10,8 @@ The run time of a job is its shards scheduled greedily on the processes that tak
 work (each shard to the process that finishes it first, shards of equal cost per item), the
 queue wait not included (jobs/queue_wait.py adds it, in the job's status). A job whose
 estimate exceeds `max_estimated_run_s` is refused unless the request accepts the wait; with
-no worker connected, or a cost unknown before it runs (a
-torchvision model), nothing is refused and the estimate says why it is unknown. An uploaded
+no worker connected, or a cost unknown (a torchvision model no worker has counted:
+jobs/architecture_costs.py), nothing is refused and the estimate says why it is unknown. An uploaded
 architecture's job is also timed by what its validation measured (`measured_s`, `compute_work`).
 
 A process that has measured nothing yet (a worker in its first seconds, before its calibration
@@ -193,7 +193,8 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
     work = compute_work(estimate, processes, ranges)
     if work is None:
         return base | {"run_s": None, "basis": "the cost of this architecture is not known "
-                       "before it runs (a torchvision model)"}
+                       "(a torchvision model no worker has counted: none that counts was "
+                       "connected, or its count failed; jobs/architecture_costs.py)"}
     fleet = describe_fleet(processes)
     amount, rates, timed = work
     seconds = schedule_s(shard_costs(amount, ranges), rates)

@@ -1,8 +1,9 @@
 """What a NAD spec costs, before running it (no torch: the API refuses absurd specs with it).
 
 FLOPs count the multiply-adds of convolutions and linear layers (2 FLOPs each), walked
-analytically through the built-in architectures; torchvision models report None here (the
-worker can measure them with torch). An autograd gradient costs about three forward passes.
+analytically through the built-in architectures; torchvision models report None here (a
+worker counts them with torch, nadcore.counting, and the service passes the count in). An
+autograd gradient costs about three forward passes.
 
 Memory counts the partial results held for the merge plus what one network needs while it runs:
 its parameters twice (the network and the template it is drawn from), the inputs of one
@@ -155,11 +156,14 @@ class CostEstimate:
         return asdict(self)
 
 
-def estimate_cost(spec: NADSpec) -> CostEstimate:
-    """Forward passes, FLOPs and result memory of a spec, without running anything."""
+def estimate_cost(spec: NADSpec, count: LayerCount | None = None) -> CostEstimate:
+    """Forward passes, FLOPs and result memory of a spec, without running anything. `count`:
+    one forward pass, counted elsewhere (a torchvision builder: nadcore.counting); by default
+    the walk of a built-in."""
     d, n = spec.input_dim, spec.num_networks
     per_network = 2 * d if spec.method == "finite_difference" else 3
-    count = layer_count(spec.architecture, spec.input_shape, spec.output_index + 1)
+    if count is None:
+        count = layer_count(spec.architecture, spec.input_shape, spec.output_index + 1)
     flops_net = None if count is None else 2.0 * count.macs * per_network
     grad_bytes = n * d * 4
     results = grad_bytes if grad_bytes <= (1 << 30) or spec.uses_lowrank else 2 * d * d * 8 * 2

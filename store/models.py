@@ -301,3 +301,24 @@ class CatalogEntry(Base):
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     job: Mapped[Job | None] = relationship()
+
+
+class ArchitectureCost(Base):
+    """One forward pass of a torchvision builder at an input shape and output count, counted
+    once by a worker on torch's meta device (worker/architecture_cost.py, nadcore.counting):
+    the admission of its jobs reads it as the built-ins' walkers (jobs/architecture_costs.py).
+    `error`: the builder cannot take the shape (its jobs are refused naming `input_shape`)."""
+
+    __tablename__ = "architecture_costs"
+    __table_args__ = (UniqueConstraint("architecture", "input_shape", "num_outputs",
+                                       name="uq_architecture_costs_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    architecture: Mapped[str] = mapped_column(String(100))
+    input_shape: Mapped[str] = mapped_column(String(64))  # "3x224x224"
+    num_outputs: Mapped[int] = mapped_column(Integer)
+    macs: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    params: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    activations: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    counted_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         return None if v == "" else v
 
     # Run-time estimates from the connected workers (jobs/fleet.py) and fair dispatch.
+    architecture_count_wait_s: float = Field(
+        30.0, ge=0, description="How long a submission waits for a worker to count the cost of "
+        "a torchvision builder at a new input shape (once per builder, shape and output count, "
+        "on the validation lane); past it the API answers 503 with Retry-After."
+    )
     max_estimated_run_s: float = Field(
         3600.0, ge=0, description="A job whose estimated run time on the connected workers "
         "exceeds this is refused (422 with the estimate and what would fit) unless submitted "

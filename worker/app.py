@@ -10,7 +10,8 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 from jobs.broker import make_celery
 from worker.layout import pin_gpu
 
-app = make_celery(include=["worker.tasks", "worker.architecture_validation"])
+app = make_celery(include=["worker.tasks", "worker.architecture_validation",
+                           "worker.architecture_cost"])
 worker_process_init.connect(pin_gpu, weak=False)
 
 

@@ -1,9 +1,10 @@
 """POST /v1/jobs/<kind> for every registered job kind (jobs/kinds): the body is the kind's spec;
 an uploaded architecture is resolved for the caller, the kind admits and plans the spec (422
-naming the field, or the estimate over its quota), its run time is estimated on the workers
-connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless `accept_long=true`), then
-the job is created and queued (202 with the job, its estimate under `estimate.run`, and
-`Location`). Refused requests store nothing.
+naming the field, or the estimate over its quota; a torchvision builder's cost counted first by
+a worker, once per input shape: api/architecture_counts.py), its run time is estimated on the
+workers connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless
+`accept_long=true`), then the job is created and queued (202 with the job, its estimate under
+`estimate.run`, and `Location`). Refused requests store nothing.
 """
 
 # No `from __future__ import annotations`: each route's body type is its kind's spec class, which
@@ -13,6 +14,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
 
+from api.architecture_counts import plan_counted
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.ratelimit import SUBMIT_RATE
 from api.schemas import JobOut
@@ -53,8 +55,9 @@ def _add_route(kind: JobKind) -> None:
         spec, arch_info = resolve_architecture(session, key.user, spec,
                                                **kind.architecture(spec))
         try:
-            plan = kind.plan(spec, Admission(session, key.user_id, settings, blobs, arch_info,
-                                             accept_underpowered))
+            plan = plan_counted(kind, spec, Admission(session, key.user_id, settings, blobs,
+                                                      arch_info, accept_underpowered),
+                                session, celery, settings)
         except SpecError as exc:
             raise invalid(exc.field, exc.reason, exc.value) from None
         except QuotaError as exc:

@@ -9,19 +9,22 @@ Admission errors are domain errors, not HTTP ones: `SpecError` (a field and why)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from jobs.architecture_costs import CostPending, kept_count
+from nadcore.cost import LayerCount, layer_count
+from nadcore.spec import TORCHVISION_PREFIX, ArchitectureRef
 from store.blobs import Blobs
 from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
 __all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "JobKind", "Plan", "QuotaError",
-           "SpecError", "check_limits", "custom_flops", "shard_ranges"]
+           "SpecError", "check_limits", "counted_layers", "custom_flops", "shard_ranges"]
 
 
 class SpecError(ValueError):
@@ -63,8 +66,9 @@ class Plan:
 @dataclass(frozen=True)
 class Admission:
     """What admitting a spec may read: the submitting user's rows, the settings (quotas), the
-    blob store (upload headers), an uploaded architecture's validation info (or None) and
-    whether the user accepts a probe that cannot separate a direction from chance."""
+    blob store (upload headers), an uploaded architecture's validation info (or None),
+    whether the user accepts a probe that cannot separate a direction from chance, and whether
+    a torchvision cost not counted yet may stay unknown."""
 
     session: Session
     user_id: int
@@ -72,6 +76,9 @@ class Admission:
     blobs: Blobs
     arch_info: dict[str, Any] | None
     accept_underpowered: bool = False  # a probe too small to tell a direction from chance
+    # a torchvision cost not counted yet is unknown rather than pending: no worker can count
+    # it now (jobs/architecture_costs.py)
+    uncounted: bool = False
 
 
 class JobKind(Protocol):
@@ -119,3 +126,26 @@ def custom_flops(info: dict[str, Any] | None, forward_passes: float) -> float | 
     """FLOPs of `forward_passes` single-input forward passes of an uploaded architecture."""
     flops = (info or {}).get("flops")
     return None if flops is None else float(flops) * forward_passes
+
+
+def counted_layers(admission: Admission, architecture: str | ArchitectureRef,
+                   input_shape: Sequence[int], num_outputs: int) -> LayerCount | None:
+    """One forward pass's MACs, parameters and activations: walked (built-ins), counted by a
+    worker (torchvision), or None (an uploaded architecture: its validation info counts; a
+    torchvision count not kept while no worker can count it, `admission.uncounted`).
+    Raises `SpecError` (input_shape) for a builder that cannot take the shape, `CostPending`
+    for a count not kept yet."""
+    if isinstance(architecture, ArchitectureRef):
+        return None
+    if not architecture.startswith(TORCHVISION_PREFIX):
+        return layer_count(architecture, tuple(input_shape), num_outputs)
+    row = kept_count(admission.session, architecture, input_shape, num_outputs)
+    if row is None:
+        if admission.uncounted:
+            return None
+        raise CostPending(architecture, input_shape, num_outputs)
+    if row.error is not None:
+        raise SpecError("input_shape", row.error, list(input_shape))
+    if row.macs is None:  # the worker failed to count it: unknown, as before counts existed
+        return None
+    return LayerCount(int(row.macs), int(row.params or 0), int(row.activations or 0))

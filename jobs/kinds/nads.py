@@ -15,9 +15,10 @@ from jobs.kinds.base import (
     Figure,
     Plan,
     check_limits,
+    counted_layers,
     custom_flops,
 )
-from nadcore.cost import estimate_cost, running_bytes
+from nadcore.cost import LayerCount, estimate_cost, running_bytes
 from nadcore.spec import NADSpec
 from store.settings import Settings
 
@@ -28,10 +29,12 @@ _WHAT = {"forward_passes": "forward passes", "flops": "FLOP",
 
 
 def check_quota(spec: NADSpec, settings: Settings,
-                arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                arch_info: dict[str, Any] | None = None,
+                count: LayerCount | None = None) -> dict[str, Any]:
     """Returns the estimate, or raises `QuotaError` naming the exceeded estimate and its limit.
-    `arch_info`: an uploaded architecture's validation info (its FLOPs and parameters)."""
-    estimate = estimate_cost(spec).as_dict()
+    `arch_info`: an uploaded architecture's validation info (its FLOPs and parameters);
+    `count`: a torchvision builder's forward pass (jobs/architecture_costs.py)."""
+    estimate = estimate_cost(spec, count).as_dict()
     if arch_info is not None:
         per_network = estimate["forward_passes"] / spec.num_networks
         estimate["flops_per_network"] = custom_flops(arch_info, per_network)
@@ -65,7 +68,9 @@ class NADKind:
                 "input_shape": spec.input_shape}
 
     def plan(self, spec: NADSpec, admission: Admission) -> Plan:
-        estimate = check_quota(spec, admission.settings, admission.arch_info)
+        count = counted_layers(admission, spec.architecture, spec.input_shape,
+                               spec.output_index + 1)
+        estimate = check_quota(spec, admission.settings, admission.arch_info, count)
         if spec.target_stability is not None:
             return Plan(SEQUENTIAL, estimate, [(0, spec.num_networks)])
         return Plan(SHARDED, estimate, spec.shard_ranges())

@@ -25,13 +25,14 @@ from jobs.kinds.base import (
     Plan,
     SpecError,
     check_limits,
+    counted_layers,
     custom_flops,
     shard_ranges,
 )
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
-from nadcore.cost import layer_count
+from nadcore.cost import LayerCount, layer_count
 from nadcore.poison_spec import DATASET_INSTALL, PoisonSpec, clean_position
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
@@ -156,7 +157,8 @@ def check_dataset_readable(spec: PoisonSpec, session: Session, settings: Setting
 
 
 def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | None = None,
-                    image: tuple[int, ...] = (1, 1, 1)) -> dict[str, Any]:
+                    image: tuple[int, ...] = (1, 1, 1),
+                    count: LayerCount | None = None) -> dict[str, Any]:
     """Training samples, and FLOPs (for the run-time estimate, jobs/fleet.py), of every model
     the job trains: one per index (flip: one) and the clean run (`clean_position`). Per model
     and epoch, a training step counts as three forward passes per image, the accuracies on the
@@ -164,7 +166,8 @@ def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | Non
     upload, counted as large as its training set). None for a torchvision model.
     `kept_dataset_bytes`: with `keep_dataset`, the poisoned training sets the job stores, one
     float32 .npy of `size` images of shape `image` per index (flip: one), which the storage
-    quota reserves at submission (store/usage.py)."""
+    quota reserves at submission (store/usage.py). `count`: a torchvision builder's forward
+    pass on a named dataset (jobs/architecture_costs.py), by default the walk of a built-in."""
     indices = 1 if spec.mode == "flip" else len(spec.indices)
     models = clean_position(spec) + 1
     epochs = spec.training.epochs
@@ -175,8 +178,8 @@ def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | Non
     if arch_info is not None:
         flops = custom_flops(arch_info, passes)
     else:
-        count = (layer_count(spec.architecture, named[0], named[1]) if named is not None
-                 else None)
+        if count is None and named is not None:
+            count = layer_count(spec.architecture, named[0], named[1])
         flops = None if count is None else 2.0 * count.macs * passes
     estimate = {"indices": indices, "models": models, "epochs": epochs, "train_size": size,
                 "train_samples": models * epochs * size, "flops": flops}
@@ -226,7 +229,9 @@ class PoisonKind:
         size, image = train_size(spec, admission.session, admission.user_id, admission.blobs,
                                  admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
-        estimate = estimate_poison(spec, size, admission.arch_info, image)
+        named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
+        count = None if named is None else counted_layers(admission, spec.architecture, *named[:2])
+        estimate = estimate_poison(spec, size, admission.arch_info, image, count)
         check_poison_quota(estimate, admission.settings)
         check_dataset_readable(spec, admission.session, admission.settings)
         return Plan(SHARDED, estimate, poison_shards(spec))

@@ -21,12 +21,13 @@ from jobs.kinds.base import (
     Plan,
     SpecError,
     check_limits,
+    counted_layers,
     custom_flops,
     shard_ranges,
 )
 from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
-from nadcore.cost import layer_count
+from nadcore.cost import LayerCount, layer_count
 from nadcore.fourier_grid import grid, half_plane
 from nadcore.probe_power import assess as assess_power
 from nadcore.probe_power import refusal
@@ -86,17 +87,20 @@ def check_shape(spec: ProbeSpec, num_directions: int) -> None:
 
 
 def estimate_probe(spec: ProbeSpec, num_directions: int,
-                   arch_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                   arch_info: dict[str, Any] | None = None,
+                   count: LayerCount | None = None) -> dict[str, Any]:
     """Directions (each once: a Fourier grid counts its half-plane), trainings (directions x
     replicates), training samples, FLOPs (None for torchvision models) and the size of
-    directions.npy.
+    directions.npy. `count`: a torchvision builder's forward pass (jobs/architecture_costs.py),
+    by default the walk of a built-in.
 
     A training step counts as three forward passes (forward and backward), a test evaluation
     (every epoch, for the curves) as one.
     """
     c, h, w = spec.input_shape
     epochs, num_train, num_test = spec.training.epochs, spec.data.num_train, spec.data.num_test
-    count = layer_count(spec.architecture, spec.input_shape, 2)
+    if count is None:
+        count = layer_count(spec.architecture, spec.input_shape, 2)
     trainings = spec.units(num_directions)
     passes = trainings * epochs * (3 * num_train + num_test)
     flops = None if count is None else 2.0 * count.macs * passes
@@ -217,7 +221,8 @@ class ProbeKind:
     def plan(self, spec: ProbeSpec, admission: Admission) -> Plan:
         num_directions = count_directions(spec)
         check_shape(spec, num_directions)
-        estimate = estimate_probe(spec, num_directions, admission.arch_info)
+        count = counted_layers(admission, spec.architecture, spec.input_shape, 2)
+        estimate = estimate_probe(spec, num_directions, admission.arch_info, count)
         check_probe_quota(estimate, admission.settings)
         check_nad_source(admission.session, admission.user_id, spec)
         check_power(spec, estimate, admission.accept_underpowered)

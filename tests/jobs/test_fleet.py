@@ -70,7 +70,7 @@ def test_unknown_fleet_or_cost_is_said_and_never_refused() -> None:
     check_run_time("nads", none, {"flops": 1e15}, ranges, [], settings)
     workers = [_worker("a", 1, {CALIBRATION: 1e9})]
     torchvision = run_estimate("nads", {"flops": None}, ranges, workers)
-    assert torchvision["run_s"] is None and "not known before it runs" in torchvision["basis"]
+    assert torchvision["run_s"] is None and "no worker has counted" in torchvision["basis"]
     check_run_time("nads", torchvision, {"flops": None}, ranges, workers, settings)
 
 

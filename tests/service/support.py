@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -327,3 +328,17 @@ def refused_messages(client: httpx.Client, body: dict, path: str) -> list[str]:
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     return [detail["msg"]] if isinstance(detail, dict) else [d["msg"] for d in detail]
+
+
+def failing_poison(client: httpx.Client) -> dict:
+    """The body of a job the API admits and the worker fails: a poison job on digits whose
+    uploaded NAD array (the caller's `.npy`, checked by the API by its header only) has rows of
+    4 values, not the 1,024 of a 32x32 image, which the worker finds when it reads them."""
+    buf = io.BytesIO()
+    np.save(buf, np.eye(4, dtype=np.float32))
+    r = client.post("/v1/uploads", data={"kind": "nads"},
+                    files={"file": ("rows-of-4.npy", buf.getvalue(), "application/octet-stream")})
+    assert r.status_code in (200, 201), r.text
+    return {"architecture": "lenet", "nads": {"upload": r.json()["id"]}, "indices": [0],
+            "dataset": {"name": "digits", "limit_train": 100, "limit_test": 50},
+            "training": {"epochs": 1}}

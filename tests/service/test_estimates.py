@@ -4,7 +4,9 @@ its device and FLOP/s at its start and from its shards; a job gets its estimated
 the 202 (and in the CLI's output); the issue's `--arch resnet18 --networks 10000` is refused
 with the estimate, why and what fits, and queued with accept_long; a fresh `nads serve` refuses
 it too in its first seconds, before its workers have measured anything (assumed rates); a job
-queued behind others says where it stands and when it should start (jobs/queue_wait.py)."""
+queued behind others says where it stands and when it should start (jobs/queue_wait.py); a
+torchvision model's cost is counted once by the worker and estimated and refused like a
+built-in's (jobs/architecture_costs.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from store.db import session_scope
-from store.models import Worker, utcnow
+from store.models import ArchitectureCost, Worker, utcnow
 from store.settings import Settings
 
 from .support import NADS_BIN, clean_env, nads_serve, new_key, submit_job, wait_for_job
@@ -177,6 +179,39 @@ def test_a_job_behind_others_says_its_place_and_its_wait(
     finally:
         alice.post(f"/v1/jobs/{long['id']}/cancel")
         wait_for_job(alice, long["id"], until=("cancelled",))
+
+
+def test_a_torchvision_model_is_counted_once_then_estimated_and_refused_like_a_built_in(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client) -> None:
+    """The issue's first job with a torchvision ResNet-18: its first submission waits while the
+    worker counts the builder at this shape (meta device, once), then it is refused past
+    NADS_MAX_ESTIMATED_RUN_S like the built-in; a small one gets a run-time estimate; a builder
+    that cannot take the shape is refused naming input_shape, before anything is queued."""
+    _calibrated(settings)
+    shape = [3, 36, 36]  # counted by no other test of the session
+    big = {"architecture": "torchvision:resnet18", "input_shape": shape, "num_networks": 10_000}
+    r = alice.post("/v1/jobs/nads", json=big)
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail["msg"].startswith("num_networks: the estimated run time, "), detail["msg"]
+    assert "NADS_MAX_ESTIMATED_RUN_S" in detail["msg"], detail["msg"]
+    assert detail["estimate"]["flops"] > 1e15 and detail["run"]["run_s"] > 3600, detail
+    with session_scope(settings.resolved_database_url) as session:
+        rows = session.scalars(select(ArchitectureCost).where(
+            ArchitectureCost.architecture == "torchvision:resnet18",
+            ArchitectureCost.input_shape == "3x36x36")).all()
+        assert [(r.num_outputs, r.error) for r in rows] == [(1, None)]
+        assert rows[0].macs > 1e7 and rows[0].params > 1e7
+    small = submit_job(alice, big | {"num_networks": 2, "method": "autograd"}, "/v1/jobs/nads")
+    assert small["estimate"]["flops"] > 0 and small["estimate"]["run"]["run_s"] > 0, small
+    alice.post(f"/v1/jobs/{small['id']}/cancel")
+    bad = alice.post("/v1/jobs/nads", json={"architecture": "torchvision:squeezenet1_1",
+                                            "input_shape": [3, 8, 8], "num_networks": 4})
+    assert bad.status_code == 422, bad.text
+    msg = bad.json()["detail"][0]["msg"]
+    assert msg.startswith("input_shape: torchvision:squeezenet1_1 cannot take an input of "
+                          "shape 3x8x8: "), msg
+    wait_for_job(alice, small["id"], until=("cancelled", "succeeded"))
 
 
 def test_cli_prints_the_estimate_and_takes_accept_long(

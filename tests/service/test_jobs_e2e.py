@@ -32,6 +32,7 @@ from .support import (
     METRICS_AUTH,
     ServerThread,
     assert_matches_reference,
+    failing_poison,
     in_process,
     reference,
     wait_for_job,
@@ -146,16 +147,14 @@ def test_early_stopping_runs_as_one_sequential_task(alice: httpx.Client) -> None
 
 
 def test_a_failing_job_reports_its_error(alice: httpx.Client) -> None:
-    """Only the worker (with torch) tells that a torchvision model's maps vanish at 8x8 (the
-    API refuses a built-in that cannot take a shape: tests/service/test_submission_errors.py)."""
-    body = {"architecture": "torchvision:squeezenet1_1", "input_shape": [3, 8, 8],
-            "num_networks": 4, "shards": 2}
-    r = alice.post("/v1/jobs/nads", json=body)
+    """A job only the worker finds wrong (the API refuses what it can see before anything is
+    queued, a torchvision model that cannot take the shape included: test_estimates.py)."""
+    r = alice.post("/v1/jobs/poison", json=failing_poison(alice))
     assert r.status_code == 202, r.text
     job = wait_for_job(alice, r.json()["id"])
     assert job["status"] == "failed"
-    assert job["error"].startswith("shard ")
-    assert "torchvision:squeezenet1_1 cannot take input shape" in job["error"]
+    assert job["error"].startswith("shard 0: ValueError: nads: NAD rows have 4 values but the "
+                                   "images have H*W = 1024 pixels per channel"), job["error"]
     assert "failed" in [s["status"] for s in job["shards"]]
     assert job["artifacts"] == [] and job["progress"]["message"] == "failed"
 

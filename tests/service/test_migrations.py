@@ -15,7 +15,7 @@ from store.models import Base
 from .conftest import ThrowawayDatabases
 
 TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures",
-          "catalog", "workers", "upload_attempts"}
+          "catalog", "workers", "upload_attempts", "architecture_costs"}
 
 
 def _check_round_trip(url: str) -> None:

@@ -33,7 +33,7 @@ from worker.plots import (
     spatial_view,
 )
 
-from .support import new_key, wait_for_job
+from .support import failing_poison, new_key, wait_for_job
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -49,8 +49,6 @@ NAD_SEQUENTIAL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_netwo
                   "seed": 2, "target_stability": 0.5, "stability_k": 1, "check_every": 20}
 LONG = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 100_000,
         "seed": 5}  # hours on this CPU: it is cancelled from its page
-FAILING = {"architecture": "torchvision:squeezenet1_1", "input_shape": [3, 8, 8],
-           "num_networks": 4}  # only the worker (with torch) tells that its maps vanish
 POISON = {"architecture": "lenet", "indices": [0, 3], "training": {"epochs": 1},
           "dataset": {"name": "digits", "limit_train": 300, "limit_test": 200}}
 PROBE = {"architecture": "logreg", "input_shape": [1, 8, 8],
@@ -241,7 +239,8 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         ids = {}
         for name, path, body in (("sharded", "nads", NAD_SHARDED),
                                  ("sequential", "nads", NAD_SEQUENTIAL),
-                                 ("probe", "probe", PROBE), ("failing", "nads", FAILING)):
+                                 ("probe", "probe", PROBE),
+                                 ("failing", "poison", failing_poison(client))):
             r = client.post(f"/v1/jobs/{path}", json=body)
             assert r.status_code == 202, r.text
             ids[name] = r.json()["id"]
