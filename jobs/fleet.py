@@ -20,6 +20,9 @@ best rate measured on each kind (BENCHMARKS.md: ~40 GFLOP/s on one CPU core at i
 TFLOP/s on an H100), so that an estimate from them is never longer than the measured one will
 be: what they refuse is too long on any worker of the kind, and what they let through is
 estimated again, measured, by the next submission. The estimate says which it used (`rates`).
+Before the first worker connects, a deployment that says which CPU processes it starts
+(`expected_cpu_processes`: `nads serve` sets it to its own) is estimated on those at the
+assumed rate (`estimating_workers`), so a fresh service refuses from its first second.
 """
 
 from __future__ import annotations
@@ -65,6 +68,23 @@ def connected_workers(session: Session, settings: Settings) -> list[Worker]:
     since = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
     return list(session.scalars(select(Worker).where(Worker.last_seen >= since)
                                 .order_by(Worker.name)))
+
+
+def expected_workers(settings: Settings) -> list[Worker]:
+    """The CPU processes the deployment says it starts (`expected_cpu_processes`), as one
+    unsaved worker row that has measured nothing; none when it says nothing."""
+    n = settings.expected_cpu_processes
+    return [Worker(name="expected", hostname="", pid=0, processes=n, gpus=0, queues=None,
+                   device="starting, not connected yet", throughput=None)] if n else []
+
+
+def estimating_workers(session: Session, settings: Settings) -> list[Worker]:
+    """The workers a run estimate counts: the connected ones, or while none of them takes
+    users' shards, the expected ones (`expected_workers`)."""
+    workers = connected_workers(session, settings)
+    if any(takes_user_shards(w) for w in workers):
+        return workers
+    return workers + expected_workers(settings)
 
 
 def takes_user_shards(worker: Worker) -> bool:

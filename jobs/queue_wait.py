@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from jobs.dispatch import next_user
-from jobs.fleet import compute_work, connected_workers, takes_user_shards, user_processes
+from jobs.fleet import compute_work, estimating_workers, takes_user_shards, user_processes
 from store.auth import CATALOG_USER
 from store.models import QUEUED, RUNNING, Job, Shard, User, Worker, utcnow
 from store.settings import Settings
@@ -168,8 +168,8 @@ def simulate(jobs: Sequence[Job], workers: Sequence[Worker], catalog_user: int |
 
 
 def queue_spots(session: Session, settings: Settings) -> dict[int, QueueSpot]:
-    """`simulate` on the database's unfinished jobs and connected workers."""
+    """`simulate` on the database's unfinished jobs and connected (else expected) workers."""
     jobs = session.scalars(select(Job).where(Job.status.in_((QUEUED, RUNNING)))
                            .options(selectinload(Job.shards)).order_by(Job.pk)).all()
     catalog_user = session.scalar(select(User.id).where(User.name == CATALOG_USER))
-    return simulate(jobs, connected_workers(session, settings), catalog_user)
+    return simulate(jobs, estimating_workers(session, settings), catalog_user)

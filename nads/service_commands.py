@@ -6,6 +6,7 @@ Nothing here imports torch at import time: the API process and `nads admin` stay
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
@@ -241,6 +242,23 @@ def _supervisors(settings: Settings) -> list[WorkerSupervisor]:
             for i, (queues, cores) in enumerate(workers)]
 
 
+def _expected_cpu_processes(settings: Settings) -> int:
+    """The processes of the embedded workers that take users' shards (the validation lane's
+    aside), for admission before they connect (jobs/fleet.py `expected_workers`); 0 on a
+    machine with NVIDIA devices, whose workers would be GPU processes (counting them as CPU
+    ones would refuse what they run)."""
+    from jobs.broker import VALIDATE_QUEUE
+    from nadcore.cores import usable_cores
+    from worker.layout import embedded_workers
+
+    if glob.glob("/dev/nvidia[0-9]*"):
+        return 0
+    cores = usable_cores()
+    return sum(share if share is not None else settings.worker_processes or cores
+               for queues, share in embedded_workers(cores, settings.worker_processes)
+               if queues != VALIDATE_QUEUE)
+
+
 def serve_command(
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -258,6 +276,9 @@ def serve_command(
     key = _local_key(settings)
     building = _autobuild_catalog(settings)
     supervisors = [] if no_worker else _supervisors(settings)
+    if supervisors and not settings.expected_cpu_processes:
+        settings = settings.model_copy(
+            update={"expected_cpu_processes": _expected_cpu_processes(settings)})
     for supervisor in supervisors:
         supervisor.start()
     server = _server(create_app(settings), settings, host, port)

@@ -188,7 +188,15 @@ class Settings(BaseSettings):
     max_estimated_run_s: float = Field(
         3600.0, ge=0, description="A job whose estimated run time on the connected workers "
         "exceeds this is refused (422 with the estimate and what would fit) unless submitted "
-        "with accept_long=true; 0 = no limit. Nothing is refused while no worker is connected."
+        "with accept_long=true; 0 = no limit. Nothing is refused while no worker is connected "
+        "(unless NADS_EXPECTED_CPU_PROCESSES says which will)."
+    )
+    expected_cpu_processes: int = Field(
+        0, ge=0, description="CPU processes taking users' shards that this deployment starts "
+        "(`nads serve` sets it to its own): until the first worker connects, run estimates "
+        "count these at the rate assumed for a CPU (jobs/fleet.py), so a fresh service refuses "
+        "too-long jobs from its first second; 0: unknown, nothing refused until one connects. "
+        "Leave it 0 for a GPU fleet (a CPU estimate would refuse what a GPU runs)."
     )
     preempt_after_s: float = Field(
         60.0, ge=0, description="While a user with held shards has fewer in flight than their "

@@ -22,7 +22,7 @@ from api.storage import check_job_storage
 from api.submission import submit_job
 from api.uploaded_architectures import resolve_architecture
 from api.validation import invalid
-from jobs.fleet import TooLong, check_run_time, connected_workers, run_estimate
+from jobs.fleet import TooLong, check_run_time, estimating_workers, run_estimate
 from jobs.kinds import KINDS
 from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError
 from jobs.ownership import AmbiguousReference, resolve_references
@@ -65,7 +65,7 @@ def _add_route(kind: JobKind) -> None:
                                 detail={"msg": str(exc), "estimate": exc.estimate,
                                         "limits": exc.limits}) from None
         check_job_storage(session, key.user_id, plan.estimate, settings)
-        workers = connected_workers(session, settings)
+        workers = estimating_workers(session, settings)
         run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)
         if not accept_long:
             try:

@@ -15,6 +15,7 @@ from jobs.fleet import (
     TooLong,
     check_run_time,
     connected_workers,
+    estimating_workers,
     largest_fitting,
     missing_dataset,
     run_estimate,
@@ -130,6 +131,34 @@ def test_only_workers_that_beat_recently_and_take_users_work_count(session: Sess
     assert [w.name for w in workers] == ["catalog-only", "fresh"]
     run = run_estimate("nads", {"flops": 4e9}, [(0, 1), (1, 2)], workers)
     assert run["processes"] == 2 and run["run_s"] == 2.0
+
+
+def test_before_any_worker_connects_the_expected_cpu_processes_are_estimated(
+        session: Session, settings: Settings) -> None:
+    """`nads serve` says which CPU processes it starts: its first seconds, before any worker
+    row exists, refuse a clearly too long job at the assumed rate; a deployment that says
+    nothing refuses nothing until a worker connects; once one that takes users' shards is
+    connected, the expected ones no longer count."""
+    ranges = [(0, 5000), (5000, 10_000)]
+    estimate = {"flops": 2.27e16}  # resnet18, 10,000 networks at 1x32x32
+    expecting = settings.model_copy(update={"expected_cpu_processes": 2,
+                                            "max_estimated_run_s": 3600})
+    assert estimating_workers(session, settings) == []
+    workers = estimating_workers(session, expecting)
+    run = run_estimate("nads", estimate, ranges, workers)
+    assert run["processes"] == 2 and run["rates"] == "assumed", run
+    assert "(starting, not connected yet)" in run["basis"], run
+    with pytest.raises(TooLong):
+        check_run_time("nads", run, estimate, ranges, workers, expecting)
+    session.add(_worker("catalog-only", 4, {CALIBRATION: 1e12}, queues="catalog"))
+    session.commit()
+    assert [w.name for w in estimating_workers(session, expecting)] == ["catalog-only",
+                                                                        "expected"]
+    session.add(_worker("users", 1, {CALIBRATION: 1e9}))
+    session.commit()
+    assert [w.name for w in estimating_workers(session, expecting)] == ["catalog-only",
+                                                                        "users"]
+    assert session.query(Worker).count() == 2  # the expected row is never stored
 
 
 def test_a_nad_job_that_fits_has_at_least_two_networks() -> None:
