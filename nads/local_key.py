@@ -4,6 +4,12 @@
 it; the client sends it when no key is given (no `key`, `--key` or `$NADS_KEY`) and the service's
 URL is a loopback address. It never reads it for any other URL: the key would leave the
 machine.
+
+In a directory other local users can write to (a shared checkout's ./var), the file is trusted
+only when it is this user's and no one else can write it: a key planted by another user would
+send this user's uploads and jobs into the planter's account. It is written through a new 0600
+file renamed into place, so a planted file or symlink at its name is replaced, never written
+through, and the key is never readable by others, not even for an instant.
 """
 
 from __future__ import annotations
@@ -37,12 +43,41 @@ def is_local(url: str) -> bool:
         return False
 
 
-def local_key(url: str, environ: Mapping[str, str] = os.environ) -> str | None:
-    """The local key for a loopback `url`; None for any other URL, or when there is none."""
-    if not is_local(url):
-        return None
+def read_key_file(path: Path) -> str | None:
+    """The key in `path` if the file is this user's own and writable by no one else (not a
+    symlink); None otherwise, or when there is none."""
     try:
-        key = local_key_path(environ).read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
+    with os.fdopen(fd) as file:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+            return None
+        try:
+            key = file.read(1024).strip()
+        except (OSError, UnicodeDecodeError):
+            return None
     return key or None
+
+
+def write_key_file(path: Path, key: str) -> None:
+    """Writes `key` to `path` (mode 0600) through a new file renamed over whatever is there."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(key + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def local_key(url: str, environ: Mapping[str, str] = os.environ) -> str | None:
+    """The local key for a loopback `url`; None for any other URL, or when there is none
+    (or the file is not this user's own: read_key_file)."""
+    if not is_local(url):
+        return None
+    return read_key_file(local_key_path(environ))

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from nads.gc_command import gc_command
-from nads.local_key import LOCAL_KEY_FILE
+from nads.local_key import LOCAL_KEY_FILE, read_key_file, write_key_file
 
 if TYPE_CHECKING:  # imported lazily at run time: `nads --help` stays fast
     import uvicorn
@@ -89,13 +89,11 @@ def _local_key(settings: Settings) -> str:
 
     path = settings.data_dir / LOCAL_KEY_FILE  # where the client looks (nads/local_key.py)
     with session_scope(settings.resolved_database_url) as session:
-        if path.is_file():
-            key = path.read_text().strip()
-            if user_for_key(session, key) is not None:
-                return key
+        key = read_key_file(path)  # never one another local user planted
+        if key is not None and user_for_key(session, key) is not None:
+            return key
         key = create_key(session, LOCAL_USER, key_name="serve")
-    path.write_text(key + "\n")
-    path.chmod(0o600)
+    write_key_file(path, key)
     return key
 
 

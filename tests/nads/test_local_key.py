@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from nads.client import Client
-from nads.local_key import is_local, local_key, local_key_path
+from nads.local_key import is_local, local_key, local_key_path, read_key_file, write_key_file
 
 
 @pytest.mark.parametrize(("url", "local"), [
@@ -41,3 +44,44 @@ def test_the_local_key_for_a_local_url_only(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "local-api-key").write_text("nads_var\n")
     assert Client().key == "nads_var"
+
+
+def _planted(path: Path, mode: int, owner: int | None = None) -> Path:
+    path.write_text("nads_planted\n")
+    path.chmod(mode)
+    if owner is not None:
+        os.chown(path, owner, -1)
+    return path
+
+
+@pytest.mark.parametrize("plant", [
+    pytest.param(lambda path: _planted(path, 0o666), id="world-writable"),
+    pytest.param(lambda path: _planted(path, 0o620), id="group-writable"),
+    pytest.param(lambda path: _planted(path, 0o600, owner=65534), id="another-users",
+                 marks=pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")),
+    pytest.param(lambda path: path.symlink_to(_planted(path.with_name("elsewhere"), 0o600)),
+                 id="symlink")])
+def test_a_planted_key_file_is_not_read(tmp_path: Path, plant: Callable[[Path], object]
+                                        ) -> None:
+    """Another local user who can write to a shared ./var cannot make this user's client (or
+    `nads serve`, which reuses the file) use the planter's key, so this user's uploads and jobs
+    would go into the planter's account."""
+    env = {"NADS_DATA_DIR": str(tmp_path)}
+    plant(local_key_path(env))
+    assert read_key_file(local_key_path(env)) is None
+    assert local_key("http://127.0.0.1:8000", env) is None
+
+
+def test_the_key_is_written_0600_through_a_new_file(tmp_path: Path) -> None:
+    """A file or symlink planted at the key's name is replaced, never written through (the
+    key would land in a file the planter reads, or clobber whatever the link names)."""
+    target = tmp_path / "planters-file"
+    target.write_text("")
+    target.chmod(0o666)
+    path = tmp_path / "local-api-key"
+    path.symlink_to(target)
+    write_key_file(path, "nads_secret")
+    assert target.read_text() == ""
+    assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert read_key_file(path) == "nads_secret"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["local-api-key", "planters-file"]
