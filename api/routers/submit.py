@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 
 from api.architecture_counts import plan_counted
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
-from api.ratelimit import SUBMIT_RATE
+from api.ratelimit import SUBMIT_RATE, check_submission_rate
 from api.schemas import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
@@ -64,6 +64,9 @@ def _add_route(kind: JobKind) -> None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 detail={"msg": str(exc), "estimate": exc.estimate,
                                         "limits": exc.limits}) from None
+        # Again, held to the insert: waiting for a count (plan_counted) ended the transaction
+        # in which SUBMIT_RATE locked the key, and concurrent submissions passed it meanwhile.
+        check_submission_rate(session, key, settings.submit_rate_per_minute)
         check_job_storage(session, key.user_id, plan.estimate, settings)
         workers = estimating_workers(session, settings)
         run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)

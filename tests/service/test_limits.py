@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -25,7 +26,11 @@ import numpy as np
 import pytest
 
 from api.main import create_app
+from jobs.architecture_costs import keep_count
+from nadcore.counting import count_layers
+from store.db import session_scope
 from store.migrate import upgrade
+from store.models import Worker, utcnow
 from store.settings import Settings
 
 from .conftest import ThrowawayDatabases
@@ -233,6 +238,38 @@ def test_the_rate_is_shared_by_api_processes_and_holds_under_concurrency(
         for t in threads:
             t.join()
     assert sorted(codes) == [202] * 3 + [429] * 5, codes
+
+
+def test_the_rate_holds_for_submissions_that_wait_for_a_count(limited: Settings, server: str
+                                                               ) -> None:
+    """Six concurrent submissions with one key of a torchvision model at a shape not counted
+    yet, against a limit of 3: each waits for the count (api/architecture_counts.py), which
+    ended the transaction holding the key's lock, so without the second check all six were
+    stored. The count is kept here as the lane's worker keeps it (the same functions)."""
+    shape = [3, 29, 29]  # counted by no other test
+    with session_scope(limited.resolved_database_url) as session:  # a lane that counts
+        session.add(Worker(name=f"lane-{uuid.uuid4().hex[:6]}", hostname="h", pid=1,
+                           processes=1, queues="validate", last_seen=utcnow()))
+    headers = {"Authorization": f"Bearer {new_key(limited, f'wait-{uuid.uuid4().hex[:6]}')}"}
+    spec = {"architecture": "torchvision:resnet18", "input_shape": shape, "num_networks": 2,
+            "method": "autograd"}
+    codes: list[int] = []
+
+    def submit(seed: int) -> None:
+        r = httpx.post(server + "/v1/jobs/nads", json={**spec, "seed": seed}, headers=headers,
+                       params={"accept_long": "true"}, timeout=120)
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=submit, args=(seed,)) for seed in range(6)]
+    for t in threads:
+        t.start()
+    time.sleep(5)  # every submission is past the first check and waits for the count
+    count = count_layers("torchvision:resnet18", tuple(shape), 1)
+    with session_scope(limited.resolved_database_url) as session:
+        keep_count(session, "torchvision:resnet18", shape, 1, count, None)
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [202] * 3 + [429] * 3, codes
 
 
 def test_the_rate_limit_is_a_setting() -> None:
