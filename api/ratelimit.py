@@ -70,15 +70,15 @@ def check_submission_rate(session: Session, key: ApiKey, per_minute: int) -> Non
                "NADS_SUBMIT_RATE_PER_MINUTE")
 
 
-def count_upload_attempt(session: Session, key: ApiKey, per_minute: int) -> None:
+def count_upload_attempt(session: Session, key: ApiKey, per_minute: int,
+                         what: str = "upload requests (stored or refused)") -> None:
     """The upload limit, before the body is received: 429 when the key already sent
     `per_minute` upload requests in the last 60 s, else records this one (whatever becomes of
     it) and commits. Counting and recording under the key's lock makes the limit exact under
     concurrency; the key's records older than the window are deleted on the way."""
     if per_minute <= 0:
         return
-    check_rate(session, key, per_minute, UploadAttempt, "upload requests (stored or "
-               "refused)", "NADS_UPLOAD_RATE_PER_MINUTE")
+    check_rate(session, key, per_minute, UploadAttempt, what, "NADS_UPLOAD_RATE_PER_MINUTE")
     session.execute(delete(UploadAttempt).where(
         UploadAttempt.api_key_id == key.id,
         UploadAttempt.created_at <= utcnow() - timedelta(seconds=WINDOW_S)))

@@ -57,7 +57,7 @@ def _add_route(kind: JobKind) -> None:
         try:
             plan = plan_counted(kind, spec, Admission(session, key.user_id, settings, blobs,
                                                       arch_info, accept_underpowered),
-                                session, celery, settings)
+                                session, celery, settings, key)
         except SpecError as exc:
             raise invalid(exc.field, exc.reason, exc.value) from None
         except QuotaError as exc:

@@ -272,6 +272,34 @@ def test_the_rate_holds_for_submissions_that_wait_for_a_count(limited: Settings,
     assert sorted(codes) == [202] * 3 + [429] * 3, codes
 
 
+def test_counts_asked_for_draw_on_the_upload_rate(limited: Settings) -> None:
+    """A submission of a torchvision model at a shape not counted yet queues a count on the
+    validation lane, outside its fair dispatch, and may store nothing (here a 503: the count is
+    not waited for), so the submission rate never saw it: one key could queue counts without
+    bound ahead of every user's validations. Each count asked for is one of the key's
+    NADS_UPLOAD_RATE_PER_MINUTE (here 2): the third is 429 before anything is queued."""
+    settings = limited.model_copy(update={"upload_rate_per_minute": 2,
+                                          "architecture_count_wait_s": 0.0})
+    with session_scope(settings.resolved_database_url) as session:  # a lane that counts
+        session.add(Worker(name=f"lane-{uuid.uuid4().hex[:6]}", hostname="h", pid=1,
+                           processes=1, queues="validate", last_seen=utcnow()))
+    with ServerThread(create_app(settings)) as server, \
+            _client(settings, server.url) as c, _client(settings, server.url) as other:
+        codes = [c.post("/v1/jobs/nads", json={"architecture": "torchvision:resnet18",
+                                               "input_shape": [3, side, side],
+                                               "num_networks": 2}).status_code
+                 for side in (41, 42, 43)]  # counted by no other test
+        assert codes == [503, 503, 429], codes
+        r = c.post("/v1/jobs/nads", json={"architecture": "torchvision:resnet18",
+                                          "input_shape": [3, 44, 44], "num_networks": 2})
+        assert r.status_code == 429 and "NADS_UPLOAD_RATE_PER_MINUTE" in r.json()["detail"]
+        assert "torchvision counts" in r.json()["detail"], r.text
+        assert c.post("/v1/jobs/nads", json=TINY).status_code == 202  # no count: not limited
+        assert other.post("/v1/jobs/nads", json={"architecture": "torchvision:resnet18",
+                                                 "input_shape": [3, 45, 45],
+                                                 "num_networks": 2}).status_code == 503
+
+
 def test_the_rate_limit_is_a_setting() -> None:
     os.environ["NADS_SUBMIT_RATE_PER_MINUTE"] = "7"
     try:
