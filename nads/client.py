@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from nads.job_kinds import JOB_KINDS
-from nads.local_key import local_key
+from nads.local_key import PROOF_PATH, check_proof, local_key, local_key_path, new_challenge
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -164,9 +164,13 @@ class Client:
     def __init__(self, url: str | None = None, key: str | None = None, *,
                  timeout: float = 60.0) -> None:
         self.url = (url or os.environ.get("NADS_URL") or DEFAULT_URL).rstrip("/")
-        self.key = key if key is not None else (os.environ.get("NADS_KEY")
-                                                or local_key(self.url))
-        headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
+        use_local = key is None and not os.environ.get("NADS_KEY")
+        self.key = (local_key(self.url) if use_local
+                    else key if key is not None else os.environ.get("NADS_KEY"))
+        # the local key goes only to a service that proved it holds it (_prove_local_key)
+        self._key_unproven = use_local and self.key is not None
+        headers = ({"Authorization": f"Bearer {self.key}"}
+                   if self.key and not self._key_unproven else {})
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
     def close(self) -> None:
@@ -178,8 +182,29 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _prove_local_key(self) -> None:
+        """Before the key `nads serve` wrote is sent: the service answers a random challenge
+        with the key's HMAC (nads/local_key.py), which another program listening on the port
+        cannot; without the right answer the key is never sent."""
+        if not self._key_unproven:
+            return
+        challenge = new_challenge()
+        r = self._http.get(PROOF_PATH, params={"challenge": challenge})
+        try:
+            answer = r.json().get("proof") if r.status_code == 200 else None
+        except (ValueError, AttributeError):
+            answer = None
+        if not check_proof(self.key, challenge, answer):
+            raise NadsError(0, f"the service at {self.url} did not prove that it holds the key "
+                            f"in {local_key_path()} (is it the `nads serve` that wrote it? "
+                            "another program may listen on this port): the key was not sent; "
+                            "set NADS_KEY to send a key", self.url + PROOF_PATH)
+        self._http.headers["Authorization"] = f"Bearer {self.key}"
+        self._key_unproven = False
+
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
+            self._prove_local_key()
             r = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise NadsError(0, f"cannot reach the service ({exc}); is NADS_URL right?",
@@ -257,6 +282,7 @@ class Client:
         paths = []
         for name in wanted:
             path = out / name
+            self._prove_local_key()
             with path.open("wb") as f, self._http.stream(
                     "GET", f"/v1/jobs/{job.id}/artifacts/{name}") as r:
                 if r.status_code >= 400:

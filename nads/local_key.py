@@ -10,17 +10,29 @@ only when it is this user's and no one else can write it: a key planted by anoth
 send this user's uploads and jobs into the planter's account. It is written through a new 0600
 file renamed into place, so a planted file or symlink at its name is replaced, never written
 through, and the key is never readable by others, not even for an instant.
+
+Before the key is sent, the service proves it holds it (`prove` / `check_proof`): whatever
+listens on a loopback port may be another local user's program (the port of a `nads serve` that
+is down is free to take), which would collect the key from the first request. The client sends a
+random challenge to `GET /v1/local-proof` without a key; `nads serve` answers with the HMAC of the
+challenge under the key, which only the holder of the key can compute; no answer, or a wrong
+one, and the key is not sent.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
 LOCAL_KEY_FILE = "local-api-key"
+PROOF_PATH = "/v1/local-proof"  # served by `nads serve` only (api/routers/health.py)
+_PROOF_CONTEXT = b"nads local key proof\n"
 DEFAULT_DATA_DIR = "var"  # as store.settings.Settings.data_dir
 
 
@@ -81,3 +93,16 @@ def local_key(url: str, environ: Mapping[str, str] = os.environ) -> str | None:
     if not is_local(url):
         return None
     return read_key_file(local_key_path(environ))
+
+
+def new_challenge() -> str:
+    return secrets.token_hex(32)
+
+
+def prove(key: str, challenge: str) -> str:
+    """The answer to `challenge` of the holder of `key` (hex HMAC-SHA256)."""
+    return hmac.new(key.encode(), _PROOF_CONTEXT + challenge.encode(), hashlib.sha256).hexdigest()
+
+
+def check_proof(key: str, challenge: str, answer: object) -> bool:
+    return isinstance(answer, str) and hmac.compare_digest(prove(key, challenge), answer)

@@ -279,7 +279,9 @@ def serve_command(
             update={"expected_cpu_processes": _expected_cpu_processes(settings)})
     for supervisor in supervisors:
         supervisor.start()
-    server = _server(create_app(settings), settings, host, port)
+    app = create_app(settings)
+    app.state.local_key = key  # GET /v1/local-proof: proves it to the client (nads/local_key.py)
+    server = _server(app, settings, host, port)
 
     def banner() -> None:
         while not server.started and not server.should_exit:

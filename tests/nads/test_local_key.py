@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from nads.client import Client
-from nads.local_key import is_local, local_key, local_key_path, read_key_file, write_key_file
+from nads.client import Client, NadsError
+from nads.local_key import (
+    PROOF_PATH,
+    check_proof,
+    is_local,
+    local_key,
+    local_key_path,
+    new_challenge,
+    prove,
+    read_key_file,
+    write_key_file,
+)
 
 
 @pytest.mark.parametrize(("url", "local"), [
@@ -85,3 +98,48 @@ def test_the_key_is_written_0600_through_a_new_file(tmp_path: Path) -> None:
     assert not path.is_symlink() and stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_key_file(path) == "nads_secret"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["local-api-key", "planters-file"]
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Another local program on the loopback port: answers everything, records the headers."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen.append(dict(self.headers))
+        body = json.dumps({"proof": "0" * 64} if self.path.startswith(PROOF_PATH) else [])
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_local_key_goes_only_to_a_service_that_proves_it_holds_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever listens on a loopback port may be another user's program (the port of a
+    `nads serve` that is down is free): it gets a challenge, cannot answer it, and never sees
+    the key; the holder of the key answers it."""
+    key = "nads_victims_key"
+    write_key_file(tmp_path / "local-api-key", key)
+    monkeypatch.setenv("NADS_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("NADS_KEY", raising=False)
+    _Impostor.seen = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Impostor)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_port}") as client, \
+                pytest.raises(NadsError) as refused:
+            list(client.jobs())
+    finally:
+        server.shutdown()
+    assert "did not prove" in str(refused.value), refused.value
+    assert _Impostor.seen and all(key not in json.dumps(h) for h in _Impostor.seen)
+    assert not any("Authorization" in h for h in _Impostor.seen), _Impostor.seen
+    challenge = new_challenge()
+    assert check_proof(key, challenge, prove(key, challenge))
+    assert not check_proof(key, challenge, prove("another key", challenge))
+    assert not check_proof(key, new_challenge(), prove(key, challenge))

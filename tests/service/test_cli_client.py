@@ -16,7 +16,7 @@ import pytest
 from nads.client import Client, Job, NadsError
 from store.settings import Settings
 
-from .support import assert_matches_reference, in_process, new_key, reference
+from .support import ServerThread, assert_matches_reference, in_process, new_key, reference
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -98,7 +98,10 @@ def test_cli_uses_the_key_nads_serve_wrote_for_a_local_url(settings: Settings, a
                                                            tmp_path: Path) -> None:
     """No --key and no NADS_KEY: against the local service, the key `nads serve` keeps in its
     data directory (the same function writes it here; tests/nads/test_local_key.py: never
-    for another URL)."""
+    for another URL), once the service has proved that it holds it (an app that holds it, as
+    `nads serve` makes it); a service that cannot prove it (the suite's app, which has no local
+    key) is never sent it."""
+    from api.main import create_app
     from nads.service_commands import _local_key
 
     data_dir = tmp_path / "var"
@@ -106,13 +109,17 @@ def test_cli_uses_the_key_nads_serve_wrote_for_a_local_url(settings: Settings, a
     served = settings.model_copy(update={"data_dir": data_dir})
     key = _local_key(served)
     assert (data_dir / "local-api-key").read_text().strip() == key
-    assert api_url.startswith("http://127.0.0.1:")
-    listed = nads_cli("ls", url=api_url, data_dir=data_dir)
-    assert listed.returncode == 0, listed.stderr
-    in_cwd = nads_cli("ls", url=api_url, cwd=tmp_path)  # ./var, as `nads serve` by default
-    assert in_cwd.returncode == 0, in_cwd.stderr
-    elsewhere = nads_cli("ls", url=api_url, cwd=data_dir)  # no ./var/local-api-key there
-    assert elsewhere.returncode == 1 and "401" in elsewhere.stderr, elsewhere.stderr
+    app = create_app(settings)
+    app.state.local_key = key
+    with ServerThread(app) as server:
+        listed = nads_cli("ls", url=server.url, data_dir=data_dir)
+        assert listed.returncode == 0, listed.stderr
+        in_cwd = nads_cli("ls", url=server.url, cwd=tmp_path)  # ./var, as `nads serve` does
+        assert in_cwd.returncode == 0, in_cwd.stderr
+        elsewhere = nads_cli("ls", url=server.url, cwd=data_dir)  # no ./var/local-api-key
+        assert elsewhere.returncode == 1 and "401" in elsewhere.stderr, elsewhere.stderr
+    unproven = nads_cli("ls", url=api_url, cwd=tmp_path)
+    assert unproven.returncode == 1 and "did not prove" in unproven.stderr, unproven.stderr
 
 
 def test_cli_submit_wait_status_ls_download(api_url: str, key: str, tmp_path: Path) -> None:

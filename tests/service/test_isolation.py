@@ -43,6 +43,7 @@ PUBLIC = {
     ("HEAD", "/v1/catalog/{arch}/{name}"),
     # The web page: HTML and static files; its data is fetched by JS with the user's key.
     ("GET", "/"), ("GET", "/web"), ("GET", "/web/{name}"), ("GET", "/favicon.ico"),
+    ("GET", "/v1/local-proof"),  # nads serve proves it holds the local key (nads/local_key.py)
 }
 # The operator's: every user's jobs counted together; NADS_METRICS_TOKEN, no API key.
 OPERATOR = {("GET", "/metrics")}
