@@ -32,9 +32,9 @@ from api.main import create_app  # noqa: E402
 from store.migrate import upgrade  # noqa: E402
 from store.settings import Settings  # noqa: E402
 from tests.bad_models import scripted_bytes  # noqa: E402
+from tests.fixtures import PG_ADMIN, sqlalchemy_url  # noqa: E402
 from tests.hostile_models import SleepsAtJobBatches  # noqa: E402
-from tests.service.conftest import PG_ADMIN, sqlalchemy_url  # noqa: E402
-from tests.service.support import ServerThread, celery_worker, new_key  # noqa: E402
+from tests.support import ServerThread, celery_worker, new_key  # noqa: E402
 
 
 def main() -> None:

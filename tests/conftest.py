@@ -27,6 +27,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported by any
 
 import pytest  # noqa: E402
 
+# The session fixtures of the API, store and service tests (Postgres, Redis, the API served).
+pytest_plugins = ("tests.fixtures",)
+
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
@@ -47,7 +50,7 @@ LONGEST_FIRST = (
     "tests.nadcore.test_probe",
     "tests.service.test_cli_client",
     "tests.service.test_catalog",
-    "tests.service.test_s3_blobs",
+    "tests.service.test_s3_e2e",
     "tests.service.test_worker_layout",
     "tests.service.test_web",
     "tests.service.test_learning_e2e",
@@ -58,7 +61,7 @@ LONGEST_FIRST = (
     "tests.worker.test_result_bounds",
     "tests.service.test_embedded",
     "tests.test_ci_skips",
-    "tests.service.test_fuzz",
+    "tests.api.test_fuzz",
     "tests.nads.test_catalog_background",
     "tests.service.test_jobs_e2e",
 )

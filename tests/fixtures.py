@@ -1,5 +1,6 @@
-"""Fixtures for the service tests: the machine's REAL Postgres and Redis, a real Celery worker
-subprocess and the API served over HTTP by uvicorn. Nothing of ours is mocked.
+"""Session fixtures of the API, store and service tests (a plugin of tests/conftest.py): the
+machine's REAL Postgres and Redis and the API served over HTTP by uvicorn, with keys for alice
+and bob. Nothing of ours is mocked. The real Celery worker is tests/service/conftest.py's.
 
 Each test session gets a throwaway Postgres database and a Redis database number, dropped and
 flushed at the end.
@@ -8,7 +9,6 @@ flushed at the end.
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -21,8 +21,7 @@ from api.main import create_app
 from store.db import get_engine
 from store.migrate import upgrade
 from store.settings import Settings
-
-from .support import METRICS_TOKEN, ServerThread, celery_worker, new_key
+from tests.support import METRICS_TOKEN, ServerThread, new_key
 
 PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -89,14 +88,6 @@ def settings(database_url: str, broker_url: str, tmp_path_factory: pytest.TempPa
                     # alice uploads dozens of models a minute across the suite;
                     # test_upload_rate.py checks the default on its own server
                     upload_rate_per_minute=0, metrics_token=METRICS_TOKEN)
-
-
-@pytest.fixture(scope="session")
-def worker(settings: Settings) -> Iterator[subprocess.Popen]:
-    """A real Celery worker in the default layout: prefork (soft time limits need it), one
-    1-thread child per usable core."""
-    with celery_worker(settings) as proc:
-        yield proc
 
 
 @pytest.fixture(scope="session")

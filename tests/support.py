@@ -1,4 +1,4 @@
-"""Helpers shared by the service tests (fixtures live in conftest.py)."""
+"""Helpers shared by the API, store and service tests (fixtures live in tests/fixtures.py)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from store.auth import create_key
 from store.db import session_scope
 from store.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # The operator's /metrics token of the suite's APIs (NADS_METRICS_TOKEN) and its header.
 METRICS_TOKEN = "suite-metrics-token"
 METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}

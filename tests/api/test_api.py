@@ -14,9 +14,8 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import Job
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import METRICS_AUTH, METRICS_TOKEN, ServerThread, new_key
+from tests.fixtures import ThrowawayDatabases
+from tests.support import METRICS_AUTH, METRICS_TOKEN, ServerThread, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
 

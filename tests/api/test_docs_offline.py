@@ -22,8 +22,7 @@ import pytest
 from api.main import create_app
 from api.routers.docs import ASSETS, PATCHES, assets_dir, patched
 from store.settings import Settings
-
-from .support import ServerThread
+from tests.support import ServerThread
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]

@@ -27,9 +27,8 @@ from schemathesis.config import SchemathesisConfig
 from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, new_key
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, new_key
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,7 @@ from nads.client import Job as ClientJob
 from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings
-
-from .support import new_key
+from tests.support import new_key
 
 SPEC = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
 

@@ -1,11 +1,11 @@
 """The limits other tests shrink, at the defaults users get.
 
-test_limits.py, test_poison_e2e.py and test_bounds.py run servers with small body, upload and
-dataset limits so that their payloads stay small. Here one server runs with every limit at its
-default (its own database, the session's Redis broker) and each limit is checked at its edge:
-the value is the documented one (docs/service.md), a request announcing one byte over it is
-refused before its body is sent, and a streamed body is refused once it passes the limit, not
-after its end. Nothing here pushes more than the limit plus one chunk.
+test_limits.py, test_size_bounds.py and tests/service/test_poison_e2e.py run servers with small
+body, upload and dataset limits so that their payloads stay small. Here one server runs with
+every limit at its default (its own database, the session's Redis broker) and each limit is
+checked at its edge: the value is the documented one (docs/service.md), a request announcing
+one byte over it is refused before its body is sent, and a streamed body is refused once it
+passes the limit, not after its end. Nothing here pushes more than the limit plus one chunk.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import pytest
 from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, new_key
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, new_key
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +170,7 @@ def _declared_npz(n: int) -> bytes:
 def test_a_dataset_declaring_past_a_gib_is_refused(client: httpx.Client) -> None:
     """2**20 + 1 images of 1,024 bytes: one image past the 1 GiB default once decompressed,
     refused naming the limit before the members are compared with their headers (the same
-    archive with an honest member, at a 10 MB limit: test_bounds.py)."""
+    archive with an honest member, at a 10 MB limit: test_size_bounds.py)."""
     r = client.post("/v1/uploads", data={"kind": "dataset"},
                     files={"file": ("big.npz", _declared_npz(2**20 + 1))})
     assert r.status_code == 413, r.text

@@ -7,7 +7,7 @@ The apps built here with their own settings get their own throwaway database and
 messages to the session's real Redis broker, as every API does: a worker that takes one finds no
 such job in its database and drops it (worker/tasks.py `_claim`), so their jobs are never
 computed. Limits below the defaults keep the payloads small; each has a twin at the default in
-tests/service/test_defaults.py.
+tests/api/test_limit_defaults.py.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import Worker, utcnow
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, new_key
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 

@@ -35,9 +35,8 @@ from api.serving import HeaderTimeoutH11, HeaderTimeoutHttpTools, limited_protoc
 from store.migrate import upgrade
 from store.npz import ArchiveError, inspect_upload, read_header
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, new_key
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, new_key
 
 PROTOCOLS = {"h11": HeaderTimeoutH11, "httptools": HeaderTimeoutHttpTools}
 QUOTA = 3_000_000  # NADS_MAX_STORAGE_BYTES_PER_USER here

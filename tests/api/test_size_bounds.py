@@ -2,7 +2,7 @@
 served over HTTP on the embedded database (SQLite, as `nads serve` runs it) and the session's
 real Redis broker (a worker that takes a message finds no such job in its database and drops
 it: nothing here is computed). The dataset and memory limits are shrunk to keep payloads small;
-tests/service/test_defaults.py checks both at their defaults.
+tests/api/test_limit_defaults.py checks both at their defaults.
 """
 
 from __future__ import annotations
@@ -29,8 +29,7 @@ from nadcore.spec import MAX_INPUT_DIM
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.hostile_zips import many_entries_zip
-
-from .support import ServerThread, free_port, new_key
+from tests.support import ServerThread, free_port, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 LIMIT = 10_000_000  # NADS_MAX_DATASET_DECOMPRESSED_BYTES here

@@ -17,8 +17,7 @@ import pytest
 
 from api.main import create_app
 from store.settings import Settings
-
-from .support import ServerThread, new_key
+from tests.support import ServerThread, new_key
 
 
 @pytest.fixture(scope="module")

@@ -30,9 +30,8 @@ from store.db import session_scope
 from store.models import Architecture, utcnow
 from store.settings import Settings
 from tests.bad_models import Forever, NaN, Raises, scripted_bytes
+from tests.support import ServerThread, reference, wait_for_job
 from worker.reconcile import reconcile_once
-
-from .support import ServerThread, reference, wait_for_job
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 SHAPE = [1, 16, 16]

@@ -30,10 +30,9 @@ from store.migrate import upgrade
 from store.models import Job, Shard
 from store.settings import Settings
 from tests.bad_models import scripted_bytes
+from tests.fixtures import ThrowawayDatabases
 from tests.hostile_models import SHAPE, SleepsAtJobBatches
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, celery_worker, new_key, wait_for_job
+from tests.support import ServerThread, celery_worker, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 

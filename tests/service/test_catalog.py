@@ -28,8 +28,7 @@ from nads.client import Client, NadsError
 from store.db import session_scope
 from store.models import CatalogEntry, Job, Shard, User
 from store.settings import Settings
-
-from .support import (
+from tests.support import (
     NADS_BIN,
     ROOT,
     clean_env,

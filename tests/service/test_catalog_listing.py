@@ -24,8 +24,7 @@ from nads.client import Client, NadsError
 from store.db import session_scope
 from store.migrate import upgrade
 from store.settings import Settings
-
-from .support import NADS_BIN, ServerThread
+from tests.support import NADS_BIN, ServerThread
 
 PAPER = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
 GPU = {"vgg11", "resnet18", "densenet121"}

@@ -23,8 +23,7 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import CatalogEntry, Job
 from store.settings import SHIPPED_CATALOG_DIR, Settings
-
-from .support import clean_env, nads_serve
+from tests.support import clean_env, nads_serve
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ import pytest
 
 from nads.client import Client, Job, NadsError
 from store.settings import Settings
-
-from .support import ServerThread, assert_matches_reference, in_process, new_key, reference
+from tests.support import ServerThread, assert_matches_reference, in_process, new_key, reference
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -25,8 +25,7 @@ from store.migrate import upgrade
 from store.models import Job, Worker
 from store.settings import Settings
 from tests.nadcore.test_datasets import write_cifar_miniature
-
-from .support import ServerThread, celery_worker, new_key, wait_for_job
+from tests.support import ServerThread, celery_worker, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 

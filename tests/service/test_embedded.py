@@ -16,8 +16,7 @@ import psutil
 import pytest
 
 from store.settings import Settings
-
-from .support import (
+from tests.support import (
     NADS_BIN,
     ROOT,
     clean_env,

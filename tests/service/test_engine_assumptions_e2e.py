@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from nadcore import subspace_overlap
+from tests.support import wait_for_job
 
-from .support import wait_for_job
 from .test_architectures_e2e import wait_validated
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]

@@ -23,8 +23,7 @@ from sqlalchemy import select
 from store.db import session_scope
 from store.models import ArchitectureCost, Worker, utcnow
 from store.settings import Settings
-
-from .support import (
+from tests.support import (
     NADS_BIN,
     cancel_once_running,
     clean_env,
@@ -33,6 +32,7 @@ from .support import (
     submit_job,
     wait_for_job,
 )
+
 from .test_web import browser  # noqa: F401 (the fixture: headless Chromium)
 
 SMALL = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 24, "seed": 11,

@@ -22,8 +22,8 @@ from sqlalchemy import text
 
 from store.db import session_scope
 from store.settings import Settings
+from tests.support import clean_env, nads_serve, new_key, submit_job, wait_for_job
 
-from .support import clean_env, nads_serve, new_key, submit_job, wait_for_job
 from .test_worker_layout import needs_two_cores
 
 # 8 shards of 12 LeNets (finite differences, 1x32x32): seconds each on one core

@@ -35,8 +35,7 @@ from nadcore.engine import estimate_nads
 from nads.service_commands import WorkerSupervisor
 from store.migrate import upgrade
 from store.settings import Settings
-
-from .support import ROOT, free_port, new_key, settings_env
+from tests.support import ROOT, free_port, new_key, settings_env
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from nads.client import Client
-
-from .support import clean_env, nads_serve
+from tests.support import clean_env, nads_serve
 
 NADS_BIN = str(Path(sys.executable).with_name("nads"))
 # LeNet at 16 x 16 (a quarter of the finite differences of 32 x 32): no catalog entry has it

@@ -27,8 +27,7 @@ from api.main import create_app
 from store.auth import CATALOG_USER, ReservedUserError, create_key
 from store.db import session_scope
 from store.settings import Settings
-
-from .support import METRICS_AUTH, new_key, wait_for_job
+from tests.support import METRICS_AUTH, new_key, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 

@@ -26,9 +26,7 @@ from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import Artifact, Job, Shard, utcnow
 from store.settings import Settings
-from worker.reconcile import reconcile_once
-
-from .support import (
+from tests.support import (
     METRICS_AUTH,
     ServerThread,
     assert_matches_reference,
@@ -37,6 +35,7 @@ from .support import (
     reference,
     wait_for_job,
 )
+from worker.reconcile import reconcile_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 

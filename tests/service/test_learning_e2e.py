@@ -26,8 +26,7 @@ import numpy as np
 import pytest
 
 from store.settings import Settings
-
-from .support import new_key, submit_job, wait_for_job
+from tests.support import new_key, submit_job, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 

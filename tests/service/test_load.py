@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PG_ADMIN
-from .support import ROOT
+from tests.fixtures import PG_ADMIN
+from tests.support import ROOT
 
 pytestmark = pytest.mark.slow
 

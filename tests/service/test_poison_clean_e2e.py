@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .support import submit_job, wait_for_job
+from tests.support import submit_job, wait_for_job
 
 
 @pytest.mark.slow

@@ -29,8 +29,7 @@ from nadcore.poison_spec import PoisonSpec
 from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings
-
-from .support import (
+from tests.support import (
     METRICS_AUTH,
     ServerThread,
     cancel_once_running,
@@ -38,6 +37,7 @@ from .support import (
     submit_job,
     wait_for_job,
 )
+
 from .test_probe_e2e import assert_png, download, download_npy
 
 # The issue's acceptance example, exactly as written there (J: the LeNet NAD job's id).
@@ -396,7 +396,7 @@ def test_an_uploaded_nad_array_drives_a_flip_job(alice: httpx.Client, nads: np.n
 def test_a_bad_upload_fails_the_job_with_the_engines_message(alice: httpx.Client,
                                                              nad_job: dict) -> None:
     arrays = small_digits()
-    # What the arrays' headers show is refused at upload (tests/service/test_bounds.py) ...
+    # What the arrays' headers show is refused at upload (tests/api/test_size_bounds.py) ...
     r = upload(alice, npz_bytes(x=arrays["x"]), "dataset", "no-labels.npz")
     assert r.status_code == 422
     assert r.json()["detail"][0]["msg"] == "file: y: missing from the .npz (it has ['x'])"

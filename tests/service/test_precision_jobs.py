@@ -13,8 +13,7 @@ from sqlalchemy import select
 from store.db import session_scope
 from store.models import Job
 from store.settings import Settings
-
-from .support import refused_messages, submit_job, wait_for_job
+from tests.support import refused_messages, submit_job, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 BODY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 30, "shards": 2}

@@ -28,9 +28,7 @@ from nadcore.probe_spec import ProbeSpec
 from store.db import session_scope
 from store.models import Artifact, Job, utcnow
 from store.settings import Settings
-from worker.reconcile import reconcile_once
-
-from .support import (
+from tests.support import (
     METRICS_AUTH,
     ServerThread,
     cancel_once_running,
@@ -38,6 +36,7 @@ from .support import (
     submit_job,
     wait_for_job,
 )
+from worker.reconcile import reconcile_once
 
 # The issue's acceptance example, exactly as written there.
 ACCEPTANCE = """{"architecture": "logreg", "input_shape": [1, 32, 32],

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import ROOT, clean_env, nads_serve
+from tests.support import ROOT, clean_env, nads_serve
 
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```(?P<language>[^`\s]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$", re.S | re.M)

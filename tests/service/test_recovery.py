@@ -25,9 +25,9 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import Job, Shard
 from store.settings import Settings
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, clean_env, nads_serve, new_key, settings_env, wait_for_job
 
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, clean_env, nads_serve, new_key, settings_env, wait_for_job
 from .test_faults import (
     PrivateRedis,
     _alive,

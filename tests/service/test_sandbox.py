@@ -49,8 +49,7 @@ from tests.hostile_models import (
 )
 from tests.hostile_zips import many_entries_zip
 from tests.listener import Listener
-
-from .support import ServerThread, celery_worker, new_key, reference, wait_for_job
+from tests.support import ServerThread, celery_worker, new_key, reference, wait_for_job
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-secret-of-the-worker"  # in the worker's environment

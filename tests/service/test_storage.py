@@ -25,8 +25,7 @@ from store.blobs import BlobStore, record_blob
 from store.db import get_sessionmaker, session_scope
 from store.models import SUCCEEDED, ApiKey, Artifact, Blob, Job, Upload, utcnow
 from store.settings import Settings
-
-from .support import ServerThread, new_key, settings_env, wait_for_job
+from tests.support import ServerThread, new_key, settings_env, wait_for_job
 
 SMALL = 100_000
 TINY_NAD = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}

@@ -20,8 +20,7 @@ from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.bad_models import Raises, scripted_bytes
-
-from .support import ServerThread, celery_worker, new_key
+from tests.support import ServerThread, celery_worker, new_key
 
 pytestmark = pytest.mark.slow
 BURST = 5

@@ -24,6 +24,7 @@ from jobs.broker import make_celery
 from jobs.catalog import build
 from store.db import session_scope
 from store.settings import Settings
+from tests.support import failing_poison, new_key, wait_for_job
 from worker.plots import (
     fourier_energy,
     gallery_size,
@@ -32,8 +33,6 @@ from worker.plots import (
     shifted,
     spatial_view,
 )
-
-from .support import failing_poison, new_key, wait_for_job
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from store.settings import Settings
-
-from .support import new_key, submit_job, wait_for_job
+from tests.support import new_key, submit_job, wait_for_job
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

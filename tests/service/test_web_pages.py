@@ -30,8 +30,7 @@ from jobs.shipped import install_shipped
 from store.db import session_scope
 from store.migrate import upgrade
 from store.settings import SHIPPED_CATALOG_DIR, Settings
-
-from .support import ServerThread, new_key
+from tests.support import ServerThread, new_key
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -15,8 +15,7 @@ import pytest
 
 from nadcore import PartialNADs
 from nadcore.cores import usable_cores
-
-from .support import clean_env, nads_serve, wait_for_job
+from tests.support import clean_env, nads_serve, wait_for_job
 
 # two shards of ~40 LeNets (finite differences, 1x32x32): a few seconds each on one core
 SPEC = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 80, "seed": 3,

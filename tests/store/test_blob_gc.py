@@ -33,8 +33,7 @@ from store.models import (
     User,
     utcnow,
 )
-
-from .conftest import ThrowawayDatabases
+from tests.fixtures import ThrowawayDatabases
 
 HOUR = 3600.0
 

@@ -11,8 +11,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from store.migrate import MIGRATIONS, alembic_config, downgrade, upgrade
 from store.models import Base
-
-from .conftest import ThrowawayDatabases
+from tests.fixtures import ThrowawayDatabases
 
 TABLES = {"users", "api_keys", "blobs", "jobs", "shards", "artifacts", "uploads", "architectures",
           "catalog", "workers", "upload_attempts", "architecture_costs"}

@@ -33,9 +33,8 @@ from store.blobs_s3 import S3BlobStore
 from store.db import get_sessionmaker
 from store.models import Blob, Upload, User
 from store.settings import Settings
-
-from .conftest import ThrowawayDatabases
-from .support import ServerThread, celery_worker, free_port, in_process, new_key, wait_for_job
+from tests.fixtures import ThrowawayDatabases
+from tests.support import ServerThread, celery_worker, free_port, in_process, new_key, wait_for_job
 
 BUCKET = "nads-test"
 AWS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
