@@ -21,12 +21,16 @@ from api.routers import (
     web,
 )
 from jobs.broker import make_celery
+from jobs.kinds import KINDS
+from jobs.kinds.base import limits
 from store.blobs import open_blob_store
 from store.settings import Settings, get_settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    for kind in KINDS.values():  # a quota set to no number fails the start, as a field would
+        limits(kind.quotas, settings)
     app = FastAPI(
         title="NADs service",
         version="0.1.0",

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -40,14 +40,10 @@ from jobs.broker import GPU_QUEUE
 from store.models import Worker, utcnow
 from store.settings import Settings
 
+if TYPE_CHECKING:  # the kinds import this module (jobs/kinds/poison.py)
+    from jobs.kinds.base import JobKind
+
 CALIBRATION = "calibration"  # throughput key of the start-up measurement (worker/calibrate.py)
-# The item count a smaller job of each kind would change, as the refusal names it.
-ITEMS = {"nads": ("num_networks", "networks"), "probe": ("directions", "directions"),
-         "poison": ("indices", "indices")}
-MIN_ITEMS = {"nads": 2}  # a NAD job needs two networks (NADSpec)
-# Positions a job trains past its items: a poison job's clean run (the last position,
-# nadcore.poison_spec.clean_position), in its shard ranges and its cost but not one of its indices.
-EXTRA_POSITIONS = {"poison": 1}
 # FLOP/s of one process that has measured nothing yet, by device kind (see the docstring).
 ASSUMED_FLOPS_PER_S = {"cpu": 50e9, "cuda": 150e12}
 
@@ -228,16 +224,17 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
                    "the wait in the queue is the job's `queue`)"}
 
 
-def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tuple[int, int]],
-                    workers: Sequence[Worker], limit_s: float) -> int:
-    """The largest item count (networks, directions, indices) whose estimate fits `limit_s`,
-    at the same cost per position and the same number of shards (at most one per item), the
-    kind's extra positions included; 0 if none does."""
+def largest_fitting(kind: JobKind, estimate: Mapping[str, Any],
+                    ranges: Sequence[tuple[int, int]], workers: Sequence[Worker],
+                    limit_s: float) -> int:
+    """The largest item count (the kind's `items`: networks, directions, indices) whose
+    estimate fits `limit_s`, at the same cost per position and the same number of shards (at
+    most one per item), the kind's extra positions included; 0 if none does."""
     from jobs.kinds.base import shard_ranges
 
     positions = sum(b - a for a, b in ranges)
-    extra = EXTRA_POSITIONS.get(kind, 0)
-    work = compute_work(estimate, user_processes(workers, kind), ranges)
+    extra = kind.items.extra
+    work = compute_work(estimate, user_processes(workers, kind.name), ranges)
     if work is None:
         return 0
     amount, rates, _ = work
@@ -247,7 +244,7 @@ def largest_fitting(kind: str, estimate: Mapping[str, Any], ranges: Sequence[tup
         return schedule_s(shard_costs(per_position * (m + extra),
                                  shard_ranges(m + extra, min(len(ranges), m))), rates)
 
-    least = MIN_ITEMS.get(kind, 1)
+    least = kind.items.least
     lo, hi = least - 1, positions - extra
     while lo < hi:  # seconds(m) grows with m
         mid = (lo + hi + 1) // 2
@@ -264,15 +261,15 @@ class TooLong(ValueError):
         self.run, self.fits = dict(run), dict(fits)
 
 
-def check_run_time(kind: str, run: Mapping[str, Any], estimate: Mapping[str, Any] | None,
+def check_run_time(kind: JobKind, run: Mapping[str, Any], estimate: Mapping[str, Any] | None,
                    ranges: Sequence[tuple[int, int]], workers: Sequence[Worker],
                    settings: Settings) -> None:
     """Raises `TooLong` when the run estimate exceeds the limit (0: no limit)."""
     limit = settings.max_estimated_run_s
     if not limit or run.get("run_s") is None or run["run_s"] <= limit:
         return
-    field, unit = ITEMS.get(kind, ("items", "items"))
-    total = sum(b - a for a, b in ranges) - EXTRA_POSITIONS.get(kind, 0)
+    field, unit = kind.items.field, kind.items.unit
+    total = sum(b - a for a, b in ranges) - kind.items.extra
     fits = largest_fitting(kind, estimate or {}, ranges, workers, limit)
     what = (f"at most {fits:,} {unit} (of {total:,}) fit with up to {len(ranges)} shard(s)"
             if fits else f"no number of {unit} fits (use a smaller input_shape or "

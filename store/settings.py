@@ -6,10 +6,12 @@ database, kombu's filesystem broker and a blob directory. Production only change
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, TypeAdapter, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository's shipped catalog entries (jobs/shipped.py), next to the packages.
@@ -17,7 +19,8 @@ SHIPPED_CATALOG_DIR = Path(__file__).resolve().parents[1] / "catalog_data"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NADS_", extra="ignore")
+    # extra: the quotas the job kinds declare (`quota`), given to the constructor by name
+    model_config = SettingsConfigDict(env_prefix="NADS_", extra="allow")
 
     data_dir: Path = Field(Path("var"), description="Root of the embedded defaults.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite.")
@@ -29,30 +32,6 @@ class Settings(BaseSettings):
         "NADS_BLOB_DIR then holds only this node's staging and read-through cache.",
     )
 
-    # Quotas: a spec whose estimate exceeds one of them is refused (0 disables a limit).
-    max_forward_passes: int = Field(2_000_000_000, ge=0)
-    max_flops: float = Field(1e17, ge=0)  # the paper's 10,000 DenseNet-121s: 3.6e16
-    max_memory_bytes: int = Field(16 * 2**30, ge=0)
-
-    # Quotas of probe jobs (0 disables a limit). The paper's full 32 x 32 Fourier grid with its
-    # recipe (1024 directions, 20 epochs, 10,000 samples) is 2.0e8 training samples, 9.1e17
-    # FLOPs with ResNet-18.
-    max_probe_train_samples: int = Field(
-        1_000_000_000, ge=0, description="directions x epochs x num_train"
-    )
-    max_probe_flops: float = Field(
-        1e18, ge=0, description="training and test passes over all directions"
-    )
-    max_probe_directions_bytes: int = Field(
-        2**30, ge=0, description="directions.npy: directions x C*H*W x 4 bytes"
-    )
-
-    # Quota of poison jobs (0 disables it): indices x epochs x training-set size (digits 1,437,
-    # CIFAR-10 50,000, an upload: its size / 1,024 bytes). The paper's CIFAR-10 curve
-    # (ResNet-18, 50 epochs, ~100 indices): 2.5e8.
-    max_poison_train_samples: int = Field(
-        1_000_000_000, ge=0, description="indices x epochs x training-set size"
-    )
     max_upload_bytes: int = Field(
         200_000_000, ge=1, description="Largest accepted upload (.npz dataset, .npy NADs)."
     )
@@ -272,25 +251,20 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
 
-    def quotas(self) -> dict[str, float]:
-        """Limits by the name of the cost-estimate field they bound (0 = unlimited)."""
-        return {
-            "forward_passes": self.max_forward_passes,
-            "flops": self.max_flops,
-            "memory_bytes": self.max_memory_bytes,
-        }
-
-    def probe_quotas(self) -> dict[str, float]:
-        """Limits of probe jobs by the name of the estimate field they bound (0 = unlimited)."""
-        return {
-            "train_samples": self.max_probe_train_samples,
-            "flops": self.max_probe_flops,
-            "directions_bytes": self.max_probe_directions_bytes,
-        }
-
-    def poison_quotas(self) -> dict[str, float]:
-        """Limits of poison jobs by the name of the estimate field they bound (0 = unlimited)."""
-        return {"train_samples": self.max_poison_train_samples}
+    def quota(self, name: str, default: int | float) -> int | float:
+        """A quota a job kind declares (`jobs.kinds.base.Quota`: a limit on its cost estimate,
+        0 = none), read like a field: given to the constructor, else NADS_<NAME> in the
+        environment, else `default`; of the default's type and >= 0 (ValueError naming the
+        variable otherwise)."""
+        given = (self.model_extra or {}).get(name)
+        if given is None:
+            given = os.environ.get(f"NADS_{name.upper()}")
+        if given is None:
+            return default
+        try:
+            return TypeAdapter(Annotated[type(default), Field(ge=0)]).validate_python(given)
+        except ValidationError as exc:
+            raise ValueError(f"NADS_{name.upper()}: {exc.errors()[0]['msg']}") from None
 
 
 @lru_cache

@@ -20,7 +20,7 @@ from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from jobs.budget import Budget, shard_budget
 from jobs.dispatch import dispatch_pending, enqueue_merge
 from jobs.fleet import process_rate
-from nadcore import Cancelled, NADResult
+from nadcore import Cancelled
 from store import blobgc
 from store.blobs import keep_blob
 from store.db import get_sessionmaker, session_scope
@@ -38,7 +38,7 @@ from store.settings import get_settings
 from worker.app import app
 from worker.calibrate import record_shard, shard_flops
 from worker.heartbeat import shard_heartbeat
-from worker.kinds import nads, runner
+from worker.kinds import runner
 from worker.kinds.base import Claimed, blob_store, db_url
 from worker.reconcile import reconcile_once
 from worker.sandbox import SandboxCancelled
@@ -248,11 +248,11 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
             one.discard()
 
 
-def _store_result(job_id: str, result: NADResult) -> None:
-    """Stores a NAD result's arrays and figures and moves the job to succeeded; NaN or inf
-    anywhere fails the job (worker/kinds/nads.py)."""
+def _store_result(job_id: str, kind: str, result: object) -> None:
+    """Stores a whole job's result as its kind's runner writes it (arrays and figures) and
+    moves the job to succeeded; NaN or inf anywhere fails the job."""
     with tempfile.TemporaryDirectory() as tmp:
-        files, summary = nads.result_files(result, Path(tmp))
+        files, summary = runner(kind).result_files(result, Path(tmp))
         _store_artifacts(job_id, files, summary)
 
 
@@ -278,21 +278,22 @@ def merge(self: Task, job_id: str) -> None:
 
 @app.task(bind=True, base=JobTask, name=RUN_WHOLE)
 def run_whole(self: Task, job_id: str) -> None:
-    """The whole job in one task: required when early stopping (target_stability) is on."""
+    """The whole job in one task (a SEQUENTIAL plan: a NAD job with early stopping); the
+    kind's runner computes it (`run_whole`) and writes its files (`result_files`)."""
     claimed = _claim(self, job_id, 0)
     if claimed is None:
         return
     progress, should_stop = _callbacks(claimed)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
-            result = nads.RUNNER.run_whole(claimed, progress, should_stop)
+            result = runner(claimed.kind).run_whole(claimed, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         _stopped(claimed, self.request.hostname)
         return
     with session_scope(_db_url()) as session:
         state.finish_shard(session, claimed.shard_id, SUCCEEDED)
     _release(claimed, self.request.hostname)
-    _store_result(job_id, result)
+    _store_result(job_id, claimed.kind, result)
 
 
 @app.task(name=RECONCILE)

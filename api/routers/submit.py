@@ -72,7 +72,7 @@ def _add_route(kind: JobKind) -> None:
         run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)
         if not accept_long:
             try:
-                check_run_time(kind.name, run, plan.estimate, plan.ranges, workers, settings)
+                check_run_time(kind, run, plan.estimate, plan.ranges, workers, settings)
             except TooLong as exc:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                     detail={"msg": str(exc), "estimate": plan.estimate,

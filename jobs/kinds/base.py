@@ -23,8 +23,9 @@ from store.blobs import Blobs
 from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
-__all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "JobKind", "Plan", "QuotaError",
-           "SpecError", "check_limits", "counted_layers", "custom_flops", "shard_ranges"]
+__all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "Items", "JobKind", "Plan", "Quota",
+           "QuotaError", "SpecError", "check_limits", "counted_layers", "custom_flops", "limits",
+           "shard_ranges"]
 
 
 class SpecError(ValueError):
@@ -51,6 +52,34 @@ class Figure:
 
     name: str
     caption: str
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A limit on one field of a kind's cost estimate (`estimate`), read by `Settings.quota`
+    as the setting `name` (NADS_<NAME> in the environment) with its `default` (0 = no limit);
+    `what` says what the estimate counts, in the refusal."""
+
+    estimate: str
+    name: str
+    default: int | float
+    what: str
+
+    @property
+    def env(self) -> str:
+        return f"NADS_{self.name.upper()}"
+
+
+@dataclass(frozen=True)
+class Items:
+    """What a kind's shard ranges count, as a refusal for a too long run names them
+    (jobs/fleet.py): the spec `field` a smaller job changes and its `unit`; at least `least`
+    of them; `extra` positions run past the items (a poison job's clean run)."""
+
+    field: str
+    unit: str
+    least: int = 1
+    extra: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,11 @@ class JobKind(Protocol):
     arguments of `api.uploaded_architectures.resolve_architecture`: networks, outputs,
     exact_outputs, input_shape); `plan` checks everything else and returns the plan, or raises
     `SpecError` / `QuotaError`. `worker` names the module that runs and merges its shards.
+
+    Declared as data, read by the service without naming the kind: `items` (what the shard
+    ranges count, jobs/fleet.py), `quotas` (the limits on its estimate and their settings),
+    `supports_upload` (whether its `architecture` may name an uploaded architecture, run in the
+    sandbox: the worker module then runs those shards through worker/uploaded.py).
     """
 
     name: str
@@ -96,6 +130,9 @@ class JobKind(Protocol):
     unit: str
     figures: tuple[Figure, ...]
     worker: str
+    items: Items
+    quotas: tuple[Quota, ...]
+    supports_upload: bool
 
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 
@@ -108,18 +145,24 @@ def shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
     return [(bounds[i], bounds[i + 1]) for i in range(shards)]
 
 
-def check_limits(estimate: Mapping[str, Any], limits: Mapping[str, float],
-                 env: Mapping[str, str], what: Mapping[str, str], advice: str) -> None:
+def limits(quotas: Sequence[Quota], settings: Settings) -> dict[str, float]:
+    """The limits by the name of the estimate field they bound (0 = no limit)."""
+    return {q.estimate: settings.quota(q.name, q.default) for q in quotas}
+
+
+def check_limits(estimate: Mapping[str, Any], quotas: Sequence[Quota], settings: Settings,
+                 advice: str) -> None:
     """Raises `QuotaError` naming every estimate over its limit (0 = no limit)."""
+    bounds = limits(quotas, settings)
     over = []
-    for name, limit in limits.items():
-        value = estimate.get(name)
+    for q in quotas:
+        value, limit = estimate.get(q.estimate), bounds[q.estimate]
         if limit and value is not None and value > limit:
-            over.append(f"estimated {name} {value:,.0f} ({what[name]}) exceeds the limit "
-                        f"{limit:,.0f} ({env[name]})")
+            over.append(f"estimated {q.estimate} {value:,.0f} ({q.what}) exceeds the limit "
+                        f"{limit:,.0f} ({q.env})")
     if over:
         raise QuotaError("spec exceeds the quota: " + "; ".join(over) + "; " + advice,
-                         estimate, limits)
+                         estimate, bounds)
 
 
 def custom_flops(info: dict[str, Any] | None, forward_passes: float) -> float | None:

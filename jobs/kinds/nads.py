@@ -13,7 +13,9 @@ from jobs.kinds.base import (
     SHARDED,
     Admission,
     Figure,
+    Items,
     Plan,
+    Quota,
     check_limits,
     counted_layers,
     custom_flops,
@@ -22,10 +24,13 @@ from nadcore.cost import LayerCount, estimate_cost, running_bytes
 from nadcore.spec import NADSpec
 from store.settings import Settings
 
-_ENV = {"forward_passes": "NADS_MAX_FORWARD_PASSES", "flops": "NADS_MAX_FLOPS",
-        "memory_bytes": "NADS_MAX_MEMORY_BYTES"}
-_WHAT = {"forward_passes": "forward passes", "flops": "FLOP",
-         "memory_bytes": "bytes of partial results and of one running network"}
+QUOTAS = (
+    Quota("forward_passes", "max_forward_passes", 2_000_000_000, "forward passes"),
+    # the paper's 10,000 DenseNet-121s: 3.6e16
+    Quota("flops", "max_flops", 1e17, "FLOP"),
+    Quota("memory_bytes", "max_memory_bytes", 16 * 2**30,
+          "bytes of partial results and of one running network"),
+)
 
 
 def check_quota(spec: NADSpec, settings: Settings,
@@ -43,7 +48,7 @@ def check_quota(spec: NADSpec, settings: Settings,
         estimate["parameters"] = arch_info.get("num_params")
         estimate["model_bytes"] = running_bytes(spec, estimate["parameters"], None)
         estimate["memory_bytes"] = estimate["result_bytes"] + estimate["model_bytes"]
-    check_limits(estimate, settings.quotas(), _ENV, _WHAT, "reduce num_networks or input_shape")
+    check_limits(estimate, QUOTAS, settings, "reduce num_networks or input_shape")
     return estimate
 
 
@@ -62,6 +67,9 @@ class NADKind:
                "cumulative share of the variance."),
     )
     worker = "worker.kinds.nads"
+    items = Items("num_networks", "networks", least=2)  # a NAD job needs two networks
+    quotas = QUOTAS
+    supports_upload = True
 
     def architecture(self, spec: NADSpec) -> dict[str, Any]:
         return {"networks": spec.num_networks, "outputs": spec.output_index + 1,

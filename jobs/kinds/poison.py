@@ -22,7 +22,9 @@ from jobs.kinds.base import (
     SHARDED,
     Admission,
     Figure,
+    Items,
     Plan,
+    Quota,
     SpecError,
     check_limits,
     counted_layers,
@@ -46,9 +48,10 @@ NAMED_DATASETS: dict[str, tuple[tuple[int, int, int], int, int]] = {
 }
 _NPY_HEADER = 128  # bytes numpy.save writes before a small array's data
 _TEST_SIZE = {"digits": 360, "cifar10": 10_000}  # test images of the named datasets
-_ENV = {"train_samples": "NADS_MAX_POISON_TRAIN_SAMPLES"}
-_WHAT = {"train_samples": "models x epochs x training-set size, a model per index and one clean "
-                          "run"}
+# indices x epochs x training-set size (digits 1,437, CIFAR-10 50,000, an upload: its size /
+# 1,024 bytes). The paper's CIFAR-10 curve (ResNet-18, 50 epochs, ~100 indices): 2.5e8.
+QUOTAS = (Quota("train_samples", "max_poison_train_samples", 1_000_000_000,
+                "models x epochs x training-set size, a model per index and one clean run"),)
 
 
 def carrier_rows(num_classes: int, channels: int) -> int:
@@ -191,7 +194,7 @@ def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | Non
 
 
 def check_poison_quota(estimate: dict[str, Any], settings: Settings) -> None:
-    check_limits(estimate, settings.poison_quotas(), _ENV, _WHAT,
+    check_limits(estimate, QUOTAS, settings,
                  "reduce the indices, training.epochs or dataset.limit_train")
 
 
@@ -219,6 +222,11 @@ class PoisonKind:
                "with what its colour scale is."),
     )
     worker = "worker.kinds.poison"
+    # the clean run (nadcore.poison_spec.clean_position) is a position past the indices: in the
+    # shard ranges and the cost, not one of the indices
+    items = Items("indices", "indices", extra=1)
+    quotas = QUOTAS
+    supports_upload = True
 
     def architecture(self, spec: PoisonSpec) -> dict[str, Any]:
         named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None

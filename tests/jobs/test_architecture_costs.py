@@ -60,7 +60,7 @@ def test_a_torchvision_spec_is_pending_until_counted_then_estimated_like_a_built
                       last_seen=utcnow())]
     run = run_estimate("nads", plan.estimate, plan.ranges, workers)
     with pytest.raises(TooLong) as refused:
-        check_run_time("nads", run, plan.estimate, plan.ranges, workers,
+        check_run_time(get_kind("nads"), run, plan.estimate, plan.ranges, workers,
                        Settings(max_estimated_run_s=3600))
     assert str(refused.value).startswith("num_networks: the estimated run time, ")
 

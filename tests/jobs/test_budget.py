@@ -7,6 +7,7 @@ import pytest
 
 from jobs.budget import measured_seconds, shard_budget
 from jobs.fleet import check_run_time, run_estimate
+from jobs.kinds import get_kind
 from store.models import Worker, utcnow
 from store.settings import Settings
 
@@ -81,5 +82,5 @@ def test_the_run_estimate_counts_validations_measured_seconds() -> None:
     estimate = {"flops": 1e3, "measured_s": 400.0}
     run = run_estimate("nads", estimate, ranges, cpu)
     with pytest.raises(ValueError, match="NADS_MAX_ESTIMATED_RUN_S") as refused:
-        check_run_time("nads", run, estimate, ranges, cpu, limited)
+        check_run_time(get_kind("nads"), run, estimate, ranges, cpu, limited)
     assert refused.value.fits == {"num_networks": 2, "limit_s": 100}  # 2 networks: 2 x 100 s

@@ -21,6 +21,7 @@ from jobs.fleet import (
     run_estimate,
     schedule_s,
 )
+from jobs.kinds import get_kind
 from store.models import Worker, utcnow
 from store.settings import Settings
 
@@ -68,11 +69,11 @@ def test_unknown_fleet_or_cost_is_said_and_never_refused() -> None:
     ranges = [(0, 10)]
     none = run_estimate("nads", {"flops": 1e15}, ranges, [])
     assert none["run_s"] is None and "no worker connected" in none["basis"]
-    check_run_time("nads", none, {"flops": 1e15}, ranges, [], settings)
+    check_run_time(get_kind("nads"), none, {"flops": 1e15}, ranges, [], settings)
     workers = [_worker("a", 1, {CALIBRATION: 1e9})]
     torchvision = run_estimate("nads", {"flops": None}, ranges, workers)
     assert torchvision["run_s"] is None and "no worker has counted" in torchvision["basis"]
-    check_run_time("nads", torchvision, {"flops": None}, ranges, workers, settings)
+    check_run_time(get_kind("nads"), torchvision, {"flops": None}, ranges, workers, settings)
 
 
 def test_a_worker_that_measured_nothing_yet_counts_at_the_rate_assumed_for_its_device() -> None:
@@ -88,7 +89,7 @@ def test_a_worker_that_measured_nothing_yet_counts_at_the_rate_assumed_for_its_d
     assert "at ~50.0 GFLOP/s each (assumed for a CPU until its calibration is measured)" \
         in run["basis"], run
     with pytest.raises(TooLong) as caught:
-        check_run_time("nads", run, estimate, ranges, cpu, settings)
+        check_run_time(get_kind("nads"), run, estimate, ranges, cpu, settings)
     assert str(caught.value).startswith("num_networks: the estimated run time"), caught.value
     assert "exceeds the limit of 60.0 min (NADS_MAX_ESTIMATED_RUN_S)" in str(caught.value)
     gpu = run_estimate("nads", estimate, ranges, [_worker("gpu", 1, None, gpus=1)])
@@ -107,7 +108,7 @@ def test_too_long_is_refused_with_the_estimate_why_and_what_fits() -> None:
     run = run_estimate("nads", estimate, eight, workers)
     settings = Settings(max_estimated_run_s=2)
     with pytest.raises(TooLong) as caught:
-        check_run_time("nads", run, estimate, eight, workers, settings)
+        check_run_time(get_kind("nads"), run, estimate, eight, workers, settings)
     message = str(caught.value)
     assert message.startswith("num_networks: the estimated run time, 4 s, exceeds the limit "
                               "of 2 s (NADS_MAX_ESTIMATED_RUN_S)"), message
@@ -115,9 +116,9 @@ def test_too_long_is_refused_with_the_estimate_why_and_what_fits() -> None:
     # 4 networks in 4 one-network shards: two rounds of 1 s; 5 would need 3 s
     assert caught.value.fits == {"num_networks": 4, "limit_s": 2}
     assert "at most 4 networks (of 8) fit" in message and "or a GPU worker" in message
-    assert largest_fitting("nads", estimate, eight, workers, 0.5) == 0
-    check_run_time("nads", run, estimate, eight, workers, Settings(max_estimated_run_s=4))
-    check_run_time("nads", run, estimate, eight, workers, Settings(max_estimated_run_s=0))
+    assert largest_fitting(get_kind("nads"), estimate, eight, workers, 0.5) == 0
+    check_run_time(get_kind("nads"), run, estimate, eight, workers, Settings(max_estimated_run_s=4))
+    check_run_time(get_kind("nads"), run, estimate, eight, workers, Settings(max_estimated_run_s=0))
 
 
 def test_only_workers_that_beat_recently_and_take_users_work_count(session: Session,
@@ -149,7 +150,7 @@ def test_before_any_worker_connects_the_expected_cpu_processes_are_estimated(
     assert run["processes"] == 2 and run["rates"] == "assumed", run
     assert "(starting, not connected yet)" in run["basis"], run
     with pytest.raises(TooLong):
-        check_run_time("nads", run, estimate, ranges, workers, expecting)
+        check_run_time(get_kind("nads"), run, estimate, ranges, workers, expecting)
     session.add(_worker("catalog-only", 4, {CALIBRATION: 1e12}, queues="catalog"))
     session.commit()
     assert [w.name for w in estimating_workers(session, expecting)] == ["catalog-only",
@@ -164,9 +165,9 @@ def test_before_any_worker_connects_the_expected_cpu_processes_are_estimated(
 def test_a_nad_job_that_fits_has_at_least_two_networks() -> None:
     workers = [_worker("a", 2, {CALIBRATION: 1e9})]
     eight = [(2 * i, 2 * i + 2) for i in range(4)]  # 1 GFLOP per network
-    assert largest_fitting("nads", {"flops": 8e9}, eight, workers, 1.0) == 2
-    assert largest_fitting("nads", {"flops": 8e9}, eight, workers, 0.99) == 0
-    assert largest_fitting("probe", {"flops": 8e9}, eight, workers, 1.0) == 2
+    assert largest_fitting(get_kind("nads"), {"flops": 8e9}, eight, workers, 1.0) == 2
+    assert largest_fitting(get_kind("nads"), {"flops": 8e9}, eight, workers, 0.99) == 0
+    assert largest_fitting(get_kind("probe"), {"flops": 8e9}, eight, workers, 1.0) == 2
 
 
 def test_a_shard_records_its_throughput_only_when_it_computed_long_enough(
@@ -195,10 +196,11 @@ def test_a_poison_job_fits_with_its_clean_run() -> None:
     run = run_estimate("poison", estimate, ranges, workers)
     assert run["run_s"] == 3.0  # the shard of 3 models
     with pytest.raises(TooLong) as caught:
-        check_run_time("poison", run, estimate, ranges, workers, Settings(max_estimated_run_s=2))
+        check_run_time(get_kind("poison"), run, estimate, ranges, workers,
+                       Settings(max_estimated_run_s=2))
     # 3 indices + the clean run: 2 shards of 2 models, 2 s; 4 indices need 3 s
     assert caught.value.fits == {"indices": 3, "limit_s": 2}
     assert "at most 3 indices (of 4) fit" in str(caught.value), str(caught.value)
     # 1 index + the clean run: one shard of 2 models, 2 s at 1 GFLOP/s
-    assert largest_fitting("poison", estimate, ranges, workers, 1.99) == 0
-    assert largest_fitting("poison", estimate, ranges, workers, 2.0) == 3
+    assert largest_fitting(get_kind("poison"), estimate, ranges, workers, 1.99) == 0
+    assert largest_fitting(get_kind("poison"), estimate, ranges, workers, 2.0) == 3

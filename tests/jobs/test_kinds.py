@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.schemas import KindName
 from jobs.kinds import KINDS, REGISTRY, get_kind
-from jobs.kinds.base import SEQUENTIAL, SHARDED, Admission, QuotaError, SpecError
+from jobs.kinds.base import SEQUENTIAL, SHARDED, Admission, QuotaError, SpecError, limits
 from nadcore.poison_spec import PoisonSpec
 from nadcore.probe_spec import ProbeSpec
 from nadcore.spec import NADSpec
@@ -109,3 +109,21 @@ def test_poison_plan_refuses_an_upload_that_is_not_the_callers(
     with pytest.raises(SpecError) as exc:
         get_kind("poison").plan(spec, _admit(session, settings, alice.user_id))
     assert exc.value.field == "nads.upload" and "of yours" in exc.value.reason
+
+
+def test_a_kinds_quotas_are_read_by_the_names_it_declares(
+        session: Session, settings: Settings, alice: ApiKey,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """store/settings.py names no kind's quota: `Settings.quota` reads what the kind declares,
+    from the environment or the constructor, and refuses a value that is no number >= 0."""
+    spec = NADSpec(architecture="lenet", num_networks=100, shards=3)
+    monkeypatch.setenv("NADS_MAX_FORWARD_PASSES", "10")
+    with pytest.raises(QuotaError, match="NADS_MAX_FORWARD_PASSES"):
+        get_kind("nads").plan(spec, _admit(session, settings, alice.user_id))
+    assert limits(get_kind("nads").quotas, settings)["forward_passes"] == 10
+    monkeypatch.setenv("NADS_MAX_PROBE_FLOPS", "-1")
+    with pytest.raises(ValueError, match="NADS_MAX_PROBE_FLOPS: Input should be greater than"):
+        limits(get_kind("probe").quotas, settings)
+    given = settings.model_copy(update={"max_probe_flops": 5})
+    assert limits(get_kind("probe").quotas, given)["flops"] == 5
+    assert limits(get_kind("poison").quotas, settings) == {"train_samples": 1_000_000_000}

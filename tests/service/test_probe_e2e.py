@@ -153,7 +153,7 @@ def test_over_quota_is_refused_with_the_estimate_and_the_limit(alice: httpx.Clie
             "num_train) exceeds the limit 1,000,000,000 (NADS_MAX_PROBE_TRAIN_SAMPLES)"
             ) in detail["msg"]
     assert detail["estimate"]["directions"] == 514
-    assert detail["limits"]["train_samples"] == settings.max_probe_train_samples
+    assert detail["limits"]["train_samples"] == 1_000_000_000  # NADS_MAX_PROBE_TRAIN_SAMPLES
     big = {**BASE, "input_shape": [3, 512, 512], "directions": {"kind": "fourier"}}
     msg = refused(alice, big)[0]
     assert "directions_bytes" in msg and "NADS_MAX_PROBE_DIRECTIONS_BYTES" in msg, msg

@@ -43,6 +43,11 @@ class Partial(Protocol):
 
 
 class KindRunner(Protocol):
+    """A sharded job runs `run_shard` per shard, then `merge`. A kind whose plan can be
+    SEQUENTIAL (jobs/kinds: one task, e.g. a NAD job with early stopping) also defines
+    `run_whole(claimed, progress, should_stop)`, returning a result, and
+    `result_files(result, folder)`, writing it as `merge` does."""
+
     def run_shard(self, claimed: Claimed, progress: Progress,
                   should_stop: ShouldStop) -> Partial: ...
 

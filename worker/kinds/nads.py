@@ -111,5 +111,8 @@ class NADRunner:
                                       should_stop, claimed.budget)
         return run_spec(spec, progress=progress, should_stop=should_stop)
 
+    def result_files(self, result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]]:
+        return result_files(result, folder)
+
 
 RUNNER = NADRunner()
