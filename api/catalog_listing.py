@@ -6,7 +6,7 @@ with how an operator builds it and what that needs: at the paper's settings (10,
 finite differences at 1x32x32) VGG-11, ResNet-18 and DenseNet-121 cost 6.2e15, 2.3e16 and
 3.6e16 FLOPs: 4 to 26 days for the two-core development machine's CPU workers at the 1.6e10
 FLOP/s they reached building LeNet (1.7e13 FLOPs in 1,047 s, BENCHMARKS.md), so they need a GPU
-worker. Torch-free: the FLOPs are `nadcore.cost`'s arithmetic on the entry's target spec.
+worker. Torch-free: the FLOPs are `nadcore.nads.cost`'s arithmetic on the entry's target spec.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from jobs.catalog import CATALOG_ARCHITECTURES, PAPER_NETWORKS, target_spec
 from jobs.shipped import PARTIALS, background_networks
-from nadcore.cost import estimate_cost
+from nadcore.nads.cost import estimate_cost
 from store.settings import Settings
 
 # Past this many FLOPs a build is a GPU worker's: LeNet (1.7e13) builds on CPU workers in

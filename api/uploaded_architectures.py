@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.validation import invalid
 from jobs.ownership import own_architecture
-from nadcore.spec import MAX_INPUT_DIM, ArchitectureRef, parse_init_policy
+from nadcore.specs.architecture import MAX_INPUT_DIM, ArchitectureRef, parse_init_policy
 from store.models import READY, User
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

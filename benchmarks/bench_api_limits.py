@@ -129,7 +129,7 @@ def architectures(size: int) -> list[tuple[str, str, bytes]]:
 def many_entries(entries: int = 420_000) -> list[tuple[str, str, bytes]]:
     """The issue's hostile architecture: a zip of `entries` empty members (~45 MB: 500,000 pass
     NADS_MAX_ARCHITECTURE_BYTES here, the issue's had shorter names), whose
-    central directory Python's zipfile would hold whole (nadcore.strict_zip reads the count
+    central directory Python's zipfile would hold whole (nadcore.uploaded.strict_zip reads the count
     from the end records first)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

@@ -4,8 +4,8 @@ check at all; and the API's refusal of a 45 MB zip of 500,000 entries.
 
     python benchmarks/bench_archive_checks.py [--repeats 3]
 
-Per archive, best of `--repeats` (interleaved): `parse` (nadcore.untrusted.read_archive: end
-records, directory, local headers, every member inflated and CRC-checked, the layout), `check`
+Per archive, best of `--repeats` (interleaved): `parse` (nadcore.uploaded.untrusted.read_archive:
+end records, directory, local headers, every member inflated and CRC-checked, the layout), `check`
 (tokens, pickle opcodes, JSON), `rewrite` (the canonical archive written), then the whole
 `load_untrusted` (with torch's load and the graph walk) against `torch.jit.load` /
 `torch.export.load` of the uploaded bytes alone. Peak memory is what tracemalloc counts of
@@ -23,8 +23,8 @@ import tracemalloc
 import warnings
 from pathlib import Path
 
-from nadcore.archive_format import read_layout
-from nadcore.untrusted import (
+from nadcore.uploaded.archive_format import read_layout
+from nadcore.uploaded.untrusted import (
     canonical_archive,
     check_export_members,
     check_torchscript_members,

@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from nadcore import NADSpec
-from nadcore.custom import register_archive
-from nadcore.engine import ShardRunner
-from nadcore.spec import ArchitectureRef
+from nadcore.nads.engine import ShardRunner
+from nadcore.specs.architecture import ArchitectureRef
+from nadcore.uploaded.network import register_archive
 from nads.export_command import export_architecture
 
 

@@ -1,6 +1,6 @@
 """What the half-plane saves (issue 26): the directions a Fourier grid trains before (every
 frequency of the grid; a sine grid without its zero images) and now (each direction once,
-`nadcore.fourier_grid`), and their training time on this machine: LeNet on the stride-8 sine
+`nadcore.probe.fourier_grid`), and their training time on this machine: LeNet on the stride-8 sine
 grid of 32 x 32 inputs, all 12 frequencies (the old enumeration, conjugates trained as if
 independent) against the 6 of the half-plane, the same recipe, one thread; then what a mirror
 pair measured (the old grid trained each direction twice: the two numbers differ only by
@@ -19,9 +19,9 @@ import time
 import numpy as np
 import torch
 
-from nadcore.fourier_grid import conjugate, grid, half_plane, self_conjugate
-from nadcore.probe import fourier_image, run_probe
-from nadcore.probe_spec import ProbeSpec
+from nadcore.probe.engine import fourier_image, run_probe
+from nadcore.probe.fourier_grid import conjugate, grid, half_plane, self_conjugate
+from nadcore.probe.spec import ProbeSpec
 
 
 def counts(h: int, w: int, stride: int, phase: str) -> tuple[int, int]:

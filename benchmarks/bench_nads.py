@@ -21,8 +21,8 @@ import time
 import torch
 
 from nadcore import NADSpec
-from nadcore.engine import ShardRunner, eval_point_for
-from nadcore.networks import model_factory
+from nadcore.nads.engine import ShardRunner, eval_point_for
+from nadcore.networks.factory import model_factory
 
 
 def _sync(device: torch.device) -> None:

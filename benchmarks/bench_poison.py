@@ -20,9 +20,9 @@ import time
 import torch
 
 from nadcore import estimate_nads
-from nadcore.datasets import load_digits
-from nadcore.poison import flip_dataset, run_poison, train_classifier
-from nadcore.poison_spec import PoisonSpec
+from nadcore.poison.datasets import load_digits
+from nadcore.poison.engine import flip_dataset, run_poison, train_classifier
+from nadcore.poison.spec import PoisonSpec
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ scale 100, the catalog's evaluation point), chunk by chunk, alternating precisio
 `--networks` or the architecture's time budget is used up (the networks actually used are
 reported). Against fp32: the relative error of the gradient block (whole, and the worst
 network) and the top-k subspace overlap ||U_k^T V_k||_F^2 / k of the NADs at k = 1, 4, 16, 64.
-Speed: networks/s, TFLOP/s (nadcore.cost's FLOPs per network) and the fraction of the device's
+Speed: networks/s, TFLOP/s (nadcore.nads.cost's FLOPs per network) and the fraction of the device's
 dense peak for that precision, and the paper's loop (benchmarks/bench_nads.py: baseline) on
 the same device in the same run.
 
@@ -15,7 +15,7 @@ A precision is proposed as "auto" for an architecture when its overlap is >= 0.9
     python benchmarks/bench_precision.py --device cuda --out precision.json
     python benchmarks/bench_precision.py --device cpu --archs logreg,lenet --networks 8  # tiny
 Prints one JSON line per architecture and a markdown table; --auto-out writes the proposed
-NADS_AUTO_BF16 list (nadcore/precision.py).
+NADS_AUTO_BF16 list (nadcore/nads/precision.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_nads import baseline  # noqa: E402
 
 from nadcore import NADSpec  # noqa: E402
-from nadcore.cost import estimate_cost  # noqa: E402
-from nadcore.decompose import covariance_from_gradients, subspace_overlap, top_eigen  # noqa: E402
-from nadcore.engine import ShardRunner, device_name  # noqa: E402
+from nadcore.nads.cost import estimate_cost  # noqa: E402
+from nadcore.nads.decompose import covariance_from_gradients, subspace_overlap, top_eigen  # noqa: E402
+from nadcore.nads.engine import ShardRunner, device_name  # noqa: E402
 
 # Dense peaks (TFLOP/s) from NVIDIA's datasheets (SXM parts); fp32 = non-tensor FP32.
 # The issue quotes ~790 TFLOP/s bf16 for the H200; the H200 SXM datasheet says 989 (same

@@ -25,8 +25,8 @@ import time
 import numpy as np
 import torch
 
-from nadcore.probe import make_directions, run_probe
-from nadcore.probe_spec import ProbeSpec
+from nadcore.probe.engine import make_directions, run_probe
+from nadcore.probe.spec import ProbeSpec
 
 
 def _sync(device: torch.device) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from nadcore import NADSpec, compute_shard
-from nadcore.spec import ArchitectureRef
+from nadcore.specs.architecture import ArchitectureRef
 from nads.export_command import export_architecture
 from store.blobs import open_blob_store
 from store.settings import Settings

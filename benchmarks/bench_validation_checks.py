@@ -1,4 +1,4 @@
-"""What validation's engine checks cost (nadcore/engine_assumptions.py: determinism and
+"""What validation's engine checks cost (nadcore/uploaded/engine_assumptions.py: determinism and
 per-sample independence, a batch of 8 evaluated twice, each sample alone and the batch
 reversed): the seconds they add to the validation of the built-ins' archives, next to the whole
 validation, and how far the measured rounding differences stay below the tolerance.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from nadcore.custom_check import validate
+from nadcore.uploaded.validation import validate
 from nads.export_command import export_architecture
 
 SHAPES = {"logreg": (1, 32, 32), "lenet": (1, 32, 32), "vgg11": (3, 32, 32),

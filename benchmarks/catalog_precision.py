@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nadcore.decompose import covariance_from_gradients, subspace_overlap, top_eigen
-from nadcore.engine import ShardRunner, device_name
+from nadcore.nads.decompose import covariance_from_gradients, subspace_overlap, top_eigen
+from nadcore.nads.engine import ShardRunner, device_name
 from nads.catalog_export import catalog_spec
 
 KS = (1, 4, 16, 64)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from nadcore import NADSpec, compute_shard
-from nadcore.engine import ShardRunner
+from nadcore.nads.engine import ShardRunner
 
 
 def main() -> None:

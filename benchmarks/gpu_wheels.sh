@@ -16,7 +16,7 @@ rm -rf .whl && mkdir -p .whl
 rm -f .whl/numpy-*.whl .whl/pillow-*.whl   # in the device image (torch, torchvision)
 "$PY" - <<'PY'
 import numpy as np
-from nadcore.datasets import load_digits
+from nadcore.poison.datasets import load_digits
 d = load_digits()
 np.savez_compressed(".whl/digits32.npz", x=d.x_train.numpy(), y=d.y_train.numpy(),
                     x_test=d.x_test.numpy(), y_test=d.y_test.numpy())

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nadcore.probe import make_directions, run_probe
-from nadcore.probe_spec import PRESETS, ProbeSpec
+from nadcore.probe.engine import make_directions, run_probe
+from nadcore.probe.spec import PRESETS, ProbeSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,10 +73,10 @@ def main() -> None:
 
 
 def poison(threads: int) -> None:
-    from nadcore.datasets import load_digits
-    from nadcore.poison import run_poison
-    from nadcore.poison_spec import PRESETS as POISON_PRESETS
-    from nadcore.poison_spec import PoisonSpec
+    from nadcore.poison.datasets import load_digits
+    from nadcore.poison.engine import run_poison
+    from nadcore.poison.spec import PRESETS as POISON_PRESETS
+    from nadcore.poison.spec import PoisonSpec
 
     nads = np.load(ROOT / "catalog_data" / "lenet" / "nads.npy")
     data = load_digits()

@@ -1,16 +1,15 @@
 """The cost of one forward pass of a torchvision builder, for admission (torch-free).
 
-A built-in is walked by `nadcore.cost.layer_count`; an uploaded architecture is counted by its
-validation (its `info`, read by the kinds); a torchvision builder needs torch, so a worker
-counts it on the meta device (`nads.count_architecture` on the validation lane,
-worker/architecture_cost.py, nadcore.counting) once per builder, input shape and output count,
-and the count is kept in `architecture_costs`. The kinds read it through
-`jobs.kinds.base.counted_layers`; a spec whose count is not kept yet raises `CostPending`: the
-API asks a worker to count it and waits for it (api/architecture_counts.py), unless no worker
-that counts is connected (`Admission.uncounted`: then its cost is unknown and, as with no
-worker at all, nothing is refused). A builder that cannot take the shape is refused naming
-`input_shape`, before the job is stored.
-"""
+A built-in is walked by `nadcore.specs.layer_counts.layer_count`; an uploaded architecture is
+counted by its validation (its `info`, read by the kinds); a torchvision builder needs torch, so a
+worker counts it on the meta device (`nads.count_architecture` on the validation lane,
+worker/architecture_cost.py, nadcore.networks.counting) once per builder, input shape and output
+count, and the count is kept in `architecture_costs`. The kinds read it through
+`jobs.kinds.base.counted_layers`; a spec whose count is not kept yet raises `CostPending`: the API
+asks a worker to count it and waits for it (api/architecture_counts.py), unless no worker that
+counts is connected (`Admission.uncounted`: then its cost is unknown and, as with no worker at all,
+nothing is refused). A builder that cannot take the shape is refused naming `input_shape`, before
+the job is stored."""
 
 from __future__ import annotations
 
@@ -22,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from jobs.broker import VALIDATE_QUEUE
-from nadcore.cost import LayerCount
+from nadcore.specs.layer_counts import LayerCount
 from store.models import ArchitectureCost, Worker
 
 MAX_ERROR_CHARS = 500  # of why a builder cannot take a shape, as kept and shown

@@ -30,9 +30,10 @@ from sqlalchemy.orm import Session
 from jobs import state
 from jobs.dispatch import enqueue_merge, enqueue_shard
 from jobs.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
-from nadcore.cost import estimate_cost
-from nadcore.identifiability import assess
-from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
+from nadcore.nads.cost import estimate_cost
+from nadcore.nads.identifiability import assess
+from nadcore.nads.spec import NADSpec
+from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
 from store.auth import CATALOG_USER
 from store.models import (
     CANCELLED,
@@ -407,7 +408,7 @@ def _num_nads(entry: CatalogEntry, job: Job | None) -> int | None:
 
 
 def _identifiability(entry: CatalogEntry, job: Job | None) -> dict[str, Any] | None:
-    """What the served NADs' split-half stability means (`nadcore.identifiability`): from the
+    """What the served NADs' split-half stability means (`nadcore.nads.identifiability`): from the
     shipped provenance or the final round's summary; None while nothing is served."""
     if entry.status != CATALOG_READY:
         return None

@@ -32,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from nadcore.spec import BUILTIN_ARCHITECTURES
+from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
 from store.blobs import Blobs, open_blob_store, record_blob
 from store.blobs import file_sha256 as sha256_file
 from store.models import CATALOG_READY, CatalogEntry, utcnow

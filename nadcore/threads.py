@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .cores import usable_cores
+from nadcore.cores import usable_cores
 
 
 def fit_threads() -> int:

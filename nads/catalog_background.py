@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from jobs.shipped import PARTIALS, PROVENANCE, partial_files
-from nadcore.engine import ShardRunner, merge_key
-from nadcore.partial import PartialNADs, merge_partials
+from nadcore.nads.engine import ShardRunner, merge_key
+from nadcore.nads.partial import PartialNADs, merge_partials
 from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, catalog_spec, export_partial
 
 AUTOGROUP = Path("/proc/self/autogroup")

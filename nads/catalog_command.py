@@ -112,7 +112,7 @@ def catalog_export(
             print(f"rewrote {', '.join(rewritten)} of {out / arch}")
             return
         if partial is not None:
-            from nadcore.partial import PartialNADs
+            from nadcore.nads.partial import PartialNADs
 
             spec = export.catalog_spec(arch, networks, precision)
             folder = export.export_partial(out, arch, spec, PartialNADs.load(partial),

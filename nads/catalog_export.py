@@ -32,9 +32,9 @@ from jobs.shipped import (
     read_entry,
     sha256_file,
 )
-from nadcore.engine import NADResult, ShardRunner, device_name, eval_point_for, finalize
-from nadcore.partial import PartialNADs
-from nadcore.spec import NADSpec
+from nadcore.nads.engine import NADResult, ShardRunner, device_name, eval_point_for, finalize
+from nadcore.nads.partial import PartialNADs
+from nadcore.nads.spec import NADSpec
 
 CATALOG_INPUT_SHAPE = (1, 32, 32)
 STABILITY_K = 64  # the catalog's stopping rule is checked at k = 64

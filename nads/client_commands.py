@@ -220,7 +220,7 @@ def submit(
         run, power = estimate.get("run"), estimate.get("power")
         if run and not as_json:  # the run time on the workers connected (jobs/fleet.py)
             print(f"estimate: {run['basis']}")
-        if power and not as_json:  # a probe: what its sizes can tell (nadcore/probe_power.py)
+        if power and not as_json:  # a probe: what its sizes can tell (nadcore/probe/power.py)
             verdict = {True: "can", False: "CANNOT (accepted)", None: "may"}[
                 power["can_separate"]]
             print(f"power: {verdict} separate a learnable direction from chance: "

@@ -17,7 +17,7 @@ def export_architecture(arch: str, input_shape: tuple[int, int, int], out: Path,
     scripting fails). Default format from the suffix: .pt2 -> export, .pt -> torchscript."""
     import torch
 
-    from nadcore.networks import build_model
+    from nadcore.networks.factory import build_model
 
     out = Path(out)
     fmt = fmt or FORMATS.get(out.suffix)

@@ -54,8 +54,8 @@ def not_learned(summary: dict[str, Any] | None) -> str | None:
 
 
 def learning_severity(summary: dict[str, Any] | None) -> str | None:
-    """The learning verdict's severity ("info" or "warning", nadcore.learning_check; a summary
-    from before severities: warning when something did not learn), None when everything
+    """The learning verdict's severity ("info" or "warning", nadcore.training.learning_check; a
+    summary from before severities: warning when something did not learn), None when everything
     learned."""
     learning = (summary or {}).get("learning")
     if not learning or not learning.get("not_learned"):

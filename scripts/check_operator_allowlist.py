@@ -1,5 +1,5 @@
 """Walks every torchvision classifier, scripted and exported, through the operator allow-list
-(nadcore/operators.py) and prints what each calls that the list lacks (nothing, when it is
+(nadcore/uploaded/operators.py) and prints what each calls that the list lacks (nothing, when it is
 complete). The test suite checks one classifier per family; this checks all of them (about
 15 minutes on 2 CPU cores).
 
@@ -16,7 +16,7 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nadcore.operators import is_allowed  # noqa: E402
+from nadcore.uploaded.operators import is_allowed  # noqa: E402
 from tests.nadcore.test_untrusted import classifier_operators  # noqa: E402
 
 

@@ -165,7 +165,7 @@ class Worker(Base):
     processes: Mapped[int] = mapped_column(Integer, default=1)
     queues: Mapped[str | None] = mapped_column(String(200), nullable=True)
     throughput: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    # the named datasets it can read (nadcore.datasets.readable_datasets), every heartbeat;
+    # the named datasets it can read (nadcore.poison.datasets.readable_datasets), every heartbeat;
     # None: a row from before they were reported
     datasets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
@@ -305,7 +305,8 @@ class CatalogEntry(Base):
 
 class ArchitectureCost(Base):
     """One forward pass of a torchvision builder at an input shape and output count, counted
-    once by a worker on torch's meta device (worker/architecture_cost.py, nadcore.counting):
+    once by a worker on torch's meta device (worker/architecture_cost.py,
+    nadcore.networks.counting):
     the admission of its jobs reads it as the built-ins' walkers (jobs/architecture_costs.py).
     `error`: the builder cannot take the shape (its jobs are refused naming `input_shape`)."""
 

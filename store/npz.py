@@ -3,12 +3,12 @@ headers only, at upload time: nothing is decompressed but the headers, so a 205 
 declares 200,000 images is judged by what it declares before any worker loads it.
 
 Bounded first: the archive's member count (from its end-of-central-directory records,
-zip64's included, by `nadcore.strict_zip.read_end`, before Python's zipfile builds its member
-list), the sizes its central directory declares, then the
+zip64's included, by `nadcore.uploaded.strict_zip.read_end`, before Python's zipfile builds its
+member list), the sizes its central directory declares, then the
 sizes its headers declare (`NADS_MAX_DATASET_DECOMPRESSED_BYTES`, 413). Each member must be a
 plain numeric `.npy` (bool, integer or float; no objects, no structured dtypes) whose declared
 size is exactly its header plus its data. A dataset must also have the keys, ranks, dtypes and
-lengths `nadcore.datasets.load_npz` needs (values are still checked by the worker).
+lengths `nadcore.poison.datasets.load_npz` needs (values are still checked by the worker).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from nadcore.strict_zip import Limits, ZipError, read_end
+from nadcore.uploaded.strict_zip import Limits, ZipError, read_end
 
 MAX_MEMBERS = 16  # x, y, x_test, y_test and a few more
 NUMERIC_KINDS = "biuf"
@@ -80,7 +80,7 @@ def read_header(stream: BinaryIO, name: str) -> tuple[ArrayHeader, int]:
 
 def _member_count(source: Path | BinaryIO) -> int:
     """Entries of the zip, from its end records (zip64's included) before anything reads its
-    central directory: a crafted archive may declare millions (`nadcore.strict_zip`)."""
+    central directory: a crafted archive may declare millions (`nadcore.uploaded.strict_zip`)."""
     if not isinstance(source, Path):  # a result from the sandbox, already in memory
         source.seek(0)
         data: Path | bytes = source.read()
@@ -156,7 +156,7 @@ def read_npy(path: Path) -> ArrayHeader:
 
 
 def _images(arrays: dict[str, ArrayHeader], key: str) -> tuple[int, tuple[int, ...]]:
-    """(N, (C, H, W)) of an image array, as `nadcore.datasets` reads it."""
+    """(N, (C, H, W)) of an image array, as `nadcore.poison.datasets` reads it."""
     a = arrays[key]
     if len(a.shape) != 4:
         raise ArchiveError(f"{key}: expected a 4-D array (uint8 N x H x W x C or float "
@@ -184,7 +184,7 @@ def _labels(arrays: dict[str, ArrayHeader], key: str, num: int) -> None:
 
 def dataset_train_size(arrays: dict[str, ArrayHeader]) -> int:
     """Training images of a dataset upload (x, or 80 % of it without x_test), after checking
-    the keys, ranks, dtypes and lengths `nadcore.datasets.load_npz` needs."""
+    the keys, ranks, dtypes and lengths `nadcore.poison.datasets.load_npz` needs."""
     keys = set(arrays)
     for key in ("x", "y"):
         if key not in keys:

@@ -69,8 +69,9 @@ class Settings(BaseSettings):
         "A non-root worker's sandbox runs as the worker's own user.",
     )
     unsafe_skip_archive_checks: bool = Field(
-        False, description="TESTS ONLY: load uploaded archives without nadcore.untrusted's "
-        "checks, so that tests can show the sandbox alone contains a hostile model.",
+        False, description="TESTS ONLY: load uploaded archives without "
+        "nadcore.uploaded.untrusted's checks, so that tests can show the sandbox alone "
+        "contains a hostile model.",
     )
     max_body_bytes: int = Field(
         32 * 2**20, ge=1,

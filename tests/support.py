@@ -24,10 +24,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from nadcore import run_spec
-from nadcore.init import NetworkSampler
-from nadcore.networks import model_factory
+from nadcore.nads.spec import NADSpec
+from nadcore.networks.factory import model_factory
+from nadcore.networks.init import NetworkSampler
 from nadcore.seeding import eval_point_seed
-from nadcore.spec import NADSpec
 from store.auth import create_key
 from store.db import session_scope
 from store.settings import Settings
@@ -229,8 +229,8 @@ def paper_reference(body: dict) -> dict[str, np.ndarray]:
     inputs of central finite differences in one batch, or one autograd backward pass;
     tests/helpers.py), then the exact eigendecomposition of the centered covariance in float64
     numpy. Shared with the engine are only the spec's definitions: which networks (the init
-    plan drawn from (seed, j), nadcore.init) and x0 (N(0, I) from the seed). Not shared: the
-    batched/vmapped evaluator, chunking, partial sums and their merge, the decomposition, the
+    plan drawn from (seed, j), nadcore.networks.init) and x0 (N(0, I) from the seed). Not shared:
+    the batched/vmapped evaluator, chunking, partial sums and their merge, the decomposition, the
     sign rule's code. Built-in architectures only; D <= 4096 (no low-rank specs)."""
     from tests.helpers import autograd_gradient, naive_finite_differences
 

@@ -1,7 +1,7 @@
 """Counts a torchvision builder's cost for admission (Celery task on the validation lane, which
 the workers that run shards do not take: jobs/broker.py): one forward pass on torch's meta
-device (nadcore.counting), kept in `architecture_costs` (jobs/architecture_costs.py) for every
-later job of the same builder, input shape and output count. Idempotent: a count kept already
+device (nadcore.networks.counting), kept in `architecture_costs` (jobs/architecture_costs.py) for
+every later job of the same builder, input shape and output count. Idempotent: a count kept already
 is not counted again.
 
 What it keeps: the count; or why the builder cannot take the shape (its jobs are refused naming
@@ -16,14 +16,14 @@ import logging
 
 from jobs.architecture_costs import keep_count, kept_count, shape_text
 from jobs.broker import COUNT_ARCHITECTURE
-from nadcore.spec import TORCHVISION_PREFIX
+from nadcore.specs.architecture import TORCHVISION_PREFIX
 from store.db import session_scope
 from store.settings import get_settings
 from worker.app import app
 
 log = logging.getLogger(__name__)
 
-MAX_SIDE = 1 << 14  # of an input side, beyond any spec's bound (nadcore.spec)
+MAX_SIDE = 1 << 14  # of an input side, beyond any spec's bound (nadcore.nads.spec)
 MAX_OUTPUTS = 1 << 20
 
 
@@ -43,8 +43,8 @@ def _checked(architecture: object, input_shape: object, num_outputs: object
 @app.task(name=COUNT_ARCHITECTURE, acks_late=True)
 def count_architecture(architecture: str, input_shape: list[int], num_outputs: int) -> str:
     """Counts and keeps one builder's cost; returns what it kept (`kept` when it was already)."""
-    from nadcore.counting import count_layers
-    from nadcore.zoo import ArchitectureError
+    from nadcore.networks.counting import count_layers
+    from nadcore.networks.zoo import ArchitectureError
 
     architecture, shape, num_outputs = _checked(architecture, input_shape, num_outputs)
     url = get_settings().resolved_database_url

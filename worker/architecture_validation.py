@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from jobs.broker import VALIDATE_ARCHITECTURE
 from jobs.dispatch import dispatch_validations
-from nadcore.custom import CustomArchitectureError, sniff_format
+from nadcore.uploaded.network import CustomArchitectureError, sniff_format
 from store.blobs import open_blob_store
 from store.db import session_scope
 from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow

@@ -4,7 +4,7 @@
 threads nor CUDA start in the prefork parent) times the finite-difference gradients of a few
 LeNet networks (1x32x32, one process's threads, cuda:0 on a GPU worker) after two small ones
 (1x16x16) to warm up,
-and prints `{"device", "flops_per_s"}`: the cost estimate's FLOPs (nadcore.cost) over the
+and prints `{"device", "flops_per_s"}`: the cost estimate's FLOPs (nadcore.nads.cost) over the
 seconds. Under a second on this machine's CPU core (about 2.7 GFLOP per network).
 
 Each finished shard then records what it measured for its job kind (its share of the job's
@@ -43,9 +43,9 @@ def measure(gpus: int) -> dict[str, Any]:
     import torch
 
     from nadcore import estimate_nads
-    from nadcore.cost import estimate_cost
-    from nadcore.engine import device_name
-    from nadcore.spec import NADSpec
+    from nadcore.nads.cost import estimate_cost
+    from nadcore.nads.engine import device_name
+    from nadcore.nads.spec import NADSpec
 
     device = torch.device("cuda:0" if gpus > 0 and torch.cuda.is_available() else "cpu")
     estimate_nads("lenet", WARM_UP, num_networks=2, seed=0, device=device)  # lazy set-ups

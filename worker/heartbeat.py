@@ -105,7 +105,7 @@ def start_worker_heartbeat(settings: Settings, name: str,
                            info: dict[str, Any] | None = None) -> _Beat:
     """Registers the worker (with `info`: processes, queues, gpus) and beats every interval,
     each beat with the datasets it can read."""
-    from nadcore.datasets import readable_datasets
+    from nadcore.poison.datasets import readable_datasets
 
     url = settings.resolved_database_url
 

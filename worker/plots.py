@@ -23,9 +23,9 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-from nadcore.fourier_grid import mirror
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.fourier_grid import mirror
+from nadcore.probe.spec import ProbeSpec
 
 VMIN, VMAX = 50.0, 100.0  # percent: chance to perfect
 _ANNOTATE_MAX = 64  # cells labelled with their accuracy when at most this many were probed
@@ -127,7 +127,7 @@ def heatmap_figure(spec: ProbeSpec, accuracies: np.ndarray, frequencies: np.ndar
 
     The axes are the frequencies probed and their mirrors (`probed_axis`): the whole plane for
     a full grid, the lattice or the listed values otherwise; frequencies of the drawn grid not
-    probed are grey. Each direction is trained once (`nadcore.fourier_grid`): its result is
+    probed are grey. Each direction is trained once (`nadcore.probe.fourier_grid`): its result is
     drawn at (ky, kx) and, mirrored, at (-ky, -kx), where the number is in brackets, so the
     figure is point-symmetric by construction. With `intervals` (low, high), a cell whose
     confidence interval contains 50 % is hatched: it cannot be told from chance. The DC cell

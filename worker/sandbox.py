@@ -1,8 +1,8 @@
 """Uploaded models run only here: one bubblewrap sandbox per validation or shard.
 
 Layer two of the two that keep an uploaded model from doing more than compute (layer one,
-`nadcore.untrusted`, refuses what is not a plain network before loading it). Each is meant to
-be enough alone. The child (`python -m nadcore.isolated`) runs under `bwrap`:
+`nadcore.uploaded.untrusted`, refuses what is not a plain network before loading it). Each is meant
+to be enough alone. The child (`python -m nadcore.uploaded.isolated`) runs under `bwrap`:
 
 - never as host root: a worker running as root starts bwrap as the dedicated unprivileged user
   `nads-sandbox` (NADS_SANDBOX_USER; created by scripts/install.sh and the images) and refuses
@@ -31,8 +31,8 @@ be enough alone. The child (`python -m nadcore.isolated`) runs under `bwrap`:
 - killed (SIGKILL to its process group; the pid namespace dies with its first process) on
   cancel, past its wall time, or when it sends more than it may.
 
-It speaks to the worker only through one pipe, in frames (`nadcore.isolated`): progress counts,
-one JSON object, one result (.npz bytes; callers check the archive's declared sizes before
+It speaks to the worker only through one pipe, in frames (`nadcore.uploaded.isolated`): progress
+counts, one JSON object, one result (.npz bytes; callers check the archive's declared sizes before
 loading it with allow_pickle=False and check shapes and values) or an error, which reaches
 users only as the service's own words with at most a short escaped excerpt. bubblewrap is
 Debian's `bubblewrap` package (the worker image installs it); without it, or without user
@@ -64,8 +64,8 @@ from pathlib import Path
 import numpy as np
 
 import nadcore
-from nadcore.custom_check import escaped, excerpt
-from nadcore.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
+from nadcore.uploaded.isolated import ERROR, INFO, PROGRESS, RESULT, decode_frames, pending_length
+from nadcore.uploaded.validation import escaped, excerpt
 from store.settings import get_settings
 from worker import sandbox_cgroup, seccomp
 from worker.sandbox_cgroup import SandboxCgroup
@@ -259,10 +259,10 @@ def python_child(limits: Limits, *argv: str) -> list[str]:
 
 def bwrap_command(job_dir: Path, fd: int, seccomp_fd: int, limits: Limits,
                   child: list[str] | None = None) -> list[str]:
-    """The whole command line: bwrap's options, then the child (`nadcore.isolated` reading
+    """The whole command line: bwrap's options, then the child (`nadcore.uploaded.isolated` reading
     /job and answering on `fd`, unless `child` is given)."""
     if child is None:
-        child = python_child(limits, "-m", "nadcore.isolated", "/job", str(fd))
+        child = python_child(limits, "-m", "nadcore.uploaded.isolated", "/job", str(fd))
     return [
         _program("bwrap"), "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1",
         "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
@@ -489,8 +489,8 @@ def run_sandboxed(task: str, request: dict, archive: Path, limits: Limits, *,
                   progress: Callable[[int, int], None] | None = None,
                   should_stop: Callable[[], bool] | None = None,
                   poll_s: float = 0.5) -> Outcome:
-    """Runs `task` of `nadcore.isolated` on `archive` in a fresh sandbox and returns what it
-    sent. Raises SandboxCancelled (should_stop), SandboxError (the model failed, broke a limit
+    """Runs `task` of `nadcore.uploaded.isolated` on `archive` in a fresh sandbox and returns what
+    it sent. Raises SandboxCancelled (should_stop), SandboxError (the model failed, broke a limit
     or the protocol) or SandboxUnavailable."""
     reason = check_available()
     if reason is not None:

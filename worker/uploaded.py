@@ -20,14 +20,15 @@ import numpy as np
 
 from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
-from nadcore.custom_check import TRAINING_BATCH, excerpt
-from nadcore.datasets import ImageDataset
-from nadcore.engine import NADResult, merge_key
-from nadcore.partial import PartialNADs
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
-from nadcore.shards import PoisonPartial, ProbePartial
-from nadcore.spec import ArchitectureRef, NADSpec, is_custom
+from nadcore.nads.engine import NADResult, merge_key
+from nadcore.nads.partial import PartialNADs
+from nadcore.nads.spec import NADSpec
+from nadcore.poison.datasets import ImageDataset
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.spec import ProbeSpec
+from nadcore.specs.architecture import ArchitectureRef, is_custom
+from nadcore.training.shards import PoisonPartial, ProbePartial
+from nadcore.uploaded.validation import TRAINING_BATCH, excerpt
 from store.blobs import open_blob_store
 from store.npz import ArchiveError, read_npz
 from store.settings import Settings

@@ -27,7 +27,7 @@ from api.uploaded_architectures import (
 )
 from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import dispatch_validations
-from nadcore.archive_format import ArchiveFormatError, check_declared
+from nadcore.uploaded.archive_format import ArchiveFormatError, check_declared
 from store.blobs import touch_blobs
 from store.models import VALIDATING, Architecture, User
 
@@ -102,7 +102,7 @@ async def create_architecture(request: Request, session: SessionDep, user: Curre
     with status `validating`; the worker then sets `ready` or `rejected` with the reason. 413
     past NADS_MAX_ARCHITECTURE_BYTES; 422 naming `file` at once for a file that is not a
     TorchScript or torch.export zip archive, that the strict zip reader refuses
-    (`nadcore.strict_zip`: more than 20,000 entries, judged from the end records before
+    (`nadcore.uploaded.strict_zip`: more than 20,000 entries, judged from the end records before
     anything reads the directory; a name twice; a name its format does not write...), or that
     is not the one its name declares (`.pt2`: torch.export, `.pt`: TorchScript)."""
     await run_in_threadpool(count_upload_attempt, session, key, settings.upload_rate_per_minute)

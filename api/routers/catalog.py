@@ -72,7 +72,7 @@ class CatalogEntryOut(BaseModel):
     identifiability: dict[str, Any] | None = Field(
         None, description="once ready: the split-half stability at each k beside chance k/D "
         "and the top of its noise band, `identifiable` (false: the NADs are an arbitrary "
-        "basis, `reason` says why) and up to which k (nadcore/identifiability.py)")
+        "basis, `reason` says why) and up to which k (nadcore/nads/identifiability.py)")
     num_nads: int | None = Field(
         None, description="once ready: the rows of nads.npy (and eigenvalues.npy), the "
         "largest `?k=`")

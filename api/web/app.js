@@ -395,7 +395,7 @@ function fmtOverlap(value) {
   return Number(value) >= 0.01 ? Number(value).toFixed(3) : Number(value).toPrecision(2);
 }
 
-// nadcore.identifiability's verdict: NADs whose split-half stability is chance, and why. A
+// nadcore.nads.identifiability's verdict: NADs whose split-half stability is chance, and why. A
 // result to read with care, not a failure: amber (red is kept for failures, errorBox).
 function identifiabilityBanner(identifiability, id) {
   if (!identifiability || identifiability.identifiable !== false) return "";
@@ -404,7 +404,7 @@ function identifiabilityBanner(identifiability, id) {
     text: `NADs not identifiable: ${identifiability.reason}` });
 }
 
-// nadcore.learning_check's verdict: what did not learn, and what to change, shown at the
+// nadcore.training.learning_check's verdict: what did not learn, and what to change, shown at the
 // severity the verdict carries (`learning.severity`): "info" for a probe whose directions
 // partly learned (a NAD probe's "8 of 12 at chance" is its expected finding), "warning" when
 // the result says nothing. A summary from before severities: warning.

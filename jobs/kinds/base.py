@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from jobs.architecture_costs import CostPending, kept_count
-from nadcore.cost import LayerCount, layer_count
-from nadcore.spec import TORCHVISION_PREFIX, ArchitectureRef
+from nadcore.specs.architecture import TORCHVISION_PREFIX, ArchitectureRef
+from nadcore.specs.layer_counts import LayerCount, layer_count
 from store.blobs import Blobs
 from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings

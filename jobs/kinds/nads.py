@@ -1,5 +1,5 @@
 """NAD jobs: the eigenvectors of the covariance of random networks' input gradients
-(`nadcore.spec.NADSpec`). Sharded over network indices; sequential (one task) when early
+(`nadcore.nads.spec.NADSpec`). Sharded over network indices; sequential (one task) when early
 stopping (`target_stability`) is on. Refused before they are stored when the cost estimate
 exceeds a quota."""
 
@@ -20,8 +20,9 @@ from jobs.kinds.base import (
     counted_layers,
     custom_flops,
 )
-from nadcore.cost import LayerCount, estimate_cost, running_bytes
-from nadcore.spec import NADSpec
+from nadcore.nads.cost import estimate_cost, running_bytes
+from nadcore.nads.spec import NADSpec
+from nadcore.specs.layer_counts import LayerCount
 from store.settings import Settings
 
 QUOTAS = (

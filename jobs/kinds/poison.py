@@ -1,10 +1,10 @@
-"""Poison jobs, torch-free side (`nadcore.poison_spec.PoisonSpec`): NAD carriers planted in an
+"""Poison jobs, torch-free side (`nadcore.poison.spec.PoisonSpec`): NAD carriers planted in an
 image dataset (or the flipped-basis experiment), one model trained per poison index. What a spec
 refers to (the caller's NAD job or
 uploads), what it costs, and how it is sharded (ranges of positions in `spec.indices`).
 
 What the API knows about the named datasets (shape, classes, training-set size) mirrors
-`nadcore.datasets`; of an uploaded dataset it knows the arrays' shapes and dtypes, read from
+`nadcore.poison.datasets`; of an uploaded dataset it knows the arrays' shapes and dtypes, read from
 their headers at upload (`store.npz`), hence its training-set size; its values (labels, classes
 the NADs can carry) are checked by the worker, which fails the job with the engine's message.
 """
@@ -34,8 +34,8 @@ from jobs.kinds.base import (
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
-from nadcore.cost import LayerCount, layer_count
-from nadcore.poison_spec import DATASET_INSTALL, PoisonSpec, clean_position
+from nadcore.poison.spec import DATASET_INSTALL, PoisonSpec, clean_position
+from nadcore.specs.layer_counts import LayerCount, layer_count
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
 from store.npz import ArchiveError, dataset_train_size, from_json, image_shape, inspect_upload
@@ -222,7 +222,7 @@ class PoisonKind:
                "with what its colour scale is."),
     )
     worker = "worker.kinds.poison"
-    # the clean run (nadcore.poison_spec.clean_position) is a position past the indices: in the
+    # the clean run (nadcore.poison.spec.clean_position) is a position past the indices: in the
     # shard ranges and the cost, not one of the indices
     items = Items("indices", "indices", extra=1)
     quotas = QUOTAS

@@ -1,8 +1,8 @@
 """Probe jobs, torch-free side: how well an architecture learns D(v) along chosen directions
-(`nadcore.probe_spec.ProbeSpec`). How many directions a spec selects (the shards are ranges of
+(`nadcore.probe.spec.ProbeSpec`). How many directions a spec selects (the shards are ranges of
 direction indices), what it costs, and whether the NAD job it refers to can be probed.
 
-`count_directions` mirrors `nadcore.probe_directions.make_directions` row for row without
+`count_directions` mirrors `nadcore.probe.directions.make_directions` row for row without
 building any direction (the service tests check it against the engine).
 """
 
@@ -29,11 +29,10 @@ from jobs.kinds.base import (
 )
 from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
-from nadcore.cost import LayerCount, layer_count
-from nadcore.fourier_grid import grid, half_plane
-from nadcore.probe_power import assess as assess_power
-from nadcore.probe_power import refusal
-from nadcore.probe_spec import (
+from nadcore.probe.fourier_grid import grid, half_plane
+from nadcore.probe.power import assess as assess_power
+from nadcore.probe.power import refusal
+from nadcore.probe.spec import (
     PRESET_NOTES,
     CustomDirections,
     FourierDirections,
@@ -41,6 +40,7 @@ from nadcore.probe_spec import (
     ProbeSpec,
     RandomDirections,
 )
+from nadcore.specs.layer_counts import LayerCount, layer_count
 from store.models import NADS, SUCCEEDED
 from store.settings import Settings
 
@@ -56,8 +56,8 @@ QUOTAS = (
 
 def count_directions(spec: ProbeSpec) -> int:
     """Number of rows `make_directions(spec)` returns: fourier -> its frequencies (the list, or
-    the grid's half-plane: `nadcore.fourier_grid`), nad -> its rows, random -> count, custom ->
-    its values. The job trains `spec.units(count)` networks (directions x replicates)."""
+    the grid's half-plane: `nadcore.probe.fourier_grid`), nad -> its rows, random -> count, custom
+    -> its values. The job trains `spec.units(count)` networks (directions x replicates)."""
     d = spec.directions
     _, h, w = spec.input_shape
     if isinstance(d, FourierDirections):
@@ -127,7 +127,7 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
 
 
 def check_power(spec: ProbeSpec, estimate: dict[str, Any], accepted: bool) -> None:
-    """Puts `nadcore.probe_power`'s answer in the estimate (`power`) and refuses a probe that
+    """Puts `nadcore.probe.power`'s answer in the estimate (`power`) and refuses a probe that
     cannot separate a learnable direction from chance, unless the user accepted it."""
     data = spec.data
     power = assess_power(data.num_train, spec.training.epochs, data.num_test,

@@ -27,7 +27,7 @@ import pytest
 
 from api.main import create_app
 from jobs.architecture_costs import keep_count
-from nadcore.counting import count_layers
+from nadcore.networks.counting import count_layers
 from store.db import session_scope
 from store.migrate import upgrade
 from store.models import Worker, utcnow

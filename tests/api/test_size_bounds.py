@@ -25,7 +25,7 @@ import uvicorn
 
 from api.main import create_app
 from api.serving import limited_protocol, server_config
-from nadcore.spec import MAX_INPUT_DIM
+from nadcore.specs.architecture import MAX_INPUT_DIM
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.hostile_zips import many_entries_zip

@@ -43,7 +43,7 @@ def _nads_file(seed: int) -> bytes:
 
 
 def _torchscript_layout() -> bytes:
-    """A zip the API takes for a TorchScript archive (the members nadcore.archive_format
+    """A zip the API takes for a TorchScript archive (the members nadcore.uploaded.archive_format
     requires); no worker runs here to find that it holds no model."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:

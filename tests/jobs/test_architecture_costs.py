@@ -2,7 +2,7 @@
 yet, a spec is pending (the API has a worker count it); counted, it is estimated and refused
 like a built-in; a builder that cannot take the shape is refused naming `input_shape`; with no
 worker to count it, its cost stays unknown. The counts here are the figures the worker's count
-(nadcore.counting, tests/nadcore/test_counting.py) gives for these builders."""
+(nadcore.networks.counting, tests/nadcore/test_counting.py) gives for these builders."""
 
 from __future__ import annotations
 
@@ -14,16 +14,17 @@ from jobs.fleet import CALIBRATION, TooLong, check_run_time, run_estimate
 from jobs.kinds import get_kind
 from jobs.kinds.base import Admission, SpecError, counted_layers
 from jobs.kinds.poison import estimate_poison
-from nadcore.cost import LayerCount, estimate_cost
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
-from nadcore.spec import NADSpec
+from nadcore.nads.cost import estimate_cost
+from nadcore.nads.spec import NADSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.spec import ProbeSpec
+from nadcore.specs.layer_counts import LayerCount
 from store.blobs import BlobStore
 from store.models import ApiKey, Worker, utcnow
 from store.settings import Settings
 
 RESNET18 = "torchvision:resnet18"
-# torchvision's ResNet-18 at 3x32x32 with one output (nadcore.counting)
+# torchvision's ResNet-18 at 3x32x32 with one output (nadcore.networks.counting)
 RESNET18_32 = LayerCount(macs=37_011_456, params=11_177_025, activations=50_689)
 
 

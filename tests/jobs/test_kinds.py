@@ -16,9 +16,9 @@ from api.main import create_app
 from api.schemas import KindName
 from jobs.kinds import KINDS, REGISTRY, get_kind
 from jobs.kinds.base import SEQUENTIAL, SHARDED, Admission, QuotaError, SpecError, limits
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
-from nadcore.spec import NADSpec
+from nadcore.nads.spec import NADSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.spec import ProbeSpec
 from store.blobs import BlobStore
 from store.models import SUCCEEDED, ApiKey, Job, User
 from store.settings import Settings

@@ -4,11 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from nadcore.cost import estimate_cost, layer_count
-from nadcore.init import NetworkSampler, UnknownModuleError, init_plan
-from nadcore.networks import ArchitectureError, build_model
-from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
-from nadcore.zoo import torchvision_builders
+from nadcore.nads.cost import estimate_cost
+from nadcore.nads.spec import NADSpec
+from nadcore.networks.factory import ArchitectureError, build_model
+from nadcore.networks.init import NetworkSampler, UnknownModuleError, init_plan
+from nadcore.networks.zoo import torchvision_builders
+from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
+from nadcore.specs.layer_counts import layer_count
 
 
 def _macs_by_hooks(model: nn.Module, shape) -> int:

@@ -1,5 +1,5 @@
-"""The token and opcode checks of an archive's code-like members (nadcore.code_checks): what a
-text pattern misses is seen on tokens, and a pickle's globals are judged by its opcodes."""
+"""The token and opcode checks of an archive's code-like members (nadcore.uploaded.code_checks):
+what a text pattern misses is seen on tokens, and a pickle's globals are judged by its opcodes."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pickle
 import pytest
 from torch import nn
 
-from nadcore.code_checks import CodeRefused, check_pickle, check_torchscript_code
-from nadcore.strict_zip import read_members
+from nadcore.uploaded.code_checks import CodeRefused, check_pickle, check_torchscript_code
+from nadcore.uploaded.strict_zip import read_members
 from tests.bad_models import scripted_bytes
 from tests.hostile_models import _Exec
 

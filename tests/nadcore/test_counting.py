@@ -1,15 +1,15 @@
-"""Counting a network's cost with torch on the meta device (nadcore.counting), as the worker
-does for torchvision builders: it agrees exactly with nadcore.cost's analytic walks of every
-built-in, counts a torchvision builder without computing anything, and says when a builder
+"""Counting a network's cost with torch on the meta device (nadcore.networks.counting), as the
+worker does for torchvision builders: it agrees exactly with nadcore.nads.cost's analytic walks of
+every built-in, counts a torchvision builder without computing anything, and says when a builder
 cannot take a shape."""
 
 from __future__ import annotations
 
 import pytest
 
-from nadcore.cost import layer_count
-from nadcore.counting import count_layers
-from nadcore.zoo import BUILTIN_CLASSES, ArchitectureError
+from nadcore.networks.counting import count_layers
+from nadcore.networks.zoo import BUILTIN_CLASSES, ArchitectureError
+from nadcore.specs.layer_counts import layer_count
 
 
 @pytest.mark.parametrize("architecture", sorted(BUILTIN_CLASSES))

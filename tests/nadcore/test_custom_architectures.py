@@ -1,4 +1,5 @@
-"""nadcore.custom: uploaded TorchScript archives and torch.export programs as architectures.
+"""nadcore.uploaded.network: uploaded TorchScript archives and torch.export programs as
+architectures.
 
 An uploaded model built from torch.nn modules is re-drawn with the built-in init plan, so an
 uploaded LeNet draws exactly the built-in LeNet's networks: NADs, probe accuracies must agree.
@@ -17,15 +18,15 @@ import torch
 from torch import nn
 
 from nadcore import NADSpec, run_spec, subspace_overlap
-from nadcore.custom import CustomArchitectureError, custom_model, register_archive
-from nadcore.custom_check import validate
-from nadcore.datasets import ImageDataset
-from nadcore.init import NetworkSampler
-from nadcore.poison import train_classifier
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe import run_probe
-from nadcore.probe_spec import ProbeSpec
-from nadcore.spec import ArchitectureRef
+from nadcore.networks.init import NetworkSampler
+from nadcore.poison.datasets import ImageDataset
+from nadcore.poison.engine import train_classifier
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.engine import run_probe
+from nadcore.probe.spec import ProbeSpec
+from nadcore.specs.architecture import ArchitectureRef
+from nadcore.uploaded.network import CustomArchitectureError, custom_model, register_archive
+from nadcore.uploaded.validation import validate
 from nads.export_command import export_architecture
 from tests.bad_models import NaN, Raises, WrongShape, scripted_bytes
 
@@ -235,14 +236,16 @@ def test_poison_trains_a_redrawn_uploaded_model(tmp_path, suffix):
 
 
 
-@pytest.mark.parametrize("recorded", ["nadcore.layers.HeNormalConv2d",
+@pytest.mark.parametrize("recorded", ["nadcore.networks.layers.HeNormalConv2d",
+                                      "nadcore.layers.HeNormalConv2d",
                                       "nadcore.architectures.HeNormalConv2d"])
-def test_the_papers_conv_is_known_under_its_module_before_and_after_the_move(recorded):
-    """HeNormalConv2d moved from nadcore.architectures to nadcore.layers (issue 16); an archive
-    exported before records the old module and must still draw the built-in's N(0, 2/(k*k*out))
-    (an unknown type would leave the upload unusable with init torch-default)."""
-    from nadcore.custom import Loaded, module_rules
-    from nadcore.layers import HeNormalConv2d
+def test_the_papers_conv_is_known_under_its_module_before_and_after_the_moves(recorded):
+    """HeNormalConv2d moved from nadcore.architectures to nadcore.layers (issue 16), then to
+    nadcore.networks.layers (issue 28); an archive exported before records the module it had
+    then and must still draw the built-in's N(0, 2/(k*k*out)) (an unknown type would leave the
+    upload unusable with init torch-default)."""
+    from nadcore.networks.layers import HeNormalConv2d
+    from nadcore.uploaded.network import Loaded, module_rules
 
     module = nn.Sequential(HeNormalConv2d(1, 4, 3))
     rules, unknown = module_rules(Loaded(module, "pt2", {"0": recorded}))

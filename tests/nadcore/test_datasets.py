@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from nadcore.datasets import (
+from nadcore.poison.datasets import (
     load_cifar10,
     load_dataset,
     load_digits,
     load_npz,
     readable_datasets,
 )
-from nadcore.poison_spec import DatasetRef
+from nadcore.poison.spec import DatasetRef
 
 
 def test_digits_fixed_stratified_split():

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from nadcore import NADSpec, PartialNADs, finalize, merge_partials
-from nadcore.engine import merge_key
-from nadcore.gradients import GradientEvaluator
-from nadcore.init import NetworkSampler
+from nadcore.nads.engine import merge_key
+from nadcore.nads.gradients import GradientEvaluator
+from nadcore.networks.init import NetworkSampler
 
 U32 = 2.0 ** -24  # unit roundoff of float32: the gradient block and the NADs are float32
 SHAPE = (1, 4, 6)  # D = 24: a full eigendecomposition is instant, every index can be checked

@@ -163,7 +163,7 @@ def test_shape_the_architecture_cannot_take():
 
 
 def test_spec_and_cost_do_not_import_torch():
-    code = ("import sys, nadcore, nadcore.spec, nadcore.cost; "
+    code = ("import sys, nadcore, nadcore.nads.spec, nadcore.nads.cost; "
             "nadcore.estimate_cost(nadcore.NADSpec(architecture='lenet')); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

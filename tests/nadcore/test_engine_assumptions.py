@@ -1,5 +1,5 @@
-"""nadcore.engine_assumptions: one output tensor, determinism, per-sample independence, and the
-float32 tolerance they are judged with.
+"""nadcore.uploaded.engine_assumptions: one output tensor, determinism, per-sample independence,
+and the float32 tolerance they are judged with.
 
 The tolerance must be loose enough for real networks (the five built-ins and torchvision
 classifiers, eval mode: no refusal, with the margin measured) and tight enough to catch a
@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from nadcore.engine_assumptions import (
+from nadcore.networks.factory import build_model
+from nadcore.uploaded.engine_assumptions import (
     EPS32,
     FIX,
     INDEPENDENCE_BATCH,
@@ -23,11 +24,10 @@ from nadcore.engine_assumptions import (
     rounding_tolerance,
     select_output,
 )
-from nadcore.networks import build_model
 
 
 def _check(net: nn.Module, shape: tuple[int, int, int], seed: int = 0) -> dict[str, float]:
-    from nadcore.plan import activation_profile
+    from nadcore.nads.schedule import activation_profile
 
     largest = activation_profile(net, shape).largest
     x = torch.randn((INDEPENDENCE_BATCH, *shape), generator=torch.Generator().manual_seed(seed))

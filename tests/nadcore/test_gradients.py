@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from nadcore import NADSpec, PartialNADs, estimate_nads, finalize
-from nadcore.engine import ShardRunner, merge_key
-from nadcore.gradients import GradientEvaluator
-from nadcore.init import NetworkSampler
-from nadcore.networks import model_factory
-from nadcore.spec import BUILTIN_ARCHITECTURES
+from nadcore.nads.engine import ShardRunner, merge_key
+from nadcore.nads.gradients import GradientEvaluator
+from nadcore.networks.factory import model_factory
+from nadcore.networks.init import NetworkSampler
+from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
 from tests.helpers import autograd_gradient, naive_finite_differences, one_network
 
 

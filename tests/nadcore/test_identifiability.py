@@ -1,4 +1,4 @@
-"""nadcore.identifiability: chance k/D, the noise band of split-half overlaps of isotropic
+"""nadcore.nads.identifiability: chance k/D, the noise band of split-half overlaps of isotropic
 gradients (checked against simulated split halves), and the verdicts on the shipped catalog."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nadcore.identifiability import assess, chance, noise_upper, overlap_std
+from nadcore.nads.identifiability import assess, chance, noise_upper, overlap_std
 from nads.summary_text import not_identifiable as warning
 from nads.summary_text import report
 from store.settings import SHIPPED_CATALOG_DIR

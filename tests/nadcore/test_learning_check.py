@@ -1,5 +1,5 @@
-"""Results that say when they mean nothing (issue 17): the rule of nadcore.learning_check on
-real training runs and on its boundaries, the presets of the probe and poison specs, and the
+"""Results that say when they mean nothing (issue 17): the rule of nadcore.training.learning_check
+on real training runs and on its boundaries, the presets of the probe and poison specs, and the
 progress line of `nads ... --wait`."""
 
 from __future__ import annotations
@@ -10,7 +10,10 @@ import math
 import pytest
 import torch
 
-from nadcore.learning_check import (
+from nadcore.poison.spec import PoisonSpec, PoisonTraining
+from nadcore.probe.engine import make_directions, run_probe
+from nadcore.probe.spec import PRESETS, ProbeSpec, TrainingSettings
+from nadcore.training.learning_check import (
     LOSS_TOLERANCE,
     chance_band,
     did_not_learn,
@@ -18,9 +21,6 @@ from nadcore.learning_check import (
     poison_learning,
     probe_learning,
 )
-from nadcore.poison_spec import PoisonSpec, PoisonTraining
-from nadcore.probe import make_directions, run_probe
-from nadcore.probe_spec import PRESETS, ProbeSpec, TrainingSettings
 from nads.progress import ProgressDisplay, bar_line
 from nads.summary_text import learning_severity as severity
 from nads.summary_text import not_learned as warning

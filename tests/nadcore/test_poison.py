@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import nadcore.poison as poison
-from nadcore.datasets import ImageDataset, limit, load_digits
-from nadcore.engine import Cancelled
-from nadcore.poison import (
+import nadcore.poison.engine as poison
+from nadcore.nads.engine import Cancelled
+from nadcore.poison.datasets import ImageDataset, limit, load_digits
+from nadcore.poison.engine import (
     class_carrier,
     complete_basis,
     example_images,
@@ -20,7 +20,7 @@ from nadcore.poison import (
     run_poison,
     train_classifier,
 )
-from nadcore.poison_spec import PoisonSpec
+from nadcore.poison.spec import PoisonSpec
 
 # Digits with LeNet: NADs from NUM_NETWORKS networks, poisoned at index 0 and HIGH_INDEX.
 NUM_NETWORKS = 100

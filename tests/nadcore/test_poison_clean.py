@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from jobs.kinds.poison import poison_shards
-from nadcore.datasets import limit, load_digits
-from nadcore.poison import run_poison, train_classifier
-from nadcore.poison_spec import PoisonSpec, clean_position
-from nadcore.shards import PoisonPartial, run_poison_shard
+from nadcore.poison.datasets import limit, load_digits
+from nadcore.poison.engine import run_poison, train_classifier
+from nadcore.poison.spec import PoisonSpec, clean_position
+from nadcore.training.shards import PoisonPartial, run_poison_shard
 from worker.kinds.poison import metrics, split_clean
 
 

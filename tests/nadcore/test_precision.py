@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from torch import nn
 
 from nadcore import NADSpec
-from nadcore.decompose import subspace_overlap
-from nadcore.engine import ShardRunner, compute_shard, finalize, merge_key
-from nadcore.partial import merge_partials
-from nadcore.precision import precision_context, resolve_precision
+from nadcore.nads.decompose import subspace_overlap
+from nadcore.nads.engine import ShardRunner, compute_shard, finalize, merge_key
+from nadcore.nads.partial import merge_partials
+from nadcore.nads.precision import precision_context, resolve_precision
 
 SHAPE = (1, 32, 32)
 
@@ -86,7 +86,7 @@ def test_fp32_is_bitwise_the_code_path_before_the_field():
     the field existed): functional_call on the + and - blocks, difference / 2s."""
     from torch.func import functional_call
 
-    from nadcore.gradients import basis_images
+    from nadcore.nads.gradients import basis_images
 
     parts = {p: compute_shard(NADSpec(architecture="lenet", num_networks=3, precision=p), 0, 3,
                               device="cpu") for p in ("auto", "fp32")}
@@ -177,7 +177,7 @@ def test_bf16_is_bitwise_reproducible_whatever_the_sharding(arch, shape):
 
 def test_tf32_switch_sets_and_restores_the_backend_flags():
     """The GPU path (run here on the flags alone: they exist in CPU builds too)."""
-    from nadcore.precision import _cuda_tf32
+    from nadcore.nads.precision import _cuda_tf32
 
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     before = (matmul.fp32_precision, conv.fp32_precision)

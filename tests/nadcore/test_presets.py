@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import ProbeSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.spec import ProbeSpec
 
 SCIENCE = Path(__file__).resolve().parents[2] / "docs" / "science.md"
 

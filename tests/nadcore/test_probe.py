@@ -1,4 +1,4 @@
-"""nadcore.probe: the distribution D(v), the direction families, batched and one-at-a-time
+"""nadcore.probe.engine: the distribution D(v), the direction families, batched and one-at-a-time
 training, and the paper's directional-bias findings at test scale."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from nadcore.engine import Cancelled
-from nadcore.probe import (
+from nadcore.nads.engine import Cancelled
+from nadcore.probe.engine import (
     _Direction,
     direction_frequencies,
     make_directions,
     run_probe,
     sample_dataset,
 )
-from nadcore.probe_spec import ProbeSpec
+from nadcore.probe.spec import ProbeSpec
 from store.settings import SHIPPED_CATALOG_DIR
 
 
@@ -392,7 +392,7 @@ def test_replicates_have_their_own_seeds_and_shard_anywhere():
     """Unit u of a job with R replicates trains direction u mod n with the seed of replicate
     u // n: replicate 0 is the job without replicates, replicate 1 differs from it (its own
     networks and data), and a shard boundary inside a replicate changes nothing."""
-    from nadcore.shards import run_probe_shard
+    from nadcore.training.shards import run_probe_shard
 
     base = {"kind": "random", "count": 3, "seed": 1}
     one = _spec(base, shape=(1, 4, 4), data={"num_train": 32, "num_test": 200},
@@ -413,7 +413,7 @@ def test_replicates_have_their_own_seeds_and_shard_anywhere():
 
 
 def test_wilson_and_t_intervals_against_closed_forms():
-    from nadcore.intervals import across_replicates, direction_intervals, wilson
+    from nadcore.probe.intervals import across_replicates, direction_intervals, wilson
 
     # 0 of n right: Wilson's upper end is z^2 / (n + z^2) (z = 1.96 at 95 %), its lower 0
     low, high = wilson(np.array([0.0]), 10)

@@ -1,4 +1,4 @@
-"""nadcore.probe_power: what a probe's test set can resolve (closed form against the binomial)
+"""nadcore.probe.power: what a probe's test set can resolve (closed form against the binomial)
 and what the measured yardstick reaches at its training budget."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 from scipy import stats
 
-from nadcore.probe_power import (
+from nadcore.probe.power import (
     MEASURED,
     assess,
     num_test_for,

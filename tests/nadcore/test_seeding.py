@@ -1,10 +1,12 @@
 """Derived seeds (nadcore/seeding.py): every namespace in one place, and the values pinned, so a
 stored job reproduces bitwise (these numbers were computed by the per-module copies the helper
-replaced: nadcore.probe.probe_seed and nadcore.poison.poison_seed before issue 16)."""
+replaced: nadcore.probe.engine.probe_seed and nadcore.poison.engine.poison_seed before issue 16)."""
 
 from __future__ import annotations
 
-from nadcore import poison, probe, seeding
+from nadcore import seeding
+from nadcore.poison import engine as poison
+from nadcore.probe import engine as probe
 from nadcore.seeding import (
     POISON,
     POISON_SHUFFLE,

@@ -10,11 +10,12 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from nadcore.cost import estimate_cost
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_spec import NADDirections, ProbeSpec
-from nadcore.spec import MAX_INPUT_DIM, MAX_OUTPUTS, NADSpec
-from nadcore.torchvision_names import TORCHVISION_CLASSIFIERS
+from nadcore.nads.cost import estimate_cost
+from nadcore.nads.spec import NADSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.spec import NADDirections, ProbeSpec
+from nadcore.specs.architecture import MAX_INPUT_DIM, MAX_OUTPUTS
+from nadcore.specs.torchvision_names import TORCHVISION_CLASSIFIERS
 
 
 def _messages(exc: pytest.ExceptionInfo[ValidationError]) -> str:

@@ -1,4 +1,5 @@
-"""The strict zip reader (nadcore.strict_zip) and the archive layouts (nadcore.archive_format):
+"""The strict zip reader (nadcore.uploaded.strict_zip) and the archive layouts
+(nadcore.uploaded.archive_format):
 every way two readers could see different members is refused, before torch reads anything;
 an archive declaring 500,000 entries is refused from its end records alone; and damaged
 archives (random truncations and bit flips) only ever raise our own error."""
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from nadcore.archive_format import ArchiveFormatError, read_layout
-from nadcore.strict_zip import (
+from nadcore.uploaded.archive_format import ArchiveFormatError, read_layout
+from nadcore.uploaded.strict_zip import (
     Limits,
     ZipError,
     read_directory,

@@ -14,13 +14,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from nadcore.archive_format import ArchiveFormatError, check_declared, declared_format
-from nadcore.custom import CustomArchitectureError
-from nadcore.custom_check import validate
-from nadcore.input_shapes import minimum_size, shape_problem
-from nadcore.networks import ArchitectureError, build_model
-from nadcore.probe_spec import ProbeSpec
-from nadcore.spec import BUILTIN_ARCHITECTURES, NADSpec
+from nadcore.nads.spec import NADSpec
+from nadcore.networks.factory import ArchitectureError, build_model
+from nadcore.probe.spec import ProbeSpec
+from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
+from nadcore.specs.input_shapes import minimum_size, shape_problem
+from nadcore.uploaded.archive_format import ArchiveFormatError, check_declared, declared_format
+from nadcore.uploaded.network import CustomArchitectureError
+from nadcore.uploaded.validation import validate
 from nads.export_command import export_architecture
 
 CONVOLUTIONAL = ("lenet", "vgg11", "resnet18", "densenet121")

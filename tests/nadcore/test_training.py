@@ -1,4 +1,4 @@
-"""nadcore.training: the paper's recipe shared by probe and poison."""
+"""nadcore.training.recipe: the paper's recipe shared by probe and poison."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nadcore.control import Cancelled
-from nadcore.training import batches, fit, has_batchnorm, lr_at, sgd, stacked_sgd_step
+from nadcore.training.recipe import batches, fit, has_batchnorm, lr_at, sgd, stacked_sgd_step
 
 
 def _recipe(**kw) -> SimpleNamespace:

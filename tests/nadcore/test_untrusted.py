@@ -1,5 +1,5 @@
-"""Layer one alone (nadcore.untrusted, in this process, no sandbox): archives that would run code
-while loading are refused before anything of them runs, and every real network passes.
+"""Layer one alone (nadcore.uploaded.untrusted, in this process, no sandbox): archives that would
+run code while loading are refused before anything of them runs, and every real network passes.
 
 Each attack of issue 25 that got through the earlier checks is here twice: loaded the way torch
 itself loads it (`checks=False`), its payload runs (the attack is real: a canary file appears,
@@ -17,11 +17,11 @@ import pytest
 import torch
 import torchvision
 
-from nadcore.code_checks import CodeRefused, check_size_expression
-from nadcore.custom import CustomArchitectureError, load_archive
-from nadcore.networks import build_model
-from nadcore.operators import ALLOWED_OPERATORS
-from nadcore.untrusted import (
+from nadcore.networks.factory import build_model
+from nadcore.uploaded.code_checks import CodeRefused, check_size_expression
+from nadcore.uploaded.network import CustomArchitectureError, load_archive
+from nadcore.uploaded.operators import ALLOWED_OPERATORS
+from nadcore.uploaded.untrusted import (
     RefusedArchive,
     load_untrusted,
     program_operators,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from nadcore.partial import PartialNADs
+from nadcore.nads.partial import PartialNADs
 from nads.catalog_background import (
     BuildError,
     PartialFile,

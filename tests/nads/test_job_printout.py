@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from nadcore.learning_check import probe_learning
+from nadcore.training.learning_check import probe_learning
 from nads.client import Job
 from nads.client_commands import _print_job
 

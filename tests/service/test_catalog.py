@@ -121,7 +121,7 @@ def _engine(name: str, n: int):
     import torch
 
     from nadcore import run_spec
-    from nadcore.spec import NADSpec
+    from nadcore.nads.spec import NADSpec
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -1,5 +1,5 @@
 """Validation checks what the engine assumes, through the API to a real worker's sandbox
-(nadcore/engine_assumptions.py): a network whose samples' outputs depend on the rest of the
+(nadcore/uploaded/engine_assumptions.py): a network whose samples' outputs depend on the rest of the
 batch (BatchNorm exported in training mode, anything computing a batch statistic) or that is
 not deterministic (dropout) is rejected with the reason and the fix; a tuple, list or dict
 output is rejected naming its structure unless the upload names the element to use, which
@@ -125,8 +125,8 @@ def test_models_that_mix_samples_or_are_random_are_rejected_with_the_fix(
     checks = good["info"]["engine_checks"]
     assert checks["alone"] <= checks["tolerance"] and checks["repeat"] == 0.0
     # TorchScript keeps its modules' train/eval switch, and the service evaluates a scripted
-    # network in eval mode (nadcore.custom): scripted in training mode, the same CNN is usable
-    # and what jobs compute is the eval-mode network's.
+    # network in eval mode (nadcore.uploaded.network): scripted in training mode, the same CNN is
+    # usable and what jobs compute is the eval-mode network's.
     assert rows["bn_train.pt"]["status"] == "ready", rows["bn_train.pt"]
     # ... and its NADs are those of the eval-mode export: the same init plan draws the same
     # networks (seed 0), both evaluated in eval mode: the top-4 subspaces agree to rounding

@@ -4,7 +4,7 @@ supervisor. The machine's shared Postgres and Redis are never touched.
 
 Each test breaks one thing while jobs run (kill -9 the worker, restart Redis, stop and start
 Postgres, kill the API, fill or freeze the blob directory) and checks that every job ends as it
-should, with NAD arrays identical to `nadcore.engine.estimate_nads` on the same spec.
+should, with NAD arrays identical to `nadcore.nads.engine.estimate_nads` on the same spec.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import psutil
 import pytest
 import torch
 
-from nadcore.engine import estimate_nads
+from nadcore.nads.engine import estimate_nads
 from nads.service_commands import WorkerSupervisor
 from store.migrate import upgrade
 from store.settings import Settings

@@ -45,7 +45,7 @@ def test_nad_results_say_how_much_they_mean(tmp_path: Path) -> None:
         assert {j.status for j in jobs.values()} == {"succeeded"}, jobs
 
         # LeNet, 24 networks: halves of 12 resolve k = 1 and 4 (k < 12). Chance is k / 256,
-        # with noise up to about 0.04 (nadcore/identifiability.py). Twelve networks do not
+        # with noise up to about 0.04 (nadcore/nads/identifiability.py). Twelve networks do not
         # resolve LeNet's first NAD alone (0.001 at k = 1: its top eigenvalues are close) but
         # do resolve its top-4 subspace: identifiable up to k = 4.
         lenet = jobs["lenet"].identifiability

@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from api.main import create_app
 from jobs.broker import make_celery
 from nadcore import PartialNADs, run_spec
-from nadcore.spec import NADSpec
+from nadcore.nads.spec import NADSpec
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import Artifact, Job, Shard, utcnow

@@ -20,7 +20,7 @@ def test_a_poison_job_on_an_uploaded_lenet_trains_its_clean_run_in_the_sandbox(
         alice: httpx.Client, tmp_path: Path) -> None:
     import torch
 
-    from nadcore.networks import build_model
+    from nadcore.networks.factory import build_model
 
     model = build_model("lenet", (1, 32, 32), 10, "cpu").eval()  # 10 classes: digits
     program = torch.export.export(model, (torch.zeros(2, 1, 32, 32),),

@@ -2,7 +2,7 @@
 blobs -> HTTP.
 
 A poison job is sharded by position in `indices`; its metrics must equal
-`nadcore.poison.run_poison` on the same spec in this process (position p is seeded by
+`nadcore.poison.engine.run_poison` on the same spec in this process (position p is seeded by
 (seed, p) whichever shard trains it).
 """
 
@@ -22,10 +22,10 @@ import torch
 from sqlalchemy import func, select
 
 from api.main import create_app
-from nadcore.cost import layer_count
-from nadcore.datasets import load_dataset, load_npz
-from nadcore.poison import flip_dataset, poison_dataset, run_poison
-from nadcore.poison_spec import PoisonSpec
+from nadcore.poison.datasets import load_dataset, load_npz
+from nadcore.poison.engine import flip_dataset, poison_dataset, run_poison
+from nadcore.poison.spec import PoisonSpec
+from nadcore.specs.layer_counts import layer_count
 from store.db import session_scope
 from store.models import Job, Upload
 from store.settings import Settings

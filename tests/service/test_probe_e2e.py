@@ -1,7 +1,7 @@
 """Probe jobs end to end: HTTP -> Postgres -> Redis -> a real Celery worker -> blobs -> HTTP.
 
-A probe job is sharded by direction; its accuracies must equal `nadcore.probe.run_probe` on the
-same spec in this process (direction j is seeded by (seed, j) whichever shard trains it).
+A probe job is sharded by direction; its accuracies must equal `nadcore.probe.engine.run_probe` on
+the same spec in this process (direction j is seeded by (seed, j) whichever shard trains it).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from sqlalchemy import delete, func, select
 from api.main import create_app
 from jobs.broker import make_celery
 from jobs.kinds.probe import count_directions
-from nadcore.probe import make_directions, run_probe
-from nadcore.probe_spec import ProbeSpec
+from nadcore.probe.engine import make_directions, run_probe
+from nadcore.probe.spec import ProbeSpec
 from store.db import session_scope
 from store.models import Artifact, Job, utcnow
 from store.settings import Settings
@@ -291,8 +291,8 @@ def test_a_fourier_grid_with_replicates_trains_each_direction_once_per_replicate
     6 pairs, so 10 directions, each trained twice (2 replicates, with their own seeds) in 2
     shards that split the 20 trainings anywhere. The numbers equal the engine's in process;
     the summary gives every direction's mean and Student t interval across the replicates."""
-    from nadcore.intervals import across_replicates
-    from nadcore.shards import run_probe_shard
+    from nadcore.probe.intervals import across_replicates
+    from nadcore.training.shards import run_probe_shard
 
     body = {"architecture": "logreg", "input_shape": [1, 4, 4],
             "directions": {"kind": "fourier"}, "data": {"num_train": 64, "num_test": 64},
@@ -331,7 +331,7 @@ def test_a_fourier_grid_with_replicates_trains_each_direction_once_per_replicate
 
 
 def spec_frequencies(spec: ProbeSpec) -> list[tuple[int, int]]:
-    from nadcore.probe_directions import direction_frequencies
+    from nadcore.probe.directions import direction_frequencies
 
     return direction_frequencies(spec)
 

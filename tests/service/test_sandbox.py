@@ -1,8 +1,8 @@
 """Uploaded models as an attacker would write them, each a real upload through the API to a real
 worker (tests/hostile_models.py).
 
-Layer one (nadcore.untrusted) refuses what is not a plain network before loading it; the tests
-marked `layer two` run a second service whose worker has that layer switched off
+Layer one (nadcore.uploaded.untrusted) refuses what is not a plain network before loading it; the
+tests marked `layer two` run a second service whose worker has that layer switched off
 (NADS_UNSAFE_SKIP_ARCHIVE_CHECKS, a test-only setting) to show that the sandbox alone still
 contains the model: no secret read, nothing written outside its scratch, no network. Models
 that are plain networks but spin, allocate or turn NaN only at a job's inputs pass validation;
@@ -230,7 +230,7 @@ def test_models_that_misbehave_only_at_job_inputs(alice: httpx.Client, settings:
 @pytest.fixture(scope="module")
 def unchecked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Settings]]:
     """An embedded service (SQLite, filesystem broker) whose worker loads archives without
-    nadcore.untrusted's checks: only the sandbox stands between a model and the service."""
+    nadcore.uploaded.untrusted's checks: only the sandbox stands between a model and the service."""
     data = tmp_path_factory.mktemp("unchecked")
     settings = Settings(data_dir=data, unsafe_skip_archive_checks=True, progress_interval_s=0.2)
     upgrade(settings.resolved_database_url)

@@ -1,7 +1,7 @@
 """The job page says when a result means nothing (issue 17), in headless Chromium against the
 real server and worker: a probe whose training did not move off chance shows one warning line
-with what to change (`summary.learning`, nadcore.learning_check); one that learned shows none;
-one whose directions partly learned (a NAD probe's expected finding, issue 27) shows an info
+with what to change (`summary.learning`, nadcore.training.learning_check); one that learned shows
+none; one whose directions partly learned (a NAD probe's expected finding, issue 27) shows an info
 line. Neither is drawn red: red is for failures. Screenshots under the pytest tmp dir (and
 NADS_SCREENSHOT_DIR when set)."""
 

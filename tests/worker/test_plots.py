@@ -11,9 +11,9 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from nadcore.poison_spec import PoisonSpec
-from nadcore.probe_directions import direction_frequencies
-from nadcore.probe_spec import ProbeSpec
+from nadcore.poison.spec import PoisonSpec
+from nadcore.probe.directions import direction_frequencies
+from nadcore.probe.spec import ProbeSpec
 from worker import plots
 
 

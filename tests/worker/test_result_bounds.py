@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nadcore.partial import PartialNADs
+from nadcore.nads.partial import PartialNADs
 from store.settings import get_settings
 from tests.hostile_models import lenet_pt2, pickled_weight_pt2
 from worker.sandbox import Limits, SandboxError, check_available, run_sandboxed
@@ -54,7 +54,7 @@ def _npy(array: np.ndarray) -> bytes:
 MEASURE = """
 import sys
 from pathlib import Path
-from nadcore.partial import PartialNADs
+from nadcore.nads.partial import PartialNADs
 from worker.sandbox import SandboxError
 from worker.uploaded import load_result, result_bytes
 def rss(field):

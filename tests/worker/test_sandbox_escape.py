@@ -1,8 +1,8 @@
 """The sandbox with layer one turned off: attacker Python runs directly as the sandboxed child
-(worker.sandbox.spawn with `python -I -c CODE` in place of `nadcore.isolated`: what a pickled
-weight or a hostile `__setstate__` would get), and every attack fails from inside. The entry
+(worker.sandbox.spawn with `python -I -c CODE` in place of `nadcore.uploaded.isolated`: what a
+pickled weight or a hostile `__setstate__` would get), and every attack fails from inside. The entry
 point is `spawn(child=...)`, which the API cannot reach (it only queues tasks of
-nadcore.isolated by name).
+nadcore.uploaded.isolated by name).
 
 Where a protection could be taken away without making the attack succeed, a control runs the
 same probe with the protection removed (`command=` rewrites bwrap's command line, or the

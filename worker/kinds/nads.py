@@ -11,9 +11,9 @@ import numpy as np
 
 from jobs.sources import SourceError, catalog_nads
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
-from nadcore.decompose import subspace_overlap
-from nadcore.identifiability import chance, noise_upper
-from nadcore.spec import STABILITY_KS, NADSpec
+from nadcore.nads.decompose import subspace_overlap
+from nadcore.nads.identifiability import chance, noise_upper
+from nadcore.nads.spec import STABILITY_KS, NADSpec
 from store.db import session_scope
 from store.settings import get_settings
 from worker import uploaded
@@ -36,7 +36,7 @@ from worker.plots import render_nad_figures
 def catalog_comparison(summary: dict[str, Any], nads: np.ndarray) -> dict[str, Any] | None:
     """The overlap ||U_k^T V_k||_F^2 / k of these NADs with those of the ready catalog entry of
     the same architecture, input shape, method and scale, at the k of STABILITY_KS both hold,
-    beside chance k/D and the top of its noise band (`nadcore.identifiability`: two
+    beside chance k/D and the top of its noise band (`nadcore.nads.identifiability`: two
     independent estimates of an isotropic covariance overlap like random subspaces); None when
     no such entry is ready. With the catalog's seed the first networks are the same ones, and
     the overlap is then not an independent check: `shared_networks` says how many."""

@@ -1,4 +1,5 @@
-"""Poison jobs in the worker (loads torch through nadcore.poison; found through the registry).
+"""Poison jobs in the worker (loads torch through nadcore.poison.engine; found through the
+registry).
 
 A shard of a poison job is a range [start, stop) of positions in `spec.indices`: it loads the
 dataset and the NAD array, trains one model per position (`run_poison(..., positions=range(p,
@@ -20,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from jobs.ownership import own_upload
 from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
-from nadcore.datasets import ImageDataset, load_dataset
-from nadcore.learning_check import poison_learning
-from nadcore.poison import flip_dataset, poison_dataset
-from nadcore.poison_spec import PoisonSpec, clean_position
-from nadcore.shards import PoisonPartial, run_poison_shard
+from nadcore.poison.datasets import ImageDataset, load_dataset
+from nadcore.poison.engine import flip_dataset, poison_dataset
+from nadcore.poison.spec import PoisonSpec, clean_position
+from nadcore.training.learning_check import poison_learning
+from nadcore.training.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import DATASET_UPLOAD, NADS_UPLOAD
@@ -128,7 +129,7 @@ def transformed_train(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray, in
 
 def example_picks(data: ImageDataset) -> torch.Tensor:
     """The first training image of each of the first EXAMPLES classes (as
-    nadcore.poison.example_images picks them, without poisoning the whole set)."""
+    nadcore.poison.engine.example_images picks them, without poisoning the whole set)."""
     y = data.y_train
     picks = [int(torch.nonzero(y == c)[0]) for c in range(data.num_classes) if (y == c).any()]
     return torch.tensor(picks[:EXAMPLES], dtype=torch.int64)
@@ -188,7 +189,7 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
 
 
 def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset) -> dict:
-    """`did_not_learn` and `learning` (nadcore.learning_check) from the final accuracies on
+    """`did_not_learn` and `learning` (nadcore.training.learning_check) from the final accuracies on
     the (poisoned) training sets."""
     learning = poison_learning(train[:, -1].tolist(), data.num_classes, spec.training.epochs)
     return {"did_not_learn": learning["did_not_learn"], "learning": learning}

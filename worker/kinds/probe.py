@@ -1,4 +1,4 @@
-"""Probe jobs in the worker (loads torch through nadcore.probe; found through the registry).
+"""Probe jobs in the worker (loads torch through nadcore.probe.engine; found through the registry).
 
 A shard of a probe job is a range [start, stop) of direction indices: it builds the job's
 directions, trains rows start:stop (`run_probe(..., first_index=start)`, so direction j is
@@ -16,11 +16,11 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
-from nadcore.intervals import CONFIDENCE, direction_intervals
-from nadcore.learning_check import probe_learning
-from nadcore.probe_directions import direction_frequencies, make_directions
-from nadcore.probe_spec import FourierDirections, NADDirections, ProbeSpec
-from nadcore.shards import ProbePartial, run_probe_shard
+from nadcore.probe.directions import direction_frequencies, make_directions
+from nadcore.probe.intervals import CONFIDENCE, direction_intervals
+from nadcore.probe.spec import FourierDirections, NADDirections, ProbeSpec
+from nadcore.training.learning_check import probe_learning
+from nadcore.training.shards import ProbePartial, run_probe_shard
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.settings import get_settings
@@ -81,7 +81,7 @@ def _labels(spec: ProbeSpec) -> tuple[str, list]:
 @dataclass(frozen=True)
 class Accuracies:
     """Per direction (in direction order): the mean test accuracy over the replicates, its
-    confidence interval (`nadcore.intervals`) and the replicates' own, (R, n)."""
+    confidence interval (`nadcore.probe.intervals`) and the replicates' own, (R, n)."""
 
     mean: np.ndarray
     low: np.ndarray
@@ -118,7 +118,7 @@ def summarize(spec: ProbeSpec, accuracies: Accuracies, partials: list[ProbeParti
               curves: np.ndarray) -> dict:
     """JSON-able job summary: accuracy statistics, each direction's mean and confidence
     interval (all of them up to PER_DIRECTION directions, always in intervals.npy), the first
-    and the worst directions, and which directions did not learn (`nadcore.learning_check`:
+    and the worst directions, and which directions did not learn (`nadcore.training.learning_check`:
     `did_not_learn` when none did; with replicates on their mean, over R x num_test samples)."""
     label, labels = _labels(spec)
     mean, n, replicates = accuracies.mean, accuracies.mean.shape[0], spec.replicates

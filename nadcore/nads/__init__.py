@@ -1,0 +1,9 @@
+"""The NAD kind: random networks -> input gradients -> partial results -> NADs.
+
+- `spec`: `NADSpec` (torch-free) and `cost`: what a spec costs before running it (torch-free).
+- `engine`: `estimate_nads`, `run_spec`, shards and the merge; `schedule`: how a spec runs on
+  a device (strategy, pixel blocks, network chunks); `precision`: the arithmetic of the forward
+  passes; `gradients`: input gradients of many networks at one point.
+- `partial`: mergeable per-shard results; `decompose`: PCA and split-half stability;
+  `identifiability`: stability against chance (torch-free).
+"""

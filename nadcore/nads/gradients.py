@@ -1,0 +1,117 @@
+"""Input gradients of many random networks at one evaluation point.
+
+One function computes a block of gradient entries of one network; a chunk of networks runs
+it either through `vmap` over the networks' stacked state (torch.func's ensembling idiom: the
+first layer of all networks becomes one wide layer, the rest grouped layers) or in a loop
+over the networks, whichever measures faster on the device (`engine.default_strategy`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from nadcore.nads.precision import precision_context
+
+StateDict = dict[str, torch.Tensor]
+Strategy = Literal["vmap", "loop"]
+
+
+def basis_images(shape: tuple[int, ...], start: int, stop: int, device: torch.device):
+    """The one-hot images e_i for pixels i in [start, stop), shape (stop-start, *shape)."""
+    d = 1
+    for s in shape:
+        d *= s
+    p = stop - start
+    e = torch.zeros((p, d), device=device)
+    e[torch.arange(p, device=device), torch.arange(start, stop, device=device)] = 1.0
+    return e.view(p, *shape)
+
+
+class GradientEvaluator:
+    """Computes the (n, D) input gradients of a chunk of networks given their stacked state."""
+
+    def __init__(
+        self,
+        template: nn.Module,
+        x0: torch.Tensor,
+        method: Literal["finite_difference", "autograd"],
+        scale: float,
+        output_index: int = 0,
+        pixel_block: int | None = None,
+        strategy: Strategy | None = None,
+        channels_last: bool = False,
+        precision: str = "fp32",
+    ):
+        self.template = template
+        self.x0 = x0
+        self.method = method
+        self.scale = float(scale)
+        self.output_index = output_index
+        self.dim = x0.numel()
+        self.pixel_block = min(self.dim, pixel_block or self.dim)
+        self.strategy: Strategy = strategy or "loop"
+        self.channels_last = channels_last and x0.dim() == 3
+        self.precision = precision  # resolved: fp32, tf32 or bf16 (nadcore.nads.precision)
+
+    def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
+        # an uploaded TorchScript model has no stateless call: it loads the state in place
+        # (loop strategy only; see nadcore.uploaded.network)
+        call = getattr(self.template, "call_with_state", None)
+        if call is not None:
+            return call(state, x)[:, self.output_index]
+        return functional_call(self.template, state, (x,))[:, self.output_index]
+
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _central_difference(self, state: StateDict, xs: torch.Tensor) -> torch.Tensor:
+        """(f(x0 + s e_i) - f(x0 - s e_i)) / 2s of one network, xs = the + block then the -."""
+        values = self._output(state, xs).float()  # bf16 outputs: the difference in fp32
+        p = xs.shape[0] // 2
+        return (values[:p] - values[p:]) / (2 * self.scale)
+
+    def _autograd(self, state: StateDict, x0: torch.Tensor) -> torch.Tensor:
+        own = getattr(self.template, "input_gradient", None)  # an uploaded model's own
+        if own is not None:
+            return own(state, x0, self.output_index)
+        return grad(lambda x: self._output(state, x.unsqueeze(0))[0])(x0).reshape(-1)
+
+    def _map(self, fn: Callable, state: StateDict, arg: torch.Tensor) -> torch.Tensor:
+        if self.strategy == "vmap":
+            return vmap(fn, in_dims=(0, None))(state, arg)
+        n = next(iter(state.values())).shape[0]
+        return torch.stack([fn(self._network(state, j), arg) for j in range(n)])
+
+    def _network(self, state: StateDict, j: int) -> StateDict:
+        one = {k: v[j] for k, v in state.items()}
+        if self.channels_last:
+            one = {k: self._layout(v) if v.dim() == 4 else v for k, v in one.items()}
+        return one
+
+    def __call__(self, state: StateDict, pixels: range | None = None) -> torch.Tensor:
+        """Gradients (n, D) of the n stacked networks; with `pixels` (finite differences
+        only), just those input coordinates, (n, len(pixels)); float32 whatever the
+        precision of the forward passes."""
+        with precision_context(self.precision, self.x0.device):
+            return self._gradients(state, pixels)
+
+    def _gradients(self, state: StateDict, pixels: range | None) -> torch.Tensor:
+        if self.method == "autograd":
+            return self._map(self._autograd, state, self.x0).detach().float()
+        pixels = pixels or range(self.dim)
+        n = next(iter(state.values())).shape[0]
+        out = torch.empty((n, len(pixels)), dtype=torch.float32, device=self.x0.device)
+        with torch.no_grad():
+            for start in range(pixels.start, pixels.stop, self.pixel_block):
+                stop = min(pixels.stop, start + self.pixel_block)
+                e = basis_images(tuple(self.x0.shape), start, stop, self.x0.device)
+                # the perturbed inputs are shared by all networks: built once per block
+                xs = self._layout(torch.cat([self.x0 + self.scale * e, self.x0 - self.scale * e]))
+                out[:, start - pixels.start:stop - pixels.start] = self._map(
+                    self._central_difference, state, xs)
+        return out

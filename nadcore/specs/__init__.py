@@ -1,0 +1,11 @@
+"""What every kind's spec shares, torch-free (the API and jobs/ validate specs with it; an
+import contract keeps torch out):
+
+- `architecture`: which architecture a spec names (built-in, torchvision builder, uploaded
+  `ArchitectureRef`) and the shared bounds (input size, outputs).
+- `input_shapes`: which input shapes a built-in can take, by arithmetic.
+- `layer_counts`: MACs, parameters and activations of one forward pass of a built-in.
+- `numbers`: the bounded float types of every spec.
+- `presets`: the named training presets of the probe and poison specs.
+- `torchvision_names`: torchvision's classification builders, as a static list.
+"""

@@ -1,0 +1,169 @@
+"""The child side of the worker's sandbox (`worker/sandbox.py`): one unit of work on an uploaded
+model, read from a job folder, answered in frames on one pipe.
+
+    python -m nadcore.uploaded.isolated JOB_DIR FD
+
+`JOB_DIR` (read-only in the sandbox) holds `request.json` ({"task": ..., ...}), `archive` (the
+uploaded model) and the task's input arrays as `.npy` files. Tasks:
+
+| task | request | answer |
+| --- | --- | --- |
+| `validate` | input_shape, init, output | `I`: the architecture's info
+(`nadcore.uploaded.validation`) |
+| `nads_shard` | spec, start, stop | `R`: the shard's `PartialNADs` (.npz) |
+| `nads_whole` | spec | `R`: nads, eigenvalues, eval_point (.npz); `I`: the rest of the result |
+| `probe_shard` | spec, start, stop; directions.npy | `R`: the shard's `ProbePartial` |
+| `poison_shard` | spec, start, stop; dataset and nads .npy | `R`: the shard's `PoisonPartial` |
+
+Frames are `kind (1 byte) | length (4 bytes, big-endian) | payload`: `P` progress (JSON
+{"done", "total"}), `I` JSON, `R` the result's bytes, `E` an error (JSON {"message"}). Nothing
+else leaves the child: stdout and stderr go to the worker's log only. The worker trusts none of
+it: it bounds every frame, parses JSON and .npz (no pickle) and checks shapes and values.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+HEADER = struct.Struct(">cI")
+PROGRESS, INFO, RESULT, ERROR = b"P", b"I", b"R", b"E"
+
+
+def encode_frame(kind: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+def decode_frames(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
+    """Complete frames at the head of `buffer` (consumed); an incomplete tail stays."""
+    while len(buffer) >= HEADER.size:
+        kind, length = HEADER.unpack_from(buffer)
+        if len(buffer) < HEADER.size + length:
+            return
+        payload = bytes(buffer[HEADER.size:HEADER.size + length])
+        del buffer[:HEADER.size + length]
+        yield kind, payload
+
+
+def pending_length(buffer: bytearray) -> int:
+    """Declared length of the frame at the head of `buffer` (0 when no header yet)."""
+    return HEADER.unpack_from(buffer)[1] if len(buffer) >= HEADER.size else 0
+
+
+class _Channel:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def send(self, kind: bytes, payload: bytes) -> None:
+        view = memoryview(encode_frame(kind, payload))
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def send_json(self, kind: bytes, value: dict) -> None:
+        self.send(kind, json.dumps(value, allow_nan=False).encode())
+
+    def progress(self) -> Callable[[int, int], None]:
+        def report(done: int, total: int) -> None:
+            self.send_json(PROGRESS, {"done": int(done), "total": int(total)})
+        return report
+
+
+def _npz(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _never() -> bool:
+    return False  # the worker cancels by killing the sandbox
+
+
+def _run(task: str, request: dict, job: Path, channel: _Channel) -> None:
+    from nadcore.uploaded.network import register_archive, set_archive_checks
+
+    set_archive_checks(bool(request.get("archive_checks", True)))
+    archive = job / "archive"
+    progress = channel.progress()
+    if task == "validate":
+        from nadcore.uploaded.validation import validate
+
+        info = validate(archive, tuple(request["input_shape"]), request["init"],
+                        request.get("output"))
+        channel.send_json(INFO, info)
+        return
+    register_archive(archive)
+    start, stop = request.get("start", 0), request.get("stop", 0)
+    buf = io.BytesIO()
+    if task == "nads_shard":
+        from nadcore.nads.engine import compute_shard
+        from nadcore.nads.spec import NADSpec
+
+        spec = NADSpec.model_validate(request["spec"])
+        compute_shard(spec, start, stop, progress=progress, should_stop=_never).save(buf)
+    elif task == "nads_whole":
+        from nadcore.nads.engine import run_spec
+        from nadcore.nads.spec import NADSpec
+
+        result = run_spec(NADSpec.model_validate(request["spec"]), progress=progress,
+                          should_stop=_never)
+        channel.send_json(INFO, {"stability": {str(k): v for k, v in result.stability.items()},
+                                 "num_networks": result.num_networks,
+                                 "decomposition": result.decomposition, "info": result.info})
+        buf.write(_npz(**result.arrays()))
+    elif task == "probe_shard":
+        from nadcore.probe.spec import ProbeSpec
+        from nadcore.training.shards import run_probe_shard
+
+        directions = np.load(job / "directions.npy", allow_pickle=False)
+        run_probe_shard(ProbeSpec.model_validate(request["spec"]), directions, start, stop,
+                        progress=progress, should_stop=_never).save(buf)
+    elif task == "poison_shard":
+        import torch
+
+        from nadcore.poison.datasets import ImageDataset
+        from nadcore.poison.spec import PoisonSpec
+        from nadcore.training.shards import run_poison_shard
+
+        arrays = {n: np.load(job / f"{n}.npy", allow_pickle=False)
+                  for n in ("x_train", "y_train", "x_test", "y_test", "nads")}
+        data = ImageDataset(*(torch.from_numpy(arrays[n]) for n in
+                              ("x_train", "y_train", "x_test", "y_test")),
+                            num_classes=int(request["num_classes"]), name=request["dataset"])
+        run_poison_shard(PoisonSpec.model_validate(request["spec"]), data, arrays["nads"],
+                         start, stop, progress=progress, should_stop=_never).save(buf)
+    else:
+        raise ValueError(f"task: unknown task {task[:40]!r}")
+    channel.send(RESULT, buf.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    job, channel = Path(args[0]), _Channel(int(args[1]))
+    import torch
+
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    request = json.loads((job / "request.json").read_text())
+    try:
+        _run(str(request["task"]), request, job, channel)
+    except MemoryError:
+        channel.send_json(ERROR, {"message": "the model ran out of memory", "memory": True})
+        return 1
+    except Exception as exc:  # noqa: BLE001 (every failure becomes one error frame)
+        text = str(exc)
+        memory = "allocate" in text or "out of memory" in text
+        if not isinstance(exc, ValueError):  # ValueErrors are the engine's own, field first
+            text = f"{type(exc).__name__}: {text}"
+        channel.send_json(ERROR, {"message": text, "memory": memory})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
