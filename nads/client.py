@@ -22,7 +22,6 @@ from typing import Any, NamedTuple, TypeVar
 import httpx
 import numpy as np
 
-from nads.job_kinds import JOB_KINDS
 from nads.local_key import PROOF_PATH, check_proof, local_key, local_key_path, new_challenge
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -172,6 +171,7 @@ class Client:
         headers = ({"Authorization": f"Bearer {self.key}"}
                    if self.key and not self._key_unproven else {})
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._kinds: list[dict[str, Any]] | None = None
 
     def close(self) -> None:
         self._http.close()
@@ -219,16 +219,32 @@ class Client:
 
     # Jobs
 
+    def kinds(self) -> list[dict[str, Any]]:
+        """The job kinds the service runs (GET /v1/kinds, asked once): name, title, unit,
+        figures, the spec's JSON schema and the `nads submit` options that set its fields."""
+        if self._kinds is None:
+            self._kinds = self._request("GET", "/v1/kinds").json()
+        return self._kinds
+
+    def kind(self, name: str) -> dict[str, Any]:
+        """The kind `name` of `kinds()`; ValueError naming the service's kinds otherwise."""
+        kinds = self.kinds()
+        for kind in kinds:
+            if kind["name"] == name:
+                return kind
+        raise ValueError(f"kind: {name!r}; expected one of "
+                         f"{', '.join(k['name'] for k in kinds)}")
+
     def submit(self, kind: str, spec: dict[str, Any], accept_long: bool = False,
                accept_underpowered: bool = False) -> Job:
-        """Submits a job of `kind` (nads, probe, poison) with the spec as the service takes it.
+        """Submits a job of `kind` (one of `kinds()`: nads, probe, poison) with the spec as the
+        service takes it.
         A job estimated to run longer than the service's limit on its workers is refused (422
         with the estimate and what fits) unless `accept_long`; a probe whose sizes cannot
         separate a learnable direction from chance is refused (422 with the smallest sizes
         that can) unless `accept_underpowered`. Its estimate: `job.raw["estimate"]["run"]`
         (run_s, basis), and for a probe `["power"]`."""
-        if kind not in JOB_KINDS:
-            raise ValueError(f"kind: {kind!r}; expected one of {', '.join(JOB_KINDS)}")
+        self.kind(kind)
         params = {name: "true" for name, on in (("accept_long", accept_long),
                                                 ("accept_underpowered", accept_underpowered))
                   if on} or None

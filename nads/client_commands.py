@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nads.job_kinds import JOB_KINDS
 from nads.summary_text import learning_severity, not_identifiable, not_learned, report
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
@@ -29,10 +28,6 @@ Key = Annotated[str | None, typer.Option(
     help="API key [default: for a local URL, the one `nads serve` wrote to "
          "$NADS_DATA_DIR/local-api-key]")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON.")]
-
-
-# The registered job kinds (jobs/kinds); kinds without flags of their own take --spec / --set.
-Kind = StrEnum("Kind", {name: name for name in JOB_KINDS})
 
 
 def make_client(url: str | None, key: str | None) -> Client:
@@ -135,25 +130,33 @@ def _indices(text: str | None) -> list[int] | None:
         raise typer.BadParameter(f"expected integers separated by commas, got {text!r}") from None
 
 
-def build_spec(kind: Kind, spec_file: Path | None, flags: dict[str, Any], sets: list[str]
-               ) -> dict[str, Any]:
+def build_spec(kind: dict[str, Any], spec_file: Path | None, flags: dict[str, Any],
+               sets: list[str]) -> dict[str, Any]:
+    """The spec of a job of `kind` (as GET /v1/kinds describes it): the --spec file, the
+    options the kind maps to its fields (`cli_options`) over it, the --set values over both."""
     spec = load_spec_file(spec_file) if spec_file else {}
-    for dotted, value in flags.items():
-        if value is None:
+    fields = {"arch": "architecture", "input-shape": "input_shape", "seed": "seed",
+              "shards": "shards"} | kind["cli_options"]
+    for option, value in flags.items():
+        if value is None or option not in fields:
             continue
+        dotted = fields[option]
         node = spec
         *parents, last = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
         node[last] = value
     spec = apply_sets(spec, sets)
-    if kind == Kind.nads and "architecture" not in spec:
-        raise _fail("submit nads: give --arch or a --spec file with 'architecture'", 2)
+    required = kind["spec_schema"].get("required", [])
+    if "architecture" in required and "architecture" not in spec:
+        raise _fail(f"submit {kind['name']}: give --arch or a --spec file with "
+                    "'architecture'", 2)
     return spec
 
 
 def submit(
-    kind: Annotated[Kind, typer.Argument(help=", ".join(JOB_KINDS))],
+    kind: Annotated[str, typer.Argument(
+        help="a job kind of the service (GET /v1/kinds): nads, probe, poison...")],
     spec_file: Annotated[Path | None, typer.Option(
         "--spec", exists=True, dir_okay=False, help="JSON or YAML spec (flags override it)")
     ] = None,
@@ -198,22 +201,21 @@ def submit(
     as_json: AsJson = False,
 ) -> None:
     """Submit a job (the job id is printed first, then its estimated run time)."""
-    flags: dict[str, Any] = {"architecture": arch, "input_shape": parse_shape_option(input_shape),
-                             "seed": seed, "shards": shards}
-    if kind == Kind.nads:
-        flags |= {"num_networks": networks, "method": method, "scale": scale, "k": k,
-                  "target_stability": target_stability, "stability_k": stability_k}
-    elif kind == "probe":
-        flags |= {"directions.kind": directions, "directions.job": nad_job,
-                  "directions.count": count, "directions.grid_stride": grid_stride,
-                  "training.epochs": epochs, "preset": preset}
-    elif kind == "poison":
-        flags |= {"dataset.name": dataset, "nads.job": nad_job, "indices": _indices(indices),
-                  "eps": eps, "training.epochs": epochs, "preset": preset}
-    spec = build_spec(kind, spec_file, flags, sets or [])
+    flags: dict[str, Any] = {  # by option; the kind maps them to its spec's fields
+        "arch": arch, "input-shape": parse_shape_option(input_shape), "seed": seed,
+        "shards": shards, "networks": networks, "method": method, "scale": scale, "k": k,
+        "target-stability": target_stability, "stability-k": stability_k,
+        "directions": directions, "nad-job": nad_job, "count": count,
+        "grid-stride": grid_stride, "epochs": epochs, "preset": preset, "dataset": dataset,
+        "indices": _indices(indices), "eps": eps}
     client = make_client(url, key)
     with Guard():
-        job = client.submit(kind.value, spec, accept_long=accept_long,
+        try:  # the options each kind maps to its spec's fields: data of the kind (jobs/kinds)
+            described = client.kind(kind)
+        except ValueError as exc:
+            raise _fail(f"submit: {exc}", 2) from None
+        spec = build_spec(described, spec_file, flags, sets or [])
+        job = client.submit(kind, spec, accept_long=accept_long,
                             accept_underpowered=accept_underpowered)
         _print_job(job, as_json)
         estimate = job.raw.get("estimate") or {}
@@ -270,14 +272,14 @@ def download(job_id: str,
             print(path)
 
 
-def ls(kind: Annotated[Kind | None, typer.Option(help="Only this kind.")] = None,
+def ls(kind: Annotated[str | None, typer.Option(
+           help="Only this kind (of GET /v1/kinds).")] = None,
        status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
        limit: Annotated[int, typer.Option(help="At most this many (0: all).")] = 20,
        url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """List your jobs, newest first."""
     with Guard():
-        jobs = list(make_client(url, key).jobs(kind.value if kind else None, status_,
-                                           limit or None))
+        jobs = list(make_client(url, key).jobs(kind, status_, limit or None))
     if as_json:
         print(json.dumps([j.raw for j in jobs], indent=2))
         return

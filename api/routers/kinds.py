@@ -1,6 +1,7 @@
 """GET /v1/kinds: the registered job kinds (jobs/kinds), for the web page and clients: each
 kind's name, what it does, the unit its progress counts, the figures it renders (with their
-captions) and the JSON schema of its spec. Public: it describes the service, no user's data."""
+captions), the JSON schema of its spec and the `nads submit` options that set its fields.
+Public: it describes the service, no user's data."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class KindOut(BaseModel):
     submit_url: str
     figures: list[FigureOut]
     spec_schema: dict[str, Any]
+    cli_options: dict[str, str]
 
 
 @router.get("/kinds", response_model=list[KindOut])
@@ -34,5 +36,6 @@ def list_kinds() -> list[KindOut]:
     return [KindOut(name=k.name, title=k.title.split("\n\n")[0], unit=k.unit,
                     submit_url=f"/v1/jobs/{k.name}",
                     figures=[FigureOut(name=f.name, caption=f.caption) for f in k.figures],
-                    spec_schema=k.spec.model_json_schema())
+                    spec_schema=k.spec.model_json_schema(),
+                    cli_options=dict(k.cli_options))
             for k in KINDS.values()]

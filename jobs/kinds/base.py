@@ -121,7 +121,10 @@ class JobKind(Protocol):
     Declared as data, read by the service without naming the kind: `items` (what the shard
     ranges count, jobs/fleet.py), `quotas` (the limits on its estimate and their settings),
     `supports_upload` (whether its `architecture` may name an uploaded architecture, run in the
-    sandbox: the worker module then runs those shards through worker/uploaded.py).
+    sandbox: the worker module then runs those shards through worker/uploaded.py),
+    `cli_options` (the `nads submit` options that set its spec's fields, option -> dotted
+    field, beyond --arch, --input-shape, --seed and --shards; the CLI reads them from
+    GET /v1/kinds).
     """
 
     name: str
@@ -133,6 +136,7 @@ class JobKind(Protocol):
     items: Items
     quotas: tuple[Quota, ...]
     supports_upload: bool
+    cli_options: Mapping[str, str]
 
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 

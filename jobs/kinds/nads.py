@@ -71,6 +71,9 @@ class NADKind:
     items = Items("num_networks", "networks", least=2)  # a NAD job needs two networks
     quotas = QUOTAS
     supports_upload = True
+    cli_options = {"networks": "num_networks", "method": "method", "scale": "scale",
+                   "k": "k", "target-stability": "target_stability",
+                   "stability-k": "stability_k"}
 
     def architecture(self, spec: NADSpec) -> dict[str, Any]:
         return {"networks": spec.num_networks, "outputs": spec.output_index + 1,

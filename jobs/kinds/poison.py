@@ -227,6 +227,8 @@ class PoisonKind:
     items = Items("indices", "indices", extra=1)
     quotas = QUOTAS
     supports_upload = True
+    cli_options = {"dataset": "dataset.name", "nad-job": "nads.job", "indices": "indices",
+                   "eps": "eps", "epochs": "training.epochs", "preset": "preset"}
 
     def architecture(self, spec: PoisonSpec) -> dict[str, Any]:
         named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None

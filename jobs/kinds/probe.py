@@ -217,6 +217,9 @@ class ProbeKind:
     items = Items("directions", "directions")
     quotas = QUOTAS
     supports_upload = True
+    cli_options = {"directions": "directions.kind", "nad-job": "directions.job",
+                   "count": "directions.count", "grid-stride": "directions.grid_stride",
+                   "epochs": "training.epochs", "preset": "preset"}
 
     def unit_of(self, spec: dict[str, Any]) -> str:
         """What a stored spec's progress counts: directions, or trainings with replicates."""

@@ -37,7 +37,7 @@ def test_every_registered_kind_is_complete() -> None:
         assert all(f.name.endswith(".png") and f.caption for f in kind.figures)
         # the worker half exists (found without importing it: it loads torch)
         assert importlib.util.find_spec(kind.worker) is not None, kind.worker
-    with pytest.raises(KeyError, match="unknown job kind 'nope'; known: nads, probe, poison"):
+    with pytest.raises(KeyError, match=f"unknown job kind 'nope'; known: {', '.join(REGISTRY)}"):
         get_kind("nope")
 
 
@@ -57,6 +57,8 @@ def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
     assert [f["name"] for f in probe["figures"]] == ["heatmap.png", "accuracy_vs_index.png",
                                                      "curves.png"]
     assert "directions" in probe["spec_schema"]["properties"]
+    # the CLI's `nads submit` options, as the kind maps them to its spec's fields
+    assert probe["cli_options"]["nad-job"] == "directions.job"
 
 
 def test_nad_plan_shards_or_runs_whole_and_keeps_the_quota(session: Session, settings: Settings,

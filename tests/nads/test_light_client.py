@@ -9,9 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jobs.kinds import REGISTRY
-from nads.job_kinds import JOB_KINDS
-
 # Packages of the engine and of the service (ours and third parties'): none may load.
 HEAVY = ("torch", "torchvision", "sqlalchemy", "alembic", "fastapi", "starlette", "uvicorn",
          "celery", "kombu", "pydantic_settings", "matplotlib", "sklearn", "scipy",
@@ -64,6 +61,3 @@ for verb in {verbs!r}:
     out = _run(program, tmp_path)
     assert "HEAVY: []" in out, out
 
-
-def test_the_clients_job_kinds_are_the_registry() -> None:
-    assert JOB_KINDS == REGISTRY

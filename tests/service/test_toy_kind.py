@@ -11,6 +11,7 @@ does not know the toy kind, must not take its messages or dispatch its shards.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -24,7 +25,15 @@ import pytest
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ROOT, celery_worker, free_port, new_key, settings_env, wait_for_job
+from tests.support import (
+    NADS_BIN,
+    ROOT,
+    celery_worker,
+    free_port,
+    new_key,
+    settings_env,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -87,15 +96,21 @@ def test_a_kind_from_one_module_per_layer_runs_through_the_api_and_a_worker(
         refused = client.post("/v1/jobs/toy", json={"count": 0})
         assert refused.status_code == 422 and "count" in refused.text
 
-        sharded = client.post("/v1/jobs/toy", json={"count": 1000, "shards": 2})
+        # through the CLI: its --count option set by the kind's cli_options
+        cli = subprocess.run([NADS_BIN, "submit", "toy", "--count", "1000", "--shards", "2",
+                              "--json", "--url", api, "--key", key],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stderr
+        sharded = json.loads(cli.stdout)
         whole = client.post("/v1/jobs/toy", json={"count": 30, "whole": True})
-        assert sharded.status_code == whole.status_code == 202, (sharded.text, whole.text)
+        assert whole.status_code == 202, whole.text
+        whole = whole.json()
         for submitted, count in ((sharded, 1000), (whole, 30)):
-            job = wait_for_job(client, submitted.json()["id"], timeout=120)
+            job = wait_for_job(client, submitted["id"], timeout=120)
             assert job["status"] == "succeeded", job
             assert job["summary"] == {"total": sum(i * i for i in range(count)),
                                       "count": count}
             assert {a["name"] for a in job["artifacts"]} == {"squares.npy", "squares.png"}
-        assert sharded.json()["mode"] == "sharded" and whole.json()["mode"] == "sequential"
+        assert sharded["mode"] == "sharded" and whole["mode"] == "sequential"
         listed = client.get("/v1/jobs", params={"kind": "toy"})
         assert listed.status_code == 200 and len(listed.json()["items"]) == 2, listed.text

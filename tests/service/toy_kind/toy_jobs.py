@@ -32,6 +32,7 @@ class ToyKind:
     items = Items("count", "integers")
     quotas = QUOTAS
     supports_upload = False
+    cli_options = {"count": "count"}
 
     def architecture(self, spec: ToySpec) -> dict[str, Any]:
         return {}
