@@ -109,9 +109,3 @@ def resolve_architecture(session: Session, user: User, spec: SpecT, *,
                       f"{want}", have)
     pinned = ArchitectureRef(id=row.id, sha256=row.sha256, init=policy, output=row.output)
     return spec.model_copy(update={"architecture": pinned}), info
-
-
-def custom_flops(info: dict[str, Any] | None, forward_passes: float) -> float | None:
-    """FLOPs of `forward_passes` single-input forward passes of an uploaded architecture."""
-    flops = (info or {}).get("flops")
-    return None if flops is None else float(flops) * forward_passes

@@ -69,13 +69,6 @@ def enqueue_shard(app: Celery, session: Session, job: Job, shard: Shard) -> bool
                  CATALOG_QUEUE if owner == CATALOG_USER else None)
 
 
-def enqueue_job(app: Celery, session: Session, job: Job) -> None:
-    """Sends every shard; stops at the first broker failure (the reconciler sends the rest)."""
-    for shard in job.shards:
-        if not enqueue_shard(app, session, job, shard):
-            return
-
-
 def user_slots(session: Session, settings: Settings) -> int:
     """How many shards of users' jobs may be at the broker or running at once:
     `dispatch_slots`, or the connected workers' processes that take users' shards, less those

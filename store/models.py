@@ -222,7 +222,6 @@ class UploadAttempt(Base):
 
 # Architecture states: validated in the worker, never in the API process.
 VALIDATING, READY, REJECTED = "validating", "ready", "rejected"
-ARCHITECTURE_STATES = (VALIDATING, READY, REJECTED)
 
 
 class Architecture(Base):
@@ -260,7 +259,6 @@ class Architecture(Base):
 
 # Catalog entry states: building (rounds of NAD jobs running), ready, failed (re-run the build).
 CATALOG_BUILDING, CATALOG_READY, CATALOG_FAILED = "building", "ready", "failed"
-CATALOG_STATES = (CATALOG_BUILDING, CATALOG_READY, CATALOG_FAILED)
 
 
 class CatalogEntry(Base):

@@ -248,10 +248,6 @@ class Settings(BaseSettings):
         """Where kombu's filesystem transport keeps messages (embedded mode only)."""
         return (self.data_dir / "broker").resolve()
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.resolved_database_url.startswith("sqlite")
-
     def quota(self, name: str, default: int | float) -> int | float:
         """A quota a job kind declares (`jobs.kinds.base.Quota`: a limit on its cost estimate,
         0 = none), read like a field: given to the constructor, else NADS_<NAME> in the

@@ -21,7 +21,6 @@ from nadcore.specs.numbers import FLOAT_LIMIT, Bounded, Finite, all_normal
 Method = Literal["finite_difference", "autograd"]
 Decomposition = Literal["auto", "covariance", "lowrank"]
 Precision = Literal["auto", "fp32", "tf32", "bf16"]
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 
 STABILITY_KS = (1, 4, 16, 64)
 

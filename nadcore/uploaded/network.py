@@ -1,8 +1,8 @@
 """Users' own architectures: TorchScript archives and torch.export programs.
 
-An archive is found by its sha256 (`register_archive` for a local file, `add_archive_source`
-for a store such as the service's blobs), loaded once per process and wrapped in a
-`CustomModel`, which the engine, the probe and the poison trainer use like a built-in module:
+An archive is found by its sha256 (`register_archive` for a local file), loaded once per
+process and wrapped in a `CustomModel`, which the engine, the probe and the poison trainer use
+like a built-in module:
 
 - Format: both are zip archives. TorchScript (`torch.jit.save`) holds `<root>/code/`;
   a torch.export program (`torch.export.save`, `.pt2`) holds `<root>/models/`. A plain pickle or
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -59,7 +58,6 @@ class CustomArchitectureError(ValueError):
 
 # -- finding archives -------------------------------------------------------------------------
 _LOCAL: dict[str, Path] = {}
-_SOURCES: list[Callable[[str], Path | None]] = []
 
 
 def file_sha256(path: Path) -> str:
@@ -78,19 +76,9 @@ def register_archive(path: str | Path) -> str:
     return sha
 
 
-def add_archive_source(source: Callable[[str], Path | None]) -> None:
-    """Add a lookup sha256 -> path (or None), e.g. the service's blob store."""
-    if source not in _SOURCES:
-        _SOURCES.append(source)
-
-
 def archive_path(sha256: str) -> Path:
     if sha256 in _LOCAL:
         return _LOCAL[sha256]
-    for source in _SOURCES:
-        path = source(sha256)
-        if path is not None and Path(path).is_file():
-            return Path(path)
     raise CustomArchitectureError(f"architecture archive {sha256} is not available here")
 
 
