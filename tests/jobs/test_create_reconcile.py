@@ -15,9 +15,8 @@ from jobs.create import create_job
 from store.blobs import record_blob
 from store.models import QUEUED, SEQUENTIAL, SHARDED, SUCCEEDED, ApiKey, Job, utcnow
 from store.settings import Settings
+from tests.embedded import sent_messages
 from worker.reconcile import reconcile_once
-
-from .conftest import sent_messages
 
 
 def _task_ids(settings: Settings) -> list[str]:

@@ -18,9 +18,8 @@ from jobs.dispatch import dispatch_validations, validation_lost_after_s, validat
 from store.blobs import record_blob
 from store.models import READY, VALIDATING, ApiKey, Architecture, User, Worker, utcnow
 from store.settings import Settings
+from tests.embedded import sent_messages
 from worker.reconcile import reconcile_once
-
-from .conftest import sent_messages
 
 SHA = "d" * 64
 
