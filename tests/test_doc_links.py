@@ -107,6 +107,7 @@ def test_the_files_named_as_written_are_written() -> None:
 
 def test_the_slugs_are_githubs() -> None:
     assert slug("2. The estimator") == "2-the-estimator"
-    assert slug("The architectures (`nadcore/networks/zoo.py`)") == "the-architectures-nadcorenetworkszoopy"
+    assert slug("The architectures (`nadcore/networks/zoo.py`)") == \
+        "the-architectures-nadcorenetworkszoopy"
     assert slug("Configuration (environment, `NADS_` prefix; `store/settings.py`)") == \
         "configuration-environment-nads_-prefix-storesettingspy"
