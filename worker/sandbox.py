@@ -353,7 +353,7 @@ _PROBE = """
 import importlib.util, numpy
 open('/job/request.json').read()
 spec = importlib.util.find_spec('nadcore')
-open(spec.submodule_search_locations[0] + '/isolated.py').read()
+open(spec.submodule_search_locations[0] + '/uploaded/isolated.py').read()
 """
 
 # Run as the sandbox's host user when the probe fails: for each path, the first directory on
