@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.broker import GPU_QUEUE
+from nadcore.specs.ranges import shard_ranges
 from store.models import Worker, utcnow
 from store.settings import Settings
 
@@ -230,8 +231,6 @@ def largest_fitting(kind: JobKind, estimate: Mapping[str, Any],
     """The largest item count (the kind's `items`: networks, directions, indices) whose
     estimate fits `limit_s`, at the same cost per position and the same number of shards (at
     most one per item), the kind's extra positions included; 0 if none does."""
-    from jobs.kinds.base import shard_ranges
-
     positions = sum(b - a for a, b in ranges)
     extra = kind.items.extra
     work = compute_work(estimate, user_processes(workers, kind.name), ranges)

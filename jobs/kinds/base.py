@@ -24,8 +24,7 @@ from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
 __all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "Items", "JobKind", "Plan", "Quota",
-           "QuotaError", "SpecError", "check_limits", "counted_layers", "custom_flops", "limits",
-           "shard_ranges"]
+           "QuotaError", "SpecError", "check_limits", "counted_layers", "custom_flops", "limits"]
 
 
 class SpecError(ValueError):
@@ -141,12 +140,6 @@ class JobKind(Protocol):
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 
     def plan(self, spec: Any, admission: Admission) -> Plan: ...
-
-
-def shard_ranges(count: int, shards: int) -> list[tuple[int, int]]:
-    """Contiguous index ranges [start, stop) of `count` items, as `NADSpec.shard_ranges` splits."""
-    bounds = [round(i * count / shards) for i in range(shards + 1)]
-    return [(bounds[i], bounds[i + 1]) for i in range(shards)]
 
 
 def limits(quotas: Sequence[Quota], settings: Settings) -> dict[str, float]:

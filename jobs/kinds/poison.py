@@ -29,13 +29,13 @@ from jobs.kinds.base import (
     check_limits,
     counted_layers,
     custom_flops,
-    shard_ranges,
 )
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
 from jobs.sources import SourceError, catalog_nads
 from nadcore.poison.spec import DATASET_INSTALL, PoisonSpec, clean_position
 from nadcore.specs.layer_counts import LayerCount, layer_count
+from nadcore.specs.ranges import shard_ranges
 from store.blobs import BlobStore
 from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
 from store.npz import ArchiveError, dataset_train_size, from_json, image_shape, inspect_upload

@@ -25,7 +25,6 @@ from jobs.kinds.base import (
     check_limits,
     counted_layers,
     custom_flops,
-    shard_ranges,
 )
 from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
@@ -41,6 +40,7 @@ from nadcore.probe.spec import (
     RandomDirections,
 )
 from nadcore.specs.layer_counts import LayerCount, layer_count
+from nadcore.specs.ranges import shard_ranges
 from store.models import NADS, SUCCEEDED
 from store.settings import Settings
 

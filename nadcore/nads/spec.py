@@ -17,6 +17,7 @@ from nadcore.specs.architecture import (
 )
 from nadcore.specs.input_shapes import shape_problem
 from nadcore.specs.numbers import FLOAT_LIMIT, Bounded, Finite, all_normal
+from nadcore.specs.ranges import shard_ranges
 
 Method = Literal["finite_difference", "autograd"]
 Decomposition = Literal["auto", "covariance", "lowrank"]
@@ -163,6 +164,4 @@ class NADSpec(BaseModel):
 
     def shard_ranges(self) -> list[tuple[int, int]]:
         """Contiguous network-index ranges [start, stop) of the `shards` shards."""
-        n, s = self.num_networks, self.shards
-        bounds = [round(i * n / s) for i in range(s + 1)]
-        return [(bounds[i], bounds[i + 1]) for i in range(s)]
+        return shard_ranges(self.num_networks, self.shards)

@@ -7,5 +7,6 @@ import contract keeps torch out):
 - `layer_counts`: MACs, parameters and activations of one forward pass of a built-in.
 - `numbers`: the bounded float types of every spec.
 - `presets`: the named training presets of the probe and poison specs.
+- `ranges`: how a job's items split into shards (`shard_ranges`).
 - `torchvision_names`: torchvision's classification builders, as a static list.
 """

@@ -16,8 +16,8 @@ from jobs.kinds.base import (
     Plan,
     Quota,
     check_limits,
-    shard_ranges,
 )
+from nadcore.specs.ranges import shard_ranges
 
 QUOTAS = (Quota("count", "max_toy_count", 100_000, "integers summed"),)
 
