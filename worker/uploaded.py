@@ -32,6 +32,7 @@ from nadcore.uploaded.validation import TRAINING_BATCH, excerpt
 from store.blobs import open_blob_store
 from store.npz import ArchiveError, read_npz
 from store.settings import Settings
+from worker.kinds.base import NonFiniteResult, require_finite
 from worker.sandbox import Limits, SandboxError, run_sandboxed
 
 
@@ -92,16 +93,14 @@ def clean_info(value: object, depth: int = 0) -> object:
 
 
 def _finite(what: str, **arrays: np.ndarray | None) -> None:
+    """`require_finite` on what the sandbox returned, which may not even be numeric."""
     for name, array in arrays.items():
-        if array is None:
-            continue
-        if not np.issubdtype(array.dtype, np.number):
+        if array is not None and not np.issubdtype(array.dtype, np.number):
             raise SandboxError(f"{what}: {name} is not numeric")
-        bad = int(np.size(array) - np.isfinite(array).sum())
-        if bad:
-            raise SandboxError(
-                f"{what}: {bad} of {array.size} values of {name} are not finite (NaN or inf): "
-                "the model's outputs or gradients overflow or are undefined at the job's inputs")
+    try:
+        require_finite(**arrays)
+    except NonFiniteResult as exc:
+        raise SandboxError(f"{what}: {exc}") from None
 
 
 def _shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:

@@ -59,9 +59,12 @@ class NonFiniteResult(ValueError):
     """A result holds NaN or inf: the job fails instead of succeeding with meaningless arrays."""
 
 
-def require_finite(**arrays: np.ndarray) -> None:
+def require_finite(**arrays: np.ndarray | None) -> None:
+    """Raises `NonFiniteResult` naming the first array holding NaN or inf (None: skipped)."""
     for name, array in arrays.items():
-        bad = int(array.size - np.isfinite(array).sum())
+        if array is None:
+            continue
+        bad = int(np.size(array) - np.isfinite(array).sum())
         if bad:
             raise NonFiniteResult(
                 f"{name}: {bad} of {array.size} values are not finite (NaN or inf); the "
