@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -78,6 +79,18 @@ def representation_for(spec: NADSpec) -> str:
     return "moments"
 
 
+class RunOptions(TypedDict, total=False):
+    """How a spec is run, never what it computes: the device, the chunking and the execution
+    strategy (`nadcore.nads.schedule`), and the progress and stop callbacks."""
+
+    device: torch.device | str | None
+    chunk_size: int | None
+    memory_budget: int | None
+    strategy: str | None
+    progress: Progress | None
+    should_stop: ShouldStop | None
+
+
 class ShardRunner:
     """Builds the template, sampler and evaluator of a spec once; computes ranges of networks."""
 
@@ -145,25 +158,23 @@ class ShardRunner:
                                           self.representation, meta)
 
 
-def compute_shard(
-    spec: NADSpec,
-    start: int,
-    stop: int,
-    *,
-    device: torch.device | str | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | None = None,
-    strategy: str | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-) -> PartialNADs:
+def _runner(spec: NADSpec, options: RunOptions) -> ShardRunner:
+    unknown = sorted(options.keys() - RunOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected run option(s): {', '.join(unknown)}")
+    return ShardRunner(spec, options.get("device"), options.get("chunk_size"),
+                       options.get("memory_budget"), options.get("strategy"))
+
+
+def compute_shard(spec: NADSpec, start: int, stop: int, **options: Unpack[RunOptions]
+                  ) -> PartialNADs:
     """The partial result of networks [start, stop) of `spec` (the unit of work of a worker)."""
     if not 0 <= start < stop <= spec.num_networks:
         raise ValueError(
             f"shard range [{start}, {stop}) must lie within [0, {spec.num_networks})"
         )
-    runner = ShardRunner(spec, device, chunk_size, memory_budget, strategy)
-    return runner.partial(start, stop, progress=progress, should_stop=should_stop)
+    return _runner(spec, options).partial(start, stop, progress=options.get("progress"),
+                                          should_stop=options.get("should_stop"))
 
 
 @dataclass
@@ -276,18 +287,10 @@ def finalize(spec: NADSpec, part: PartialNADs) -> NADResult:
     )
 
 
-def run_spec(
-    spec: NADSpec,
-    *,
-    device: torch.device | str | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | None = None,
-    strategy: str | None = None,
-    progress: Progress | None = None,
-    should_stop: ShouldStop | None = None,
-) -> NADResult:
+def run_spec(spec: NADSpec, **options: Unpack[RunOptions]) -> NADResult:
     """Run a whole spec in this process, stopping early once `target_stability` is reached."""
-    runner = ShardRunner(spec, device, chunk_size, memory_budget, strategy)
+    runner = _runner(spec, options)
+    progress, should_stop = options.get("progress"), options.get("should_stop")
     n = spec.num_networks
     step = spec.check_every if spec.target_stability is not None else n
     parts: list[PartialNADs] = []
@@ -330,11 +333,7 @@ def estimate_nads(
     check_every: int = 500,
     decomposition: str = "auto",
     precision: str = "auto",
-    device: torch.device | str | None = None,
-    chunk_size: int | None = None,
-    memory_budget: int | None = None,
-    strategy: str | None = None,
-    progress: Progress | None = None,
+    **options: Unpack[RunOptions],
 ) -> NADResult:
     """Estimate the NADs of an architecture from `num_networks` random initializations.
 
@@ -348,8 +347,9 @@ def estimate_nads(
     subspace overlap at `stability_k` reaches the target (or `num_networks` is used up).
     `precision` ("auto", "fp32", "tf32", "bf16"; nadcore.nads.precision) sets the arithmetic of the
     forward passes; the summary records the one used.
-    `device`, `chunk_size`, `memory_budget` and `strategy` ("vmap" or "loop") only change how
-    the work is executed. `progress(done, total)` is called after every chunk.
+    The run options (`RunOptions`: `device`, `chunk_size`, `memory_budget`, `strategy` "vmap"
+    or "loop", `should_stop`) only change how the work is executed; `progress(done, total)` is
+    called after every chunk.
     """
     spec = NADSpec(
         architecture=architecture, input_shape=tuple(input_shape), num_networks=num_networks,
@@ -359,8 +359,8 @@ def estimate_nads(
         target_stability=target_stability, stability_k=stability_k, check_every=check_every,
         decomposition=decomposition, precision=precision,
     )
-    return run_spec(spec, device=device, chunk_size=chunk_size, memory_budget=memory_budget,
-                    strategy=strategy, progress=progress)
+    return run_spec(spec, **options)
 
 
-__all__ = ["Cancelled", "NADResult", "compute_shard", "estimate_nads", "finalize", "run_spec"]
+__all__ = ["Cancelled", "NADResult", "RunOptions", "compute_shard", "estimate_nads", "finalize",
+           "run_spec"]
