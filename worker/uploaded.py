@@ -68,8 +68,12 @@ def job_limits(settings: Settings, threads: int, max_result_bytes: int,
                   wall_what="" if budget is None else f"the shard's time budget: {budget.basis}")
 
 
-def _request(settings: Settings, **fields: object) -> dict:
-    return {"archive_checks": not settings.unsafe_skip_archive_checks, **fields}
+def _request(settings: Settings, module: str | None = None, **fields: object) -> dict:
+    """A sandbox request; `module`: the job kind's module that runs it in the child
+    (`nadcore.<kind>.sandboxed`, nadcore.uploaded.isolated)."""
+    module_field = {} if module is None else {"module": module}
+    return {"archive_checks": not settings.unsafe_skip_archive_checks, **module_field,
+            **fields}
 
 
 # -- what may come back ---------------------------------------------------------------------
@@ -139,8 +143,9 @@ def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads:
     what = f"networks {start}..{stop - 1}"
     d = spec.input_dim
     limit = result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
-    outcome = run_sandboxed("nads_shard", _request(settings, spec=spec.model_dump(mode="json"),
-                                                   start=start, stop=stop),
+    outcome = run_sandboxed("shard", _request(settings, "nadcore.nads.sandboxed",
+                                              spec=spec.model_dump(mode="json"),
+                                              start=start, stop=stop),
                             _archive(settings, spec.architecture),
                             job_limits(settings, threads, limit, budget),
                             progress=progress, should_stop=should_stop)
@@ -166,7 +171,8 @@ def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progres
               should_stop: ShouldStop, budget: Budget | None = None) -> NADResult:
     what = "the job"
     limit = result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
-    outcome = run_sandboxed("nads_whole", _request(settings, spec=spec.model_dump(mode="json")),
+    outcome = run_sandboxed("whole", _request(settings, "nadcore.nads.sandboxed",
+                                              spec=spec.model_dump(mode="json")),
                             _archive(settings, spec.architecture),
                             job_limits(settings, threads, limit, budget),
                             progress=progress, should_stop=should_stop)
@@ -213,8 +219,9 @@ def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, sta
     what = f"directions {start}..{stop - 1}"
     n = stop - start
     limit = result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
-    outcome = run_sandboxed("probe_shard", _request(settings, spec=spec.model_dump(mode="json"),
-                                                    start=start, stop=stop),
+    outcome = run_sandboxed("shard", _request(settings, "nadcore.probe.sandboxed",
+                                              spec=spec.model_dump(mode="json"),
+                                              start=start, stop=stop),
                             _archive(settings, spec.architecture),
                             job_limits(settings, threads, limit, budget),
                             arrays={"directions": directions}, progress=progress,
@@ -235,10 +242,11 @@ def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads:
     limit = result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
     arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
               "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
-    outcome = run_sandboxed("poison_shard", _request(settings, spec=spec.model_dump(mode="json"),
-                                                     start=start, stop=stop,
-                                                     num_classes=data.num_classes,
-                                                     dataset=data.name),
+    outcome = run_sandboxed("shard", _request(settings, "nadcore.poison.sandboxed",
+                                              spec=spec.model_dump(mode="json"),
+                                              start=start, stop=stop,
+                                              num_classes=data.num_classes,
+                                              dataset=data.name),
                             _archive(settings, spec.architecture),
                             job_limits(settings, threads, limit, budget),
                             arrays=arrays, progress=progress, should_stop=should_stop)

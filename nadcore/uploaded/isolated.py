@@ -4,16 +4,13 @@ model, read from a job folder, answered in frames on one pipe.
     python -m nadcore.uploaded.isolated JOB_DIR FD
 
 `JOB_DIR` (read-only in the sandbox) holds `request.json` ({"task": ..., ...}), `archive` (the
-uploaded model) and the task's input arrays as `.npy` files. Tasks:
-
-| task | request | answer |
-| --- | --- | --- |
-| `validate` | input_shape, init, output | `I`: the architecture's info
-(`nadcore.uploaded.validation`) |
-| `nads_shard` | spec, start, stop | `R`: the shard's `PartialNADs` (.npz) |
-| `nads_whole` | spec | `R`: nads, eigenvalues, eval_point (.npz); `I`: the rest of the result |
-| `probe_shard` | spec, start, stop; directions.npy | `R`: the shard's `ProbePartial` |
-| `poison_shard` | spec, start, stop; dataset and nads .npy | `R`: the shard's `PoisonPartial` |
+uploaded model) and the task's input arrays as `.npy` files. The task `validate` (input_shape,
+init, output) answers `I`, the architecture's info (`nadcore.uploaded.validation`). Any other
+is a job kind's: the request names the kind's sandbox module (`module`, e.g.
+`nadcore.probe.sandboxed`; the request is the worker's, never the model's), whose
+`run(task, request, folder, progress, info)` returns the result's bytes (`R`) and may send
+`info` (`I`): `shard` for every kind that runs uploaded models, `whole` for a NAD job that
+stops early.
 
 Frames are `kind (1 byte) | length (4 bytes, big-endian) | payload`: `P` progress (JSON
 {"done", "total"}), `I` JSON, `R` the result's bytes, `E` an error (JSON {"message"}). Nothing
@@ -23,15 +20,13 @@ it: it bounds every frame, parses JSON and .npz (no pickle) and checks shapes an
 
 from __future__ import annotations
 
-import io
+import importlib
 import json
 import os
 import struct
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import numpy as np
 
 HEADER = struct.Struct(">cI")
 PROGRESS, INFO, RESULT, ERROR = b"P", b"I", b"R", b"E"
@@ -75,13 +70,10 @@ class _Channel:
         return report
 
 
-def _npz(**arrays: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+Info = Callable[[dict], None]  # sends one `I` frame
 
 
-def _never() -> bool:
+def never() -> bool:
     return False  # the worker cancels by killing the sandbox
 
 
@@ -99,48 +91,9 @@ def _run(task: str, request: dict, job: Path, channel: _Channel) -> None:
         channel.send_json(INFO, info)
         return
     register_archive(archive)
-    start, stop = request.get("start", 0), request.get("stop", 0)
-    buf = io.BytesIO()
-    if task == "nads_shard":
-        from nadcore.nads.engine import compute_shard
-        from nadcore.nads.spec import NADSpec
-
-        spec = NADSpec.model_validate(request["spec"])
-        compute_shard(spec, start, stop, progress=progress, should_stop=_never).save(buf)
-    elif task == "nads_whole":
-        from nadcore.nads.engine import run_spec
-        from nadcore.nads.spec import NADSpec
-
-        result = run_spec(NADSpec.model_validate(request["spec"]), progress=progress,
-                          should_stop=_never)
-        channel.send_json(INFO, {"stability": {str(k): v for k, v in result.stability.items()},
-                                 "num_networks": result.num_networks,
-                                 "decomposition": result.decomposition, "info": result.info})
-        buf.write(_npz(**result.arrays()))
-    elif task == "probe_shard":
-        from nadcore.probe.spec import ProbeSpec
-        from nadcore.training.shards import run_probe_shard
-
-        directions = np.load(job / "directions.npy", allow_pickle=False)
-        run_probe_shard(ProbeSpec.model_validate(request["spec"]), directions, start, stop,
-                        progress=progress, should_stop=_never).save(buf)
-    elif task == "poison_shard":
-        import torch
-
-        from nadcore.poison.datasets import ImageDataset
-        from nadcore.poison.spec import PoisonSpec
-        from nadcore.training.shards import run_poison_shard
-
-        arrays = {n: np.load(job / f"{n}.npy", allow_pickle=False)
-                  for n in ("x_train", "y_train", "x_test", "y_test", "nads")}
-        data = ImageDataset(*(torch.from_numpy(arrays[n]) for n in
-                              ("x_train", "y_train", "x_test", "y_test")),
-                            num_classes=int(request["num_classes"]), name=request["dataset"])
-        run_poison_shard(PoisonSpec.model_validate(request["spec"]), data, arrays["nads"],
-                         start, stop, progress=progress, should_stop=_never).save(buf)
-    else:
-        raise ValueError(f"task: unknown task {task[:40]!r}")
-    channel.send(RESULT, buf.getvalue())
+    kind = importlib.import_module(str(request["module"]))
+    result = kind.run(task, request, job, progress, lambda value: channel.send_json(INFO, value))
+    channel.send(RESULT, result)
 
 
 def main(argv: list[str] | None = None) -> int:
