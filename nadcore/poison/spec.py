@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nadcore.nads.spec import NADSpec
 from nadcore.specs.architecture import MAX_INPUT_DIM, ArchitectureRef
+from nadcore.specs.nad_source import NadSource
 from nadcore.specs.numbers import Finite
 from nadcore.specs.presets import Preset, fill_preset
 
@@ -50,16 +51,14 @@ class DatasetRef(_Strict):
         return self
 
 
-class NadSource(_Strict):
-    """Where the NAD rows come from: a finished NAD job of the caller, an uploaded .npy, or a
-    ready entry of the public catalog (its architecture's name, e.g. "lenet")."""
+class PoisonNads(NadSource):
+    """Where the NAD rows come from: a NAD result (`NadSource`: a finished NAD job of the
+    caller or a ready catalog entry), or an uploaded .npy."""
 
-    job: str | None = Field(None, max_length=64)
-    upload: str | None = Field(None, max_length=64)
-    catalog: str | None = Field(None, max_length=64)
+    upload: str | None = Field(None, max_length=64, description="id of an uploaded .npy")
 
     @model_validator(mode="after")
-    def _one_source(self) -> NadSource:
+    def _one_source(self) -> PoisonNads:
         if sum(v is not None for v in (self.job, self.upload, self.catalog)) != 1:
             raise ValueError("nads: give exactly one of job and upload, or catalog")
         return self
@@ -91,7 +90,7 @@ PRESETS: dict[str, Preset] = {
 class PoisonSpec(_Strict):
     architecture: str | ArchitectureRef = "resnet18"
     dataset: DatasetRef
-    nads: NadSource
+    nads: PoisonNads
     indices: list[Annotated[int, Field(ge=0, le=MAX_INPUT_DIM - 1)]] = Field(
         min_length=1, max_length=1024)
     eps: Finite = Field(0.05, gt=0, le=10)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nadcore.nads.spec import NADSpec
 from nadcore.probe.fourier_grid import repeated, self_conjugate
 from nadcore.specs.architecture import MAX_INPUT_DIM, ArchitectureRef
+from nadcore.specs.nad_source import NadSource
 from nadcore.specs.numbers import Bounded, Finite
 from nadcore.specs.presets import Preset, fill_preset
 
@@ -41,13 +42,10 @@ class FourierDirections(_Strict):
                              description="With no frequencies: every stride-th one.")
 
 
-class NADDirections(_Strict):
+class NADDirections(NadSource):
+    """Rows of a NAD result (`NadSource`: job or catalog)."""
+
     kind: Literal["nad"] = "nad"
-    job: str | None = Field(None, max_length=64,
-                            description="id of a finished NAD job of the caller")
-    catalog: str | None = Field(
-        None, max_length=64,
-        description="or a ready entry of the public catalog, e.g. 'lenet' (GET /v1/catalog)")
     # A NAD job has at most D <= MAX_INPUT_DIM rows: every bound below follows from that, so a
     # selection is bounded (and counted arithmetically) before anything is built.
     indices: list[Annotated[int, Field(ge=0, le=MAX_INPUT_DIM - 1)]] | None = Field(

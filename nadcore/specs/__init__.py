@@ -5,6 +5,8 @@ import contract keeps torch out):
   `ArchitectureRef`) and the shared bounds (input size, outputs).
 - `input_shapes`: which input shapes a built-in can take, by arithmetic.
 - `layer_counts`: MACs, parameters and activations of one forward pass of a built-in.
+- `nad_source`: a reference to a NAD result (`NadSource`), which the probe and poison specs
+  extend.
 - `numbers`: the bounded float types of every spec.
 - `presets`: the named training presets of the probe and poison specs.
 - `ranges`: how a job's items split into shards (`shard_ranges`).
