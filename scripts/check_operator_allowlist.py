@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from nadcore.uploaded.operators import is_allowed  # noqa: E402
-from tests.nadcore.test_untrusted import classifier_operators  # noqa: E402
+from nadcore.uploaded.operators import is_allowed
+from nadcore.uploaded.torchvision_operators import classifier_operators
 
 
 def main() -> int:

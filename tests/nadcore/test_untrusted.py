@@ -21,12 +21,12 @@ from nadcore.networks.factory import build_model
 from nadcore.uploaded.code_checks import CodeRefused, check_size_expression
 from nadcore.uploaded.network import CustomArchitectureError, load_archive
 from nadcore.uploaded.operators import ALLOWED_OPERATORS
+from nadcore.uploaded.torchvision_operators import classifier_operators
 from nadcore.uploaded.untrusted import (
     RefusedArchive,
     load_untrusted,
     program_operators,
     refuse_unlisted,
-    scripted_operators,
 )
 from tests.bad_models import scripted_bytes
 from tests.hostile_models import (
@@ -329,18 +329,6 @@ TORCHVISION_SAMPLE = [
     "mobilenet_v3_small", "regnet_y_400mf", "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t",
     "vit_b_16",
 ]
-
-
-def classifier_operators(name: str) -> tuple[set[str], set[str] | None]:
-    """(scripted operators, exported operators or None where torch.export fails)."""
-    shape = (3, 224, 224) if name.startswith(("vit", "maxvit", "swin")) else (3, 96, 96)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = torchvision.models.get_model(name, weights=None, num_classes=10).eval()
-        scripted = scripted_operators(torch.jit.script(model))
-        x = torch.randn(2, *shape)
-        program = torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim("b")},))
-    return scripted, program_operators(program)
 
 
 @pytest.mark.slow
