@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the services the tests use answer (tests/service/conftest.py):
+# Makes the services the tests use answer (tests/fixtures.py):
 #   PostgreSQL on 127.0.0.1:5432, role postgres without a password over loopback, database test;
 #   Redis on 127.0.0.1:6379.
 # Each is installed from the system's packages when missing (scripts/lib/apt.sh), started when
