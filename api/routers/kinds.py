@@ -1,6 +1,7 @@
 """GET /v1/kinds: the registered job kinds (jobs/kinds), for the web page and clients: each
 kind's name, what it does, the unit its progress counts, the figures it renders (with their
-captions), the JSON schema of its spec and the `nads submit` options that set its fields.
+captions), the JSON schema of its spec, the `nads submit` options that set its fields, and
+what the web page calls its jobs and shows of them (`label`, `web_views`).
 Public: it describes the service, no user's data."""
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class KindOut(BaseModel):
     figures: list[FigureOut]
     spec_schema: dict[str, Any]
     cli_options: dict[str, str]
+    label: str
+    web_views: list[str]
 
 
 @router.get("/kinds", response_model=list[KindOut])
@@ -37,5 +40,6 @@ def list_kinds() -> list[KindOut]:
                     submit_url=f"/v1/jobs/{k.name}",
                     figures=[FigureOut(name=f.name, caption=f.caption) for f in k.figures],
                     spec_schema=k.spec.model_json_schema(),
-                    cli_options=dict(k.cli_options))
+                    cli_options=dict(k.cli_options), label=k.label,
+                    web_views=list(k.web_views))
             for k in KINDS.values()]

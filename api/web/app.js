@@ -7,8 +7,9 @@
 const KEY_STORAGE = "nads.apiKey";
 const POLL_MS = 2000;
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
-// The job kinds (GET /v1/kinds, the server's registry): names for the filter, and each kind's
-// figures with their captions, in the order shown; any other PNG artifact is shown after them.
+// The job kinds (GET /v1/kinds, the server's registry): names for the filter, each kind's
+// label, its figures with their captions, in the order shown (any other PNG artifact is shown
+// after them), and the views of VIEWS (below) it declares (`web_views`).
 let KINDS = [];
 let FIGURES = {};
 
@@ -203,12 +204,38 @@ function architectureOf(job) {
   return architectureName(job.spec.architecture || (job.summary && job.summary.architecture));
 }
 
+// The kind of a job as GET /v1/kinds describes it (a kind the page does not know: its name).
+function kindOf(job) {
+  return KINDS.find((k) => k.name === job.kind) || { name: job.kind, label: job.kind,
+    web_views: [] };
+}
+
+// The views of the page a kind may declare (`web_views` in GET /v1/kinds): an `outcome` (its
+// line in the job list), `facts` (pairs added to the job page's facts) or a `gallery` (drawn
+// above the figures). A kind that declares none gets the generic ones.
+const VIEWS = {
+  "nad-outcome": { outcome: nadOutcome },
+  "nad-facts": { facts: nadFacts },
+  "nad-gallery": { gallery: (job) => job.status === "succeeded" ? nadGallery(job) : "" },
+  "probe-facts": { facts: probeFacts },
+  "poison-facts": { facts: poisonFacts },
+};
+
+function kindViews(job, role) {
+  return kindOf(job).web_views.map((name) => (VIEWS[name] || {})[role]).filter(Boolean);
+}
+
+function nadOutcome(job) {
+  const s = job.summary || {};
+  return s.num_nads !== undefined ? `${s.num_networks} networks, ${s.num_nads} NADs` : null;
+}
+
 function outcome(job) {
   if (job.error) return job.error.length > 80 ? `${job.error.slice(0, 79)}…` : job.error;
   if (job.status !== "succeeded") return job.progress.message || job.status;
-  const s = job.summary || {};
-  if (job.kind === "nads" && s.num_nads !== undefined) {
-    return `${s.num_networks} networks, ${s.num_nads} NADs`;
+  for (const view of kindViews(job, "outcome")) {
+    const line = view(job);
+    if (line) return line;
   }
   const figures = job.artifacts.filter((a) => a.media_type === "image/png").length;
   return `${job.artifacts.length} artifacts, ${figures} figure${figures === 1 ? "" : "s"}`;
@@ -346,49 +373,61 @@ function summaryFacts(job) {
     ["Time left", TERMINAL.has(job.status) || job.progress.eta_s == null ? null
       : fmtSeconds(job.progress.eta_s)],
   ];
-  if (job.kind === "nads") {
-    const method = s.method || spec.method;
-    pairs.push(["Method", method && (method.replace("_", " ") +
-      (s.scale ? `, scale ${s.scale}` : ""))],
-      ["Networks", s.num_networks ?? spec.num_networks], ["NADs", s.num_nads],
-      ["Decomposition", s.decomposition]);
-    const ident = s.identifiability;
-    if (ident && ident.ks && ident.ks.length) {
-      pairs.push(["Split-half stability", ident.ks.map((r) =>
-        `${fmtOverlap(r.stability)} at k = ${r.k} (chance ${fmtOverlap(r.chance)})`).join(", ")],
-      ["Identifiable", ident.identifiable ? `yes, up to k = ${ident.up_to_k}`
-        : "no: within the noise of chance at every k"]);
-    } else if (s.stability) {
-      pairs.push(["Split-half stability", Object.entries(s.stability)
-        .map(([k, v]) => `${Number(v).toFixed(3)} at k = ${k}`).join(", ")]);
-    }
-    if (job.status === "succeeded" && "catalog" in s) {
-      const c = s.catalog;
-      pairs.push(["Overlap with the catalog", c ? `${c.entry} (${c.networks} networks): ` +
-        c.ks.map((r) => `${fmtOverlap(r.overlap)} at k = ${r.k} (chance ` +
-          `${fmtOverlap(r.chance)})`).join(", ") +
-        (c.shared_networks ? `; the first ${c.shared_networks} networks are the same ones ` +
-          "(same seed): not an independent check" : "")
-        : "no ready catalog entry of this architecture, input shape and method"]);
-    }
-  }
-  if (job.kind === "probe" && spec.directions) {
-    pairs.push(["Directions", spec.directions.kind +
-      (s.fourier ? ` (${s.num_directions}, ${s.fourier.note})` : "")],
-    ["Replicates", spec.replicates], ["Epochs", spec.training && spec.training.epochs],
-    ["Intervals", s.interval ? s.interval.method : null]);
-  }
-  if (job.kind === "poison") {
-    const data = spec.dataset || {};
-    pairs.push(["Dataset", data.name || (data.upload && `upload ${data.upload}`)],
-      ["Poison mode", spec.mode], ["eps", spec.mode === "flip" ? null : spec.eps],
-      ["Indices", Array.isArray(spec.indices) ? spec.indices.join(", ") : null],
-      ["Epochs", spec.training && spec.training.epochs],
-      ["Clean run", typeof s.clean_accuracy === "number" ? `${s.clean_accuracy.toFixed(1)} % ` +
-        "clean-test accuracy, trained without poison (same seed and recipe): the baseline"
-        : null]);
-  }
+  for (const view of kindViews(job, "facts")) pairs.push(...view(job, s, spec));
   return facts(pairs);
+}
+
+// The facts of each kind's views (VIEWS): [label, value] pairs, null values left out.
+function nadFacts(job, s, spec) {
+  const pairs = [];
+  const method = s.method || spec.method;
+  pairs.push(["Method", method && (method.replace("_", " ") +
+    (s.scale ? `, scale ${s.scale}` : ""))],
+    ["Networks", s.num_networks ?? spec.num_networks], ["NADs", s.num_nads],
+    ["Decomposition", s.decomposition]);
+  const ident = s.identifiability;
+  if (ident && ident.ks && ident.ks.length) {
+    pairs.push(["Split-half stability", ident.ks.map((r) =>
+      `${fmtOverlap(r.stability)} at k = ${r.k} (chance ${fmtOverlap(r.chance)})`).join(", ")],
+    ["Identifiable", ident.identifiable ? `yes, up to k = ${ident.up_to_k}`
+      : "no: within the noise of chance at every k"]);
+  } else if (s.stability) {
+    pairs.push(["Split-half stability", Object.entries(s.stability)
+      .map(([k, v]) => `${Number(v).toFixed(3)} at k = ${k}`).join(", ")]);
+  }
+  if (job.status === "succeeded" && "catalog" in s) {
+    const c = s.catalog;
+    pairs.push(["Overlap with the catalog", c ? `${c.entry} (${c.networks} networks): ` +
+      c.ks.map((r) => `${fmtOverlap(r.overlap)} at k = ${r.k} (chance ` +
+        `${fmtOverlap(r.chance)})`).join(", ") +
+      (c.shared_networks ? `; the first ${c.shared_networks} networks are the same ones ` +
+        "(same seed): not an independent check" : "")
+      : "no ready catalog entry of this architecture, input shape and method"]);
+  }
+  return pairs;
+}
+
+function probeFacts(job, s, spec) {
+  const pairs = [];
+  if (!spec.directions) return pairs;
+  pairs.push(["Directions", spec.directions.kind +
+    (s.fourier ? ` (${s.num_directions}, ${s.fourier.note})` : "")],
+  ["Replicates", spec.replicates], ["Epochs", spec.training && spec.training.epochs],
+  ["Intervals", s.interval ? s.interval.method : null]);
+  return pairs;
+}
+
+function poisonFacts(job, s, spec) {
+  const pairs = [];
+  const data = spec.dataset || {};
+  pairs.push(["Dataset", data.name || (data.upload && `upload ${data.upload}`)],
+    ["Poison mode", spec.mode], ["eps", spec.mode === "flip" ? null : spec.eps],
+    ["Indices", Array.isArray(spec.indices) ? spec.indices.join(", ") : null],
+    ["Epochs", spec.training && spec.training.epochs],
+    ["Clean run", typeof s.clean_accuracy === "number" ? `${s.clean_accuracy.toFixed(1)} % ` +
+      "clean-test accuracy, trained without poison (same seed and recipe): the baseline"
+      : null]);
+  return pairs;
 }
 
 function fmtOverlap(value) {
@@ -448,7 +487,7 @@ function viewJob(jobId) {
     if (mine !== generation) return;
     if (!head) {
       head = el("div", { class: "job-head" },
-        el("h1", {}, `${job.kind === "nads" ? "NAD" : job.kind} job `,
+        el("h1", {}, `${kindOf(job).label} job `,
           el("span", { class: "mono", text: job.id })),
         el("span", { id: "job-status" }));
       live = el("div", { id: "job-live" });
@@ -468,7 +507,7 @@ function viewJob(jobId) {
       learningBanner(job),
       identifiabilityBanner(job.summary && job.summary.identifiability, "not-identifiable"),
       summaryFacts(job),
-      job.status === "succeeded" && job.kind === "nads" ? nadGallery(job) : "",
+      ...kindViews(job, "gallery").map((view) => view(job)),
       job.status === "succeeded" ? figures(job) : "",
       el("h2", { text: "Artifacts" }), artifactTable(job),
       el("details", {}, el("summary", { text: "Spec" }),

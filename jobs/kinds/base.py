@@ -123,7 +123,9 @@ class JobKind(Protocol):
     sandbox: the worker module then runs those shards through worker/uploaded.py),
     `cli_options` (the `nads submit` options that set its spec's fields, option -> dotted
     field, beyond --arch, --input-shape, --seed and --shards; the CLI reads them from
-    GET /v1/kinds).
+    GET /v1/kinds), `label` (what the web page calls its jobs: "NAD job") and `web_views`
+    (the web page's views of its jobs beyond the generic ones: names of api/web/app.js's
+    VIEWS).
     """
 
     name: str
@@ -136,6 +138,8 @@ class JobKind(Protocol):
     quotas: tuple[Quota, ...]
     supports_upload: bool
     cli_options: Mapping[str, str]
+    label: str
+    web_views: tuple[str, ...]
 
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 

@@ -71,6 +71,8 @@ class NADKind:
     items = Items("num_networks", "networks", least=2)  # a NAD job needs two networks
     quotas = QUOTAS
     supports_upload = True
+    label = "NAD"
+    web_views = ("nad-outcome", "nad-facts", "nad-gallery")
     cli_options = {"networks": "num_networks", "method": "method", "scale": "scale",
                    "k": "k", "target-stability": "target_stability",
                    "stability-k": "stability_k"}

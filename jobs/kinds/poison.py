@@ -227,6 +227,8 @@ class PoisonKind:
     items = Items("indices", "indices", extra=1)
     quotas = QUOTAS
     supports_upload = True
+    label = "poison"
+    web_views = ("poison-facts",)
     cli_options = {"dataset": "dataset.name", "nad-job": "nads.job", "indices": "indices",
                    "eps": "eps", "epochs": "training.epochs", "preset": "preset"}
 

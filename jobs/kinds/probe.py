@@ -217,6 +217,8 @@ class ProbeKind:
     items = Items("directions", "directions")
     quotas = QUOTAS
     supports_upload = True
+    label = "probe"
+    web_views = ("probe-facts",)
     cli_options = {"directions": "directions.kind", "nad-job": "directions.job",
                    "count": "directions.count", "grid-stride": "directions.grid_stride",
                    "epochs": "training.epochs", "preset": "preset"}

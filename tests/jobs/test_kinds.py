@@ -23,6 +23,8 @@ from store.blobs import BlobStore
 from store.models import SUCCEEDED, ApiKey, Job, User
 from store.settings import Settings
 
+WEB_APP = Path(__file__).resolve().parents[2] / "api" / "web" / "app.js"
+
 
 def _admit(session: Session, settings: Settings, user_id: int) -> Admission:
     return Admission(session, user_id, settings, BlobStore(settings.resolved_blob_dir), None)
@@ -33,8 +35,10 @@ def test_every_registered_kind_is_complete() -> None:
     for name, kind in KINDS.items():
         assert kind.name == name
         assert issubclass(kind.spec, BaseModel)
-        assert kind.unit and kind.title and kind.figures
+        assert kind.unit and kind.title and kind.figures and kind.label
         assert all(f.name.endswith(".png") and f.caption for f in kind.figures)
+        # the web page has each view the kind declares (api/web/app.js, VIEWS)
+        assert all(f'"{view}": {{' in WEB_APP.read_text() for view in kind.web_views), name
         # the worker half exists (found without importing it: it loads torch)
         assert importlib.util.find_spec(kind.worker) is not None, kind.worker
     with pytest.raises(KeyError, match=f"unknown job kind 'nope'; known: {', '.join(REGISTRY)}"):
@@ -59,6 +63,7 @@ def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
     assert "directions" in probe["spec_schema"]["properties"]
     # the CLI's `nads submit` options, as the kind maps them to its spec's fields
     assert probe["cli_options"]["nad-job"] == "directions.job"
+    assert (probe["label"], probe["web_views"]) == ("probe", ["probe-facts"])
 
 
 def test_nad_plan_shards_or_runs_whole_and_keeps_the_quota(session: Session, settings: Settings,

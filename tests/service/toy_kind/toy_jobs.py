@@ -32,6 +32,8 @@ class ToyKind:
     items = Items("count", "integers")
     quotas = QUOTAS
     supports_upload = False
+    label = "toy"
+    web_views = ()
     cli_options = {"count": "count"}
 
     def architecture(self, spec: ToySpec) -> dict[str, Any]:
