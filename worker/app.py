@@ -5,9 +5,16 @@ Importing this module reads the settings (and prepares the embedded broker folde
 builds its own application with `jobs.broker.make_celery(settings)` instead.
 """
 
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from jobs.broker import make_celery
+from jobs.ordered_filesystem import stop_waiting
 from worker.layout import pin_gpu
 
 app = make_celery(include=["worker.tasks", "worker.architecture_validation",
@@ -79,3 +86,12 @@ def _on_shutdown(**_: object) -> None:
 
 worker_ready.connect(_on_ready, weak=False)
 worker_shutdown.connect(_on_shutdown, weak=False)
+
+
+def _stop_waiting(**_: object) -> None:
+    """On SIGTERM/SIGINT/SIGQUIT: the embedded broker's wait for a message ends now, so the
+    warm shutdown begins at once (jobs/ordered_filesystem.py; Redis needs nothing)."""
+    stop_waiting()
+
+
+worker_shutting_down.connect(_stop_waiting, weak=False)
