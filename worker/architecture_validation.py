@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 
 from jobs.broker import VALIDATE_ARCHITECTURE
 from jobs.dispatch import dispatch_validations
-from nadcore.uploaded.network import CustomArchitectureError, sniff_format
+from nadcore.uploaded.network import UploadedArchitectureError, sniff_format
 from store.blobs import open_blob_store
 from store.db import session_scope
 from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
@@ -36,7 +36,7 @@ def run_checks(path: Path, input_shape: list[int], init: str, settings: Settings
     """(status, info, reason) of the archive at `path`."""
     try:
         sniff_format(path)  # reads the zip's directory only; never unpickles
-    except CustomArchitectureError as exc:
+    except UploadedArchitectureError as exc:
         return REJECTED, None, str(exc)
     try:
         info, reason = uploaded.validate(settings, path, input_shape, init, output)

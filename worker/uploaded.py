@@ -26,7 +26,7 @@ from nadcore.nads.spec import NADSpec
 from nadcore.poison.datasets import ImageDataset
 from nadcore.poison.spec import PoisonSpec
 from nadcore.probe.spec import ProbeSpec
-from nadcore.specs.architecture import ArchitectureRef, is_custom
+from nadcore.specs.architecture import ArchitectureRef, is_uploaded
 from nadcore.training.shards import PoisonPartial, ProbePartial
 from nadcore.uploaded.validation import TRAINING_BATCH, excerpt
 from store.blobs import open_blob_store
@@ -37,7 +37,7 @@ from worker.sandbox import Limits, SandboxError, run_sandboxed
 
 
 def uses_upload(spec: NADSpec | ProbeSpec | PoisonSpec) -> bool:
-    return is_custom(spec.architecture)
+    return is_uploaded(spec.architecture)
 
 
 def _archive(settings: Settings, ref: ArchitectureRef) -> Path:

@@ -24,7 +24,7 @@ from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
 __all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "Items", "JobKind", "Plan", "Quota",
-           "QuotaError", "SpecError", "check_limits", "counted_layers", "custom_flops", "limits"]
+           "QuotaError", "SpecError", "check_limits", "counted_layers", "uploaded_flops", "limits"]
 
 
 class SpecError(ValueError):
@@ -166,7 +166,7 @@ def check_limits(estimate: Mapping[str, Any], quotas: Sequence[Quota], settings:
                          estimate, bounds)
 
 
-def custom_flops(info: dict[str, Any] | None, forward_passes: float) -> float | None:
+def uploaded_flops(info: dict[str, Any] | None, forward_passes: float) -> float | None:
     """FLOPs of `forward_passes` single-input forward passes of an uploaded architecture."""
     flops = (info or {}).get("flops")
     return None if flops is None else float(flops) * forward_passes

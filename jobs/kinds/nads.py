@@ -18,7 +18,7 @@ from jobs.kinds.base import (
     Quota,
     check_limits,
     counted_layers,
-    custom_flops,
+    uploaded_flops,
 )
 from nadcore.nads.cost import estimate_cost, running_bytes
 from nadcore.nads.spec import NADSpec
@@ -43,8 +43,8 @@ def check_quota(spec: NADSpec, settings: Settings,
     estimate = estimate_cost(spec, count).as_dict()
     if arch_info is not None:
         per_network = estimate["forward_passes"] / spec.num_networks
-        estimate["flops_per_network"] = custom_flops(arch_info, per_network)
-        estimate["flops"] = custom_flops(arch_info, estimate["forward_passes"])
+        estimate["flops_per_network"] = uploaded_flops(arch_info, per_network)
+        estimate["flops"] = uploaded_flops(arch_info, estimate["forward_passes"])
         estimate["measured_s"] = measured_seconds(arch_info, estimate["forward_passes"])
         estimate["parameters"] = arch_info.get("num_params")
         estimate["model_bytes"] = running_bytes(spec, estimate["parameters"], None)

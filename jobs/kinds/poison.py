@@ -28,7 +28,7 @@ from jobs.kinds.base import (
     SpecError,
     check_limits,
     counted_layers,
-    custom_flops,
+    uploaded_flops,
 )
 from jobs.ownership import own_job
 from jobs.ownership import own_upload as _own_upload
@@ -179,7 +179,7 @@ def estimate_poison(spec: PoisonSpec, size: int, arch_info: dict[str, Any] | Non
     test = min(test, spec.dataset.limit_test) if spec.dataset.limit_test else test
     passes = models * epochs * (4 * size + test)
     if arch_info is not None:
-        flops = custom_flops(arch_info, passes)
+        flops = uploaded_flops(arch_info, passes)
     else:
         if count is None and named is not None:
             count = layer_count(spec.architecture, named[0], named[1])

@@ -24,7 +24,7 @@ from jobs.kinds.base import (
     SpecError,
     check_limits,
     counted_layers,
-    custom_flops,
+    uploaded_flops,
 )
 from jobs.ownership import own_job
 from jobs.sources import SourceError, catalog_nads
@@ -111,7 +111,7 @@ def estimate_probe(spec: ProbeSpec, num_directions: int,
     flops = None if count is None else 2.0 * count.macs * passes
     params = None if count is None else count.params
     if arch_info is not None:  # an uploaded architecture: what its validation measured
-        flops, params = custom_flops(arch_info, passes), arch_info.get("num_params")
+        flops, params = uploaded_flops(arch_info, passes), arch_info.get("num_params")
     estimate = {
         "directions": num_directions,
         "replicates": spec.replicates,

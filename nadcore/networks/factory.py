@@ -1,7 +1,7 @@
 """Networks of any architecture a spec names: a built-in (`nadcore.networks.zoo`), a torchvision
 builder ('torchvision:<name>', `nadcore.networks.zoo`) or an uploaded archive
 (`nadcore.uploaded.network`). This module dispatches between them and sits above all three, so
-imports between them go one way: networks -> zoo, custom, init -> layers."""
+imports between them go one way: factory -> zoo, uploaded, init -> layers."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from nadcore.networks.init import NetworkSampler
 from nadcore.networks.zoo import BUILTIN_CLASSES, ArchitectureError, torchvision_factory
 from nadcore.specs.architecture import TORCHVISION_PREFIX, ArchitectureRef
 from nadcore.uploaded.network import (
-    CustomArchitectureError,
-    CustomModel,
+    UploadedArchitectureError,
+    UploadedModel,
     check_outputs,
-    custom_model,
+    uploaded_model,
 )
 
 
@@ -28,7 +28,7 @@ def model_factory(
     """A function (input_shape, num_outputs) -> freshly initialized module (an uploaded
     architecture: a fresh copy with its uploaded tensors; its outputs are its own)."""
     if isinstance(architecture, ArchitectureRef):
-        return lambda _shape, _outputs: custom_model(architecture, torch.get_default_device())
+        return lambda _shape, _outputs: uploaded_model(architecture, torch.get_default_device())
     if architecture in BUILTIN_CLASSES:
         return BUILTIN_CLASSES[architecture]
     if architecture.startswith(TORCHVISION_PREFIX):
@@ -54,9 +54,9 @@ def build_model(
     """
     if isinstance(architecture, ArchitectureRef):
         try:
-            model = custom_model(architecture, "cpu")
+            model = uploaded_model(architecture, "cpu")
             check_outputs(model, architecture, tuple(input_shape), num_outputs, not at_least)
-        except CustomArchitectureError as exc:
+        except UploadedArchitectureError as exc:
             raise ArchitectureError(str(exc)) from exc
         return model.to(device or "cpu")
     factory = model_factory(architecture)
@@ -86,8 +86,8 @@ def check_input_shape(
         )
 
 
-def seeded_custom_network(ref: ArchitectureRef, seed: int, input_shape: tuple[int, ...],
-                          outputs: int) -> CustomModel:
+def seeded_uploaded_network(ref: ArchitectureRef, seed: int, input_shape: tuple[int, ...],
+                          outputs: int) -> UploadedModel:
     """Network 0 of seed `seed` on the CPU, drawn by the init plan (poison training), after
     checking that it has exactly `outputs` outputs. Raises ArchitectureError otherwise."""
     model = build_model(ref, input_shape, outputs, "cpu")
@@ -101,4 +101,4 @@ def seeded_custom_network(ref: ArchitectureRef, seed: int, input_shape: tuple[in
 
 
 __all__ = ["ArchitectureError", "build_model", "check_input_shape", "model_factory",
-           "seeded_custom_network"]
+           "seeded_uploaded_network"]

@@ -23,7 +23,7 @@ import torch
 
 from nadcore.control import Progress, ShouldStop
 from nadcore.nads.schedule import resolve_device
-from nadcore.networks.factory import build_model, seeded_custom_network
+from nadcore.networks.factory import build_model, seeded_uploaded_network
 from nadcore.poison.datasets import ImageDataset
 from nadcore.poison.spec import CIFAR10_MEAN, CIFAR10_STD, PoisonSpec, clean_position
 from nadcore.seeding import POISON_DROPOUT as _DROPOUT
@@ -235,7 +235,7 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     yte = data.y_test.to(dev)
 
     if isinstance(spec.architecture, ArchitectureRef):  # re-drawn by its init policy
-        model = seeded_custom_network(spec.architecture, poison_seed(spec.seed, _INIT,
+        model = seeded_uploaded_network(spec.architecture, poison_seed(spec.seed, _INIT,
                                                                      index_position),
                                       shape, data.num_classes)
     else:

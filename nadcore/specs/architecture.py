@@ -72,7 +72,7 @@ class ArchitectureRef(BaseModel):
         return f"custom:{self.id}"
 
 
-def is_custom(architecture: str | ArchitectureRef) -> bool:
+def is_uploaded(architecture: str | ArchitectureRef) -> bool:
     return isinstance(architecture, ArchitectureRef)
 
 

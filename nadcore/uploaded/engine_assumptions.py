@@ -1,4 +1,5 @@
-"""What the engine assumes of an uploaded network, checked at validation (`custom_check`):
+"""What the engine assumes of an uploaded network, checked at validation
+(`nadcore.uploaded.validation`):
 
 - one output tensor: the network returns a tensor of shape (B,) or (B, m), or the upload names
   which element of its tuple, list or dict output to use (`output`); an unnamed structure is

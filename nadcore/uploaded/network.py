@@ -1,7 +1,7 @@
 """Users' own architectures: TorchScript archives and torch.export programs.
 
 An archive is found by its sha256 (`register_archive` for a local file), loaded once per
-process and wrapped in a `CustomModel`, which the engine, the probe and the poison trainer use
+process and wrapped in a `UploadedModel`, which the engine, the probe and the poison trainer use
 like a built-in module:
 
 - Format: both are zip archives. TorchScript (`torch.jit.save`) holds `<root>/code/`;
@@ -52,7 +52,7 @@ from nadcore.uploaded.untrusted import RefusedArchive, load_untrusted
 _TORCH_NN = "torch.nn.modules."
 
 
-class CustomArchitectureError(ValueError):
+class UploadedArchitectureError(ValueError):
     """The archive is not a usable architecture; the message says why (and how to fix it)."""
 
 
@@ -79,17 +79,17 @@ def register_archive(path: str | Path) -> str:
 def archive_path(sha256: str) -> Path:
     if sha256 in _LOCAL:
         return _LOCAL[sha256]
-    raise CustomArchitectureError(f"architecture archive {sha256} is not available here")
+    raise UploadedArchitectureError(f"architecture archive {sha256} is not available here")
 
 
 # -- format and loading -----------------------------------------------------------------------
 def sniff_format(source: Path | bytes) -> str:
     """"torchscript" or "export" from the archive's layout (`nadcore.uploaded.archive_format`,
-    torch-free, which the API runs too); CustomArchitectureError otherwise."""
+    torch-free, which the API runs too); UploadedArchitectureError otherwise."""
     try:
         return archive_format.sniff_format(source)
     except ArchiveFormatError as exc:
-        raise CustomArchitectureError(str(exc)) from None
+        raise UploadedArchitectureError(str(exc)) from None
 
 
 def _strip_qualified(name: str) -> str:
@@ -123,7 +123,7 @@ def load_archive(source: Path | bytes, fmt: str | None = None, *, checks: bool |
                  ) -> Loaded:
     """Load onto the CPU (always a fresh module: callers may train it), through
     `nadcore.uploaded.untrusted`: the archive's metadata and every operator of its graphs are
-    checked before anything of it runs (CustomArchitectureError naming what was refused); `checks`
+    checked before anything of it runs (UploadedArchitectureError naming what was refused); `checks`
     defaults to the process's setting (`set_archive_checks`)."""
     fmt = fmt or sniff_format(source)
     checks = _ARCHIVE_CHECKS[0] if checks is None else checks
@@ -131,7 +131,7 @@ def load_archive(source: Path | bytes, fmt: str | None = None, *, checks: bool |
     try:
         loaded = load_untrusted(data, fmt, checks=checks)
     except RefusedArchive as exc:
-        raise CustomArchitectureError(str(exc)) from None
+        raise UploadedArchitectureError(str(exc)) from None
     if fmt == "torchscript":
         module = loaded.module
         types = {n: _strip_qualified(m._c.qualified_name) for n, m in module.named_modules()}
@@ -149,7 +149,7 @@ def load_archive(source: Path | bytes, fmt: str | None = None, *, checks: bool |
 def _archive_bytes(sha256: str) -> bytes:
     data = archive_path(sha256).read_bytes()
     if hashlib.sha256(data).hexdigest() != sha256:
-        raise CustomArchitectureError(f"architecture archive {sha256}: stored bytes do not hash "
+        raise UploadedArchitectureError(f"architecture archive {sha256}: stored bytes do not hash "
                                       "to their name")
     return data
 
@@ -157,7 +157,7 @@ def _archive_bytes(sha256: str) -> bytes:
 def load_ref(ref: ArchitectureRef) -> Loaded:
     """The archive of `ref` (found by its sha256, verified), loaded fresh."""
     if ref.sha256 is None:
-        raise CustomArchitectureError(
+        raise UploadedArchitectureError(
             f"architecture {ref.id}: the spec records no sha256 of the archive (the service "
             "fills it in when it stores a job)")
     return load_archive(_archive_bytes(ref.sha256))
@@ -239,14 +239,14 @@ def module_rules(loaded: Loaded, prefix: str = "") -> tuple[dict[str, ParamInit]
 
 def build_plan(loaded: Loaded, policy: str, prefix: str = "") -> list[ParamInit]:
     """The init plan of every state-dict entry (prefixed), in state-dict order, for `policy`.
-    Raises CustomArchitectureError listing the parameters whose default init is unknown."""
+    Raises UploadedArchitectureError listing the parameters whose default init is unknown."""
     kind, value = parse_init_policy(policy)
     module = loaded.module
     params = {n for n, _ in module.named_parameters()}
     state = module.state_dict()
     rules, unknown = module_rules(loaded, prefix)
     if kind == "torch-default" and unknown:
-        raise CustomArchitectureError(
+        raise UploadedArchitectureError(
             "init: no default initialization known for the parameters "
             f"{', '.join(unknown)}; choose init normal:<std>, uniform:<bound> or keep, or "
             "build the model from torch.nn modules (Conv*, Linear, BatchNorm*, LayerNorm, "
@@ -267,7 +267,7 @@ def build_plan(loaded: Loaded, policy: str, prefix: str = "") -> list[ParamInit]
 
 
 # -- the module the engine uses ---------------------------------------------------------------
-class CustomModel(nn.Module):
+class UploadedModel(nn.Module):
     """An uploaded architecture as an engine module: `net` is the loaded module; its output (the
     element `output` of a tuple, list or dict output) of shape (B,) becomes (B, 1).
     `init_plan()` is what `nadcore.networks.init.init_plan` uses for it."""
@@ -294,7 +294,7 @@ class CustomModel(nn.Module):
         out = select_output(self.net(x), self.output)
         return out.unsqueeze(1) if out.dim() == 1 else out
 
-    def train(self, mode: bool = True) -> CustomModel:
+    def train(self, mode: bool = True) -> UploadedModel:
         self.training = mode
         if self.format == "torchscript":
             self.net.train(mode)
@@ -337,9 +337,9 @@ class CustomModel(nn.Module):
         return self(x)
 
 
-def custom_model(ref: ArchitectureRef, device: torch.device | str | None = None) -> CustomModel:
-    """A fresh CustomModel of `ref` in eval mode, with its uploaded tensors."""
-    model = CustomModel(load_ref(ref), ref.policy, ref.output)
+def uploaded_model(ref: ArchitectureRef, device: torch.device | str | None = None) -> UploadedModel:
+    """A fresh UploadedModel of `ref` in eval mode, with its uploaded tensors."""
+    model = UploadedModel(load_ref(ref), ref.policy, ref.output)
     return model.to(device or "cpu").eval()
 
 
@@ -348,13 +348,13 @@ def num_outputs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
         return int(model(torch.zeros((2, *input_shape))).shape[1])
 
 
-def check_outputs(model: CustomModel, ref: ArchitectureRef, input_shape: tuple[int, ...],
+def check_outputs(model: UploadedModel, ref: ArchitectureRef, input_shape: tuple[int, ...],
                   needed: int, exact: bool) -> None:
-    """At least (or exactly) `needed` outputs, or CustomArchitectureError naming them."""
+    """At least (or exactly) `needed` outputs, or UploadedArchitectureError naming them."""
     m = num_outputs(model, input_shape)
     if m < needed or (exact and m != needed):
         want = f"exactly {needed}" if exact else f"at least {needed}"
-        raise CustomArchitectureError(
+        raise UploadedArchitectureError(
             f"architecture {ref.id} has {m} output(s); this job needs {want}")
 
 

@@ -33,8 +33,8 @@ from nadcore.uploaded.engine_assumptions import (
     select_output,
 )
 from nadcore.uploaded.network import (
-    CustomArchitectureError,
-    CustomModel,
+    UploadedArchitectureError,
+    UploadedModel,
     load_archive,
     module_rules,
     sniff_format,
@@ -98,24 +98,24 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
             raised = f"{what} raises on a batch of shape {tuple(x.shape)}: {_short(exc)}"
             mismatch = shape_mismatch(net, fmt, input_shape, b, exc)
             if mismatch is not None:  # which dimension, first; the model's words after
-                raise CustomArchitectureError(f"{mismatch} ({raised})") from None
+                raise UploadedArchitectureError(f"{mismatch} ({raised})") from None
             hint = f"; {_DYNAMIC}" if fmt == "export" else ""
             if "value per channel when training" in str(exc):  # BatchNorm1d on one sample
                 hint = f"; {FIX}"
-            raise CustomArchitectureError(f"{raised}{hint}") from None
+            raise UploadedArchitectureError(f"{raised}{hint}") from None
         try:
             out = select_output(out, output)
         except AssumptionError as exc:
-            raise CustomArchitectureError(str(exc)) from None
+            raise UploadedArchitectureError(str(exc)) from None
         if out.dim() not in (1, 2) or out.shape[0] != b or 0 in out.shape:
-            raise CustomArchitectureError(
+            raise UploadedArchitectureError(
                 f"{what} maps a batch of shape {tuple(x.shape)} to outputs of shape "
                 f"{tuple(out.shape)}; expected ({b},) or ({b}, m), m >= 1")
         if not out.is_floating_point():
-            raise CustomArchitectureError(f"{what} returns {out.dtype} outputs, expected floats")
+            raise UploadedArchitectureError(f"{what} returns {out.dtype} outputs, expected floats")
         if not torch.isfinite(out).all():
             bad = int((~torch.isfinite(out)).sum())
-            raise CustomArchitectureError(
+            raise UploadedArchitectureError(
                 f"{what} returns non-finite outputs (NaN or inf: {bad} of {out.numel()}) on a "
                 f"batch of shape {tuple(x.shape)} drawn from N(0, I)")
         m = 1 if out.dim() == 1 else int(out.shape[1])
@@ -124,22 +124,22 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
 
 def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
              output: str | None = None) -> dict:
-    """What validation learned (the architecture's `info`); CustomArchitectureError if bad.
+    """What validation learned (the architecture's `info`); UploadedArchitectureError if bad.
     `output` names the element of a tuple, list or dict output that the engine uses."""
     fmt = sniff_format(path)
     try:
         loaded = load_archive(path, fmt)
-    except CustomArchitectureError:
+    except UploadedArchitectureError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise CustomArchitectureError(
+        raise UploadedArchitectureError(
             f"file: the {fmt} archive does not load: {_short(exc)}; {EXPORT_HOWTO}") from None
     if fmt == "torchscript":
         loaded.module.eval()  # an exported graph has its mode built in (and refuses eval())
     gen = torch.Generator().manual_seed(0)
     m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen, output)
     _, unknown = module_rules(loaded)
-    model = CustomModel(loaded, policy, output).eval()  # raises when the policy cannot re-draw
+    model = UploadedModel(loaded, policy, output).eval()  # raises when the policy cannot re-draw
     num_params = sum(p.numel() for p in model.parameters())
     largest = model.activation_profile(input_shape).largest
     batches = job_batches(largest, input_shape)
@@ -157,7 +157,7 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
         checks = check_assumptions(model, independence_inputs(input_shape, gen),
                                    reduction_length(model.net, largest), what)
     except AssumptionError as exc:
-        raise CustomArchitectureError(str(exc)) from None
+        raise UploadedArchitectureError(str(exc)) from None
     checks["seconds"] = round(time.perf_counter() - started, 4)
     flops = _flops(model, input_shape)
     types: Counter[str] = Counter()

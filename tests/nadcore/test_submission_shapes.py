@@ -20,7 +20,7 @@ from nadcore.probe.spec import ProbeSpec
 from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
 from nadcore.specs.input_shapes import minimum_size, shape_problem
 from nadcore.uploaded.archive_format import ArchiveFormatError, check_declared, declared_format
-from nadcore.uploaded.network import CustomArchitectureError
+from nadcore.uploaded.network import UploadedArchitectureError
 from nadcore.uploaded.validation import validate
 from nads.export_command import export_architecture
 
@@ -116,7 +116,7 @@ def test_archive_formats_and_what_names_declare(archives: dict[str, Path]) -> No
 ])
 def test_an_exported_model_names_each_dimension_that_disagrees(
         archives: dict[str, Path], shape: tuple[int, int, int], dimensions: list[str]) -> None:
-    with pytest.raises(CustomArchitectureError) as info:
+    with pytest.raises(UploadedArchitectureError) as info:
         validate(archives["pt2"], shape, "torch-default")
     reason = str(info.value)
     assert reason.startswith(f"input_shape: {','.join(map(str, shape))} disagrees with the "
@@ -130,11 +130,11 @@ def test_an_exported_model_names_each_dimension_that_disagrees(
 
 def test_a_torchscript_model_names_channels_or_height_and_width(
         archives: dict[str, Path]) -> None:
-    with pytest.raises(CustomArchitectureError, match=r"^input_shape: 1,32,32 disagrees with "
+    with pytest.raises(UploadedArchitectureError, match=r"^input_shape: 1,32,32 disagrees with "
                        r"the uploaded network in channels: declared 1, its first convolution "
                        r"takes 3; declare input_shape 3,32,32"):
         validate(archives["pt"], (1, 32, 32), "torch-default")
-    with pytest.raises(CustomArchitectureError, match=r"^input_shape: 3,28,32 disagrees with "
+    with pytest.raises(UploadedArchitectureError, match=r"^input_shape: 3,28,32 disagrees with "
                        r"the uploaded network in height or width: at H x W = 28 x 32 its "
                        r"features reach a linear layer as 320 values where it takes 400"):
         validate(archives["pt"], (3, 28, 32), "torch-default")

@@ -19,7 +19,7 @@ import torchvision
 
 from nadcore.networks.factory import build_model
 from nadcore.uploaded.code_checks import CodeRefused, check_size_expression
-from nadcore.uploaded.network import CustomArchitectureError, load_archive
+from nadcore.uploaded.network import UploadedArchitectureError, load_archive
 from nadcore.uploaded.operators import ALLOWED_OPERATORS
 from nadcore.uploaded.torchvision_operators import classifier_operators
 from nadcore.uploaded.untrusted import (
@@ -65,7 +65,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 def test_pickled_weights_are_refused_without_unpickling(base: bytes, tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     data = pickled_weight_pt2(base, _marker_code(marker))
-    with pytest.raises(CustomArchitectureError, match="pickled or custom object"):
+    with pytest.raises(UploadedArchitectureError, match="pickled or custom object"):
         load_archive(data, "export")
     assert not marker.exists()
     # the attack is real: torch's own loader runs the payload
@@ -100,7 +100,7 @@ def test_a_size_expression_that_is_code_is_refused(base: bytes) -> None:
                     walk(v)
         walk(program)
 
-    with pytest.raises(CustomArchitectureError, match="symbolic size expression"):
+    with pytest.raises(UploadedArchitectureError, match="symbolic size expression"):
         load_archive(edited_program_pt2(base, inject), "export")
 
 
@@ -111,7 +111,7 @@ def test_a_graph_node_outside_the_allow_list_is_refused_by_name(base: bytes, tar
     def swap(program: dict) -> None:
         program["graph_module"]["graph"]["nodes"][0]["target"] = target
 
-    with pytest.raises(CustomArchitectureError, match="the network calls") as info:
+    with pytest.raises(UploadedArchitectureError, match="the network calls") as info:
         load_archive(edited_program_pt2(base, swap), "export")
     assert target.split(".")[-2 if target.endswith("default") else -1] in str(info.value)
 
@@ -180,7 +180,7 @@ def test_an_input_key_that_is_code_is_refused(base: bytes, tmp_path: Path) -> No
 
 
 def test_compiled_code_and_zip_bombs_are_refused(base: bytes) -> None:
-    with pytest.raises(CustomArchitectureError, match="compiled code"):
+    with pytest.raises(UploadedArchitectureError, match="compiled code"):
         load_archive(write_zip([*members_of(base),
                                 ("lenet/data/aotinductor/model/x.so", b"\x7fELF")]), "export")
     with pytest.raises(RefusedArchive, match="unpacks to"):
@@ -289,13 +289,13 @@ def test_torchscript_file_access_is_refused_naming_the_operator(tmp_path: Path) 
     secret = tmp_path / "secret"
     secret.write_bytes(b"key")
     for model in (ReadsFile(str(secret), 3), WritesFile(str(tmp_path / "written"))):
-        with pytest.raises(CustomArchitectureError, match="aten::from_file"):
+        with pytest.raises(UploadedArchitectureError, match="aten::from_file"):
             load_archive(scripted_bytes(model), "torchscript")
     assert not (tmp_path / "written").exists()
 
 
 def test_torchscript_setstate_is_refused_before_loading(tmp_path: Path) -> None:
-    with pytest.raises(CustomArchitectureError, match="__setstate__"):
+    with pytest.raises(UploadedArchitectureError, match="__setstate__"):
         load_archive(scripted_bytes(SetsState()), "torchscript")
 
 

@@ -88,5 +88,5 @@ def test_notebook_reproduces_the_papers_findings(tmp_path: Path,
 
     # Section 6: the architecture defined in the notebook was uploaded, validated and its NADs
     # computed at the paper's settings from the networks asked for.
-    assert res["custom"]["networks"] == 256
-    assert res["custom"]["method"] == "finite_difference"
+    assert res["uploaded"]["networks"] == 256
+    assert res["uploaded"]["method"] == "finite_difference"

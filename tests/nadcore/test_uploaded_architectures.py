@@ -25,7 +25,7 @@ from nadcore.poison.spec import PoisonSpec
 from nadcore.probe.engine import run_probe
 from nadcore.probe.spec import ProbeSpec
 from nadcore.specs.architecture import ArchitectureRef
-from nadcore.uploaded.network import CustomArchitectureError, custom_model, register_archive
+from nadcore.uploaded.network import UploadedArchitectureError, register_archive, uploaded_model
 from nadcore.uploaded.validation import validate
 from nads.export_command import export_architecture
 from tests.bad_models import NaN, Raises, WrongShape, scripted_bytes
@@ -57,14 +57,14 @@ def test_uploaded_lenet_gives_the_builtin_nads(tmp_path, suffix):
     path = export_architecture("lenet", (1, 16, 16), tmp_path / f"lenet.{suffix}")
     ref = _ref(path)
     kw = dict(input_shape=(1, 16, 16), num_networks=48, seed=5, method="autograd")
-    custom = run_spec(NADSpec(architecture=ref, **kw), device="cpu")
+    uploaded = run_spec(NADSpec(architecture=ref, **kw), device="cpu")
     builtin = run_spec(NADSpec(architecture="lenet", **kw), device="cpu")
-    assert subspace_overlap(custom.nads, builtin.nads, 16) >= 0.9
+    assert subspace_overlap(uploaded.nads, builtin.nads, 16) >= 0.9
     # same init plan, same seeds: the same networks, so the same NADs to float rounding
-    np.testing.assert_allclose(custom.eigenvalues, builtin.eigenvalues, rtol=1e-4)
-    assert custom.summary()["architecture"]["sha256"] == ref.sha256
+    np.testing.assert_allclose(uploaded.eigenvalues, builtin.eigenvalues, rtol=1e-4)
+    assert uploaded.summary()["architecture"]["sha256"] == ref.sha256
     expected = "loop" if suffix == "pt" else "vmap"  # TorchScript: no stateless API
-    assert custom.info["plan"]["strategy"] == expected
+    assert uploaded.info["plan"]["strategy"] == expected
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
@@ -72,10 +72,10 @@ def test_uploaded_lenet_gives_the_builtin_nads(tmp_path, suffix):
 def test_finite_differences_match_the_builtin(tmp_path, suffix, strategy):
     path = export_architecture("logreg", (1, 6, 6), tmp_path / f"logreg.{suffix}")
     kw = dict(input_shape=(1, 6, 6), num_networks=20, seed=2)
-    custom = run_spec(NADSpec(architecture=_ref(path), **kw), device="cpu", strategy=strategy)
+    uploaded = run_spec(NADSpec(architecture=_ref(path), **kw), device="cpu", strategy=strategy)
     builtin = run_spec(NADSpec(architecture="logreg", **kw), device="cpu", strategy=strategy)
-    np.testing.assert_allclose(custom.eigenvalues, builtin.eigenvalues, rtol=1e-5)
-    assert subspace_overlap(custom.nads, builtin.nads, 8) > 0.999
+    np.testing.assert_allclose(uploaded.eigenvalues, builtin.eigenvalues, rtol=1e-5)
+    assert subspace_overlap(uploaded.nads, builtin.nads, 8) > 0.999
 
 
 class _Mixed(nn.Module):
@@ -102,7 +102,7 @@ def test_reinit_draws_pytorch_defaults_per_layer(tmp_path, suffix):
         eager.bn.running_mean.fill_(3.0)
         eager.bn.running_var.fill_(9.0)
     ref = _ref(_save(eager, tmp_path / f"mixed.{suffix}", (2, 6, 6)))
-    model = custom_model(ref)
+    model = uploaded_model(ref)
     n = 300
     state = NetworkSampler(lambda: model, model, 11, torch.device("cpu")).sample(range(n))
     # the independent slow path: PyTorch's own constructors, n times
@@ -141,21 +141,21 @@ class _Raw(nn.Module):
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_policies_and_unknown_module_types(tmp_path, suffix):
     path = _save(_Raw(), tmp_path / f"raw.{suffix}", (1, 2, 2))
-    with pytest.raises(CustomArchitectureError, match=r"scale \(_Raw\).*normal:<std>"):
-        custom_model(_ref(path))
-    with pytest.raises(CustomArchitectureError, match="scale"):
+    with pytest.raises(UploadedArchitectureError, match=r"scale \(_Raw\).*normal:<std>"):
+        uploaded_model(_ref(path))
+    with pytest.raises(UploadedArchitectureError, match="scale"):
         validate(tmp_path / f"raw.{suffix}", (1, 2, 2), "torch-default")
     info = validate(tmp_path / f"raw.{suffix}", (1, 2, 2), "normal:0.1")
     assert info["unknown_params"] == ["scale (_Raw)"] and info["num_outputs"] == 2
     for policy, var, bound in (("normal:0.1", 0.01, None), ("uniform:0.2", 0.04 / 3, 0.2)):
-        model = custom_model(_ref(path, policy))
+        model = uploaded_model(_ref(path, policy))
         state = NetworkSampler(lambda m=model: m, model, 0, torch.device("cpu")).sample(
             range(400))
         values = torch.cat([v.reshape(-1) for v in state.values()]).to(torch.float64)
         assert values.var().item() == pytest.approx(var, rel=0.1), policy
         if bound is not None:
             assert values.abs().max() <= bound
-    keep = custom_model(_ref(path, "keep"))
+    keep = uploaded_model(_ref(path, "keep"))
     kept = NetworkSampler(lambda: keep, keep, 0, torch.device("cpu")).sample([0, 5])
     assert torch.equal(kept["net.scale"], torch.full((2, 4), 0.5))
 
@@ -176,16 +176,16 @@ def test_rejections_say_why(tmp_path):
     for name, (data, reason) in cases.items():
         path = tmp_path / f"{name}.pt"
         path.write_bytes(data)
-        with pytest.raises(CustomArchitectureError, match=reason):
+        with pytest.raises(UploadedArchitectureError, match=reason):
             validate(path, shape, "torch-default")
     # torch.export programs: wrong shape and NaN; a static batch dimension is explained
-    with pytest.raises(CustomArchitectureError, match=r"outputs of shape"):
+    with pytest.raises(UploadedArchitectureError, match=r"outputs of shape"):
         validate(_save_path(WrongShape(), tmp_path / "shape.pt2", shape), shape, "torch-default")
-    with pytest.raises(CustomArchitectureError, match="non-finite"):
+    with pytest.raises(UploadedArchitectureError, match="non-finite"):
         validate(_save_path(NaN(), tmp_path / "nan.pt2", shape), shape, "torch-default")
     static = torch.export.export(WrongShape().eval(), (torch.zeros((2, *shape)),))
     torch.export.save(static, str(tmp_path / "static.pt2"))
-    with pytest.raises(CustomArchitectureError, match="dynamic batch dimension"):
+    with pytest.raises(UploadedArchitectureError, match="dynamic batch dimension"):
         validate(tmp_path / "static.pt2", shape, "torch-default")
 
 
@@ -202,10 +202,10 @@ def test_probe_trains_an_uploaded_model_like_the_builtin(tmp_path, suffix):
     kw = dict(input_shape=shape, directions={"kind": "random", "count": 2, "seed": 1},
               data={"num_train": 64, "num_test": 64}, training={"epochs": 2, "batch_size": 16})
     directions = np.eye(16, dtype=np.float32)[:2]
-    custom = run_probe(ProbeSpec(architecture=ref, **kw), directions, device="cpu")
+    uploaded = run_probe(ProbeSpec(architecture=ref, **kw), directions, device="cpu")
     builtin = run_probe(ProbeSpec(architecture="logreg", **kw), directions, device="cpu",
                         strategy="loop")
-    np.testing.assert_allclose(custom.curves, builtin.curves, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(uploaded.curves, builtin.curves, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("suffix", FORMATS)

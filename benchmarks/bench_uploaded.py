@@ -4,7 +4,7 @@ program (`.pt2`), each through `ShardRunner` with the engine's own plan, in this
 interleaved, best of `--repeats`. All three draw the same networks (the same init plan), so the
 gradients are compared too.
 
-    python benchmarks/bench_custom.py            # LeNet 1x32x32, CPU
+    python benchmarks/bench_uploaded.py            # LeNet 1x32x32, CPU
 Prints one JSON line per measurement and a markdown table at the end.
 """
 
