@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.ownership import own_job
+from nadcore.probe.figures import architecture_label
 from store.db import session_scope
 from store.models import Architecture
 from worker.kinds.base import db_url
-from worker.plots import architecture_label
 
 
 def _given_name(session: Session, architecture: dict) -> str | None:

@@ -22,10 +22,7 @@ from matplotlib.image import imread
 
 from jobs.broker import make_celery
 from jobs.catalog import build
-from store.db import session_scope
-from store.settings import Settings
-from tests.support import failing_poison, new_key, wait_for_job
-from worker.plots import (
+from nadcore.probe.figures import (
     fourier_energy,
     gallery_size,
     nad_title,
@@ -33,6 +30,9 @@ from worker.plots import (
     shifted,
     spatial_view,
 )
+from store.db import session_scope
+from store.settings import Settings
+from tests.support import failing_poison, new_key, wait_for_job
 
 CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -12,9 +12,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from nadcore.poison.spec import PoisonSpec
+from nadcore.probe import figures as plots
 from nadcore.probe.directions import direction_frequencies
 from nadcore.probe.spec import ProbeSpec
-from worker import plots
 
 
 def _draw(fig: Figure) -> Figure:

@@ -14,6 +14,7 @@ from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_parti
 from nadcore.nads.decompose import subspace_overlap
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
+from nadcore.probe.figures import render_nad_figures
 from store.db import session_scope
 from store.settings import get_settings
 from worker import uploaded
@@ -30,7 +31,6 @@ from worker.kinds.base import (
     torch_threads,
 )
 from worker.names import given_name
-from worker.plots import render_nad_figures
 
 
 def catalog_comparison(summary: dict[str, Any], nads: np.ndarray) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.poison.datasets import ImageDataset, load_dataset
 from nadcore.poison.engine import flip_dataset, poison_dataset
 from nadcore.poison.spec import PoisonSpec, clean_position
+from nadcore.probe.figures import render_examples, render_poison_accuracy, render_poison_curves
 from nadcore.training.learning_check import poison_learning
 from nadcore.training.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore
@@ -44,7 +45,6 @@ from worker.kinds.base import (
     torch_threads,
 )
 from worker.names import names
-from worker.plots import render_examples, render_poison_accuracy, render_poison_curves
 from worker.tiling import concatenate_tiles
 
 JSON = "application/json"

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
 from nadcore.probe.directions import direction_frequencies, make_directions
+from nadcore.probe.figures import render_accuracy_vs_index, render_heatmap, render_probe_curves
 from nadcore.probe.intervals import CONFIDENCE, direction_intervals
 from nadcore.probe.spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.training.learning_check import probe_learning
@@ -38,7 +39,6 @@ from worker.kinds.base import (
     torch_threads,
 )
 from worker.names import names
-from worker.plots import render_accuracy_vs_index, render_heatmap, render_probe_curves
 from worker.tiling import concatenate_tiles
 
 HEAD = 16  # directions listed first in the job summary
