@@ -123,7 +123,7 @@ def _result_info(result: NADResult, wall_seconds: float, source: str,
 def _write_result(out: Path, arch: str, spec: NADSpec, result: NADResult,
                   check_gradients: np.ndarray, wall_seconds: float, source: str,
                   build: dict[str, Any] | None = None) -> Path:
-    from nadcore.probe.figures import render_nad_figures
+    from nadcore.nads.figures import render_nad_figures
 
     with tempfile.TemporaryDirectory() as tmp:
         preview, spectrum = render_nad_figures(result.nads, result.eigenvalues,
@@ -136,9 +136,9 @@ def _write_result(out: Path, arch: str, spec: NADSpec, result: NADResult,
 
 def rerender_figures(folder: Path) -> list[str]:
     """Renders preview.png and spectrum.png of the shipped entry in `folder` again from its
-    arrays and provenance (after worker/plots.py changed) and records their new sha256 and
-    size in provenance.json; the arrays are untouched. Returns the files rewritten."""
-    from nadcore.probe.figures import render_nad_figures
+    arrays and provenance (after nadcore/nads/figures.py changed) and records their new sha256
+    and size in provenance.json; the arrays are untouched. Returns the files rewritten."""
+    from nadcore.nads.figures import render_nad_figures
 
     prov = json.loads((folder / PROVENANCE).read_text())
     spec = prov["spec"]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs.ownership import own_job
-from nadcore.probe.figures import architecture_label
+from nadcore.figures import architecture_label
 from store.db import session_scope
 from store.models import Architecture
 from worker.kinds.base import db_url

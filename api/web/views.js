@@ -115,7 +115,7 @@ async function npyRows(jobId, name, header, count) {
 // ---------- Fourier energy ----------
 
 // |DFT|^2 of a (C, H, W) row summed over channels, fft-shifted: frequency (ky, kx) at
-// [(ky + H//2) mod H][(kx + W//2) mod W], as worker/plots.py fourier_energy.
+// [(ky + H//2) mod H][(kx + W//2) mod W], as nadcore/nads/figures.py fourier_energy.
 function fourierEnergy(row, c, h, w) {
   const energy = new Float64Array(h * w);
   const cosY = new Float64Array(h * h); const sinY = new Float64Array(h * h);

@@ -6,4 +6,5 @@
   passes; `gradients`: input gradients of many networks at one point.
 - `partial`: mergeable per-shard results; `decompose`: PCA and split-half stability;
   `identifiability`: stability against chance (torch-free).
+- `figures`: preview.png and spectrum.png (matplotlib, torch-free).
 """

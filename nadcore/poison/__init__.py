@@ -1,5 +1,5 @@
 """The poison kind: NAD carriers planted in an image dataset, and the flipped-basis experiment.
 
 - `spec`: `PoisonSpec` (torch-free); `datasets`: the image datasets it poisons; `engine`:
-  `run_poison`.
+  `run_poison`; `figures`: accuracies, training curves and examples (matplotlib, torch-free).
 """

@@ -6,4 +6,6 @@ directions.
   model trained per direction (`run_probe`).
 - `power`: whether a probe of this size can tell a direction from chance; `intervals`:
   confidence intervals of the accuracies (both torch-free).
+- `figures`: the heatmap, accuracy against the NAD index and the training curves (matplotlib,
+  torch-free).
 """

@@ -7,7 +7,7 @@ cos(2 pi (ky y / H + kx x / W)), normalized to unit norm, identical in every cha
 (ky, kx) and its conjugate (-ky, -kx) are the same direction up to sign: a grid trains the
 half-plane and a list may not name both (`nadcore.probe.fourier_grid`). Heatmaps show the
 frequencies probed on signed frequency axes, each result drawn at both frequencies of its pair
-(worker/plots.py)."""
+(nadcore/probe/figures.py)."""
 
 from __future__ import annotations
 

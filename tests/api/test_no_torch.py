@@ -1,4 +1,5 @@
-"""The API never imports torch, not even transitively (its image has no torch)."""
+"""The API never imports torch, not even transitively (its image has no torch), nor matplotlib
+(the figures are drawn by the worker, `nadcore.figures`)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ from nads.cli import build_app
 build_app()
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
 print("TORCH:", loaded)
+print("MATPLOTLIB:", sorted(m for m in sys.modules if m.split(".")[0] == "matplotlib"))
 """
 
 
-def test_api_and_its_imports_load_no_torch(tmp_path: Path) -> None:
+def test_api_and_its_imports_load_no_torch_nor_matplotlib(tmp_path: Path) -> None:
     # worker.app prepares the embedded broker folder under NADS_DATA_DIR when imported.
     env = {k: v for k, v in os.environ.items() if not k.startswith("NADS_")}
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path, env=env | {"NADS_DATA_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr
     assert "TORCH: []" in out.stdout, out.stdout
+    assert "MATPLOTLIB: []" in out.stdout, out.stdout

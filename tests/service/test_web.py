@@ -22,12 +22,12 @@ from matplotlib.image import imread
 
 from jobs.broker import make_celery
 from jobs.catalog import build
-from nadcore.probe.figures import (
+from nadcore.figures import shifted
+from nadcore.nads.figures import (
     fourier_energy,
     gallery_size,
     nad_title,
     render_nad_figures,
-    shifted,
     spatial_view,
 )
 from store.db import session_scope

@@ -12,9 +12,9 @@ import numpy as np
 from jobs.sources import SourceError, catalog_nads
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
 from nadcore.nads.decompose import subspace_overlap
+from nadcore.nads.figures import render_nad_figures
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
-from nadcore.probe.figures import render_nad_figures
 from store.db import session_scope
 from store.settings import get_settings
 from worker import uploaded

@@ -23,8 +23,8 @@ from jobs.ownership import own_upload
 from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.poison.datasets import ImageDataset, load_dataset
 from nadcore.poison.engine import flip_dataset, poison_dataset
+from nadcore.poison.figures import render_examples, render_poison_accuracy, render_poison_curves
 from nadcore.poison.spec import PoisonSpec, clean_position
-from nadcore.probe.figures import render_examples, render_poison_accuracy, render_poison_curves
 from nadcore.training.learning_check import poison_learning
 from nadcore.training.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore

@@ -1,8 +1,8 @@
-"""The worker's figures read as matplotlib objects before they are saved: colour bars, signed
-frequency axes with DC marked, heatmaps over the frequencies probed, points (not lines) per
-index, the clean baseline, what the examples' difference scale is, training curves, integer
-ticks and names in titles. (Their pixels and the service's use of them:
-tests/service/test_web.py.)"""
+"""The figures of every kind (nadcore/figures.py, nadcore/<kind>/figures.py) read as matplotlib
+objects before they are saved: colour bars, signed frequency axes with DC marked, heatmaps over
+the frequencies probed, points (not lines) per index, the clean baseline, what the examples'
+difference scale is, training curves, integer ticks and names in titles. (Their pixels and the
+service's use of them: tests/service/test_web.py.)"""
 
 from __future__ import annotations
 
@@ -11,8 +11,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nadcore import figures
+from nadcore.nads import figures as nad_figures
+from nadcore.poison import figures as poison_figures
 from nadcore.poison.spec import PoisonSpec
-from nadcore.probe import figures as plots
+from nadcore.probe import figures as probe_figures
 from nadcore.probe.directions import direction_frequencies
 from nadcore.probe.spec import ProbeSpec
 
@@ -52,7 +55,7 @@ POISON = {"architecture": "lenet", "dataset": {"name": "digits"}, "nads": {"cata
 def test_gallery_has_colour_bars_and_signed_frequency_axes_with_dc_marked() -> None:
     rng = np.random.default_rng(0)
     nads = np.linalg.qr(rng.standard_normal((16 * 12, 5)))[0].T
-    fig, shown = plots.nad_gallery_figure(nads, (1, 16, 12), "lenet (1x16x12)")
+    fig, shown = nad_figures.nad_gallery_figure(nads, (1, 16, 12), "lenet (1x16x12)")
     _draw(fig)
     assert shown == 5
     assert _colorbars(fig) == ["u / max|u|", "|F|² / max"]
@@ -61,7 +64,7 @@ def test_gallery_has_colour_bars_and_signed_frequency_axes_with_dc_marked() -> N
     for ax in fourier:  # cell centres at -n//2 .. (n-1)//2, DC in the middle
         assert ax.get_xlim() == (-6.5, 5.5) and ax.get_ylim() == (-8.5, 7.5)
         assert _labels(ax.xaxis) == ["-6", "0", "5"]
-        stubs = [line for line in ax.get_lines() if line.get_color() == plots.DC_COLOUR]
+        stubs = [line for line in ax.get_lines() if line.get_color() == nad_figures.DC_COLOUR]
         assert len(stubs) == 4  # two on kx = 0, two on ky = 0: DC where they meet
         assert {tuple(line.get_xdata()) for line in stubs} >= {(0, 0)}
     assert _labels(fourier[0].yaxis) == ["-8", "0", "7"]
@@ -71,16 +74,17 @@ def test_gallery_has_colour_bars_and_signed_frequency_axes_with_dc_marked() -> N
 def test_fourier_extent_puts_the_energy_at_its_signed_frequency() -> None:
     h, w, ky, kx = 8, 10, 2, -3
     y, x = np.mgrid[0:h, 0:w]
-    energy = plots.fourier_energy(np.cos(2 * np.pi * (ky * y / h + kx * x / w))[None])
-    left, right, bottom, top = plots.frequency_extent(h, w)
+    energy = nad_figures.fourier_energy(np.cos(2 * np.pi * (ky * y / h + kx * x / w))[None])
+    left, right, bottom, top = nad_figures.frequency_extent(h, w)
     row, col = np.unravel_index(int(np.argmax(energy)), energy.shape)
     centre = (bottom + 0.5 + row, left + 0.5 + col)  # origin lower: row 0 at the bottom
     assert centre in {(ky, kx), (-ky, -kx)}
-    assert plots.frequency_ticks(8) == [-4, 0, 3] and plots.frequency_ticks(7) == [-3, 0, 3]
+    assert nad_figures.frequency_ticks(8) == [-4, 0, 3]
+    assert nad_figures.frequency_ticks(7) == [-3, 0, 3]
 
 
 def test_spectrum_has_integer_index_ticks() -> None:
-    fig = _draw(plots.spectrum_figure(np.geomspace(1, 1e-3, 5), "t"))
+    fig = _draw(nad_figures.spectrum_figure(np.geomspace(1, 1e-3, 5), "t"))
     assert _is_integer_axis(fig.axes[0].get_xticks())
 
 
@@ -88,10 +92,10 @@ def test_titles_name_an_uploaded_architecture() -> None:
     arch = {"id": "ab" * 16, "sha256": "c" * 64, "init": None}
     summary = {"architecture": arch, "input_shape": [1, 8, 8], "method": "autograd",
                "num_networks": 10, "architecture_name": "my-net"}
-    assert plots.nad_title(summary).startswith("my-net (uploaded) (1x8x8)")
-    assert "custom:" not in plots.nad_title(summary)
-    assert plots.architecture_label(arch, None) == "uploaded architecture abababab"
-    assert plots.architecture_label("lenet") == "lenet"
+    assert nad_figures.nad_title(summary).startswith("my-net (uploaded) (1x8x8)")
+    assert "custom:" not in nad_figures.nad_title(summary)
+    assert figures.architecture_label(arch, None) == "uploaded architecture abababab"
+    assert figures.architecture_label("lenet") == "lenet"
 
 
 # ---------- probe ----------
@@ -103,13 +107,13 @@ def test_titles_name_an_uploaded_architecture() -> None:
     ([5], [5], True),
 ])
 def test_probed_axis(values: list[int], axis: list[int], to_scale: bool) -> None:
-    assert plots.probed_axis(values) == (axis, to_scale)
+    assert probe_figures.probed_axis(values) == (axis, to_scale)
 
 
 def test_heatmap_over_the_listed_frequencies_only() -> None:
     spec = _probe(frequencies=[[0, 1], [1, 2], [3, 3], [4, 4]])
     freqs = np.asarray(direction_frequencies(spec))
-    fig = _draw(plots.heatmap_figure(spec, np.array([55.0, 70, 91, 62]), freqs, "logreg"))
+    fig = _draw(probe_figures.heatmap_figure(spec, np.array([55.0, 70, 91, 62]), freqs, "logreg"))
     ax = fig.axes[0]
     # (4, 4) is the Nyquist frequency of an 8-pixel axis: signed -4
     assert _labels(ax.xaxis) == ["-4", "-3", "-2", "-1", "0", "1", "2", "3"]
@@ -131,7 +135,7 @@ def test_heatmap_of_a_strided_grid_has_its_own_axes() -> None:
                                      "directions": {"kind": "fourier", "grid_stride": 4},
                                      "data": {"num_train": 64, "num_test": 64}})
     freqs = np.asarray(direction_frequencies(spec))
-    fig = _draw(plots.heatmap_figure(spec, np.full(len(freqs), 75.0), freqs))
+    fig = _draw(probe_figures.heatmap_figure(spec, np.full(len(freqs), 75.0), freqs))
     ax = fig.axes[0]
     assert _labels(ax.xaxis) == ["-8", "-4", "0", "4"]
     assert ax.get_images()[0].get_array().shape == (4, 4)
@@ -140,7 +144,7 @@ def test_heatmap_of_a_strided_grid_has_its_own_axes() -> None:
     assert "16 of 256 frequencies" in ax.get_title()
     full = _probe()
     freqs = np.asarray(direction_frequencies(full))
-    fig = _draw(plots.heatmap_figure(full, np.full(len(freqs), 75.0), freqs))
+    fig = _draw(probe_figures.heatmap_figure(full, np.full(len(freqs), 75.0), freqs))
     assert "34 directions trained once" in fig.axes[0].get_title()
     assert "all 64 frequencies" in fig.axes[0].get_title()
 
@@ -151,8 +155,8 @@ def test_heatmap_draws_each_result_mirrored_and_hatches_intervals_at_chance() ->
     spec = _probe(frequencies=[[0, 1], [2, 3]], phase="sin")
     freqs = np.asarray(direction_frequencies(spec))
     low, high = np.array([70.0, 45.0]), np.array([80.0, 56.0])
-    fig = _draw(plots.heatmap_figure(spec, np.array([75.0, 50.5]), freqs, "logreg",
-                                     (low, high)))
+    fig = _draw(probe_figures.heatmap_figure(spec, np.array([75.0, 50.5]), freqs, "logreg",
+                                             (low, high)))
     ax = fig.axes[0]
     grid = ax.get_images()[0].get_array()
     xs, ys = [int(t) for t in _labels(ax.xaxis)], [int(t) for t in _labels(ax.yaxis)]
@@ -170,8 +174,8 @@ def test_accuracy_vs_index_is_points_with_integer_ticks_and_the_source_named() -
                                      "directions": {"kind": "nad", "catalog": "lenet",
                                                     "indices": [7, 0, 3]},
                                      "data": {"num_train": 64, "num_test": 64}})
-    fig = _draw(plots.accuracy_vs_index_figure(spec, np.array([60.0, 90, 80]), [7, 0, 3],
-                                               "lenet", "the catalog's lenet"))
+    fig = _draw(probe_figures.accuracy_vs_index_figure(spec, np.array([60.0, 90, 80]), [7, 0, 3],
+                                                       "lenet", "the catalog's lenet"))
     ax = fig.axes[0]
     points = ax.get_lines()[0]
     assert points.get_linestyle() == "None" and points.get_marker() == "o"
@@ -196,7 +200,7 @@ def test_accuracy_vs_index_spreads_the_low_indices_on_a_log_like_axis() -> None:
                                      "directions": {"kind": "nad", "catalog": "lenet",
                                                     "indices": indices},
                                      "data": {"num_train": 64, "num_test": 64}})
-    fig = _draw(plots.accuracy_vs_index_figure(spec, np.linspace(95, 50, 7), indices))
+    fig = _draw(probe_figures.accuracy_vs_index_figure(spec, np.linspace(95, 50, 7), indices))
     ax = fig.axes[0]
     assert min(_spread(ax, LOW)) > 0.08, _spread(ax, LOW)
     lo, hi = ax.get_xlim()
@@ -205,8 +209,8 @@ def test_accuracy_vs_index_spreads_the_low_indices_on_a_log_like_axis() -> None:
                                  "1000"]  # plain integers, not 10^k
     assert "log scale" in ax.get_xlabel()
     poison = PoisonSpec.model_validate(POISON | {"indices": indices})
-    fig = _draw(plots.poison_accuracy_figure(poison, indices, np.full(7, 99.0),
-                                             np.linspace(20, 96, 7), 96.5))
+    fig = _draw(poison_figures.poison_accuracy_figure(poison, indices, np.full(7, 99.0),
+                                                      np.linspace(20, 96, 7), 96.5))
     assert min(_spread(fig.axes[0], LOW)) > 0.08
     assert _labels(fig.axes[0].xaxis)[:3] == ["0", "1", "2"]
 
@@ -214,21 +218,21 @@ def test_accuracy_vs_index_spreads_the_low_indices_on_a_log_like_axis() -> None:
 def test_probe_curves_show_every_direction_or_a_band() -> None:
     spec = _probe(frequencies=[[0, 1], [1, 2]])
     curves = np.zeros((2, 3, 4), np.float32)
-    curves[..., 0] = curves[..., 2] = plots.LOG2
+    curves[..., 0] = curves[..., 2] = probe_figures.LOG2
     curves[..., 1] = curves[..., 3] = 50.0
-    fig = _draw(plots.probe_curves_figure(spec, curves, ["(0, 1)", "(1, 2)"], "logreg"))
+    fig = _draw(probe_figures.probe_curves_figure(spec, curves, ["(0, 1)", "(1, 2)"], "logreg"))
     loss, acc = fig.axes
     assert loss.get_ylabel() == "cross-entropy loss" and acc.get_ylabel() == "accuracy (%)"
     labels = [line.get_label() for line in loss.get_lines()]
     assert labels == ["train (0, 1)", "train (1, 2)", "test (0, 1)", "test (1, 2)",
                       "log 2 (a guess)"]
     assert _is_integer_axis(loss.get_xticks()) and loss.get_xlim() == (0.5, 3.5)
-    one = _draw(plots.probe_curves_figure(spec, curves[:, :1], ["(0, 1)", "(1, 2)"]))
+    one = _draw(probe_figures.probe_curves_figure(spec, curves[:, :1], ["(0, 1)", "(1, 2)"]))
     lo, hi = one.axes[0].get_xlim()
     shown = [t for t in one.axes[0].get_xticks() if lo <= t <= hi]
     assert shown == [1.0]  # one epoch: tick 1, not 0.6, 0.8, ...
     many = np.repeat(curves, 20, axis=0)
-    fig = _draw(plots.probe_curves_figure(_probe(), many, [str(i) for i in range(40)]))
+    fig = _draw(probe_figures.probe_curves_figure(_probe(), many, [str(i) for i in range(40)]))
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert labels == ["train: median", "test: median", "log 2 (a guess)"]
     assert len(fig.axes[0].collections) == 2  # the 10-90 % bands
@@ -238,8 +242,8 @@ def test_probe_curves_show_every_direction_or_a_band() -> None:
 
 def test_poison_accuracy_has_points_a_clean_baseline_and_eps_in_the_title() -> None:
     spec = PoisonSpec.model_validate(POISON)
-    fig = _draw(plots.poison_accuracy_figure(spec, spec.indices, np.array([99.0, 98, 97]),
-                                             np.array([20.0, 60, 80]), 96.5, "lenet"))
+    fig = _draw(poison_figures.poison_accuracy_figure(spec, spec.indices, np.array([99.0, 98, 97]),
+                                                      np.array([20.0, 60, 80]), 96.5, "lenet"))
     ax = fig.axes[0]
     test, train, baseline = ax.get_lines()
     for line in (test, train):
@@ -249,7 +253,8 @@ def test_poison_accuracy_has_points_a_clean_baseline_and_eps_in_the_title() -> N
     assert "eps = 0.05" in ax.get_title() and ax.get_title().startswith("lenet on digits")
     assert _is_integer_axis(ax.get_xticks())
     flip = PoisonSpec.model_validate(POISON | {"mode": "flip", "indices": [0]})
-    fig = _draw(plots.poison_accuracy_figure(flip, [0], np.array([90.0]), np.array([50.0])))
+    fig = _draw(poison_figures.poison_accuracy_figure(flip, [0], np.array([90.0]),
+                                                      np.array([50.0])))
     assert _labels(fig.axes[0].xaxis) == ["flipped basis"]
     assert "no clean run" in fig.axes[0].get_title()
 
@@ -258,7 +263,7 @@ def test_poison_curves_draw_the_clean_run() -> None:
     spec = PoisonSpec.model_validate(POISON)
     train, test = np.full((3, 4), 90.0), np.full((3, 4), 30.0)
     clean = np.stack([np.linspace(50, 99, 4), np.linspace(45, 97, 4)], axis=1)
-    fig = _draw(plots.poison_curves_figure(spec, spec.indices, train, test, clean))
+    fig = _draw(poison_figures.poison_curves_figure(spec, spec.indices, train, test, clean))
     left, right = fig.axes
     black = [line for line in left.get_lines() if line.get_label() == "clean training"]
     assert len(black) == 1 and list(black[0].get_ydata()) == list(clean[:, 1])
@@ -273,10 +278,10 @@ def test_examples_explain_the_difference_scale() -> None:
     rng = np.random.default_rng(0)
     clean = rng.random((3, 1, 8, 8))
     changed = clean - 0.4  # out of [0, 1]: shown clipped, and said so
-    fig = _draw(plots.examples_figure(spec, 0, clean, changed, np.array([0, 1, 2])))
+    fig = _draw(poison_figures.examples_figure(spec, 0, clean, changed, np.array([0, 1, 2])))
     title = fig._suptitle.get_text().replace("\n", " ")
     assert "scaled to +-max|x' - x| = 0.4" in title and "eps = 0.05" in title
     assert "hollows the digits" in title
     assert _colorbars(fig) == ["pixel value (shown clipped to [0, 1])", "x' - x"]
-    assert "reverse order" in plots.examples_explanation(
+    assert "reverse order" in poison_figures.examples_explanation(
         PoisonSpec.model_validate(POISON | {"mode": "flip", "indices": [0]}), 1.0)
