@@ -48,17 +48,20 @@ _heartbeats: list = []  # the worker's heartbeat thread (worker/heartbeat.py), o
 
 
 def _on_ready(sender: object = None, **_: object) -> None:
-    """The worker's heartbeat starts, and the shards its previous run left are sent again."""
+    """The worker's heartbeat starts, its calibration if it runs shards, and the shards its
+    previous run left are sent again."""
     from jobs.dispatch import dispatch_pending, dispatch_validations
     from store.db import session_scope
     from store.settings import get_settings
-    from worker.calibrate import start_calibration
+    from worker.calibrate import calibrates, start_calibration
     from worker.heartbeat import reclaim_own, start_worker_heartbeat
 
     settings = get_settings()
     name = getattr(sender, "hostname", None) or "worker"
-    _heartbeats.append(start_worker_heartbeat(settings, name, _describe(sender)))
-    start_calibration(settings, name)
+    info = _describe(sender)
+    _heartbeats.append(start_worker_heartbeat(settings, name, info))
+    if calibrates(info["queues"].split(",")):
+        start_calibration(settings, name)
     with session_scope(settings.resolved_database_url) as session:
         reclaim_own(session, app, name)
         dispatch_pending(app, session, settings)  # this worker's processes are new slots

@@ -7,6 +7,9 @@ LeNet networks (1x32x32, one process's threads, cuda:0 on a GPU worker) after tw
 and prints `{"device", "flops_per_s"}`: the cost estimate's FLOPs (nadcore.nads.cost) over the
 seconds. Under a second on this machine's CPU core (about 2.7 GFLOP per network).
 
+Only a worker that runs shards calibrates (`calibrates`): the validation lane's rate would be
+read by nothing, and measuring it cost every `nads serve` a core for seconds at its start.
+
 Each finished shard then records what it measured for its job kind (its share of the job's
 estimated FLOPs over its run seconds), so estimates follow the work actually run and the load
 of the machine (jobs/fleet.py reads them).
@@ -21,10 +24,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
 
+from jobs.broker import CATALOG_QUEUE, CPU_QUEUE, GPU_QUEUE
 from jobs.fleet import CALIBRATION
 from store.db import session_scope
 from store.models import Worker
@@ -98,6 +103,17 @@ def record_shard(settings: Settings, name: str, kind: str, flops: float,
     if calibration is None or seconds <= 0 or flops / float(calibration) < MIN_SHARD_S:
         return
     record(settings, name, None, kind, flops / seconds)
+
+
+SHARD_QUEUES = frozenset({GPU_QUEUE, CPU_QUEUE, CATALOG_QUEUE})
+
+
+def calibrates(queues: Iterable[str]) -> bool:
+    """Whether a worker consuming `queues` calibrates: only if it takes shards. The rates read
+    are those of the processes taking users' shards (jobs/fleet.py) and, for a shard's budget
+    and its recorded throughput, the rate of the worker running it; a validation lane's would
+    never be read."""
+    return not SHARD_QUEUES.isdisjoint(queues)
 
 
 def start_calibration(settings: Settings, name: str) -> threading.Thread:
