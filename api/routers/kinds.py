@@ -1,7 +1,8 @@
 """GET /v1/kinds: the registered job kinds (jobs/kinds), for the web page and clients: each
 kind's name, what it does, the unit its progress counts, the figures it renders (with their
 captions), the JSON schema of its spec, the `nads submit` options that set its fields, and
-what the web page calls its jobs and shows of them (`label`, `web_views`).
+what the web page calls its jobs and shows of them (`label`, `web_views`), and whether its
+spec may name an uploaded architecture (`supports_upload`).
 Public: it describes the service, no user's data."""
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class KindOut(BaseModel):
     cli_options: dict[str, str]
     label: str
     web_views: list[str]
+    supports_upload: bool
 
 
 @router.get("/kinds", response_model=list[KindOut])
@@ -41,5 +43,5 @@ def list_kinds() -> list[KindOut]:
                     figures=[FigureOut(name=f.name, caption=f.caption) for f in k.figures],
                     spec_schema=k.spec.model_json_schema(),
                     cli_options=dict(k.cli_options), label=k.label,
-                    web_views=list(k.web_views))
+                    web_views=list(k.web_views), supports_upload=k.supports_upload)
             for k in KINDS.values()]

@@ -24,7 +24,7 @@ from api.uploaded_architectures import resolve_architecture
 from api.validation import invalid
 from jobs.fleet import TooLong, check_run_time, estimating_workers, run_estimate
 from jobs.kinds import KINDS
-from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError
+from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError, check_upload
 from jobs.ownership import AmbiguousReference, resolve_references
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -51,6 +51,10 @@ def _add_route(kind: JobKind) -> None:
         try:  # the ids the spec names, from unique prefixes to whole ids (jobs/ownership.py)
             spec = resolve_references(session, key.user_id, spec)
         except AmbiguousReference as exc:
+            raise invalid(exc.field, exc.reason, exc.value) from None
+        try:
+            check_upload(kind, spec)
+        except SpecError as exc:
             raise invalid(exc.field, exc.reason, exc.value) from None
         spec, arch_info = resolve_architecture(session, key.user, spec,
                                                **kind.architecture(spec))

@@ -24,7 +24,8 @@ from store.models import SEQUENTIAL, SHARDED
 from store.settings import Settings
 
 __all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "Items", "JobKind", "Plan", "Quota",
-           "QuotaError", "SpecError", "check_limits", "counted_layers", "uploaded_flops", "limits"]
+           "QuotaError", "SpecError", "check_limits", "check_upload", "counted_layers",
+           "limits", "uploaded_flops"]
 
 
 class SpecError(ValueError):
@@ -144,6 +145,15 @@ class JobKind(Protocol):
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 
     def plan(self, spec: Any, admission: Admission) -> Plan: ...
+
+
+def check_upload(kind: JobKind, spec: BaseModel) -> None:
+    """`SpecError` for a spec naming an uploaded architecture when its kind runs built-in
+    architectures only (`supports_upload` false: no side of the sandbox child)."""
+    if not kind.supports_upload and isinstance(getattr(spec, "architecture", None),
+                                               ArchitectureRef):
+        raise SpecError("architecture", f"{kind.name} jobs run built-in architectures only, "
+                        "not an uploaded one", spec.architecture.id)  # type: ignore[attr-defined]
 
 
 def limits(quotas: Sequence[Quota], settings: Settings) -> dict[str, float]:

@@ -15,7 +15,15 @@ from sqlalchemy.orm import Session
 from api.main import create_app
 from api.schemas import KindName
 from jobs.kinds import KINDS, REGISTRY, get_kind
-from jobs.kinds.base import SEQUENTIAL, SHARDED, Admission, QuotaError, SpecError, limits
+from jobs.kinds.base import (
+    SEQUENTIAL,
+    SHARDED,
+    Admission,
+    QuotaError,
+    SpecError,
+    check_upload,
+    limits,
+)
 from nadcore.nads.spec import NADSpec
 from nadcore.poison.spec import PoisonSpec
 from nadcore.probe.spec import ProbeSpec
@@ -134,3 +142,17 @@ def test_a_kinds_quotas_are_read_by_the_names_it_declares(
     given = settings.model_copy(update={"max_probe_flops": 5})
     assert limits(get_kind("probe").quotas, given)["flops"] == 5
     assert limits(get_kind("poison").quotas, settings) == {"train_samples": 1_000_000_000}
+
+
+def test_a_kind_that_runs_built_ins_only_refuses_an_uploaded_architecture(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    kind = get_kind("nads")
+    uploaded = NADSpec(architecture={"id": "ab12cd"}, num_networks=10)
+    check_upload(kind, uploaded)  # NAD jobs run uploaded architectures
+    check_upload(kind, NADSpec(architecture="lenet", num_networks=10))
+    monkeypatch.setattr(kind, "supports_upload", False)
+    with pytest.raises(SpecError) as exc:
+        check_upload(kind, uploaded)
+    assert (exc.value.field, exc.value.value) == ("architecture", "ab12cd")
+    assert exc.value.reason == "nads jobs run built-in architectures only, not an uploaded one"
+    check_upload(kind, NADSpec(architecture="lenet", num_networks=10))
