@@ -20,7 +20,7 @@ Bodies. Once its headers are in, a request's body must keep coming: no read may 
 mod_reqtimeout: every `rate` bytes buy one more second), so a client that trickles a byte a
 second is cut off like one that sends nothing. Past either, the connection gets a 408 (unless a
 response has started) and is closed; the route reading the body sees a disconnect, and an
-upload's temporary file is removed (api/uploads.py). Time in which the server itself stopped
+upload's temporary file is removed (api/multipart.py). Time in which the server itself stopped
 reading (flow control: the app was not consuming the body), or had not yet asked a client that
 sent `Expect: 100-continue` for its body, is not counted against the client.
 

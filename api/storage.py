@@ -18,7 +18,7 @@ from store.settings import Settings
 from store.usage import estimated_result_bytes, lock_user, usage
 
 SETTING = "NADS_MAX_STORAGE_BYTES_PER_USER"
-_OVERHEAD = 64 * 1024  # multipart framing in a Content-Length (as api/uploads.py)
+_OVERHEAD = 64 * 1024  # multipart framing in a Content-Length (as api/multipart.py)
 
 
 def _check(session: Session, user_id: int, incoming: int, limit: int, what: str, field: str,

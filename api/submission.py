@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import released
 from api.own_rows import get_own
-from api.schemas import JobOut
+from api.schemas.jobs import JobOut
 from jobs.create import create_job
 from jobs.queue_wait import queue_spots
 from store.models import ApiKey, Job, User

@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
-from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CeleryDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.multipart import bad_request, receive_upload, store_upload
 from api.own_rows import get_own
 from api.ratelimit import count_upload_attempt
-from api.schemas import _utc
+from api.schemas.architectures import ArchitectureOut, ArchitecturePage
 from api.storage import check_upload_storage, precheck_upload_storage
 from api.uploaded_architectures import (
     parse_input_shape,
     parse_output,
     parse_policy,
 )
-from api.uploads import bad_request, receive_upload, store_upload
 from jobs.dispatch import dispatch_validations
 from nadcore.uploaded.archive_format import ArchiveFormatError, check_declared
 from store.blobs import touch_blobs
@@ -34,41 +31,6 @@ from store.models import VALIDATING, Architecture, User
 router = APIRouter(prefix="/v1/architectures", tags=["architectures"])
 _MAX_NAME = 100
 _NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._-]{{0,{_MAX_NAME - 1}}}")
-
-
-class ArchitectureOut(BaseModel):
-    id: str
-    name: str
-    filename: str
-    input_shape: list[int]
-    init: str
-    output: str | None = Field(None, description="the element of the network's tuple, list or "
-                               "dict output that jobs use (null: it returns one tensor)")
-    format: str | None = Field(description="torchscript or export; null until validated")
-    size: int
-    sha256: str
-    status: str = Field(description="validating, ready or rejected")
-    reason: str | None = Field(description="why it was rejected")
-    info: dict[str, Any] | None = Field(
-        description="what validation measured: num_outputs, num_params, flops (one forward "
-        "pass of one input), module_types, params_by_type, ...")
-    created_at: datetime
-    validation_sent_at: datetime | None = Field(
-        None, description="when its validation was sent to a worker (null while it waits for "
-        "a free process of the validation lane, which serves users in turn)")
-
-    @classmethod
-    def from_row(cls, row: Architecture) -> ArchitectureOut:
-        return cls(id=row.id, name=row.name, filename=row.filename,
-                   input_shape=list(row.input_shape), init=row.init, output=row.output,
-                   format=row.format,
-                   size=row.size, sha256=row.sha256, status=row.status, reason=row.reason,
-                   info=row.info, created_at=_utc(row.created_at),
-                   validation_sent_at=row.validation_sent_at and _utc(row.validation_sent_at))
-
-
-class ArchitecturePage(BaseModel):
-    items: list[ArchitectureOut]
 
 
 def get_own_architecture(session: SessionDep, user: User, architecture_id: str) -> Architecture:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 
 from api.deps import CeleryDep, CurrentUser, SessionDep, SettingsDep, released
 from api.errors import excerpt
-from api.schemas import JobOut, JobPage, JobStatus, KindName
+from api.schemas.jobs import JobOut, JobPage, JobStatus, KindName
 from api.submission import get_own_job
 from jobs.dispatch import revoke_job
 from jobs.ownership import own_jobs

@@ -7,32 +7,12 @@ Public: it describes the service, no user's data."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
-from pydantic import BaseModel
 
+from api.schemas.kinds import FigureOut, KindOut
 from jobs.kinds import KINDS
 
 router = APIRouter(prefix="/v1", tags=["kinds"])
-
-
-class FigureOut(BaseModel):
-    name: str
-    caption: str
-
-
-class KindOut(BaseModel):
-    name: str
-    title: str
-    unit: str
-    submit_url: str
-    figures: list[FigureOut]
-    spec_schema: dict[str, Any]
-    cli_options: dict[str, str]
-    label: str
-    web_views: list[str]
-    supports_upload: bool
 
 
 @router.get("/kinds", response_model=list[KindOut])

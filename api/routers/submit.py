@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from api.architecture_counts import plan_counted
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
 from api.ratelimit import SUBMIT_RATE, check_submission_rate
-from api.schemas import JobOut
+from api.schemas.jobs import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
 from api.uploaded_architectures import resolve_architecture

@@ -4,46 +4,23 @@ own uploads; another user's upload is a 404, exactly like one that does not exis
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel
 from sqlalchemy import select
 
 from api.deps import BlobsDep, CurrentKey, CurrentUser, SessionDep, SettingsDep, released
+from api.multipart import bad_request, check_upload, receive_upload, store_upload
 from api.own_rows import get_own
 from api.ratelimit import count_upload_attempt
-from api.schemas import _utc
+from api.schemas.uploads import UploadOut, UploadPage
 from api.storage import check_upload_storage, precheck_upload_storage
-from api.uploads import bad_request, check_upload, receive_upload, store_upload
 from store.blobs import touch_blobs
 from store.models import Upload, User
 from store.npz import ArchiveError, inspect_upload
 
 router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
-
-
-class UploadOut(BaseModel):
-    id: str
-    kind: Literal["dataset", "nads"]
-    filename: str
-    size: int
-    sha256: str
-    created_at: datetime
-    # shape and dtype of each array, from the .npy headers ({"x": {"shape": [...],
-    # "dtype": "|u1"}, ...}; a NAD array: {"nads": ...}); None for uploads older than this
-    arrays: dict[str, dict[str, Any]] | None = None
-
-    @classmethod
-    def from_row(cls, row: Upload) -> UploadOut:
-        return cls(id=row.id, kind=row.kind, filename=row.filename, size=row.size,
-                   sha256=row.sha256, created_at=_utc(row.created_at), arrays=row.arrays)
-
-
-class UploadPage(BaseModel):
-    items: list[UploadOut]
 
 
 def get_own_upload(session: SessionDep, user: User, upload_id: str) -> Upload:

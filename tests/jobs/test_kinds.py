@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from api.main import create_app
-from api.schemas import KindName
+from api.schemas.jobs import KindName
 from jobs.kinds import KINDS, REGISTRY, get_kind
 from jobs.kinds.base import (
     SEQUENTIAL,

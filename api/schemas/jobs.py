@@ -1,12 +1,13 @@
-"""Response models, kept apart from the table models (what the API promises stays stable)."""
+"""/v1/jobs: a job, its shards, artifacts and progress (the message and time left)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from api.schemas import utc
 from jobs.fleet import human_s
 from jobs.kinds import KINDS, REGISTRY
 from jobs.queue_wait import QueueSpot
@@ -23,10 +24,6 @@ from store.models import (
 
 KindName = Literal[REGISTRY]  # type: ignore[valid-type]  # the registered kinds (jobs/kinds)
 JobStatus = Literal[JOB_STATES]  # type: ignore[valid-type]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 class Progress(BaseModel):
@@ -104,7 +101,7 @@ class JobOut(BaseModel):
     def from_row(cls, job: Job, spot: QueueSpot | None = None) -> JobOut:
         """The job's answer; `spot`: where it stands in the queue (jobs/queue_wait.py), for a
         queued or running job."""
-        created, started, finished = map(_utc, (job.created_at, job.started_at, job.finished_at))
+        created, started, finished = map(utc, (job.created_at, job.started_at, job.finished_at))
         spot = spot if job.status in (QUEUED, RUNNING) else None
         return cls(
             id=job.id,
