@@ -42,29 +42,33 @@ LAYERS = ["toy_core.py", "toy_jobs.py", "toy_worker.py"]  # nadcore, jobs, worke
 
 
 @contextlib.contextmanager
-def api_process(settings: Settings, env: dict[str, str]) -> Iterator[str]:
-    """The API as a deployment serves it (`uvicorn --factory api.main:create_app`)."""
-    port = free_port()
+def api_process(settings: Settings, env: dict[str, str], port: int
+                ) -> Iterator[subprocess.Popen]:
+    """The API as a deployment serves it (`uvicorn --factory api.main:create_app`), started
+    and not waited for (`wait_healthy`): it starts while the worker does."""
     log = settings.data_dir / "api.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host",
-             "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+             "127.0.0.1", "--port", str(port),
+             "--log-level", "warning"],
             env=settings_env(settings) | env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        yield url
+        yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, log.read_text()
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
 
 
 def test_a_kind_from_one_module_per_layer_runs_through_the_api_and_a_worker(
@@ -77,10 +81,13 @@ def test_a_kind_from_one_module_per_layer_runs_through_the_api_and_a_worker(
     env = {"NADS_KIND_MODULES": "toy_jobs",  # the registry line
            "PYTHONPATH": os.pathsep.join([str(TOY), str(ROOT)])}
     key = new_key(settings, "toy")
-    with api_process(settings, env) as api, \
+    port = free_port()
+    api = f"http://127.0.0.1:{port}"
+    with api_process(settings, env, port) as server, \
             celery_worker(settings, queues="gpu,cpu", processes=1, **env), \
             httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"},
                          timeout=30) as client:
+        wait_healthy(api, server, tmp_path / "api.log")
         kinds = client.get("/v1/kinds").json()
         assert [k["name"] for k in kinds] == ["nads", "probe", "poison", "toy"]
         toy = kinds[-1]
