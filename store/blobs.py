@@ -205,16 +205,7 @@ class BlobStore:
 
     def clean_tmp(self, older_than_s: float) -> int:
         """Removes files left in tmp/ (by a writer that died) older than `older_than_s`."""
-        folder, removed = self.root / "tmp", 0
-        if not folder.is_dir():
-            return 0
-        horizon = time.time() - older_than_s
-        for entry in os.scandir(folder):
-            with contextlib.suppress(FileNotFoundError):
-                if entry.is_file() and entry.stat().st_mtime < horizon:
-                    os.unlink(entry.path)
-                    removed += 1
-        return removed
+        return remove_older(self.root / "tmp", older_than_s)
 
     def tmp_dir(self) -> Path:
         """Where files bound for the store are written first (same filesystem: atomic rename)."""
@@ -228,9 +219,7 @@ class BlobStore:
 
     def check_writable(self) -> None:
         """Raises OSError when the store cannot take a new file (used by /readyz)."""
-        tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=tmp_dir, prefix="ready-"):
+        with tempfile.NamedTemporaryFile(dir=self.tmp_dir(), prefix="ready-"):
             pass
 
 
