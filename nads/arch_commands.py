@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nads.client_commands import AsJson, Guard, Key, Url, make_client, parse_shape_option
+from nads.client_commands import (
+    AsJson,
+    Guard,
+    Key,
+    Url,
+    make_client,
+    parse_shape_option,
+    print_rows,
+)
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
     from nads.client import Architecture, Client
@@ -82,11 +90,7 @@ def ls(url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
     """List your architectures, newest first."""
     with Guard():
         archs = make_client(url, key).architectures()
-    if as_json:
-        print(json.dumps([a.raw for a in archs], indent=2))
-        return
-    for arch in archs:
-        print(_line(arch))
+    print_rows(archs, _line, as_json)
 
 
 def show(arch_id: ArchId, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol, TypeVar
 
 import typer
 
 from nads.summary_text import learning_severity, not_identifiable, not_learned, report
 
 if TYPE_CHECKING:  # httpx and numpy are imported by the commands, not by `nads --help`
-    from nads.client import Client, Job
+    from nads.client import CatalogEntry, Client, Job
 
 Url = Annotated[str | None, typer.Option("--url", envvar="NADS_URL",
                                          help="Service URL [default: http://127.0.0.1:8000]")]
@@ -28,6 +29,13 @@ Key = Annotated[str | None, typer.Option(
     help="API key [default: for a local URL, the one `nads serve` wrote to "
          "$NADS_DATA_DIR/local-api-key]")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the service's JSON.")]
+
+
+class _Row(Protocol):
+    raw: dict[str, Any]  # what the service sent
+
+
+RowT = TypeVar("RowT", bound=_Row)
 
 
 def make_client(url: str | None, key: str | None) -> Client:
@@ -57,6 +65,16 @@ class Guard:
 
 def _job_line(job: Job) -> str:
     return f"{job.id}  {job.kind:<6}  {job.status:<9}  {job.progress:>4.0%}  {job.message}"
+
+
+def print_rows(rows: Sequence[RowT], line: Callable[[RowT], str], as_json: bool) -> None:
+    """A list command's output: the rows as the service sent them (`--json`), else `line` of
+    each (one or more lines)."""
+    if as_json:
+        print(json.dumps([row.raw for row in rows], indent=2))
+        return
+    for row in rows:
+        print(line(row))
 
 
 def _print_job(job: Job, as_json: bool) -> None:
@@ -280,11 +298,7 @@ def ls(kind: Annotated[str | None, typer.Option(
     """List your jobs, newest first."""
     with Guard():
         jobs = list(make_client(url, key).jobs(kind, status_, limit or None))
-    if as_json:
-        print(json.dumps([j.raw for j in jobs], indent=2))
-        return
-    for job in jobs:
-        print(_job_line(job))
+    print_rows(jobs, _job_line, as_json)
 
 
 def cancel(job_id: str, url: Url = None, key: Key = None, as_json: AsJson = False) -> None:
@@ -297,23 +311,21 @@ def catalog_ls(url: Url = None, as_json: AsJson = False) -> None:
     """The public catalog: architectures, status, networks, stability."""
     with Guard():
         entries = make_client(url, None).catalog_ls()
-    if as_json:
-        print(json.dumps([e.raw for e in entries], indent=2))
-        return
-    for e in entries:
-        if e.status == "absent":  # not started here: how to build it, and what it needs
-            print(f"{e.name:<12} {e.status:<9} {e.raw.get('message', '')}")
-            continue
-        stab = "-" if e.stability is None else f"{e.stability:.3f}"
-        nets = e.raw.get("networks_done") if e.networks is None else e.networks
-        pending = (f"  ({nets:,} of the paper's {e.raw['paper_networks']:,} networks: a "
-                   f"{e.raw['paper_networks']:,}-network build is pending)"
-                   if e.raw.get("full_build_pending") else "")
-        print(f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "
-              f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}{pending}")
-        note = not_identifiable(e.identifiability)
-        if note:
-            print(f"{'':<12} warning: {note}")
+    print_rows(entries, _catalog_line, as_json)
+
+
+def _catalog_line(e: CatalogEntry) -> str:
+    if e.status == "absent":  # not started here: how to build it, and what it needs
+        return f"{e.name:<12} {e.status:<9} {e.raw.get('message', '')}"
+    stab = "-" if e.stability is None else f"{e.stability:.3f}"
+    nets = e.raw.get("networks_done") if e.networks is None else e.networks
+    pending = (f"  ({nets:,} of the paper's {e.raw['paper_networks']:,} networks: a "
+               f"{e.raw['paper_networks']:,}-network build is pending)"
+               if e.raw.get("full_build_pending") else "")
+    line = (f"{e.name:<12} {e.status:<9} {e.progress:>4.0%}  networks {nets}  "
+            f"stability@{e.raw.get('stability_k')} {stab}  sha256 {e.sha256 or '-'}{pending}")
+    note = not_identifiable(e.identifiability)
+    return line + (f"\n{'':<12} warning: {note}" if note else "")
 
 
 def catalog_get(
