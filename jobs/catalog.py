@@ -43,7 +43,6 @@ from store.models import (
     FAILED,
     NADS,
     QUEUED,
-    RUNNING,
     SHARDED,
     SUCCEEDED,
     Artifact,
@@ -171,12 +170,9 @@ def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: 
     log.info("catalog %s: round %d, job %s over %d networks (%d of %d shards reused)",
              entry.name, entry.rounds, job.id, networks, len(job.shards) - len(todo),
              len(job.shards))
-    if not todo:  # everything was computed already: straight to the merge
-        job.status = RUNNING
-        job.started_at = now
-        session.commit()
-        if state.claim_merge(session, job.pk):
-            enqueue_merge(app, job.id)
+    # everything computed already: straight to the merge
+    if not todo and state.start_job(session, job.pk) and state.claim_merge(session, job.pk):
+        enqueue_merge(app, job.id)
     for shard in todo:
         if not enqueue_shard(app, session, job, shard):
             break  # the reconciler sends the rest

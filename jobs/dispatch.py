@@ -57,16 +57,25 @@ def _send(app: Celery, name: str, args: list, task_id: str, queue: str | None = 
         return False
 
 
-def enqueue_shard(app: Celery, session: Session, job: Job, shard: Shard) -> bool:
-    """Records a fresh task id on the shard row, commits, then sends the message."""
-    shard.task_id = uuid.uuid4().hex
-    shard.updated_at = utcnow()
-    session.commit()
+def send_shard(app: Celery, session: Session, job: Job, index: int, task_id: str) -> bool:
+    """Sends the message of shard `index` of `job` under `task_id`, the id its row records
+    (catalog shards to the catalog's queue); False when the broker is unreachable."""
     name = RUN_WHOLE if job.mode == SEQUENTIAL else RUN_SHARD
-    args = [job.id] if job.mode == SEQUENTIAL else [job.id, shard.index]
+    args = [job.id] if job.mode == SEQUENTIAL else [job.id, index]
     owner = session.scalar(select(User.name).where(User.id == job.user_id))
-    return _send(app, name, args, shard.task_id,
-                 CATALOG_QUEUE if owner == CATALOG_USER else None)
+    return _send(app, name, args, task_id, CATALOG_QUEUE if owner == CATALOG_USER else None)
+
+
+def enqueue_shard(app: Celery, session: Session, job: Job, shard: Shard) -> bool:
+    """Queues the shard, as the caller found it, under a fresh task id (`state.resend_shard`,
+    committed), then sends its message; False when the shard had moved on meanwhile (nothing
+    sent) or the broker is unreachable."""
+    task_id = state.resend_shard(session, shard.id, shard.status, shard.task_id)
+    if task_id is None:
+        log.info("job %s shard %d: moved on meanwhile; not sent", job.id, shard.index)
+        return False
+    session.refresh(shard)  # the caller's object says what the row now says
+    return send_shard(app, session, job, shard.index, task_id)
 
 
 def user_slots(session: Session, settings: Settings) -> int:
@@ -218,13 +227,8 @@ def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
         user = next_user(first_job, flight, last)
         pick = next(r for r in held if r.user_id == user)
         held.remove(pick)
-        task_id = uuid.uuid4().hex
-        claimed = session.execute(update(Shard).where(Shard.id == pick.id,
-                                                      Shard.status == QUEUED,
-                                                      Shard.task_id.is_(None))
-                                  .values(task_id=task_id, updated_at=utcnow()))
-        session.commit()
-        if claimed.rowcount != 1:
+        task_id = state.send_held_shard(session, pick.id)
+        if task_id is None:
             continue
         job = session.get(Job, pick.pk)
         name = RUN_WHOLE if job.mode == SEQUENTIAL else RUN_SHARD
@@ -234,10 +238,7 @@ def dispatch_pending(app: Celery, session: Session, settings: Settings) -> int:
             # for `stale_after_s`), and the next dispatch sends it, the reconciler's at the
             # latest. Had the message got through after all, whichever of the two messages
             # comes first claims the shard and the other finds it taken (state.claim_shard).
-            session.execute(update(Shard).where(Shard.id == pick.id, Shard.task_id == task_id,
-                                                Shard.status == QUEUED)
-                            .values(task_id=None))
-            session.commit()
+            state.hold_shard(session, pick.id, task_id)
             break
         flight[user] = flight.get(user, 0) + 1
         free -= 1

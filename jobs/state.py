@@ -1,11 +1,28 @@
-"""Moves job and shard rows. Every transition is a conditional UPDATE, so duplicate or late
-messages (redelivery, reconciler, cancel racing a worker) cannot move a row backwards."""
+"""Moves job and shard rows: every transition is a small named function here, one conditional
+UPDATE (`UPDATE ... WHERE <the state the caller expects>`) that returns whether it happened, so
+duplicate or late messages (redelivery, reconciler, cancel racing a worker) cannot move a row
+backwards, and each caller acts on the outcome. Nothing else writes a job's or a shard's state.
+
+A shard: held (queued, no task id) -> sent (queued, a task id: `send_held_shard`, back with
+`hold_shard`; sent again with a fresh id: `resend_shard`) -> running (`claim_shard`; taken back
+to held: `preempt_shard`) -> succeeded or failed (`finish_shard`), or cancelled
+(`cancel_own_shard`; a queued one with its job: `cancel_job`). A job: queued -> running (its
+first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge queued
+(`claim_merge`, again: `resend_merge`) -> merge running (`start_merge`) -> succeeded
+(`succeed_job`), or failed (`fail_job`) or cancelled (`cancel_job`) from queued or running.
+
+Lock order: a transaction that moves a job's shards and the job itself updates the shards
+first, then the job (`claim_shard`, `cancel_job`); the other order deadlocks against them on
+PostgreSQL. Every other transition moves one row.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import (
@@ -22,19 +39,61 @@ from store.models import (
 from store.settings import Settings
 
 
+def _task_is(task_id: str | None) -> ColumnElement[bool]:
+    return Shard.task_id.is_(None) if task_id is None else Shard.task_id == task_id
+
+
 def load_job(session: Session, job_id: str) -> Job | None:
     return session.scalar(select(Job).where(Job.id == job_id))
+
+
+def send_held_shard(session: Session, shard_id: int) -> str | None:
+    """A held shard is sent: it gets a fresh task id (the caller sends the message under it);
+    None when it is no longer held (another dispatcher sent it, or it moved on)."""
+    task_id = uuid.uuid4().hex
+    result = session.execute(update(Shard)
+                             .where(Shard.id == shard_id, Shard.status == QUEUED,
+                                    Shard.task_id.is_(None))
+                             .values(task_id=task_id, updated_at=utcnow()))
+    session.commit()
+    return task_id if result.rowcount == 1 else None
+
+
+def hold_shard(session: Session, shard_id: int, task_id: str) -> bool:
+    """A sent shard whose message could not leave (the broker is away) is held again; False
+    when it is no longer queued under `task_id`."""
+    result = session.execute(update(Shard)
+                             .where(Shard.id == shard_id, Shard.status == QUEUED,
+                                    Shard.task_id == task_id)
+                             .values(task_id=None))
+    session.commit()
+    return result.rowcount == 1
+
+
+def resend_shard(session: Session, shard_id: int, status: str, task_id: str | None
+                 ) -> str | None:
+    """A shard the caller found in `status` under `task_id` (lost: its message or its worker
+    gone; or a new catalog shard) is queued again under a fresh task id, returned (the caller
+    sends the message under it); None when the shard moved on meanwhile."""
+    new_task_id = uuid.uuid4().hex
+    result = session.execute(update(Shard)
+                             .where(Shard.id == shard_id, Shard.status == status,
+                                    _task_is(task_id))
+                             .values(status=QUEUED, task_id=new_task_id, updated_at=utcnow()))
+    session.commit()
+    return new_task_id if result.rowcount == 1 else None
 
 
 def claim_shard(session: Session, job: Job, shard: Shard, task_id: str | None,
                 settings: Settings, worker: str | None = None) -> bool:
     """Marks the shard running for this task (on `worker`); False when the work is done or
-    owned elsewhere.
+    owned elsewhere. `shard` is refreshed from its row.
 
     A shard is taken when it is queued, when this very message is a redelivery (same task id:
     its previous run died), or when the process running it stopped beating: its heartbeat is
     older than `heartbeat_timeout_s` (a shard claimed before heartbeats existed: its
-    `updated_at` older than `stale_after_s`).
+    `updated_at` older than `stale_after_s`). Taken only if the row is still as read here
+    (status, task id, attempts): of two tasks deciding at once, one claims it.
     """
     if job.status in TERMINAL or shard.status in (SUCCEEDED, CANCELLED, FAILED):
         return False
@@ -45,22 +104,36 @@ def claim_shard(session: Session, job: Job, shard: Shard, task_id: str | None,
         fresh = now - shard.updated_at < timedelta(seconds=settings.stale_after_s)
     if shard.status == RUNNING and shard.task_id != task_id and fresh:
         return False
-    shard.status = RUNNING
-    shard.task_id = task_id or shard.task_id
-    shard.worker = worker
-    shard.heartbeat_at = now
-    shard.attempts += 1
-    shard.started_at = now
-    shard.updated_at = now
-    shard.fraction = 0.0
-    shard.error = None
+    claimed = session.execute(
+        update(Shard)
+        .where(Shard.id == shard.id, Shard.status == shard.status, _task_is(shard.task_id),
+               Shard.attempts == shard.attempts)
+        .values(status=RUNNING, task_id=task_id or shard.task_id, worker=worker,
+                heartbeat_at=now, attempts=shard.attempts + 1, started_at=now,
+                updated_at=now, fraction=0.0, error=None)
+    )
+    if claimed.rowcount != 1:
+        session.rollback()
+        session.refresh(shard)
+        return False
     session.execute(
         update(Job)
         .where(Job.pk == job.pk, Job.status == QUEUED)
         .values(status=RUNNING, started_at=now, updated_at=now)
     )
     session.commit()
+    session.refresh(shard)
     return True
+
+
+def beat_shard(session: Session, shard_id: int, task_id: str | None) -> bool:
+    """Renews a running shard's heartbeat, only while this task still owns it."""
+    result = session.execute(update(Shard)
+                             .where(Shard.id == shard_id, Shard.status == RUNNING,
+                                    _task_is(task_id))
+                             .values(heartbeat_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
 
 
 def record_progress(session: Session, shard_id: int, fraction: float) -> None:
@@ -103,25 +176,41 @@ def preempt_shard(session: Session, shard_id: int, task_id: str | None) -> bool:
     return result.rowcount == 1
 
 
-def cancel_own_shard(session: Session, shard_id: int, task_id: str | None) -> None:
+def cancel_own_shard(session: Session, shard_id: int, task_id: str | None) -> bool:
     """A task stopped by `is_stopped`: its shard becomes cancelled if it is still the task's
-    (a preempted shard stays held for its next run)."""
+    (a preempted shard stays held for its next run: False)."""
     now = utcnow()
-    session.execute(update(Shard)
-                    .where(Shard.id == shard_id, Shard.status == RUNNING,
-                           Shard.task_id == task_id)
-                    .values(status=CANCELLED, finished_at=now, updated_at=now))
+    result = session.execute(update(Shard)
+                             .where(Shard.id == shard_id, Shard.status == RUNNING,
+                                    Shard.task_id == task_id)
+                             .values(status=CANCELLED, finished_at=now, updated_at=now))
     session.commit()
+    return result.rowcount == 1
 
 
 def finish_shard(session: Session, shard_id: int, status: str, *,
-                 partial_sha256: str | None = None, error: str | None = None) -> None:
+                 partial_sha256: str | None = None, error: str | None = None) -> bool:
+    """A running shard ends: succeeded (with its partial's blob) or failed (with `error`);
+    False when it was not running any more (cancelled, preempted, finished by a duplicate)."""
     now = utcnow()
-    values = {"status": status, "finished_at": now, "updated_at": now, "error": error}
+    values: dict[str, Any] = {"status": status, "finished_at": now, "updated_at": now,
+                              "error": error}
     if status == SUCCEEDED:
         values |= {"fraction": 1.0, "partial_sha256": partial_sha256}
-    session.execute(update(Shard).where(Shard.id == shard_id).values(**values))
+    result = session.execute(update(Shard).where(Shard.id == shard_id, Shard.status == RUNNING)
+                             .values(**values))
     session.commit()
+    return result.rowcount == 1
+
+
+def start_job(session: Session, job_pk: int) -> bool:
+    """A queued job whose every shard is done already (a catalog round reusing earlier
+    partials) goes running, on to its merge; False when it was not queued."""
+    now = utcnow()
+    result = session.execute(update(Job).where(Job.pk == job_pk, Job.status == QUEUED)
+                             .values(status=RUNNING, started_at=now, updated_at=now))
+    session.commit()
+    return result.rowcount == 1
 
 
 def claim_merge(session: Session, job_pk: int) -> bool:
@@ -141,20 +230,63 @@ def claim_merge(session: Session, job_pk: int) -> bool:
     return result.rowcount == 1
 
 
-def fail_job(session: Session, job_pk: int, error: str) -> None:
+def resend_merge(session: Session, job_pk: int, silent_since: datetime) -> bool:
+    """A merge sent or running but silent since before `silent_since` (its message or its
+    worker lost) is queued again; True once: the caller then sends the merge again."""
+    result = session.execute(
+        update(Job)
+        .where(Job.pk == job_pk, Job.status == RUNNING,
+               Job.merge_status.in_((QUEUED, RUNNING)), Job.updated_at <= silent_since)
+        .values(merge_status=QUEUED, updated_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def start_merge(session: Session, job_pk: int) -> bool:
+    """The merge task starts (again, for a redelivered message); False when the job is not
+    running or its merge already succeeded."""
+    result = session.execute(
+        update(Job)
+        .where(Job.pk == job_pk, Job.status == RUNNING,
+               or_(Job.merge_status.is_(None), Job.merge_status != SUCCEEDED))
+        .values(merge_status=RUNNING, updated_at=utcnow())
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def succeed_job(session: Session, job_pk: int, summary: dict[str, Any]) -> bool:
+    """A running job succeeds with `summary`, its merge done; False when it is not running
+    (cancelled or failed meanwhile). Not committed: the caller commits it in one transaction
+    with the job's artifacts, or rolls back on False."""
     now = utcnow()
-    session.execute(
+    result = session.execute(
+        update(Job)
+        .where(Job.pk == job_pk, Job.status == RUNNING)
+        .values(status=SUCCEEDED, summary=summary, merge_status=SUCCEEDED, finished_at=now,
+                updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def fail_job(session: Session, job_pk: int, error: str) -> bool:
+    """A queued or running job fails with `error`; False when it had already finished."""
+    now = utcnow()
+    result = session.execute(
         update(Job)
         .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))
         .values(status=FAILED, error=error[:4000], finished_at=now, updated_at=now)
     )
     session.commit()
+    return result.rowcount == 1
 
 
 def cancel_job(session: Session, job: Job) -> bool:
     """Marks a queued or running job cancelled; False when it had already finished."""
     now = utcnow()
-    # Shards before the job: the same lock order as claim_shard, or the two deadlock.
+    # Shards before the job: the lock order (module docstring), or this and claim_shard
+    # deadlock.
     session.execute(
         update(Shard)
         .where(Shard.job_pk == job.pk, Shard.status == QUEUED)

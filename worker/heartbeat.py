@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobs import state
 from store.db import session_scope
 from store.models import QUEUED, RUNNING, Job, Shard, Worker, utcnow
 from store.settings import Settings
@@ -75,15 +76,6 @@ def beat_worker(session: Session, name: str, info: dict[str, Any] | None = None)
     session.commit()
 
 
-def beat_shard(session: Session, shard_id: int, task_id: str | None) -> None:
-    """Renews a running shard's heartbeat, only while this task still owns it."""
-    session.execute(update(Shard)
-                    .where(Shard.id == shard_id, Shard.status == RUNNING,
-                           Shard.task_id == task_id)
-                    .values(heartbeat_at=utcnow()))
-    session.commit()
-
-
 @contextlib.contextmanager
 def shard_heartbeat(settings: Settings, shard_id: int, task_id: str | None) -> Iterator[None]:
     """Keeps the shard's heartbeat fresh while the body runs."""
@@ -91,7 +83,7 @@ def shard_heartbeat(settings: Settings, shard_id: int, task_id: str | None) -> I
 
     def beat() -> None:
         with session_scope(url) as session:
-            beat_shard(session, shard_id, task_id)
+            state.beat_shard(session, shard_id, task_id)
 
     thread = _Beat(settings.heartbeat_interval_s, beat, f"shard-{shard_id}")
     thread.start()
@@ -127,7 +119,7 @@ def reclaim_own(session: Session, app: Celery, name: str) -> int:
     """At a worker's start: the shards its previous run (same node name) left queued-as-taken
     or running are sent again now, without waiting for their heartbeat to time out (nothing of
     this worker runs yet). Returns how many were sent."""
-    from jobs.dispatch import enqueue_shard
+    from jobs.dispatch import send_shard
 
     shards = session.scalars(select(Shard).where(Shard.worker == name,
                                                  Shard.status == RUNNING)).all()
@@ -138,7 +130,9 @@ def reclaim_own(session: Session, app: Celery, name: str) -> int:
             continue
         log.warning("job %s shard %d: left running by this worker's previous run; sending it "
                     "again", job.id, shard.index)
-        shard.status = QUEUED
-        enqueue_shard(app, session, job, shard)
+        task_id = state.resend_shard(session, shard.id, RUNNING, shard.task_id)
+        if task_id is None:  # finished or taken over meanwhile
+            continue
+        send_shard(app, session, job, shard.index, task_id)
         sent += 1
     return sent

@@ -25,9 +25,9 @@ from jobs.dispatch import (
     dispatch_pending,
     dispatch_validations,
     enqueue_merge,
-    enqueue_shard,
     hold_validation,
     is_held,
+    send_shard,
     validation_lost_after_s,
 )
 from store.models import (
@@ -95,8 +95,10 @@ def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,
             return sent
         log.warning("job %s shard %d: %s and silent since %s, sending it again",
                     job.id, shard.index, shard.status, shard.heartbeat_at or shard.updated_at)
-        shard.status = QUEUED
-        enqueue_shard(app, session, job, shard)
+        task_id = state.resend_shard(session, shard.id, shard.status, shard.task_id)
+        if task_id is None:  # claimed, finished or sent by another process meanwhile
+            continue
+        send_shard(app, session, job, shard.index, task_id)
         sent += 1
     if job.mode == SEQUENTIAL or any(s.status != SUCCEEDED for s in job.shards):
         return sent
@@ -104,8 +106,6 @@ def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,
         sent += enqueue_merge(app, job.id)
     elif job.merge_status in (QUEUED, RUNNING) and job.updated_at <= stale:
         log.warning("job %s: merge silent since %s, sending it again", job.id, job.updated_at)
-        job.merge_status = QUEUED
-        job.updated_at = utcnow()
-        session.commit()
-        sent += enqueue_merge(app, job.id)
+        if state.resend_merge(session, job.pk, stale):
+            sent += enqueue_merge(app, job.id)
     return sent

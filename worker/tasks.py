@@ -11,7 +11,7 @@ from pathlib import Path
 
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -32,7 +32,6 @@ from store.models import (
     Job,
     Shard,
     Worker,
-    utcnow,
 )
 from store.settings import get_settings
 from worker.app import app
@@ -78,7 +77,7 @@ class JobTask(Task):
                     state.fail_job(session, job.pk, message)
                     index = args[1] if len(args) > 1 else 0
                     shard = next((s for s in job.shards if s.index == index), None)
-                    if shard is not None and shard.status == RUNNING:
+                    if shard is not None:  # a running one: `finish_shard` leaves others
                         state.finish_shard(session, shard.id, FAILED, error=message)
         except DBAPIError:
             log.exception("could not record the failure of job %s", job_id)
@@ -205,8 +204,10 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
         staged = _blobs().stage(path)
     with session_scope(_db_url()) as session:  # the blob's row before its file: store/blobgc.py
         sha = keep_blob(session, _blobs(), staged)
-        state.finish_shard(session, claimed.shard_id, SUCCEEDED, partial_sha256=sha)
-        if state.claim_merge(session, claimed.job_pk):
+        if not state.finish_shard(session, claimed.shard_id, SUCCEEDED, partial_sha256=sha):
+            # cancelled or preempted meanwhile: the partial is left to the blob collector
+            log.info("job %s shard %d: no longer running; its result is dropped", job_id, index)
+        elif state.claim_merge(session, claimed.job_pk):
             enqueue_merge(app, job_id)
     _release(claimed, self.request.hostname)
 
@@ -227,7 +228,9 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
     try:
         with session_scope(_db_url()) as session:
             job = state.load_job(session, job_id)
-            if job is None or job.status != RUNNING:
+            if job is None or not state.succeed_job(session, job.pk, summary):
+                session.rollback()
+                log.info("job %s: no longer running; its merged result is dropped", job_id)
                 return
             # each blob's row before its file, in the transaction that references it
             stored = [(name, media_type, keep_blob(session, blobs, one), one.size)
@@ -236,13 +239,6 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
             for name, media_type, sha, size in stored:
                 session.add(Artifact(job_pk=job.pk, name=name, sha256=sha, size=size,
                                      media_type=media_type))
-            now = utcnow()
-            session.execute(
-                update(Job)
-                .where(Job.pk == job.pk, Job.status == RUNNING)
-                .values(status=SUCCEEDED, summary=summary, merge_status=SUCCEEDED,
-                        finished_at=now, updated_at=now)
-            )
     finally:
         for _, _, one in staged:
             one.discard()
@@ -266,9 +262,9 @@ def merge(self: Task, job_id: str) -> None:
         shas = [s.partial_sha256 for s in job.shards]
         if any(s.status != SUCCEEDED for s in job.shards) or None in shas:
             return
-        job.merge_status = RUNNING
-        job.updated_at = utcnow()
         kind, user_id, spec = job.kind, job.user_id, job.spec
+        if not state.start_merge(session, job.pk):
+            return
     with tempfile.TemporaryDirectory() as tmp:
         files, summary = runner(kind).merge(spec, user_id, shas, Path(tmp))
         _store_artifacts(job_id, files, summary)
@@ -291,8 +287,11 @@ def run_whole(self: Task, job_id: str) -> None:
         _stopped(claimed, self.request.hostname)
         return
     with session_scope(_db_url()) as session:
-        state.finish_shard(session, claimed.shard_id, SUCCEEDED)
+        finished = state.finish_shard(session, claimed.shard_id, SUCCEEDED)
     _release(claimed, self.request.hostname)
+    if not finished:  # cancelled or preempted meanwhile: a later run stores it
+        log.info("job %s: no longer running; its result is dropped", job_id)
+        return
     _store_result(job_id, claimed.kind, result)
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from jobs import state
 from jobs.create import create_job
 from store.blobs import record_blob
+from store.db import get_sessionmaker
 from store.models import (
     CANCELLED,
     FAILED,
@@ -95,11 +96,11 @@ def test_fail_never_overwrites_a_finished_job(session: Session, app: Celery,
                                               alice: ApiKey) -> None:
     job = _job(session, app, alice)
     assert state.cancel_job(session, job)
-    state.fail_job(session, job.pk, "too late")
+    assert not state.fail_job(session, job.pk, "too late")
     session.refresh(job)
     assert (job.status, job.error) == (CANCELLED, None)
     other = _job(session, app, alice)
-    state.fail_job(session, other.pk, "x" * 5000)
+    assert state.fail_job(session, other.pk, "x" * 5000)
     session.refresh(other)
     assert other.status == FAILED and len(other.error) == 4000
 
@@ -115,3 +116,166 @@ def test_progress_is_recorded_only_for_a_running_shard(session: Session, app: Ce
     state.record_progress(session, queued.id, 0.5)
     session.refresh(queued)
     assert queued.fraction == 0.5
+
+
+def _held(session: Session, app: Celery, key: ApiKey) -> Job:
+    """A job whose shards are held: no free slot sent them (queued, no task id)."""
+    job = create_job(session, app, user_id=key.user_id, api_key_id=key.id, kind="nads",
+                     mode=SHARDED, spec={"architecture": "lenet"}, estimate=None,
+                     ranges=[(0, 10), (10, 20)], settings=Settings(dispatch_slots=1))
+    assert job.shards[1].task_id is None
+    return job
+
+
+def test_only_a_held_shard_is_sent_and_only_a_sent_one_held_again(
+        session: Session, app: Celery, alice: ApiKey) -> None:
+    shard = _held(session, app, alice).shards[1]
+    task_id = state.send_held_shard(session, shard.id)
+    assert task_id is not None
+    assert state.send_held_shard(session, shard.id) is None  # sent already: a racing dispatch
+    assert not state.hold_shard(session, shard.id, "another-task")
+    session.refresh(shard)
+    assert (shard.status, shard.task_id) == (QUEUED, task_id)
+    assert state.hold_shard(session, shard.id, task_id)
+    session.refresh(shard)
+    assert (shard.status, shard.task_id) == (QUEUED, None)
+
+
+def test_a_shard_is_sent_again_only_as_the_caller_found_it(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _job(session, app, alice)
+    shard = job.shards[0]
+    seen = shard.task_id
+    assert state.claim_shard(session, job, shard, seen, settings)
+    assert state.resend_shard(session, shard.id, QUEUED, seen) is None  # claimed meanwhile
+    session.refresh(shard)
+    assert (shard.status, shard.task_id) == (RUNNING, seen)
+    fresh = state.resend_shard(session, shard.id, RUNNING, seen)
+    assert fresh is not None and fresh != seen
+    assert state.resend_shard(session, shard.id, RUNNING, seen) is None  # a second reconciler
+    session.refresh(shard)
+    assert (shard.status, shard.task_id) == (QUEUED, fresh)
+
+
+def test_a_claim_on_a_row_read_before_another_claim_does_nothing(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _job(session, app, alice)
+    shard = job.shards[0]
+    with get_sessionmaker(settings.resolved_database_url)() as other:
+        rival_job = other.get(Job, job.pk)
+        rival = rival_job.shards[0]
+        assert state.claim_shard(other, rival_job, rival, "task-2", settings)
+    # `shard` still reads queued: the claim decided on that is refused by the row
+    assert shard.status == QUEUED
+    assert not state.claim_shard(session, job, shard, "task-1", settings)
+    assert (shard.status, shard.task_id, shard.attempts) == (RUNNING, "task-2", 1)
+
+
+def test_a_heartbeat_is_renewed_only_by_the_task_owning_the_running_shard(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _job(session, app, alice)
+    shard = job.shards[0]
+    assert not state.beat_shard(session, shard.id, shard.task_id)  # queued: nothing to renew
+    assert state.claim_shard(session, job, shard, "task-1", settings)
+    old = utcnow() - timedelta(seconds=60)
+    shard.heartbeat_at = old
+    session.commit()
+    assert not state.beat_shard(session, shard.id, "task-2")
+    session.refresh(shard)
+    assert shard.heartbeat_at == old
+    assert state.beat_shard(session, shard.id, "task-1")
+    session.refresh(shard)
+    assert shard.heartbeat_at > old
+
+
+def test_only_a_running_shard_finishes(session: Session, app: Celery, alice: ApiKey,
+                                       settings: Settings) -> None:
+    job = _job(session, app, alice)
+    queued, running = job.shards
+    assert not state.finish_shard(session, queued.id, FAILED, error="late")
+    session.refresh(queued)
+    assert (queued.status, queued.error) == (QUEUED, None)
+    assert state.claim_shard(session, job, running, "t", settings)
+    record_blob(session, "a" * 64, 1)
+    session.commit()
+    assert state.finish_shard(session, running.id, SUCCEEDED, partial_sha256="a" * 64)
+    # a duplicate's failure does not overwrite the success
+    assert not state.finish_shard(session, running.id, FAILED, error="duplicate")
+    session.refresh(running)
+    assert (running.status, running.partial_sha256, running.error) == (SUCCEEDED, "a" * 64,
+                                                                        None)
+
+
+def test_only_the_owning_task_cancels_its_running_shard(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _job(session, app, alice)
+    shard = job.shards[0]
+    assert state.claim_shard(session, job, shard, "t1", settings)
+    assert state.preempt_shard(session, shard.id, "t1")
+    assert not state.cancel_own_shard(session, shard.id, "t1")  # preempted: stays held
+    session.refresh(shard)
+    assert (shard.status, shard.task_id) == (QUEUED, None)
+    assert state.claim_shard(session, job, shard, "t2", settings)
+    assert state.cancel_own_shard(session, shard.id, "t2")
+    session.refresh(shard)
+    assert shard.status == CANCELLED
+
+
+def test_only_a_queued_job_is_started(session: Session, app: Celery, alice: ApiKey) -> None:
+    job = _job(session, app, alice)
+    assert state.start_job(session, job.pk)
+    assert not state.start_job(session, job.pk)
+    cancelled = _job(session, app, alice)
+    assert state.cancel_job(session, cancelled)
+    assert not state.start_job(session, cancelled.pk)
+    session.refresh(cancelled)
+    assert (cancelled.status, cancelled.started_at) == (CANCELLED, None)
+
+
+def _merging(session: Session, app: Celery, key: ApiKey, settings: Settings) -> Job:
+    """A job whose every shard succeeded, its merge claimed (queued)."""
+    job = _job(session, app, key, shards=1)
+    assert state.claim_shard(session, job, job.shards[0], "t", settings)
+    record_blob(session, "a" * 64, 1)
+    session.commit()
+    assert state.finish_shard(session, job.shards[0].id, SUCCEEDED, partial_sha256="a" * 64)
+    assert state.claim_merge(session, job.pk)
+    return job
+
+
+def test_a_merge_is_sent_again_once_and_only_when_silent(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _merging(session, app, alice, settings)
+    before = utcnow() - timedelta(seconds=60)
+    assert not state.resend_merge(session, job.pk, before)  # queued just now: not silent
+    assert state.resend_merge(session, job.pk, utcnow())
+    assert not state.resend_merge(session, job.pk, before)  # a second reconciler
+    assert state.cancel_job(session, job)
+    assert not state.resend_merge(session, job.pk, utcnow())
+
+
+def test_a_merge_starts_only_on_a_running_job_not_merged_yet(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    job = _merging(session, app, alice, settings)
+    assert state.start_merge(session, job.pk)
+    assert state.start_merge(session, job.pk)  # a redelivered merge message starts again
+    assert state.succeed_job(session, job.pk, {"done": True})
+    session.commit()
+    assert not state.start_merge(session, job.pk)
+    session.refresh(job)
+    assert (job.status, job.merge_status) == (SUCCEEDED, SUCCEEDED)
+    other = _merging(session, app, alice, settings)
+    assert state.cancel_job(session, other)
+    assert not state.start_merge(session, other.pk)
+    session.refresh(other)
+    assert other.merge_status == QUEUED
+
+
+def test_only_a_running_job_succeeds(session: Session, app: Celery, alice: ApiKey,
+                                     settings: Settings) -> None:
+    job = _merging(session, app, alice, settings)
+    assert state.cancel_job(session, job)
+    assert not state.succeed_job(session, job.pk, {"late": True})
+    session.commit()
+    session.refresh(job)
+    assert (job.status, job.summary) == (CANCELLED, None)
