@@ -25,7 +25,7 @@ from nadcore.specs.architecture import ArchitectureRef
 from nads.export_command import export_architecture
 from store.blobs import open_blob_store
 from store.settings import Settings
-from worker import uploaded
+from worker.kinds.nads import sandboxed_shard
 
 # networks per shard: a shard of a real job lasts a minute or more on this CPU
 SIZES = {"lenet": 1000, "resnet18": 3}
@@ -58,7 +58,7 @@ def main() -> None:
                 parts["built-in"] = compute_shard(specs["built-in"], 0, n)
                 best["built-in"] = min(best["built-in"], time.perf_counter() - t0)
                 t0 = time.perf_counter()
-                parts["uploaded, sandboxed"] = uploaded.nad_shard(
+                parts["uploaded, sandboxed"] = sandboxed_shard(
                     settings, specs["uploaded, sandboxed"], 0, n, 1, lambda d, t: None,
                     lambda: False)
                 best["uploaded, sandboxed"] = min(best["uploaded, sandboxed"],

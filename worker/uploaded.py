@@ -1,5 +1,7 @@
 """Work on users' uploaded architectures: validation and shards, each in the sandbox
-(`worker/sandbox.py`), with every answer checked before the service keeps it.
+(`worker/sandbox.py`), with every answer checked before the service keeps it. A job kind that
+runs uploaded architectures calls `run_kind` from its worker module (worker/kinds/<kind>.py:
+`sandboxed_shard`) and checks its partial with the checks here.
 
 The sandbox returns bytes that a hostile model may have written, so each result is bounded by
 what the spec asks for (the frame's length, then the .npz's declared and header sizes, before
@@ -17,30 +19,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel
 
 from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
-from nadcore.nads.engine import NADResult, merge_key
-from nadcore.nads.partial import PartialNADs
-from nadcore.nads.spec import NADSpec
-from nadcore.poison.datasets import ImageDataset
-from nadcore.poison.spec import PoisonSpec
-from nadcore.probe.spec import ProbeSpec
 from nadcore.specs.architecture import ArchitectureRef, is_uploaded
-from nadcore.training.shards import PoisonPartial, ProbePartial
 from nadcore.uploaded.validation import TRAINING_BATCH, excerpt
 from store.blobs import open_blob_store
 from store.npz import ArchiveError, read_npz
 from store.settings import Settings
 from worker.kinds.base import NonFiniteResult, require_finite
-from worker.sandbox import Limits, SandboxError, run_sandboxed
+from worker.sandbox import Limits, Outcome, SandboxError, run_sandboxed
 
 
-def uses_upload(spec: NADSpec | ProbeSpec | PoisonSpec) -> bool:
-    return is_uploaded(spec.architecture)
+def uses_upload(spec: BaseModel) -> bool:
+    """Whether a job kind's spec names an uploaded architecture (run in the sandbox)."""
+    return is_uploaded(spec.architecture)  # type: ignore[attr-defined]
 
 
-def _archive(settings: Settings, ref: ArchitectureRef) -> Path:
+def archive_path(settings: Settings, ref: ArchitectureRef) -> Path:
     path = open_blob_store(settings).path(ref.sha256 or "")
     if ref.sha256 is None or not path.is_file():
         raise SandboxError(f"architecture {ref.id}: its archive is missing from the blob store")
@@ -68,12 +65,24 @@ def job_limits(settings: Settings, threads: int, max_result_bytes: int,
                   wall_what="" if budget is None else f"the shard's time budget: {budget.basis}")
 
 
-def _request(settings: Settings, module: str | None = None, **fields: object) -> dict:
+def sandbox_request(settings: Settings, module: str | None = None, **fields: object) -> dict:
     """A sandbox request; `module`: the job kind's module that runs it in the child
     (`nadcore.<kind>.sandboxed`, nadcore.uploaded.isolated)."""
     module_field = {} if module is None else {"module": module}
     return {"archive_checks": not settings.unsafe_skip_archive_checks, **module_field,
             **fields}
+
+
+def run_kind(task: str, module: str, settings: Settings, spec: BaseModel, threads: int,
+             limit: int, progress: Progress, should_stop: ShouldStop, budget: Budget | None,
+             arrays: dict[str, np.ndarray] | None = None, **fields: object) -> Outcome:
+    """`task` of a job kind's side of the sandbox child (`module`: `nadcore.<kind>.sandboxed`)
+    on the spec's uploaded architecture, its result bounded by `limit` bytes; the kind checks
+    what comes back (worker/kinds/<kind>.py)."""
+    request = sandbox_request(settings, module, spec=spec.model_dump(mode="json"), **fields)
+    return run_sandboxed(task, request, archive_path(settings, spec.architecture),  # type: ignore[attr-defined]
+                         job_limits(settings, threads, limit, budget), arrays=arrays,
+                         progress=progress, should_stop=should_stop)
 
 
 # -- what may come back ---------------------------------------------------------------------
@@ -96,7 +105,7 @@ def clean_info(value: object, depth: int = 0) -> object:
     return None
 
 
-def _finite(what: str, **arrays: np.ndarray | None) -> None:
+def check_finite(what: str, **arrays: np.ndarray | None) -> None:
     """`require_finite` on what the sandbox returned, which may not even be numeric."""
     for name, array in arrays.items():
         if array is not None and not np.issubdtype(array.dtype, np.number):
@@ -107,7 +116,7 @@ def _finite(what: str, **arrays: np.ndarray | None) -> None:
         raise SandboxError(f"{what}: {exc}") from None
 
 
-def _shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:
+def check_shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ...]) -> None:
     if tuple(array.shape) != expected:
         raise SandboxError(f"{what}: {name} has shape {tuple(array.shape)}, expected {expected}")
 
@@ -136,124 +145,18 @@ def load_result(loader: Callable[[io.BytesIO], object], data: bytes | None, what
         raise SandboxError(f"{what}: the sandbox returned a malformed result") from None
 
 
-# -- NAD jobs -------------------------------------------------------------------------------
-def nad_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
-              progress: Progress, should_stop: ShouldStop, budget: Budget | None = None
-              ) -> PartialNADs:
-    what = f"networks {start}..{stop - 1}"
-    d = spec.input_dim
-    limit = result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
-    outcome = run_sandboxed("shard", _request(settings, "nadcore.nads.sandboxed",
-                                              spec=spec.model_dump(mode="json"),
-                                              start=start, stop=stop),
-                            _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit, budget),
-                            progress=progress, should_stop=should_stop)
-    part = load_result(PartialNADs.load, outcome.result, what, limit)
-    assert isinstance(part, PartialNADs)
-    if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
-        raise SandboxError(f"{what}: the sandbox returned another shard")
-    _shape(what, "eval_point", part.eval_point, tuple(spec.input_shape))
-    if part.gradients is not None:
-        _shape(what, "gradients", part.gradients, (stop - start, d))
-    else:
-        for name, shape in (("count", (2,)), ("sums", (2, d)), ("outer", (2, d, d))):
-            if getattr(part, name) is None:
-                raise SandboxError(f"{what}: the sandbox returned no {name}")
-            _shape(what, name, getattr(part, name), shape)
-    _finite(what, eval_point=part.eval_point, gradients=part.gradients, sums=part.sums,
-            outer=part.outer)
-    part.meta = clean_info(part.meta)  # type: ignore[assignment]
-    return part
-
-
-def nad_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
-              should_stop: ShouldStop, budget: Budget | None = None) -> NADResult:
-    what = "the job"
-    limit = result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
-    outcome = run_sandboxed("whole", _request(settings, "nadcore.nads.sandboxed",
-                                              spec=spec.model_dump(mode="json")),
-                            _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit, budget),
-                            progress=progress, should_stop=should_stop)
-
-    def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
-        with np.load(buf, allow_pickle=False) as z:
-            return {n: z[n] for n in ("nads", "eigenvalues", "eval_point")}
-
-    arrays = load_result(load, outcome.result, what, limit)
-    assert isinstance(arrays, dict)
-    info = outcome.info
-    n = info.get("num_networks")
-    if not isinstance(n, int) or not 2 <= n <= spec.num_networks:
-        raise SandboxError(f"{what}: the sandbox returned no valid network count")
-    k = min(spec.num_nads, n - 1, spec.input_dim)
-    _shape(what, "nads", arrays["nads"], (k, spec.input_dim))
-    _shape(what, "eigenvalues", arrays["eigenvalues"], (k,))
-    _shape(what, "eval_point", arrays["eval_point"], tuple(spec.input_shape))
-    _finite(what, **arrays)
-    stability = {int(key): float(v) for key, v in (info.get("stability") or {}).items()
-                 if str(key).isdigit() and isinstance(v, (int, float)) and np.isfinite(v)}
-    extra = clean_info(info.get("info") or {})
-    return NADResult(nads=arrays["nads"], eigenvalues=arrays["eigenvalues"],
-                     eval_point=arrays["eval_point"], stability=stability, spec=spec,
-                     num_networks=n, decomposition=str(info.get("decomposition", ""))[:20],
-                     info=extra if isinstance(extra, dict) else {})
-
-
-# -- probe and poison jobs ------------------------------------------------------------------
-def _check_training(what: str, start: int, stop: int, epochs: int, part: object,
-                    curves: dict[str, tuple[int, ...]]) -> None:
+# -- the training kinds' shards (probe, poison) --------------------------------------------
+def check_training(what: str, start: int, stop: int, part: object,
+                   curves: dict[str, tuple[int, ...]]) -> None:
+    """A training kind's partial (probe, poison) from the sandbox: the shard asked for, each
+    array of `curves` of its shape and finite, its `info` cleaned."""
     if (part.start, part.stop) != (start, stop):  # type: ignore[attr-defined]
         raise SandboxError(f"{what}: the sandbox returned another shard")
     for name, shape in curves.items():
         array = getattr(part, name)
-        _shape(what, name, array, shape)
-        _finite(what, **{name: array})
+        check_shape(what, name, array, shape)
+        check_finite(what, **{name: array})
     part.info = clean_info(part.info)  # type: ignore[attr-defined]
-
-
-def probe_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
-                stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
-                budget: Budget | None = None) -> ProbePartial:
-    what = f"directions {start}..{stop - 1}"
-    n = stop - start
-    limit = result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
-    outcome = run_sandboxed("shard", _request(settings, "nadcore.probe.sandboxed",
-                                              spec=spec.model_dump(mode="json"),
-                                              start=start, stop=stop),
-                            _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit, budget),
-                            arrays={"directions": directions}, progress=progress,
-                            should_stop=should_stop)
-    part = load_result(ProbePartial.load, outcome.result, what, limit)
-    assert isinstance(part, ProbePartial)
-    _check_training(what, start, stop, spec.training.epochs, part,
-                    {"accuracies": (n,), "curves": (n, spec.training.epochs,
-                                                    part.curves.shape[-1])})
-    return part
-
-
-def poison_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
-                 start: int, stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
-                 budget: Budget | None = None) -> PoisonPartial:
-    what = f"indices {start}..{stop - 1}"
-    n, epochs = stop - start, spec.training.epochs
-    limit = result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
-    arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
-              "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
-    outcome = run_sandboxed("shard", _request(settings, "nadcore.poison.sandboxed",
-                                              spec=spec.model_dump(mode="json"),
-                                              start=start, stop=stop,
-                                              num_classes=data.num_classes,
-                                              dataset=data.name),
-                            _archive(settings, spec.architecture),
-                            job_limits(settings, threads, limit, budget),
-                            arrays=arrays, progress=progress, should_stop=should_stop)
-    part = load_result(PoisonPartial.load, outcome.result, what, limit)
-    assert isinstance(part, PoisonPartial)
-    _check_training(what, start, stop, epochs, part, {"train": (n, epochs), "test": (n, epochs)})
-    return part
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -270,7 +173,7 @@ def validate(settings: Settings, archive: Path, input_shape: list[int], init: st
                     what="NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S, "
                          "NADS_ARCHITECTURE_VALIDATION_MEMORY_BYTES")
     try:
-        outcome = run_sandboxed("validate", _request(settings, input_shape=list(input_shape),
+        outcome = run_sandboxed("validate", sandbox_request(settings, input_shape=list(input_shape),
                                                      init=init, output=output),
                                 archive, limits)
     except SandboxError as exc:

@@ -4,19 +4,22 @@ sequential job (early stopping) runs whole in one task (`run_whole`)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jobs.budget import Budget
 from jobs.sources import SourceError, catalog_nads
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
 from nadcore.nads.decompose import subspace_overlap
+from nadcore.nads.engine import merge_key
 from nadcore.nads.figures import render_nad_figures
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
 from store.db import session_scope
-from store.settings import get_settings
+from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
     NPY,
@@ -31,6 +34,7 @@ from worker.kinds.base import (
     torch_threads,
 )
 from worker.names import given_name
+from worker.sandbox import SandboxError
 
 
 def catalog_comparison(summary: dict[str, Any], nads: np.ndarray) -> dict[str, Any] | None:
@@ -85,13 +89,74 @@ def result_files(result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]
     return files + [(path, PNG) for path in figures], summary
 
 
+def sandboxed_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
+                    progress: Progress, should_stop: ShouldStop, budget: Budget | None = None
+                    ) -> PartialNADs:
+    """Networks start..stop-1 of a NAD job on an uploaded architecture, in the sandbox
+    (nadcore.nads.sandboxed), the partial checked before it is kept."""
+    what = f"networks {start}..{stop - 1}"
+    d = spec.input_dim
+    limit = uploaded.result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
+    outcome = uploaded.run_kind("shard", "nadcore.nads.sandboxed", settings, spec, threads, limit,
+                                progress, should_stop, budget, start=start, stop=stop)
+    part = uploaded.load_result(PartialNADs.load, outcome.result, what, limit)
+    assert isinstance(part, PartialNADs)
+    if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
+        raise SandboxError(f"{what}: the sandbox returned another shard")
+    uploaded.check_shape(what, "eval_point", part.eval_point, tuple(spec.input_shape))
+    if part.gradients is not None:
+        uploaded.check_shape(what, "gradients", part.gradients, (stop - start, d))
+    else:
+        for name, shape in (("count", (2,)), ("sums", (2, d)), ("outer", (2, d, d))):
+            if getattr(part, name) is None:
+                raise SandboxError(f"{what}: the sandbox returned no {name}")
+            uploaded.check_shape(what, name, getattr(part, name), shape)
+    uploaded.check_finite(what, eval_point=part.eval_point, gradients=part.gradients,
+                          sums=part.sums, outer=part.outer)
+    part.meta = uploaded.clean_info(part.meta)  # type: ignore[assignment]
+    return part
+
+
+def sandboxed_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
+                    should_stop: ShouldStop, budget: Budget | None = None) -> NADResult:
+    """A whole NAD job (early stopping) on an uploaded architecture, in the sandbox, its
+    result checked before it is kept."""
+    what = "the job"
+    limit = uploaded.result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
+    outcome = uploaded.run_kind("whole", "nadcore.nads.sandboxed", settings, spec, threads, limit,
+                                progress, should_stop, budget)
+
+    def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
+        with np.load(buf, allow_pickle=False) as z:
+            return {n: z[n] for n in ("nads", "eigenvalues", "eval_point")}
+
+    arrays = uploaded.load_result(load, outcome.result, what, limit)
+    assert isinstance(arrays, dict)
+    info = outcome.info
+    n = info.get("num_networks")
+    if not isinstance(n, int) or not 2 <= n <= spec.num_networks:
+        raise SandboxError(f"{what}: the sandbox returned no valid network count")
+    k = min(spec.num_nads, n - 1, spec.input_dim)
+    uploaded.check_shape(what, "nads", arrays["nads"], (k, spec.input_dim))
+    uploaded.check_shape(what, "eigenvalues", arrays["eigenvalues"], (k,))
+    uploaded.check_shape(what, "eval_point", arrays["eval_point"], tuple(spec.input_shape))
+    uploaded.check_finite(what, **arrays)
+    stability = {int(key): float(v) for key, v in (info.get("stability") or {}).items()
+                 if str(key).isdigit() and isinstance(v, (int, float)) and np.isfinite(v)}
+    extra = uploaded.clean_info(info.get("info") or {})
+    return NADResult(nads=arrays["nads"], eigenvalues=arrays["eigenvalues"],
+                     eval_point=arrays["eval_point"], stability=stability, spec=spec,
+                     num_networks=n, decomposition=str(info.get("decomposition", ""))[:20],
+                     info=extra if isinstance(extra, dict) else {})
+
+
 class NADRunner:
     def run_shard(self, claimed: Claimed, progress: Progress,
                   should_stop: ShouldStop) -> PartialNADs:
         spec = NADSpec.model_validate(claimed.spec)
         start, stop = spec.shard_ranges()[claimed.index]
         if uploaded.uses_upload(spec):
-            return uploaded.nad_shard(get_settings(), spec, start, stop, torch_threads(),
+            return sandboxed_shard(get_settings(), spec, start, stop, torch_threads(),
                                       progress, should_stop, claimed.budget)
         return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
 
@@ -107,7 +172,7 @@ class NADRunner:
         """The whole job in one task: required when early stopping (target_stability) is on."""
         spec = NADSpec.model_validate(claimed.spec)
         if uploaded.uses_upload(spec):
-            return uploaded.nad_whole(get_settings(), spec, torch_threads(), progress,
+            return sandboxed_whole(get_settings(), spec, torch_threads(), progress,
                                       should_stop, claimed.budget)
         return run_spec(spec, progress=progress, should_stop=should_stop)
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from sqlalchemy.orm import Session
 
+from jobs.budget import Budget
 from jobs.ownership import own_upload
 from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
 from nadcore.poison.datasets import ImageDataset, load_dataset
@@ -30,7 +31,7 @@ from nadcore.training.shards import PoisonPartial, run_poison_shard
 from store.blobs import BlobStore
 from store.db import session_scope
 from store.models import DATASET_UPLOAD, NADS_UPLOAD
-from store.settings import get_settings
+from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
     NPY,
@@ -242,13 +243,33 @@ def inputs(user_id: int, spec: PoisonSpec) -> tuple[ImageDataset, np.ndarray]:
     return load_inputs(spec, blob_store(), src, get_settings().resolved_datasets_dir)
 
 
+def sandboxed_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
+                    start: int, stop: int, threads: int, progress: Progress,
+                    should_stop: ShouldStop, budget: Budget | None = None) -> PoisonPartial:
+    """Models start..stop-1 of a poison job on an uploaded architecture, in the sandbox
+    (nadcore.poison.sandboxed), the partial checked before it is kept."""
+    what = f"indices {start}..{stop - 1}"
+    n, epochs = stop - start, spec.training.epochs
+    limit = uploaded.result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
+    arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
+              "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
+    outcome = uploaded.run_kind("shard", "nadcore.poison.sandboxed", settings, spec, threads,
+                                limit, progress, should_stop, budget, arrays=arrays,
+                                start=start, stop=stop, num_classes=data.num_classes,
+                                dataset=data.name)
+    part = uploaded.load_result(PoisonPartial.load, outcome.result, what, limit)
+    assert isinstance(part, PoisonPartial)
+    uploaded.check_training(what, start, stop, part, {"train": (n, epochs), "test": (n, epochs)})
+    return part
+
+
 class PoisonRunner:
     def run_shard(self, claimed: Claimed, progress: Progress,
                   should_stop: ShouldStop) -> PoisonPartial:
         spec = PoisonSpec.model_validate(claimed.spec)
         data, nads = inputs(claimed.user_id, spec)
         if uploaded.uses_upload(spec):
-            return uploaded.poison_shard(get_settings(), spec, data, nads, claimed.start,
+            return sandboxed_shard(get_settings(), spec, data, nads, claimed.start,
                                          claimed.stop, torch_threads(), progress, should_stop,
                                          claimed.budget)
         return run_poison_shard(spec, data, nads, claimed.start, claimed.stop,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from jobs.budget import Budget
 from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
 from nadcore.probe.directions import direction_frequencies, make_directions
 from nadcore.probe.figures import render_accuracy_vs_index, render_heatmap, render_probe_curves
@@ -24,7 +25,7 @@ from nadcore.training.learning_check import probe_learning
 from nadcore.training.shards import ProbePartial, run_probe_shard
 from store.blobs import BlobStore
 from store.db import session_scope
-from store.settings import get_settings
+from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
     NPY,
@@ -205,6 +206,24 @@ def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: Accurac
     return files
 
 
+def sandboxed_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
+                    stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
+                    budget: Budget | None = None) -> ProbePartial:
+    """Trainings start..stop-1 of a probe job on an uploaded architecture, in the sandbox
+    (nadcore.probe.sandboxed), the partial checked before it is kept."""
+    what = f"directions {start}..{stop - 1}"
+    n = stop - start
+    limit = uploaded.result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
+    outcome = uploaded.run_kind("shard", "nadcore.probe.sandboxed", settings, spec, threads,
+                                limit, progress, should_stop, budget,
+                                arrays={"directions": directions}, start=start, stop=stop)
+    part = uploaded.load_result(ProbePartial.load, outcome.result, what, limit)
+    assert isinstance(part, ProbePartial)
+    uploaded.check_training(what, start, stop, part, {
+        "accuracies": (n,), "curves": (n, spec.training.epochs, part.curves.shape[-1])})
+    return part
+
+
 class ProbeRunner:
     def run_shard(self, claimed: Claimed, progress: Progress,
                   should_stop: ShouldStop) -> ProbePartial:
@@ -213,7 +232,7 @@ class ProbeRunner:
             nad_sha = nad_source_sha(session, claimed.user_id, spec)
         directions = build_directions(spec, blob_store(), nad_sha)
         if uploaded.uses_upload(spec):
-            return uploaded.probe_shard(get_settings(), spec, directions, claimed.start,
+            return sandboxed_shard(get_settings(), spec, directions, claimed.start,
                                         claimed.stop, torch_threads(), progress, should_stop,
                                         claimed.budget)
         return run_probe_shard(spec, directions, claimed.start, claimed.stop,
