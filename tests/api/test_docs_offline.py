@@ -9,9 +9,7 @@ The server runs on embedded defaults (SQLite, a file broker): nothing here needs
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,10 +20,9 @@ import pytest
 from api.main import create_app
 from api.routers.docs import ASSETS, PATCHES, assets_dir, patched
 from store.settings import Settings
+from tests.browser import chromium, screenshot
 from tests.support import ServerThread
 
-CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 REFERENCE = re.compile(r"""(?:src|href|spec-url|url)\s*[=:]\s*['"]([^'"]+)['"]""")
 
 
@@ -84,9 +81,6 @@ def test_only_the_listed_assets_are_served(docs_server: str) -> None:
 ])
 def test_documentation_renders_without_network(docs_server: str, tmp_path: Path, page: str,
                                                operation: str) -> None:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
     here = urlsplit(docs_server).netloc
     blocked: list[str] = []
     served: list[str] = []
@@ -99,27 +93,20 @@ def test_documentation_renders_without_network(docs_server: str, tmp_path: Path,
             blocked.append(request.url)
             route.abort("internetdisconnected")
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
-            context.route("**/*", only_this_server)
-            view = context.new_page()
-            errors: list[str] = []
-            view.on("pageerror", lambda exc: errors.append(str(exc)))
-            view.on("console", lambda msg: errors.append(f"{msg.type}: {msg.text}")
-                    if msg.type == "error" else None)
-            view.goto(docs_server + page)
-            view.wait_for_selector(operation, timeout=60_000)
-            view.wait_for_load_state("networkidle")  # the icon and the footer's image too
-            count = view.locator(operation).count()
-            text = view.inner_text("body")
-            shot = tmp_path / f"docs-offline{page.replace('/', '-')}.png"
-            view.screenshot(path=str(shot))
-            if os.environ.get("NADS_SCREENSHOT_DIR"):
-                shutil.copy(shot, os.environ["NADS_SCREENSHOT_DIR"])
-        finally:
-            browser.close()
+    with chromium() as browser:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        context.route("**/*", only_this_server)
+        view = context.new_page()
+        errors: list[str] = []
+        view.on("pageerror", lambda exc: errors.append(str(exc)))
+        view.on("console", lambda msg: errors.append(f"{msg.type}: {msg.text}")
+                if msg.type == "error" else None)
+        view.goto(docs_server + page)
+        view.wait_for_selector(operation, timeout=60_000)
+        view.wait_for_load_state("networkidle")  # the icon and the footer's image too
+        count = view.locator(operation).count()
+        text = view.inner_text("body")
+        screenshot(view, tmp_path, f"docs-offline{page.replace('/', '-')}")
     assert count >= 20, f"{count} operations rendered"
     assert "/v1/jobs/nads" in text and "/v1/catalog" in text
     assert blocked == [], f"requests to other hosts: {blocked}"

@@ -1,5 +1,5 @@
-"""The end-to-end tests' own fixture: a real Celery worker subprocess on the session's database
-and broker (tests/fixtures.py)."""
+"""The end-to-end tests' own fixtures: a real Celery worker subprocess on the session's database
+and broker (tests/fixtures.py), and a headless browser per test module (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from store.settings import Settings
+from tests.browser import chromium
 from tests.support import celery_worker
 
 
@@ -18,3 +19,10 @@ def worker(settings: Settings) -> Iterator[subprocess.Popen]:
     1-thread child per usable core."""
     with celery_worker(settings) as proc:
         yield proc
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium, one launch per test module."""
+    with chromium() as launched:
+        yield launched

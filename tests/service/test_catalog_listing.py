@@ -9,7 +9,6 @@ An API on embedded defaults (SQLite, a file broker) with no worker: nothing here
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,11 +23,11 @@ from nads.client import Client, NadsError
 from store.db import session_scope
 from store.migrate import upgrade
 from store.settings import Settings
+from tests.browser import chromium, screenshot
 from tests.support import NADS_BIN, ServerThread
 
 PAPER = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
 GPU = {"vgg11", "resnet18", "densenet121"}
-CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -114,29 +113,17 @@ def test_the_client_and_the_cli_list_the_same_entries(server: tuple[str, Setting
 def _page_texts(url: str, tmp_path: Path, errors: list[str]
                 ) -> tuple[list[tuple[str | None, str | None]], dict[str, str]]:
     """(arch, status) of every row of the catalog page, and each row's text."""
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM,
-                                    args=["--headless", "--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1360, "height": 900})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{url}/#/catalog")
-            page.wait_for_selector("#catalog[data-loaded=true]", timeout=60_000)
-            rows = page.locator("#catalog article")
-            shown = [(rows.nth(i).get_attribute("data-arch"),
-                      rows.nth(i).get_attribute("data-status")) for i in range(rows.count())]
-            texts = {name: page.inner_text(f"#catalog article[data-arch={name}]")
-                     for name, _ in shown}
-            shot = tmp_path / "catalog-listing.png"
-            page.screenshot(path=str(shot), full_page=True)
-            if os.environ.get("NADS_SCREENSHOT_DIR"):
-                Path(os.environ["NADS_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
-                shot.rename(Path(os.environ["NADS_SCREENSHOT_DIR"]) / shot.name)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1360, "height": 900})
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{url}/#/catalog")
+        page.wait_for_selector("#catalog[data-loaded=true]", timeout=60_000)
+        rows = page.locator("#catalog article")
+        shown = [(rows.nth(i).get_attribute("data-arch"),
+                  rows.nth(i).get_attribute("data-status")) for i in range(rows.count())]
+        texts = {name: page.inner_text(f"#catalog article[data-arch={name}]")
+                 for name, _ in shown}
+        screenshot(page, tmp_path, "catalog-listing")
     return shown, texts
 
 

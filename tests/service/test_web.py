@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,13 +30,10 @@ from nadcore.nads.figures import (
 )
 from store.db import session_scope
 from store.settings import Settings
+from tests.browser import screenshot
 from tests.support import failing_poison, new_key, wait_for_job
 
-CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 120_000
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CATALOG = ["logreg", "lenet"]
 PAPER = ["logreg", "lenet", "vgg11", "resnet18", "densenet121"]
 
@@ -151,33 +146,6 @@ def wait_for_catalog(client: httpx.Client, names: list[str], timeout: float = 18
         time.sleep(0.5)
 
 
-def _shot(page: object, tmp: Path, name: str) -> Path:
-    """Full-page screenshot under the test's tmp dir and, when set, NADS_SCREENSHOT_DIR."""
-    path = tmp / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-    extra = os.environ.get("NADS_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(extra) / path.name)
-    return path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), (
-        f"{CHROMIUM} is missing: `apt-get install -y chromium chromium-driver` "
-        "(scripts/install.sh does it)")
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 @pytest.fixture(scope="module")
 def web_user(settings: Settings, api_url: str) -> Iterator[tuple[str, httpx.Client]]:
     key = new_key(settings, f"web-{time.monotonic_ns() % 10**8}")
@@ -222,7 +190,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         # The page asks for the key; a wrong one is refused with a message.
         page.goto(api_url + "/")
         page.wait_for_selector("#key-form")
-        _shot(page, tmp_path, "01-key")
+        screenshot(page, tmp_path, "01-key")
         page.fill("#api-key", "nads_not-a-key")
         page.click("#key-form button[type=submit]")
         page.wait_for_selector("#key-form .error:not([hidden])")
@@ -244,7 +212,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
             assert r.status_code == 202, r.text
             ids[name] = r.json()["id"]
         page.wait_for_selector(f"tr[data-job='{ids['sharded']}']")
-        _shot(page, tmp_path, "02-jobs-live")
+        screenshot(page, tmp_path, "02-jobs-live")
 
         # Catalog builds (tiny: 20 networks), queued behind those jobs on the one worker and
         # built one after the other: lenet waits for logreg, so it is building now (unless an
@@ -259,14 +227,14 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
             assert lenet.locator(".progress").count() == 1
         absent = set(PAPER) - before - set(CATALOG)
         assert page.locator("#catalog article[data-status=absent]").count() == len(absent)
-        _shot(page, tmp_path, "03-catalog-building")
+        screenshot(page, tmp_path, "03-catalog-building")
 
         # Back to the list: every job reaches succeeded, live.
         page.click("a[data-nav=jobs]")
         for name, job_id in ids.items():
             state = "failed" if name == "failing" else "succeeded"
             page.wait_for_selector(f"tr[data-job='{job_id}'] [data-status={state}]")
-        _shot(page, tmp_path, "04-jobs-done")
+        screenshot(page, tmp_path, "04-jobs-done")
         page.select_option("#filter-kind", "probe")  # the filter asks the API for one kind
         page.wait_for_function("() => { const rows = [...document.querySelectorAll("
                                "'#jobs tbody tr')]; return rows.length === 1 && "
@@ -310,7 +278,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         assert "Split-half stability" in facts and "(chance 0.00098)" in facts
         assert "Identifiable" in facts and "Overlap with the catalog" in facts
         _gallery_loaded(page, 8)  # and its NADs drawn from nads.npy (8 of its 23)
-        _shot(page, tmp_path, "05-nad-job")
+        screenshot(page, tmp_path, "05-nad-job")
         with page.expect_download() as download:  # fetched with the key, saved from a blob:
             page.click("table.artifacts tr:has(code:text-is('nads.npy')) button")
         assert download.value.suggested_filename == "nads.npy"
@@ -331,7 +299,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         page.wait_for_function(  # the training curves (curves.npy) as a figure too
             "() => { const i = document.querySelector(\"img[data-artifact='curves.png']\");"
             " return i && i.complete && i.naturalWidth > 0; }")
-        _shot(page, tmp_path, "06-probe-job")
+        screenshot(page, tmp_path, "06-probe-job")
 
         # A poison job (NADs of the LeNet job above), followed on its page from submission to
         # its figures: the page polls until the job ends, then shows the curves and examples.
@@ -346,7 +314,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         clean = poison["summary"]["clean_accuracy"]  # the job's clean run: the baseline
         assert f"{clean:.1f} % clean-test accuracy, trained without poison" in page.inner_text(
             ".facts")
-        _shot(page, tmp_path, "07-poison-job")
+        screenshot(page, tmp_path, "07-poison-job")
 
         # A long job cancelled from its page: the button posts the cancel, the page follows
         # the job to `cancelled`.
@@ -380,7 +348,7 @@ def test_web_page_end_to_end(browser: object, api_url: str, web_user: tuple[str,
         for entry in (e for e in entries if e["status"] == "ready"):
             banner = page.locator(f"#not-identifiable-{entry['name']}")
             assert banner.count() == (entry["name"] in flagged), entry["name"]
-        _shot(page, tmp_path, "08-catalog-ready")
+        screenshot(page, tmp_path, "08-catalog-ready")
 
         # The key was kept (no form after a reload), went only in the Authorization header,
         # and "Forget key" brings the form back.
@@ -490,7 +458,7 @@ def test_nad_gallery_of_any_size_and_the_architectures_pages(
         # Only the rows shown were fetched: a header range and one range of rows.
         assert all(r.startswith("bytes=") for r in ranges) and ranges, ranges
         assert any(r.endswith(f"-{128 + 32 * 256 * 4 - 1}") for r in ranges), ranges
-        _shot(page, tmp_path, "09-nad-gallery-32")
+        screenshot(page, tmp_path, "09-nad-gallery-32")
         page.select_option("#nad-count", "39")
         _gallery_loaded(page, 39)
 
@@ -512,7 +480,7 @@ def test_nad_gallery_of_any_size_and_the_architectures_pages(
         row = page.locator(f"#architectures tr[data-arch-id='{arch['id']}']")
         assert "tiny-logreg" in row.inner_text() and "1×8×8" in row.inner_text()
         assert row.locator("[data-status=ready]").count() == 1
-        _shot(page, tmp_path, "10-architectures")
+        screenshot(page, tmp_path, "10-architectures")
         row.locator("a").click()
         page.wait_for_selector("#architecture-jobs[data-loaded=true]")
         assert page.inner_text("#architecture-name") == "tiny-logreg"
@@ -521,7 +489,7 @@ def test_nad_gallery_of_any_size_and_the_architectures_pages(
         listed = page.eval_on_selector_all("#architecture-jobs tr[data-job]",
                                            "rs => rs.map(r => r.dataset.job)")
         assert listed == [jobs["custom"]["id"]]
-        _shot(page, tmp_path, "11-architecture")
+        screenshot(page, tmp_path, "11-architecture")
         assert page_errors == []
     finally:
         context.close()

@@ -7,21 +7,16 @@ NADS_SCREENSHOT_DIR when set)."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from store.settings import Settings
+from tests.browser import screenshot
 from tests.support import new_key, submit_job, wait_for_job
 
-CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # Logistic regression on 8 x 8 inputs: 256 samples x 2 epochs stay at chance (train loss
 # 0.69-0.80, test 44-50 % on 256 samples: inside 50 +- 9.4); 1,000 x 3 epochs learn (69-74 %
 # on 500 samples: outside 50 +- 6.7; loss 0.55). Measured in-process, seed as here.
@@ -37,19 +32,6 @@ PARTLY = BASE | {"directions": {"kind": "random", "count": 6, "seed": 1},
 RED = "rgb(179, 38, 30)"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
 def _job_page(page: object, api_url: str, job_id: str) -> None:
     """Opens a job's page and waits until that job (not the page before) is drawn, ended."""
     page.goto(f"{api_url}/#/jobs/{job_id}")
@@ -61,15 +43,6 @@ def _job_page(page: object, api_url: str, job_id: str) -> None:
 
 def _colour(locator: object) -> str:
     return locator.evaluate("e => getComputedStyle(e).color")
-
-
-def _shot(page: object, tmp: Path, name: str) -> None:
-    path = tmp / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    extra = os.environ.get("NADS_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(extra) / path.name)
 
 
 @pytest.mark.usefixtures("worker")
@@ -105,11 +78,11 @@ def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
         assert "standard deviations" in banner.get_attribute("title")  # the rule, on hover
         assert banner.get_attribute("data-severity") == "warning"
         assert _colour(banner) != RED and "error" not in banner.get_attribute("class")
-        _shot(page, tmp_path, "learning-01-stuck")
+        screenshot(page, tmp_path, "learning-01-stuck")
         _job_page(page, api_url, ids["learns"])
         assert page.locator("#job-status [data-status=succeeded]").count() == 1
         assert page.locator("#did-not-learn").count() == 0
-        _shot(page, tmp_path, "learning-02-learned")
+        screenshot(page, tmp_path, "learning-02-learned")
         # Some directions at chance next to learned ones: the finding, said as information.
         _job_page(page, api_url, ids["partly"])
         banner = page.locator("#did-not-learn")
@@ -118,7 +91,7 @@ def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
         assert banner.get_attribute("data-severity") == "info"
         assert _colour(banner) != RED and "error" not in banner.get_attribute("class")
         assert page.locator("#job-live .error").count() == 0
-        _shot(page, tmp_path, "learning-03-partly")
+        screenshot(page, tmp_path, "learning-03-partly")
         assert errors == []
     finally:
         context.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -30,11 +29,9 @@ from jobs.shipped import install_shipped
 from store.db import session_scope
 from store.migrate import upgrade
 from store.settings import SHIPPED_CATALOG_DIR, Settings
+from tests.browser import screenshot
 from tests.support import ServerThread, new_key
 
-CHROMIUM = os.environ.get("NADS_CHROMIUM", "/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 60_000
 WIDTHS = (1280, 800)
 K = 64  # the snippets' ?k=
@@ -54,34 +51,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Sett
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"{CHROMIUM} is missing (scripts/install.sh installs it)"
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture(scope="module")
 def ready(server: tuple[str, Settings]) -> list[dict]:
     entries = httpx.get(f"{server[0]}/v1/catalog", timeout=30).json()
     ready = [e for e in entries if e["status"] == "ready"]
     assert ready and all(e["num_nads"] for e in ready), entries
     return ready
-
-
-def _shot(page: object, tmp: Path, name: str) -> Path:
-    path = tmp / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    extra = os.environ.get("NADS_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(extra) / path.name)
-    return path
 
 
 def _console_errors(page: object) -> list[str]:
@@ -202,7 +176,7 @@ def test_every_page_fits_and_logs_no_error(browser: object, server: tuple[str, S
             page.wait_for_selector(loaded)
             page.wait_for_load_state("networkidle")
             assert page.evaluate(OVERFLOW) <= 0, f"{name} at {width} px is wider than the window"
-            _shot(page, tmp_path, f"pages-{width}-{name}")
+            screenshot(page, tmp_path, f"pages-{width}-{name}")
         # The catalog (the last view): previews at their row's width, snippets inside their box.
         page.wait_for_function("() => [...document.querySelectorAll('.catalog-figure img')]"
                                ".every((i) => i.complete && i.naturalWidth > 0)")
@@ -215,7 +189,7 @@ def test_every_page_fits_and_logs_no_error(browser: object, server: tuple[str, S
             page.goto(url + path)
             page.wait_for_selector(loaded)
             page.wait_for_load_state("networkidle")
-            _shot(page, tmp_path, f"pages-{width}{path.replace('/', '-')}")
+            screenshot(page, tmp_path, f"pages-{width}{path.replace('/', '-')}")
         assert errors == [], errors
     finally:
         context.close()
