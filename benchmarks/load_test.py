@@ -37,6 +37,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nads.service_commands import stop_process  # noqa: E402
 from store.auth import create_key  # noqa: E402
 from store.blobs import BlobStore, record_blob  # noqa: E402
 from store.db import session_scope  # noqa: E402
@@ -109,12 +110,7 @@ class Api:
             time.sleep(0.2)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 20)
 
 
 async def client_loop(url: str, key: str, job_id: str, size: int, stop_at: float,

@@ -34,6 +34,18 @@ LOCAL_USER = "local"
 KEEP_ALIVE_S = 75  # as Dockerfile.api's uvicorn
 
 
+def stop_process(proc: subprocess.Popen, timeout_s: float) -> int:
+    """SIGTERM to a child that still runs, SIGKILL if it has not exited `timeout_s` later;
+    its exit status (negative: killed by that signal)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def register(app: typer.Typer) -> None:
     app.command("serve", help="Start the API and a worker (embedded defaults: no "
                 "server needed).")(serve_command)
@@ -189,14 +201,8 @@ class WorkerSupervisor:
         """SIGTERM (a warm shutdown: running tasks finish or are handed back), then whatever
         of its process group is left after 15 s is killed."""
         self.stopping.set()
-        proc = self.process
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if self.process is not None:
+            stop_process(self.process, 15)
         if self.thread.is_alive():
             self.thread.join(timeout=5)
         self._kill_group()

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from nadcore.nads.spec import NADSpec
 from nadcore.networks.factory import model_factory
 from nadcore.networks.init import NetworkSampler
 from nadcore.seeding import eval_point_seed
+from nads.service_commands import stop_process
 from store.auth import create_key
 from store.db import session_scope
 from store.settings import Settings
@@ -74,12 +74,7 @@ def nads_serve(cwd: Path, env: dict[str, str], *args: str, timeout: float = 90
             assert time.monotonic() < deadline, "".join(lines)
         yield Serve(proc, f"http://127.0.0.1:{port}", lines[-1].split()[-1], "".join(lines))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 30)
 
 
 def wait_for_log(path: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
@@ -122,12 +117,7 @@ def celery_worker(settings: Settings, queues: str = "gpu,cpu,catalog,validate",
         wait_for_log(log_path, "ready.", proc, timeout=90)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
 
 
 def free_port() -> int:
