@@ -96,20 +96,22 @@ def api_url(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="session")
-def alice(settings: Settings, api_url: str) -> Iterator[httpx.Client]:
-    key = new_key(settings, f"alice-{uuid.uuid4().hex[:6]}")
+def _user(settings: Settings, api_url: str, name: str) -> Iterator[httpx.Client]:
+    """A client of the API with the key of a new user `name`-<random>."""
+    key = new_key(settings, f"{name}-{uuid.uuid4().hex[:6]}")
     with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
                       timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def alice(settings: Settings, api_url: str) -> Iterator[httpx.Client]:
+    yield from _user(settings, api_url, "alice")
 
 
 @pytest.fixture(scope="session")
 def bob(settings: Settings, api_url: str) -> Iterator[httpx.Client]:
-    key = new_key(settings, f"bob-{uuid.uuid4().hex[:6]}")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
-        yield client
+    yield from _user(settings, api_url, "bob")
 
 
 @pytest.fixture(scope="session")
