@@ -21,7 +21,7 @@ from api.main import create_app
 from store.db import get_engine
 from store.migrate import upgrade
 from store.settings import Settings
-from tests.support import METRICS_TOKEN, ServerThread, new_key
+from tests.support import METRICS_TOKEN, ServerThread, keyed_client, new_key
 
 PG_ADMIN = os.environ.get("NADS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("NADS_TEST_REDIS", "redis://127.0.0.1:6379")
@@ -99,8 +99,7 @@ def api_url(settings: Settings) -> Iterator[str]:
 def _user(settings: Settings, api_url: str, name: str) -> Iterator[httpx.Client]:
     """A client of the API with the key of a new user `name`-<random>."""
     key = new_key(settings, f"{name}-{uuid.uuid4().hex[:6]}")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with keyed_client(api_url, key) as client:
         yield client
 
 

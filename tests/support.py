@@ -176,6 +176,12 @@ def new_key(settings: Settings, user: str) -> str:
         return create_key(session, user)
 
 
+def keyed_client(base_url: str, key: str, timeout: float = 30) -> httpx.Client:
+    """A client of the API at `base_url` that sends `key` as its bearer token."""
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"},
+                        timeout=timeout)
+
+
 def wait_for_job(client: httpx.Client, job_id: str, timeout: float = 120,
                  until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict:
     deadline = time.monotonic() + timeout

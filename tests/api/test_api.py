@@ -15,7 +15,7 @@ from store.migrate import upgrade
 from store.models import Job
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import METRICS_AUTH, METRICS_TOKEN, ServerThread, new_key
+from tests.support import METRICS_AUTH, METRICS_TOKEN, ServerThread, keyed_client, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
 
@@ -130,8 +130,7 @@ def quiet(databases: ThrowawayDatabases, tmp_path) -> Iterator[tuple[Settings, h
     quiet_settings = Settings(data_dir=tmp_path, database_url=url, blob_dir=tmp_path / "blobs",
                               metrics_token=METRICS_TOKEN)
     key = new_key(quiet_settings, "quiet")
-    with ServerThread(create_app(quiet_settings)) as server, httpx.Client(
-            base_url=server.url, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+    with ServerThread(create_app(quiet_settings)) as server, keyed_client(server.url, key) as c:
         yield quiet_settings, c
 
 

@@ -15,7 +15,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 
-import httpx
 import hypothesis
 import hypothesis.errors
 import numpy as np
@@ -28,7 +27,7 @@ from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 pytestmark = pytest.mark.slow
 
@@ -59,8 +58,7 @@ def fuzz(fuzz_settings: Settings) -> Iterator[Fuzz]:
         config = SchemathesisConfig()
         config.projects.default.update(headers={"Authorization": f"Bearer {key}"},
                                        request_timeout=60)
-        with httpx.Client(base_url=server.url, timeout=30,
-                          headers={"Authorization": f"Bearer {key}"}) as client:
+        with keyed_client(server.url, key) as client:
             job = client.post("/v1/jobs/nads", json={"architecture": "logreg",
                                                      "input_shape": [1, 4, 4],
                                                      "num_networks": 4})

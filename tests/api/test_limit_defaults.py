@@ -26,7 +26,7 @@ from jobs.kinds import KINDS
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 pytestmark = pytest.mark.slow
 
@@ -58,8 +58,7 @@ def server(defaults: Settings) -> Iterator[str]:
 @pytest.fixture()
 def client(defaults: Settings, server: str) -> Iterator[httpx.Client]:
     key = new_key(defaults, f"d-{uuid.uuid4().hex[:8]}")
-    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"},
-                      timeout=120) as c:
+    with keyed_client(server, key, timeout=120) as c:
         yield c
 
 

@@ -33,7 +33,7 @@ from store.migrate import upgrade
 from store.models import Worker, utcnow
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 
@@ -58,7 +58,7 @@ def server(limited: Settings) -> Iterator[str]:
 
 def _client(settings: Settings, url: str, user: str | None = None) -> httpx.Client:
     key = new_key(settings, user or f"u-{uuid.uuid4().hex[:8]}")
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return keyed_client(url, key)
 
 
 # Oversize bodies --------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from store.migrate import upgrade
 from store.npz import ArchiveError, inspect_upload, read_header
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 PROTOCOLS = {"h11": HeaderTimeoutH11, "httptools": HeaderTimeoutHttpTools}
 QUOTA = 3_000_000  # NADS_MAX_STORAGE_BYTES_PER_USER here
@@ -70,7 +70,7 @@ def server(limited: Settings) -> Iterator[str]:
 
 def _client(settings: Settings, url: str) -> httpx.Client:
     key = new_key(settings, f"u-{uuid.uuid4().hex[:8]}")
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+    return keyed_client(url, key, timeout=60)
 
 
 def _tmp_files(settings: Settings) -> list[Path]:
@@ -236,8 +236,7 @@ def test_a_slow_body_is_cut_off_with_408_and_its_file_removed(limited: Settings,
             time.sleep(0.05)
         assert _tmp_files(limited) == []
         # A body that keeps up is not affected: 1.9 MB in one go.
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                          timeout=60) as c:
+        with keyed_client(url, key, timeout=60) as c:
             r = c.post("/v1/uploads", data={"kind": "nads"},
                        files={"file": ("n.npy", _npy(np.zeros((1900, 250), np.float32)))})
             assert r.status_code == 201, r.text

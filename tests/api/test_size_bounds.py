@@ -29,7 +29,7 @@ from nadcore.specs.architecture import MAX_INPUT_DIM
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.hostile_zips import many_entries_zip
-from tests.support import ServerThread, free_port, new_key
+from tests.support import ServerThread, free_port, keyed_client, new_key
 
 TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 LIMIT = 10_000_000  # NADS_MAX_DATASET_DECOMPRESSED_BYTES here
@@ -53,8 +53,7 @@ def server(embedded: Settings) -> Iterator[str]:
 @pytest.fixture()
 def client(embedded: Settings, server: str) -> Iterator[httpx.Client]:
     key = new_key(embedded, f"u-{uuid.uuid4().hex[:8]}")
-    with httpx.Client(base_url=server, headers={"Authorization": f"Bearer {key}"},
-                      timeout=60) as c:
+    with keyed_client(server, key, timeout=60) as c:
         yield c
 
 

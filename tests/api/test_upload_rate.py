@@ -17,7 +17,7 @@ import pytest
 
 from api.main import create_app
 from store.settings import Settings
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +32,7 @@ def default_rate_url(settings: Settings) -> Iterator[str]:
 
 def _client(api_url: str, settings: Settings) -> httpx.Client:
     key = new_key(settings, f"rate-{uuid.uuid4().hex[:6]}")
-    return httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                        timeout=60)
+    return keyed_client(api_url, key, timeout=60)
 
 
 def _nads_file(seed: int) -> bytes:

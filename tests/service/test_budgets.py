@@ -32,7 +32,7 @@ from store.settings import Settings
 from tests.bad_models import scripted_bytes
 from tests.fixtures import ThrowawayDatabases
 from tests.hostile_models import SHAPE, SleepsAtJobBatches
-from tests.support import ServerThread, celery_worker, new_key, wait_for_job
+from tests.support import ServerThread, celery_worker, keyed_client, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -117,10 +117,8 @@ def service(databases: ThrowawayDatabases, tmp_path_factory: pytest.TempPathFact
             celery_worker(settings, queues="validate", processes=1, log_name="validator.log",
                           **env), \
             ServerThread(create_app(settings)) as server, \
-            httpx.Client(base_url=server.url, timeout=30,
-                         headers={"Authorization": f"Bearer {alice_key}"}) as alice, \
-            httpx.Client(base_url=server.url, timeout=30,
-                         headers={"Authorization": f"Bearer {bob_key}"}) as bob:
+            keyed_client(server.url, alice_key) as alice, \
+            keyed_client(server.url, bob_key) as bob:
         row, _ = _upload(alice, scripted_bytes(SleepsAtJobBatches()), "sleeper")
         assert row["status"] == "ready", row
         # validation timed the model at the batch sizes jobs use (finite-difference block 512)

@@ -33,6 +33,7 @@ from tests.support import (
     ROOT,
     clean_env,
     free_port,
+    keyed_client,
     nads_serve,
     new_key,
     settings_env,
@@ -266,8 +267,7 @@ def test_client_and_cli_read_the_catalog(built: dict, api_url: str, tmp_path: Pa
 @pytest.fixture(scope="module")
 def eve(settings: Settings, api_url: str) -> httpx.Client:
     key = new_key(settings, "eve-catalog")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with keyed_client(api_url, key) as client:
         yield client
 
 

@@ -23,7 +23,7 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import CatalogEntry, Job
 from store.settings import SHIPPED_CATALOG_DIR, Settings
-from tests.support import clean_env, nads_serve
+from tests.support import clean_env, keyed_client, nads_serve
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +133,7 @@ def test_a_fresh_nads_serve_serves_every_shipped_entry_without_computing(tmp_pat
                 assert top.shape == (8, 1024)
                 assert np.array_equal(top, np.load(SHIPPED_CATALOG_DIR / name / "nads.npy")[:8])
         # a shipped entry (no job behind it) is a NAD source for probe and poison jobs
-        user = httpx.Client(base_url=serve.url, timeout=30,
-                            headers={"Authorization": f"Bearer {serve.key}"})
+        user = keyed_client(serve.url, serve.key)
         probe = {"architecture": "lenet", "input_shape": [1, 32, 32],
                  "directions": {"kind": "nad", "catalog": "lenet", "indices": [0, 1023]}}
         poison = {"architecture": "lenet", "dataset": {"name": "digits"},

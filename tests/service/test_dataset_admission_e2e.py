@@ -25,7 +25,7 @@ from store.migrate import upgrade
 from store.models import Job, Worker
 from store.settings import Settings
 from tests.nadcore.test_datasets import write_cifar_miniature
-from tests.support import ServerThread, celery_worker, new_key, wait_for_job
+from tests.support import ServerThread, celery_worker, keyed_client, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -40,8 +40,7 @@ def service(tmp_path_factory: pytest.TempPathFactory
     key = new_key(settings, f"carol-{uuid.uuid4().hex[:6]}")
     env = {"NADS_CATALOG_AUTOBUILD": "", "NADS_HEARTBEAT_INTERVAL_S": "1.0"}
     with celery_worker(settings, **env), ServerThread(create_app(settings)) as server, \
-            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                         timeout=30) as client:
+            keyed_client(server.url, key) as client:
         yield client, settings
 
 

@@ -21,6 +21,7 @@ from tests.support import (
     ROOT,
     clean_env,
     in_process,
+    keyed_client,
     nads_serve,
     settings_env,
     wait_for_job,
@@ -47,8 +48,7 @@ def test_nads_serve_runs_a_job_end_to_end_with_no_server(tmp_path: Path) -> None
         assert serve.url in serve.banner
         data = tmp_path / "var"
         assert (data / "nads.db").is_file() and (data / "broker" / "queue").is_dir()
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             ready = client.get("/readyz")
             assert ready.status_code == 200, ready.text
             r = client.post("/v1/jobs/nads", json=SPEC)

@@ -27,13 +27,12 @@ from tests.support import (
     NADS_BIN,
     cancel_once_running,
     clean_env,
+    keyed_client,
     nads_serve,
     new_key,
     submit_job,
     wait_for_job,
 )
-
-from .test_web import browser  # noqa: F401 (the fixture: headless Chromium)
 
 SMALL = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 24, "seed": 11,
          "shards": 2}
@@ -82,9 +81,7 @@ def test_a_fresh_service_refuses_a_clearly_too_long_job_before_its_workers_calib
     is recorded. Both are refused at the rates assumed for a CPU (jobs/fleet.py), not queued
     for days."""
     database_url = Settings(data_dir=tmp_path / "var").resolved_database_url
-    with nads_serve(tmp_path, clean_env()) as serve, httpx.Client(
-            base_url=serve.url, timeout=30,
-            headers={"Authorization": f"Bearer {serve.key}"}) as client:
+    with nads_serve(tmp_path, clean_env()) as serve, keyed_client(serve.url, serve.key) as client:
         at_once = client.post("/v1/jobs/nads", json=HUGE)
         first = _first_connected(database_url)
         connected = client.post("/v1/jobs/nads", json=HUGE)
@@ -164,7 +161,7 @@ def _until_running(client: httpx.Client, job_id: str, timeout: float = 120) -> d
 
 def test_a_job_behind_others_says_its_place_and_its_wait(
         worker: subprocess.Popen, settings: Settings, alice: httpx.Client, bob: httpx.Client,
-        api_url: str, browser: object) -> None:  # noqa: F811 (the fixture imported above)
+        api_url: str, browser: object) -> None:
     """Alice's long job holds both of the worker's processes; Bob's small job is queued
     behind it: 1st in line, 2 shards ahead, starting when the first of Alice's shards ends
     (an hour or so at the measured rates), and its time left counts that wait (the issue:
@@ -260,6 +257,6 @@ def test_cli_prints_the_estimate_and_takes_accept_long(
     job_id = queued.stdout.split()[0]
     assert "estimate: " in queued.stdout and "no GPU worker connected" in queued.stdout, \
         queued.stdout
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"}) as client:
+    with keyed_client(api_url, key, timeout=5) as client:
         assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 202
         wait_for_job(client, job_id, until=("cancelled",))

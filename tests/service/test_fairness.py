@@ -22,7 +22,7 @@ from sqlalchemy import text
 
 from store.db import session_scope
 from store.settings import Settings
-from tests.support import clean_env, nads_serve, new_key, submit_job, wait_for_job
+from tests.support import clean_env, keyed_client, nads_serve, new_key, submit_job, wait_for_job
 
 from .test_worker_layout import needs_two_cores
 
@@ -104,10 +104,8 @@ def test_a_small_job_waits_one_shard_at_most_on_nads_serve_while_the_catalog_bui
 
     with nads_serve(tmp_path, env) as serve:
         bob_key = new_key(Settings(data_dir=tmp_path / "var"), "bob")
-        with (httpx.Client(base_url=serve.url, timeout=30,
-                           headers={"Authorization": f"Bearer {serve.key}"}) as a,
-              httpx.Client(base_url=serve.url, timeout=30,
-                           headers={"Authorization": f"Bearer {bob_key}"}) as b):
+        with (keyed_client(serve.url, serve.key) as a,
+              keyed_client(serve.url, bob_key) as b):
             catalog = a.get("/v1/catalog/lenet").json()["job_id"]
             deadline = time.monotonic() + 120
             while not any(s for _, s, _ in rows_of(catalog)):

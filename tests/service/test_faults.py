@@ -35,7 +35,7 @@ from nadcore.nads.engine import estimate_nads
 from nads.service_commands import WorkerSupervisor
 from store.migrate import upgrade
 from store.settings import Settings
-from tests.support import ROOT, free_port, new_key, settings_env
+from tests.support import ROOT, free_port, keyed_client, new_key, settings_env
 
 pytestmark = pytest.mark.slow
 
@@ -186,8 +186,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         supervisor.start()
         _wait(lambda: "ready." in _text(supervisor.log_path), 90, "the worker did not start")
         key = new_key(settings, "faults")
-        with httpx.Client(base_url=api.url, headers={"Authorization": f"Bearer {key}"},
-                          timeout=30) as client:
+        with keyed_client(api.url, key) as client:
             yield Stack(redis, pg, api, supervisor, client, settings)
     finally:
         if supervisor is not None:

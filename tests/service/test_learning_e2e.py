@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from store.settings import Settings
-from tests.support import new_key, submit_job, wait_for_job
+from tests.support import keyed_client, new_key, submit_job, wait_for_job
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -46,8 +46,7 @@ def key(settings: Settings, api_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def user(api_url: str, key: str) -> httpx.Client:
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as c:
+    with keyed_client(api_url, key) as c:
         yield c
 
 

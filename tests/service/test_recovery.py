@@ -26,7 +26,15 @@ from store.migrate import upgrade
 from store.models import Job, Shard
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, clean_env, nads_serve, new_key, settings_env, wait_for_job
+from tests.support import (
+    ServerThread,
+    clean_env,
+    keyed_client,
+    nads_serve,
+    new_key,
+    settings_env,
+    wait_for_job,
+)
 
 from .test_faults import (
     PrivateRedis,
@@ -104,8 +112,7 @@ def test_embedded_worker_killed_mid_shard_resumes_within_a_minute(tmp_path: Path
         log = var / "worker.log"
         mains = psutil.Process(serve.proc.pid).children()
         _wait_workers_ready(log, len(mains))
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             job_id = _submit(client, seed=SEED)
             indices = _running(client, job_id)
             victims = _worker_tree(serve.proc.pid)
@@ -127,8 +134,7 @@ def test_nads_serve_stopped_and_started_mid_job_resumes_within_a_minute(tmp_path
     with nads_serve(tmp_path, _embedded_env(), "--data-dir", str(var)) as serve:
         mains = psutil.Process(serve.proc.pid).children()
         _wait_workers_ready(var / "worker.log", len(mains))
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             job_id = _submit(client, seed=SEED)
             indices = _running(client, job_id)
         victims = _worker_tree(serve.proc.pid)
@@ -139,8 +145,7 @@ def test_nads_serve_stopped_and_started_mid_job_resumes_within_a_minute(tmp_path
         assert not any(_alive(p) for p in victims), "a worker process outlived nads serve"
     with nads_serve(tmp_path, _embedded_env(), "--data-dir", str(var)) as serve:
         started = time.monotonic()
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             took = _resumed(client, job_id, indices, started)
             job = wait_for_job(client, job_id, timeout=300)
             assert_identical_to_estimate_nads(client, job, SEED, SPEC)
@@ -171,9 +176,7 @@ def test_redis_worker_lost_for_good_its_shards_move_on_within_a_minute(
             _wait(lambda s=supervisor: "ready." in _text(s.log_path), 120,
                   "a worker did not start")
         key = new_key(settings, "recovery")
-        with ServerThread(_app(settings)) as server, httpx.Client(
-                base_url=server.url, timeout=30,
-                headers={"Authorization": f"Bearer {key}"}) as client:
+        with ServerThread(_app(settings)) as server, keyed_client(server.url, key) as client:
             job_id = _submit(client, seed=SEED)
             _running(client, job_id)
             victim = lost.process

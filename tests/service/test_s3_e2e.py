@@ -15,7 +15,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -24,7 +23,15 @@ from store.blobs_s3 import S3BlobStore
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
 from tests.s3_server import BUCKET, s3_server
-from tests.support import ServerThread, celery_worker, free_port, in_process, new_key, wait_for_job
+from tests.support import (
+    ServerThread,
+    celery_worker,
+    free_port,
+    in_process,
+    keyed_client,
+    new_key,
+    wait_for_job,
+)
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +91,7 @@ def test_api_and_worker_share_only_the_bucket(s3_endpoint: str, private_redis: s
         assert install_shipped(session, api_settings)["lenet"] == "installed"
     with celery_worker(worker_settings, **env), \
             ServerThread(create_app(api_settings)) as server, \
-            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                         timeout=30) as client:
+            keyed_client(server.url, key) as client:
         assert client.get("/readyz").json()["checks"]["blob_store"] == "ok"
         r = client.post("/v1/jobs/nads", json=BODY)
         assert r.status_code == 202, r.text

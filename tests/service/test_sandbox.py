@@ -49,7 +49,14 @@ from tests.hostile_models import (
 )
 from tests.hostile_zips import many_entries_zip
 from tests.listener import Listener
-from tests.support import ServerThread, celery_worker, new_key, reference, wait_for_job
+from tests.support import (
+    ServerThread,
+    celery_worker,
+    keyed_client,
+    new_key,
+    reference,
+    wait_for_job,
+)
 
 pytestmark = pytest.mark.slow
 CANARY = "canary-secret-of-the-worker"  # in the worker's environment
@@ -238,8 +245,7 @@ def unchecked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.
     with celery_worker(settings, NADS_UNSAFE_SKIP_ARCHIVE_CHECKS="true",
                        AWS_SECRET_ACCESS_KEY=CANARY) as worker, \
             ServerThread(create_app(settings)) as server, \
-            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"},
-                         timeout=30) as client:
+            keyed_client(server.url, key) as client:
         UNCHECKED_WORKER.append(worker.pid)
         yield client, settings
 

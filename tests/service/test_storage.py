@@ -25,7 +25,7 @@ from store.blobs import BlobStore, record_blob
 from store.db import get_sessionmaker, session_scope
 from store.models import SUCCEEDED, ApiKey, Artifact, Blob, Job, Upload, utcnow
 from store.settings import Settings
-from tests.support import ServerThread, new_key, settings_env, wait_for_job
+from tests.support import ServerThread, keyed_client, new_key, settings_env, wait_for_job
 
 SMALL = 100_000
 TINY_NAD = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 8, "seed": 1}
@@ -50,8 +50,7 @@ def default_url(settings: Settings) -> Iterator[str]:
 
 def _client(url: str, settings: Settings) -> tuple[httpx.Client, str]:
     key = new_key(settings, f"quota-{uuid.uuid4().hex[:8]}")
-    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                        timeout=30), key
+    return keyed_client(url, key), key
 
 
 def _npy(floats: int, seed: int) -> bytes:

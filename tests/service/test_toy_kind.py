@@ -30,6 +30,7 @@ from tests.support import (
     ROOT,
     celery_worker,
     free_port,
+    keyed_client,
     new_key,
     settings_env,
     wait_for_job,
@@ -85,8 +86,7 @@ def test_a_kind_from_one_module_per_layer_runs_through_the_api_and_a_worker(
     api = f"http://127.0.0.1:{port}"
     with api_process(settings, env, port) as server, \
             celery_worker(settings, queues="gpu,cpu", processes=1, **env), \
-            httpx.Client(base_url=api, headers={"Authorization": f"Bearer {key}"},
-                         timeout=30) as client:
+            keyed_client(api, key) as client:
         wait_healthy(api, server, tmp_path / "api.log")
         kinds = client.get("/v1/kinds").json()
         assert [k["name"] for k in kinds] == ["nads", "probe", "poison", "toy"]

@@ -20,7 +20,7 @@ from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
 from tests.bad_models import Raises, scripted_bytes
-from tests.support import ServerThread, celery_worker, new_key
+from tests.support import ServerThread, celery_worker, keyed_client, new_key
 
 pytestmark = pytest.mark.slow
 BURST = 5
@@ -36,8 +36,7 @@ def lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clien
     env = {"NADS_CATALOG_AUTOBUILD": "", "NADS_HEARTBEAT_INTERVAL_S": "1.0"}
     with celery_worker(settings, queues="validate", processes=1, **env), \
             ServerThread(create_app(settings)) as server:
-        clients = [httpx.Client(base_url=server.url, timeout=60,
-                                headers={"Authorization": f"Bearer {key}"}) for key in keys]
+        clients = [keyed_client(server.url, key, timeout=60) for key in keys]
         yield tuple(clients)
         for client in clients:
             client.close()

@@ -31,7 +31,7 @@ from nadcore.nads.figures import (
 from store.db import session_scope
 from store.settings import Settings
 from tests.browser import screenshot
-from tests.support import failing_poison, new_key, wait_for_job
+from tests.support import failing_poison, keyed_client, new_key, wait_for_job
 
 TIMEOUT_MS = 120_000
 CATALOG = ["logreg", "lenet"]
@@ -149,8 +149,7 @@ def wait_for_catalog(client: httpx.Client, names: list[str], timeout: float = 18
 @pytest.fixture(scope="module")
 def web_user(settings: Settings, api_url: str) -> Iterator[tuple[str, httpx.Client]]:
     key = new_key(settings, f"web-{time.monotonic_ns() % 10**8}")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with keyed_client(api_url, key) as client:
         yield key, client
 
 

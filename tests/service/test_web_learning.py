@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from store.settings import Settings
 from tests.browser import screenshot
-from tests.support import new_key, submit_job, wait_for_job
+from tests.support import keyed_client, new_key, submit_job, wait_for_job
 
 # Logistic regression on 8 x 8 inputs: 256 samples x 2 epochs stay at chance (train loss
 # 0.69-0.80, test 44-50 % on 256 samples: inside 50 +- 9.4); 1,000 x 3 epochs learn (69-74 %
@@ -49,8 +48,7 @@ def _colour(locator: object) -> str:
 def test_job_page_warns_when_nothing_was_learned(browser: object, api_url: str,
                                                  settings: Settings, tmp_path: Path) -> None:
     key = new_key(settings, f"web-learning-{time.monotonic_ns() % 10**8}")
-    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with keyed_client(api_url, key) as client:
         ids = {name: submit_job(client, body, "/v1/jobs/probe")["id"]
                for name, body in (("stuck", STUCK), ("learns", LEARNS), ("partly", PARTLY))}
         jobs = {name: wait_for_job(client, job_id, timeout=180) for name, job_id in ids.items()}

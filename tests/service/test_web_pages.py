@@ -30,7 +30,7 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.settings import SHIPPED_CATALOG_DIR, Settings
 from tests.browser import screenshot
-from tests.support import ServerThread, new_key
+from tests.support import ServerThread, keyed_client, new_key
 
 TIMEOUT_MS = 60_000
 WIDTHS = (1280, 800)
@@ -152,8 +152,7 @@ def test_every_page_fits_and_logs_no_error(browser: object, server: tuple[str, S
                                            tmp_path: Path) -> None:
     url, settings = server
     key = new_key(settings, f"web-pages-{width}")
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                      timeout=30) as client:
+    with keyed_client(url, key) as client:
         r = client.post("/v1/jobs/nads", json=SMALL_JOB)  # queued: no worker here
         assert r.status_code == 202, r.text
         job_id = r.json()["id"]

@@ -9,13 +9,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
 from nadcore import PartialNADs
 from nadcore.cores import usable_cores
-from tests.support import clean_env, nads_serve, wait_for_job
+from tests.support import clean_env, keyed_client, nads_serve, wait_for_job
 
 # two shards of ~40 LeNets (finite differences, 1x32x32): a few seconds each on one core
 SPEC = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 80, "seed": 3,
@@ -55,8 +54,7 @@ def _time(text: str | None) -> datetime | None:
 @needs_two_cores
 def test_embedded_workers_run_one_single_thread_process_per_core(tmp_path: Path) -> None:
     with nads_serve(tmp_path, _env(NADS_CATALOG_AUTOBUILD="")) as serve:
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             r = client.post("/v1/jobs/nads", json=SPEC)
             assert r.status_code == 202, r.text
             job = wait_for_job(client, r.json()["id"], timeout=240)
@@ -95,8 +93,7 @@ def test_users_job_runs_beside_a_catalog_build_not_behind_it(tmp_path: Path) -> 
                  "seed": 5, "shards": 2}
     with nads_serve(tmp_path, _env(NADS_CATALOG_AUTOBUILD="lenet")) as serve:
         assert "catalog: building lenet" in serve.banner
-        with httpx.Client(base_url=serve.url, timeout=30,
-                          headers={"Authorization": f"Bearer {serve.key}"}) as client:
+        with keyed_client(serve.url, serve.key) as client:
             catalog_job = client.get("/v1/catalog/lenet").json()["job_id"]
             deadline = time.monotonic() + 120
             while not any(a for a, _, _ in _shards(tmp_path / "var", catalog_job)):
