@@ -176,6 +176,26 @@ def new_key(settings: Settings, user: str) -> str:
         return create_key(session, user)
 
 
+def submit_at_once(urls: list[str], key: str, body: dict, timeout: float) -> list[int]:
+    """POSTs `body` (with seed i) to /v1/jobs/nads of urls[i], all threads released at once
+    by a barrier, with `key`; the status codes, in the order they came."""
+    codes: list[int] = []
+    barrier = threading.Barrier(len(urls))
+
+    def submit(url: str, seed: int) -> None:
+        barrier.wait()
+        r = httpx.post(url + "/v1/jobs/nads", json={**body, "seed": seed},
+                       headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=submit, args=(u, i)) for i, u in enumerate(urls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return codes
+
+
 def keyed_client(base_url: str, key: str, timeout: float = 30) -> httpx.Client:
     """A client of the API at `base_url` that sends `key` as its bearer token."""
     return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"},

@@ -33,7 +33,7 @@ from store.migrate import upgrade
 from store.models import Worker, utcnow
 from store.settings import Settings
 from tests.fixtures import ThrowawayDatabases
-from tests.support import ServerThread, keyed_client, new_key
+from tests.support import ServerThread, keyed_client, new_key, submit_at_once
 
 TINY = {"architecture": "logreg", "input_shape": [1, 4, 4], "num_networks": 8}
 
@@ -219,23 +219,8 @@ def test_the_rate_is_shared_by_api_processes_and_holds_under_concurrency(
     one key against a limit of 3: exactly 3 accepted."""
     user = f"burst-{uuid.uuid4().hex[:6]}"
     key = new_key(limited, user)
-    headers = {"Authorization": f"Bearer {key}"}
     with ServerThread(create_app(limited)) as second:
-        urls = [server, second.url] * 4
-        codes: list[int] = []
-        barrier = threading.Barrier(len(urls))
-
-        def submit(url: str, seed: int) -> None:
-            barrier.wait()
-            r = httpx.post(url + "/v1/jobs/nads", json={**TINY, "seed": seed}, headers=headers,
-                           timeout=60)
-            codes.append(r.status_code)
-
-        threads = [threading.Thread(target=submit, args=(u, i)) for i, u in enumerate(urls)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        codes = submit_at_once([server, second.url] * 4, key, TINY, timeout=60)
     assert sorted(codes) == [202] * 3 + [429] * 5, codes
 
 
