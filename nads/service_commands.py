@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from nads.data_dir import DataDirRefused, prepare_data_dir
 from nads.gc_command import gc_command
 from nads.local_key import LOCAL_KEY_FILE, read_key_file, write_key_file
 
@@ -65,7 +66,13 @@ def _settings(data_dir: Path | None = None) -> Settings:
         os.environ["NADS_DATA_DIR"] = str(data_dir)
         get_settings.cache_clear()
     settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # umask 077: the workers started later inherit it
+        notes = prepare_data_dir(settings.data_dir)
+    except DataDirRefused as exc:
+        print(f"nads: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    for note in notes:
+        print(f"nads: {note}", file=sys.stderr, flush=True)
     return settings
 
 

@@ -1,0 +1,168 @@
+"""The data dir of `nads serve` and `nads admin` (NADS_DATA_DIR, --data-dir; default ./var): this
+user's alone.
+
+It holds other users' results and uploaded models (blobs), the broker's messages (specs), the
+database and the local key: nothing in it may be readable by other local users, and nothing in
+it, nor a folder on the way to it, may be replaceable by them (a planted database, message or
+blob would be served as this user's). `prepare_data_dir` therefore
+
+- sets the process umask to 077: whatever this process and the workers it starts create
+  afterwards (database, blobs, messages, logs) is 0600 / 0700;
+- creates the data dir 0700 when it is missing;
+- refuses (DataDirRefused) a data dir that is not this user's, or a folder or file on the way to
+  it or in it that is neither this user's nor root's, or a symlink that is neither; a folder on
+  the way that others can write without the sticky bit (they could rename the data dir away and
+  put their own in its place), or the data dir or a folder in it that others can write at all
+  (they may already have put files there: tightening it would shut them in with this user's
+  data). "Others" are any user but the owner: a group that is the owner's private group (its
+  name is the user's and it has no other member: Debian's and Fedora's umask 002) does not count;
+- tightens a data dir of this user's that others can only read or search (0755: what earlier
+  versions made under a umask of 022) to 0700, and says so.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import stat
+from pathlib import Path
+
+PRIVATE_UMASK = 0o077
+FIELD = "NADS_DATA_DIR (--data-dir)"
+_MAX_LINKS = 40  # symlinks followed in one path (the kernel's own limit)
+
+
+class DataDirRefused(Exception):
+    """The data dir, or a path on the way to it or in it, could be changed by another user."""
+
+
+def prepare_data_dir(path: Path) -> list[str]:
+    """Makes `path` the data dir as the module says (umask 077, created 0700, checked); returns
+    a line for each thing it tightened. DataDirRefused when another user could change it."""
+    os.umask(PRIVATE_UMASK)
+    absolute = Path.cwd() / path  # `..` left to the kernel's meaning, as mkdir sees it
+    _check_way(absolute, absolute)  # what exists; mkdir makes the rest, 0700 under the umask
+    absolute.mkdir(parents=True, exist_ok=True)
+    real = absolute.resolve()
+    info = os.stat(real)
+    if info.st_uid != os.geteuid():
+        raise DataDirRefused(_owner_problem(real, "the data dir", info, root_too=False))
+    _refuse_writable(real, "the data dir", info)
+    notes = []
+    if info.st_mode & 0o077:
+        os.chmod(real, 0o700)
+        notes.append(f"{FIELD}: {real} was mode {stat.S_IMODE(info.st_mode):04o} (others "
+                     "could read it); made 0700 (yours alone)")
+    _check_inside(real)
+    return notes
+
+
+def _check_way(path: Path, data_dir: Path, links: int = 0) -> Path | None:
+    """Checks each existing folder and symlink from / down to `path` (following symlinks, each
+    checked where it lies, and its target's way); returns the real path, or None where a part
+    of it does not exist (from there on, nothing to check)."""
+    current = Path("/")
+    for part in path.parts[1:]:
+        if part == "..":  # `current` is a real path: its parent is the kernel's `..`
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            info = os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        role = "the data dir" if candidate == data_dir else f"on the way to {data_dir}"
+        if info.st_uid not in (os.geteuid(), 0):
+            raise DataDirRefused(_owner_problem(candidate, role, info))
+        if stat.S_ISLNK(info.st_mode):
+            if links >= _MAX_LINKS:
+                raise DataDirRefused(f"{FIELD}: {data_dir}: too many symlinks on the way")
+            target = os.readlink(candidate)
+            followed = _check_way(Path(os.path.join(current, target)), data_dir, links + 1)
+            if followed is None:
+                return None
+            current = followed
+            continue
+        if stat.S_ISDIR(info.st_mode) and candidate != data_dir \
+                and not info.st_mode & stat.S_ISVTX:
+            _refuse_writable(candidate, role, info)
+        current = candidate
+    return current
+
+
+def _check_inside(data_dir: Path) -> None:
+    """Every entry under `data_dir` is this user's or root's; no folder in it is writable by
+    others; a symlink in it is checked all the way to its target."""
+    me = os.geteuid()
+    folders = [str(data_dir)]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue  # removed meanwhile (a worker of another serve running)
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # a broker message taken meanwhile
+            if info.st_uid != me and info.st_uid != 0:
+                raise DataDirRefused(_owner_problem(Path(entry.path), "in the data dir", info))
+            if stat.S_ISLNK(info.st_mode):
+                _check_way(Path(folder, os.readlink(entry.path)), data_dir)
+            elif stat.S_ISDIR(info.st_mode):
+                _refuse_writable(Path(entry.path), "in the data dir", info)
+                folders.append(entry.path)
+
+
+def _refuse_writable(path: Path, role: str, info: os.stat_result) -> None:
+    writers = _other_writers(info)
+    if writers:
+        raise DataDirRefused(
+            f"{FIELD}: {path} ({role}; mode {stat.S_IMODE(info.st_mode):04o}) is writable by "
+            f"{writers}: they could have put or swapped files there (database, broker messages, "
+            f"blobs) that `nads serve` would take for yours. Check what is in it, then "
+            f"`chmod go-w {path}`, or use a new folder (--data-dir or NADS_DATA_DIR)")
+
+
+def _other_writers(info: os.stat_result) -> str:
+    """Who besides the owner can write a file of `info` ('' for no one)."""
+    if info.st_mode & stat.S_IWOTH:
+        return "every user"
+    if info.st_mode & stat.S_IWGRP and not _private_group(info.st_gid, info.st_uid):
+        return f"the group {_group_name(info.st_gid)}"
+    return ""
+
+
+def _private_group(gid: int, uid: int) -> bool:
+    """True when group `gid` is user `uid`'s private group: the same name, no other member."""
+    try:
+        group, user = grp.getgrgid(gid), pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return group.gr_name == user.pw_name and set(group.gr_mem) <= {user.pw_name}
+
+
+def _owner_problem(path: Path, role: str, info: os.stat_result, root_too: bool = True) -> str:
+    me = os.geteuid()
+    wanted = f"not by you ({_user_name(me)})" + (" nor root" if root_too and me else "")
+    return (f"{FIELD}: {path} ({role}) is owned by {_user_name(info.st_uid)} (uid "
+            f"{info.st_uid}), {wanted}: that user could put or swap "
+            f"files there (database, broker messages, blobs) that `nads serve` would take for "
+            f"yours, or read them. Use a folder of your own (--data-dir or NADS_DATA_DIR), or "
+            f"check what is in it and take it over (chown -R)")
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
