@@ -39,13 +39,18 @@ def app(settings: Settings) -> Celery:
     return make_celery(settings)
 
 
-@pytest.fixture
-def alice(session: Session) -> ApiKey:
-    user = User(name="alice")
-    key = ApiKey(user=user, name="default", prefix="nads_a", key_hash="a" * 64)
+def add_user(session: Session, name: str) -> ApiKey:
+    """A user `name` and a key of it (prefix and hash made of the name's first letter)."""
+    key = ApiKey(user=User(name=name), name="default", prefix=f"nads_{name[0]}",
+                 key_hash=name[0] * 64)
     session.add(key)
     session.commit()
     return key
+
+
+@pytest.fixture
+def alice(session: Session) -> ApiKey:
+    return add_user(session, "alice")
 
 
 def sent_messages(settings: Settings) -> list[Path]:

@@ -29,6 +29,7 @@ from store.models import (
     utcnow,
 )
 from store.settings import Settings
+from tests.embedded import add_user
 from worker.reconcile import reconcile_once
 
 
@@ -39,14 +40,6 @@ def _fleet(session: Session, processes: int, queues: str = "cpu,gpu", name: str 
     session.add(worker)
     session.commit()
     return worker
-
-
-def _user(session: Session, name: str) -> ApiKey:
-    key = ApiKey(user=User(name=name), name="default", prefix=f"nads_{name[0]}",
-                 key_hash=name[0] * 64)
-    session.add(key)
-    session.commit()
-    return key
 
 
 def _submit(session: Session, app: Celery, key: ApiKey, shards: int, settings: Settings) -> Job:
@@ -72,7 +65,7 @@ def test_a_small_job_goes_before_the_rest_of_a_large_one(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     settings = settings.model_copy(update={"dispatch_slots": 0})  # from the fleet
     _fleet(session, processes=2)
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     record_blob(session, "c" * 64, 1)
     session.commit()
     large = _submit(session, app, alice, 6, settings)
@@ -92,7 +85,7 @@ def test_a_small_job_goes_before_the_rest_of_a_large_one(
 def test_round_robin_between_users_with_large_jobs(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     settings = settings.model_copy(update={"dispatch_slots": 2})
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     record_blob(session, "c" * 64, 1)
     session.commit()
     a = _submit(session, app, alice, 4, settings)
@@ -166,7 +159,7 @@ def test_one_slot_alternates_between_users(
     """With one slot both users always have none in flight when it frees: the user whose
     last shard started longest ago goes first."""
     settings = settings.model_copy(update={"dispatch_slots": 1})
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     record_blob(session, "c" * 64, 1)
     session.commit()
     a = _submit(session, app, alice, 3, settings)
@@ -218,7 +211,7 @@ def test_a_user_over_their_share_is_preempted_for_a_user_who_waits(
     (and has run `preempt_after_s`) is taken back: held again with its attempt not counted,
     its task told to stop, and Bob's shard sent into the slot."""
     settings = settings.model_copy(update={"dispatch_slots": 2, "preempt_after_s": 30})
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     record_blob(session, "c" * 64, 1)
     session.commit()
     large = _submit(session, app, alice, 4, settings)
@@ -248,7 +241,7 @@ def test_a_user_over_their_share_is_preempted_for_a_user_who_waits(
 def test_no_preemption_of_young_shards_nor_when_switched_off(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     settings = settings.model_copy(update={"dispatch_slots": 2, "preempt_after_s": 30})
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     large = _submit(session, app, alice, 4, settings)
     shards = [_run(session, large, i, settings, age_s=10) for i in (0, 1)]
     small = _submit(session, app, bob, 1, settings)

@@ -16,20 +16,12 @@ from sqlalchemy.orm import Session
 
 from jobs.dispatch import dispatch_validations, validation_lost_after_s, validation_slots
 from store.blobs import record_blob
-from store.models import READY, VALIDATING, ApiKey, Architecture, User, Worker, utcnow
+from store.models import READY, VALIDATING, ApiKey, Architecture, Worker, utcnow
 from store.settings import Settings
-from tests.embedded import sent_messages
+from tests.embedded import add_user, sent_messages
 from worker.reconcile import reconcile_once
 
 SHA = "d" * 64
-
-
-def _user(session: Session, name: str) -> ApiKey:
-    key = ApiKey(user=User(name=name), name="default", prefix=f"nads_{name[0]}",
-                 key_hash=name[0] * 64)
-    session.add(key)
-    session.commit()
-    return key
 
 
 def _upload(session: Session, key: ApiKey, name: str) -> str:
@@ -62,7 +54,7 @@ def test_one_users_burst_does_not_hold_back_another_users_upload(
     session.commit()
     assert validation_slots(session, settings) == 1
     record_blob(session, SHA, 1)
-    bob = _user(session, "bob")
+    bob = add_user(session, "bob")
     burst = [_upload(session, alice, f"a{i}") for i in range(5)]
     assert dispatch_validations(app, session, settings) == 1
     assert dispatch_validations(app, session, settings) == 0  # the lane's one process is busy
