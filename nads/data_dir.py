@@ -17,11 +17,14 @@ blob would be served as this user's). `prepare_data_dir` therefore
   data). "Others" are any user but the owner: a group that is the owner's private group (its
   name is the user's and it has no other member: Debian's and Fedora's umask 002) does not count;
 - tightens a data dir of this user's that others can only read or search (0755: what earlier
-  versions made under a umask of 022) to 0700, and says so.
+  versions made under a umask of 022) to 0700, and this user's files and folders in it that
+  others could read to 0600 / 0700 (which also closes a hard link to one made elsewhere), and
+  says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -49,12 +52,19 @@ def prepare_data_dir(path: Path) -> list[str]:
     if info.st_uid != os.geteuid():
         raise DataDirRefused(_owner_problem(real, "the data dir", info, root_too=False))
     _refuse_writable(real, "the data dir", info)
+    opened = _check_inside(real)  # all checked before anything is changed
     notes = []
     if info.st_mode & 0o077:
         os.chmod(real, 0o700)
         notes.append(f"{FIELD}: {real} was mode {stat.S_IMODE(info.st_mode):04o} (others "
                      "could read it); made 0700 (yours alone)")
-    _check_inside(real)
+    for entry, mode in opened:  # also closes a hard link made elsewhere while they were open
+        with contextlib.suppress(FileNotFoundError):  # a broker message taken meanwhile
+            os.chmod(entry, mode & 0o700)
+    if opened:
+        entry, mode = opened[0]
+        notes.append(f"{FIELD}: {len(opened)} files and folders in {real} were open to others "
+                     f"(e.g. {entry}, mode {mode:04o}); made yours alone")
     return notes
 
 
@@ -91,10 +101,12 @@ def _check_way(path: Path, data_dir: Path, links: int = 0) -> Path | None:
     return current
 
 
-def _check_inside(data_dir: Path) -> None:
+def _check_inside(data_dir: Path) -> list[tuple[str, int]]:
     """Every entry under `data_dir` is this user's or root's; no folder in it is writable by
-    others; a symlink in it is checked all the way to its target."""
+    others; a symlink in it is checked all the way to its target. Returns this user's files and
+    folders in it that others may read (path, mode)."""
     me = os.geteuid()
+    opened = []
     folders = [str(data_dir)]
     while folders:
         folder = folders.pop()
@@ -111,9 +123,13 @@ def _check_inside(data_dir: Path) -> None:
                 raise DataDirRefused(_owner_problem(Path(entry.path), "in the data dir", info))
             if stat.S_ISLNK(info.st_mode):
                 _check_way(Path(folder, os.readlink(entry.path)), data_dir)
-            elif stat.S_ISDIR(info.st_mode):
+                continue
+            if stat.S_ISDIR(info.st_mode):
                 _refuse_writable(Path(entry.path), "in the data dir", info)
                 folders.append(entry.path)
+            if info.st_mode & 0o077 and info.st_uid == me:
+                opened.append((entry.path, stat.S_IMODE(info.st_mode)))
+    return opened
 
 
 def _refuse_writable(path: Path, role: str, info: os.stat_result) -> None:

@@ -148,6 +148,24 @@ def test_a_data_dir_others_can_only_read_is_made_0700(tmp_path: Path) -> None:
         assert mode(data) == 0o700
 
 
+def test_what_an_earlier_serve_left_open_in_the_data_dir_is_made_private(tmp_path: Path
+                                                                         ) -> None:
+    """Files and folders made under a umask of 022, and so a hard link to one of them that
+    another user made elsewhere while they could (where fs.protected_hardlinks is 0)."""
+    data = tmp_path / "var"
+    (data / "blobs" / "ab").mkdir(parents=True)
+    (data / "nads.db").write_bytes(b"a database")
+    (data / "blobs" / "ab" / "abcd").write_bytes(b"a result")
+    data.chmod(0o700)
+    elsewhere = tmp_path / "their-link"
+    os.link(data / "nads.db", elsewhere)
+    notes = prepare_data_dir(data)
+    assert len(notes) == 1 and "4 files and folders in" in notes[0], notes
+    assert {p.name: mode(p) for p in data.rglob("*")} == {
+        "nads.db": 0o600, "blobs": 0o700, "ab": 0o700, "abcd": 0o600}
+    assert mode(elsewhere) == 0o600
+
+
 def test_the_commands_refuse_with_exit_2_and_the_reason(
         tmp_path: Path, other: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
