@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -21,7 +22,9 @@ import numpy as np
 import torch
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import delete, select
 
+from jobs.broker import make_celery
 from nadcore import run_spec
 from nadcore.nads.spec import NADSpec
 from nadcore.networks.factory import model_factory
@@ -30,7 +33,9 @@ from nadcore.seeding import eval_point_seed
 from nads.service_commands import stop_process
 from store.auth import create_key
 from store.db import session_scope
+from store.models import Artifact, Job, utcnow
 from store.settings import Settings
+from worker.reconcile import reconcile_once
 
 ROOT = Path(__file__).resolve().parents[1]
 # The operator's /metrics token of the suite's APIs (NADS_METRICS_TOKEN) and its header.
@@ -194,6 +199,23 @@ def submit_at_once(urls: list[str], key: str, body: dict, timeout: float) -> lis
     for t in threads:
         t.join()
     return codes
+
+
+def lose_shard(settings: Settings, job_id: str, index: int, fraction: float) -> str | None:
+    """Rewinds a finished job to "shard `index` was running (at `fraction`) when its worker
+    died": its heartbeat an hour old, its partial result and the job's artifacts gone; then
+    runs the reconciler once, which must send work again. The shard's partial sha256 before."""
+    with session_scope(settings.resolved_database_url) as session:
+        row = session.scalar(select(Job).where(Job.id == job_id))
+        shard = row.shards[index]
+        before = shard.partial_sha256
+        shard.status, shard.partial_sha256, shard.fraction = "running", None, fraction
+        shard.updated_at = shard.heartbeat_at = utcnow() - timedelta(hours=1)  # beat stopped
+        row.status, row.merge_status, row.summary, row.finished_at = "running", None, None, None
+        session.execute(delete(Artifact).where(Artifact.job_pk == row.pk))
+    with session_scope(settings.resolved_database_url) as session:
+        assert reconcile_once(session, make_celery(settings), settings) >= 1
+    return before
 
 
 def keyed_client(base_url: str, key: str, timeout: float = 30) -> httpx.Client:

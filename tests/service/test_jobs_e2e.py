@@ -10,13 +10,12 @@ import io
 import os
 import signal
 import time
-from datetime import timedelta
 
 import httpx
 import numpy as np
 import psutil
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from api.main import create_app
 from jobs.broker import make_celery
@@ -24,7 +23,7 @@ from nadcore import PartialNADs, run_spec
 from nadcore.nads.spec import NADSpec
 from store.blobs import BlobStore
 from store.db import session_scope
-from store.models import Artifact, Job, Shard, utcnow
+from store.models import Job, Shard
 from store.settings import Settings
 from tests.support import (
     METRICS_AUTH,
@@ -32,6 +31,7 @@ from tests.support import (
     assert_matches_reference,
     failing_poison,
     in_process,
+    lose_shard,
     reference,
     wait_for_job,
 )
@@ -223,16 +223,7 @@ def test_a_shard_lost_with_its_worker_is_redone_with_the_same_numbers(
     """Rewinds a finished job to 'shard 1 was running when its worker died' and reconciles."""
     job = finished["lenet"]
     before = {a["name"]: a["sha256"] for a in job["artifacts"]}
-    with session_scope(settings.resolved_database_url) as session:
-        row = session.scalar(select(Job).where(Job.id == job["id"]))
-        shard = row.shards[1]
-        partial_before = shard.partial_sha256
-        shard.status, shard.partial_sha256, shard.fraction = "running", None, 0.3
-        shard.updated_at = shard.heartbeat_at = utcnow() - timedelta(hours=1)  # beat stopped
-        row.status, row.merge_status, row.summary, row.finished_at = "running", None, None, None
-        session.execute(delete(Artifact).where(Artifact.job_pk == row.pk))
-    with session_scope(settings.resolved_database_url) as session:
-        assert reconcile_once(session, make_celery(settings), settings) >= 1
+    partial_before = lose_shard(settings, job["id"], 1, 0.3)
     done = wait_for_job(alice, job["id"])
     assert done["status"] == "succeeded", done["error"]
     assert done["shards"][1]["attempts"] == 2

@@ -10,7 +10,6 @@ import hashlib
 import io
 import json
 import re
-from datetime import timedelta
 from functools import partial
 
 import httpx
@@ -18,25 +17,24 @@ import numpy as np
 import pytest
 import torch
 from matplotlib.image import imread
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from api.main import create_app
-from jobs.broker import make_celery
 from jobs.kinds.probe import count_directions
 from nadcore.probe.engine import make_directions, run_probe
 from nadcore.probe.spec import ProbeSpec
 from store.db import session_scope
-from store.models import Artifact, Job, utcnow
+from store.models import Job
 from store.settings import Settings
 from tests.support import (
     METRICS_AUTH,
     ServerThread,
     cancel_once_running,
+    lose_shard,
     refused_messages,
     submit_job,
     wait_for_job,
 )
-from worker.reconcile import reconcile_once
 
 # The issue's acceptance example, exactly as written there.
 ACCEPTANCE = """{"architecture": "logreg", "input_shape": [1, 32, 32],
@@ -267,15 +265,7 @@ def test_a_probe_shard_lost_with_its_worker_is_redone_with_the_same_numbers(
 ) -> None:
     """Rewinds the finished job to 'shard 0 was running when its worker died', reconciles."""
     before = {a["name"]: a["sha256"] for a in sharded_job["artifacts"]}
-    with session_scope(settings.resolved_database_url) as session:
-        row = session.scalar(select(Job).where(Job.id == sharded_job["id"]))
-        shard = row.shards[0]
-        shard.status, shard.partial_sha256, shard.fraction = "running", None, 0.5
-        shard.updated_at = shard.heartbeat_at = utcnow() - timedelta(hours=1)  # beat stopped
-        row.status, row.merge_status, row.summary, row.finished_at = "running", None, None, None
-        session.execute(delete(Artifact).where(Artifact.job_pk == row.pk))
-    with session_scope(settings.resolved_database_url) as session:
-        assert reconcile_once(session, make_celery(settings), settings) >= 1
+    lose_shard(settings, sharded_job["id"], 0, 0.5)
     done = wait_for_job(alice, sharded_job["id"])
     assert done["status"] == "succeeded", done["error"]
     assert done["shards"][0]["attempts"] == 2
