@@ -1,4 +1,7 @@
-"""Validation errors as `{"detail": [...]}` whose messages start with the field they concern.
+"""Validation errors as `{"detail": [...]}` whose messages start with the field they concern,
+and the domain's refusals (jobs/) mapped to HTTP, all here: `SpecError` and an ambiguous id
+prefix are 422s in pydantic's shape; an estimate over a quota or past the run-time limit a 422
+with the estimate and what fits.
 
 An error echoes at most a short excerpt of what the client sent: a 30 MB string in a field (or
 as a field's name) comes back as its first characters and its length, never whole.
@@ -14,6 +17,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from api.validation import invalid
+from jobs.errors import SpecError
+from jobs.fleet import TooLong
+from jobs.kinds.base import QuotaError
+from jobs.ownership import AmbiguousReference
 
 _LOCATIONS = {"body", "query", "path", "header"}
 EXCERPT_CHARS = 80  # of one echoed value
@@ -121,7 +130,29 @@ async def short_http_error(request: Request, exc: HTTPException) -> Response:
     return await http_exception_handler(request, exc)
 
 
+async def spec_refused(request: Request, exc: Exception) -> JSONResponse:
+    """A spec the domain refused (`SpecError`, `AmbiguousReference`): 422 naming the field."""
+    assert isinstance(exc, SpecError | AmbiguousReference)
+    return await validation_handler(request, invalid(exc.field, exc.reason, exc.value))
+
+
+async def over_quota(_request: Request, exc: QuotaError) -> JSONResponse:
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                        content={"detail": {"msg": str(exc), "estimate": exc.estimate,
+                                            "limits": exc.limits}})
+
+
+async def too_long(_request: Request, exc: TooLong) -> JSONResponse:
+    return JSONResponse(status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+                        content={"detail": {"msg": str(exc), "estimate": exc.estimate,
+                                            "run": exc.run, "fits": exc.fits}})
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(SpecError, spec_refused)
+    app.add_exception_handler(AmbiguousReference, spec_refused)
+    app.add_exception_handler(QuotaError, over_quota)
+    app.add_exception_handler(TooLong, too_long)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(HTTPException, short_http_error)
     app.add_exception_handler(OperationalError, database_unavailable)

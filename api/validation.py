@@ -1,5 +1,5 @@
 """422s in pydantic's shape whose message starts with the field (the API's answer to a domain
-`SpecError` too: api/routers/submit.py)."""
+`SpecError` too: api/errors.py)."""
 
 from __future__ import annotations
 

@@ -59,8 +59,8 @@ def main() -> None:
                 best["built-in"] = min(best["built-in"], time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 parts["uploaded, sandboxed"] = sandboxed_shard(
-                    settings, specs["uploaded, sandboxed"], 0, n, 1, lambda d, t: None,
-                    lambda: False)
+                    settings, specs["uploaded, sandboxed"], blobs.path(sha), 0, n, 1,
+                    lambda d, t: None, lambda: False)
                 best["uploaded, sandboxed"] = min(best["uploaded, sandboxed"],
                                                   time.perf_counter() - t0)
             diff = float(np.abs(parts["built-in"].gradients -

@@ -253,11 +253,13 @@ def largest_fitting(kind: JobKind, estimate: Mapping[str, Any],
 
 class TooLong(ValueError):
     """A job estimated to run past `max_estimated_run_s`; the message says the estimate, why,
-    and what would fit."""
+    and what would fit (`run`, `fits`, and the job's cost `estimate`)."""
 
-    def __init__(self, message: str, run: Mapping[str, Any], fits: Mapping[str, Any]) -> None:
+    def __init__(self, message: str, run: Mapping[str, Any], fits: Mapping[str, Any],
+                 estimate: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.run, self.fits = dict(run), dict(fits)
+        self.estimate = None if estimate is None else dict(estimate)
 
 
 def check_run_time(kind: JobKind, run: Mapping[str, Any], estimate: Mapping[str, Any] | None,
@@ -279,4 +281,4 @@ def check_run_time(kind: JobKind, run: Mapping[str, Any], estimate: Mapping[str,
         f"{human_s(limit)} (NADS_MAX_ESTIMATED_RUN_S) on the workers connected: "
         f"{run.get('fleet', '?')}; {what}{gpu}; or submit again with accept_long=true "
         "(CLI: --accept-long) to queue it anyway",
-        run, {field: fits, "limit_s": limit})
+        run, {field: fits, "limit_s": limit}, estimate)

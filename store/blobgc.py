@@ -4,7 +4,7 @@ ever taking a blob from a writer that is storing or referencing the same content
 
 References. The rows whose foreign keys name `blobs.sha256` (uploads, architectures, artifacts,
 shards' partial results); the catalog's `sha256` and shipped `files`; and the architecture
-archive pinned in the spec of a queued or running job (api/uploaded_architectures.py: the job
+archive pinned in the spec of a queued or running job (jobs/architectures.py: the job
 runs it even if the user deletes the architecture meanwhile; a finished job no longer needs it).
 
 Writers (store/blobs.py `keep_blob`), in the transaction that inserts the reference:

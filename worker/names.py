@@ -1,6 +1,6 @@
-"""What the figures call things: an uploaded architecture by the name its owner gave it (not
-`custom:<id>`), and where a job's NADs come from, read from the database when a merge renders
-its figures."""
+"""What the figures call things, read from the database when a merge's inputs are loaded
+(worker/inputs.py): an uploaded architecture by the name its owner gave it (not
+`custom:<id>`), and where a job's NADs come from."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from sqlalchemy.orm import Session
 
 from jobs.ownership import own_job
 from nadcore.figures import architecture_label
-from store.db import session_scope
 from store.models import Architecture
-from worker.kinds.base import db_url
 
 
-def _given_name(session: Session, architecture: dict) -> str | None:
+def given_name(session: Session, architecture: Any) -> str | None:
+    """The name the owner gave an uploaded architecture (`{"id": ...}`); None for a built-in
+    or once it is deleted."""
+    if hasattr(architecture, "model_dump"):
+        architecture = architecture.model_dump(mode="json")
+    if not isinstance(architecture, dict):
+        return None
     return session.scalar(select(Architecture.name).where(Architecture.id == architecture["id"]))
 
 
@@ -24,15 +28,7 @@ def architecture_name(session: Session, architecture: Any) -> str:
     """A built-in's name; an uploaded architecture's user-given name (`architecture_label`)."""
     if hasattr(architecture, "model_dump"):
         architecture = architecture.model_dump(mode="json")
-    if not isinstance(architecture, dict):
-        return str(architecture)
-    return architecture_label(architecture, _given_name(session, architecture))
-
-
-def given_name(architecture: dict) -> str | None:
-    """The name the owner gave an uploaded architecture; None once it is deleted."""
-    with session_scope(db_url()) as session:
-        return _given_name(session, architecture)
+    return architecture_label(architecture, given_name(session, architecture))
 
 
 def nad_source(session: Session, user_id: int, source: Any) -> str | None:
@@ -53,10 +49,3 @@ def nad_source(session: Session, user_id: int, source: Any) -> str | None:
                                    f"{shape}".strip(),
                                    f"{networks} networks" if networks else "") if v)
     return f"job {job.id[:8]} ({detail})"
-
-
-def names(user_id: int, architecture: Any, source: Any = None) -> tuple[str, str | None]:
-    """(architecture name, NAD source) of a job, in one session."""
-    with session_scope(db_url()) as session:
-        return (architecture_name(session, architecture),
-                None if source is None else nad_source(session, user_id, source))

@@ -1,5 +1,7 @@
-"""Celery tasks: one per unit of work. Each reads the job row, calls nadcore, writes blobs and
-moves the row. A task that finds its work already done (duplicate message) does nothing."""
+"""Celery tasks: one per unit of work. Each reads the job row, loads what the kind's runner
+reads (worker/inputs.py), calls the runner, writes blobs and moves the rows (jobs/state.py).
+Nothing else in the worker's job path opens the database or the blob store. A task that finds
+its work already done (duplicate message) does nothing."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from jobs.dispatch import dispatch_pending, enqueue_merge
 from jobs.fleet import process_rate
 from nadcore import Cancelled
 from store import blobgc
-from store.blobs import keep_blob
+from store.blobs import Blobs, keep_blob, open_blob_store
 from store.db import get_sessionmaker, session_scope
 from store.models import (
     FAILED,
@@ -37,8 +39,9 @@ from store.settings import get_settings
 from worker.app import app
 from worker.calibrate import record_shard, shard_flops
 from worker.heartbeat import shard_heartbeat
+from worker.inputs import load_inputs
 from worker.kinds import runner
-from worker.kinds.base import Claimed, blob_store, db_url
+from worker.kinds.base import Claimed, Inputs
 from worker.reconcile import reconcile_once
 from worker.sandbox import SandboxCancelled
 
@@ -84,7 +87,19 @@ class JobTask(Task):
         _release(None, self.request.hostname)
 
 
-_db_url, _blobs = db_url, blob_store
+def _db_url() -> str:
+    return get_settings().resolved_database_url
+
+
+def _blobs() -> Blobs:
+    return open_blob_store(get_settings())
+
+
+def _inputs(kind: str, spec: dict, user_id: int, partials: list[str] | None = None) -> Inputs:
+    """What the runner of `kind` reads for a shard of `spec`, or for its merge given the
+    shards' `partials` (worker/inputs.py)."""
+    with session_scope(_db_url()) as session:
+        return load_inputs(session, _blobs(), runner(kind), spec, user_id, partials)
 
 
 class _Throttle:
@@ -194,7 +209,8 @@ def run_shard(self: Task, job_id: str, index: int) -> None:
     progress, should_stop = _callbacks(claimed)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
-            part = runner(claimed.kind).run_shard(claimed, progress, should_stop)
+            inputs = _inputs(claimed.kind, claimed.spec, claimed.user_id)
+            part = runner(claimed.kind).run_shard(claimed, inputs, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         _stopped(claimed, self.request.hostname)
         return
@@ -244,11 +260,11 @@ def _store_artifacts(job_id: str, files: list[tuple[Path, str]], summary: dict) 
             one.discard()
 
 
-def _store_result(job_id: str, kind: str, result: object) -> None:
+def _store_result(job_id: str, kind: str, result: object, inputs: Inputs) -> None:
     """Stores a whole job's result as its kind's runner writes it (arrays and figures) and
     moves the job to succeeded; NaN or inf anywhere fails the job."""
     with tempfile.TemporaryDirectory() as tmp:
-        files, summary = runner(kind).result_files(result, Path(tmp))
+        files, summary = runner(kind).result_files(result, inputs, Path(tmp))
         _store_artifacts(job_id, files, summary)
 
 
@@ -266,7 +282,7 @@ def merge(self: Task, job_id: str) -> None:
         if not state.start_merge(session, job.pk):
             return
     with tempfile.TemporaryDirectory() as tmp:
-        files, summary = runner(kind).merge(spec, user_id, shas, Path(tmp))
+        files, summary = runner(kind).merge(spec, _inputs(kind, spec, user_id, shas), Path(tmp))
         _store_artifacts(job_id, files, summary)
     with session_scope(_db_url()) as session:  # a catalog round: the next one, or ready
         catalog.on_job_done(session, app, job_id)
@@ -282,7 +298,8 @@ def run_whole(self: Task, job_id: str) -> None:
     progress, should_stop = _callbacks(claimed)
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
-            result = runner(claimed.kind).run_whole(claimed, progress, should_stop)
+            inputs = _inputs(claimed.kind, claimed.spec, claimed.user_id)
+            result = runner(claimed.kind).run_whole(claimed, inputs, progress, should_stop)
     except (Cancelled, SandboxCancelled):
         _stopped(claimed, self.request.hostname)
         return
@@ -292,7 +309,8 @@ def run_whole(self: Task, job_id: str) -> None:
     if not finished:  # cancelled or preempted meanwhile: a later run stores it
         log.info("job %s: no longer running; its result is dropped", job_id)
         return
-    _store_result(job_id, claimed.kind, result)
+    _store_result(job_id, claimed.kind, result,
+                  _inputs(claimed.kind, claimed.spec, claimed.user_id, []))
 
 
 @app.task(name=RECONCILE)

@@ -23,26 +23,11 @@ from pydantic import BaseModel
 
 from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
-from nadcore.specs.architecture import ArchitectureRef, is_uploaded
 from nadcore.uploaded.validation import TRAINING_BATCH, excerpt
-from store.blobs import open_blob_store
 from store.npz import ArchiveError, read_npz
 from store.settings import Settings
 from worker.kinds.base import NonFiniteResult, require_finite
 from worker.sandbox import Limits, Outcome, SandboxError, run_sandboxed
-
-
-def uses_upload(spec: BaseModel) -> bool:
-    """Whether a job kind's spec names an uploaded architecture (run in the sandbox)."""
-    return is_uploaded(spec.architecture)  # type: ignore[attr-defined]
-
-
-def archive_path(settings: Settings, ref: ArchitectureRef) -> Path:
-    path = open_blob_store(settings).path(ref.sha256 or "")
-    if ref.sha256 is None or not path.is_file():
-        raise SandboxError(f"architecture {ref.id}: its archive is missing from the blob store")
-    return path
-
 
 RESULT_SLACK = 1 << 20  # of a result past its arrays: .npy and zip headers, JSON meta
 
@@ -73,16 +58,16 @@ def sandbox_request(settings: Settings, module: str | None = None, **fields: obj
             **fields}
 
 
-def run_kind(task: str, module: str, settings: Settings, spec: BaseModel, threads: int,
-             limit: int, progress: Progress, should_stop: ShouldStop, budget: Budget | None,
-             arrays: dict[str, np.ndarray] | None = None, **fields: object) -> Outcome:
+def run_kind(task: str, module: str, settings: Settings, spec: BaseModel, archive: Path,
+             threads: int, limit: int, progress: Progress, should_stop: ShouldStop,
+             budget: Budget | None, arrays: dict[str, np.ndarray] | None = None,
+             **fields: object) -> Outcome:
     """`task` of a job kind's side of the sandbox child (`module`: `nadcore.<kind>.sandboxed`)
-    on the spec's uploaded architecture, its result bounded by `limit` bytes; the kind checks
-    what comes back (worker/kinds/<kind>.py)."""
+    on the spec's uploaded architecture (its `archive`, loaded by worker.tasks), its result
+    bounded by `limit` bytes; the kind checks what comes back (worker/kinds/<kind>.py)."""
     request = sandbox_request(settings, module, spec=spec.model_dump(mode="json"), **fields)
-    return run_sandboxed(task, request, archive_path(settings, spec.architecture),  # type: ignore[attr-defined]
-                         job_limits(settings, threads, limit, budget), arrays=arrays,
-                         progress=progress, should_stop=should_stop)
+    return run_sandboxed(task, request, archive, job_limits(settings, threads, limit, budget),
+                         arrays=arrays, progress=progress, should_stop=should_stop)
 
 
 # -- what may come back ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ workers connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from api.architecture_counts import plan_counted
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
@@ -20,12 +20,11 @@ from api.ratelimit import SUBMIT_RATE, check_submission_rate
 from api.schemas.jobs import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
-from api.uploaded_architectures import resolve_architecture
-from api.validation import invalid
-from jobs.fleet import TooLong, check_run_time, estimating_workers, run_estimate
+from jobs.architectures import resolve_architecture
+from jobs.fleet import check_run_time, estimating_workers, run_estimate
 from jobs.kinds import KINDS
-from jobs.kinds.base import Admission, JobKind, QuotaError, SpecError, check_upload
-from jobs.ownership import AmbiguousReference, resolve_references
+from jobs.kinds.base import Admission, JobKind, check_upload
+from jobs.ownership import resolve_references
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -48,26 +47,16 @@ def _add_route(kind: JobKind) -> None:
                settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
                response: Response, accept_long: AcceptLong = False,
                accept_underpowered: AcceptUnderpowered = False) -> JobOut:
-        try:  # the ids the spec names, from unique prefixes to whole ids (jobs/ownership.py)
-            spec = resolve_references(session, key.user_id, spec)
-        except AmbiguousReference as exc:
-            raise invalid(exc.field, exc.reason, exc.value) from None
-        try:
-            check_upload(kind, spec)
-        except SpecError as exc:
-            raise invalid(exc.field, exc.reason, exc.value) from None
-        spec, arch_info = resolve_architecture(session, key.user, spec,
+        # the ids the spec names, from unique prefixes to whole ids (jobs/ownership.py); the
+        # domain's refusals below (SpecError, QuotaError, TooLong) are answered by
+        # api/errors.py
+        spec = resolve_references(session, key.user_id, spec)
+        check_upload(kind, spec)
+        spec, arch_info = resolve_architecture(session, key.user_id, spec,
                                                **kind.architecture(spec))
-        try:
-            plan = plan_counted(kind, spec, Admission(session, key.user_id, settings, blobs,
-                                                      arch_info, accept_underpowered),
-                                session, celery, settings, key)
-        except SpecError as exc:
-            raise invalid(exc.field, exc.reason, exc.value) from None
-        except QuotaError as exc:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                detail={"msg": str(exc), "estimate": exc.estimate,
-                                        "limits": exc.limits}) from None
+        plan = plan_counted(kind, spec, Admission(session, key.user_id, settings, blobs,
+                                                  arch_info, accept_underpowered),
+                            session, celery, settings, key)
         # Again, held to the insert: waiting for a count (plan_counted) ended the transaction
         # in which SUBMIT_RATE locked the key, and concurrent submissions passed it meanwhile.
         check_submission_rate(session, key, settings.submit_rate_per_minute)
@@ -75,12 +64,7 @@ def _add_route(kind: JobKind) -> None:
         workers = estimating_workers(session, settings)
         run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)
         if not accept_long:
-            try:
-                check_run_time(kind, run, plan.estimate, plan.ranges, workers, settings)
-            except TooLong as exc:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                    detail={"msg": str(exc), "estimate": plan.estimate,
-                                            "run": exc.run, "fits": exc.fits}) from None
+            check_run_time(kind, run, plan.estimate, plan.ranges, workers, settings)
         run["accepted_long"] = bool(accept_long and settings.max_estimated_run_s
                                     and (run["run_s"] or 0) > settings.max_estimated_run_s)
         estimate = dict(plan.estimate or {}) | {"run": run}

@@ -4,7 +4,7 @@ A kind's worker half (running a shard, merging the shards) is `worker/kinds/<nam
 
 Admission errors are domain errors, not HTTP ones: `SpecError` (a field and why) and
 `QuotaError` (an estimate over a limit); the API answers both with 422
-(api/routers/jobs.py), in pydantic's shape for the first.
+(api/errors.py), in pydantic's shape for the first.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from jobs.architecture_costs import CostPending, kept_count
+from jobs.errors import SpecError
 from nadcore.specs.architecture import TORCHVISION_PREFIX, ArchitectureRef
 from nadcore.specs.layer_counts import LayerCount, layer_count
 from store.blobs import Blobs
@@ -26,15 +27,6 @@ from store.settings import Settings
 __all__ = ["SEQUENTIAL", "SHARDED", "Admission", "Figure", "Items", "JobKind", "Plan", "Quota",
            "QuotaError", "SpecError", "check_limits", "check_upload", "counted_layers",
            "limits", "uploaded_flops"]
-
-
-class SpecError(ValueError):
-    """A spec refused for a reason the spec's own validation cannot see (a referenced job, an
-    upload, the shape of the directions): `field` and why, with the offending value."""
-
-    def __init__(self, field: str, reason: str, value: Any = None) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field, self.reason, self.value = field, reason, value
 
 
 class QuotaError(ValueError):
@@ -114,7 +106,7 @@ class JobKind(Protocol):
     """One job kind (jobs/kinds/<name>.py defines `KIND`, registered in jobs/kinds/__init__.py).
 
     `architecture(spec)` gives the constraints an uploaded architecture must meet (keyword
-    arguments of `api.uploaded_architectures.resolve_architecture`: networks, outputs,
+    arguments of `jobs.architectures.resolve_architecture`: networks, outputs,
     exact_outputs, input_shape); `plan` checks everything else and returns the plan, or raises
     `SpecError` / `QuotaError`. `worker` names the module that runs and merges its shards.
 

@@ -30,14 +30,12 @@ from jobs.kinds.base import (
     counted_layers,
     uploaded_flops,
 )
-from jobs.ownership import own_job
-from jobs.ownership import own_upload as _own_upload
-from jobs.sources import SourceError, catalog_nads
+from jobs.sources import NADSource, own_upload, resolve_nads
 from nadcore.poison.spec import DATASET_INSTALL, PoisonSpec, clean_position
 from nadcore.specs.layer_counts import LayerCount, layer_count
 from nadcore.specs.ranges import shard_ranges
 from store.blobs import BlobStore
-from store.models import DATASET_UPLOAD, NADS, NADS_UPLOAD, SUCCEEDED, Upload
+from store.models import DATASET_UPLOAD, Upload
 from store.npz import ArchiveError, dataset_train_size, from_json, image_shape, inspect_upload
 from store.settings import Settings
 
@@ -58,18 +56,6 @@ def carrier_rows(num_classes: int, channels: int) -> int:
     """How many NAD rows past the poison index i the carriers use: class t takes row
     i + t // (2C) (docs/science.md, section 4), so rows i .. i + (num_classes - 1) // (2C)."""
     return (num_classes - 1) // (2 * channels)
-
-
-def own_upload(session: Session, user_id: int, upload_id: str, kind: str, field: str) -> Upload:
-    """The caller's upload of `kind`; another user's reads exactly like a missing one."""
-    row = _own_upload(session, user_id, upload_id)
-    if row is None:
-        raise SpecError(field, f"no upload {upload_id!r} of yours", upload_id)
-    if row.kind != kind:
-        want = ".npz dataset" if kind == DATASET_UPLOAD else ".npy NAD array"
-        raise SpecError(field, f"upload {upload_id!r} is a {row.kind} upload, not a {want}",
-                      upload_id)
-    return row
 
 
 def upload_train_size(row: Upload, blobs: BlobStore, settings: Settings
@@ -101,40 +87,24 @@ def train_size(spec: PoisonSpec, session: Session, user_id: int, blobs: BlobStor
     return (min(size, ref.limit_train) if ref.limit_train else size), image
 
 
-def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
-    """`nads.job`: the caller's succeeded NAD job (or `nads.catalog`: a ready catalog entry), on
-    the dataset's image shape, with rows for every carrier; `nads.upload`: the caller's .npy
-    upload (its rows are checked by the worker)."""
-    src = spec.nads
-    if src.upload is not None:
-        own_upload(session, user_id, src.upload, NADS_UPLOAD, "nads.upload")
-        return
-    if src.catalog is not None:  # a ready catalog entry (public): succeeded NAD job
-        field, value, what = "nads.catalog", src.catalog, f"the catalog's {src.catalog!r}"
-        try:
-            job = catalog_nads(session, src.catalog, field)
-        except SourceError as exc:
-            raise SpecError(field, str(exc).partition(": ")[2], src.catalog) from None
-    else:
-        field, value, what = "nads.job", src.job, f"NAD job {src.job!r}"
-        job = own_job(session, user_id, src.job)
-        if job is None:
-            raise SpecError(field, f"no job {src.job!r} of yours", src.job)
-        if job.kind != NADS:
-            raise SpecError(field, f"job {src.job!r} is a {job.kind} job, not a NAD job", src.job)
-        if job.status != SUCCEEDED:
-            raise SpecError(field, f"NAD job {src.job!r} is {job.status}; only a succeeded NAD "
-                          "job can poison a dataset", src.job)
-    if spec.dataset.name is None:
-        return
+def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> NADSource:
+    """The NAD result (`jobs.sources.resolve_nads`: the caller's succeeded NAD job, a ready
+    catalog entry, or the caller's .npy upload, whose rows the worker checks) is on the
+    dataset's image shape, with rows for every carrier; returns it."""
+    source = resolve_nads(session, user_id, spec.nads, "nads", "poison a dataset")
+    if source.spec is None or spec.dataset.name is None:
+        return source
+    field, value = (("nads.catalog", spec.nads.catalog) if spec.nads.catalog is not None
+                    else ("nads.job", spec.nads.job))
+    what = source.what
     shape, classes, _ = NAMED_DATASETS[spec.dataset.name]
-    nad_shape, want = tuple(job.spec["input_shape"]), (1, *shape[1:])
+    nad_shape, want = tuple(source.spec["input_shape"]), (1, *shape[1:])
     if nad_shape != want:
         raise SpecError(field, f"{what} has input_shape {list(nad_shape)}; "
                       f"dataset {spec.dataset.name!r} needs the NADs of a 1-channel "
                       f"{shape[1]}x{shape[2]} architecture, input_shape {list(want)} (each "
                       "channel is poisoned with them)", value)
-    num_nads = int((job.summary or {}).get("num_nads", 0))
+    num_nads = int(source.summary.get("num_nads", 0))
     pixels = shape[1] * shape[2]
     if spec.mode == "flip" and num_nads < pixels - 1:
         raise SpecError(field, f"flip needs a complete NAD basis of H*W = {pixels} rows (or "
@@ -146,6 +116,7 @@ def check_nad_source(session: Session, user_id: int, spec: PoisonSpec) -> None:
             raise SpecError("indices", f"index {top} needs NAD rows {top}..{top + extra} "
                           f"({classes} classes, {shape[0]} channel(s)), {what} has "
                           f"{num_nads} NADs (rows 0 to {num_nads - 1})", spec.indices)
+    return source
 
 
 def check_dataset_readable(spec: PoisonSpec, session: Session, settings: Settings) -> None:

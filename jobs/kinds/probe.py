@@ -26,8 +26,7 @@ from jobs.kinds.base import (
     counted_layers,
     uploaded_flops,
 )
-from jobs.ownership import own_job
-from jobs.sources import SourceError, catalog_nads
+from jobs.sources import NADSource, resolve_nads
 from nadcore.probe.fourier_grid import grid, half_plane
 from nadcore.probe.power import assess as assess_power
 from nadcore.probe.power import refusal
@@ -41,7 +40,6 @@ from nadcore.probe.spec import (
 )
 from nadcore.specs.layer_counts import LayerCount, layer_count
 from nadcore.specs.ranges import shard_ranges
-from store.models import NADS, SUCCEEDED
 from store.settings import Settings
 
 # The paper's full 32 x 32 Fourier grid with its recipe (1024 directions, 20 epochs, 10,000
@@ -148,38 +146,16 @@ def check_probe_quota(estimate: dict[str, Any], settings: Settings) -> None:
                  "reduce the directions, training.epochs or data.num_train")
 
 
-def check_nad_source(session: Session, user_id: int, spec: ProbeSpec) -> None:
-    """For `nad` directions: the NAD job is the caller's, has succeeded, holds every requested
-    row, and its inputs have the probe's shape. Another user's job reads as a missing one."""
+def check_nad_source(session: Session, user_id: int, spec: ProbeSpec) -> NADSource | None:
+    """For `nad` directions: the NAD result (`jobs.sources.resolve_nads`: the caller's
+    succeeded NAD job, or a ready catalog entry) holds every requested row, and its inputs have
+    the probe's shape; returns it (None for other directions)."""
     d = spec.directions
     if not isinstance(d, NADDirections):
-        return
-    if d.catalog is not None:
-        check_catalog_directions(session, spec, d)
-        return
-    if d.job is None:
-        raise SpecError("directions.job", "required: the id of one of your succeeded NAD jobs "
-                      "(or `catalog`: a ready entry of GET /v1/catalog)")
-    source = own_job(session, user_id, d.job)
-    if source is None:
-        raise SpecError("directions.job", f"no job {d.job!r} of yours", d.job)
-    if source.kind != NADS:
-        raise SpecError("directions.job", f"job {d.job!r} is a {source.kind} job, not a NAD job",
-                      d.job)
-    if source.status != SUCCEEDED:
-        raise SpecError("directions.job", f"NAD job {d.job!r} is {source.status}; only a "
-                      "succeeded NAD job can be probed", d.job)
-    check_source_rows(spec, d, source.spec, source.summary, f"NAD job {d.job!r}")
-
-
-def check_catalog_directions(session: Session, spec: ProbeSpec, d: NADDirections) -> None:
-    """`directions.catalog`: a ready catalog entry on the probe's input shape, holding every
-    requested row."""
-    try:
-        source = catalog_nads(session, d.catalog, "directions.catalog")
-    except SourceError as exc:
-        raise SpecError("directions.catalog", str(exc).partition(": ")[2], d.catalog) from None
-    check_source_rows(spec, d, source.spec, source.summary, f"the catalog's {d.catalog!r}")
+        return None
+    source = resolve_nads(session, user_id, d, "directions", "be probed")
+    check_source_rows(spec, d, source.spec, source.summary, source.what)
+    return source
 
 
 def check_source_rows(spec: ProbeSpec, d: NADDirections, source_spec: dict[str, Any],

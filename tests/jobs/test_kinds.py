@@ -27,8 +27,8 @@ from jobs.kinds.base import (
 from nadcore.nads.spec import NADSpec
 from nadcore.poison.spec import PoisonSpec
 from nadcore.probe.spec import ProbeSpec
-from store.blobs import BlobStore
-from store.models import SUCCEEDED, ApiKey, Job, User
+from store.blobs import BlobStore, record_blob
+from store.models import SUCCEEDED, ApiKey, Artifact, Job, User
 from store.settings import Settings
 
 WEB_APP = Path(__file__).resolve().parents[2] / "api" / "web" / "app.js"
@@ -90,8 +90,12 @@ def test_nad_plan_shards_or_runs_whole_and_keeps_the_quota(session: Session, set
 
 
 def _nad_job(session: Session, user_id: int, num_nads: int = 8) -> Job:
+    """A succeeded NAD job of the user, with its nads.npy (its blob row only)."""
     job = Job(id="n" * 32, user_id=user_id, kind="nads", mode=SHARDED, status=SUCCEEDED,
               spec={"input_shape": [1, 8, 8]}, summary={"num_nads": num_nads})
+    record_blob(session, "b" * 64, 1)
+    job.artifacts = [Artifact(name="nads.npy", sha256="b" * 64, size=1,
+                              media_type="application/octet-stream")]
     session.add(job)
     session.commit()
     return job

@@ -1,7 +1,8 @@
 """What a job kind does in the worker (`worker/kinds/<name>.py`, named by the kind's `worker`
-in jobs/kinds): run one shard into a partial that can be saved, and merge the shards' partials
-into artifact files and a summary. `worker.tasks` owns the rows, the blobs and the messages;
-a runner only computes.
+in jobs/kinds): say what its spec refers to (`needs`), run one shard into a partial that can be
+saved, and merge the shards' partials into artifact files and a summary. A runner only
+computes: `worker.tasks` owns the rows, the blobs and the messages, loads the `Inputs` a
+runner's `Needs` name (worker/inputs.py) and stores what it returns.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import numpy as np
 
 from jobs.budget import Budget
 from nadcore.control import Progress, ShouldStop
-from store.blobs import Blobs, open_blob_store
-from store.settings import get_settings
 
 Files = list[tuple[Path, str]]  # (path, media type) of each artifact
 PNG = "image/png"
@@ -38,6 +37,41 @@ class Claimed:
     budget: Budget | None = None  # wall time of a shard on an uploaded model (jobs/budget.py)
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What a spec refers to beyond itself, for `worker.tasks` to load into `Inputs` (the
+    uploaded architecture's archive is always loaded for a shard of one)."""
+
+    nads: Any = None  # the NAD source named by the spec (job, catalog or upload; its sha256)
+    nads_field: str = ""  # where the spec names it ("directions", "nads")
+    dataset_upload: str | None = None  # an uploaded dataset's id
+    catalog_of: str | None = None  # a merge: the ready catalog entry a result is compared with
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A ready catalog entry, for comparing a NAD result with: its name, the `spec` and
+    `summary` of the job that built it, and its NAD array."""
+
+    entry: str
+    spec: dict[str, Any]
+    summary: dict[str, Any]
+    nads: np.ndarray
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What `worker.tasks` loaded for a runner from the rows and blobs its spec refers to."""
+
+    archive: Path | None = None  # an uploaded architecture's archive (a shard: None for a built-in)
+    nads: np.ndarray | None = None  # the NAD array of `Needs.nads`
+    dataset: Path | None = None  # the uploaded dataset's .npz of `Needs.dataset_upload`
+    partials: tuple[Path, ...] = ()  # a merge: the shards' partial files, in shard order
+    given_name: str | None = None  # a merge: the name the owner gave an uploaded architecture
+    source_name: str | None = None  # a merge: what figures call the NAD source
+    reference: Reference | None = None  # a merge: the entry of `Needs.catalog_of`, if ready
+
+
 class Partial(Protocol):
     def save(self, path: Path) -> None: ...
 
@@ -45,13 +79,16 @@ class Partial(Protocol):
 class KindRunner(Protocol):
     """A sharded job runs `run_shard` per shard, then `merge`. A kind whose plan can be
     SEQUENTIAL (jobs/kinds: one task, e.g. a NAD job with early stopping) also defines
-    `run_whole(claimed, progress, should_stop)`, returning a result, and
-    `result_files(result, folder)`, writing it as `merge` does."""
+    `run_whole(claimed, inputs, progress, should_stop)`, returning a result, and
+    `result_files(result, inputs, folder)`, writing it as `merge` does (`inputs`: those of a
+    merge)."""
 
-    def run_shard(self, claimed: Claimed, progress: Progress,
+    def needs(self, spec: dict) -> Needs: ...
+
+    def run_shard(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> Partial: ...
 
-    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
+    def merge(self, spec: dict, inputs: Inputs, folder: Path
               ) -> tuple[Files, dict[str, Any]]: ...
 
 
@@ -70,14 +107,6 @@ def require_finite(**arrays: np.ndarray | None) -> None:
                 f"{name}: {bad} of {array.size} values are not finite (NaN or inf); the "
                 "networks' outputs or gradients overflow or are undefined at these inputs "
                 "(check scale, eval_point and the architecture)")
-
-
-def db_url() -> str:
-    return get_settings().resolved_database_url
-
-
-def blob_store() -> Blobs:
-    return open_blob_store(get_settings())
 
 
 def torch_threads() -> int:

@@ -11,14 +11,12 @@ from typing import Any
 import numpy as np
 
 from jobs.budget import Budget
-from jobs.sources import SourceError, catalog_nads
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
 from nadcore.nads.decompose import subspace_overlap
 from nadcore.nads.engine import merge_key
 from nadcore.nads.figures import render_nad_figures
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
-from store.db import session_scope
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
@@ -26,52 +24,48 @@ from worker.kinds.base import (
     PNG,
     Claimed,
     Files,
+    Inputs,
+    Needs,
     Progress,
+    Reference,
     ShouldStop,
-    blob_store,
-    db_url,
     require_finite,
     torch_threads,
 )
-from worker.names import given_name
 from worker.sandbox import SandboxError
 
 
-def catalog_comparison(summary: dict[str, Any], nads: np.ndarray) -> dict[str, Any] | None:
-    """The overlap ||U_k^T V_k||_F^2 / k of these NADs with those of the ready catalog entry of
-    the same architecture, input shape, method and scale, at the k of STABILITY_KS both hold,
-    beside chance k/D and the top of its noise band (`nadcore.nads.identifiability`: two
-    independent estimates of an isotropic covariance overlap like random subspaces); None when
-    no such entry is ready. With the catalog's seed the first networks are the same ones, and
-    the overlap is then not an independent check: `shared_networks` says how many."""
-    arch = summary.get("architecture")
-    if not isinstance(arch, str):
+def catalog_comparison(summary: dict[str, Any], nads: np.ndarray,
+                       reference: Reference | None) -> dict[str, Any] | None:
+    """The overlap ||U_k^T V_k||_F^2 / k of these NADs with those of `reference`, the ready
+    catalog entry of the same architecture, when it has the same input shape, method and
+    scale, at the k of STABILITY_KS both hold, beside chance k/D and the top of its noise band
+    (`nadcore.nads.identifiability`: two independent estimates of an isotropic covariance
+    overlap like random subspaces); None when there is no such entry. With the catalog's seed
+    the first networks are the same ones, and the overlap is then not an independent check:
+    `shared_networks` says how many."""
+    if reference is None or not isinstance(summary.get("architecture"), str):
         return None
-    with session_scope(db_url()) as session:
-        try:
-            source = catalog_nads(session, arch, "architecture")
-        except SourceError:
-            return None
-    spec = source.spec
+    spec = reference.spec
     if (list(spec["input_shape"]) != list(summary["input_shape"])
             or spec["method"] != summary["method"]
             or (summary["method"] == "finite_difference" and spec["scale"] != summary["scale"])):
         return None
-    reference = np.load(blob_store().path(source.nads_sha256))
     dim = nads.shape[1]
-    ks = [k for k in STABILITY_KS if k <= min(nads.shape[0], reference.shape[0], dim)]
-    networks = source.summary.get("num_networks")
+    ks = [k for k in STABILITY_KS if k <= min(nads.shape[0], reference.nads.shape[0], dim)]
+    networks = reference.summary.get("num_networks")
     shared = (min(summary["num_networks"], networks)
               if networks is not None and spec.get("seed") == summary.get("seed")
               and spec.get("eval_point") is None and summary.get("eval_point") != "given"
               else 0)
-    return {"entry": arch, "networks": networks, "shared_networks": shared,
-            "ks": [{"k": k, "overlap": round(subspace_overlap(nads, reference, k), 6),
+    return {"entry": reference.entry, "networks": networks, "shared_networks": shared,
+            "ks": [{"k": k, "overlap": round(subspace_overlap(nads, reference.nads, k), 6),
                     "chance": round(chance(k, dim), 6),
                     "noise_upper": round(noise_upper(k, dim), 6)} for k in ks]}
 
 
-def result_files(result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]]:
+def result_files(result: NADResult, inputs: Inputs, folder: Path
+                 ) -> tuple[Files, dict[str, Any]]:
     """A NAD result's arrays as .npy files and its figures (preview.png, spectrum.png), with
     its summary (and its overlap with the catalog's entry, `catalog_comparison`); NaN or inf
     anywhere raises `NonFiniteResult` (the job fails)."""
@@ -82,23 +76,24 @@ def result_files(result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]
         np.save(path, np.ascontiguousarray(array))
         files.append((path, NPY))
     summary = result.summary()
-    summary["catalog"] = catalog_comparison(summary, result.nads)
+    summary["catalog"] = catalog_comparison(summary, result.nads, inputs.reference)
     if isinstance(summary.get("architecture"), dict):  # an uploaded one: titled by its name
-        summary["architecture_name"] = given_name(summary["architecture"])
+        summary["architecture_name"] = inputs.given_name
     figures = render_nad_figures(result.nads, result.eigenvalues, summary, folder)
     return files + [(path, PNG) for path in figures], summary
 
 
-def sandboxed_shard(settings: Settings, spec: NADSpec, start: int, stop: int, threads: int,
-                    progress: Progress, should_stop: ShouldStop, budget: Budget | None = None
-                    ) -> PartialNADs:
+def sandboxed_shard(settings: Settings, spec: NADSpec, archive: Path, start: int, stop: int,
+                    threads: int, progress: Progress, should_stop: ShouldStop,
+                    budget: Budget | None = None) -> PartialNADs:
     """Networks start..stop-1 of a NAD job on an uploaded architecture, in the sandbox
     (nadcore.nads.sandboxed), the partial checked before it is kept."""
     what = f"networks {start}..{stop - 1}"
     d = spec.input_dim
     limit = uploaded.result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
-    outcome = uploaded.run_kind("shard", "nadcore.nads.sandboxed", settings, spec, threads, limit,
-                                progress, should_stop, budget, start=start, stop=stop)
+    outcome = uploaded.run_kind("shard", "nadcore.nads.sandboxed", settings, spec, archive,
+                                threads, limit, progress, should_stop, budget, start=start,
+                                stop=stop)
     part = uploaded.load_result(PartialNADs.load, outcome.result, what, limit)
     assert isinstance(part, PartialNADs)
     if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
@@ -117,14 +112,15 @@ def sandboxed_shard(settings: Settings, spec: NADSpec, start: int, stop: int, th
     return part
 
 
-def sandboxed_whole(settings: Settings, spec: NADSpec, threads: int, progress: Progress,
-                    should_stop: ShouldStop, budget: Budget | None = None) -> NADResult:
+def sandboxed_whole(settings: Settings, spec: NADSpec, archive: Path, threads: int,
+                    progress: Progress, should_stop: ShouldStop, budget: Budget | None = None
+                    ) -> NADResult:
     """A whole NAD job (early stopping) on an uploaded architecture, in the sandbox, its
     result checked before it is kept."""
     what = "the job"
     limit = uploaded.result_bytes(spec.num_nads * spec.input_dim, spec.num_nads, spec.input_dim)
-    outcome = uploaded.run_kind("whole", "nadcore.nads.sandboxed", settings, spec, threads, limit,
-                                progress, should_stop, budget)
+    outcome = uploaded.run_kind("whole", "nadcore.nads.sandboxed", settings, spec, archive,
+                                threads, limit, progress, should_stop, budget)
 
     def load(buf: io.BytesIO) -> dict[str, np.ndarray]:
         with np.load(buf, allow_pickle=False) as z:
@@ -151,33 +147,37 @@ def sandboxed_whole(settings: Settings, spec: NADSpec, threads: int, progress: P
 
 
 class NADRunner:
-    def run_shard(self, claimed: Claimed, progress: Progress,
+    def needs(self, spec: dict) -> Needs:
+        """A result is compared with the catalog's entry of its (built-in) architecture."""
+        arch = spec.get("architecture")
+        return Needs(catalog_of=arch if isinstance(arch, str) else None)
+
+    def run_shard(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> PartialNADs:
         spec = NADSpec.model_validate(claimed.spec)
         start, stop = spec.shard_ranges()[claimed.index]
-        if uploaded.uses_upload(spec):
-            return sandboxed_shard(get_settings(), spec, start, stop, torch_threads(),
-                                      progress, should_stop, claimed.budget)
+        if inputs.archive is not None:
+            return sandboxed_shard(get_settings(), spec, inputs.archive, start, stop,
+                                   torch_threads(), progress, should_stop, claimed.budget)
         return compute_shard(spec, start, stop, progress=progress, should_stop=should_stop)
 
-    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
-              ) -> tuple[Files, dict[str, Any]]:
+    def merge(self, spec: dict, inputs: Inputs, folder: Path) -> tuple[Files, dict[str, Any]]:
         nad_spec = NADSpec.model_validate(spec)
-        blobs = blob_store()
-        partials = [PartialNADs.load(blobs.path(sha)) for sha in shas]
-        return result_files(finalize(nad_spec, merge_partials(partials)), folder)
+        partials = [PartialNADs.load(path) for path in inputs.partials]
+        return result_files(finalize(nad_spec, merge_partials(partials)), inputs, folder)
 
-    def run_whole(self, claimed: Claimed, progress: Progress,
+    def run_whole(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> NADResult:
         """The whole job in one task: required when early stopping (target_stability) is on."""
         spec = NADSpec.model_validate(claimed.spec)
-        if uploaded.uses_upload(spec):
-            return sandboxed_whole(get_settings(), spec, torch_threads(), progress,
-                                      should_stop, claimed.budget)
+        if inputs.archive is not None:
+            return sandboxed_whole(get_settings(), spec, inputs.archive, torch_threads(),
+                                   progress, should_stop, claimed.budget)
         return run_spec(spec, progress=progress, should_stop=should_stop)
 
-    def result_files(self, result: NADResult, folder: Path) -> tuple[Files, dict[str, Any]]:
-        return result_files(result, folder)
+    def result_files(self, result: NADResult, inputs: Inputs, folder: Path
+                     ) -> tuple[Files, dict[str, Any]]:
+        return result_files(result, inputs, folder)
 
 
 RUNNER = NADRunner()

@@ -11,26 +11,20 @@ writes the metrics, the figures and, with `keep_dataset`, the poisoned training 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy.orm import Session
 
 from jobs.budget import Budget
-from jobs.ownership import own_upload
-from jobs.sources import SourceError, nads_blob_of_catalog, nads_blob_of_job
+from nadcore.figures import architecture_label
 from nadcore.poison.datasets import ImageDataset, load_dataset
 from nadcore.poison.engine import flip_dataset, poison_dataset
 from nadcore.poison.figures import render_examples, render_poison_accuracy, render_poison_curves
 from nadcore.poison.spec import PoisonSpec, clean_position
 from nadcore.training.learning_check import poison_learning
 from nadcore.training.shards import PoisonPartial, run_poison_shard
-from store.blobs import BlobStore
-from store.db import session_scope
-from store.models import DATASET_UPLOAD, NADS_UPLOAD
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
@@ -38,60 +32,24 @@ from worker.kinds.base import (
     PNG,
     Claimed,
     Files,
+    Inputs,
+    Needs,
     Progress,
     ShouldStop,
-    blob_store,
-    db_url,
     require_finite,
     torch_threads,
 )
-from worker.names import names
 from worker.tiling import concatenate_tiles
 
 JSON = "application/json"
 EXAMPLES = 6  # training images shown in examples.png
 
 
-@dataclass(frozen=True)
-class Sources:
-    """sha256 of the blobs a job reads: the NAD array and, for an uploaded dataset, its .npz."""
-
-    nads: str
-    dataset: str | None
-
-
-def _upload_sha(session: Session, user_id: int, upload_id: str, kind: str, field: str) -> str:
-    row = own_upload(session, user_id, upload_id)
-    if row is None or row.kind != kind:
-        raise SourceError(f"{field}: upload {upload_id!r} no longer exists")
-    return row.sha256
-
-
-def sources(session: Session, user_id: int, spec: PoisonSpec) -> Sources:
-    """Resolves the spec's references to blobs, for the user who submitted it."""
-    if spec.nads.upload is not None:
-        nads = _upload_sha(session, user_id, spec.nads.upload, NADS_UPLOAD, "nads.upload")
-    elif spec.nads.catalog is not None:
-        nads = nads_blob_of_catalog(session, spec.nads.catalog, "nads.catalog")
-    else:
-        nads = nads_blob_of_job(session, user_id, spec.nads.job, "nads.job")
-    dataset = None
-    if spec.dataset.upload is not None:
-        dataset = _upload_sha(session, user_id, spec.dataset.upload, DATASET_UPLOAD,
-                              "dataset.upload")
-    return Sources(nads, dataset)
-
-
-def load_inputs(spec: PoisonSpec, blobs: BlobStore, src: Sources, datasets_dir: Path
-                ) -> tuple[ImageDataset, np.ndarray]:
-    """The job's dataset and NAD array (the engine checks their shapes and contents)."""
-    upload_path = None if src.dataset is None else blobs.path(src.dataset)
-    data = load_dataset(spec.dataset, data_dir=datasets_dir, upload_path=upload_path)
-    try:
-        nads = np.load(blobs.path(src.nads), allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"nads: not a readable .npy file ({exc})") from exc
-    return data, nads
+def load_data(spec: PoisonSpec, inputs: Inputs) -> ImageDataset:
+    """The job's dataset: a named one from the datasets directory, or the loaded upload (the
+    engine checks its shapes and contents, and those of the NAD array)."""
+    return load_dataset(spec.dataset, data_dir=get_settings().resolved_datasets_dir,
+                        upload_path=inputs.dataset)
 
 
 def concatenate_shards(partials: list[PoisonPartial], count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -236,15 +194,8 @@ def _numpy(t: torch.Tensor | np.ndarray) -> np.ndarray:
     return t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
 
 
-def inputs(user_id: int, spec: PoisonSpec) -> tuple[ImageDataset, np.ndarray]:
-    """The dataset and NAD array of a poison job (resolved for the user who submitted it)."""
-    with session_scope(db_url()) as session:
-        src = sources(session, user_id, spec)
-    return load_inputs(spec, blob_store(), src, get_settings().resolved_datasets_dir)
-
-
-def sandboxed_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
-                    start: int, stop: int, threads: int, progress: Progress,
+def sandboxed_shard(settings: Settings, spec: PoisonSpec, archive: Path, data: ImageDataset,
+                    nads: np.ndarray, start: int, stop: int, threads: int, progress: Progress,
                     should_stop: ShouldStop, budget: Budget | None = None) -> PoisonPartial:
     """Models start..stop-1 of a poison job on an uploaded architecture, in the sandbox
     (nadcore.poison.sandboxed), the partial checked before it is kept."""
@@ -253,7 +204,8 @@ def sandboxed_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, na
     limit = uploaded.result_bytes(2, 2 * n * epochs)  # train and test: (n, epochs)
     arrays = {"x_train": data.x_train.numpy(), "y_train": data.y_train.numpy(),
               "x_test": data.x_test.numpy(), "y_test": data.y_test.numpy(), "nads": nads}
-    outcome = uploaded.run_kind("shard", "nadcore.poison.sandboxed", settings, spec, threads,
+    outcome = uploaded.run_kind("shard", "nadcore.poison.sandboxed", settings, spec, archive,
+                                threads,
                                 limit, progress, should_stop, budget, arrays=arrays,
                                 start=start, stop=stop, num_classes=data.num_classes,
                                 dataset=data.name)
@@ -264,28 +216,32 @@ def sandboxed_shard(settings: Settings, spec: PoisonSpec, data: ImageDataset, na
 
 
 class PoisonRunner:
-    def run_shard(self, claimed: Claimed, progress: Progress,
+    def needs(self, spec: dict) -> Needs:
+        """The NAD array, and an uploaded dataset."""
+        poison_spec = PoisonSpec.model_validate(spec)
+        return Needs(nads=poison_spec.nads, nads_field="nads",
+                     dataset_upload=poison_spec.dataset.upload)
+
+    def run_shard(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> PoisonPartial:
         spec = PoisonSpec.model_validate(claimed.spec)
-        data, nads = inputs(claimed.user_id, spec)
-        if uploaded.uses_upload(spec):
-            return sandboxed_shard(get_settings(), spec, data, nads, claimed.start,
-                                         claimed.stop, torch_threads(), progress, should_stop,
-                                         claimed.budget)
+        data, nads = load_data(spec, inputs), inputs.nads
+        if inputs.archive is not None:
+            return sandboxed_shard(get_settings(), spec, inputs.archive, data, nads,
+                                   claimed.start, claimed.stop, torch_threads(), progress,
+                                   should_stop, claimed.budget)
         return run_poison_shard(spec, data, nads, claimed.start, claimed.stop,
                                 progress=progress, should_stop=should_stop)
 
-    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
-              ) -> tuple[Files, dict[str, Any]]:
+    def merge(self, spec: dict, inputs: Inputs, folder: Path) -> tuple[Files, dict[str, Any]]:
         """Concatenates the shards' accuracies in index order, writes metrics, figures and
         (with keep_dataset) the poisoned training sets."""
         poison_spec = PoisonSpec.model_validate(spec)
-        data, nads = inputs(user_id, poison_spec)
-        blobs = blob_store()
-        partials = [PoisonPartial.load(blobs.path(sha)) for sha in shas]
+        data, nads = load_data(poison_spec, inputs), inputs.nads
+        partials = [PoisonPartial.load(path) for path in inputs.partials]
         train, test, clean = split_clean(poison_spec, partials)
         require_finite(train_accuracy=train, test_accuracy=test)
-        name, _ = names(user_id, poison_spec.architecture)
+        name = architecture_label(spec["architecture"], inputs.given_name)
         files = write_artifacts(poison_spec, data, nads, train, test, folder, clean, name)
         return files, summarize(poison_spec, train, test, partials, data, clean)
 

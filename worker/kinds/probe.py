@@ -13,18 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy.orm import Session
 
 from jobs.budget import Budget
-from jobs.sources import nads_blob_of_catalog, nads_blob_of_job
+from nadcore.figures import architecture_label
 from nadcore.probe.directions import direction_frequencies, make_directions
 from nadcore.probe.figures import render_accuracy_vs_index, render_heatmap, render_probe_curves
 from nadcore.probe.intervals import CONFIDENCE, direction_intervals
 from nadcore.probe.spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.training.learning_check import probe_learning
 from nadcore.training.shards import ProbePartial, run_probe_shard
-from store.blobs import BlobStore
-from store.db import session_scope
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
@@ -32,35 +29,23 @@ from worker.kinds.base import (
     PNG,
     Claimed,
     Files,
+    Inputs,
+    Needs,
     Progress,
     ShouldStop,
-    blob_store,
-    db_url,
     require_finite,
     torch_threads,
 )
-from worker.names import names
 from worker.tiling import concatenate_tiles
 
 HEAD = 16  # directions listed first in the job summary
 PER_DIRECTION = 1024  # every direction's mean and interval in the summary up to this many
 
 
-def nad_source_sha(session: Session, user_id: int, spec: ProbeSpec) -> str | None:
-    """sha256 of the `nads.npy` blob of the NAD job (of user `user_id`) that `nad` directions
-    refer to; None for other directions."""
-    d = spec.directions
-    if not isinstance(d, NADDirections):
-        return None
-    if d.catalog is not None:
-        return nads_blob_of_catalog(session, d.catalog, "directions.catalog")
-    return nads_blob_of_job(session, user_id, d.job, "directions.job")
-
-
-def build_directions(spec: ProbeSpec, blobs: BlobStore, nad_sha: str | None) -> np.ndarray:
-    """All the job's directions, (n, C*H*W) float32 unit rows, in direction-index order."""
-    nad_array = None if nad_sha is None else np.load(blobs.path(nad_sha))
-    return make_directions(spec, nad_array)
+def build_directions(spec: ProbeSpec, inputs: Inputs) -> np.ndarray:
+    """All the job's directions, (n, C*H*W) float32 unit rows, in direction-index order (nad
+    directions: rows of the loaded NAD array)."""
+    return make_directions(spec, inputs.nads)
 
 
 def concatenate_shards(partials: list[ProbePartial], units: int
@@ -206,16 +191,16 @@ def write_artifacts(spec: ProbeSpec, directions: np.ndarray, accuracies: Accurac
     return files
 
 
-def sandboxed_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray, start: int,
-                    stop: int, threads: int, progress: Progress, should_stop: ShouldStop,
-                    budget: Budget | None = None) -> ProbePartial:
+def sandboxed_shard(settings: Settings, spec: ProbeSpec, archive: Path, directions: np.ndarray,
+                    start: int, stop: int, threads: int, progress: Progress,
+                    should_stop: ShouldStop, budget: Budget | None = None) -> ProbePartial:
     """Trainings start..stop-1 of a probe job on an uploaded architecture, in the sandbox
     (nadcore.probe.sandboxed), the partial checked before it is kept."""
     what = f"directions {start}..{stop - 1}"
     n = stop - start
     limit = uploaded.result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
-    outcome = uploaded.run_kind("shard", "nadcore.probe.sandboxed", settings, spec, threads,
-                                limit, progress, should_stop, budget,
+    outcome = uploaded.run_kind("shard", "nadcore.probe.sandboxed", settings, spec, archive,
+                                threads, limit, progress, should_stop, budget,
                                 arrays={"directions": directions}, start=start, stop=stop)
     part = uploaded.load_result(ProbePartial.load, outcome.result, what, limit)
     assert isinstance(part, ProbePartial)
@@ -225,36 +210,36 @@ def sandboxed_shard(settings: Settings, spec: ProbeSpec, directions: np.ndarray,
 
 
 class ProbeRunner:
-    def run_shard(self, claimed: Claimed, progress: Progress,
+    def needs(self, spec: dict) -> Needs:
+        """`nad` directions read their NAD array."""
+        directions = ProbeSpec.model_validate(spec).directions
+        if isinstance(directions, NADDirections):
+            return Needs(nads=directions, nads_field="directions")
+        return Needs()
+
+    def run_shard(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> ProbePartial:
         spec = ProbeSpec.model_validate(claimed.spec)
-        with session_scope(db_url()) as session:
-            nad_sha = nad_source_sha(session, claimed.user_id, spec)
-        directions = build_directions(spec, blob_store(), nad_sha)
-        if uploaded.uses_upload(spec):
-            return sandboxed_shard(get_settings(), spec, directions, claimed.start,
-                                        claimed.stop, torch_threads(), progress, should_stop,
-                                        claimed.budget)
+        directions = build_directions(spec, inputs)
+        if inputs.archive is not None:
+            return sandboxed_shard(get_settings(), spec, inputs.archive, directions,
+                                   claimed.start, claimed.stop, torch_threads(), progress,
+                                   should_stop, claimed.budget)
         return run_probe_shard(spec, directions, claimed.start, claimed.stop,
                                progress=progress, should_stop=should_stop)
 
-    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
-              ) -> tuple[Files, dict[str, Any]]:
+    def merge(self, spec: dict, inputs: Inputs, folder: Path) -> tuple[Files, dict[str, Any]]:
         """Concatenates the shards' directions in order, writes the arrays and the figures."""
         probe_spec = ProbeSpec.model_validate(spec)
-        with session_scope(db_url()) as session:
-            nad_sha = nad_source_sha(session, user_id, probe_spec)
-        blobs = blob_store()
-        directions = build_directions(probe_spec, blobs, nad_sha)
-        partials = [ProbePartial.load(blobs.path(sha)) for sha in shas]
+        directions = build_directions(probe_spec, inputs)
+        partials = [ProbePartial.load(path) for path in inputs.partials]
         n = directions.shape[0]
         unit_accuracies, curves = concatenate_shards(partials, probe_spec.units(n))
         require_finite(accuracies=unit_accuracies)
         accuracies = Accuracies.of(probe_spec, unit_accuracies, n)
-        source = probe_spec.directions if isinstance(probe_spec.directions, NADDirections) else None
-        name, source_name = names(user_id, probe_spec.architecture, source)
+        name = architecture_label(spec["architecture"], inputs.given_name)
         files = write_artifacts(probe_spec, directions, accuracies, curves, folder, name,
-                                source_name)
+                                inputs.source_name)
         return files, summarize(probe_spec, accuracies, partials, curves)
 
 

@@ -8,24 +8,27 @@ from typing import Any
 import numpy as np
 from toy_core import ToyPartial, ToySpec, merge, sum_squares
 
-from worker.kinds.base import NPY, PNG, Claimed, Files, Progress, ShouldStop, blob_store
+from worker.kinds.base import NPY, PNG, Claimed, Files, Inputs, Needs, Progress, ShouldStop
 
 
 class ToyRunner:
-    def run_shard(self, claimed: Claimed, progress: Progress,
+    def needs(self, spec: dict) -> Needs:
+        return Needs()
+
+    def run_shard(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> ToyPartial:
         return sum_squares(claimed.start, claimed.stop, progress, should_stop)
 
-    def merge(self, spec: dict, user_id: int, shas: list[str], folder: Path
-              ) -> tuple[Files, dict[str, Any]]:
-        blobs = blob_store()
-        return self.result_files(merge([ToyPartial.load(blobs.path(s)) for s in shas]), folder)
+    def merge(self, spec: dict, inputs: Inputs, folder: Path) -> tuple[Files, dict[str, Any]]:
+        partials = [ToyPartial.load(path) for path in inputs.partials]
+        return self.result_files(merge(partials), inputs, folder)
 
-    def run_whole(self, claimed: Claimed, progress: Progress,
+    def run_whole(self, claimed: Claimed, inputs: Inputs, progress: Progress,
                   should_stop: ShouldStop) -> ToyPartial:
         return sum_squares(0, ToySpec.model_validate(claimed.spec).count, progress, should_stop)
 
-    def result_files(self, result: ToyPartial, folder: Path) -> tuple[Files, dict[str, Any]]:
+    def result_files(self, result: ToyPartial, inputs: Inputs, folder: Path
+                     ) -> tuple[Files, dict[str, Any]]:
         import matplotlib
 
         matplotlib.use("Agg")
