@@ -6,8 +6,9 @@ reads the pinned blob (a job stored before pinning resolves it again, the same w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -25,6 +26,8 @@ from store.models import (
     Job,
     Upload,
 )
+
+RefT = TypeVar("RefT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,12 @@ def own_upload(session: Session, user_id: int, upload_id: str, kind: str, field:
         raise SpecError(field, f"upload {upload_id!r} is a {row.kind} upload, not a {want}",
                         upload_id)
     return row
+
+
+def pin_nads(ref: RefT, source: NADSource) -> RefT:
+    """The reference `ref` with the sha256 of the NAD result it resolved to (`resolve_nads`),
+    for the stored spec: the worker reads that blob, whatever the source becomes."""
+    return ref.model_copy(update={"sha256": source.sha256})
 
 
 def resolve_nads(session: Session, user_id: int, ref: Any, field: str, use: str) -> NADSource:

@@ -68,6 +68,8 @@ def _add_route(kind: JobKind) -> None:
         run["accepted_long"] = bool(accept_long and settings.max_estimated_run_s
                                     and (run["run_s"] or 0) > settings.max_estimated_run_s)
         estimate = dict(plan.estimate or {}) | {"run": run}
+        if plan.spec is not None:  # its references pinned (jobs.sources.pin_nads)
+            spec = plan.spec
         return submit_job(session, celery, key, response, kind=kind.name, mode=plan.mode,
                           spec=spec.model_dump(mode="json"), estimate=estimate,
                           ranges=plan.ranges, settings=settings)

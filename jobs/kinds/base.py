@@ -77,11 +77,13 @@ class Items:
 @dataclass(frozen=True)
 class Plan:
     """How an admitted spec runs: `sharded` (one task per range, then a merge) or `sequential`
-    (one task), its cost estimate (stored with the job) and the shards' index ranges."""
+    (one task), its cost estimate (stored with the job) and the shards' index ranges; `spec`:
+    the spec to store, its references pinned (`jobs.sources.pin_nads`), None: as submitted."""
 
     mode: str
     estimate: dict[str, Any] | None
     ranges: list[tuple[int, int]]
+    spec: BaseModel | None = None
 
 
 @dataclass(frozen=True)

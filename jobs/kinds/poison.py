@@ -30,7 +30,7 @@ from jobs.kinds.base import (
     counted_layers,
     uploaded_flops,
 )
-from jobs.sources import NADSource, own_upload, resolve_nads
+from jobs.sources import NADSource, own_upload, pin_nads, resolve_nads
 from nadcore.poison.spec import DATASET_INSTALL, PoisonSpec, clean_position
 from nadcore.specs.layer_counts import LayerCount, layer_count
 from nadcore.specs.ranges import shard_ranges
@@ -211,13 +211,14 @@ class PoisonKind:
     def plan(self, spec: PoisonSpec, admission: Admission) -> Plan:
         size, image = train_size(spec, admission.session, admission.user_id, admission.blobs,
                                  admission.settings)
-        check_nad_source(admission.session, admission.user_id, spec)
+        source = check_nad_source(admission.session, admission.user_id, spec)
         named = NAMED_DATASETS.get(spec.dataset.name or "")  # (shape, classes, size) or None
         count = None if named is None else counted_layers(admission, spec.architecture, *named[:2])
         estimate = estimate_poison(spec, size, admission.arch_info, image, count)
         check_poison_quota(estimate, admission.settings)
         check_dataset_readable(spec, admission.session, admission.settings)
-        return Plan(SHARDED, estimate, poison_shards(spec))
+        return Plan(SHARDED, estimate, poison_shards(spec),
+                    spec.model_copy(update={"nads": pin_nads(spec.nads, source)}))
 
 
 KIND = PoisonKind()

@@ -26,7 +26,7 @@ from jobs.kinds.base import (
     counted_layers,
     uploaded_flops,
 )
-from jobs.sources import NADSource, resolve_nads
+from jobs.sources import NADSource, pin_nads, resolve_nads
 from nadcore.probe.fourier_grid import grid, half_plane
 from nadcore.probe.power import assess as assess_power
 from nadcore.probe.power import refusal
@@ -213,9 +213,12 @@ class ProbeKind:
         count = counted_layers(admission, spec.architecture, spec.input_shape, 2)
         estimate = estimate_probe(spec, num_directions, admission.arch_info, count)
         check_probe_quota(estimate, admission.settings)
-        check_nad_source(admission.session, admission.user_id, spec)
+        source = check_nad_source(admission.session, admission.user_id, spec)
         check_power(spec, estimate, admission.accept_underpowered)
-        return Plan(SHARDED, estimate, shard_ranges(spec.units(num_directions), spec.shards))
+        pinned = spec if source is None else spec.model_copy(
+            update={"directions": pin_nads(spec.directions, source)})
+        return Plan(SHARDED, estimate, shard_ranges(spec.units(num_directions), spec.shards),
+                    pinned)
 
 
 KIND = ProbeKind()

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class NadSource(BaseModel):
     """A finished NAD job of the caller (`job`) or a ready entry of the public catalog
-    (`catalog`: its architecture's name, e.g. "lenet")."""
+    (`catalog`: its architecture's name, e.g. "lenet"); `sha256`: the blob it resolved to at
+    admission."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -20,3 +21,8 @@ class NadSource(BaseModel):
     catalog: str | None = Field(
         None, max_length=64,
         description="or a ready entry of the public catalog, e.g. 'lenet' (GET /v1/catalog)")
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$",
+        description="the sha256 of the nads.npy the job reads, pinned by the service when it "
+        "admits the job (a value given is replaced): the stored spec names its NADs even if "
+        "the source is deleted or rebuilt later")

@@ -160,3 +160,17 @@ def test_a_kind_that_runs_built_ins_only_refuses_an_uploaded_architecture(
     assert (exc.value.field, exc.value.value) == ("architecture", "ab12cd")
     assert exc.value.reason == "nads jobs run built-in architectures only, not an uploaded one"
     check_upload(kind, NADSpec(architecture="lenet", num_networks=10))
+
+
+def test_admission_pins_the_nad_result_a_spec_reads(session: Session, settings: Settings,
+                                                    alice: ApiKey) -> None:
+    """The stored spec names the NADs' blob, resolved for the caller at admission; a sha256
+    the client sends is replaced, never trusted (the worker reads the pinned blob)."""
+    job = _nad_job(session, alice.user_id)
+    forged = "f" * 64
+    probe = ProbeSpec(architecture="logreg", input_shape=[1, 8, 8],
+                      directions={"kind": "nad", "job": job.id, "start": 0, "stop": 6,
+                                  "sha256": forged})
+    plan = get_kind("probe").plan(probe, _admit(session, settings, alice.user_id))
+    assert plan.spec.directions.sha256 == "b" * 64
+    assert probe.directions.sha256 == forged  # the submitted spec itself is left as it was
