@@ -40,7 +40,7 @@ from worker.app import app
 from worker.calibrate import record_shard, shard_flops
 from worker.heartbeat import shard_heartbeat
 from worker.inputs import load_inputs
-from worker.kinds import runner
+from worker.kinds import runner, whole_job_runner
 from worker.kinds.base import Claimed, Inputs
 from worker.reconcile import reconcile_once
 from worker.sandbox import SandboxCancelled
@@ -264,7 +264,7 @@ def _store_result(job_id: str, kind: str, result: object, inputs: Inputs) -> Non
     """Stores a whole job's result as its kind's runner writes it (arrays and figures) and
     moves the job to succeeded; NaN or inf anywhere fails the job."""
     with tempfile.TemporaryDirectory() as tmp:
-        files, summary = runner(kind).result_files(result, inputs, Path(tmp))
+        files, summary = whole_job_runner(kind).result_files(result, inputs, Path(tmp))
         _store_artifacts(job_id, files, summary)
 
 
@@ -299,7 +299,8 @@ def run_whole(self: Task, job_id: str) -> None:
     try:
         with shard_heartbeat(get_settings(), claimed.shard_id, claimed.task_id):
             inputs = _inputs(claimed.kind, claimed.spec, claimed.user_id)
-            result = runner(claimed.kind).run_whole(claimed, inputs, progress, should_stop)
+            result = whole_job_runner(claimed.kind).run_whole(claimed, inputs, progress,
+                                                              should_stop)
     except (Cancelled, SandboxCancelled):
         _stopped(claimed, self.request.hostname)
         return

@@ -78,10 +78,7 @@ class Partial(Protocol):
 
 class KindRunner(Protocol):
     """A sharded job runs `run_shard` per shard, then `merge`. A kind whose plan can be
-    SEQUENTIAL (jobs/kinds: one task, e.g. a NAD job with early stopping) also defines
-    `run_whole(claimed, inputs, progress, should_stop)`, returning a result, and
-    `result_files(result, inputs, folder)`, writing it as `merge` does (`inputs`: those of a
-    merge)."""
+    SEQUENTIAL (one task) has a `WholeJobRunner`."""
 
     def needs(self, spec: dict) -> Needs: ...
 
@@ -90,6 +87,18 @@ class KindRunner(Protocol):
 
     def merge(self, spec: dict, inputs: Inputs, folder: Path
               ) -> tuple[Files, dict[str, Any]]: ...
+
+
+class WholeJobRunner(KindRunner, Protocol):
+    """The runner of a kind whose plan can be SEQUENTIAL (jobs/kinds: one task, e.g. a NAD job
+    with early stopping): `run_whole` returns the whole result, `result_files` writes it as
+    `merge` does (`inputs`: those of a merge)."""
+
+    def run_whole(self, claimed: Claimed, inputs: Inputs, progress: Progress,
+                  should_stop: ShouldStop) -> Any: ...
+
+    def result_files(self, result: Any, inputs: Inputs, folder: Path
+                     ) -> tuple[Files, dict[str, Any]]: ...
 
 
 class NonFiniteResult(ValueError):
