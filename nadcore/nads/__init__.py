@@ -7,4 +7,6 @@
 - `partial`: mergeable per-shard results; `decompose`: PCA and split-half stability;
   `identifiability`: stability against chance (torch-free).
 - `figures`: preview.png and spectrum.png (matplotlib, torch-free).
+- `sandboxed`: the kind's work on an uploaded architecture, inside the sandbox child
+  (`nadcore.uploaded.isolated` runs it).
 """

@@ -8,4 +8,6 @@ directions.
   confidence intervals of the accuracies (both torch-free).
 - `figures`: the heatmap, accuracy against the NAD index and the training curves (matplotlib,
   torch-free).
+- `sandboxed`: the kind's work on an uploaded architecture, inside the sandbox child
+  (`nadcore.uploaded.isolated` runs it).
 """
