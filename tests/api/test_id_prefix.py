@@ -46,7 +46,7 @@ def _upload(client: httpx.Client) -> str:
 
 def test_job_routes_take_a_unique_prefix_of_the_callers_ids(
         alice: httpx.Client, bob: httpx.Client, settings: Settings) -> None:
-    first = _renamed(settings, Job, _job(alice), "ca3e0972")
+    first = _renamed(settings, Job, _job(alice), "ca3e09720")  # never ca3e0972f..., as bob's
     second = _renamed(settings, Job, _job(alice), "ca3e11")
     bobs = _renamed(settings, Job, _job(bob), "ca3e0972f")  # shares alice's 8-digit prefix
     assert alice.get("/v1/jobs/ca3e0972").json()["id"] == first  # bob's is no candidate
