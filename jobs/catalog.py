@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jobs import state
@@ -141,14 +141,7 @@ def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: 
                   rounds_seen: int) -> Job | None:
     """Creates the round job over [0, networks), reusing earlier partials; None when another
     process advanced the entry first (the `rounds` counter is the compare-and-set guard)."""
-    claimed = session.execute(
-        update(CatalogEntry)
-        .where(CatalogEntry.id == entry.id, CatalogEntry.rounds == rounds_seen)
-        .values(rounds=rounds_seen + 1, status=CATALOG_BUILDING, error=None,
-                updated_at=utcnow())
-    )
-    session.commit()
-    if claimed.rowcount != 1:
+    if not state.start_catalog_round(session, entry.id, rounds_seen):
         return None
     spec = round_spec(entry, networks)
     reuse = _reusable_partials(session, entry)
@@ -162,8 +155,9 @@ def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: 
                   finished_at=now) if sha else Shard(index=i, start=a, stop=b))
     session.add(job)
     session.flush()
-    session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id)
-                    .values(job_pk=job.pk, updated_at=now))
+    if not state.attach_catalog_round(session, entry.id, rounds_seen + 1, job.pk):
+        session.rollback()  # restarted meanwhile: the job goes with it
+        return None
     session.commit()
     session.refresh(entry)
     todo = [s for s in job.shards if s.status == QUEUED]
@@ -179,21 +173,22 @@ def _submit_round(session: Session, app: Celery, entry: CatalogEntry, networks: 
     return job
 
 
-def _finish(session: Session, entry: CatalogEntry, job: Job) -> None:
+def _finish(session: Session, entry: CatalogEntry, job: Job) -> bool:
+    """The entry is ready with its round `job`'s result; False when its round is another."""
     summary = job.summary or {}
     nads = session.scalar(select(Artifact).where(Artifact.job_pk == job.pk,
                                                  Artifact.name == "nads.npy"))
     stability = (summary.get("stability") or {}).get(str(entry.stability_k))
-    session.execute(
-        update(CatalogEntry).where(CatalogEntry.id == entry.id, CatalogEntry.job_pk == job.pk)
-        .values(status=CATALOG_READY, networks=summary.get("num_networks"),
-                stability=stability, stopped_early=summary.get("num_networks", 0) <
-                entry.spec["num_networks"], sha256=nads.sha256 if nads else None,
-                built_at=job.finished_at or utcnow(), error=None, updated_at=utcnow()))
-    session.commit()
+    done = state.finish_catalog_entry(
+        session, entry.id, job.pk, networks=summary.get("num_networks"), stability=stability,
+        stopped_early=summary.get("num_networks", 0) < entry.spec["num_networks"],
+        sha256=nads.sha256 if nads else None, built_at=job.finished_at or utcnow())
     session.refresh(entry)
+    if not done:
+        return False
     log.info("catalog %s: ready, %s networks, stability %s at k=%d", entry.name,
              entry.networks, entry.stability, entry.stability_k)
+    return True
 
 
 def _active(session: Session, entry: CatalogEntry) -> CatalogEntry | None:
@@ -221,8 +216,7 @@ def advance(session: Session, app: Celery, entry: CatalogEntry, *, resume: bool)
         n = int(summary.get("num_networks", job.spec["num_networks"]))
         stability = (summary.get("stability") or {}).get(str(entry.stability_k))
         if n >= cap or (stability is not None and stability >= entry.target_stability):
-            _finish(session, entry, job)
-            return "ready"
+            return "ready" if _finish(session, entry, job) else "busy"
         done = _submit_round(session, app, entry, min(cap, n + entry.round_networks),
                              entry.rounds)
         return f"submitted round {entry.rounds}" if done else "busy"
@@ -231,11 +225,9 @@ def advance(session: Session, app: Celery, entry: CatalogEntry, *, resume: bool)
             done = _submit_round(session, app, entry, job.spec["num_networks"], entry.rounds)
             return f"resubmitted round {entry.rounds}" if done else "busy"
         if entry.status != CATALOG_FAILED:
-            session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id)
-                            .values(status=CATALOG_FAILED, updated_at=utcnow(),
-                                    error=f"round {entry.rounds} job {job.id} {job.status}: "
-                                    f"{job.error or 'no error recorded'}"))
-            session.commit()
+            state.fail_catalog_entry(session, entry.id, job.pk,
+                                     f"round {entry.rounds} job {job.id} {job.status}: "
+                                     f"{job.error or 'no error recorded'}")
         return "failed"
     return "building"
 
@@ -247,16 +239,9 @@ def _restart(session: Session, entry: CatalogEntry, settings: Settings) -> None:
         raise CatalogError(
             f"NADS_CATALOG_ROUND_NETWORKS ({settings.catalog_round_networks}) must be a "
             f"multiple of NADS_CATALOG_SHARD_NETWORKS ({settings.catalog_shard_networks})")
-    session.execute(update(CatalogEntry).where(CatalogEntry.id == entry.id).values(
-        status=CATALOG_BUILDING, origin=ORIGIN_BUILT, files=None, provenance=None,
-        spec=target_spec(entry.name, settings).model_dump(mode="json"),
-        target_stability=settings.catalog_target_stability,
-        stability_k=settings.catalog_stability_k,
-        round_networks=settings.catalog_round_networks,
-        shard_networks=settings.catalog_shard_networks, job_pk=None, rounds=0, networks=None,
-        stability=None, stopped_early=None, sha256=None, built_at=None, error=None,
-        updated_at=utcnow()))
-    session.commit()
+    state.restart_catalog_entry(session, entry.id,
+                                target_spec(entry.name, settings).model_dump(mode="json"),
+                                settings)
     session.refresh(entry)
 
 

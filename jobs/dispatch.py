@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from jobs import state
@@ -316,30 +316,16 @@ def dispatch_validations(app: Celery, session: Session, settings: Settings) -> i
         user = next_user(first, flight, last)
         pick = next(r for r in held if r.user_id == user)
         held.remove(pick)
-        now = utcnow()
-        claimed = session.execute(update(Architecture).where(
-            Architecture.pk == pick.pk, Architecture.status == VALIDATING,
-            Architecture.validation_sent_at.is_(None)).values(validation_sent_at=now,
-                                                                updated_at=now))
-        session.commit()
-        if claimed.rowcount != 1:
+        if not state.send_held_validation(session, pick.pk):
             continue
         if not enqueue_validation(app, pick.id):
             # the broker is away: held again, sent by the next dispatch (the reconciler's)
-            hold_validation(session, pick.pk)
+            state.hold_validation(session, pick.pk)
             break
         flight[pick.user_id] += 1
         free -= 1
         sent += 1
     return sent
-
-
-def hold_validation(session: Session, architecture_pk: int) -> None:
-    """Marks a validation not sent (again): the next `dispatch_validations` sends it."""
-    session.execute(update(Architecture).where(Architecture.pk == architecture_pk,
-                                               Architecture.status == VALIDATING)
-                    .values(validation_sent_at=None, updated_at=utcnow()))
-    session.commit()
 
 
 def enqueue_count(app: Celery, architecture: str, input_shape: Sequence[int],

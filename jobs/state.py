@@ -1,7 +1,8 @@
-"""Moves job and shard rows: every transition is a small named function here, one conditional
-UPDATE (`UPDATE ... WHERE <the state the caller expects>`) that returns whether it happened, so
-duplicate or late messages (redelivery, reconciler, cancel racing a worker) cannot move a row
-backwards, and each caller acts on the outcome. Nothing else writes a job's or a shard's state.
+"""Moves job, shard, architecture and catalog entry rows: every transition is a small named
+function here, one conditional UPDATE (`UPDATE ... WHERE <the state the caller expects>`) that
+returns whether it happened, so duplicate or late messages (redelivery, reconciler, cancel racing
+a worker) cannot move a row backwards, and each caller acts on the outcome. Nothing else writes
+the state of these rows (an architecture's cost counts, store/, are a cache, not a state).
 
 A shard: held (queued, no task id) -> sent (queued, a task id: `send_held_shard`, back with
 `hold_shard`; sent again with a fresh id: `resend_shard`) -> running (`claim_shard`; taken back
@@ -10,6 +11,12 @@ to held: `preempt_shard`) -> succeeded or failed (`finish_shard`), or cancelled
 first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge queued
 (`claim_merge`, again: `resend_merge`) -> merge running (`start_merge`) -> succeeded
 (`succeed_job`), or failed (`fail_job`) or cancelled (`cancel_job`) from queued or running.
+
+An uploaded architecture: validating, held (not sent) -> sent (`send_held_validation`, back
+with `hold_validation`) -> ready or rejected (`finish_validation`). A catalog entry: building ->
+its next round started (`start_catalog_round`, the `rounds` counter the guard) and its job
+attached (`attach_catalog_round`) -> ready (`finish_catalog_entry`) or failed
+(`fail_catalog_entry`); a ready one built again from scratch (`restart_catalog_entry`).
 
 Lock order: a transaction that moves a job's shards and the job itself updates the shards
 first, then the job (`claim_shard`, `cancel_job`); the other order deadlocks against them on
@@ -25,13 +32,20 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from jobs.shipped import ORIGIN_BUILT
 from store.models import (
     CANCELLED,
+    CATALOG_BUILDING,
+    CATALOG_FAILED,
+    CATALOG_READY,
     FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
     TERMINAL,
+    VALIDATING,
+    Architecture,
+    CatalogEntry,
     Job,
     Shard,
     utcnow,
@@ -299,4 +313,109 @@ def cancel_job(session: Session, job: Job) -> bool:
     )
     session.commit()
     session.refresh(job)
+    return result.rowcount == 1
+
+
+def send_held_validation(session: Session, architecture_pk: int) -> bool:
+    """A held validation is sent (the caller sends the message); False when it is no longer
+    held (another dispatcher sent it, or the architecture was validated meanwhile)."""
+    now = utcnow()
+    result = session.execute(update(Architecture)
+                             .where(Architecture.pk == architecture_pk,
+                                    Architecture.status == VALIDATING,
+                                    Architecture.validation_sent_at.is_(None))
+                             .values(validation_sent_at=now, updated_at=now))
+    session.commit()
+    return result.rowcount == 1
+
+
+def hold_validation(session: Session, architecture_pk: int) -> bool:
+    """A validation is marked not sent (again: its message could not leave, or it was lost):
+    the next `jobs.dispatch.dispatch_validations` sends it; False when it is not validating."""
+    result = session.execute(update(Architecture)
+                             .where(Architecture.pk == architecture_pk,
+                                    Architecture.status == VALIDATING)
+                             .values(validation_sent_at=None, updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def finish_validation(session: Session, architecture_id: str, status: str,
+                      info: dict[str, Any] | None, reason: str | None) -> bool:
+    """A validating architecture ends ready (with its `info`) or rejected (with `reason`);
+    False when it was not validating any more (validated by a duplicate message)."""
+    result = session.execute(update(Architecture)
+                             .where(Architecture.id == architecture_id,
+                                    Architecture.status == VALIDATING)
+                             .values(status=status, info=info, reason=reason,
+                                     format=(info or {}).get("format"), updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def start_catalog_round(session: Session, entry_id: int, rounds_seen: int) -> bool:
+    """An entry whose `rounds` counter is still `rounds_seen` starts its next round (building,
+    the counter one up); False when another process advanced it first."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id,
+                                    CatalogEntry.rounds == rounds_seen)
+                             .values(rounds=rounds_seen + 1, status=CATALOG_BUILDING,
+                                     error=None, updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def attach_catalog_round(session: Session, entry_id: int, rounds: int, job_pk: int) -> bool:
+    """The job of round `rounds` becomes the entry's current one; False when the entry is on
+    another round (advanced or restarted meanwhile). Not committed: the caller commits it in
+    one transaction with the job, or rolls back on False."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id, CatalogEntry.rounds == rounds)
+                             .values(job_pk=job_pk, updated_at=utcnow()))
+    return result.rowcount == 1
+
+
+def finish_catalog_entry(session: Session, entry_id: int, job_pk: int, *,
+                         networks: int | None, stability: float | None, stopped_early: bool,
+                         sha256: str | None, built_at: datetime) -> bool:
+    """The entry whose current round is the job `job_pk` is ready with that round's result;
+    False when its current round is another."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id, CatalogEntry.job_pk == job_pk)
+                             .values(status=CATALOG_READY, networks=networks,
+                                     stability=stability, stopped_early=stopped_early,
+                                     sha256=sha256, built_at=built_at, error=None,
+                                     updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def fail_catalog_entry(session: Session, entry_id: int, job_pk: int, error: str) -> bool:
+    """The entry whose current round, the job `job_pk`, failed or was cancelled fails with
+    `error`; False when it had failed already or its current round is another."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id, CatalogEntry.job_pk == job_pk,
+                                    CatalogEntry.status != CATALOG_FAILED)
+                             .values(status=CATALOG_FAILED, error=error, updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def restart_catalog_entry(session: Session, entry_id: int, spec: dict[str, Any],
+                          settings: Settings) -> bool:
+    """A ready entry (shipped or built) becomes a new build from scratch of `spec` with the
+    current settings, its result and files dropped; False when it is not ready."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id,
+                                    CatalogEntry.status == CATALOG_READY)
+                             .values(status=CATALOG_BUILDING, origin=ORIGIN_BUILT, files=None,
+                                     provenance=None, spec=spec,
+                                     target_stability=settings.catalog_target_stability,
+                                     stability_k=settings.catalog_stability_k,
+                                     round_networks=settings.catalog_round_networks,
+                                     shard_networks=settings.catalog_shard_networks,
+                                     job_pk=None, rounds=0, networks=None, stability=None,
+                                     stopped_early=None, sha256=None, built_at=None,
+                                     error=None, updated_at=utcnow()))
+    session.commit()
     return result.rowcount == 1

@@ -16,14 +16,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from jobs import state
 from jobs.broker import VALIDATE_ARCHITECTURE
 from jobs.dispatch import dispatch_validations
 from nadcore.uploaded.network import UploadedArchitectureError, sniff_format
 from store.blobs import open_blob_store
 from store.db import session_scope
-from store.models import READY, REJECTED, VALIDATING, Architecture, utcnow
+from store.models import READY, REJECTED, VALIDATING, Architecture
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.app import app
@@ -89,11 +90,6 @@ def _validate(architecture_id: str) -> str | None:
         status, info, reason = run_checks(path, shape, init, settings, output)
     log.info("architecture %s: %s %s", architecture_id, status, reason or "")
     with session_scope(settings.resolved_database_url) as session:
-        session.execute(
-            update(Architecture)
-            .where(Architecture.id == architecture_id, Architecture.status == VALIDATING)
-            .values(status=status, info=info, reason=reason, updated_at=utcnow(),
-                    format=(info or {}).get("format"))
-        )
-        session.commit()
+        if not state.finish_validation(session, architecture_id, status, info, reason):
+            return None  # validated meanwhile, by a duplicate message
     return status

@@ -25,7 +25,6 @@ from jobs.dispatch import (
     dispatch_pending,
     dispatch_validations,
     enqueue_merge,
-    hold_validation,
     is_held,
     send_shard,
     validation_lost_after_s,
@@ -77,9 +76,9 @@ def _reconcile_validations(session: Session, app: Celery, settings: Settings) ->
         Architecture.status == VALIDATING, Architecture.validation_sent_at.is_not(None),
         Architecture.updated_at <= lost_since)).all()
     for pk, architecture_id in lost:
-        log.warning("architecture %s: still validating, sending its validation again",
-                    architecture_id)
-        hold_validation(session, pk)
+        if state.hold_validation(session, pk):
+            log.warning("architecture %s: still validating, sending its validation again",
+                        architecture_id)
     return dispatch_validations(app, session, settings)
 
 

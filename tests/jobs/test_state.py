@@ -14,12 +14,19 @@ from store.blobs import record_blob
 from store.db import get_sessionmaker
 from store.models import (
     CANCELLED,
+    CATALOG_BUILDING,
+    CATALOG_FAILED,
+    CATALOG_READY,
     FAILED,
     QUEUED,
+    READY,
+    REJECTED,
     RUNNING,
     SHARDED,
     SUCCEEDED,
     ApiKey,
+    Architecture,
+    CatalogEntry,
     Job,
     utcnow,
 )
@@ -279,3 +286,109 @@ def test_only_a_running_job_succeeds(session: Session, app: Celery, alice: ApiKe
     session.commit()
     session.refresh(job)
     assert (job.status, job.summary) == (CANCELLED, None)
+
+
+def _architecture(session: Session, key: ApiKey) -> Architecture:
+    """An uploaded architecture validating, its validation held."""
+    record_blob(session, "c" * 64, 1)
+    row = Architecture(id="arch-1", user_id=key.user_id, name="net", filename="net.pt",
+                       input_shape=[1, 28, 28], size=1, sha256="c" * 64)
+    session.add(row)
+    session.commit()
+    return row
+
+
+def test_only_a_held_validation_is_sent(session: Session, alice: ApiKey) -> None:
+    row = _architecture(session, alice)
+    assert state.send_held_validation(session, row.pk)
+    session.refresh(row)
+    sent_at = row.validation_sent_at
+    assert not state.send_held_validation(session, row.pk)  # a second dispatcher
+    session.refresh(row)
+    assert row.validation_sent_at == sent_at
+
+
+def test_only_a_validating_architecture_is_held_again(session: Session, alice: ApiKey) -> None:
+    row = _architecture(session, alice)
+    assert state.send_held_validation(session, row.pk)
+    assert state.finish_validation(session, row.id, REJECTED, None, "file: not an archive")
+    assert not state.hold_validation(session, row.pk)  # a reconciler late for it
+    session.refresh(row)
+    assert (row.status, row.validation_sent_at is not None) == (REJECTED, True)
+
+
+def test_only_a_validating_architecture_is_validated(session: Session, alice: ApiKey) -> None:
+    row = _architecture(session, alice)
+    assert state.finish_validation(session, row.id, READY, {"format": "export"}, None)
+    assert not state.finish_validation(session, row.id, REJECTED, None, "duplicate")
+    session.refresh(row)
+    assert (row.status, row.format, row.reason) == (READY, "export", None)
+
+
+def _entry(session: Session, status: str = CATALOG_BUILDING) -> CatalogEntry:
+    entry = CatalogEntry(name="lenet", status=status, spec={"num_networks": 40},
+                         target_stability=0.9, stability_k=5, round_networks=20,
+                         shard_networks=10)
+    session.add(entry)
+    session.commit()
+    return entry
+
+
+def test_a_catalog_round_starts_only_from_the_rounds_seen(session: Session) -> None:
+    entry = _entry(session)
+    assert state.start_catalog_round(session, entry.id, 0)
+    assert not state.start_catalog_round(session, entry.id, 0)  # another process was first
+    session.refresh(entry)
+    assert entry.rounds == 1
+
+
+def test_a_round_job_is_attached_only_to_its_round(session: Session, app: Celery,
+                                                   alice: ApiKey) -> None:
+    entry = _entry(session)
+    assert state.start_catalog_round(session, entry.id, 0)
+    job = _job(session, app, alice)
+    assert not state.attach_catalog_round(session, entry.id, 2, job.pk)  # entry on round 1
+    session.commit()
+    session.refresh(entry)
+    assert entry.job_pk is None
+
+
+def test_a_catalog_entry_is_ready_only_with_its_current_round(
+        session: Session, app: Celery, alice: ApiKey) -> None:
+    entry = _entry(session)
+    current, old = _job(session, app, alice), _job(session, app, alice)
+    entry.job_pk = current.pk
+    session.commit()
+    assert not state.finish_catalog_entry(session, entry.id, old.pk, networks=20,
+                                          stability=0.95, stopped_early=True, sha256=None,
+                                          built_at=utcnow())
+    session.refresh(entry)
+    assert (entry.status, entry.networks) == (CATALOG_BUILDING, None)
+
+
+def test_a_catalog_entry_fails_once_and_only_with_its_current_round(
+        session: Session, app: Celery, alice: ApiKey) -> None:
+    entry = _entry(session)
+    current, old = _job(session, app, alice), _job(session, app, alice)
+    entry.job_pk = current.pk
+    session.commit()
+    assert not state.fail_catalog_entry(session, entry.id, old.pk, "old round")
+    assert state.fail_catalog_entry(session, entry.id, current.pk, "round 1 failed")
+    assert not state.fail_catalog_entry(session, entry.id, current.pk, "again")
+    session.refresh(entry)
+    assert (entry.status, entry.error) == (CATALOG_FAILED, "round 1 failed")
+
+
+def test_only_a_ready_catalog_entry_is_restarted(session: Session, settings: Settings) -> None:
+    entry = _entry(session)
+    entry.rounds = 2
+    session.commit()
+    assert not state.restart_catalog_entry(session, entry.id, {"num_networks": 80}, settings)
+    session.refresh(entry)
+    assert (entry.rounds, entry.spec) == (2, {"num_networks": 40})
+    entry.status = CATALOG_READY
+    session.commit()
+    assert state.restart_catalog_entry(session, entry.id, {"num_networks": 80}, settings)
+    session.refresh(entry)
+    assert (entry.status, entry.rounds, entry.spec) == (CATALOG_BUILDING, 0,
+                                                         {"num_networks": 80})
