@@ -2,7 +2,8 @@
 function here, one conditional UPDATE (`UPDATE ... WHERE <the state the caller expects>`) that
 returns whether it happened, so duplicate or late messages (redelivery, reconciler, cancel racing
 a worker) cannot move a row backwards, and each caller acts on the outcome. Nothing else writes
-the state of these rows (an architecture's cost counts, store/, are a cache, not a state).
+the state of these rows but `jobs.shipped.install_entry`, which records a catalog entry shipped
+with the repository as ready (inserted, or its shipped row updated).
 
 A shard: held (queued, no task id) -> sent (queued, a task id: `send_held_shard`, back with
 `hold_shard`; sent again with a fresh id: `resend_shard`) -> running (`claim_shard`; taken back
