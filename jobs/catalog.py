@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 
 from jobs import state
 from jobs.dispatch import enqueue_merge, enqueue_shard
-from jobs.shipped import ORIGIN_BUILT, ORIGIN_SHIPPED
 from nadcore.nads.cost import estimate_cost
 from nadcore.nads.identifiability import assess
 from nadcore.nads.spec import NADSpec
@@ -42,6 +41,8 @@ from store.models import (
     CATALOG_READY,
     FAILED,
     NADS,
+    ORIGIN_BUILT,
+    ORIGIN_SHIPPED,
     QUEUED,
     SHARDED,
     SUCCEEDED,

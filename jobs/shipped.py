@@ -32,10 +32,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobs import state
 from nadcore.specs.architecture import BUILTIN_ARCHITECTURES
 from store.blobs import Blobs, open_blob_store, record_blob
 from store.blobs import file_sha256 as sha256_file
-from store.models import CATALOG_READY, CatalogEntry, utcnow
+from store.models import CATALOG_READY, ORIGIN_SHIPPED, CatalogEntry, utcnow
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ FILES = {"nads.npy": "application/octet-stream", "eigenvalues.npy": "application
          "eval_point.npy": "application/octet-stream",
          "check_gradients.npy": "application/octet-stream", "preview.png": "image/png",
          "spectrum.png": "image/png"}
-ORIGIN_SHIPPED, ORIGIN_BUILT = "shipped", "built"
 # Per-network relative L2 error ||g_cpu - g_shipped|| / ||g_shipped|| allowed by `verify`, by
 # the precision the shipped gradients were computed at. A different network, seed or evaluation
 # point gives about sqrt(2) (uncorrelated gradients of equal norm), so each bound still catches
@@ -180,19 +180,15 @@ def install_entry(session: Session, blobs: Blobs, settings: Settings,
         sha256=files["nads.npy"], error=None, built_at=_built_at(prov), files=files,
         provenance=prov, updated_at=utcnow(),
     )
-    if row is None:
-        session.add(CatalogEntry(name=entry.name, **values))
-        what = "installed"
-    else:
-        for key, value in values.items():
-            setattr(row, key, value)
-        what = "updated"
+    if row is not None:  # a `--replace` rebuild may have taken it since it was read
+        return "updated" if state.update_shipped_entry(session, row.id, values) else "kept built"
+    session.add(CatalogEntry(name=entry.name, **values))
     try:
         session.commit()
     except IntegrityError:  # another process installed it at the same moment
         session.rollback()
         return "unchanged"
-    return what
+    return "installed"
 
 
 def install_shipped(session: Session, settings: Settings) -> dict[str, str]:

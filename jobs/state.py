@@ -2,8 +2,8 @@
 function here, one conditional UPDATE (`UPDATE ... WHERE <the state the caller expects>`) that
 returns whether it happened, so duplicate or late messages (redelivery, reconciler, cancel racing
 a worker) cannot move a row backwards, and each caller acts on the outcome. Nothing else writes
-the state of these rows but `jobs.shipped.install_entry`, which records a catalog entry shipped
-with the repository as ready (inserted, or its shipped row updated).
+the state of these rows but `jobs.shipped.install_entry`'s insert of a catalog entry shipped
+with the repository, ready, where none was.
 
 A shard: held (queued, no task id) -> sent (queued, a task id: `send_held_shard`, back with
 `hold_shard`; sent again with a fresh id: `resend_shard`) -> running (`claim_shard`; taken back
@@ -17,7 +17,8 @@ An uploaded architecture: validating, held (not sent) -> sent (`send_held_valida
 with `hold_validation`) -> ready or rejected (`finish_validation`). A catalog entry: building ->
 its next round started (`start_catalog_round`, the `rounds` counter the guard) and its job
 attached (`attach_catalog_round`) -> ready (`finish_catalog_entry`) or failed
-(`fail_catalog_entry`); a ready one built again from scratch (`restart_catalog_entry`).
+(`fail_catalog_entry`); a ready one built again from scratch (`restart_catalog_entry`); a
+shipped one replaced by a newer shipped entry (`update_shipped_entry`).
 
 Lock order: a transaction that moves a job's shards and the job itself updates the shards
 first, then the job (`claim_shard`, `cancel_job`); the other order deadlocks against them on
@@ -33,13 +34,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from jobs.shipped import ORIGIN_BUILT
 from store.models import (
     CANCELLED,
     CATALOG_BUILDING,
     CATALOG_FAILED,
     CATALOG_READY,
     FAILED,
+    ORIGIN_BUILT,
+    ORIGIN_SHIPPED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -418,5 +420,16 @@ def restart_catalog_entry(session: Session, entry_id: int, spec: dict[str, Any],
                                      job_pk=None, rounds=0, networks=None, stability=None,
                                      stopped_early=None, sha256=None, built_at=None,
                                      error=None, updated_at=utcnow()))
+    session.commit()
+    return result.rowcount == 1
+
+
+def update_shipped_entry(session: Session, entry_id: int, values: dict[str, Any]) -> bool:
+    """A shipped entry takes a newer shipped entry's `values` (jobs/shipped.py); False when it
+    is no longer shipped (a `--replace` rebuild took it since it was read: never overwritten)."""
+    result = session.execute(update(CatalogEntry)
+                             .where(CatalogEntry.id == entry_id,
+                                    CatalogEntry.origin == ORIGIN_SHIPPED)
+                             .values(**values))
     session.commit()
     return result.rowcount == 1

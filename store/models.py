@@ -259,6 +259,8 @@ class Architecture(Base):
 
 # Catalog entry states: building (rounds of NAD jobs running), ready, failed (re-run the build).
 CATALOG_BUILDING, CATALOG_READY, CATALOG_FAILED = "building", "ready", "failed"
+# Where a catalog entry's result comes from: shipped with the repository, or built here.
+ORIGIN_SHIPPED, ORIGIN_BUILT = "shipped", "built"
 
 
 class CatalogEntry(Base):

@@ -18,6 +18,8 @@ from store.models import (
     CATALOG_FAILED,
     CATALOG_READY,
     FAILED,
+    ORIGIN_BUILT,
+    ORIGIN_SHIPPED,
     QUEUED,
     READY,
     REJECTED,
@@ -392,3 +394,19 @@ def test_only_a_ready_catalog_entry_is_restarted(session: Session, settings: Set
     session.refresh(entry)
     assert (entry.status, entry.rounds, entry.spec) == (CATALOG_BUILDING, 0,
                                                          {"num_networks": 80})
+
+
+def test_only_a_shipped_catalog_entry_takes_a_newer_shipped_one(session: Session) -> None:
+    """A `--replace` rebuild that took the entry between install_entry's read and its write
+    is never overwritten by the shipped files."""
+    entry = _entry(session, CATALOG_READY)
+    entry.origin = ORIGIN_BUILT
+    session.commit()
+    assert not state.update_shipped_entry(session, entry.id, {"networks": 10_000})
+    session.refresh(entry)
+    assert (entry.origin, entry.networks) == (ORIGIN_BUILT, None)
+    entry.origin = ORIGIN_SHIPPED
+    session.commit()
+    assert state.update_shipped_entry(session, entry.id, {"networks": 10_000})
+    session.refresh(entry)
+    assert entry.networks == 10_000
