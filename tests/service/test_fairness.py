@@ -1,12 +1,15 @@
 """User work first, fair between users (jobs/dispatch.py), measured: user A submits a LeNet
-job of many shards, then (once A's first shard is done) user B a one-shard job; B's shard must
-start within one of A's shard times: the longest of A's shards running when B came (the first
-of them to finish frees the slot B gets). Sent all at once, A's
-eight shards on two processes would make B wait three shard times or more.
+job of many shards, then (once A's first shard is done) user B a one-shard job. B's shard must
+start before any of A's shards that were still held when B came: only those already sent then
+(the slots less A's shards running) may start first, and one more a dispatcher sent at the same
+moment. Sent all at once, A's eight shards on two processes would all start before B's.
+
+The order is what is asserted; the times (B's wait against the A shard it waited for) are
+printed for docs/service.md and BENCHMARKS.md, and bounded loosely (one shard, two in the
+same-moment race, plus the dispatch): on a loaded machine the dispatch alone has taken 1.9 s.
 
 Twice: on the embedded `nads serve` (SQLite, the file-system broker, its two workers on this
-2-core machine) while the catalog builds, and on Postgres + Redis with the suite's worker.
-The figures are printed (docs/service.md, BENCHMARKS.md record them)."""
+2-core machine) while the catalog builds, and on Postgres + Redis with the suite's worker."""
 
 from __future__ import annotations
 
@@ -31,7 +34,9 @@ LARGE = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 96
          "shards": 8}
 SMALL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 10, "seed": 22,
          "shards": 1}
-SLACK_S = 1.5  # a shard's end, the dispatch, the broker's poll (0.2 s) and the claim
+SLOTS = 2  # the worker processes on this 2-core machine (worker/layout.py): at most this many
+# of A's shards are sent or running at once
+SLACK_S = 3.0  # a shard's end, the dispatch, the broker's poll (0.2 s) and the claim, loaded
 TIMES = ("SELECT j.created_at, s.started_at, s.finished_at FROM shards s JOIN jobs j "
          "ON s.job_pk = j.pk WHERE j.id = :id ORDER BY s.\"index\"")
 
@@ -59,11 +64,13 @@ def _measure(rows_of, large_id: str, small_id: str) -> dict[str, float]:
     shard_s = [(b - a).total_seconds() for _, a, b in large]
     # A's shards running when B came: the first of them to end frees B's slot
     running = [(b - a).total_seconds() for _, a, b in large if a <= created < b]
+    later = [a for _, a, _ in large if a > created]  # A's shards not started when B came
     return {"wait_s": (started - created).total_seconds(), "max_shard_s": max(shard_s),
-            "running_shard_s": max(running, default=0.0),
+            "running_shard_s": max(running, default=0.0), "running": len(running),
             "median_shard_s": sorted(shard_s)[len(shard_s) // 2],
             "large_run_s": (max(b for *_, b in large) - min(a for _, a, _ in large))
-            .total_seconds()}
+            .total_seconds(),
+            "a_later": len(later), "a_before_b": sum(a < started for a in later)}
 
 
 def _two_users(a: httpx.Client, b: httpx.Client, rows_of) -> dict[str, float]:
@@ -76,7 +83,12 @@ def _two_users(a: httpx.Client, b: httpx.Client, rows_of) -> dict[str, float]:
     print(f"B waited {figures['wait_s']:.1f} s; A's shards {figures['median_shard_s']:.1f} s "
           f"(median), {figures['max_shard_s']:.1f} s (max), the longest running when B came "
           f"{figures['running_shard_s']:.1f} s; A ran {figures['large_run_s']:.1f} s")
-    assert figures["wait_s"] <= figures["running_shard_s"] + SLACK_S, figures
+    assert figures["a_later"] > SLOTS + 1, ("A had too few shards left when B came for the "
+                                            "order to tell fair from first come", figures)
+    # sent before B came, as many as the free slots; one more sent at that same moment
+    assert figures["a_before_b"] <= SLOTS - figures["running"] + 1, figures
+    assert figures["wait_s"] <= (figures["running_shard_s"] + figures["median_shard_s"]
+                                 + SLACK_S), figures
     return figures
 
 
