@@ -1,6 +1,6 @@
 """What the figures call things, read from the database when a merge's inputs are loaded
 (worker/inputs.py): an uploaded architecture by the name its owner gave it (not
-`custom:<id>`), and where a job's NADs come from."""
+`uploaded:<id>`), and where a job's NADs come from."""
 
 from __future__ import annotations
 

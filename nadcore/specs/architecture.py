@@ -69,7 +69,8 @@ class ArchitectureRef(BaseModel):
         return self.init or "torch-default"
 
     def __str__(self) -> str:
-        return f"custom:{self.id}"
+        """`uploaded:<id>`: what logs and messages call it ("custom" means user directions)."""
+        return f"uploaded:{self.id}"
 
 
 def is_uploaded(architecture: str | ArchitectureRef) -> bool:

@@ -252,3 +252,9 @@ def test_the_papers_conv_is_known_under_its_module_before_and_after_the_moves(re
     assert unknown == []
     assert (rules["0.weight"].kind, rules["0.weight"].value) == ("normal", math.sqrt(2 / 36))
     assert (rules["0.bias"].kind, rules["0.bias"].value) == ("constant", 0.0)
+
+
+def test_an_uploaded_architecture_is_called_uploaded_not_custom() -> None:
+    """"custom" means user directions (nadcore/probe/directions.py); logs and messages call
+    an uploaded architecture `uploaded:<id>`."""
+    assert str(ArchitectureRef(id="ab" * 16)) == "uploaded:" + "ab" * 16
