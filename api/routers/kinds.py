@@ -1,8 +1,9 @@
 """GET /v1/kinds: the registered job kinds (jobs/kinds), for the web page and clients: each
 kind's name, what it does, the unit its progress counts, the figures it renders (with their
 captions), the JSON schema of its spec, the `nads submit` options that set its fields, and
-what the web page calls its jobs and shows of them (`label`, `web_views`), and whether its
-spec may name an uploaded architecture (`supports_upload`).
+what the web page calls its jobs and shows of them (`label`, `web_views`), whether its
+spec may name an uploaded architecture (`supports_upload`), and the refusals a user may waive
+with a query flag of its submit route (`acceptances`).
 Public: it describes the service, no user's data."""
 
 from __future__ import annotations
@@ -23,5 +24,6 @@ def list_kinds() -> list[KindOut]:
                     figures=[FigureOut(name=f.name, caption=f.caption) for f in k.figures],
                     spec_schema=k.spec.model_json_schema(),
                     cli_options=dict(k.cli_options), label=k.label,
-                    web_views=list(k.web_views), supports_upload=k.supports_upload)
+                    web_views=list(k.web_views), supports_upload=k.supports_upload,
+                    acceptances=dict(k.acceptances))
             for k in KINDS.values()]

@@ -3,16 +3,18 @@ an uploaded architecture is resolved for the caller, the kind admits and plans t
 naming the field, or the estimate over its quota; a torchvision builder's cost counted first by
 a worker, once per input shape: api/architecture_counts.py), its run time is estimated on the
 workers connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless
-`accept_long=true`), then the job is created and queued (202 with the job, its estimate under
+`accept_long=true`; the refusals a kind lets users waive are query flags of its route too, its
+`acceptances`), then the job is created and queued (202 with the job, its estimate under
 `estimate.run`, and `Location`). Refused requests store nothing.
 """
 
 # No `from __future__ import annotations`: each route's body type is its kind's spec class, which
 # FastAPI reads from the annotations when the route is defined below.
 
+import inspect
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from api.architecture_counts import plan_counted
 from api.deps import BlobsDep, CeleryDep, CurrentKey, SessionDep, SettingsDep
@@ -34,10 +36,19 @@ AcceptLong = Annotated[bool, Query(
     "exceeds NADS_MAX_ESTIMATED_RUN_S (otherwise a 422 with the estimate and what fits).")]
 
 
-AcceptUnderpowered = Annotated[bool, Query(
-    description="Probe jobs: queue a probe even when its sizes cannot separate a learnable "
-    "direction from chance (otherwise a 422 with the smallest sizes that can; the answer is "
-    "under `estimate.power` either way).")]
+def _acceptances(kind: JobKind):
+    """A dependency taking the kind's `acceptances` as boolean query flags (documented in the
+    OpenAPI schema, false by default); it gives the names of those set true."""
+    names = list(kind.acceptances)
+
+    def accepted(**flags: bool) -> frozenset[str]:
+        return frozenset(name for name in names if flags.get(name))
+
+    accepted.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False,
+                          annotation=Annotated[bool, Query(description=text)])
+        for name, text in kind.acceptances.items()])
+    return accepted
 
 
 def _add_route(kind: JobKind) -> None:
@@ -45,8 +56,9 @@ def _add_route(kind: JobKind) -> None:
 
     def submit(spec: spec_type, session: SessionDep, key: CurrentKey,  # type: ignore[valid-type]
                settings: SettingsDep, celery: CeleryDep, blobs: BlobsDep,
-               response: Response, accept_long: AcceptLong = False,
-               accept_underpowered: AcceptUnderpowered = False) -> JobOut:
+               response: Response,
+               accepted: Annotated[frozenset[str], Depends(_acceptances(kind))],
+               accept_long: AcceptLong = False) -> JobOut:
         # the ids the spec names, from unique prefixes to whole ids (jobs/ownership.py); the
         # domain's refusals below (SpecError, QuotaError, TooLong) are answered by
         # api/errors.py
@@ -55,7 +67,7 @@ def _add_route(kind: JobKind) -> None:
         spec, arch_info = resolve_architecture(session, key.user_id, spec,
                                                **kind.architecture(spec))
         plan = plan_counted(kind, spec, Admission(session, key.user_id, settings, blobs,
-                                                  arch_info, accept_underpowered),
+                                                  arch_info, accepted),
                             session, celery, settings, key)
         # Again, held to the insert: waiting for a count (plan_counted) ended the transaction
         # in which SUBMIT_RATE locked the key, and concurrent submissions passed it meanwhile.

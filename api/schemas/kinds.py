@@ -23,3 +23,4 @@ class KindOut(BaseModel):
     label: str
     web_views: list[str]
     supports_upload: bool
+    acceptances: dict[str, str]

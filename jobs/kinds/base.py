@@ -90,15 +90,15 @@ class Plan:
 class Admission:
     """What admitting a spec may read: the submitting user's rows, the settings (quotas), the
     blob store (upload headers), an uploaded architecture's validation info (or None),
-    whether the user accepts a probe that cannot separate a direction from chance, and whether
-    a torchvision cost not counted yet may stay unknown."""
+    the kind's `acceptances` the user gave (e.g. a probe too small to tell a direction from
+    chance), and whether a torchvision cost not counted yet may stay unknown."""
 
     session: Session
     user_id: int
     settings: Settings
     blobs: Blobs
     arch_info: dict[str, Any] | None
-    accept_underpowered: bool = False  # a probe too small to tell a direction from chance
+    accepted: frozenset[str] = frozenset()  # names of the kind's `acceptances` given
     # a torchvision cost not counted yet is unknown rather than pending: no worker can count
     # it now (jobs/architecture_costs.py)
     uncounted: bool = False
@@ -118,9 +118,11 @@ class JobKind(Protocol):
     sandbox: the worker module then runs those shards through worker/uploaded.py),
     `cli_options` (the `nads submit` options that set its spec's fields, option -> dotted
     field, beyond --arch, --input-shape, --seed and --shards; the CLI reads them from
-    GET /v1/kinds), `label` (what the web page calls its jobs: "NAD job") and `web_views`
+    GET /v1/kinds), `label` (what the web page calls its jobs: "NAD job"), `web_views`
     (the web page's views of its jobs beyond the generic ones: names of api/web/app.js's
-    VIEWS).
+    VIEWS) and `acceptances` (query flags of its submit route beyond `accept_long`, flag ->
+    what accepting it does: a refusal of its `plan` the user may waive; `plan` finds the
+    flags given in `Admission.accepted`).
     """
 
     name: str
@@ -135,6 +137,7 @@ class JobKind(Protocol):
     cli_options: Mapping[str, str]
     label: str
     web_views: tuple[str, ...]
+    acceptances: Mapping[str, str]
 
     def architecture(self, spec: Any) -> dict[str, Any]: ...
 

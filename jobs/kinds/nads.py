@@ -73,6 +73,7 @@ class NADKind:
     supports_upload = True
     label = "NAD"
     web_views = ("nad-outcome", "nad-facts", "nad-gallery")
+    acceptances: dict[str, str] = {}
     cli_options = {"networks": "num_networks", "method": "method", "scale": "scale",
                    "k": "k", "target-stability": "target_stability",
                    "stability-k": "stability_k"}

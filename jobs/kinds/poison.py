@@ -200,6 +200,7 @@ class PoisonKind:
     supports_upload = True
     label = "poison"
     web_views = ("poison-facts",)
+    acceptances: dict[str, str] = {}
     cli_options = {"dataset": "dataset.name", "nad-job": "nads.job", "indices": "indices",
                    "eps": "eps", "epochs": "training.epochs", "preset": "preset"}
 

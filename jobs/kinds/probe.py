@@ -195,6 +195,10 @@ class ProbeKind:
     supports_upload = True
     label = "probe"
     web_views = ("probe-facts",)
+    acceptances = {"accept_underpowered": (
+        "Queue a probe even when its sizes cannot separate a learnable direction from chance "
+        "(otherwise a 422 with the smallest sizes that can; the answer is under "
+        "`estimate.power` either way).")}
     cli_options = {"directions": "directions.kind", "nad-job": "directions.job",
                    "count": "directions.count", "grid-stride": "directions.grid_stride",
                    "epochs": "training.epochs", "preset": "preset"}
@@ -214,7 +218,7 @@ class ProbeKind:
         estimate = estimate_probe(spec, num_directions, admission.arch_info, count)
         check_probe_quota(estimate, admission.settings)
         source = check_nad_source(admission.session, admission.user_id, spec)
-        check_power(spec, estimate, admission.accept_underpowered)
+        check_power(spec, estimate, "accept_underpowered" in admission.accepted)
         pinned = spec if source is None else spec.model_copy(
             update={"directions": pin_nads(spec.directions, source)})
         return Plan(SHARDED, estimate, shard_ranges(spec.units(num_directions), spec.shards),

@@ -60,6 +60,11 @@ def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
     for name, kind in KINDS.items():
         body = paths[f"/v1/jobs/{name}"]["post"]["requestBody"]["content"]["application/json"]
         assert body["schema"]["$ref"].endswith(f"/{kind.spec.__name__}")
+        # its route takes the refusals it lets users waive as query flags, and no other kind's
+        flags = {p["name"] for p in paths[f"/v1/jobs/{name}"]["post"]["parameters"]
+                 if p["in"] == "query"}
+        assert flags == {"accept_long", *kind.acceptances}, name
+    assert "accept_underpowered" in KINDS["probe"].acceptances
     with TestClient(app) as client:
         listed = client.get("/v1/kinds")
     assert listed.status_code == 200
@@ -72,6 +77,8 @@ def test_the_api_takes_its_kinds_from_the_registry(settings: Settings) -> None:
     # the CLI's `nads submit` options, as the kind maps them to its spec's fields
     assert probe["cli_options"]["nad-job"] == "directions.job"
     assert (probe["label"], probe["web_views"]) == ("probe", ["probe-facts"])
+    assert list(probe["acceptances"]) == ["accept_underpowered"]
+    assert listed.json()[0]["acceptances"] == {}
 
 
 def test_nad_plan_shards_or_runs_whole_and_keeps_the_quota(session: Session, settings: Settings,

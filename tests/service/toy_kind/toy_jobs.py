@@ -34,6 +34,7 @@ class ToyKind:
     supports_upload = False
     label = "toy"
     web_views = ()
+    acceptances: dict[str, str] = {}
     cli_options = {"count": "count"}
 
     def architecture(self, spec: ToySpec) -> dict[str, Any]:
