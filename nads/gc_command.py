@@ -15,6 +15,7 @@ def gc_command(
         "--grace-s", min=0, help="Keep blobs touched this recently (default: "
         "NADS_BLOB_GC_GRACE_S).")] = None,
 ) -> None:
+    from jobs.kinds import pinned_blob_paths
     from store.blobgc import collect
     from store.blobs import open_blob_store
     from store.db import get_sessionmaker
@@ -23,5 +24,5 @@ def gc_command(
     settings = get_settings()
     grace = settings.blob_gc_grace_s if grace_s is None else grace_s
     report = collect(get_sessionmaker(settings.resolved_database_url),
-                     open_blob_store(settings), grace)
+                     open_blob_store(settings), grace, pinned_blob_paths())
     print(json.dumps({"grace_s": grace, **report.as_dict()}))

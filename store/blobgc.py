@@ -3,9 +3,12 @@ uploads and architectures are gone), once they have been untouched for a grace p
 ever taking a blob from a writer that is storing or referencing the same content at that moment.
 
 References. The rows whose foreign keys name `blobs.sha256` (uploads, architectures, artifacts,
-shards' partial results); the catalog's `sha256` and shipped `files`; and the architecture
-archive pinned in the spec of a queued or running job (jobs/architectures.py: the job
-runs it even if the user deletes the architecture meanwhile; a finished job no longer needs it).
+shards' partial results); the catalog's `sha256` and shipped `files`; and the blobs pinned in
+the spec of a queued or running job (`pins`: the JSON paths of its sha256 fields, from
+`jobs.kinds.pinned_blob_paths`): an uploaded architecture's archive, the nads.npy of a probe's
+or a poison job's NAD source. The job reads them even if the user deletes the architecture,
+the NAD job or the upload meanwhile, or the catalog entry is rebuilt; a finished job no longer
+needs them.
 
 Writers (store/blobs.py `keep_blob`), in the transaction that inserts the reference:
   W1. record the blob's row: insert it, or refresh `touched_at` (one upsert);
@@ -45,12 +48,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, exists, select
+from sqlalchemy import ColumnElement, delete, exists, false, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -101,16 +104,19 @@ def catalog_references(session: Session) -> set[str]:
     return shas
 
 
-def collectable(cutoff: datetime, also_kept: set[str]) -> list[ColumnElement[bool]]:
+Pins = Collection[tuple[str, ...]]  # JSON paths of the sha256 fields of a job's spec
+
+
+def collectable(cutoff: datetime, also_kept: set[str], pins: Pins) -> list[ColumnElement[bool]]:
     """The conditions under which a blob row may go: untouched since `cutoff` and unreferenced."""
-    pinned = Job.spec[("architecture", "sha256")].as_string()
+    pinned = or_(false(), *(Job.spec[path].as_string() == Blob.sha256 for path in sorted(pins)))
     conditions = [
         Blob.touched_at < cutoff,
         ~exists().where(Upload.sha256 == Blob.sha256),
         ~exists().where(Architecture.sha256 == Blob.sha256),
         ~exists().where(Artifact.sha256 == Blob.sha256),
         ~exists().where(Shard.partial_sha256 == Blob.sha256),
-        ~exists().where(Job.status.not_in(TERMINAL), pinned == Blob.sha256),
+        ~exists().where(Job.status.not_in(TERMINAL), pinned),
     ]
     if also_kept:
         conditions.append(Blob.sha256.not_in(also_kept))
@@ -152,11 +158,11 @@ def _naive(timestamp: float) -> datetime:
 
 
 def _remove_one(session: Session, blobs: Blobs, sha: str, size: int, grace_s: float,
-                also_kept: set[str], report: Report) -> None:
+                also_kept: set[str], pins: Pins, report: Report) -> None:
     cutoff = utcnow() - timedelta(seconds=grace_s)
     try:  # C1
         deleted = session.execute(
-            delete(Blob).where(Blob.sha256 == sha, *collectable(cutoff, also_kept))
+            delete(Blob).where(Blob.sha256 == sha, *collectable(cutoff, also_kept, pins))
             .execution_options(synchronize_session=False))
     except IntegrityError:  # referenced meanwhile (Postgres: the foreign key)
         session.rollback()
@@ -180,11 +186,11 @@ def _remove_one(session: Session, blobs: Blobs, sha: str, size: int, grace_s: fl
     report.removed_bytes += size
 
 
-def collect(new_session: Callable[[], Session], blobs: Blobs, grace_s: float,
+def collect(new_session: Callable[[], Session], blobs: Blobs, grace_s: float, pins: Pins,
             batch: int = 10_000) -> Report:
     """One pass: settles old trash, removes abandoned tmp/ files, gives old row-less files a
     row, then removes every blob row (and file) untouched for `grace_s` seconds that nothing
-    references, one transaction each."""
+    references (`pins`: where jobs' specs pin blobs), one transaction each."""
     report = Report()
     with new_session() as session:
         _settle_trash(session, blobs, report)
@@ -192,16 +198,17 @@ def collect(new_session: Callable[[], Session], blobs: Blobs, grace_s: float,
         cutoff = utcnow() - timedelta(seconds=grace_s)
         _adopt_orphans(session, blobs, cutoff, report)
         also_kept = catalog_references(session)
-        candidates = session.execute(select(Blob.sha256, Blob.size)
-                                     .where(*collectable(cutoff, also_kept)).limit(batch)).all()
+        candidates = session.execute(
+            select(Blob.sha256, Blob.size).where(*collectable(cutoff, also_kept, pins))
+            .limit(batch)).all()
         session.rollback()
         for sha, size in candidates:
-            _remove_one(session, blobs, sha, int(size), grace_s, also_kept, report)
+            _remove_one(session, blobs, sha, int(size), grace_s, also_kept, pins, report)
     return report
 
 
-def collect_if_due(new_session: Callable[[], Session], blobs: Blobs, settings: Settings
-                   ) -> dict[str, Any] | None:
+def collect_if_due(new_session: Callable[[], Session], blobs: Blobs, settings: Settings,
+                   pins: Pins) -> dict[str, Any] | None:
     """From the reconciler: a pass at most every `blob_gc_interval_s` per worker process (the
     clock is the process's own, so the store holds no marker; passes of several processes may
     overlap, which is harmless). Never raises: a failed pass is logged and retried at the next
@@ -214,7 +221,7 @@ def collect_if_due(new_session: Callable[[], Session], blobs: Blobs, settings: S
         return None
     _last_pass[root] = now
     try:
-        report = collect(new_session, blobs, settings.blob_gc_grace_s).as_dict()
+        report = collect(new_session, blobs, settings.blob_gc_grace_s, pins).as_dict()
     except Exception:  # noqa: BLE001 (the reconciler must go on)
         log.exception("blob collection failed")
         return None

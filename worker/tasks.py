@@ -22,6 +22,7 @@ from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from jobs.budget import Budget, shard_budget
 from jobs.dispatch import dispatch_pending, enqueue_merge
 from jobs.fleet import process_rate
+from jobs.kinds import pinned_blob_paths
 from nadcore import Cancelled
 from store import blobgc
 from store.blobs import Blobs, keep_blob, open_blob_store
@@ -321,5 +322,6 @@ def reconcile() -> int:
     with session_scope(_db_url()) as session:
         sent = reconcile_once(session, app, get_settings())
         catalog.sweep(session, app)
-    blobgc.collect_if_due(get_sessionmaker(_db_url()), _blobs(), get_settings())
+    blobgc.collect_if_due(get_sessionmaker(_db_url()), _blobs(), get_settings(),
+                          pinned_blob_paths())
     return sent

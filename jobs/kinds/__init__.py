@@ -14,6 +14,7 @@ import importlib
 import os
 
 from jobs.kinds.base import JobKind
+from nadcore.specs.pins import pinned_paths
 
 BUILT_IN = ("nads", "probe", "poison")  # in this order in listings; one line per kind
 
@@ -37,6 +38,12 @@ def _load(modules: list[str]) -> dict[str, JobKind]:
 
 KINDS: dict[str, JobKind] = _load(_modules())
 REGISTRY = tuple(KINDS)
+
+
+def pinned_blob_paths() -> frozenset[tuple[str, ...]]:
+    """Where any kind's stored spec pins a blob its job reads (`nadcore.specs.pins`): the blob
+    collector keeps those of queued and running jobs (store/blobgc.py)."""
+    return frozenset().union(*(pinned_paths(kind.spec) for kind in KINDS.values()))
 
 
 def get_kind(name: str) -> JobKind:

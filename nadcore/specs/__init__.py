@@ -8,6 +8,7 @@ import contract keeps torch out):
 - `nad_source`: a reference to a NAD result (`NadSource`), which the probe and poison specs
   extend.
 - `numbers`: the bounded float types of every spec.
+- `pins`: where a spec pins the blobs its job reads (`pinned_paths`), for the blob collector.
 - `presets`: the named training presets of the probe and poison specs.
 - `ranges`: how a job's items split into shards (`shard_ranges`).
 - `torchvision_names`: torchvision's classification builders, as a static list.

@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from api.main import create_app
+from jobs.kinds import pinned_blob_paths
 from store.blobgc import collect
 from store.blobs import BlobStore, record_blob
 from store.db import get_sessionmaker, session_scope
@@ -186,7 +187,8 @@ def test_admin_gc_removes_what_deleted_rows_left(api_url: str, settings: Setting
         assert client.delete(f"/v1/uploads/{gone['id']}").status_code == 204
         # the delete touched the blob: it stays the grace period (1 h) after its last
         # reference, for whoever looked its sha256 up just before
-        collect(get_sessionmaker(settings.resolved_database_url), blobs, grace_s=3600)
+        collect(get_sessionmaker(settings.resolved_database_url), blobs, grace_s=3600,
+                pins=pinned_blob_paths())
         assert blobs.exists(gone["sha256"]) and blobs.exists(kept["sha256"])
         run = subprocess.run([sys.executable, "-m", "nads.cli", "admin", "gc", "--grace-s", "0"],
                              env=settings_env(settings), capture_output=True, text=True,

@@ -1,6 +1,6 @@
 """The blob collector (store/blobgc.py) on the real Postgres and on SQLite: an unreferenced blob
-goes after the grace period and not before, a referenced one stays (rows, a running job's
-pinned architecture, the catalog), row-less files and abandoned trash are settled, and writers
+goes after the grace period and not before, a referenced one stays (rows, the blobs a
+running job's spec pins, the catalog), row-less files and abandoned trash are settled, and writers
 hammering the same contents while the collector runs with no grace period at all never lose a
 blob they reference."""
 
@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.kinds import pinned_blob_paths
 from store.blobgc import collect
 from store.blobs import BlobStore, keep_blob
 from store.db import get_sessionmaker
@@ -96,7 +97,7 @@ def test_unreferenced_blob_goes_after_the_grace_period_referenced_stays(
     old, _ = _store(new_session, blobs, tmp_path, b"old garbage", age_s=2 * HOUR)
     recent, _ = _store(new_session, blobs, tmp_path, b"recent garbage", age_s=60)
 
-    report = collect(new_session, blobs, grace_s=HOUR)
+    report = collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths())
     assert (report.removed, report.removed_bytes) == (1, len(b"old garbage"))
     assert not blobs.exists(old) and not _has_row(new_session, old)
     assert blobs.exists(referenced) and blobs.exists(recent) and _has_row(new_session, recent)
@@ -104,34 +105,45 @@ def test_unreferenced_blob_goes_after_the_grace_period_referenced_stays(
     with new_session() as session:  # the user deletes the upload: nothing references it now
         session.execute(delete(Upload).where(Upload.id == upload_id))
         session.commit()
-    assert collect(new_session, blobs, grace_s=HOUR).removed == 1
+    assert collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths()).removed == 1
     assert not blobs.exists(referenced) and not _has_row(new_session, referenced)
     assert blobs.exists(recent)  # still within its grace period
     assert not list(blobs.trashed())
 
 
-def test_running_jobs_pinned_architecture_and_the_catalog_are_references(
+def test_running_jobs_pinned_blobs_and_the_catalog_are_references(
         new_session: sessionmaker[Session], blobs: BlobStore, user_id: int, tmp_path: Path
 ) -> None:
+    """A queued job reads the blobs its spec pinned at admission (an uploaded architecture's
+    archive, a probe's or a poison job's NADs) whatever becomes of their source: they stay
+    while it is queued or running, and go once it is finished and nothing else names them."""
     archive, _ = _store(new_session, blobs, tmp_path, b"an archive", age_s=2 * HOUR)
+    probed, _ = _store(new_session, blobs, tmp_path, b"a probe's nads.npy", age_s=2 * HOUR)
+    poisoned, _ = _store(new_session, blobs, tmp_path, b"a poison's nads.npy", age_s=2 * HOUR)
     shipped, _ = _store(new_session, blobs, tmp_path, b"a shipped file", age_s=2 * HOUR)
+    specs = [("nads", {"architecture": {"id": "a1", "sha256": archive, "init": "keep"}}),
+             ("probe", {"architecture": "lenet",
+                        "directions": {"kind": "nad", "job": "n1", "sha256": probed}}),
+             ("poison", {"architecture": "lenet", "nads": {"catalog": "lenet",
+                                                          "sha256": poisoned}})]
     with new_session() as session:
-        job = Job(id=uuid.uuid4().hex, user_id=user_id, kind="nads", status=QUEUED,
-                  spec={"architecture": {"id": "a1", "sha256": archive, "init": "keep"}})
-        session.add(job)
+        jobs = [Job(id=uuid.uuid4().hex, user_id=user_id, kind=kind, status=QUEUED, spec=spec)
+                for kind, spec in specs]
+        session.add_all(jobs)
         session.add(CatalogEntry(name=f"c{uuid.uuid4().hex[:6]}", spec={}, target_stability=0.9,
                                  stability_k=4, round_networks=2, shard_networks=1,
                                  origin="shipped", files={"eigenvalues.npy": shipped}))
         session.commit()
-        job_pk = job.pk
-    assert collect(new_session, blobs, grace_s=HOUR).removed == 0
-    assert blobs.exists(archive) and blobs.exists(shipped)
+        job_pks = [job.pk for job in jobs]
+    assert collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths()).removed == 0
+    assert all(blobs.exists(sha) for sha in (archive, probed, poisoned, shipped))
 
-    with new_session() as session:  # a finished job no longer needs its archive
-        session.execute(update(Job).where(Job.pk == job_pk).values(status=SUCCEEDED))
+    with new_session() as session:  # finished jobs no longer need what they pinned
+        session.execute(update(Job).where(Job.pk.in_(job_pks)).values(status=SUCCEEDED))
         session.commit()
-    report = collect(new_session, blobs, grace_s=HOUR)
-    assert report.removed == 1 and not blobs.exists(archive)
+    report = collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths())
+    assert report.removed == 3 and not any(blobs.exists(sha) for sha in (archive, probed,
+                                                                           poisoned))
     assert blobs.exists(shipped)
 
 
@@ -144,7 +156,7 @@ def test_rowless_files_and_abandoned_trash(new_session: sessionmaker[Session], b
     new_sha = blobs.put(blobs.stage(new_orphan)).name
     past = time.time() - 2 * HOUR
     os.utime(blobs.path(old_sha), (past, past))
-    report = collect(new_session, blobs, grace_s=HOUR)
+    report = collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths())
     assert (report.orphans, report.removed) == (1, 1)
     assert not blobs.exists(old_sha) and blobs.exists(new_sha)
 
@@ -158,7 +170,7 @@ def test_rowless_files_and_abandoned_trash(new_session: sessionmaker[Session], b
     for path in (gone, stale):
         sha, _, rest = path.name.split(".")
         path.rename(path.with_name(f"{sha}.{old_ns}.{rest}"))
-    report = collect(new_session, blobs, grace_s=HOUR)
+    report = collect(new_session, blobs, grace_s=HOUR, pins=pinned_blob_paths())
     assert report.settled_trash == 2
     assert blobs.exists(kept) and not blobs.exists(new_sha)
     assert not list(blobs.trashed())
@@ -201,7 +213,8 @@ def test_writers_racing_the_collector_never_lose_a_referenced_blob(
 
     def collector() -> None:
         while not stop.is_set():
-            counts["removed"] += collect(new_session, blobs, grace_s=0).removed
+            counts["removed"] += collect(new_session, blobs, grace_s=0,
+                                         pins=pinned_blob_paths()).removed
 
     def run(target: Callable[..., None], *args: object) -> threading.Thread:
         def body() -> None:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from jobs.kinds import pinned_blob_paths
 from store.blobgc import collect
 from store.blobs import keep_blob, open_blob_store, record_blob
 from store.blobs_s3 import S3BlobStore
@@ -154,11 +155,11 @@ def test_collector_on_the_bucket(store: S3BlobStore, tmp_path: Path,
                              CopySource={"Bucket": BUCKET, "Key": store.key(stale)})
     store.client.delete_object(Bucket=BUCKET, Key=store.key(stale))
 
-    report = collect(new_session, store, grace_s=3600)
+    report = collect(new_session, store, grace_s=3600, pins=pinned_blob_paths())
     assert report.settled_trash == 1 and report.removed == 0
     assert store.exists(stale) and list(store.trashed()) == []
 
-    report = collect(new_session, store, grace_s=0)
+    report = collect(new_session, store, grace_s=0, pins=pinned_blob_paths())
     assert report.orphans == 1 and report.removed == 3, report  # loose, orphan, stale
     assert [s for s, _, _ in store.stored()] == [kept] and list(store.trashed()) == []
     with new_session() as session:
