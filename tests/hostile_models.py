@@ -1,5 +1,5 @@
 """Uploads an attacker would try, shared by the layer-one tests
-(tests/nadcore/test_untrusted.py) and the sandbox tests through the service
+(tests/nadcore/uploaded/test_untrusted.py) and the sandbox tests through the service
 (tests/service/test_sandbox.py).
 
 TorchScript needs the source of the classes it scripts, hence this module. Every model takes

@@ -17,7 +17,7 @@ overlap t / k has
 (At k = 1, t = <a, b>^2 for independent uniform unit vectors, which is Beta(1/2, (D - 1)/2):
 mean 1/D, variance 2 (D - 1) / (D^2 (D + 2)), the formula's value.) The noise band is the
 upper tail of the Beta distribution with this mean and variance (exact at k = 1, moment-matched
-above; tests/nadcore/test_identifiability.py checks it against simulated split halves) at the
+above; tests/nadcore/nads/test_identifiability.py checks it against simulated split halves) at the
 probability of a standard normal beyond Z = 3 (0.135 %), the confidence of the probe's chance
 band (`nadcore.training.learning_check`). At D = 1,024: chance 0.0625 at k = 64 with a standard
 deviation of 0.0013, and a stability up to 0.0664 is chance: the shipped logreg entry's 0.0620

@@ -1,7 +1,7 @@
 """The classification builders of torchvision.models, as `torchvision.models.list_models(
 module=torchvision.models)` lists them for the pinned torchvision (0.29.1), kept here so that
 the API can check `torchvision:<builder>` names without importing torch.
-`tests/nadcore/test_spec_bounds.py` checks that this list equals torchvision's own; regenerate
+`tests/nadcore/specs/test_spec_bounds.py` checks that this list equals torchvision's own; regenerate
 it when torchvision is upgraded.
 """
 

@@ -13,10 +13,10 @@ list/tuple plumbing. What is not here is refused: file I/O (`aten::from_file`, `
 anything that calls back into Python (`prim::PythonOp`), printing, custom classes, distributed
 and RPC ops, and every operator not listed.
 
-`tests/nadcore/test_untrusted.py` checks that the five built-in architectures and a sample of
-torchvision classifiers that covers the operators of every family, scripted and exported, pass
-(`scripts/check_operator_allowlist.py` walks all 80). An operator missing here that a real
-network needs is added to the right group below, never by namespace.
+`tests/nadcore/uploaded/test_untrusted.py` checks that the five built-in architectures and a
+sample of torchvision classifiers that covers the operators of every family, scripted and
+exported, pass (`scripts/check_operator_allowlist.py` walks all 80). An operator missing here
+that a real network needs is added to the right group below, never by namespace.
 """
 
 from __future__ import annotations

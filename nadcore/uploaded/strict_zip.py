@@ -380,7 +380,7 @@ def read_members(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, byte
 def write_canonical(members: dict[str, bytes]) -> bytes:
     """A fresh archive of `members` (stored, in the given order, no descriptors, extras or
     comments): the only archive torch ever reads. Python's zipfile writes it: its output is
-    plain, and `read_directory` accepts it (tests/nadcore/test_strict_zip.py)."""
+    plain, and `read_directory` accepts it (tests/nadcore/uploaded/test_strict_zip.py)."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
         for name, body in members.items():

@@ -1,6 +1,7 @@
 """The operators a torchvision classifier calls, scripted and exported: what the allow-list
-(`operators`) is checked against, on a sample of classifiers by tests/nadcore/test_untrusted.py
-and on all of them by scripts/check_operator_allowlist.py."""
+(`operators`) is checked against, on a sample of classifiers by
+tests/nadcore/uploaded/test_untrusted.py and on all of them by
+scripts/check_operator_allowlist.py."""
 
 from __future__ import annotations
 

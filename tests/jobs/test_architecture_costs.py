@@ -2,7 +2,7 @@
 yet, a spec is pending (the API has a worker count it); counted, it is estimated and refused
 like a built-in; a builder that cannot take the shape is refused naming `input_shape`; with no
 worker to count it, its cost stays unknown. The counts here are the figures the worker's count
-(nadcore.networks.counting, tests/nadcore/test_counting.py) gives for these builders."""
+(nadcore.networks.counting, tests/nadcore/networks/test_counting.py) gives for these builders."""
 
 from __future__ import annotations
 

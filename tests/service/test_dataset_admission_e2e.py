@@ -24,7 +24,7 @@ from store.db import session_scope
 from store.migrate import upgrade
 from store.models import Job, Worker
 from store.settings import Settings
-from tests.nadcore.test_datasets import write_cifar_miniature
+from tests.nadcore.poison.test_datasets import write_cifar_miniature
 from tests.support import ServerThread, celery_worker, keyed_client, new_key, wait_for_job
 
 pytestmark = pytest.mark.slow

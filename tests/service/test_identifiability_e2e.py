@@ -1,7 +1,7 @@
 """Every NAD result says how much it means (issue 26 item 4), end to end: a `nads serve` of its
 own (SQLite, its own worker) serving the shipped catalog (logreg and LeNet at 1x32x32, 10,000
 networks), NAD jobs through the Python client, `nads status` and `nads catalog ls` as a user
-runs them. The maths of the noise band: tests/nadcore/test_identifiability.py."""
+runs them. The maths of the noise band: tests/nadcore/nads/test_identifiability.py."""
 
 from __future__ import annotations
 

@@ -306,9 +306,9 @@ def test_every_builtin_uploaded_gives_the_builtins_nads(
     autograd: 2 NADs, whose eigenvalues are distinct, so the subspace is determined to
     rounding). Each architecture goes in one format, the formats alternating so that each
     loader meets a large network inside the sandbox's limits (resnet18 scripted, densenet121
-    exported); that every built-in loads both ways is tests/nadcore/test_untrusted.py's (in-process,
-    the same loader), and both ways through the service tests/service/test_architectures_e2e.py
-    (LeNet). All ten uploads took 265 s of the suite."""
+    exported); that every built-in loads both ways is tests/nadcore/uploaded/test_untrusted.py's
+    (in-process, the same loader), and both ways through the service
+    tests/service/test_architectures_e2e.py (LeNet). All ten uploads took 265 s of the suite."""
     shape = [1, 32, 32]
     spec = {"input_shape": shape, "num_networks": 3, "method": "autograd", "seed": 1}
     rows = {}

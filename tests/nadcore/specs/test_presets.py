@@ -13,7 +13,7 @@ import pytest
 from nadcore.poison.spec import PoisonSpec
 from nadcore.probe.spec import ProbeSpec
 
-SCIENCE = Path(__file__).resolve().parents[2] / "docs" / "science.md"
+SCIENCE = Path(__file__).resolve().parents[3] / "docs" / "science.md"
 
 
 def paper_column(heading: str) -> list[tuple[list[str], list[str], str]]:

@@ -32,7 +32,7 @@ def test_logreg_gradient_is_its_weight_both_methods():
 def test_logreg_covariance_is_isotropic_marchenko_pastur():
     """The built-in logreg's eigenvalues against the Marchenko-Pastur law of its init. Its NADs
     are arbitrary (isotropic: any orthonormal set is right), so the eigenVECTORS are checked
-    against closed forms in tests/nadcore/test_decompose_reference.py (planted covariances, an
+    against closed forms in tests/nadcore/nads/test_decompose_reference.py (planted covariances, an
     anisotropic linear model) and by the circulant network below."""
     n, d = 3000, 64
     res = estimate_nads("logreg", (1, 8, 8), n, seed=1)
