@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -24,13 +23,12 @@ from pathlib import Path
 import psycopg
 from sqlalchemy import update
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from store.blobgc import collect  # noqa: E402
-from store.blobs import BlobStore, keep_blob  # noqa: E402
-from store.db import get_sessionmaker  # noqa: E402
-from store.migrate import upgrade  # noqa: E402
-from store.models import Blob, Upload, User, utcnow  # noqa: E402
+from jobs.kinds import pinned_blob_paths
+from store.blobgc import collect
+from store.blobs import BlobStore, keep_blob
+from store.db import get_sessionmaker
+from store.migrate import upgrade
+from store.models import Blob, Upload, User, utcnow
 
 
 def seed(url: str, blobs: BlobStore, count: int, tmp: Path) -> None:
@@ -54,7 +52,7 @@ def seed(url: str, blobs: BlobStore, count: int, tmp: Path) -> None:
 
 def timed(url: str, blobs: BlobStore) -> dict:
     start = time.perf_counter()
-    report = collect(get_sessionmaker(url), blobs, grace_s=3600)
+    report = collect(get_sessionmaker(url), blobs, grace_s=3600, pins=pinned_blob_paths())
     return {"seconds": round(time.perf_counter() - start, 2), **report.as_dict()}
 
 

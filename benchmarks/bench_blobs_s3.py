@@ -22,11 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import httpx
 
-import httpx  # noqa: E402
-
-from store.blobs import BlobStore  # noqa: E402
+from store.blobs import BlobStore
 
 
 def _port() -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+# the repository root: this benchmark borrows the test suite's models and database helpers
+# (tests/ is not an installed package)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from api.main import create_app  # noqa: E402
