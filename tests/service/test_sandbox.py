@@ -326,7 +326,7 @@ def test_every_builtin_uploaded_gives_the_builtins_nads(
                 "validating":
             assert time.monotonic() < deadline, row
             time.sleep(0.5)
-        assert row["status"] == "ready", (arch, suffix, row)
+        assert row["status"] == "ready", (arch, suffix, row["reason"])
         r = alice.post("/v1/jobs/nads", json={**spec, "architecture": {"id": arch_id}})
         assert r.status_code == 202, r.text
         jobs[arch, suffix] = r.json()["id"]
