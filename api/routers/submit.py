@@ -12,6 +12,7 @@ workers connected (jobs/fleet.py: 422 past NADS_MAX_ESTIMATED_RUN_S unless
 # FastAPI reads from the annotations when the route is defined below.
 
 import inspect
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
@@ -36,7 +37,7 @@ AcceptLong = Annotated[bool, Query(
     "exceeds NADS_MAX_ESTIMATED_RUN_S (otherwise a 422 with the estimate and what fits).")]
 
 
-def _acceptances(kind: JobKind):
+def _acceptances(kind: JobKind) -> Callable[..., frozenset[str]]:
     """A dependency taking the kind's `acceptances` as boolean query flags (documented in the
     OpenAPI schema, false by default); it gives the names of those set true."""
     names = list(kind.acceptances)
