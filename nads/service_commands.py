@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from nads.data_dir import DataDirRefused, prepare_data_dir
+from nads.data_dir import DataDirRefused, prepare_data_dir, private_dirs
 from nads.gc_command import gc_command
 from nads.local_key import LOCAL_KEY_FILE, read_key_file, write_key_file
 
@@ -67,7 +67,7 @@ def _settings(data_dir: Path | None = None) -> Settings:
         get_settings.cache_clear()
     settings = get_settings()
     try:  # umask 077: the workers started later inherit it
-        notes = prepare_data_dir(settings.data_dir)
+        notes = prepare_data_dir(settings.data_dir, private_dirs(settings))
     except DataDirRefused as exc:
         print(f"nads: {exc}", file=sys.stderr)
         raise typer.Exit(2) from None

@@ -184,3 +184,69 @@ def test_the_commands_refuse_with_exit_2_and_the_reason(
     assert exited.value.exit_code == 2
     assert capsys.readouterr().err.startswith(
         f"nads: NADS_DATA_DIR (--data-dir): {data} (the data dir) is owned by {OTHER}")
+
+
+def _start(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
+    """The commands' start-up (`_settings`) with these settings."""
+    from nads.service_commands import _settings
+
+    for name in ("NADS_DATABASE_URL", "NADS_BROKER_URL", "NADS_BLOB_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    try:
+        _settings()
+    finally:
+        get_settings.cache_clear()
+
+
+def test_a_blob_dir_or_sqlite_folder_outside_the_data_dir_is_held_to_the_same_rules(
+        tmp_path: Path, other: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """NADS_BLOB_DIR and a SQLite NADS_DATABASE_URL elsewhere hold users' results and uploads as
+    the data dir does: another user's folder is refused, naming the setting; one of this user's
+    that others can read is made private, with a line saying so."""
+    data, blobs, db = tmp_path / "var", tmp_path / "blobs", tmp_path / "db"
+    blobs.mkdir()
+    os.chown(blobs, other.pw_uid, other.pw_gid)
+    with pytest.raises(typer.Exit) as exited:
+        _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs))
+    assert exited.value.exit_code == 2
+    assert capsys.readouterr().err.startswith(
+        f"nads: NADS_BLOB_DIR: {blobs} (the blob dir) is owned by {OTHER}")
+
+    os.chown(blobs, 0, 0)
+    (blobs / "ab").mkdir()
+    (blobs / "ab" / "abcd").write_bytes(b"alice's upload")
+    db.mkdir()
+    for path, bits in ((blobs / "ab", 0o755), (blobs / "ab" / "abcd", 0o644), (db, 0o777)):
+        os.chmod(path, bits)  # the start-up above set this process's umask to 077
+    with pytest.raises(typer.Exit):
+        _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs),
+               NADS_DATABASE_URL=f"sqlite:///{db / 'nads.db'}")
+    assert capsys.readouterr().err.startswith(
+        f"nads: NADS_DATABASE_URL: {db} (the SQLite database's folder; mode 0777) is writable "
+        "by every user")
+    assert mode(blobs / "ab" / "abcd") == 0o644  # refused before anything was changed
+
+    os.chmod(db, 0o755)
+    _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs),
+           NADS_DATABASE_URL=f"sqlite:///{db / 'nads.db'}")
+    err = capsys.readouterr().err
+    assert f"NADS_BLOB_DIR: 2 files and folders in {blobs} were open to others" in err, err
+    assert f"NADS_DATABASE_URL: {db} was mode 0755" in err, err
+    assert (mode(blobs), mode(blobs / "ab"), mode(blobs / "ab" / "abcd"), mode(db)) == \
+        (0o700, 0o700, 0o600, 0o700)
+
+
+def test_folders_inside_the_data_dir_are_checked_once_with_it(tmp_path: Path) -> None:
+    from nads.data_dir import private_dirs
+    from store.settings import Settings
+
+    data = tmp_path / "var"
+    inside = Settings(data_dir=data, blob_dir=data / "b", database_url=None)
+    assert private_dirs(inside) == []
+    outside = Settings(data_dir=data, blob_dir=tmp_path / "b",
+                       database_url="postgresql+psycopg://x@127.0.0.1/db")
+    assert private_dirs(outside) == [(tmp_path / "b", "NADS_BLOB_DIR", "the blob dir")]
