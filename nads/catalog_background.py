@@ -39,15 +39,29 @@ AUTOGROUP = Path("/proc/self/autogroup")
 # the CPU), so that a stop loses little
 SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "densenet121": 2}
 # the precision of a CPU build, where the command is not told: bf16 only where it passed the
-# bar of benchmarks/catalog_precision.py (BENCHMARKS.md, Catalog on the CPU); read by every
-# new build process, so a change here reaches the next architecture of a running
-# scripts/catalog_build.sh
-CPU_PRECISION = {"logreg": "fp32", "lenet": "fp32", "vgg11": "bf16", "resnet18": "bf16",
+# bar of benchmarks/catalog_precision.py (BENCHMARKS.md, Catalog on the CPU) and was faster:
+# VGG-11, built on CPUs with native bf16 (2x faster there). ResNet-18 passed the bar too, but
+# a build moves between machines, the partials of a build must share one precision, and on a
+# CPU without native bf16 (AVX2 only: `native_bf16`) bf16 is 41x slower than fp32
+# (benchmarks/cpu_bf16.py): fp32 runs well everywhere. Read by every new build process, so a
+# change here reaches the next architecture of a running scripts/catalog_build.sh
+CPU_PRECISION = {"logreg": "fp32", "lenet": "fp32", "vgg11": "bf16", "resnet18": "fp32",
                  "densenet121": "fp32"}
 
 
 class BuildError(ValueError):
-    """The partials present cannot be extended by this build (another spec, overlaps)."""
+    """The partials present cannot be extended by this build (another spec, overlaps), or
+    this machine cannot compute it sensibly (emulated bf16)."""
+
+
+def check_precision(precision: str, native: bool | None) -> None:
+    """BuildError for a bf16 build where the device has no native bf16 (`native` False, from
+    `native_bf16`): emulated, it is tens of times slower than fp32, for days."""
+    if precision == "bf16" and native is False:
+        raise BuildError("precision: bf16 is emulated on this CPU (no AVX512-BF16 or AMX): "
+                         "tens of times slower than fp32 here (41x for ResNet-18). Use "
+                         "--precision fp32 (partials of another precision must then move "
+                         "away), or build on a CPU with native bf16")
 
 
 @dataclass(frozen=True)
@@ -231,6 +245,9 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
     to). Returns the entry's folder when finalized. `max_shards` stops after that many."""
     import torch
 
+    from nadcore.nads.precision import native_bf16
+
+    check_precision(precision, native_bf16(torch.device(device)))
     shard = shard_networks or SHARD_NETWORKS.get(arch, 10)
     folder = partials_dir(data, arch)
     spec = catalog_spec(arch, networks, precision)
