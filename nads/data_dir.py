@@ -4,9 +4,11 @@ user's alone.
 It holds other users' results and uploaded models (blobs), the broker's messages (specs), the
 database and the local key: nothing in it may be readable by other local users, and nothing in
 it, nor a folder on the way to it, may be replaceable by them (a planted database, message or
-blob would be served as this user's). The same holds for the blob dir and a SQLite database's
-folder where NADS_BLOB_DIR or NADS_DATABASE_URL puts them outside it (`private_dirs`; not
-NADS_DATASETS_DIR: public datasets a deployment may keep in a folder of root's, read-only).
+blob would be served as this user's). The same holds for the blob dir where NADS_BLOB_DIR puts
+it outside the data dir (`private_dirs`). Not for NADS_DATASETS_DIR (public datasets, which a
+deployment may keep read-only in a folder of root's), nor for the folder of a SQLite database
+that NADS_DATABASE_URL puts elsewhere (often a folder of other things, such as a checkout: its
+files are not the service's to make private).
 `prepare_data_dir` therefore
 
 - sets the process umask to 077: whatever this process and the workers it starts create
@@ -67,14 +69,8 @@ def prepare_data_dir(path: Path, others: Sequence[PrivateDir] = ()) -> list[str]
 def private_dirs(settings: Settings) -> list[PrivateDir]:
     """The folders besides the data dir that hold users' data, where settings put them outside
     it."""
-    from sqlalchemy.engine import make_url
-
     data_dir = (Path.cwd() / settings.data_dir).resolve()
     dirs = [(settings.blob_dir, "NADS_BLOB_DIR", "the blob dir")]
-    url = make_url(settings.resolved_database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        dirs.append((Path(url.database).parent, "NADS_DATABASE_URL",
-                     "the SQLite database's folder"))
     return [(path, field, what) for path, field, what in dirs
             if path is not None and not (Path.cwd() / path).resolve().is_relative_to(data_dir)]
 

@@ -201,13 +201,13 @@ def _start(monkeypatch: pytest.MonkeyPatch, **env: str) -> None:
         get_settings.cache_clear()
 
 
-def test_a_blob_dir_or_sqlite_folder_outside_the_data_dir_is_held_to_the_same_rules(
+def test_a_blob_dir_outside_the_data_dir_is_held_to_the_same_rules(
         tmp_path: Path, other: pwd.struct_passwd, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """NADS_BLOB_DIR and a SQLite NADS_DATABASE_URL elsewhere hold users' results and uploads as
-    the data dir does: another user's folder is refused, naming the setting; one of this user's
-    that others can read is made private, with a line saying so."""
-    data, blobs, db = tmp_path / "var", tmp_path / "blobs", tmp_path / "db"
+    """NADS_BLOB_DIR elsewhere holds users' results and uploads as the data dir does: another
+    user's folder is refused, naming the setting; one of this user's that others can read is
+    made private, with a line saying so; a refusal of either folder changes neither."""
+    data, blobs = tmp_path / "var", tmp_path / "blobs"
     blobs.mkdir()
     os.chown(blobs, other.pw_uid, other.pw_gid)
     with pytest.raises(typer.Exit) as exited:
@@ -219,25 +219,22 @@ def test_a_blob_dir_or_sqlite_folder_outside_the_data_dir_is_held_to_the_same_ru
     os.chown(blobs, 0, 0)
     (blobs / "ab").mkdir()
     (blobs / "ab" / "abcd").write_bytes(b"alice's upload")
-    db.mkdir()
-    for path, bits in ((blobs / "ab", 0o755), (blobs / "ab" / "abcd", 0o644), (db, 0o777)):
+    for path, bits in ((data, 0o755), (blobs / "ab", 0o777), (blobs / "ab" / "abcd", 0o644)):
         os.chmod(path, bits)  # the start-up above set this process's umask to 077
     with pytest.raises(typer.Exit):
-        _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs),
-               NADS_DATABASE_URL=f"sqlite:///{db / 'nads.db'}")
+        _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs))
     assert capsys.readouterr().err.startswith(
-        f"nads: NADS_DATABASE_URL: {db} (the SQLite database's folder; mode 0777) is writable "
-        "by every user")
-    assert mode(blobs / "ab" / "abcd") == 0o644  # refused before anything was changed
+        f"nads: NADS_BLOB_DIR: {blobs / 'ab'} (in the blob dir; mode 0777) is writable by "
+        "every user")
+    assert mode(data) == 0o755  # refused before anything was changed
 
-    os.chmod(db, 0o755)
-    _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs),
-           NADS_DATABASE_URL=f"sqlite:///{db / 'nads.db'}")
+    os.chmod(blobs / "ab", 0o755)
+    _start(monkeypatch, NADS_DATA_DIR=str(data), NADS_BLOB_DIR=str(blobs))
     err = capsys.readouterr().err
     assert f"NADS_BLOB_DIR: 2 files and folders in {blobs} were open to others" in err, err
-    assert f"NADS_DATABASE_URL: {db} was mode 0755" in err, err
-    assert (mode(blobs), mode(blobs / "ab"), mode(blobs / "ab" / "abcd"), mode(db)) == \
-        (0o700, 0o700, 0o600, 0o700)
+    assert f"NADS_DATA_DIR (--data-dir): {data} was mode 0755" in err, err
+    assert (mode(data), mode(blobs), mode(blobs / "ab"), mode(blobs / "ab" / "abcd")) == \
+        (0o700, 0o700, 0o700, 0o600)
 
 
 def test_folders_inside_the_data_dir_are_checked_once_with_it(tmp_path: Path) -> None:
