@@ -173,10 +173,17 @@ def test_a_failed_entry_write_keeps_the_partials(tmp_path: Path, monkeypatch: py
     assert not list(tmp_path.glob(".logreg-*"))  # the temporary folder is gone
 
 
-def test_a_bf16_build_is_refused_where_bf16_is_emulated():
+def test_a_bf16_build_is_refused_where_bf16_is_emulated(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
     """On a CPU without native bf16 a bf16 build is tens of times slower than fp32
-    (benchmarks/cpu_bf16.py): refused, saying so; allowed where bf16 is native or unknown."""
+    (benchmarks/cpu_bf16.py): refused, saying so, before any shard; allowed where bf16 is
+    native or unknown."""
     with pytest.raises(BuildError, match="precision: bf16 is emulated on this CPU"):
         check_precision("bf16", native=False)
     for precision, native in (("bf16", True), ("bf16", None), ("fp32", False)):
         check_precision(precision, native)
+    # the build asks the CPU itself (here told it has no native bf16, whatever this one has)
+    monkeypatch.setattr("nadcore.nads.precision.native_bf16", lambda device: False)
+    with pytest.raises(BuildError, match="precision: bf16 is emulated on this CPU"):
+        compute(tmp_path, "logreg", 4, "bf16", shard_networks=4, report=_quiet)
+    assert not partials_dir(tmp_path, "logreg").exists()

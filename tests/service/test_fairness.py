@@ -23,19 +23,23 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from nadcore.cores import usable_cores
 from store.db import session_scope
 from store.settings import Settings
 from tests.support import clean_env, keyed_client, nads_serve, new_key, submit_job, wait_for_job
+from worker.layout import plan_layout
 
 from .test_worker_layout import needs_two_cores
 
-# 8 shards of 12 LeNets (finite differences, 1x32x32): seconds each on one core
-LARGE = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 96, "seed": 21,
-         "shards": 8}
+# The shard slots: the worker processes, one per usable core (worker/layout.py: the suite's
+# worker and `nads serve` alike); at most this many of A's shards are sent or running at once.
+SLOTS = plan_layout(usable_cores()).processes
+# 4 shards per slot (8 on this 2-core machine) of 12 LeNets (finite differences, 1x32x32):
+# seconds each on one core; enough that A still has shards held when B comes
+LARGE = {"architecture": "lenet", "input_shape": [1, 32, 32], "num_networks": 48 * SLOTS,
+         "seed": 21, "shards": 4 * SLOTS}
 SMALL = {"architecture": "logreg", "input_shape": [1, 8, 8], "num_networks": 10, "seed": 22,
          "shards": 1}
-SLOTS = 2  # the worker processes on this 2-core machine (worker/layout.py): at most this many
-# of A's shards are sent or running at once
 SLACK_S = 3.0  # a shard's end, the dispatch, the broker's poll (0.2 s) and the claim, loaded
 TIMES = ("SELECT j.created_at, s.started_at, s.finished_at FROM shards s JOIN jobs j "
          "ON s.job_pk = j.pk WHERE j.id = :id ORDER BY s.\"index\"")
