@@ -23,6 +23,12 @@ estimated again, measured, by the next submission. The estimate says which it us
 Before the first worker connects, a deployment that says which CPU processes it starts
 (`expected_cpu_processes`: `nads serve` sets it to its own) is estimated on those at the
 assumed rate (`estimating_workers`), so a fresh service refuses from its first second.
+A job whose forward passes run in bfloat16 (`precision: bf16`) is timed by rates of its own
+(`rate_key`: `nads:bf16`): with native bf16 (a GPU, a CPU with AVX512-BF16 or AMX) it runs at
+least as fast as fp32, but a CPU without it emulates bf16, 22-41x slower than fp32
+(BENCHMARKS.md, benchmarks/cpu_bf16.py), and one average over both would be wrong for both.
+Until such a process has finished a bf16 shard, its bf16 rate is its fp32 rate, divided by
+EMULATED_BF16_SLOWDOWN where its calibration said that it emulates bf16 (`native_bf16`).
 """
 
 from __future__ import annotations
@@ -47,6 +53,17 @@ if TYPE_CHECKING:  # the kinds import this module (jobs/kinds/poison.py)
 CALIBRATION = "calibration"  # throughput key of the start-up measurement (worker/calibrate.py)
 # FLOP/s of one process that has measured nothing yet, by device kind (see the docstring).
 ASSUMED_FLOPS_PER_S = {"cpu": 50e9, "cuda": 150e12}
+# bf16 against fp32 where a CPU emulates bf16: the least of the slowdowns measured (22-41x for
+# DenseNet-121, VGG-11, ResNet-18 on an AVX2-only EPYC), so that, like the assumed rates, it
+# refuses no job that a measured rate would let through; the first bf16 shard measures it.
+EMULATED_BF16_SLOWDOWN = 22.0
+BF16 = "bf16"
+
+
+def rate_key(kind: str, spec: Mapping[str, Any] | None) -> str:
+    """The throughput key that times a job of `kind` with `spec` (a stored spec's JSON): the
+    kind, or `<kind>:bf16` for bf16 forward passes (see the module's docstring)."""
+    return f"{kind}:{BF16}" if (spec or {}).get("precision") == BF16 else kind
 
 
 @dataclass(frozen=True)
@@ -58,6 +75,7 @@ class Process:
     device: str
     gpu: bool
     assumed: bool = False
+    emulated_bf16: bool = False  # a bf16 rate derived from an fp32 one by the slowdown
 
 
 def connected_workers(session: Session, settings: Settings) -> list[Worker]:
@@ -102,27 +120,51 @@ def missing_dataset(workers: Sequence[Worker], dataset: str) -> str | None:
             f"{', '.join(held) or 'no named dataset'})")
 
 
-def process_rate(worker: Worker, kind: str) -> float | None:
-    """FLOP/s of one of the worker's processes for the kind (else its calibration); None when
-    not measured yet."""
+def emulates_bf16(worker: Worker, key: str) -> bool:
+    """Whether `key` times bf16 work on a worker whose calibration said that it emulates bf16
+    (a CPU without AVX512-BF16 or AMX)."""
+    return key.endswith(f":{BF16}") and worker.native_bf16 is False
+
+
+def process_rate(worker: Worker, key: str) -> float | None:
+    """FLOP/s of one of the worker's processes for the rate key (`rate_key`): measured on its
+    shards, else those of the kind at fp32 (a bf16 key: divided by EMULATED_BF16_SLOWDOWN
+    where the worker emulates bf16), else its calibration (the same); None when not measured
+    yet."""
     throughput = worker.throughput or {}
-    rate = throughput.get(kind) or throughput.get(CALIBRATION)
-    return float(rate) if rate else None
+    if throughput.get(key):
+        return float(throughput[key])
+    rate = throughput.get(key.split(":")[0]) or throughput.get(CALIBRATION)
+    if not rate:
+        return None
+    return float(rate) / (EMULATED_BF16_SLOWDOWN if emulates_bf16(worker, key) else 1.0)
 
 
-def user_processes(workers: Sequence[Worker], kind: str) -> list[Process]:
+def user_processes(workers: Sequence[Worker], key: str) -> list[Process]:
     """One `Process` per process of the workers that take users' shards, at its measured rate
-    for the kind, else the rate assumed for its device kind."""
+    for the rate key (`rate_key`), else the rate assumed for its device kind."""
     processes = []
     for w in workers:
         if not takes_user_shards(w):
             continue
         device = w.device or "unknown device"
-        measured = process_rate(w, kind)
+        measured = process_rate(w, key)
         rate = measured or ASSUMED_FLOPS_PER_S["cuda" if w.gpus > 0 else "cpu"]
-        processes += [Process(rate, device, w.gpus > 0, measured is None)
+        emulated = (measured is not None and emulates_bf16(w, key)
+                    and not (w.throughput or {}).get(key))
+        processes += [Process(rate, device, w.gpus > 0, measured is None, emulated)
                       for _ in range(max(1, w.processes))]
     return processes
+
+
+def emulated_note(processes: Sequence[Process]) -> str:
+    """What the estimate assumed of emulated bf16 ('' when nothing)."""
+    n = sum(p.emulated_bf16 for p in processes)
+    if not n:
+        return ""
+    return (f"; {n} of the {len(processes)} process(es) emulate bf16 (a CPU without "
+            f"AVX512-BF16 or AMX), counted {EMULATED_BF16_SLOWDOWN:.0f}x slower than their "
+            "fp32 rate (22-41x measured): precision fp32 runs faster there")
 
 
 def rates_used(processes: Sequence[Process]) -> str:
@@ -197,11 +239,12 @@ def compute_work(estimate: Mapping[str, Any] | None, processes: Sequence[Process
     return by_flops
 
 
-def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
+def run_estimate(key: str, estimate: Mapping[str, Any] | None,
                  ranges: Sequence[tuple[int, int]], workers: Sequence[Worker]) -> dict[str, Any]:
-    """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}`, and when
-    estimated, `rates`: whether the processes' rates were measured or assumed."""
-    processes = user_processes(workers, kind)
+    """`{"run_s": seconds or None, "basis": why, "processes": n, "gpu": bool}` at the rates of
+    `key` (`rate_key`), and when estimated, `rates`: whether the processes' rates were
+    measured or assumed."""
+    processes = user_processes(workers, key)
     base: dict[str, Any] = {"processes": len(processes),
                             "gpu": any(p.gpu for p in processes)}
     if not processes:
@@ -221,19 +264,21 @@ def run_estimate(kind: str, estimate: Mapping[str, Any] | None,
     return base | {"run_s": round(seconds, 1), "fleet": fleet,
                    "rates": rates_used(processes),
                    **({"flops": flops} if flops is not None else {}),
-                   "basis": f"{human_s(seconds)} for {what} on {fleet} (the run alone: "
-                   "the wait in the queue is the job's `queue`)"}
+                   "basis": f"{human_s(seconds)} for {what} on {fleet}"
+                   f"{emulated_note(processes)} (the run alone: the wait in the queue is "
+                   "the job's `queue`)"}
 
 
 def largest_fitting(kind: JobKind, estimate: Mapping[str, Any],
                     ranges: Sequence[tuple[int, int]], workers: Sequence[Worker],
-                    limit_s: float) -> int:
+                    limit_s: float, key: str | None = None) -> int:
     """The largest item count (the kind's `items`: networks, directions, indices) whose
-    estimate fits `limit_s`, at the same cost per position and the same number of shards (at
-    most one per item), the kind's extra positions included; 0 if none does."""
+    estimate fits `limit_s` at the rates of `key` (default: the kind's), at the same cost per
+    position and the same number of shards (at most one per item), the kind's extra positions
+    included; 0 if none does."""
     positions = sum(b - a for a, b in ranges)
     extra = kind.items.extra
-    work = compute_work(estimate, user_processes(workers, kind.name), ranges)
+    work = compute_work(estimate, user_processes(workers, key or kind.name), ranges)
     if work is None:
         return 0
     amount, rates, _ = work
@@ -264,21 +309,25 @@ class TooLong(ValueError):
 
 def check_run_time(kind: JobKind, run: Mapping[str, Any], estimate: Mapping[str, Any] | None,
                    ranges: Sequence[tuple[int, int]], workers: Sequence[Worker],
-                   settings: Settings) -> None:
-    """Raises `TooLong` when the run estimate exceeds the limit (0: no limit)."""
+                   settings: Settings, key: str | None = None) -> None:
+    """Raises `TooLong` when the run estimate (at the rates of `key`, default: the kind's)
+    exceeds the limit (0: no limit)."""
     limit = settings.max_estimated_run_s
     if not limit or run.get("run_s") is None or run["run_s"] <= limit:
         return
     field, unit = kind.items.field, kind.items.unit
     total = sum(b - a for a, b in ranges) - kind.items.extra
-    fits = largest_fitting(kind, estimate or {}, ranges, workers, limit)
+    key = key or kind.name
+    fits = largest_fitting(kind, estimate or {}, ranges, workers, limit, key)
     what = (f"at most {fits:,} {unit} (of {total:,}) fit with up to {len(ranges)} shard(s)"
             if fits else f"no number of {unit} fits (use a smaller input_shape or "
             "architecture)")
-    gpu = "" if run.get("gpu") else ", or a GPU worker"
+    other = "" if run.get("gpu") else ", or a GPU worker"
+    if any(p.emulated_bf16 for p in user_processes(workers, key)):
+        other += ", or precision fp32 (bf16 is emulated on these CPU workers)"
     raise TooLong(
         f"{field}: the estimated run time, {human_s(run['run_s'])}, exceeds the limit of "
         f"{human_s(limit)} (NADS_MAX_ESTIMATED_RUN_S) on the workers connected: "
-        f"{run.get('fleet', '?')}; {what}{gpu}; or submit again with accept_long=true "
+        f"{run.get('fleet', '?')}; {what}{other}; or submit again with accept_long=true "
         "(CLI: --accept-long) to queue it anyway",
         run, {field: fits, "limit_s": limit}, estimate)

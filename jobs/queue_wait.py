@@ -32,7 +32,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from jobs.dispatch import next_user
-from jobs.fleet import compute_work, estimating_workers, takes_user_shards, user_processes
+from jobs.fleet import (
+    compute_work,
+    estimating_workers,
+    rate_key,
+    takes_user_shards,
+    user_processes,
+)
 from store.auth import CATALOG_USER
 from store.models import QUEUED, RUNNING, Job, Shard, User, Worker, utcnow
 from store.settings import Settings
@@ -71,7 +77,7 @@ class _Play:
 
 def _per_position(job: Job, workers: Sequence[Worker]) -> list[float] | None:
     """Seconds of one of the job's positions on each process (None: unknown cost)."""
-    processes = user_processes(workers, job.kind)
+    processes = user_processes(workers, rate_key(job.kind, job.spec))
     ranges = [(s.start, s.stop) for s in job.shards]
     work = compute_work(job.estimate, processes, ranges)
     if work is None:

@@ -149,9 +149,11 @@ class Shard(Base):
 class Worker(Base):
     """A Celery worker (node name) and when it last said it was alive; what it computes on
     (`device`, `gpus`), how many processes take which `queues`, and `throughput`: FLOP/s of
-    one process by job kind, from the calibration at its start (key `calibration`) and then
-    from its finished shards (jobs/fleet.py reads them to estimate a job's run time), and the
-`datasets` it can read (a job naming another is refused at submission)."""
+    one process by rate key (the job kind, bf16 jobs apart: jobs.fleet.rate_key), from the
+    calibration at its start (key `calibration`) and then from its finished shards
+    (jobs/fleet.py reads them to estimate a job's run time), whether its device computes bf16
+    in hardware (`native_bf16`), and the `datasets` it can read (a job naming another is
+    refused at submission)."""
 
     __tablename__ = "workers"
 
@@ -168,6 +170,9 @@ class Worker(Base):
     # the named datasets it can read (nadcore.poison.datasets.readable_datasets), every heartbeat;
     # None: a row from before they were reported
     datasets: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # whether its device computes bfloat16 in hardware (nadcore.nads.precision.native_bf16, from
+    # its calibration); None: not said (not calibrated yet, or a CPU that cannot be told)
+    native_bf16: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class Artifact(Base):

@@ -21,7 +21,7 @@ from jobs import catalog, state
 from jobs.broker import MERGE, RECONCILE, RUN_SHARD, RUN_WHOLE
 from jobs.budget import Budget, shard_budget
 from jobs.dispatch import dispatch_pending, enqueue_merge
-from jobs.fleet import process_rate
+from jobs.fleet import process_rate, rate_key
 from jobs.kinds import pinned_blob_paths
 from nadcore import Cancelled
 from store import blobgc
@@ -173,7 +173,7 @@ def _budget(session: Session, job: Job, shard: Shard, hostname: str | None) -> B
         return None
     total = sum(s.stop - s.start for s in job.shards) or 1
     row = session.get(Worker, hostname) if hostname else None
-    rate = process_rate(row, job.kind) if row is not None else None
+    rate = process_rate(row, rate_key(job.kind, job.spec)) if row is not None else None
     return shard_budget(get_settings(), job.estimate, (shard.stop - shard.start) / total, rate)
 
 
@@ -183,6 +183,7 @@ def _release(claimed: Claimed | None, hostname: str | None) -> None:
     (jobs/dispatch.py). Never fails the task: the reconciler dispatches too."""
     try:
         flops = seconds = None
+        key = ""  # the rate key of the shard's job (jobs.fleet.rate_key)
         with session_scope(_db_url()) as session:
             if claimed is not None:
                 shard = session.get(Shard, claimed.shard_id)
@@ -192,9 +193,10 @@ def _release(claimed: Claimed | None, hostname: str | None) -> None:
                     seconds = (shard.finished_at - shard.started_at).total_seconds()
                     total = sum(s.stop - s.start for s in job.shards)
                     flops = shard_flops(job.estimate, shard.stop - shard.start, total)
+                    key = rate_key(job.kind, job.spec)
             dispatch_pending(app, session, get_settings())
         if flops is not None and seconds is not None and hostname:
-            record_shard(get_settings(), hostname, claimed.kind, flops, seconds)
+            record_shard(get_settings(), hostname, key, flops, seconds)
     except Exception:  # noqa: BLE001
         log.warning("could not release the slot of a finished shard", exc_info=True)
 

@@ -24,7 +24,7 @@ from api.schemas.jobs import JobOut
 from api.storage import check_job_storage
 from api.submission import submit_job
 from jobs.architectures import resolve_architecture
-from jobs.fleet import check_run_time, estimating_workers, run_estimate
+from jobs.fleet import check_run_time, estimating_workers, rate_key, run_estimate
 from jobs.kinds import KINDS
 from jobs.kinds.base import Admission, JobKind, check_upload
 from jobs.ownership import resolve_references
@@ -75,9 +75,10 @@ def _add_route(kind: JobKind) -> None:
         check_submission_rate(session, key, settings.submit_rate_per_minute)
         check_job_storage(session, key.user_id, plan.estimate, settings)
         workers = estimating_workers(session, settings)
-        run = run_estimate(kind.name, plan.estimate, plan.ranges, workers)
+        rates = rate_key(kind.name, spec.model_dump(mode="json"))
+        run = run_estimate(rates, plan.estimate, plan.ranges, workers)
         if not accept_long:
-            check_run_time(kind, run, plan.estimate, plan.ranges, workers, settings)
+            check_run_time(kind, run, plan.estimate, plan.ranges, workers, settings, rates)
         run["accepted_long"] = bool(accept_long and settings.max_estimated_run_s
                                     and (run["run_s"] or 0) > settings.max_estimated_run_s)
         estimate = dict(plan.estimate or {}) | {"run": run}

@@ -12,12 +12,14 @@ from sqlalchemy.orm import Session
 from jobs.fleet import (
     ASSUMED_FLOPS_PER_S,
     CALIBRATION,
+    EMULATED_BF16_SLOWDOWN,
     TooLong,
     check_run_time,
     connected_workers,
     estimating_workers,
     largest_fitting,
     missing_dataset,
+    rate_key,
     run_estimate,
     schedule_s,
 )
@@ -28,11 +30,11 @@ from store.settings import Settings
 
 def _worker(name: str, processes: int, throughput: dict | None, gpus: int = 0,
             queues: str = "catalog,cpu,gpu", age_s: float = 0,
-            datasets: list[str] | None = None) -> Worker:
+            datasets: list[str] | None = None, native_bf16: bool | None = None) -> Worker:
     return Worker(name=name, hostname="h", pid=1, processes=processes, queues=queues,
                   gpus=gpus, device="Test CPU" if not gpus else "Test GPU",
                   throughput=throughput, last_seen=utcnow() - timedelta(seconds=age_s),
-                  datasets=datasets)
+                  datasets=datasets, native_bf16=native_bf16)
 
 
 def test_a_dataset_is_missing_only_when_every_user_worker_said_it_lacks_it() -> None:
@@ -204,3 +206,56 @@ def test_a_poison_job_fits_with_its_clean_run() -> None:
     # 1 index + the clean run: one shard of 2 models, 2 s at 1 GFLOP/s
     assert largest_fitting(get_kind("poison"), estimate, ranges, workers, 1.99) == 0
     assert largest_fitting(get_kind("poison"), estimate, ranges, workers, 2.0) == 3
+
+
+def test_a_bf16_job_is_timed_by_bf16_rates_and_emulated_bf16_is_slower() -> None:
+    """A CPU without native bf16 emulates it, 22-41x slower than fp32 (benchmarks/cpu_bf16.py):
+    a bf16 job there is not estimated at the fp32 rate, the refusal says what runs faster, and
+    once a bf16 shard is measured, its rate counts, apart from the fp32 one."""
+    assert rate_key("nads", {"precision": "bf16"}) == "nads:bf16"
+    assert rate_key("nads", {"precision": "auto"}) == rate_key("nads", None) == "nads"
+    eight = [(2 * i, 2 * i + 2) for i in range(4)]  # 8 networks in 4 shards, 8 GFLOP
+    estimate = {"flops": 8e9}
+    throughput = {CALIBRATION: 1e9}
+    emulating = [_worker("a", 2, throughput, native_bf16=False)]
+    native = [_worker("b", 2, throughput, native_bf16=True)]
+    untold = [_worker("c", 2, throughput, native_bf16=None)]
+    fp32 = run_estimate("nads", estimate, eight, emulating)
+    bf16 = run_estimate("nads:bf16", estimate, eight, emulating)
+    assert fp32["run_s"] == 4.0
+    assert bf16["run_s"] == 4.0 * EMULATED_BF16_SLOWDOWN
+    assert "2 of the 2 process(es) emulate bf16" in bf16["basis"], bf16["basis"]
+    assert "emulate bf16" not in fp32["basis"]
+    for workers in (native, untold):
+        run = run_estimate("nads:bf16", estimate, eight, workers)
+        assert run["run_s"] == 4.0 and "emulate" not in run["basis"]
+    limited = Settings(max_estimated_run_s=10)
+    check_run_time(get_kind("nads"), fp32, estimate, eight, emulating, limited, "nads")
+    with pytest.raises(TooLong) as caught:
+        check_run_time(get_kind("nads"), bf16, estimate, eight, emulating, limited, "nads:bf16")
+    assert "or precision fp32 (bf16 is emulated" in str(caught.value), str(caught.value)
+    assert caught.value.fits == {"num_networks": 0, "limit_s": 10}
+    # a measured bf16 rate replaces the derived one; the fp32 one stays the fp32 jobs'
+    measured = [_worker("a", 2, throughput | {"nads": 2e9, "nads:bf16": 1e8}, native_bf16=False)]
+    run = run_estimate("nads:bf16", estimate, eight, measured)
+    assert run["run_s"] == 40.0 and "emulate" not in run["basis"]
+    assert run_estimate("nads", estimate, eight, measured)["run_s"] == 2.0
+    # before its first bf16 shard, the kind's fp32 rate is what is divided
+    fp32_only = [_worker("a", 2, throughput | {"nads": 2e9}, native_bf16=False)]
+    assert run_estimate("nads:bf16", estimate, eight, fp32_only)["run_s"] == (
+        2.0 * EMULATED_BF16_SLOWDOWN)
+
+
+def test_the_calibration_records_native_bf16_and_bf16_shards_apart(
+        session: Session, settings: Settings) -> None:
+    from worker.calibrate import record, record_shard
+
+    session.add(_worker("w", 1, None))
+    session.commit()
+    record(settings, "w", "Test CPU", CALIBRATION, 2e9, native_bf16=False)
+    record_shard(settings, "w", "nads", 1e10, 5.0)
+    record_shard(settings, "w", "nads:bf16", 1e10, 100.0)
+    session.expire_all()
+    row = session.get(Worker, "w")
+    assert row.native_bf16 is False
+    assert row.throughput == {CALIBRATION: 2e9, "nads": 2e9, "nads:bf16": 1e8}

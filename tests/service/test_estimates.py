@@ -148,6 +148,30 @@ def test_a_job_too_long_for_the_fleet_is_refused_with_why_and_what_fits(
     wait_for_job(alice, job["id"], until=("cancelled",))
 
 
+def test_workers_say_whether_they_emulate_bf16_and_a_bf16_job_is_timed_by_it(
+        worker: subprocess.Popen, settings: Settings, alice: httpx.Client) -> None:
+    """Each worker's calibration records whether its device computes bf16 in hardware, as
+    torch sees it here; a bf16 job on workers that emulate it is estimated slower than the same
+    job in fp32 (jobs/fleet.py), and its refusal says that fp32 runs faster."""
+    import torch
+
+    from nadcore.nads.precision import native_bf16
+
+    workers = _calibrated(settings)
+    here = native_bf16(torch.device("cpu"))
+    assert [w.native_bf16 for w in workers] == [here] * len(workers), [vars(w) for w in workers]
+    fp32 = alice.post("/v1/jobs/nads", json=HUGE).json()["detail"]
+    bf16 = alice.post("/v1/jobs/nads", json=HUGE | {"precision": "bf16"}).json()["detail"]
+    measured = any((w.throughput or {}).get("nads:bf16") for w in workers)
+    if here is False and not measured:
+        assert bf16["run"]["run_s"] > 10 * fp32["run"]["run_s"], (bf16["run"], fp32["run"])
+        assert "emulate bf16" in bf16["run"]["basis"], bf16["run"]
+        assert "or precision fp32 (bf16 is emulated" in bf16["msg"], bf16["msg"]
+    else:  # native (or untold): timed like fp32 until a bf16 shard says otherwise
+        assert "emulate bf16" not in bf16["run"]["basis"], bf16["run"]
+    print(bf16["msg"])
+
+
 def _until_running(client: httpx.Client, job_id: str, timeout: float = 120) -> dict:
     """The job once every shard of it runs."""
     deadline = time.monotonic() + timeout
