@@ -14,7 +14,8 @@ first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge qu
 (`succeed_job`), or failed (`fail_job`) or cancelled (`cancel_job`) from queued or running.
 
 An uploaded architecture: validating, held (not sent) -> sent (`send_held_validation`, back
-with `hold_validation`) -> ready or rejected (`finish_validation`). A catalog entry: building ->
+with `hold_validation`) -> ready or rejected (`finish_validation`); deleted by its owner
+unless its validation was sent (`delete_architecture`). A catalog entry: building ->
 its next round started (`start_catalog_round`, the `rounds` counter the guard) and its job
 attached (`attach_catalog_round`) -> ready (`finish_catalog_entry`) or failed
 (`fail_catalog_entry`); a ready one built again from scratch (`restart_catalog_entry`); a
@@ -31,7 +32,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store.models import (
@@ -340,6 +341,21 @@ def hold_validation(session: Session, architecture_pk: int) -> bool:
                                     Architecture.status == VALIDATING)
                              .values(validation_sent_at=None, updated_at=utcnow()))
     session.commit()
+    return result.rowcount == 1
+
+
+def delete_architecture(session: Session, architecture_pk: int) -> bool:
+    """An architecture is deleted unless its validation was sent and has not finished: that
+    validation holds a process of the lane until it ends, and the lane counts its slots by
+    such rows (`jobs.dispatch.dispatch_validations`): gone, the slot would look free while the
+    sandbox still runs, and the owner could send one upload after another past every other
+    user's (upload, delete, upload...). False when it is so (or already gone). Not committed:
+    the caller commits with what it did beside (`store.blobs.touch_blobs`)."""
+    result = session.execute(delete(Architecture)
+                             .where(Architecture.pk == architecture_pk,
+                                    or_(Architecture.status != VALIDATING,
+                                        Architecture.validation_sent_at.is_(None)))
+                             .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
 

@@ -354,7 +354,8 @@ class Client:
 
     def arch_delete(self, arch_id: str) -> None:
         """Forgets the architecture (DELETE /v1/architectures/{id}): queued and running jobs
-        that use it keep running (their specs pin the archive); new jobs cannot name it."""
+        that use it keep running (their specs pin the archive); new jobs cannot name it. 409
+        (`NadsError`) while its validation runs: delete it when that ends."""
         self._request("DELETE", f"/v1/architectures/{arch_id}")
 
     def wait_architecture(self, arch_id: str, *, timeout: float | None = None,

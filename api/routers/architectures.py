@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
@@ -23,6 +23,7 @@ from api.uploaded_architectures import (
     parse_output,
     parse_policy,
 )
+from jobs import state
 from jobs.dispatch import dispatch_validations
 from nadcore.uploaded.archive_format import ArchiveFormatError, check_declared
 from store.blobs import touch_blobs
@@ -119,17 +120,23 @@ def read_architecture(architecture_id: str, session: SessionDep, user: CurrentUs
         get_own_architecture(session, user, architecture_id)))
 
 
-@router.delete("/{architecture_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{architecture_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={409: {"description": "Its validation is running"}})
 def delete_architecture(architecture_id: str, session: SessionDep, user: CurrentUser,
-                        settings: SettingsDep, celery: CeleryDep) -> Response:
+                        settings: SettingsDep) -> Response:
     """Forgets the architecture: its size no longer counts against the caller's storage.
     Queued and running jobs keep working: their specs pin the archive's sha256, which the
-    blob collector keeps while they run (store/blobgc.py)."""
+    blob collector keeps while they run (store/blobgc.py). 409 while its validation runs
+    (held for the lane, it can go): the sandbox is not stopped, and until it ends it holds a
+    process of the validation lane that the lane's fairness counts (jobs/state.py)."""
     row = get_own_architecture(session, user, architecture_id)
-    was_validating = row.status == VALIDATING
     touch_blobs(session, [row.sha256])  # a job submitted meanwhile pins it within the grace
-    session.delete(row)
+    if not state.delete_architecture(session, row.pk):
+        session.rollback()
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=(
+            f"architecture_id: {row.id!r} is being validated (sent to the sandbox lane); "
+            "delete it once its validation ends, at most "
+            f"{settings.architecture_validation_timeout_s:.0f} s after it starts "
+            "(NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S)"))
     session.commit()
-    if was_validating:  # its slot of the validation lane, if it had one, is free
-        dispatch_validations(celery, session, settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -14,6 +14,7 @@ from celery import Celery
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from jobs import state
 from jobs.dispatch import dispatch_validations, validation_lost_after_s, validation_slots
 from store.blobs import record_blob
 from store.models import READY, VALIDATING, ApiKey, Architecture, Worker, utcnow
@@ -66,6 +67,34 @@ def test_one_users_burst_does_not_hold_back_another_users_upload(
         assert dispatch_validations(app, session, settings) == 1
         order += [i for i in _queued(settings) if i not in order]
     assert order == ["a0", "b0", *burst[1:]]
+
+
+def test_deleting_a_sent_validation_does_not_free_its_slot(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    """Upload, delete, upload...: a validation that was sent runs on in its sandbox, so its row
+    stays until it ends and its slot is not given to the owner's next upload before another
+    user's. A held one is deleted."""
+    session.add(Worker(name="lane", hostname="h", pid=1, processes=1, queues="validate",
+                       last_seen=utcnow()))
+    session.commit()
+    record_blob(session, SHA, 1)
+    bob = add_user(session, "bob")
+    burst = [_upload(session, alice, f"a{i}") for i in range(3)]
+    assert dispatch_validations(app, session, settings) == 1  # a0
+    pks = dict(session.execute(select(Architecture.id, Architecture.pk)).all())
+    assert not state.delete_architecture(session, pks["a0"])
+    assert state.delete_architecture(session, pks["a2"])  # held: it goes
+    session.commit()
+    assert dispatch_validations(app, session, settings) == 0  # a0 still runs
+    _upload(session, bob, "b0")
+    assert dispatch_validations(app, session, settings) == 0
+    _validated(session, "a0")
+    assert dispatch_validations(app, session, settings) == 1
+    assert _queued(settings) == ["a0", "b0"]
+    assert state.delete_architecture(session, pks["a0"])  # validated: it goes
+    session.commit()
+    assert session.scalars(select(Architecture.id).order_by(Architecture.pk)).all() == [
+        burst[1], "b0"]
 
 
 def test_held_validations_are_not_lost_and_lost_ones_are_sent_again(
