@@ -121,9 +121,10 @@ def missing_dataset(workers: Sequence[Worker], dataset: str) -> str | None:
 
 
 def emulates_bf16(worker: Worker, key: str) -> bool:
-    """Whether `key` times bf16 work on a worker whose calibration said that it emulates bf16
-    (a CPU without AVX512-BF16 or AMX)."""
-    return key.endswith(f":{BF16}") and worker.native_bf16 is False
+    """Whether `key` times bf16 work on a CPU worker whose calibration said that it emulates
+    bf16 (no AVX512-BF16 or AMX). A GPU without bf16 (before Ampere) is not slowed by the
+    CPU's measured factor: its slowdown is unmeasured, and its first bf16 shard measures it."""
+    return key.endswith(f":{BF16}") and worker.native_bf16 is False and not worker.gpus
 
 
 def process_rate(worker: Worker, key: str) -> float | None:

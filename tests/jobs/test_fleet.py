@@ -226,9 +226,11 @@ def test_a_bf16_job_is_timed_by_bf16_rates_and_emulated_bf16_is_slower() -> None
     assert bf16["run_s"] == 4.0 * EMULATED_BF16_SLOWDOWN
     assert "2 of the 2 process(es) emulate bf16" in bf16["basis"], bf16["basis"]
     assert "emulate bf16" not in fp32["basis"]
-    for workers in (native, untold):
+    old_gpu = [_worker("g", 1, throughput, gpus=1, native_bf16=False)]  # unmeasured factor
+    for workers in (native, untold, old_gpu):
         run = run_estimate("nads:bf16", estimate, eight, workers)
-        assert run["run_s"] == 4.0 and "emulate" not in run["basis"]
+        assert run["run_s"] == run_estimate("nads", estimate, eight, workers)["run_s"]
+        assert "emulate" not in run["basis"]
     limited = Settings(max_estimated_run_s=10)
     check_run_time(get_kind("nads"), fp32, estimate, eight, emulating, limited, "nads")
     with pytest.raises(TooLong) as caught:
