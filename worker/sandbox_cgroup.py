@@ -21,12 +21,14 @@ swap, and every task (threads included) against one bound each. The worker:
   writes its own pid into them between fork and exec (`join`, from Popen's preexec_fn), so that
   bwrap and everything it starts are born inside; no moment exists in which sandboxed code runs
   outside;
-- afterwards kills whatever is left in it and removes it.
+- afterwards kills whatever is left in it (`cgroup.kill` on v2; on v1 by pidfd, each process
+  checked to be a member still, so that a reused pid is never killed) and removes it.
 
-The cgroups are the worker's (root's, or the delegated user's), mode 0755 and 0644: the sandbox's
-host user (`nads-sandbox`, or a non-root worker's own uid inside bwrap, which mounts no /sys on a
-CPU worker and a read-only one on a GPU worker) can neither raise its limits nor move itself
-out. Where none of this can be made (a non-root worker without a delegated subtree, Docker's
+The cgroups are the worker's (root's, or the delegated user's), the node mode 0700 (no other
+user lists the sandboxes' cgroups), the files below 0644: the sandbox's host user
+(`nads-sandbox`, or a non-root worker's own uid inside bwrap, which mounts no /sys on a CPU
+worker and a read-only one on a GPU worker) can neither raise its limits nor move itself out.
+Where none of this can be made (a non-root worker without a delegated subtree, Docker's
 read-only cgroupfs), `available()` says why and the sandbox keeps its rlimits alone.
 """
 
@@ -39,7 +41,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -138,12 +140,22 @@ def _v2_node() -> Node:
                 _move_processes(here, here / WORKER_LEAF)
             _write(here / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
         node = here / NODE
-        node.mkdir(exist_ok=True)
+        _make_private(node)
         _write(node / "cgroup.subtree_control", " ".join(f"+{c}" for c in CONTROLLERS))
     except OSError as exc:
         raise CgroupUnavailable(f"cgroup v2 {here} is not writable by the worker "
                                 f"({exc.strerror})") from None
     return Node(2, node, node)
+
+
+def _make_private(node: Path) -> None:
+    """The node, searchable by the worker's user only (whatever the umask of the process that
+    makes it: `nads serve` runs at 077, a plain worker at 022): a sandbox that sees the host's
+    /sys (read-only on a GPU worker) cannot even list the cgroups of the other sandboxes. The
+    worker moves a sandbox's child in through a descriptor it opened (`join`), never by path."""
+    node.mkdir(mode=0o700, exist_ok=True)
+    if node.stat().st_mode & 0o077:
+        node.chmod(0o700)
 
 
 def _move_processes(source: Path, leaf: Path) -> None:
@@ -176,7 +188,7 @@ def _v1_node() -> Node:
             raise CgroupUnavailable(f"no cgroup v1 {controller} hierarchy")
     try:
         for folder in folders.values():
-            folder.mkdir(exist_ok=True)
+            _make_private(folder)
     except OSError as exc:
         raise CgroupUnavailable(f"cgroup v1 {folder.parent} is not writable by the worker "
                                 f"({exc.strerror})") from None
@@ -290,9 +302,7 @@ class SandboxCgroup:
                 with contextlib.suppress(OSError):
                     _write(kill, "1")
         while (pids := self._pids()) and time.monotonic() < deadline:
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            _kill_members(pids, self._pids)
             time.sleep(0.02)
         for folder in self.folders:
             while True:
@@ -306,6 +316,31 @@ class SandboxCgroup:
                         log.warning("sandbox cgroup %s left behind: %s", folder, exc.strerror)
                         break
                     time.sleep(0.02)
+
+
+def _kill_members(pids: set[int], members: Callable[[], set[int]]) -> None:
+    """SIGKILL to the processes `pids` that are still `members()` once a pidfd holds each: a
+    pid read from cgroup.procs may have exited and been given to a process outside the
+    cgroup (a pid is reused, a pidfd names one process), which the worker, root on cgroup v1,
+    must not kill. Where pidfds are missing (Linux before 5.3), plain kill by pid."""
+    if not hasattr(os, "pidfd_open"):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return
+    held: dict[int, int] = {}
+    try:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                held[pid] = os.pidfd_open(pid)
+        still = members()  # read after the pidfds: a member now is the process its fd names
+        for pid, fd in held.items():
+            if pid in still:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+    finally:
+        for fd in held.values():
+            os.close(fd)
 
 
 def join(descriptors: list[int]) -> None:
