@@ -127,18 +127,25 @@ def emulates_bf16(worker: Worker, key: str) -> bool:
     return key.endswith(f":{BF16}") and worker.native_bf16 is False and not worker.gpus
 
 
-def process_rate(worker: Worker, key: str) -> float | None:
+def rate_of(worker: Worker, key: str) -> tuple[float | None, bool]:
     """FLOP/s of one of the worker's processes for the rate key (`rate_key`): measured on its
-    shards, else those of the kind at fp32 (a bf16 key: divided by EMULATED_BF16_SLOWDOWN
-    where the worker emulates bf16), else its calibration (the same); None when not measured
-    yet."""
+    shards, else those of the kind at fp32, else its calibration, a bf16 key's divided by
+    EMULATED_BF16_SLOWDOWN where the worker emulates bf16; None when not measured yet. And
+    whether it was so divided."""
     throughput = worker.throughput or {}
     if throughput.get(key):
-        return float(throughput[key])
+        return float(throughput[key]), False
     rate = throughput.get(key.split(":")[0]) or throughput.get(CALIBRATION)
     if not rate:
-        return None
-    return float(rate) / (EMULATED_BF16_SLOWDOWN if emulates_bf16(worker, key) else 1.0)
+        return None, False
+    if emulates_bf16(worker, key):
+        return float(rate) / EMULATED_BF16_SLOWDOWN, True
+    return float(rate), False
+
+
+def process_rate(worker: Worker, key: str) -> float | None:
+    """`rate_of`'s rate alone."""
+    return rate_of(worker, key)[0]
 
 
 def user_processes(workers: Sequence[Worker], key: str) -> list[Process]:
@@ -149,10 +156,8 @@ def user_processes(workers: Sequence[Worker], key: str) -> list[Process]:
         if not takes_user_shards(w):
             continue
         device = w.device or "unknown device"
-        measured = process_rate(w, key)
+        measured, emulated = rate_of(w, key)
         rate = measured or ASSUMED_FLOPS_PER_S["cuda" if w.gpus > 0 else "cpu"]
-        emulated = (measured is not None and emulates_bf16(w, key)
-                    and not (w.throughput or {}).get(key))
         processes += [Process(rate, device, w.gpus > 0, measured is None, emulated)
                       for _ in range(max(1, w.processes))]
     return processes
