@@ -1,8 +1,9 @@
 """Refuses oversize request bodies early (413 naming `NADS_MAX_BODY_BYTES`), before a route
 reads, parses or validates them.
 
-A body announced by Content-Length is judged by its header, before one byte of it is read; a
-chunked body is read up to the limit and refused as soon as it passes it. The streamed upload
+A body announced by Content-Length is judged by its header, before one byte of it is read; any
+other body (a Transfer-Encoding, whatever codings it names: httptools reads `gzip, chunked` as
+chunked) is read up to the limit and refused as soon as it passes it. The streamed upload
 routes are exempt: they enforce their own, larger limit while they write to disk.
 """
 
@@ -34,10 +35,11 @@ class BodyLimit:
                 return
             await self.app(scope, receive, send)
             return
-        if headers.get(b"transfer-encoding", b"").lower() != b"chunked":
+        if b"transfer-encoding" not in headers:  # no length, no coding: HTTP/1.1's empty body
             await self.app(scope, receive, send)
             return
-        # Chunked: buffer (at most `limit` bytes), then replay to the app.
+        # Chunked, under any spelling the server reads as chunked (`gzip, chunked` is chunked
+        # to httptools): buffer (at most `limit` bytes), then replay to the app.
         messages: list[Message] = []
         size = 0
         while True:
