@@ -275,6 +275,10 @@ def bwrap_command(job_dir: Path, fd: int, seccomp_fd: int, limits: Limits,
         # /proc/sys/kernel is the host's)
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
         "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", *_gpu_mounts(),
+        # bwrap's /dev is a tmpfs of no set size: read-only once its nodes are in (its device
+        # nodes still work; /dev/shm is its own, bounded mount), or files there would be host
+        # memory that only a cgroup counts
+        "--remount-ro", "/dev",
         "--ro-bind", str(job_dir), "/job",
         "--seccomp", str(seccomp_fd),
         "--chdir", "/tmp", *_environment(limits.threads),

@@ -275,6 +275,43 @@ def test_shared_memory_shm_and_processes_are_bounded() -> None:
     assert got["fork_error"] == errno.EAGAIN and got["forked"] < sandbox.PROCESSES, got
 
 
+FILL_DEV = """
+import errno, json, os
+out = {}
+for folder in ('/tmp', '/dev'):
+    written = 0
+    try:  # files each within RLIMIT_FSIZE, together past the memory limit
+        for i in range(FILES):
+            with open(f'{folder}/fill{i}', 'wb') as f:
+                for _ in range(MIB_EACH):
+                    f.write(b'x' * (1 << 20)); written += 1 << 20
+    except OSError as exc:
+        out[folder + ' error'] = exc.errno
+    out[folder] = written
+print(json.dumps(out))
+"""
+
+
+def test_dev_is_no_unbounded_scratch_space_without_a_cgroup() -> None:
+    """/tmp and /dev/shm are tmpfs of bounded size; /dev is bwrap's tmpfs too, and nothing
+    bounded it: where the worker can make no cgroup (a read-only cgroupfs), files there are
+    host memory that no rlimit counts (1.4 GiB written under a 1 GiB memory limit and a 64 MiB
+    /tmp). Run as such a worker runs it: no cgroup."""
+    user = sandbox.host_user()
+    mib_each = LIMITS.scratch_bytes >> 21  # half the scratch size: within RLIMIT_FSIZE
+    files = 2 * (LIMITS.memory_bytes // (mib_each << 20))  # twice the memory limit in all
+    code = f"FILES = {files}\nMIB_EACH = {mib_each}\n" + FILL_DEV
+    with sandbox.job_folder(user, None, {"task": "test"}) as job:
+        proc = sandbox.spawn(job, LIMITS, user, stdout=subprocess.PIPE, cgroup=None,
+                             child=sandbox.python_child(LIMITS, "-c", code))
+        out, err = proc.communicate(timeout=120)
+    lines = out.decode().strip().splitlines()
+    assert lines, err.decode()[-3000:]
+    got = json.loads(lines[-1])
+    assert got["/tmp error"] == errno.ENOSPC and got["/tmp"] <= LIMITS.scratch_bytes, got
+    assert "/dev error" in got and got["/dev"] <= LIMITS.scratch_bytes, got
+
+
 # -- the seccomp filter --------------------------------------------------------------------------
 KERNEL = """
 import ctypes, json, os, signal, time
