@@ -6,9 +6,10 @@ kernel's attack surface or escape the sandbox's bounds: tracing and reading othe
 (ptrace, process_vm_*, pidfd_getfd), new namespaces (unshare, setns, clone with a CLONE_NEW*
 flag; clone3, whose flags a filter cannot read, answers ENOSYS so that the C library falls back
 to clone), mounts, keyrings, bpf, perf_event_open, userfaultfd, io_uring, module and kexec
-loading, and the shared memory that no rlimit counts (memfd_create and System V segments:
-pages that live while nothing maps them). A call from another ABI (x32, or 32-bit code on a
-64-bit kernel) kills the process: the numbers below are the native ones only.
+loading, clearing the parent-death signal that ties the child's life to bwrap's (prctl
+PR_SET_PDEATHSIG), and the shared memory that no rlimit counts (memfd_create and System V
+segments: pages that live while nothing maps them). A call from another ABI (x32, or 32-bit
+code on a 64-bit kernel) kills the process: the numbers below are the native ones only.
 
 The syscall numbers are the kernel's (asm/unistd_64.h for x86-64, asm-generic/unistd.h for
 arm64); other architectures have no filter and the worker refuses to run uploaded models there.
@@ -46,6 +47,10 @@ REFUSED = {
 }
 CLONE = (56, 220)
 CLONE3 = (435, 435)
+# prctl: refused for PR_SET_PDEATHSIG (first argument), the signal bwrap (--die-with-parent) set
+# on the child, pid 1 of the sandbox's pid namespace: cleared, the child outlives bwrap's kill
+PRCTL = (157, 167)
+PR_SET_PDEATHSIG = 1
 # AUDIT_ARCH_* of the machines filtered, and the column of each in REFUSED
 ARCHES = {"x86_64": (0xC000003E, 0), "aarch64": (0xC00000B7, 1), "arm64": (0xC00000B7, 1)}
 _X32_BIT = 0x40000000
@@ -78,6 +83,10 @@ def program(machine: str | None = None, refused_errno: int = errno.EPERM) -> byt
     # clone: refused when its flags (first argument, low 32 bits) ask for a new namespace
     body += [_insn(_JEQ, CLONE[column], jt=0, jf=3), _insn(_LD_W_ABS, _ARG0_LOW),
              _insn(_JSET, CLONE_NEW_FLAGS, jt=0, jf=1), deny]
+    # prctl(PR_SET_PDEATHSIG, ...): refused (the number loaded again: clone's test above may
+    # have loaded its argument)
+    body += [_insn(_LD_W_ABS, _NR), _insn(_JEQ, PRCTL[column], jt=0, jf=3),
+             _insn(_LD_W_ABS, _ARG0_LOW), _insn(_JEQ, PR_SET_PDEATHSIG, jt=0, jf=1), deny]
     body.append(_insn(_RET, RET_ALLOW))
     head = [_insn(_LD_W_ABS, _ARCH), _insn(_JEQ, audit_arch, jt=1, jf=0),
             _insn(_RET, RET_KILL_PROCESS)]

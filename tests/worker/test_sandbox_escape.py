@@ -12,6 +12,7 @@ can fail.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -346,6 +347,44 @@ def _syscall_numbers() -> dict[str, int]:
 def test_no_ptrace_namespaces_or_kernel_interfaces_inside() -> None:
     got = run_inside(f"NUMBERS = {_syscall_numbers()!r}\n" + KERNEL)
     assert got == dict.fromkeys(got, errno.EPERM), got
+
+
+OUTLIVE = """
+import ctypes, errno, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+ctypes.set_errno(0)
+cleared = libc.prctl(1, 0, 0, 0, 0)  # PR_SET_PDEATHSIG 0: bwrap's death no longer kills it
+print(ctypes.get_errno() if cleared == -1 else 0, flush=True)
+time.sleep(60)
+"""
+
+
+def test_the_child_cannot_outlive_its_sandbox_without_a_cgroup() -> None:
+    """bwrap (--die-with-parent) kills the child, pid 1 of the sandbox's pid namespace, by the
+    parent-death signal it set on it; a child that clears that signal outlived the worker's
+    kill (of bwrap's process group: the child is in a session of its own) with its memory,
+    past its wall time, wherever no cgroup kills what is left (docker-compose's default
+    deployment). The filter refuses to clear or change it."""
+    user = sandbox.host_user()
+    with sandbox.job_folder(user, None, {"task": "test"}) as job:
+        proc = sandbox.spawn(job, LIMITS, user, stdout=subprocess.PIPE, cgroup=None,
+                             child=sandbox.python_child(LIMITS, "-c", OUTLIVE))
+        try:
+            said = proc.stdout.readline().strip()
+            kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+            sandbox._kill(proc)  # as run_sandboxed does past the wall time or on cancel
+            deadline = time.monotonic() + 10
+            alive = kids
+            while alive and time.monotonic() < deadline:
+                alive = [k for k in kids if Path(f"/proc/{k}").exists() and "Z (zombie)"
+                         not in Path(f"/proc/{k}/status").read_text()]
+                time.sleep(0.1)
+        finally:
+            for kid in kids:  # what a broken sandbox left is not left running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(kid), 9)
+    assert kids and not alive, (kids, alive)
+    assert said == str(errno.EPERM).encode(), said
 
 
 FILTERED = """
