@@ -454,9 +454,32 @@ def bounds() -> str:
 
 # -- running it -----------------------------------------------------------------------------
 def _kill(proc: subprocess.Popen) -> None:
+    """Kills the sandbox: bwrap's children first (the sandboxed child, pid 1 of its pid
+    namespace, whose death takes every process of the namespace with it; it is in a session of
+    its own, not in bwrap's process group), then bwrap's group. The child also dies with bwrap
+    by its parent-death signal, which the seccomp filter keeps it from clearing: this is the
+    second of the two, and the cgroup, where there is one, a third."""
+    for pid in _children(proc.pid):
+        with contextlib.suppress(OSError):  # gone meanwhile (a pidfd names one process)
+            fd = os.pidfd_open(pid)
+            try:
+                if pid in _children(proc.pid):  # still bwrap's once the fd holds it
+                    signal.pidfd_send_signal(fd, signal.SIGKILL)
+            finally:
+                os.close(fd)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+def _children(pid: int) -> set[int]:
+    """The children of `pid` (/proc/<pid>/task/*/children; none where it cannot be read)."""
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
 
 
 def _json(payload: bytes, what: str) -> dict:
