@@ -7,8 +7,10 @@ zip64's included, by `nadcore.uploaded.strict_zip.read_end`, before Python's zip
 member list), the sizes its central directory declares, then the
 sizes its headers declare (`NADS_MAX_DATASET_DECOMPRESSED_BYTES`, 413). Each member must be a
 plain numeric `.npy` (bool, integer or float; no objects, no structured dtypes) whose declared
-size is exactly its header plus its data. A dataset must also have the keys, ranks, dtypes and
-lengths `nadcore.poison.datasets.load_npz` needs (values are still checked by the worker).
+size is exactly its header plus its data, stored or deflated (bzip2 and LZMA members, which
+zipfile inflates a whole read of at once whatever their declared sizes, are refused). A
+dataset must also have the keys, ranks, dtypes and lengths `nadcore.poison.datasets.load_npz`
+needs (values are still checked by the worker).
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from nadcore.uploaded.strict_zip import Limits, ZipError, read_end
 MAX_MEMBERS = 16  # x, y, x_test, y_test and a few more
 NUMERIC_KINDS = "biuf"
 LIMIT_SETTING = "NADS_MAX_DATASET_DECOMPRESSED_BYTES"
+# What numpy writes: stored (savez) and deflate (savez_compressed), the methods whose reads
+# zipfile bounds; it inflates the others (bzip2, LZMA) without a bound on one read's output.
+ACCEPTED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
 
 
 class ArchiveError(ValueError):
@@ -122,6 +128,13 @@ def read_npz(path: Path | BinaryIO, limit: int, setting: str = LIMIT_SETTING
             name = member.filename[:100]
             if not member.filename.endswith(".npy") or member.is_dir():
                 raise ArchiveError(f"member {name!r} is not a .npy array")
+            if member.compress_type not in ACCEPTED_METHODS:
+                # zipfile inflates a bzip2 or LZMA read whole before it cuts it to the
+                # declared size: 4 kB of bzip2 is gigabytes in memory, whatever is declared
+                raise ArchiveError(f"member {name!r} is compressed with "
+                                   f"{METHOD_NAMES.get(member.compress_type, 'method')} "
+                                   f"({member.compress_type}); only stored or deflate members "
+                                   "(as numpy.savez and savez_compressed write) are accepted")
             key = member.filename[: -len(".npy")]
             if key in arrays:
                 raise ArchiveError(f"array {key[:100]!r} appears twice")

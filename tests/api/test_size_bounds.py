@@ -161,6 +161,55 @@ def test_an_archive_declaring_millions_of_members_is_refused_before_listing_them
     assert r.status_code == 422 and "declares 70,000 entries; at most 16" in r.text, r.text
 
 
+def _bomb_member_npz(method: int, inflated: int) -> bytes:
+    """A dataset .npz whose x.npy claims `method` (12: bzip2, 14: LZMA), declares a small
+    array, and whose stream inflates to the array's header followed by `inflated` zero bytes.
+    Python's zipfile inflates bzip2 and LZMA members with no bound on the output of one read
+    (it cuts to the declared size after), so reading x.npy's header held it all in memory."""
+    import bz2
+    import lzma
+
+    x = _npy(np.zeros((2, 8, 8, 1), np.uint8))
+    head = x[:len(x) - 128]
+    compressor = bz2.BZ2Compressor(9) if method == 12 else lzma.LZMACompressor(
+        lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA1}])
+    chunk = b"\0" * (1 << 20)
+    stream = compressor.compress(head) + b"".join(
+        compressor.compress(chunk) for _ in range(inflated >> 20)) + compressor.flush()
+    if method == 14:  # zip's LZMA: version 9.20, the properties' size, the properties
+        props = lzma._encode_filter_properties({"id": lzma.FILTER_LZMA1})
+        stream = struct.pack("<BBH", 9, 20, len(props)) + props + stream
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("x.npy", stream)
+        z.writestr("y.npy", _npy(np.zeros(2, np.int64)))
+    data = bytearray(buf.getvalue())
+    for signature, method_at, size_at in ((b"PK\x03\x04", 8, 22), (b"PK\x01\x02", 10, 24)):
+        at = data.find(signature)  # the first entry: x.npy
+        struct.pack_into("<H", data, at + method_at, method)
+        struct.pack_into("<I", data, at + size_at, len(x))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("method", "what"), [(12, "bzip2"), (14, "LZMA")])
+def test_a_member_compressed_other_than_numpy_writes_is_refused_before_it_is_inflated(
+    embedded: Settings, client: httpx.Client, method: int, what: str
+) -> None:
+    """numpy writes stored (savez) and deflate (savez_compressed) members; zipfile reads bzip2
+    and LZMA too, inflating a whole read of them at once: a 1,225-byte upload whose bzip2
+    stream inflates to 1 GiB took the API 12 s and 2.1 GB of memory before this refusal
+    (its declared sizes were small and passed every check)."""
+    data = _bomb_member_npz(method, 64 << 20)
+    assert len(data) < 20_000
+    before = _blob_files(embedded)
+    r = _upload(client, data)
+    assert r.status_code == 422, r.text
+    msg = _msgs(r)[0]
+    assert msg.startswith("file: member 'x.npy'") and what in msg, msg
+    assert "stored or deflate" in msg, msg
+    assert _blob_files(embedded) == before
+
+
 def test_the_poison_quota_counts_the_real_training_samples(client: httpx.Client) -> None:
     """5,000 blank 32 x 32 images compress to a few kB: the quota counts 4,000 training images
     (80 % without x_test), not upload bytes / 1,024."""
