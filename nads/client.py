@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
+from urllib.parse import quote
 
 import httpx
 import numpy as np
@@ -149,6 +150,13 @@ class NADArrays(NamedTuple):
     nads: np.ndarray  # (k, C*H*W) float32, orthonormal rows, by decreasing eigenvalue
     eigenvalues: np.ndarray  # (k,)
     eval_point: np.ndarray  # (C, H, W)
+
+
+def _plain_file_name(name: str) -> bool:
+    """Whether `name` names a file in a folder, nothing else: no separator of any platform,
+    not `.` or `..`, no NUL or other control character, not empty."""
+    return (bool(name) and name not in (".", "..") and len(name) <= 255
+            and not any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in name))
 
 
 def _npy(content: bytes) -> np.ndarray:
@@ -293,6 +301,13 @@ class Client:
         if missing:
             raise NadsError(404, f"job {job.id} has no {', '.join(missing)}; it has: "
                             f"{', '.join(sorted(available)) or 'none yet'}", self.url)
+        # The names come from the service: each must be one plain file name inside `out`
+        # (a hostile server's `../x` or `/abs/x` wrote wherever it chose), checked before
+        # anything is written
+        for name in wanted:
+            if not _plain_file_name(name):
+                raise NadsError(0, f"artifact name {name!r} from the service is not a plain "
+                                f"file name; nothing was written", self.url)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         paths = []
@@ -300,7 +315,7 @@ class Client:
             path = out / name
             self._prove_local_key()
             with path.open("wb") as f, self._http.stream(
-                    "GET", f"/v1/jobs/{job.id}/artifacts/{name}") as r:
+                    "GET", f"/v1/jobs/{job.id}/artifacts/{quote(name, safe='')}") as r:
                 if r.status_code >= 400:
                     r.read()
                     raise NadsError(r.status_code, r.text, str(r.request.url))
