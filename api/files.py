@@ -41,6 +41,41 @@ def file_response(request: Request, path: Path, etag_value: str, media_type: str
     return FileResponse(path, media_type=media_type, filename=name, headers=headers)
 
 
+def bytes_response(request: Request, body: bytes, etag_value: str, media_type: str, name: str,
+                   cache_control: str) -> Response:
+    """`body` (made per request, held in memory) with the answers `file_response` gives a
+    file: 304 on If-None-Match, one range (Range, If-Range on the ETag) as 206, 416 past the
+    end, 400 for a malformed Range; several ranges get the whole body."""
+    etag = f'"{etag_value}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control, "Accept-Ranges": "bytes",
+               "Content-Disposition": _disposition(name)}
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED,
+                        headers={"ETag": etag, "Cache-Control": cache_control})
+    start, end, code = 0, len(body), status.HTTP_200_OK
+    http_range, if_range = request.headers.get("range"), request.headers.get("if-range")
+    if http_range is not None and (if_range is None or if_range == etag):
+        try:
+            ranges = FileResponse._parse_range_header(http_range, len(body))
+        except MalformedRangeHeader as exc:
+            return PlainTextResponse(exc.content, status_code=status.HTTP_400_BAD_REQUEST)
+        except RangeNotSatisfiable:
+            return PlainTextResponse("", status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
+                                     headers={"Content-Range": f"bytes */{len(body)}"})
+        if len(ranges) == 1:
+            (start, end), code = ranges[0], status.HTTP_206_PARTIAL_CONTENT
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+    headers["Content-Length"] = str(end - start)
+    content = b"" if request.method == "HEAD" else body[start:end]
+    return Response(content, status_code=code, headers=headers, media_type=media_type)
+
+
+def _disposition(name: str) -> str:
+    quoted = quote(name)
+    return (f'attachment; filename="{name}"' if quoted == name
+            else f"attachment; filename*=utf-8''{quoted}")
+
+
 def blob_response(request: Request, blobs: Blobs, sha256: str, media_type: str, name: str,
                   cache_control: str) -> Response:
     """A blob by `file_response` from a directory store; from a remote one, streamed with the
@@ -58,10 +93,8 @@ def blob_response(request: Request, blobs: Blobs, sha256: str, media_type: str, 
     if size is None:
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
                             detail=f"blob {sha256} of {name!r} is missing from the store")
-    quoted = quote(name)
     headers["Accept-Ranges"] = "bytes"
-    headers["Content-Disposition"] = (f'attachment; filename="{name}"' if quoted == name
-                                      else f"attachment; filename*=utf-8''{quoted}")
+    headers["Content-Disposition"] = _disposition(name)
     start, end, code = 0, size, status.HTTP_200_OK
     http_range, if_range = request.headers.get("range"), request.headers.get("if-range")
     if http_range is not None and (if_range is None or if_range == etag):

@@ -3,13 +3,12 @@
 The arrays are the artifacts of the entry's final round job (jobs/catalog.py), or for an
 entry shipped with the repository its installed files (jobs/shipped.py), served with
 the same ETag / 304 / Range handling as job artifacts. `?k=` cuts the first k rows into a valid
-.npy, written once to a cache file (its ETag is the blob's sha256 and k).
+.npy per request, never written to disk (its ETag is the blob's sha256 and k).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from sqlalchemy import select
 
 from api.catalog_listing import how_to_build, with_absent
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
-from api.files import blob_response, file_response
+from api.files import blob_response, bytes_response, etag_matches
 from api.schemas.catalog import CatalogEntryOut
 from jobs.catalog import CATALOG_ARCHITECTURES, describe
 from store.models import CATALOG_READY, Artifact, CatalogEntry
@@ -82,22 +81,17 @@ def read_entry(arch: str, session: SessionDep, settings: SettingsDep) -> dict[st
     return released(session, listed)
 
 
-def _sliced(settings: Settings, source: Path, sha: str, name: str, k: int) -> Path:
-    """The first k rows of an .npy blob as a .npy file, cached (written once, atomically)."""
-    cache = settings.data_dir / "cache" / "catalog"
-    path = cache / f"{sha}-k{k}-{name}"
-    if path.is_file():
-        return path
-    cache.mkdir(parents=True, exist_ok=True)
+def _cut(source: Path, name: str, k: int) -> bytes:
+    """The first k rows of an .npy blob as the bytes of an .npy, made per request: at most the
+    blob's size, held while it is sent. Never written to disk: a cache file per k (each k a
+    client asks for, no key needed) let anyone fill the disk, 2 GB per 1,024-row entry."""
     array = np.load(source, mmap_mode="r")
     if k > array.shape[0]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                             detail=f"k: {k} exceeds the {array.shape[0]} rows of {name}")
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".npy")
-    with os.fdopen(fd, "wb") as out:
-        np.save(out, np.ascontiguousarray(array[:k]))
-    os.replace(tmp, path)
-    return path
+    out = io.BytesIO()
+    np.save(out, np.ascontiguousarray(array[:k]))
+    return out.getvalue()
 
 
 _RESPONSES = {200: {"content": {"application/octet-stream": {}, "image/png": {}}},
@@ -149,6 +143,10 @@ def download(arch: str, name: str, request: Request, session: SessionDep, blobs:
     if not path.is_file():
         raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
                             detail=f"blob {sha256} of {name!r} is missing from the store")
-    sliced = _sliced(settings, path, sha256, name, k)
-    return file_response(request, sliced, f"{sha256}-k{k}", media_type,
-                         f"{arch}-{name.removesuffix('.npy')}-k{k}.npy", CACHE_CONTROL)
+    etag = f"{sha256}-k{k}"
+    if etag_matches(request.headers.get("if-none-match"), f'"{etag}"'):  # 304, nothing cut
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED,
+                        headers={"ETag": f'"{etag}"', "Cache-Control": CACHE_CONTROL})
+    body = _cut(path, name, k)
+    return bytes_response(request, body, etag, media_type,
+                          f"{arch}-{name.removesuffix('.npy')}-k{k}.npy", CACHE_CONTROL)
