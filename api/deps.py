@@ -44,6 +44,8 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
+MISSING_KEY = "Authorization: missing API key; send 'Authorization: Bearer <key>'"
+UNKNOWN_KEY = "Authorization: unknown or revoked API key"
 _bearer = HTTPBearer(auto_error=False, description="An API key from `nads admin create-key`.")
 
 
@@ -55,7 +57,7 @@ def get_current_key(
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="Authorization: missing API key; send 'Authorization: Bearer <key>'",
+            detail=MISSING_KEY,
             headers={"WWW-Authenticate": "Bearer"},
         )
     key = find_key(session, credentials.credentials)
@@ -66,7 +68,7 @@ def get_current_key(
     if key is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
-            detail="Authorization: unknown or revoked API key",
+            detail=UNKNOWN_KEY,
             headers={"WWW-Authenticate": "Bearer"},
         )
     return key

@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from api import errors
+from api.key_first import KeyBeforeBody
 from api.limits import BodyLimit
 from api.metrics import ServiceCollector, require_metrics_token
 from api.routers import (
@@ -42,6 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.celery = make_celery(settings)
     app.state.blobs = open_blob_store(settings)
     errors.install(app)
+    # inside BodyLimit (which reads nothing of a body it can judge by its Content-Length, and
+    # at most the limit of a chunked one): a submission without a valid key is refused before
+    # the route reads and parses its body
+    app.add_middleware(KeyBeforeBody, paths=frozenset(f"/v1/jobs/{name}" for name in KINDS))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(health.router)
     app.include_router(submit.router)

@@ -569,3 +569,23 @@ def test_metrics_need_the_operator_token(limited: Settings, server: str) -> None
     with serving(limited.model_copy(update={"metrics_token": None})) as url:
         r = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 403 and "NADS_METRICS_TOKEN" in r.text, r.text
+
+
+@pytest.mark.parametrize("http", list(PROTOCOLS))
+@pytest.mark.parametrize("auth", [None, "Bearer nads_not-a-key"])
+def test_a_submission_without_a_valid_key_is_401_before_its_body_is_read(
+        limited: Settings, http: str, auth: str | None) -> None:
+    """FastAPI reads and parses a route's JSON body before its dependencies run, the key's
+    check included: an anonymous POST of 32 MB of `[{},{},...]` held 810 MB of the API's
+    memory (10.6 M dicts) and its event loop for seconds, then got its 401. Now the key is
+    checked first: a body announced but not sent gets its 401 at once."""
+    with serving(limited, http) as url, socket.create_connection(("127.0.0.1", _port(url)),
+                                                                  timeout=10) as s:
+        head = ("POST /v1/jobs/nads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {30 * 2**20}\r\n"
+                + (f"Authorization: {auth}\r\n" if auth else "") + "\r\n")
+        s.sendall(head.encode() + b"[" + b"{}," * 300)
+        s.settimeout(0.9)  # under body_timeout_s (1 s): the answer must not wait for the body
+        answer = s.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"Authorization:" in answer and b"www-authenticate: bearer" in answer.lower()
