@@ -24,7 +24,11 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Runs the command line (exits with the command's status)."""
+    """Runs the command line (exits with the command's status); what it prints is escaped of
+    control characters (nads/terminal.py: much of it comes from the service)."""
+    from nads.terminal import install
+
+    install()
     build_app()(args=argv, prog_name="nads")
 
 

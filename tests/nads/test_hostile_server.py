@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, HTTPException, Response
 
 from nads.client import Client, NadsError
 from tests.support import NADS_BIN, ServerThread, clean_env
@@ -29,6 +29,8 @@ def _hostile_app(names: list[str]) -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}")
     def job(job_id: str) -> dict:
+        if job_id != JOB_ID:
+            raise HTTPException(404, detail="job_id: none \x1b]52;c;cm0gLXJmIH4K\x07")
         return {"id": JOB_ID, "kind": "nads", "status": "succeeded",
                 "progress": {"fraction": 1.0, "message": "done"}, "spec": {},
                 "summary": None, "error": None, "artifacts": [artifact(n) for n in names]}
@@ -104,6 +106,8 @@ def _escaping_app() -> FastAPI:
 
     @app.get("/v1/jobs/{job_id}")
     def job(job_id: str) -> dict:
+        if job_id != JOB_ID:
+            raise HTTPException(404, detail="job_id: none \x1b]52;c;cm0gLXJmIH4K\x07")
         return {"id": JOB_ID, "kind": "nads", "status": "failed",
                 "progress": {"fraction": 1.0, "message": "done\x1b]0;title set\x07\x1b[2J"},
                 "spec": {}, "summary": None, "error": "boom\x1b]52;c;cm0gLXJmIH4K\x07",
@@ -112,10 +116,6 @@ def _escaping_app() -> FastAPI:
     return app
 
 
-@pytest.mark.xfail(strict=True, reason="the CLI prints the service's strings (job message, "
-                   "error, architecture reason, catalog message, error details) as they come: "
-                   "a fix escapes control characters other than newline and tab at every print "
-                   "of nads/client_commands.py, nads/arch_commands.py and nads/progress.py")
 def test_cli_prints_no_terminal_escape_sequence_a_server_sends() -> None:
     """A hostile server's job message and error carry OSC (window title, OSC 52: the
     clipboard) and CSI (clear screen) sequences: `nads status` must not pass them to the
@@ -123,5 +123,11 @@ def test_cli_prints_no_terminal_escape_sequence_a_server_sends() -> None:
     with ServerThread(_escaping_app()) as server:
         r = subprocess.run([NADS_BIN, "status", JOB_ID, "--url", server.url, "--key", "nads_k"],
                            capture_output=True, timeout=60, env=clean_env())
+        failing = subprocess.run([NADS_BIN, "status", "f" * 32, "--url", server.url,
+                                  "--key", "nads_k"], capture_output=True, timeout=60,
+                                 env=clean_env())  # an error's detail, on stderr
     assert r.returncode == 0, r.stderr
     assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout, r.stdout
+    assert b"title set\\x07\\x1b[2J" in r.stdout, r.stdout  # shown, escaped
+    assert failing.returncode != 0 and b"none \\x1b]52" in failing.stderr, failing.stderr
+    assert b"\x1b" not in failing.stderr and b"\x07" not in failing.stderr, failing.stderr
