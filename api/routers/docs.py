@@ -41,7 +41,10 @@ PATCHES = {"redoc.standalone.js": [(b"https://cdn.redoc.ly/redoc/logo-mini.svg",
 # The pages reach only this server: ReDoc 2 shows a logo from its vendor's CDN (and hides it
 # when that fails); this keeps the browser from asking at all. Scripts and styles stay as the
 # two pages write them (inline).
-CSP = "img-src 'self' data:; connect-src 'self'; font-src 'self' data:; form-action 'self'"
+# Not framed by another site (the pages share their origin with the web page, which keeps the
+# API key in the browser's storage: a framing page could lead a user's clicks), no other <base>.
+CSP = ("img-src 'self' data:; connect-src 'self'; font-src 'self' data:; form-action 'self'; "
+       "frame-ancestors 'none'; base-uri 'none'")
 
 router = APIRouter(include_in_schema=False)
 
@@ -57,6 +60,7 @@ def assets_dir() -> Path:
 
 def _offline(page: HTMLResponse) -> HTMLResponse:
     page.headers["Content-Security-Policy"] = CSP
+    page.headers["X-Content-Type-Options"] = "nosniff"
     return page
 
 
@@ -78,7 +82,7 @@ def swagger_ui(request: Request) -> HTMLResponse:
 
 @router.get(OAUTH2_REDIRECT_URL)
 def swagger_ui_redirect() -> HTMLResponse:
-    return get_swagger_ui_oauth2_redirect_html()
+    return _offline(get_swagger_ui_oauth2_redirect_html())
 
 
 @router.get("/redoc")

@@ -42,6 +42,8 @@ def test_pages_reference_only_this_server(docs_server: str, page: str) -> None:
         # and the browser may fetch nothing elsewhere (ReDoc's logo is on its vendor's CDN)
         csp = r.headers["content-security-policy"]
         assert "img-src 'self' data:" in csp and "connect-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp, csp  # not framed by another site
+        assert r.headers["x-content-type-options"] == "nosniff"
         refs = REFERENCE.findall(r.text)
         assert "/openapi.json" in refs
         scripts = [u for u in refs if u.endswith(".js")]
