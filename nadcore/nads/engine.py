@@ -221,7 +221,8 @@ class NADResult:
             "precision_requested": self.spec.precision,
             "eigenvalues_head": [float(v) for v in self.eigenvalues[:head]],
             "stability": {str(k): v for k, v in self.stability.items()},
-            "identifiability": assess(self.stability, self.spec.input_dim, self.num_networks),
+            "identifiability": assess(self.stability, self.spec.input_dim, self.num_networks,
+                                      self.eigenvalues.tolist()),
             **self.info,
         }
 

@@ -27,15 +27,27 @@ A stability above the band at some k means the halves agree on a top-k subspace 
 random subspaces do: the NADs are **identifiable** up to the largest such k. Within the band at
 every k resolved, they are **not identifiable**: an arbitrary basis, not directions of the
 architecture.
+
+**A covariance of rank below k.** The band presumes a covariance with at least k directions of
+variance. Where the gradient covariance has rank r < k (zero: every network has the same input
+gradient at x0, as when the output does not depend on the input, the finite-difference step is
+lost in float32 rounding at x0, or autograd meets a piecewise-constant layer), the NADs past r
+are whatever the eigensolver returns for a zero eigenvalue: the same arbitrary basis in both
+halves, so their stability is spuriously 1 (measured: 1.0 at every k for a network that ignores
+its input). A k past the rank is therefore never above chance (`gradient_rank`). An eigenvalue
+counts as zero when it is at most lambda_1 D eps32^2: the gradients are float32, whose rounding
+leaves variances below eps32^2 of the largest unresolved, and D of them add up (the shipped
+entries' smallest eigenvalue is 1.4e-4 lambda_1, far above).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 Z = 3.0
+EPS32 = 2.0**-23  # float32 machine epsilon
 TAIL = 0.5 * math.erfc(Z / math.sqrt(2))  # 0.00135: one-sided normal tail beyond Z
 
 
@@ -60,19 +72,47 @@ def noise_upper(k: int, dim: int) -> float:
     return float(stats.beta.isf(TAIL, mean * size, (1 - mean) * size))
 
 
-def assess(stability: Mapping[Any, float], dim: int, num_networks: int) -> dict[str, Any]:
+def gradient_rank(eigenvalues: Sequence[float] | None, dim: int) -> int | None:
+    """How many of the kept eigenvalues (descending) are not zero to float32 rounding (the
+    module docstring), when some are: the rank of the gradient covariance; None when none is
+    zero (the rank is at least the number kept) or none is given."""
+    values = [float(v) for v in (eigenvalues if eigenvalues is not None else [])]
+    if not values:
+        return None
+    top = max(values)
+    if not top > 0:
+        return 0
+    rank = sum(1 for v in values if v > top * dim * EPS32**2)
+    return rank if rank < len(values) else None
+
+
+def assess(stability: Mapping[Any, float], dim: int, num_networks: int,
+           eigenvalues: Sequence[float] | None = None) -> dict[str, Any]:
     """The summary's `identifiability`: each resolved k's stability beside chance and the top
     of its noise band, whether the NADs are identifiable (None when no k was resolved), up to
-    which k, and why not when they are not."""
+    which k, and why not when they are not. With the result's `eigenvalues`, a k past the rank
+    of the gradient covariance is never above chance (`gradient_rank`, module docstring)."""
+    rank = gradient_rank(eigenvalues, dim)
     rows = []
     for key, value in sorted(stability.items(), key=lambda kv: int(kv[0])):
         k = int(key)
         upper = noise_upper(k, dim)
         rows.append({"k": k, "stability": round(float(value), 6),
                      "chance": round(chance(k, dim), 6), "noise_upper": round(upper, 6),
-                     "above_chance": bool(float(value) > upper)})
+                     "above_chance": bool(float(value) > upper)
+                     and (rank is None or k <= rank)})
     rule = (f"identifiable at k when the split-half stability exceeds the top of the noise "
-            f"band of random subspaces (chance k/D = k/{dim}; {Z:.0f}-sigma tail)")
+            f"band of random subspaces (chance k/D = k/{dim}; {Z:.0f}-sigma tail) and k is "
+            "at most the rank of the gradient covariance")
+    ranked = {} if rank is None else {"gradient_rank": rank}
+    if rank == 0:
+        return {"identifiable": False, "up_to_k": None, "ks": rows, "rule": rule, **ranked,
+                "reason": "the gradient covariance is zero: every network has the same input "
+                          "gradient at the evaluation point (the output does not depend on the "
+                          "input there or not on the parameters, the finite-difference step is "
+                          "lost in float32 rounding at x0, or autograd meets a piecewise-"
+                          "constant layer), so these NADs are an arbitrary basis and their "
+                          "stability means nothing"}
     if not rows:
         return {"identifiable": None, "up_to_k": None, "ks": [], "rule": rule,
                 "reason": f"{num_networks} networks: halves of {num_networks // 2} resolve no "
@@ -80,7 +120,7 @@ def assess(stability: Mapping[Any, float], dim: int, num_networks: int) -> dict[
     above = [r["k"] for r in rows if r["above_chance"]]
     if above:
         return {"identifiable": True, "up_to_k": max(above), "ks": rows, "rule": rule,
-                "reason": None}
+                **ranked, "reason": None}
     shown = "; ".join(f"k = {r['k']}: {r['stability']:.4f} vs chance {r['chance']:.4f} "
                       f"(noise up to {r['noise_upper']:.4f})" for r in rows)
     reason = (f"split-half stability within the noise of chance at every k ({shown}): the two "
@@ -88,5 +128,8 @@ def assess(stability: Mapping[Any, float], dim: int, num_networks: int) -> dict[
               "an arbitrary basis, not directions the architecture prefers. If the gradient "
               "covariance is isotropic (logreg: the input gradient is the weight vector, with "
               "i.i.d. entries) no number of networks changes this; otherwise more networks may")
-    return {"identifiable": False, "up_to_k": None, "ks": rows, "rule": rule,
+    if rank is not None:
+        reason = (f"the gradient covariance has rank {rank}: past k = {rank} the NADs are an "
+                  f"arbitrary basis; {reason}")
+    return {"identifiable": False, "up_to_k": None, "ks": rows, "rule": rule, **ranked,
             "reason": reason}
