@@ -4,7 +4,12 @@
 - one output tensor: the network returns a tensor of shape (B,) or (B, m), or the upload names
   which element of its tuple, list or dict output to use (`output`); an unnamed structure is
   refused, naming it, never silently cut to its first element;
-- determinism: two evaluations of the same batch agree;
+- determinism: two evaluations of the same batch agree, and a TorchScript network assigns none
+  of its attributes while it runs (`attributes_set_in_forward`): an attribute that counts calls
+  or keeps the last output survives the engine's loading of each network's tensors, so a
+  network's output would depend on how many calls came before it (the chunking, the device's
+  plan, the sharding), which two evaluations at validation cannot see (an output that changes
+  after the 40th call passed them and gave NADs that change with the shards);
 - per-sample independence: each sample's output is the same alone, in the batch, and in the
   batch in another order. Finite differences and batched gradients evaluate many perturbed
   inputs in one batch; a network whose outputs depend on the rest of the batch (BatchNorm in
@@ -159,10 +164,46 @@ def check_assumptions(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.
             "reordered": worst["in the batch reversed"][0]}
 
 
+def attributes_set_in_forward(module: torch.jit.ScriptModule) -> list[str]:
+    """The attributes a TorchScript module (or a submodule) assigns when it is called: the
+    `prim::SetAttr` nodes of its forward, inlined, and of its forward hooks."""
+    names: list[str] = []
+
+    def walk(block: torch._C.Block | torch._C.Graph) -> None:
+        for node in block.nodes():
+            if node.kind() == "prim::SetAttr":
+                names.append(node.s("name"))
+            for sub in node.blocks():
+                walk(sub)
+
+    graphs = [module._c._get_method("forward").graph]
+    for _, sub in module.named_modules():
+        graphs += [hook.graph for hook in (*sub._c._get_forward_pre_hooks(),
+                                           *sub._c._get_forward_hooks())]
+    for graph in graphs:
+        graph = graph.copy()
+        torch._C._jit_pass_inline(graph)
+        walk(graph)
+    return sorted(set(names))
+
+
+def refuse_attribute_state(module: torch.jit.ScriptModule) -> None:
+    """AssumptionError naming the attributes a TorchScript network assigns while it runs."""
+    names = attributes_set_in_forward(module)
+    if names:
+        listed = ", ".join(repr(n[:40]) for n in names[:5])
+        raise AssumptionError(
+            f"file: the network assigns its attribute(s) {listed} when it is called, so its "
+            "output could depend on how many calls came before (the engine calls each network "
+            "many times, in batches its plan chooses): compute them in forward as locals, or "
+            "keep them constant")
+
+
 def independence_inputs(input_shape: Sequence[int], gen: torch.Generator) -> torch.Tensor:
     return torch.randn((INDEPENDENCE_BATCH, *input_shape), generator=gen)
 
 
-__all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "check_assumptions",
+__all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "attributes_set_in_forward",
+           "check_assumptions", "refuse_attribute_state",
            "describe_structure", "independence_inputs", "reduction_length",
            "rounding_tolerance", "select_output"]

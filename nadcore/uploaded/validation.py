@@ -10,7 +10,8 @@ training batch, a finite-difference pixel block of + and - inputs on the CPU) to
 worker turns them into the seconds per input that jobs' time budgets use when FLOPs say
 little (worker/uploaded.py). The networks jobs use keep what the engine assumes
 (`nadcore.uploaded.engine_assumptions`): one output tensor (or the element the upload names), the
-same outputs on a second evaluation, and each sample's output independent of the rest of the batch.
+same outputs on a second evaluation (and, TorchScript, no attribute assigned while it runs),
+and each sample's output independent of the rest of the batch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nadcore.uploaded.engine_assumptions import (
     check_assumptions,
     independence_inputs,
     reduction_length,
+    refuse_attribute_state,
     select_output,
 )
 from nadcore.uploaded.network import (
@@ -136,6 +138,10 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
             f"file: the {fmt} archive does not load: {_short(exc)}; {EXPORT_HOWTO}") from None
     if fmt == "torchscript":
         loaded.module.eval()  # an exported graph has its mode built in (and refuses eval())
+        try:  # an exported graph holds no attribute assignment: torch.export traces them away
+            refuse_attribute_state(loaded.module)
+        except AssumptionError as exc:
+            raise UploadedArchitectureError(str(exc)) from None
     gen = torch.Generator().manual_seed(0)
     m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen, output)
     _, unknown = module_rules(loaded)

@@ -158,3 +158,34 @@ def test_output_structures_are_named_or_refused() -> None:
         select_output(None, None)
     assert describe_structure({"x": [a] * 9}) == (
         "dict(x: list(" + ", ".join(["Tensor(3, 10)"] * 8) + ", ...))")
+
+
+class _CountsCalls(nn.Module):
+    """A plain network until its 41st call, then a constant: state kept in a TorchScript
+    attribute, which the engine's loading of each network's tensors does not reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+        self.calls: int = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        out = self.fc(x.flatten(1))
+        return out * 0.0 if self.calls > 40 else out
+
+
+def test_an_attribute_assigned_in_forward_is_refused(tmp_path) -> None:  # noqa: ANN001
+    """Two evaluations at validation cannot see a change after the 40th call; before the
+    refusal it was accepted and its NADs changed with the sharding of the same spec."""
+    import warnings
+
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    path = tmp_path / "counts.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(_CountsCalls().eval()), str(path))
+    with pytest.raises(UploadedArchitectureError, match="assigns its attribute.*'calls'"):
+        validate(path, (1, 6, 6), "torch-default")
