@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from nadcore import NADSpec, run_spec
+from nadcore.nads.spec import bf16_spacing
 from nadcore.specs.architecture import ArchitectureRef
 from nadcore.uploaded.network import register_archive
 from nadcore.uploaded.validation import validate
@@ -105,13 +106,22 @@ def test_full_rank_results_are_unchanged() -> None:
     np.testing.assert_equal(ident["identifiable"] in (True, False), True)
 
 
-@pytest.mark.xfail(strict=True, reason="the spec accepts precision bf16 with a step that bf16 "
-                   "cannot represent at x0; the fix: refuse (or resolve to fp32) bf16 finite "
-                   "differences whose step is below ~100 bf16 ulps of max|x0| (about 2 at "
-                   "x0 ~ N(0, I), 4e5 at the largest eval_point allowed)")
 def test_bf16_refuses_a_step_it_cannot_represent() -> None:
     """Measured: lenet 1x16x16, 40 networks, step 1e-4: fp32 top eigenvalue 1.3e-5, bf16 2.05
     (the autocast input x0 + 1e-4 rounds to x0 or to the next bf16, a jump of an ulp / 2e-4),
     summarized as identifiable up to k = 16."""
-    with pytest.raises(ValueError, match="bf16"):
+    with pytest.raises(ValueError, match="scale: a step of 0.0001 is below what bf16 resolves"):
         NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=1e-4, precision="bf16")
+    # |x0| <= 6 (the default N(0, I)): bf16 values 2^-5 apart there, so the least step is 3.125
+    assert bf16_spacing(6.0) == 2.0**-5 and bf16_spacing(0.1) == 2.0**-7
+    NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=3.125, precision="bf16")
+    with pytest.raises(ValueError, match="at least 100 of those, 3.125"):
+        NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=3.1, precision="bf16")
+    # a given x0 sets the bound; fp32 and autograd take any step
+    point = [1000.0] + [0.0] * 255
+    with pytest.raises(ValueError, match="at least 100 of those, 400"):
+        NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=100, precision="bf16",
+                eval_point=point)
+    NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=1e-4, precision="fp32")
+    NADSpec(architecture="lenet", input_shape=(1, 16, 16), scale=1e-4, precision="bf16",
+            method="autograd")
