@@ -52,22 +52,35 @@ def bytes_response(request: Request, body: bytes, etag_value: str, media_type: s
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED,
                         headers={"ETag": etag, "Cache-Control": cache_control})
-    start, end, code = 0, len(body), status.HTTP_200_OK
+    asked = _one_range(request, etag, len(body), headers)
+    if isinstance(asked, Response):
+        return asked
+    start, end, code = asked
+    content = b"" if request.method == "HEAD" else body[start:end]
+    return Response(content, status_code=code, headers=headers, media_type=media_type)
+
+
+def _one_range(request: Request, etag: str, size: int,
+               headers: dict[str, str]) -> tuple[int, int, int] | Response:
+    """(start, end, status) of what to send of `size` bytes: the one range asked for (Range,
+    If-Range on `etag`) as 206, else all as 200 (several ranges too, which RFC 9110 allows);
+    Content-Range and Content-Length set in `headers`. Or the answer: 400 for a malformed
+    Range (as FileResponse), 416 past the end."""
+    start, end, code = 0, size, status.HTTP_200_OK
     http_range, if_range = request.headers.get("range"), request.headers.get("if-range")
     if http_range is not None and (if_range is None or if_range == etag):
         try:
-            ranges = FileResponse._parse_range_header(http_range, len(body))
+            ranges = FileResponse._parse_range_header(http_range, size)
         except MalformedRangeHeader as exc:
             return PlainTextResponse(exc.content, status_code=status.HTTP_400_BAD_REQUEST)
         except RangeNotSatisfiable:
             return PlainTextResponse("", status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
-                                     headers={"Content-Range": f"bytes */{len(body)}"})
+                                     headers={"Content-Range": f"bytes */{size}"})
         if len(ranges) == 1:
             (start, end), code = ranges[0], status.HTTP_206_PARTIAL_CONTENT
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(body)}"
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     headers["Content-Length"] = str(end - start)
-    content = b"" if request.method == "HEAD" else body[start:end]
-    return Response(content, status_code=code, headers=headers, media_type=media_type)
+    return start, end, code
 
 
 def _disposition(name: str) -> str:
@@ -95,20 +108,10 @@ def blob_response(request: Request, blobs: Blobs, sha256: str, media_type: str, 
                             detail=f"blob {sha256} of {name!r} is missing from the store")
     headers["Accept-Ranges"] = "bytes"
     headers["Content-Disposition"] = _disposition(name)
-    start, end, code = 0, size, status.HTTP_200_OK
-    http_range, if_range = request.headers.get("range"), request.headers.get("if-range")
-    if http_range is not None and (if_range is None or if_range == etag):
-        try:
-            ranges = FileResponse._parse_range_header(http_range, size)
-        except MalformedRangeHeader as exc:
-            return PlainTextResponse(exc.content, status_code=status.HTTP_400_BAD_REQUEST)
-        except RangeNotSatisfiable:
-            return PlainTextResponse("", status_code=status.HTTP_416_RANGE_NOT_SATISFIABLE,
-                                     headers={"Content-Range": f"bytes */{size}"})
-        if len(ranges) == 1:
-            (start, end), code = ranges[0], status.HTTP_206_PARTIAL_CONTENT
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    headers["Content-Length"] = str(end - start)
+    asked = _one_range(request, etag, size, headers)
+    if isinstance(asked, Response):
+        return asked
+    start, end, code = asked
     if request.method == "HEAD":
         return Response(status_code=code, headers=headers, media_type=media_type)
     return StreamingResponse(blobs.read_range(sha256, start, end), status_code=code,
