@@ -16,6 +16,7 @@ When partials cover [0, N), it finalizes: the entry is written in the shipped fo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -141,11 +142,11 @@ def lowest_priority(threads: int = 1) -> dict[str, int | None]:
     import torch
 
     niceness = os.nice(19 - os.nice(0))
-    try:
+    with contextlib.suppress(OSError):  # EPERM when it leads a process group already
         os.setsid()
-        AUTOGROUP.write_text("19")
-    except OSError:
-        pass
+    if os.getsid(0) == os.getpid():  # its session's group is its own (started by `setsid`
+        with contextlib.suppress(OSError):  # too, where setsid above is refused)
+            AUTOGROUP.write_text("19")
     torch.set_num_threads(threads)
     return {"nice": niceness, "autogroup_nice": group_nice(),
             "threads": torch.get_num_threads()}
