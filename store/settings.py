@@ -43,8 +43,10 @@ class Settings(BaseSettings):
     max_architecture_bytes: int = Field(
         50_000_000, ge=1, description="Largest accepted architecture archive (.pt, .pt2)."
     )
+    # DenseNet-121 (1x32x32, .pt2) validates in 27 s on a quiet Zen 1 core, and took over 60 s
+    # (the old default: rejected) under the test suite's load there (BENCHMARKS.md)
     architecture_validation_timeout_s: float = Field(
-        60.0, gt=0, description="Wall time of one architecture validation (child killed past it)."
+        180.0, gt=0, description="Wall time of one architecture validation (child killed past it)."
     )
     architecture_validation_memory_bytes: int = Field(
         2 * 2**30, ge=2**28,

@@ -35,6 +35,7 @@ from worker.reconcile import reconcile_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 SHAPE = [1, 16, 16]
+LIMIT_S = Settings().architecture_validation_timeout_s  # the default: the suite keeps it
 
 
 def upload(client: httpx.Client, data: bytes, filename: str = "model.pt",
@@ -181,8 +182,9 @@ def test_rejections_name_the_reason_and_the_worker_survives(
         ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
         ((tmp_path / "three.pt2").read_bytes(), "three.pt2", "input_shape: 1,2,2 disagrees "
          "with the uploaded program in channels: declared 1, the program takes 3"),
-        # at the default NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S (60 s)
-        (scripted_bytes(Forever()), "forever.pt", "time limit of 60 s"),
+        # at the default NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S
+        (scripted_bytes(Forever()), "forever.pt",
+         f"time limit of {LIMIT_S:.0f} s"),
     ]
     ids = []
     for data, name, _ in cases:
@@ -191,10 +193,10 @@ def test_rejections_name_the_reason_and_the_worker_survives(
         ids.append(r.json()["id"])
     t0 = time.monotonic()
     for arch_id, (_, _, reason) in zip(ids, cases, strict=True):
-        row = wait_validated(alice, arch_id, timeout=120)
+        row = wait_validated(alice, arch_id, timeout=LIMIT_S + 60)
         assert row["status"] == "rejected" and reason in row["reason"], row
-    assert settings.architecture_validation_timeout_s == 60  # the default
-    assert time.monotonic() - t0 < 300  # the runaway child was killed at 60 s
+    assert settings.architecture_validation_timeout_s == LIMIT_S  # the default
+    assert time.monotonic() - t0 < LIMIT_S + 240  # the runaway child was killed at the limit
     # the worker killed the runaway child, not itself, and takes the next upload
     assert worker.poll() is None
     good = upload(alice, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
