@@ -33,7 +33,10 @@ class KeyBeforeBody:
             await self.app(scope, receive, send)
             return
         # as fastapi.security.HTTPBearer reads it: "<scheme> <credentials>", scheme any case
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        # the first Authorization header, as the route's HTTPBearer reads it (Starlette's
+        # Headers.get): the check and the route must read the same one
+        header = next((value for name, value in scope.get("headers") or []
+                       if name == b"authorization"), b"")
         scheme, _, credentials = header.decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not credentials:
             await _refuse(send, MISSING_KEY)
