@@ -10,6 +10,8 @@ from __future__ import annotations
 import shutil
 from typing import TextIO
 
+from nads.terminal import carriage_return
+
 BAR = 24  # characters of the bar
 
 
@@ -36,7 +38,8 @@ class ProgressDisplay:
         if self.tty:  # cut to the terminal's width: a wrapped line cannot be redrawn by \r
             line = line[:max(20, shutil.get_terminal_size().columns - 1)]
             pad = " " * max(0, self._width - len(line))
-            self.stream.write("\r" + line + pad)
+            carriage_return(self.stream)  # the message's own \r are shown escaped
+            self.stream.write(line + pad)
             self._width = len(line)
         else:
             key = (status, int(min(1.0, max(0.0, fraction)) * 100))

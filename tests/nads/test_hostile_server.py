@@ -109,7 +109,7 @@ def _escaping_app() -> FastAPI:
         if job_id != JOB_ID:
             raise HTTPException(404, detail="job_id: none \x1b]52;c;cm0gLXJmIH4K\x07")
         return {"id": JOB_ID, "kind": "nads", "status": "failed",
-                "progress": {"fraction": 1.0, "message": "done\x1b]0;title set\x07\x1b[2J"},
+                "progress": {"fraction": 1.0, "message": "done\x1b]0;title set\x07\x1b[2J\rok"},
                 "spec": {}, "summary": None, "error": "boom\x1b]52;c;cm0gLXJmIH4K\x07",
                 "artifacts": []}
 
@@ -128,6 +128,7 @@ def test_cli_prints_no_terminal_escape_sequence_a_server_sends() -> None:
                                  env=clean_env())  # an error's detail, on stderr
     assert r.returncode == 0, r.stderr
     assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout, r.stdout
-    assert b"title set\\x07\\x1b[2J" in r.stdout, r.stdout  # shown, escaped
+    assert b"title set\\x07\\x1b[2J\\x0dok" in r.stdout, r.stdout  # shown, escaped
+    assert b"\r" not in r.stdout, r.stdout  # "ok" cannot overwrite the line
     assert failing.returncode != 0 and b"none \\x1b]52" in failing.stderr, failing.stderr
     assert b"\x1b" not in failing.stderr and b"\x07" not in failing.stderr, failing.stderr

@@ -24,6 +24,7 @@ from nadcore.training.learning_check import (
 from nads.progress import ProgressDisplay, bar_line
 from nads.summary_text import learning_severity as severity
 from nads.summary_text import not_learned as warning
+from nads.terminal import EscapingStream
 
 
 def test_chance_band_is_three_binomial_standard_deviations() -> None:
@@ -159,6 +160,18 @@ def test_progress_line_on_a_terminal_is_redrawn_in_place() -> None:
     first, second = text.rstrip("\n").split("\r")[1:]
     assert len(second) == len(first)  # the shorter line blanks what the longer one left
     assert second.rstrip().endswith("running  short")
+
+
+def test_progress_redraw_is_the_only_carriage_return_a_terminal_gets() -> None:
+    """Through the CLI's escaping stream a message's own carriage return (which would let a
+    service overwrite the line: `ok\\rFAILED`) is shown escaped; the redraw's is not."""
+    out = io.StringIO()
+    shown = ProgressDisplay(EscapingStream(out), "job", tty=True)
+    shown.update("running", 0.5, "ok\rFAILED")
+    shown.update("running", 0.6, "ok")
+    shown.close()
+    assert out.getvalue().count("\r") == 2  # one per redraw
+    assert "ok\\x0dFAILED" in out.getvalue() and out.getvalue().startswith("\rjob [")
 
 
 def test_progress_without_a_terminal_prints_only_changes() -> None:
