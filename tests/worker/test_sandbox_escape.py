@@ -313,6 +313,29 @@ def test_dev_is_no_unbounded_scratch_space_without_a_cgroup() -> None:
     assert "/dev error" in got and got["/dev"] <= LIMITS.scratch_bytes, got
 
 
+SEE_SYS = """
+import errno, json, os
+out = {'bus': os.path.isdir('/sys/bus'), 'cgroup': os.listdir('/sys/fs/cgroup')}
+try:
+    os.close(os.open('/sys/fs/cgroup/x', os.O_CREAT | os.O_WRONLY))
+    out['write'] = 'written'
+except OSError as exc:
+    out['write'] = exc.errno
+print(json.dumps(out))
+"""
+
+
+def test_a_gpu_sandbox_sees_the_hosts_sys_but_not_its_cgroups(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU worker binds the host's /sys in (the CUDA driver reads the PCI topology there);
+    its cgroup tree, every host process's limits and usage, stays hidden and unwritable. Run
+    with the GPU mounts as a GPU worker makes them (its device node stood in by /dev/null)."""
+    monkeypatch.setattr(sandbox, "_gpu_nodes", lambda: ["/dev/null"])
+    got = run_inside(SEE_SYS)
+    assert got["bus"] is True, got  # the host's /sys is there
+    assert got["cgroup"] == [] and got["write"] == errno.EROFS, got
+
+
 # -- the seccomp filter --------------------------------------------------------------------------
 KERNEL = """
 import ctypes, json, os, signal, time
