@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
+# What `read_range` yields at a time: a download's memory per client, which a client that stops
+# reading holds for as long as it likes (as FileResponse's 64 KiB).
+SEND_CHUNK = 64 << 10
 TRASH = "trash"  # <root>/trash/<sha>.<time_ns>.<random>: a blob the collector is removing
 
 
@@ -120,7 +123,7 @@ class BlobStore:
         """Bytes [start, end) of the blob, in chunks."""
         with open(self.path(sha256), "rb") as f:
             f.seek(start)
-            while start < end and (chunk := f.read(min(_CHUNK, end - start))):
+            while start < end and (chunk := f.read(min(SEND_CHUNK, end - start))):
                 start += len(chunk)
                 yield chunk
 

@@ -44,7 +44,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from store.blobs import _CHUNK, _SHA, TRASH, Staged, remove_older, stage_into
+from store.blobs import _CHUNK, _SHA, SEND_CHUNK, TRASH, Staged, remove_older, stage_into
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _BLOB_KEY = re.compile(r"^([0-9a-f]{2})/([0-9a-f]{64})$")
@@ -162,7 +162,7 @@ class S3BlobStore:
         body = self.client.get_object(Bucket=self.bucket, Key=self.key(sha256),
                                       Range=f"bytes={start}-{end - 1}")["Body"]
         with contextlib.closing(body):
-            yield from body.iter_chunks(_CHUNK)
+            yield from body.iter_chunks(SEND_CHUNK)
 
     # -- writers ----------------------------------------------------------------------------
     def tmp_dir(self) -> Path:

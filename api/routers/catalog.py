@@ -2,14 +2,16 @@
 
 The arrays are the artifacts of the entry's final round job (jobs/catalog.py), or for an
 entry shipped with the repository its installed files (jobs/shipped.py), served with
-the same ETag / 304 / Range handling as job artifacts. `?k=` cuts the first k rows into a valid
-.npy per request, never written to disk (its ETag is the blob's sha256 and k).
+the same ETag / 304 / Range handling as job artifacts. `?k=` serves the first k rows as a valid
+.npy, streamed from the blob per request, never written to disk nor held whole in memory (its
+ETag is the blob's sha256 and k).
 """
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import math
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import numpy as np
@@ -19,9 +21,10 @@ from sqlalchemy import select
 
 from api.catalog_listing import how_to_build, with_absent
 from api.deps import BlobsDep, SessionDep, SettingsDep, released
-from api.files import blob_response, bytes_response, etag_matches
+from api.files import blob_response, etag_matches, stream_response
 from api.schemas.catalog import CatalogEntryOut
 from jobs.catalog import CATALOG_ARCHITECTURES, describe
+from store.blobs import Blobs
 from store.models import CATALOG_READY, Artifact, CatalogEntry
 from store.settings import Settings
 
@@ -81,17 +84,47 @@ def read_entry(arch: str, session: SessionDep, settings: SettingsDep) -> dict[st
     return released(session, listed)
 
 
-def _cut(source: Path, name: str, k: int) -> bytes:
-    """The first k rows of an .npy blob as the bytes of an .npy, made per request: at most the
-    blob's size, held while it is sent. Never written to disk: a cache file per k (each k a
-    client asks for, no key needed) let anyone fill the disk, 2 GB per 1,024-row entry."""
-    array = np.load(source, mmap_mode="r")
-    if k > array.shape[0]:
+HEADER_READ = 4096  # bytes read to parse an .npy blob's header (ours take 128)
+
+
+def _first_rows(blobs: Blobs, sha256: str, name: str, k: int
+                ) -> tuple[int, Callable[[int, int], Iterator[bytes]]]:
+    """The first k rows of an .npy blob as an .npy, never whole in memory nor on disk: its
+    size and a reader of its bytes [start, end): its header (the blob's, with k rows), then
+    the blob's first k rows, read from the store as the client takes them. (A
+    cache file per k let anyone fill the disk, 2 GB per 1,024-row entry; a cut made whole in
+    memory stayed there while its client did not read.)"""
+    head = io.BytesIO(b"".join(blobs.read_range(sha256, 0, HEADER_READ)))
+    try:
+        version = np.lib.format.read_magic(head)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, fortran_order, dtype = read_header(head)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            detail=f"blob {sha256} of {name!r} is not a readable .npy ({exc})"
+                            ) from None
+    if not shape or fortran_order or dtype.hasobject:
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            detail=f"blob {sha256} of {name!r} has no rows to cut")
+    if k > shape[0]:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                            detail=f"k: {k} exceeds the {array.shape[0]} rows of {name}")
-    out = io.BytesIO()
-    np.save(out, np.ascontiguousarray(array[:k]))
-    return out.getvalue()
+                            detail=f"k: {k} exceeds the {shape[0]} rows of {name}")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {
+        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+        "shape": (k, *shape[1:])})
+    cut_header, data_start = header.getvalue(), head.tell()
+    size = len(cut_header) + k * math.prod(shape[1:]) * dtype.itemsize
+
+    def read(start: int, end: int) -> Iterator[bytes]:
+        if start < len(cut_header):
+            yield cut_header[start:min(end, len(cut_header))]
+        if end > len(cut_header):
+            offset = data_start - len(cut_header)
+            yield from blobs.read_range(sha256, offset + max(start, len(cut_header)),
+                                        offset + end)
+    return size, read
 
 
 _RESPONSES = {200: {"content": {"application/octet-stream": {}, "image/png": {}}},
@@ -139,14 +172,13 @@ def download(arch: str, name: str, request: Request, session: SessionDep, blobs:
     session.close()  # the database connection goes back to the pool before the file streams
     if k is None:
         return blob_response(request, blobs, sha256, media_type, name, CACHE_CONTROL)
-    path = blobs.path(sha256)
-    if not path.is_file():
-        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
-                            detail=f"blob {sha256} of {name!r} is missing from the store")
     etag = f"{sha256}-k{k}"
-    if etag_matches(request.headers.get("if-none-match"), f'"{etag}"'):  # 304, nothing cut
+    if etag_matches(request.headers.get("if-none-match"), f'"{etag}"'):  # 304, nothing read
         return Response(status_code=status.HTTP_304_NOT_MODIFIED,
                         headers={"ETag": f'"{etag}"', "Cache-Control": CACHE_CONTROL})
-    body = _cut(path, name, k)
-    return bytes_response(request, body, etag, media_type,
-                          f"{arch}-{name.removesuffix('.npy')}-k{k}.npy", CACHE_CONTROL)
+    if not blobs.exists(sha256):
+        raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                            detail=f"blob {sha256} of {name!r} is missing from the store")
+    size, read = _first_rows(blobs, sha256, name, k)
+    return stream_response(request, etag, size, read, media_type,
+                           f"{arch}-{name.removesuffix('.npy')}-k{k}.npy", CACHE_CONTROL)
