@@ -56,3 +56,8 @@ def test_what_separates_and_what_does_not() -> None:
     assert assess(64, 1, 64, snr=1.0)["can_separate"] is None
     assert assess(64, 1, 64, dim=64)["can_separate"] is None
     assert assess(10_000, 5, 2000, dim=64)["can_separate"] is True
+    # a weaker signal than the yardstick's: "can" is not known either (epsilon 1e-12, sigma 3
+    # at the paper's sizes was "can separate"; nothing can be learned from it)
+    weak = assess(10_000, 20, 10_000, snr=1e-12 / 3)
+    assert weak["can_separate"] is None and "weaker than the yardstick's" in weak["basis"]
+    assert assess(2000, 3, 2000, snr=1e-12 / 3)["can_separate"] is False  # cannot: still cannot
