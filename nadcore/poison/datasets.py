@@ -240,8 +240,9 @@ def _labels(arr: np.ndarray, key: str, num: int) -> torch.Tensor:
 
 def load_npz(path: str | Path, name: str = "upload") -> ImageDataset:
     """An uploaded .npz: `x` (uint8 N x H x W x C, or float N x C x H x W in [0, 1]) and `y`
-    (integers 0..K-1, K = max(y) + 1), optionally `x_test` and `y_test` (else a seeded 80/20
-    split). ValueErrors name the offending key."""
+    (integers 0..K-1, K = max(y) + 1, at least 2 classes among the training labels),
+    optionally `x_test` and `y_test` (else a seeded 80/20 split). ValueErrors name the
+    offending key."""
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -269,6 +270,10 @@ def load_npz(path: str | Path, name: str = "upload") -> ImageDataset:
     if x_test.shape[1:] != x.shape[1:]:
         raise ValueError(f"x_test: images of shape {tuple(x_test.shape[1:])} (C, H, W), x has "
                          f"{tuple(x.shape[1:])}")
+    if int(y.min()) == int(y.max()):  # one class: a 1-output network, 100 % for nothing
+        raise ValueError(f"y: all {len(y)} training labels are {int(y[0])}: a classifier needs "
+                         "at least 2 classes (with one, every accuracy is 100 % and means "
+                         "nothing)")
     num_classes = int(y.max()) + 1
     if int(y_test.max()) >= num_classes:
         raise ValueError(f"y_test: label {int(y_test.max())} is out of range: y has labels "

@@ -144,3 +144,16 @@ def test_upload_errors_name_the_key(tmp_path, arrays, key):
     path = _npz(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=rf"^{key}:"):
         load_npz(path)
+
+
+@pytest.mark.parametrize("test_labels", [None, [0, 0]])
+def test_upload_with_one_class_is_refused(tmp_path, test_labels):
+    """One label everywhere made a 1-output network, a loss of 0 and 100 % train, test and
+    clean accuracy, reported as a fitted poison job without a warning (measured)."""
+    arrays = {"x": np.zeros((10, 5, 5, 1), np.uint8), "y": np.zeros(10, int)}
+    if test_labels is not None:
+        arrays |= {"x_test": np.zeros((2, 5, 5, 1), np.uint8), "y_test": np.array(test_labels)}
+    with pytest.raises(ValueError, match=r"^y: all 8 training labels are 0: a classifier needs "
+                                         r"at least 2 classes" if test_labels is None else
+                       r"^y: all 10 training labels are 0"):
+        load_npz(_npz(tmp_path / "one.npz", **arrays))
