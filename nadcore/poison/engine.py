@@ -31,7 +31,14 @@ from nadcore.seeding import POISON_INIT as _INIT
 from nadcore.seeding import POISON_SHUFFLE as _SHUFFLE
 from nadcore.seeding import poison_seed, seeded_global_rng
 from nadcore.specs.architecture import ArchitectureRef
-from nadcore.training.recipe import EpochStats, batches, evaluate, fit, has_batchnorm
+from nadcore.training.recipe import (
+    EpochStats,
+    batches,
+    evaluate,
+    fit,
+    has_batchnorm,
+    require_finite_losses,
+)
 
 FLIP_CHUNK = 16384  # image channels per float64 matmul of flip_dataset
 
@@ -210,7 +217,7 @@ def normalization(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor,
 def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor, *,
                      index_position: int = 0, device: torch.device | str | None = None,
                      progress: Progress | None = None, should_stop: ShouldStop | None = None,
-                     ) -> PoisonResult:
+                     what: str | None = None) -> PoisonResult:
     """Train `spec.architecture` with K = data.num_classes outputs on (x_train, data.y_train);
     after every epoch measure accuracy on x_train (eval mode) and on the test set of `data`.
 
@@ -218,7 +225,10 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     momentum and weight decay, the learning rate decayed linearly to 0 at every batch, the
     global gradient norm clipped; inputs normalized (see `normalization`).
     `progress(epoch, epochs)` after each epoch; `should_stop()` is checked before each epoch
-    and raises nadcore.nads.engine.Cancelled.
+    and raises nadcore.nads.engine.Cancelled. A loss that becomes NaN or inf (training, or on
+    either set) raises `nadcore.training.recipe.Diverged` naming the model as `what` (default:
+    its index position): its accuracies would be the argmax of NaN outputs, the share of
+    class 0, not a measurement.
     """
     t0 = time.perf_counter()
     tr = spec.training
@@ -250,9 +260,14 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     train_acc = np.zeros(tr.epochs)
     test_acc = np.zeros(tr.epochs)
 
-    def after_epoch(epoch: int, _stats: EpochStats) -> None:
-        train_acc[epoch] = 100.0 * evaluate(model, xtr, ytr, eval_batch)[1] / n
-        test_acc[epoch] = 100.0 * evaluate(model, xte, yte, eval_batch)[1] / xte.shape[0]
+    def after_epoch(epoch: int, stats: EpochStats) -> None:
+        fit_loss, fit_correct = evaluate(model, xtr, ytr, eval_batch)
+        test_loss, test_correct = evaluate(model, xte, yte, eval_batch)
+        require_finite_losses(tr, what or f"the model at index position {index_position}",
+                              epoch, training_loss=stats.loss,
+                              loss_on_its_training_set=fit_loss, test_loss=test_loss)
+        train_acc[epoch] = 100.0 * fit_correct / n
+        test_acc[epoch] = 100.0 * test_correct / xte.shape[0]
         if progress is not None:
             progress(epoch + 1, tr.epochs)
 
@@ -286,18 +301,20 @@ def run_poison(spec: PoisonSpec, data: ImageDataset, nads: np.ndarray,
     results = []
     for p in positions:
         if p == clean_position(spec):
-            res = train_classifier(spec, data, data.x_train, index_position=0, **kw)  # type: ignore[arg-type]
+            res = train_classifier(spec, data, data.x_train, index_position=0,  # type: ignore[arg-type]
+                                   what="the clean run", **kw)
             res.info.update(mode="clean", index_position=p)
         elif spec.mode == "flip":
             flipped = dataclasses.replace(data, x_test=flip_dataset(data.x_test, nads))
             res = train_classifier(spec, flipped, flip_dataset(data.x_train, nads),
-                                   index_position=p, **kw)  # type: ignore[arg-type]
+                                   index_position=p, what="the flipped model", **kw)  # type: ignore[arg-type]
             res.info.update(mode="flip")
         else:
             index = spec.indices[p]
             x = poison_dataset(data.x_train, data.y_train, nads, index, spec.eps,
                                num_classes=data.num_classes)
-            res = train_classifier(spec, data, x, index_position=p, **kw)  # type: ignore[arg-type]
+            res = train_classifier(spec, data, x, index_position=p,  # type: ignore[arg-type]
+                                   what=f"the model poisoned at index {index}", **kw)
             res.info.update(mode="poison", index=index, eps=spec.eps)
         results.append(res)
     return results

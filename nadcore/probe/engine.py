@@ -16,6 +16,9 @@ Two ways to train a set of directions, with identical math:
 - "loop": one direction after the other with a plain module, `torch.optim.SGD` and
   `clip_grad_norm_`: the independent reference, and the baseline of the benchmark.
 Both follow the recipe of `nadcore.training.recipe` (its `fit` and its `stacked_sgd_step`).
+Both stop with `nadcore.training.recipe.Diverged` after the first epoch in which a direction's
+training or test loss is NaN or inf: its accuracy would be the argmax of NaN outputs (class 0,
+50 % on the balanced test set), not a measurement.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from nadcore.training.recipe import (
     fit,
     has_batchnorm,
     lr_at,
+    require_finite_losses,
     stacked_sgd_step,
 )
 
@@ -253,6 +257,10 @@ class ProbeTrainer:
                 curves[:, epoch, 1] = (100.0 * correct.to(torch.float64) / seen).cpu().numpy()
                 curves[:, epoch, 2] = test_loss
                 curves[:, epoch, 3] = 100.0 * test_correct / spec.data.num_test
+                for r, j in enumerate(indices):
+                    require_finite_losses(tr, f"direction {j}", epoch,
+                                          training_loss=float(curves[r, epoch, 0]),
+                                          test_loss=float(curves[r, epoch, 2]))
                 progress(n * (epoch + 1))
         template.eval()
         return curves
@@ -303,6 +311,9 @@ class ProbeTrainer:
             test_loss, test_correct = evaluate(model, d.x_test, d.y_test, self.eval_batch)
             curves[epoch] = (stats.loss, stats.accuracy, test_loss,
                              100.0 * test_correct / spec.data.num_test)
+            require_finite_losses(tr, f"direction {j}", epoch,
+                                  training_loss=float(curves[epoch, 0]),
+                                  test_loss=float(curves[epoch, 2]))
             progress(epoch + 1)
 
         fit(model, d.x_train, d.y_train, tr, spans=self.batches, permutation=d.permutation,

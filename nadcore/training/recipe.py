@@ -11,6 +11,7 @@ model dimension (the probe's vmap strategy), which reproduces them per model.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -56,6 +57,33 @@ def lr_at(recipe: Recipe, step: int, steps_per_epoch: int) -> float:
     interp(epoch + (i+1)/batches, [0, epochs], [lr, 0]), so the last batch trains at 0."""
     total = recipe.epochs * steps_per_epoch
     return recipe.lr * (1.0 - (step + 1) / total)
+
+
+class Diverged(ValueError):
+    """A training whose loss became NaN or inf. Its outputs are then NaN (or inf), and argmax
+    of NaN picks class 0 for every sample: the accuracies would read 50 % for a probe
+    direction (its balanced test set) and the share of class 0 for a poison model, numbers
+    that measure nothing. The training stops instead and the job fails with this message (a
+    ValueError: the engine's own words, field first, also out of the sandbox)."""
+
+
+def require_finite_losses(recipe: Recipe, what: str, epoch: int, **losses: float) -> None:
+    """Raise `Diverged` when one of `losses` (mean cross-entropies of epoch `epoch`, 0-based,
+    keyed by what they are: `training_loss`, `test_loss`) of `what` is NaN or inf."""
+    for name, value in losses.items():
+        if math.isfinite(value):
+            continue
+        knobs = [f"momentum {recipe.momentum:g}", f"weight_decay {recipe.weight_decay:g}",
+                 "no grad_clip" if recipe.grad_clip is None else f"grad_clip {recipe.grad_clip:g}"]
+        lower = ["training.lr"] + [f"training.{k}" for k in ("momentum", "weight_decay")
+                                   if getattr(recipe, k)]
+        fix = ", ".join(lower) + (" or set training.grad_clip" if recipe.grad_clip is None
+                                  else "")
+        raise Diverged(
+            f"training.lr: {what} diverged: its {name.replace('_', ' ')} is {value} in epoch "
+            f"{epoch + 1} of {recipe.epochs} (lr {recipe.lr:g}, {', '.join(knobs)}), so its "
+            "outputs are NaN or inf and an accuracy would be their argmax (always class 0), "
+            f"not a measurement; lower {fix}")
 
 
 def check_stop(should_stop: ShouldStop | None, epoch: int, epochs: int) -> None:
@@ -177,5 +205,6 @@ def stacked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
     return momentum
 
 
-__all__ = ["EpochStats", "Recipe", "batches", "check_stop", "evaluate", "fit", "has_batchnorm",
-           "lr_at", "sgd", "stacked_sgd_step", "train_epoch"]
+__all__ = ["Diverged", "EpochStats", "Recipe", "batches", "check_stop", "evaluate", "fit",
+           "has_batchnorm", "lr_at", "require_finite_losses", "sgd", "stacked_sgd_step",
+           "train_epoch"]

@@ -171,6 +171,26 @@ def test_poison_flags_a_model_that_did_not_fit_its_training_set(user: httpx.Clie
     assert quick["summary"]["final"][0]["train_accuracy"] > 50.0
 
 
+def test_a_training_that_turns_nan_fails_the_job_naming_the_learning_rate(
+        user: httpx.Client) -> None:
+    """Before: both jobs succeeded, the probe's directions at exactly 50.0 % and the poison
+    model (and its clean baseline) at the share of class 0 among the test digits: the argmax
+    of NaN outputs, stored as results (tests/nadcore/training/test_diverged.py)."""
+    blowup = {"lr": 1e5, "weight_decay": 100.0, "grad_clip": None}
+    probe = submit_job(user, {**LEARNS, "training": {"epochs": 2, **blowup}}, "/v1/jobs/probe")
+    poison = submit_job(user, {
+        "architecture": "logreg", "dataset": {"name": "digits", "limit_train": 300},
+        "nads": {"upload": _nads_upload(user)}, "indices": [0], "seed": 0,
+        "training": {"epochs": 1, "batch_size": 32, **blowup}}, "/v1/jobs/poison")
+    probe, poison = (wait_for_job(user, j["id"], timeout=180) for j in (probe, poison))
+    assert probe["status"] == poison["status"] == "failed", (probe["summary"], poison["summary"])
+    assert "training.lr: direction 0 diverged: its training loss is nan in epoch 1 of 2" in (
+        probe["error"]), probe["error"]
+    assert "training.lr: the model poisoned at index 0 diverged: " in poison["error"], (
+        poison["error"])
+    assert "lower training.lr, training.weight_decay or set training.grad_clip" in probe["error"]
+
+
 def test_wait_on_a_terminal_redraws_one_line(api_url: str, key: str, user: httpx.Client) -> None:
     """stderr on a pseudo-terminal: every poll redraws the bar in place (`\\r`), one newline at
     the end, whatever the number of polls."""
