@@ -30,6 +30,7 @@ import httpx
 import numpy as np
 import pytest
 
+from api.key_first import KeyBeforeBody
 from api.main import create_app
 from api.serving import HeaderTimeoutH11, HeaderTimeoutHttpTools, limited_protocol
 from store.migrate import upgrade
@@ -595,3 +596,15 @@ def test_a_submission_without_a_valid_key_is_401_before_its_body_is_read(
         answer = s.recv(65536)
     assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
     assert b"Authorization:" in answer and b"www-authenticate: bearer" in answer.lower()
+
+
+def test_every_route_that_parses_a_json_body_checks_the_key_first(limited: Settings) -> None:
+    """FastAPI parses a JSON body before the key's dependency: each route that takes one must
+    be in KeyBeforeBody's paths (the streamed uploads read theirs inside the route, after
+    the key). A route added with a JSON body and left out fails here."""
+    app = create_app(limited)
+    [early] = [m.kwargs["paths"] for m in app.user_middleware if m.cls is KeyBeforeBody]
+    parsed = {(method.upper(), path) for path, item in app.openapi()["paths"].items()
+              for method, operation in item.items()
+              if "application/json" in operation.get("requestBody", {}).get("content", {})}
+    assert parsed and parsed <= {("POST", path) for path in early}, parsed
