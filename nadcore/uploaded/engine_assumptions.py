@@ -11,9 +11,14 @@
   plan, the sharding), which two evaluations at validation cannot see (an output that changes
   after the 40th call passed them and gave NADs that change with the shards);
 - per-sample independence: each sample's output is the same alone, in the batch, and in the
-  batch in another order. Finite differences and batched gradients evaluate many perturbed
-  inputs in one batch; a network whose outputs depend on the rest of the batch (BatchNorm in
-  training mode, dropout, any batch statistic) then measures the batch, not the network.
+  batch in another order (`check_assumptions`, a batch of INDEPENDENCE_BATCH), and in a batch
+  of every size jobs use above it (`check_larger_batches`: the training batch and the CPU
+  plan's finite-difference block, evaluated again in batches of INDEPENDENCE_BATCH). Finite
+  differences and batched gradients evaluate many perturbed inputs in one batch; a network
+  whose outputs depend on the rest of the batch (BatchNorm in training mode, dropout, any
+  batch statistic) then measures the batch, not the network. A batch of 8 alone cannot see a
+  network that mixes only in larger batches (a branch on the batch size): one that subtracted
+  the batch mean above 16 inputs passed it and its jobs succeeded with NADs of the batch.
 
 "The same" means within what float32 rounding explains (`rounding_tolerance`): a batch of 1
 and a batch of 8 may run different kernels that add the same terms in another order.
@@ -164,6 +169,43 @@ def check_assumptions(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.
             "reordered": worst["in the batch reversed"][0]}
 
 
+def check_larger_batches(forward: Callable[[torch.Tensor], torch.Tensor],
+                         evaluated: dict[int, tuple[torch.Tensor, torch.Tensor]], length: int,
+                         what: str = "the network") -> dict[str, dict[str, float]]:
+    """Per-sample independence at the batch sizes jobs use: `evaluated` maps a batch size b to
+    its inputs and the outputs `forward` gave them in one batch (the pass validation makes at
+    the job's batch sizes anyway, reused); every b above INDEPENDENCE_BATCH is evaluated again
+    in batches of INDEPENDENCE_BATCH (the last one overlapping the one before when b is not a
+    multiple), whose independence `check_assumptions` showed, and each sample's output must
+    agree within `rounding_tolerance` of that batch's largest |output|. AssumptionError
+    (field `file`) naming the batch size, the sample, the difference and the tolerance;
+    otherwise the largest difference and the tolerance of each b (for the report)."""
+    found: dict[str, dict[str, float]] = {"larger_batches": {}, "larger_batches_tolerance": {}}
+    k = INDEPENDENCE_BATCH
+    for b, (x, out) in sorted(evaluated.items()):
+        if b <= k:
+            continue
+        with torch.no_grad():
+            pieces = []
+            for i in range(0, b, k):
+                start = min(i, b - k)
+                pieces.append(forward(x[start:start + k]).reshape(k, -1)[i - start:])
+            batch = out.reshape(b, -1)
+            tol = rounding_tolerance(length, float(batch.abs().max()))
+            value, sample = _largest_difference(batch, torch.cat(pieces))
+        if not value <= tol:
+            raise AssumptionError(
+                f"file: {what} mixes the samples of a batch: the output of sample {sample} of "
+                f"a batch of {b} changes by {value:.3g} when the same inputs are evaluated in "
+                f"batches of {k} (float32 rounding explains {tol:.3g}), so finite differences "
+                f"would measure the batch, not the network (jobs evaluate {b} inputs in one "
+                "batch); compute each sample's output from that sample alone, whatever the "
+                "batch size (no branch on the batch size, no statistic over the batch)")
+        found["larger_batches"][str(b)] = value
+        found["larger_batches_tolerance"][str(b)] = tol
+    return found
+
+
 def attributes_set_in_forward(module: torch.jit.ScriptModule) -> list[str]:
     """The attributes a TorchScript module (or a submodule) assigns when it is called: the
     `prim::SetAttr` nodes of its forward, inlined, and of its forward hooks."""
@@ -204,6 +246,6 @@ def independence_inputs(input_shape: Sequence[int], gen: torch.Generator) -> tor
 
 
 __all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "attributes_set_in_forward",
-           "check_assumptions", "refuse_attribute_state",
+           "check_assumptions", "check_larger_batches", "refuse_attribute_state",
            "describe_structure", "independence_inputs", "reduction_length",
            "rounding_tolerance", "select_output"]

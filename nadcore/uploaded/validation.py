@@ -11,7 +11,9 @@ worker turns them into the seconds per input that jobs' time budgets use when FL
 little (worker/uploaded.py). The networks jobs use keep what the engine assumes
 (`nadcore.uploaded.engine_assumptions`): one output tensor (or the element the upload names), the
 same outputs on a second evaluation (and, TorchScript, no attribute assigned while it runs),
-and each sample's output independent of the rest of the batch.
+and each sample's output independent of the rest of the batch, in a batch of 8 and in the batches of
+the sizes above that jobs use (the outputs of the timed pass at those sizes against the same
+inputs evaluated in batches of 8).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nadcore.uploaded.engine_assumptions import (
     FIX,
     AssumptionError,
     check_assumptions,
+    check_larger_batches,
     independence_inputs,
     reduction_length,
     refuse_attribute_state,
@@ -83,10 +86,12 @@ def job_batches(largest: int, input_shape: tuple[int, int, int]) -> tuple[int, .
 def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], what: str,
              gen: torch.Generator, output: str | None,
              batches: tuple[int, ...] = SMALL_BATCHES,
-             seconds: dict[int, float] | None = None) -> int:
+             seconds: dict[int, float] | None = None,
+             evaluated: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> int:
     """Runs `net` on batches of each size in `batches`; the number of outputs m (1 for (B,)) of
     the tensor the engine uses (`select_output`). `seconds`, if given, receives each batch's
-    forward time."""
+    forward time; `evaluated` each batch's inputs and outputs (for `check_larger_batches`,
+    which thus needs no second pass at the largest sizes)."""
     m = None
     for b in batches:
         x = torch.randn((b, *input_shape), generator=gen)
@@ -121,6 +126,8 @@ def _outputs(net: torch.nn.Module, fmt: str, input_shape: tuple[int, int, int], 
                 f"{what} returns non-finite outputs (NaN or inf: {bad} of {out.numel()}) on a "
                 f"batch of shape {tuple(x.shape)} drawn from N(0, I)")
         m = 1 if out.dim() == 1 else int(out.shape[1])
+        if evaluated is not None:
+            evaluated[b] = (x, out)
     return int(m)
 
 
@@ -157,13 +164,17 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
                 slot.copy_(state[name][0])
         what = "a re-initialized network (seed 0, network 0)"
     seconds: dict[int, float] = {}  # at job batch sizes, for the jobs' budgets (jobs/budget.py)
-    _outputs(model.net, fmt, input_shape, what, gen, output, batches, seconds)
+    evaluated: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    _outputs(model.net, fmt, input_shape, what, gen, output, batches, seconds, evaluated)
     started = time.perf_counter()
+    length = reduction_length(model.net, largest)
     try:  # on the networks jobs use: re-drawn ones (or the uploaded one, init keep)
-        checks = check_assumptions(model, independence_inputs(input_shape, gen),
-                                   reduction_length(model.net, largest), what)
+        checks: dict = check_assumptions(model, independence_inputs(input_shape, gen), length,
+                                         what)
+        checks |= check_larger_batches(model, evaluated, length, what)
     except AssumptionError as exc:
         raise UploadedArchitectureError(str(exc)) from None
+    del evaluated
     checks["seconds"] = round(time.perf_counter() - started, 4)
     flops = _flops(model, input_shape)
     types: Counter[str] = Counter()

@@ -189,3 +189,94 @@ def test_an_attribute_assigned_in_forward_is_refused(tmp_path) -> None:  # noqa:
         torch.jit.save(torch.jit.script(_CountsCalls().eval()), str(path))
     with pytest.raises(UploadedArchitectureError, match="assigns its attribute.*'calls'"):
         validate(path, (1, 6, 6), "torch-default")
+
+
+# -- per-sample independence at the batch sizes jobs use ----------------------------------------
+class _MixesAboveSixteen(nn.Module):
+    """Independent in batches of up to 16 (the checks' batch of 8 and its samples alone), the
+    batch mean subtracted above: what the engine's finite-difference blocks (72 and more
+    inputs) and training batches (128) would measure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 16:
+            x = x - x.mean(0, keepdim=True)
+        return self.fc(x.flatten(1))
+
+
+class _MixesAboveSixteenSmoothly(nn.Module):
+    """The same mixing without a branch, for torch.export: a weight clamp(B - 16, 0, 1) that is
+    0 up to a batch of 16 and 1 above (export refuses a Python branch on a dynamic batch
+    dimension: it guards the batch to at most 16)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = (torch.ones(()) * x.shape[0] - 16).clamp(0, 1)
+        return self.fc((x - weight * x.mean(0, keepdim=True)).flatten(1))
+
+
+def _archive(module: nn.Module, path, shape: tuple[int, int, int] = (1, 6, 6)):  # noqa: ANN001
+    """`module` as .pt (TorchScript) or .pt2 (torch.export, dynamic batch) at `path`, in the
+    module's current mode (as a user would save it)."""
+    import warnings
+
+    if str(path).endswith(".pt2"):
+        program = torch.export.export(module, (torch.randn((2, *shape)),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, str(path))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("module", "suffix"), [(_MixesAboveSixteen, "pt"),
+                                                (_MixesAboveSixteenSmoothly, "pt2")])
+def test_a_network_that_mixes_samples_only_in_larger_batches_is_refused(tmp_path, module,
+                                                                        suffix) -> None:  # noqa: ANN001
+    """A batch of 8 cannot see a mixing that starts above 16; before this check such a network
+    was accepted and its NADs measured the batch (jobs succeeded with wrong results). Each
+    sample of every job batch size above 8 (here 72, the finite-difference block of a 1x6x6
+    input, and 128) must keep its output when the same inputs run in batches of 8."""
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    path = _archive(module().eval(), tmp_path / f"mixes.{suffix}")
+    with pytest.raises(UploadedArchitectureError) as exc:
+        validate(path, (1, 6, 6), "torch-default")
+    message = str(exc.value)
+    assert message.startswith("file: a re-initialized network (seed 0, network 0) mixes the "
+                              "samples of a batch: the output of sample "), message
+    assert " of a batch of 72 changes by " in message, message
+    assert f"evaluated in batches of {INDEPENDENCE_BATCH} (float32 rounding explains " in message
+    assert "finite differences would measure the batch, not the network" in message
+
+
+@pytest.mark.parametrize("suffix", ["pt", "pt2"])
+def test_networks_independent_at_every_batch_size_report_the_larger_batches(tmp_path,
+                                                                           suffix) -> None:  # noqa: ANN001
+    """A network that mixes nothing (BatchNorm in eval mode, ReLU in place: no write of its
+    state either) passes, and validation reports, for each job batch size above 8, how far its
+    outputs moved from those of batches of 8 and the tolerance: 1/65 of it here (a few float32
+    spacings, where the tolerance of so small a network, 137 terms, is about 200 spacings of its
+    largest output), 1.5e-6 of it for DenseNet-121 at 1x32x32; a margin of 10 is asserted."""
+    from nadcore.uploaded.validation import validate
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+                        nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
+    info = validate(_archive(net, tmp_path / f"plain.{suffix}"), (1, 6, 6), "torch-default")
+    checks = info["engine_checks"]
+    assert info["batches"] == [1, 3, 72, 128]
+    assert set(checks["larger_batches"]) == set(checks["larger_batches_tolerance"]) == {"72",
+                                                                                       "128"}
+    for b, difference in checks["larger_batches"].items():
+        assert difference <= checks["larger_batches_tolerance"][b] / 10, checks
+
