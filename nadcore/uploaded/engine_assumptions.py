@@ -10,6 +10,13 @@
   network's output would depend on how many calls came before it (the chunking, the device's
   plan, the sharding), which two evaluations at validation cannot see (an output that changes
   after the 40th call passed them and gave NADs that change with the shards);
+- no state written: a torch.export program writes none of its parameters, buffers or
+  constants, nor its input, in place (`tensors_written_in_forward`). A call counter, or
+  BatchNorm exported in training mode (which updates running_mean, running_var and
+  num_batches_tracked), makes the output depend on the calls before, and every gradient job
+  failed on it ("attempted to call in-place operation (aten::add_.Tensor) that would mutate
+  a captured Tensor" inside torch.func's grad transform; on the input: "a view of a leaf
+  Variable that requires grad is being used in an in-place operation");
 - per-sample independence: each sample's output is the same alone, in the batch, and in the
   batch in another order (`check_assumptions`, a batch of INDEPENDENCE_BATCH), and in a batch
   of every size jobs use above it (`check_larger_batches`: the training batch and the CPU
@@ -26,6 +33,7 @@ and a batch of 8 may run different kernels that add the same terms in another or
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 
 import torch
@@ -206,6 +214,92 @@ def check_larger_batches(forward: Callable[[torch.Tensor], torch.Tensor],
     return found
 
 
+# -- no state written -----------------------------------------------------------------------------
+# Operators that update running statistics (arguments 3 and 4) when their argument 5 (training,
+# use_input_stats) is true, with no write in their schema: BatchNorm and InstanceNorm.
+_UPDATES_RUNNING_STATISTICS = frozenset({
+    "aten::batch_norm", "aten::native_batch_norm", "aten::_batch_norm_impl_index",
+    "aten::cudnn_batch_norm", "aten::instance_norm"})
+_KINDS = ("parameter", "buffer", "constant", "input")
+
+
+def _bound(schema: torch.FunctionSchema, node: torch.fx.Node
+           ) -> list[tuple[torch.Argument, object]]:
+    """(schema argument, value) for each argument of the schema, in its order: what the call
+    passes, positionally or by name, else the default (None where there is none)."""
+    return [(argument, node.args[i] if i < len(node.args) else
+             node.kwargs.get(argument.name, argument.default_value))
+            for i, argument in enumerate(schema.arguments)]
+
+
+def tensors_written_in_forward(module: torch.fx.GraphModule,
+                               program: torch.export.ExportedProgram | None = None
+                               ) -> dict[str, list[str]]:
+    """What a torch.export program writes in place when it is called, by kind (parameter,
+    buffer, constant, input): the names, sorted; an empty dict when nothing.
+
+    torch.export.export writes its training IR, in which a write stays an in-place operator
+    (`aten::add_` on the buffer, or on a view of it) and the graph signature lists no
+    mutation; a program run through `run_decompositions` lists them in its signature
+    (buffers_to_mutate, parameters_to_mutate, user_inputs_to_mutate), and its unlifted module
+    copies the new values back with `aten::copy_`. So: the unlifted module's graph (`module`,
+    `ExportedProgram.module()`), each operator's schema saying which arguments it writes
+    (`Tensor(a!)`) and which its outputs alias (a view of a buffer is the buffer), followed
+    from the parameters, buffers and constants (get_attr) and the inputs (placeholders); the
+    BatchNorm and InstanceNorm operators that update running statistics without saying so in
+    their schema; and the signature of `program`, when given. Writes into a tensor the forward
+    made (ReLU in place on a convolution's output) are no state and are not listed. The
+    branches of torch.cond, map and while_loop may write nothing of their operands (torch
+    refuses it when it exports them)."""
+    params = {name for name, _ in module.named_parameters(remove_duplicate=False)}
+    buffers = {name for name, _ in module.named_buffers(remove_duplicate=False)}
+    aliases: dict[torch.fx.Node, set[tuple[str, str]]] = {}
+    written: set[tuple[str, str]] = set()
+
+    def reached(value: object) -> set[tuple[str, str]]:
+        return set().union(*(aliases.get(leaf, set()) for leaf in
+                             torch.utils._pytree.tree_leaves(value)
+                             if isinstance(leaf, torch.fx.Node)))
+
+    for node in module.graph.nodes:
+        aliases[node] = set()
+        if node.op == "placeholder":
+            aliases[node] = {("input", str(node.target))}
+        elif node.op == "get_attr":
+            if isinstance(_attribute(module, str(node.target)), torch.Tensor):
+                kind = ("parameter" if node.target in params else
+                        "buffer" if node.target in buffers else "constant")
+                aliases[node] = {(kind, str(node.target))}
+        elif node.op == "call_function" and node.target is operator.getitem:
+            aliases[node] = reached(node.args[0])
+        elif node.op == "call_function" and isinstance(node.target, torch._ops.OpOverload):
+            schema = node.target._schema
+            bound = _bound(schema, node)
+            for argument, value in bound:
+                if argument.alias_info is not None and argument.alias_info.is_write:
+                    written |= reached(value)
+            if schema.name in _UPDATES_RUNNING_STATISTICS and bound[5][1] is True:
+                written |= reached([bound[3][1], bound[4][1]])
+            if any(r.alias_info is not None for r in schema.returns):  # a view, or self
+                aliases[node] = reached([value for argument, value in bound
+                                         if argument.alias_info is not None])
+    if program is not None:
+        signature = program.graph_signature
+        written |= {("buffer", name) for name in signature.buffers_to_mutate.values()}
+        written |= {("parameter", name) for name in signature.parameters_to_mutate.values()}
+        written |= {("input", name) for name in signature.user_inputs_to_mutate.values()}
+    return {kind: sorted(name for k, name in written if k == kind)
+            for kind in _KINDS if any(k == kind for k, _ in written)}
+
+
+def _attribute(module: nn.Module, path: str) -> object:
+    """module.a.b.c for 'a.b.c' (None where a part is missing)."""
+    value: object = module
+    for part in path.split("."):
+        value = getattr(value, part, None)
+    return value
+
+
 def attributes_set_in_forward(module: torch.jit.ScriptModule) -> list[str]:
     """The attributes a TorchScript module (or a submodule) assigns when it is called: the
     `prim::SetAttr` nodes of its forward, inlined, and of its forward hooks."""
@@ -247,5 +341,6 @@ def independence_inputs(input_shape: Sequence[int], gen: torch.Generator) -> tor
 
 __all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "attributes_set_in_forward",
            "check_assumptions", "check_larger_batches", "refuse_attribute_state",
+           "tensors_written_in_forward",
            "describe_structure", "independence_inputs", "reduction_length",
            "rounding_tolerance", "select_output"]

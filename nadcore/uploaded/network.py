@@ -103,11 +103,13 @@ def _strip_qualified(name: str) -> str:
 
 @dataclass
 class Loaded:
-    """A freshly loaded module and the original module type of each submodule path."""
+    """A freshly loaded module and the original module type of each submodule path (and, for
+    torch.export, the program the module was unlifted from: its graph signature)."""
 
     module: nn.Module
     format: str
     types: dict[str, str]
+    program: torch.export.ExportedProgram | None = None
 
 
 _ARCHIVE_CHECKS = [True]
@@ -142,7 +144,7 @@ def load_archive(source: Path | bytes, fmt: str | None = None, *, checks: bool |
             mod_path, mod_type = entry[0], entry[1]
             types.setdefault(mod_path, mod_type if isinstance(mod_type, str) else
                              f"{mod_type.__module__}.{mod_type.__qualname__}")
-    return Loaded(loaded.module, fmt, types)
+    return Loaded(loaded.module, fmt, types, loaded.program)
 
 
 @lru_cache(maxsize=8)

@@ -10,8 +10,9 @@ training batch, a finite-difference pixel block of + and - inputs on the CPU) to
 worker turns them into the seconds per input that jobs' time budgets use when FLOPs say
 little (worker/uploaded.py). The networks jobs use keep what the engine assumes
 (`nadcore.uploaded.engine_assumptions`): one output tensor (or the element the upload names), the
-same outputs on a second evaluation (and, TorchScript, no attribute assigned while it runs),
-and each sample's output independent of the rest of the batch, in a batch of 8 and in the batches of
+same outputs on a second evaluation (and no state written while it runs: TorchScript assigns no
+attribute, a torch.export program writes none of its tensors nor its input in place), and each
+sample's output independent of the rest of the batch, in a batch of 8 and in the batches of
 the sizes above that jobs use (the outputs of the timed pass at those sizes against the same
 inputs evaluated in batches of 8).
 """
@@ -36,6 +37,7 @@ from nadcore.uploaded.engine_assumptions import (
     reduction_length,
     refuse_attribute_state,
     select_output,
+    tensors_written_in_forward,
 )
 from nadcore.uploaded.network import (
     UploadedArchitectureError,
@@ -149,6 +151,8 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
             refuse_attribute_state(loaded.module)
         except AssumptionError as exc:
             raise UploadedArchitectureError(str(exc)) from None
+    else:  # ... but keeps a write into a buffer, a parameter or the input
+        _refuse_tensor_writes(loaded.module, loaded.program)
     gen = torch.Generator().manual_seed(0)
     m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen, output)
     _, unknown = module_rules(loaded)
@@ -203,6 +207,27 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
         "engine_checks": checks,
         "torch": torch.__version__,
     }
+
+
+def _refuse_tensor_writes(module: torch.nn.Module,
+                          program: torch.export.ExportedProgram | None) -> None:
+    """UploadedArchitectureError naming (bounded, escaped) what a torch.export program writes
+    in place when it is called (`tensors_written_in_forward`), with the fix."""
+    written = tensors_written_in_forward(module, program)
+    if not written:
+        return
+    parts = []
+    for kind, names in written.items():
+        listed = ", ".join(repr(escaped(name)[:40]) for name in names[:5])
+        more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+        parts.append(f"{kind}{'' if kind == 'input' else '(s)'} {listed}{more}")
+    what = parts[0] if len(parts) == 1 else f"{', its '.join(parts[:-1])} and its {parts[-1]}"
+    raise UploadedArchitectureError(
+        f"file: the network writes its {what} in place when it is called, so its output could "
+        "depend on the calls before (the engine calls each network many times, in batches its "
+        "plan chooses), and gradient jobs fail (autograd refuses the write): keep them "
+        "constant, computing what changes in forward as locals and leaving the input "
+        f"unwritten; for BatchNorm, which updates its running statistics in training mode, {FIX}")
 
 
 def _flops(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> float | None:

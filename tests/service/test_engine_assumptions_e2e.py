@@ -1,9 +1,9 @@
 """Validation checks what the engine assumes, through the API to a real worker's sandbox
 (nadcore/uploaded/engine_assumptions.py): a network whose samples' outputs depend on the rest of the
-batch (BatchNorm exported in training mode, anything computing a batch statistic) or that is
-not deterministic (dropout) is rejected with the reason and the fix; a tuple, list or dict
-output is rejected naming its structure unless the upload names the element to use, which
-jobs then use."""
+batch (anything computing a batch statistic), that writes its buffers (BatchNorm exported in
+training mode) or that is not deterministic (dropout) is rejected with the reason and the fix;
+a tuple, list or dict output is rejected naming its structure unless the upload names the
+element to use, which jobs then use."""
 
 from __future__ import annotations
 
@@ -109,16 +109,21 @@ def test_models_that_mix_samples_or_are_random_are_rejected_with_the_fix(
         "centered.pt": upload(alice, scripted(Centered().eval()), "centered.pt"),
         "bn_train.pt": upload(alice, scripted(bn_cnn().train()), "bn_train.pt"),
     })
+    # BatchNorm exported in training mode updates its running statistics: refused before it
+    # runs, naming them (it used to be refused as mixing samples, with no word of its state)
     reason = rows["bn_train.pt2"]["reason"]
     assert rows["bn_train.pt2"]["status"] == "rejected", rows["bn_train.pt2"]
-    assert reason.startswith("file: a re-initialized network (seed 0, network 0) mixes the "
-                             "samples of a batch") and FIX_EXPORT in reason, reason
-    assert "finite differences would measure the batch, not the network" in reason
+    assert reason.startswith("file: the network writes its buffer(s) '1.num_batches_tracked', "
+                             "'1.running_mean', '1.running_var' in place") and \
+        FIX_EXPORT in reason, reason
     assert rows["dropout_train.pt2"]["status"] == "rejected"
     assert "is not deterministic: two evaluations of the same batch differ" in \
         rows["dropout_train.pt2"]["reason"] and FIX_EXPORT in rows["dropout_train.pt2"]["reason"]
-    assert rows["centered.pt"]["status"] == "rejected"
-    assert "mixes the samples of a batch" in rows["centered.pt"]["reason"]
+    reason = rows["centered.pt"]["reason"]
+    assert rows["centered.pt"]["status"] == "rejected", rows["centered.pt"]
+    assert reason.startswith("file: a re-initialized network (seed 0, network 0) mixes the "
+                             "samples of a batch") and FIX_EXPORT in reason, reason
+    assert "finite differences would measure the batch, not the network" in reason
     # The same network in eval mode is usable, the check's figures in its report.
     good = rows["bn_eval.pt2"]
     assert good["status"] == "ready", good

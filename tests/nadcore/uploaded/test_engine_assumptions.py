@@ -280,3 +280,78 @@ def test_networks_independent_at_every_batch_size_report_the_larger_batches(tmp_
     for b, difference in checks["larger_batches"].items():
         assert difference <= checks["larger_batches_tolerance"][b] / 10, checks
 
+
+# -- a torch.export program writes none of its tensors ------------------------------------------
+class _CountsCallsInABuffer(nn.Module):
+    """Adds 1 to a buffer at each call: torch.export keeps the in-place add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+        self.register_buffer("calls", torch.zeros(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls[0].add_(1)  # through a view: the write reaches the buffer all the same
+        return self.fc(x.flatten(1))
+
+
+class _WritesItsInput(nn.Module):
+    """Rectifies the caller's batch in place (the same outputs twice: determinism passes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.relu_().flatten(1))
+
+
+def _functional(module: nn.Module, path):  # noqa: ANN001
+    """A .pt2 of `module` run through run_decompositions: the writes become the program's
+    outputs, listed by its graph signature (buffers_to_mutate, user_inputs_to_mutate)."""
+    program = torch.export.export(module, (torch.randn((2, 1, 6, 6)),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program.run_decompositions({}), str(path))
+    return path
+
+
+@pytest.mark.parametrize(("case", "written"), [
+    ("counter", "buffer(s) 'calls'"),
+    ("counter, functional", "buffer(s) 'calls'"),
+    ("batchnorm in training mode", "buffer(s) '1.num_batches_tracked', '1.running_mean', "
+                                   "'1.running_var'"),
+    ("input", "input 'x'"),
+    ("input, functional", "input 'x'"),
+])
+def test_a_program_that_writes_its_tensors_is_refused_naming_them(tmp_path, case,
+                                                                  written) -> None:  # noqa: ANN001
+    """A buffer updated in place (a call counter; BatchNorm exported in training mode updates
+    running_mean, running_var and num_batches_tracked) was accepted by validation (the counter;
+    the BatchNorm as mixing samples, with no word of its state), then every autograd job
+    failed: 'During a grad (vjp, jvp, grad, etc) transform, the function provided attempted to
+    call in-place operation (aten::add_.Tensor) that would mutate a captured Tensor'. Writing
+    the caller's input in place passed too. Refused at validation, naming what is written, in
+    the training IR torch.export writes (in-place operators) and in a functional program
+    (its graph signature)."""
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    torch.manual_seed(0)
+    path = tmp_path / "writes.pt2"
+    if case == "counter":
+        _archive(_CountsCallsInABuffer().eval(), path)
+    elif case == "counter, functional":
+        _functional(_CountsCallsInABuffer().eval(), path)
+    elif case == "batchnorm in training mode":
+        _archive(_bn_cnn().train(), path, (1, 8, 8))
+    elif case == "input":
+        _archive(_WritesItsInput().eval(), path)
+    else:
+        _functional(_WritesItsInput().eval(), path)
+    shape = (1, 8, 8) if case.startswith("batchnorm") else (1, 6, 6)
+    with pytest.raises(UploadedArchitectureError) as exc:
+        validate(path, shape, "torch-default")
+    message = str(exc.value)
+    assert message.startswith(f"file: the network writes its {written} in place when it is "
+                              "called"), message
+    assert "keep them constant" in message and FIX in message, message
