@@ -38,7 +38,10 @@ outside the guessing band 10 +- 5.2 %). The poison experiment presupposes a fitt
 set (the paper's recipe fits it to 98-100 %, BENCHMARKS.md), so a poison model **did not
 learn** when its accuracy on its own (poisoned) training set stays below halfway between
 chance (1/K) and a perfect fit. Its clean test accuracy is not judged: a low one with a fitted
-training set is the experiment's finding (the network latched onto the carrier).
+training set is the experiment's finding (the network latched onto the carrier). The clean run
+(the same recipe on the unpoisoned training set: the baseline every model is compared with) is
+held to the same rule: a baseline that did not fit its training set is no baseline, whatever
+the poisoned models did, and it counts among the models that did not (`clean_fitted` false).
 
 The job-level flag `did_not_learn` is set when no direction (no index) learned: then the
 result carries no information about the directions. Some directions at chance next to others
@@ -156,10 +159,11 @@ def fitted_threshold(num_classes: int) -> float:
     return (100.0 + 100.0 / num_classes) / 2.0
 
 
-def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs: int
-                    ) -> dict[str, Any]:
+def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs: int,
+                    clean_train_accuracy: float | None = None) -> dict[str, Any]:
     """The summary's `learning` of a poison job: which models did not fit their own (poisoned)
-    training set (the module docstring)."""
+    training set, and whether the clean run (`clean_train_accuracy`, None for a job without
+    one) fitted its clean one (the module docstring)."""
     threshold = fitted_threshold(num_classes)
     failed = [i for i, a in enumerate(train_accuracies) if not float(a) >= threshold]
     rule = (f"accuracy on the poisoned training set below {threshold:.0f} % (halfway between "
@@ -171,4 +175,16 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
         hint = (f"the network did not fit its training set in {epochs} epochs: more "
                 "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
                 "\"paper\"")
-    return _verdict(failed, len(train_accuracies), rule, hint)
+    if clean_train_accuracy is None:
+        return _verdict(failed, len(train_accuracies), rule, hint)
+    clean_fitted = float(clean_train_accuracy) >= threshold
+    if not clean_fitted:
+        hint = (f"the clean run fitted {float(clean_train_accuracy):.1f} % of its training set, "
+                f"below {threshold:.0f} %: clean_accuracy is no baseline to compare the "
+                f"poisoned models with; " + (hint if failed else "more training.epochs or a "
+                                             "smaller training.lr"))
+    # the clean run counts as one more model: what did not fit, of how many
+    verdict = _verdict(failed + ([] if clean_fitted else [len(train_accuracies)]),
+                       len(train_accuracies) + 1, rule, hint)
+    verdict["indices"] = failed[:LISTED]
+    return {**verdict, "clean_fitted": clean_fitted}

@@ -143,14 +143,16 @@ def summarize(spec: PoisonSpec, train: np.ndarray, test: np.ndarray,
         "clean_train_accuracy": None if clean is None else round(float(clean[-1, 0]), 4),
         "engine": {k: info[k] for k in ("device", "torch") if k in info},
         "train_seconds": round(sum(float(p.info.get("seconds", 0.0)) for p in partials), 3),
-        **_learning(spec, train, data),
+        **_learning(spec, train, data, clean),
     }
 
 
-def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset) -> dict:
+def _learning(spec: PoisonSpec, train: np.ndarray, data: ImageDataset,
+              clean: np.ndarray | None) -> dict:
     """`did_not_learn` and `learning` (nadcore.training.learning_check) from the final accuracies on
-    the (poisoned) training sets."""
-    learning = poison_learning(train[:, -1].tolist(), data.num_classes, spec.training.epochs)
+    the (poisoned) training sets and the clean run's on its clean one."""
+    learning = poison_learning(train[:, -1].tolist(), data.num_classes, spec.training.epochs,
+                               None if clean is None else float(clean[-1, 0]))
     return {"did_not_learn": learning["did_not_learn"], "learning": learning}
 
 

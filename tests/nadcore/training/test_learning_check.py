@@ -117,6 +117,21 @@ def test_poison_flags_a_model_that_did_not_fit_its_training_set() -> None:
     assert not partial["did_not_learn"] and partial["indices"] == [1]
 
 
+def test_poison_flags_a_clean_baseline_that_did_not_fit() -> None:
+    """The clean run is the baseline of every poisoned model: one that did not fit its training
+    set (lr too small for the clean data, say) makes `clean_accuracy` meaningless even where
+    every poisoned model fitted, and the verdict says so."""
+    unfit = poison_learning([99.0, 98.5], 10, 8, clean_train_accuracy=30.0)
+    assert unfit["severity"] == "warning" and unfit["clean_fitted"] is False
+    assert unfit["not_learned"] == 1 and unfit["of"] == 3 and unfit["indices"] == []
+    assert "clean run fitted 30.0 %" in unfit["hint"] and not unfit["did_not_learn"]
+    assert "clean run" in warning({"learning": unfit})
+    fitted = poison_learning([99.0, 98.5], 10, 8, clean_train_accuracy=99.0)
+    assert fitted["severity"] is None and fitted["clean_fitted"] is True
+    both = poison_learning([21.7], 10, 8, clean_train_accuracy=20.0)
+    assert both["did_not_learn"] and both["indices"] == [0] and "training.epochs" in both["hint"]
+
+
 PROBE = {"architecture": "lenet", "directions": {"kind": "random", "count": 1}}
 
 
