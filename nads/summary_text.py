@@ -49,7 +49,7 @@ def not_learned(summary: dict[str, Any] | None) -> str | None:
     if not learning or not learning.get("not_learned"):
         return None
     what = "nothing learned" if learning["did_not_learn"] else (
-        f"{learning['not_learned']} of {learning['of']} at chance")
+        f"{learning['not_learned']} of {learning['of']} {learning.get('outcome', 'at chance')}")
     return f"{what}: {learning['hint']}"
 
 

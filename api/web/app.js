@@ -451,7 +451,8 @@ function learningBanner(job) {
   const l = job.summary && job.summary.learning;
   if (!l || !l.not_learned) return "";
   const severity = l.severity === "info" ? "info" : "warning";
-  const what = l.did_not_learn ? "Nothing learned" : `${l.not_learned} of ${l.of} at chance`;
+  const what = l.did_not_learn ? "Nothing learned"
+    : `${l.not_learned} of ${l.of} ${l.outcome || "at chance"}`;
   return el("p", { class: `banner severity-${severity}`, id: "did-not-learn", role: "status",
     "data-severity": severity, title: l.rule, text: `${what}: ${l.hint}` });
 }

@@ -105,15 +105,16 @@ def diverged(train_loss: float, first_loss: float, num_classes: int = 2) -> bool
         train_loss > first_loss or not first_loss <= EXPLODED)
 
 
-def _verdict(failed: list[int], n: int, rule: str, hint: str,
+def _verdict(failed: list[int], n: int, rule: str, hint: str, outcome: str,
              expected: bool = False) -> dict[str, Any]:
     """`expected`: some of `failed` at chance is a finding, not a problem (unless none
-    learned)."""
+    learned). `outcome`: what became of the failed ones, as the CLI and the page say it ("3 of
+    12 at chance", "1 of 5 did not fit their training set")."""
     nothing = bool(n) and len(failed) == n
     severity = None if not failed else INFO if expected and not nothing else WARNING
     return {"did_not_learn": nothing, "not_learned": len(failed), "of": n,
             "indices": failed[:LISTED], "rule": rule, "hint": hint if failed else None,
-            "severity": severity}
+            "severity": severity, "outcome": outcome}
 
 
 def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[float],
@@ -150,7 +151,8 @@ def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[floa
     else:
         hint = ("at the paper's recipe the architecture does not learn along these directions; "
                 "probe a low frequency (fourier (0, 1), sin) as a control")
-    return _verdict(failed, len(test_accuracies), rule, hint, expected=not blown)
+    return _verdict(failed, len(test_accuracies), rule, hint,
+                    "at chance or diverged" if blown else "at chance", expected=not blown)
 
 
 
@@ -175,8 +177,9 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
         hint = (f"the network did not fit its training set in {epochs} epochs: more "
                 "training.epochs, a smaller training.lr if it diverged, or \"preset\": "
                 "\"paper\"")
+    outcome = "did not fit their training set"
     if clean_train_accuracy is None:
-        return _verdict(failed, len(train_accuracies), rule, hint)
+        return _verdict(failed, len(train_accuracies), rule, hint, outcome)
     clean_fitted = float(clean_train_accuracy) >= threshold
     if not clean_fitted:
         hint = (f"the clean run fitted {float(clean_train_accuracy):.1f} % of its training set, "
@@ -185,6 +188,6 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
                                              "smaller training.lr"))
     # the clean run counts as one more model: what did not fit, of how many
     verdict = _verdict(failed + ([] if clean_fitted else [len(train_accuracies)]),
-                       len(train_accuracies) + 1, rule, hint)
+                       len(train_accuracies) + 1, rule, hint, outcome)
     verdict["indices"] = failed[:LISTED]
     return {**verdict, "clean_fitted": clean_fitted}

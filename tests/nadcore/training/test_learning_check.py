@@ -99,6 +99,8 @@ def test_severity_says_a_partial_probe_is_a_finding_and_a_void_result_a_warning(
     diverged = probe_learning([50.2, 80.0], [5.0, 0.4], 10_000, 10_000, 20, 0.5,
                               first_losses=[0.9, 0.9])
     assert diverged["severity"] == "warning"
+    assert warning({"learning": diverged}).startswith("1 of 2 at chance or diverged: ")
+    assert warning({"learning": partial}).startswith("8 of 12 at chance: ")
     assert poison_learning([99.0, 30.0], 10, 8)["severity"] == "warning"
     fine = probe_learning([80.0], [0.40], 10_000, 10_000, 20, 0.5)
     assert fine["severity"] is None and severity({"learning": fine}) is None
@@ -125,7 +127,8 @@ def test_poison_flags_a_clean_baseline_that_did_not_fit() -> None:
     assert unfit["severity"] == "warning" and unfit["clean_fitted"] is False
     assert unfit["not_learned"] == 1 and unfit["of"] == 3 and unfit["indices"] == []
     assert "clean run fitted 30.0 %" in unfit["hint"] and not unfit["did_not_learn"]
-    assert "clean run" in warning({"learning": unfit})
+    assert warning({"learning": unfit}).startswith(
+        "1 of 3 did not fit their training set: the clean run")
     fitted = poison_learning([99.0, 98.5], 10, 8, clean_train_accuracy=99.0)
     assert fitted["severity"] is None and fitted["clean_fitted"] is True
     both = poison_learning([21.7], 10, 8, clean_train_accuracy=20.0)
