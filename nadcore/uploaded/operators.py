@@ -114,7 +114,9 @@ _operator.le _operator.gt _operator.ge _operator.pow torch.sym_float torch.sym_i
 torch.sym_max torch.sym_min torch.sym_not torch._sym_sqrt math.ceil math.floor
 """
 
-# torch.export's structured control flow; its subgraphs are checked like the main graph.
+# torch.export's structured control flow; its subgraphs are checked like the main graph. They
+# load, and validation then refuses them (engine_assumptions.control_flow_in_program): the
+# engine's activation profile cannot run them, and their condition is one for the batch.
 HIGHER_ORDER = "higher_order::cond higher_order::while_loop higher_order::map_impl"
 
 _ATEN_GROUPS = (ARITHMETIC, LINEAR_AND_CONVOLUTION, ACTIVATIONS, NORMALIZATION, POOLING,

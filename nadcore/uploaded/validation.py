@@ -33,11 +33,13 @@ from nadcore.uploaded.engine_assumptions import (
     AssumptionError,
     check_assumptions,
     check_larger_batches,
+    control_flow_in_program,
     independence_inputs,
     reduction_length,
     refuse_attribute_state,
     select_output,
     tensors_written_in_forward,
+    tensors_written_in_script,
 )
 from nadcore.uploaded.network import (
     UploadedArchitectureError,
@@ -151,8 +153,12 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
             refuse_attribute_state(loaded.module)
         except AssumptionError as exc:
             raise UploadedArchitectureError(str(exc)) from None
+        # in the mode jobs run it (eval: BatchNorm's running statistics stay as they are)
+        _refuse_tensor_writes(tensors_written_in_script(loaded.module), _AUTOGRAD_SOME)
     else:  # ... but keeps a write into a buffer, a parameter or the input
-        _refuse_tensor_writes(loaded.module, loaded.program)
+        _refuse_control_flow(loaded.module)
+        _refuse_tensor_writes(tensors_written_in_forward(loaded.module, loaded.program),
+                              _AUTOGRAD_ALL)
     gen = torch.Generator().manual_seed(0)
     m = _outputs(loaded.module, fmt, input_shape, "the uploaded network", gen, output)
     _, unknown = module_rules(loaded)
@@ -209,11 +215,19 @@ def validate(path: Path, input_shape: tuple[int, int, int], policy: str,
     }
 
 
-def _refuse_tensor_writes(module: torch.nn.Module,
-                          program: torch.export.ExportedProgram | None) -> None:
-    """UploadedArchitectureError naming (bounded, escaped) what a torch.export program writes
-    in place when it is called (`tensors_written_in_forward`), with the fix."""
-    written = tensors_written_in_forward(module, program)
+# what autograd does with the write: torch.func's grad transform (torch.export programs) refuses
+# every write of a captured tensor; TorchScript's plain autograd refuses a write into the input
+# or a parameter (leaves that require grad) and lets a buffer's pass, the output then silently
+# depending on the calls before
+_AUTOGRAD_ALL = "gradient jobs fail (autograd refuses the write)"
+_AUTOGRAD_SOME = ("gradient jobs fail on a write into the input or a parameter (autograd "
+                  "refuses it)")
+
+
+def _refuse_tensor_writes(written: dict[str, list[str]], autograd: str) -> None:
+    """UploadedArchitectureError naming (bounded, escaped) what a network writes in place when
+    it is called (`tensors_written_in_forward` for a torch.export program,
+    `tensors_written_in_script` for TorchScript), with the fix."""
     if not written:
         return
     parts = []
@@ -225,9 +239,22 @@ def _refuse_tensor_writes(module: torch.nn.Module,
     raise UploadedArchitectureError(
         f"file: the network writes its {what} in place when it is called, so its output could "
         "depend on the calls before (the engine calls each network many times, in batches its "
-        "plan chooses), and gradient jobs fail (autograd refuses the write): keep them "
-        "constant, computing what changes in forward as locals and leaving the input "
-        f"unwritten; for BatchNorm, which updates its running statistics in training mode, {FIX}")
+        f"plan chooses), and {autograd}: keep them constant, computing what changes in "
+        "forward as locals and leaving the input unwritten; for BatchNorm, which updates its "
+        f"running statistics in training mode, {FIX}")
+
+
+def _refuse_control_flow(module: torch.nn.Module) -> None:
+    """UploadedArchitectureError naming the structured control flow (torch.cond, while_loop,
+    map) of a torch.export program (`control_flow_in_program`)."""
+    found = control_flow_in_program(module)
+    if found:
+        raise UploadedArchitectureError(
+            f"file: the program uses {', '.join(found)} (data-dependent control flow), which "
+            "the engine does not run: its condition decides for a whole batch at once, so a "
+            "sample's output could depend on the rest of its batch, and the engine's planning "
+            "(the activations of each operator) cannot see inside its branches: export the "
+            "branch you use (torch.where selects per sample)")
 
 
 def _flops(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> float | None:

@@ -23,6 +23,7 @@ from nadcore.uploaded.engine_assumptions import (
     reduction_length,
     rounding_tolerance,
     select_output,
+    tensors_written_in_script,
 )
 
 
@@ -355,3 +356,189 @@ def test_a_program_that_writes_its_tensors_is_refused_naming_them(tmp_path, case
     assert message.startswith(f"file: the network writes its {written} in place when it is "
                               "called"), message
     assert "keep them constant" in message and FIX in message, message
+
+
+# -- a TorchScript network writes none of its tensors -------------------------------------------
+class _WritesItsTensorsInScript(nn.Module):
+    """In-place writes TorchScript compiles as operators, not attribute assignments (no
+    prim::SetAttr): a counter buffer (also through a view), a parameter scaled, a buffer
+    overwritten with a batch statistic; the forward's intermediates rectified in place (no
+    state: not named)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__()
+        self.what = what
+        self.fc = nn.Linear(36, 2)
+        self.register_buffer("calls", torch.zeros(2))
+        self.register_buffer("running", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.what == "counter":
+            self.calls.add_(1)
+        elif self.what == "counter through a view":
+            self.calls[0].add_(1)
+        elif self.what == "parameter":
+            self.fc.weight.mul_(0.5)
+        elif self.what == "running statistic":
+            self.running.copy_(x.mean())
+        elif self.what == "input":
+            x.relu_()
+        out = self.fc(x.flatten(1))
+        torch.relu_(out)  # a tensor the forward made: no state
+        return torch.nn.functional.relu(out, inplace=True) + self.running
+
+
+@pytest.mark.parametrize(("what", "written"), [
+    ("counter", "buffer(s) 'calls'"),
+    ("counter through a view", "buffer(s) 'calls'"),
+    ("parameter", "parameter(s) 'fc.weight'"),
+    ("running statistic", "buffer(s) 'running'"),
+    ("input", "input 'x'"),
+])
+def test_a_torchscript_network_that_writes_its_tensors_is_refused_naming_them(
+        tmp_path, what, written) -> None:  # noqa: ANN001
+    """`self.calls.add_(1)`, `self.fc.weight.mul_(0.5)`, `self.running.copy_(x.mean())` and
+    `x.relu_()` are no attribute assignment: `attributes_set_in_forward` missed them and
+    validation accepted them (the counter, the parameter, the input: two evaluations of a
+    batch agree) or refused the running statistic, which the output adds, only as mixing the
+    samples of a batch, with no word of the write. Refused before the network runs, naming
+    them, from the inlined graph and its operators' schemas."""
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    torch.manual_seed(0)
+    path = _archive(_WritesItsTensorsInScript(what).eval(), tmp_path / "writes.pt")
+    with pytest.raises(UploadedArchitectureError) as exc:
+        validate(path, (1, 6, 6), "torch-default")
+    message = str(exc.value)
+    assert message.startswith(f"file: the network writes its {written} in place when it is "
+                              "called"), message
+    assert "keep them constant" in message and FIX in message, message
+
+
+class _Counted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+        self.register_buffer("seen", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.flatten(1))
+
+
+def _count_calls(module: _Counted, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+    module.seen.add_(1)
+
+
+def _rectify_input(module: nn.Module, inputs: tuple[torch.Tensor]) -> None:
+    inputs[0].relu_()
+
+
+@pytest.mark.parametrize(("hook", "written"), [("forward hook", "buffer(s) '0.seen'"),
+                                               ("pre-hook", "input 'input'")])
+def test_a_torchscript_hook_that_writes_tensors_is_refused(tmp_path, hook,
+                                                           written) -> None:  # noqa: ANN001
+    """Scripted hooks run with forward: a submodule's forward hook counting calls in its
+    buffer, a pre-hook of the top module rectifying the caller's batch."""
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    torch.manual_seed(0)
+    counted = _Counted()
+    net = nn.Sequential(counted)
+    if hook == "forward hook":
+        counted.register_forward_hook(_count_calls)
+    else:
+        net.register_forward_pre_hook(_rectify_input)
+    with pytest.raises(UploadedArchitectureError) as exc:
+        validate(_archive(net.eval(), tmp_path / "hooked.pt"), (1, 6, 6), "torch-default")
+    assert str(exc.value).startswith(f"file: the network writes its {written} in place "), exc
+
+
+def test_a_torchscript_network_writing_only_its_own_intermediates_is_accepted(tmp_path
+                                                                               ) -> None:  # noqa: ANN001
+    torch.manual_seed(0)
+    from nadcore.uploaded.validation import validate
+
+    path = _archive(_WritesItsTensorsInScript("nothing").eval(), tmp_path / "plain.pt")
+    assert validate(path, (1, 6, 6), "torch-default")["format"] == "torchscript"
+
+
+def test_torchscript_batchnorm_writes_its_statistics_only_in_training_mode() -> None:
+    """Validation and jobs run a TorchScript network in eval mode, where BatchNorm's
+    `if self.training: self.num_batches_tracked.add_(1)` and aten::batch_norm's update of the
+    running statistics do not run; in training mode both are found."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(_bn_cnn().train())
+    assert tensors_written_in_script(scripted) == {
+        "buffer": ["1.num_batches_tracked", "1.running_mean", "1.running_var"]}
+    assert tensors_written_in_script(scripted.eval()) == {}
+
+
+@pytest.mark.parametrize(("arch", "shape"), [
+    ("lenet", (1, 32, 32)), ("vgg11", (3, 32, 32)), ("resnet18", (3, 32, 32)),
+    ("densenet121", (3, 32, 32)), ("torchvision:resnet18", (3, 64, 64)),
+    ("torchvision:densenet121", (3, 64, 64)), ("torchvision:vgg11", (3, 64, 64)),
+    ("torchvision:mobilenet_v3_small", (3, 64, 64)),
+    ("torchvision:efficientnet_b0", (3, 64, 64))])
+def test_no_builtin_nor_torchvision_script_is_found_writing_its_tensors(arch: str,
+                                                                        shape: tuple) -> None:
+    """Their in-place ReLUs (DenseNet's 120, ResNet's, VGG's) and `out += identity` write
+    tensors the forward made: no state."""
+    import warnings
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.script(build_model(arch, shape, 10, "cpu").eval())
+    assert tensors_written_in_script(scripted) == {}
+
+
+# -- structured control flow in a torch.export program ------------------------------------------
+class _Cond(nn.Module):
+    """torch.cond on a batch statistic (its condition is one value for the whole batch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.fc(x.flatten(1))
+        return torch.cond(x.sum() > 0, lambda y: y * 2.0, lambda y: y - 1.0, (out,))
+
+
+class _WhileLoop(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(36, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._higher_order_ops.while_loop import while_loop
+
+        _, out = while_loop(lambda i, y: i < 3, lambda i, y: (i + 1, y * 0.5),
+                            (torch.zeros((), dtype=torch.long), self.fc(x.flatten(1))))
+        return out
+
+
+@pytest.mark.parametrize(("module", "named"), [(_Cond, "torch.cond"),
+                                               (_WhileLoop, "torch.while_loop")])
+def test_a_program_with_structured_control_flow_is_refused_naming_it(tmp_path, module,
+                                                                     named) -> None:  # noqa: ANN001
+    """The operator allow-list loads torch.cond and while_loop; validation then failed with a
+    bare NotImplementedError ('There was no rule registered for HigherOrderOperator cond and
+    mode <..._Sizes ...>') from the activation profile. Refused before the network runs,
+    naming it, with the fix."""
+    from nadcore.uploaded.network import UploadedArchitectureError
+    from nadcore.uploaded.validation import validate
+
+    torch.manual_seed(0)
+    path = _archive(module().eval(), tmp_path / "flow.pt2")
+    with pytest.raises(UploadedArchitectureError) as exc:
+        validate(path, (1, 6, 6), "torch-default")
+    message = str(exc.value)
+    assert message.startswith(f"file: the program uses {named} (data-dependent control "
+                              "flow), which "), message
+    assert message.endswith("export the branch you use (torch.where selects per sample)")
