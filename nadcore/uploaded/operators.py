@@ -115,7 +115,7 @@ torch.sym_max torch.sym_min torch.sym_not torch._sym_sqrt math.ceil math.floor
 """
 
 # torch.export's structured control flow; its subgraphs are checked like the main graph. They
-# load, and validation then refuses them (engine_assumptions.control_flow_in_program): the
+# load, and validation then refuses them (state_writes.control_flow_in_program): the
 # engine's activation profile cannot run them, and their condition is one for the batch.
 HIGHER_ORDER = "higher_order::cond higher_order::while_loop higher_order::map_impl"
 

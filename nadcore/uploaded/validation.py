@@ -33,13 +33,9 @@ from nadcore.uploaded.engine_assumptions import (
     AssumptionError,
     check_assumptions,
     check_larger_batches,
-    control_flow_in_program,
     independence_inputs,
     reduction_length,
-    refuse_attribute_state,
     select_output,
-    tensors_written_in_forward,
-    tensors_written_in_script,
 )
 from nadcore.uploaded.network import (
     UploadedArchitectureError,
@@ -49,6 +45,12 @@ from nadcore.uploaded.network import (
     sniff_format,
 )
 from nadcore.uploaded.shapes import shape_mismatch
+from nadcore.uploaded.state_writes import (
+    control_flow_in_program,
+    refuse_attribute_state,
+    tensors_written_in_forward,
+    tensors_written_in_script,
+)
 
 SMALL_BATCHES = (1, 3)
 TRAINING_BATCH = 128  # the probe and poison default batch size

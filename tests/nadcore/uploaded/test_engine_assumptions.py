@@ -23,8 +23,8 @@ from nadcore.uploaded.engine_assumptions import (
     reduction_length,
     rounding_tolerance,
     select_output,
-    tensors_written_in_script,
 )
+from nadcore.uploaded.state_writes import tensors_written_in_script
 
 
 def _check(net: nn.Module, shape: tuple[int, int, int], seed: int = 0) -> dict[str, float]:
