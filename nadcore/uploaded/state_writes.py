@@ -312,7 +312,11 @@ def tensors_written_in_script(module: torch.jit.ScriptModule) -> dict[str, list[
                 viewed = of([value for argument, value in bound
                              if argument.alias_info is not None])
                 for output, returned in zip(outputs, schema.returns, strict=False):
-                    if returned.alias_info is not None:  # a view, or self
+                    if returned.alias_info is not None and "*" in returned.alias_info.before_set:
+                        # an element of a container (`t(*)`: a dict's value, a list's item),
+                        # whose own argument may carry no annotation (Dict(str, t))
+                        aliases[output.unique()] |= of(inputs)
+                    elif returned.alias_info is not None:  # a view, or self
                         aliases[output.unique()] |= viewed
                     elif "Tensor" in str(output.type()) and \
                             not isinstance(output.type(), torch.TensorType):

@@ -377,6 +377,9 @@ class _WritesItsTensorsInScript(nn.Module):
             self.calls.add_(1)
         elif self.what == "counter through a view":
             self.calls[0].add_(1)
+        elif self.what == "counter through a dict":  # Dict(str, t) carries no annotation
+            held = {"calls": self.calls}
+            held["calls"].add_(1)
         elif self.what == "parameter":
             self.fc.weight.mul_(0.5)
         elif self.what == "running statistic":
@@ -391,6 +394,7 @@ class _WritesItsTensorsInScript(nn.Module):
 @pytest.mark.parametrize(("what", "written"), [
     ("counter", "buffer(s) 'calls'"),
     ("counter through a view", "buffer(s) 'calls'"),
+    ("counter through a dict", "buffer(s) 'calls'"),
     ("parameter", "parameter(s) 'fc.weight'"),
     ("running statistic", "buffer(s) 'running'"),
     ("input", "input 'x'"),
