@@ -217,10 +217,11 @@ def _gpu_nodes() -> list[str]:
     return sorted(str(p) for p in Path("/dev").glob("nvidia*"))
 
 
-def gpu_mounts(nodes: list[str]) -> list[str]:
+def _gpu_mounts() -> list[str]:
     """The GPU's device nodes, and the host's /sys read-only (the CUDA driver reads the PCI
     topology there) with its cgroup tree hidden under an empty read-only tmpfs: the sandbox has
     no business reading the host's processes' cgroups, their limits and usage."""
+    nodes = _gpu_nodes()
     if not nodes:
         return []
     args = [a for node in nodes for a in ("--dev-bind", node, node)]
@@ -277,7 +278,7 @@ def bwrap_command(job_dir: Path, fd: int, seccomp_fd: int, limits: Limits,
         # a /proc of the sandbox's own pid namespace; its sysctls read-only (not namespaced:
         # /proc/sys/kernel is the host's)
         "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
-        "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", *gpu_mounts(_gpu_nodes()),
+        "--dev", "/dev", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm", *_gpu_mounts(),
         # bwrap's /dev is a tmpfs of no set size: read-only once its nodes are in (its device
         # nodes still work; /dev/shm is its own, bounded mount), or files there would be host
         # memory that only a cgroup counts
