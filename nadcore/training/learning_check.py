@@ -155,7 +155,6 @@ def probe_learning(test_accuracies: Sequence[float], train_losses: Sequence[floa
                     "at chance or diverged" if blown else "at chance", expected=not blown)
 
 
-
 def fitted_threshold(num_classes: int) -> float:
     """Training accuracy (percent) a poison model must reach: halfway from chance to 100 %."""
     return (100.0 + 100.0 / num_classes) / 2.0
@@ -182,12 +181,14 @@ def poison_learning(train_accuracies: Sequence[float], num_classes: int, epochs:
         return _verdict(failed, len(train_accuracies), rule, hint, outcome)
     clean_fitted = float(clean_train_accuracy) >= threshold
     if not clean_fitted:
+        then = hint if failed else "more training.epochs or a smaller training.lr"
         hint = (f"the clean run fitted {float(clean_train_accuracy):.1f} % of its training set, "
                 f"below {threshold:.0f} %: clean_accuracy is no baseline to compare the "
-                f"poisoned models with; " + (hint if failed else "more training.epochs or a "
-                                             "smaller training.lr"))
-    # the clean run counts as one more model: what did not fit, of how many
+                f"poisoned models with; {then}")
+    # the clean run counts as one more model: what did not fit, of how many; but the job says
+    # nothing when no poisoned model fitted, however well the clean run did
     verdict = _verdict(failed + ([] if clean_fitted else [len(train_accuracies)]),
                        len(train_accuracies) + 1, rule, hint, outcome)
-    verdict["indices"] = failed[:LISTED]
-    return {**verdict, "clean_fitted": clean_fitted}
+    nothing = bool(train_accuracies) and len(failed) == len(train_accuracies)
+    return {**verdict, "did_not_learn": nothing, "indices": failed[:LISTED],
+            "clean_fitted": clean_fitted}

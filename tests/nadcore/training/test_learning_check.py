@@ -131,6 +131,9 @@ def test_poison_flags_a_clean_baseline_that_did_not_fit() -> None:
         "1 of 3 did not fit their training set: the clean run")
     fitted = poison_learning([99.0, 98.5], 10, 8, clean_train_accuracy=99.0)
     assert fitted["severity"] is None and fitted["clean_fitted"] is True
+    # no poisoned model fitted: the result says nothing, however well the clean run fitted
+    stuck = poison_learning([21.7, 30.0], 10, 8, clean_train_accuracy=99.0)
+    assert stuck["did_not_learn"] and stuck["clean_fitted"] and stuck["not_learned"] == 2
     both = poison_learning([21.7], 10, 8, clean_train_accuracy=20.0)
     assert both["did_not_learn"] and both["indices"] == [0] and "training.epochs" in both["hint"]
 
