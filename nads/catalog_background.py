@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -117,16 +117,48 @@ def _save_atomic(part: PartialNADs, path: Path) -> None:
 
 
 @contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """One build per architecture at a time (a second one would compute the same shards)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise BuildError(f"arch: another build of this architecture holds {folder}/.lock"
-                             ) from None
+def _locked(data: Path, arch: str) -> Iterator[None]:
+    """The build's lock, held for the short steps that read or change which shards are done
+    or claimed (choosing a shard, saving one, finalizing), never while computing. It lies
+    beside the entry (catalog_data/.<arch>.build.lock), not in the partials' folder, which
+    finalizing removes while a waiting build holds the lock file open."""
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / f".{arch}.build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def claim_path(folder: Path, start: int, stop: int) -> Path:
+    return folder / f".{start:05d}-{stop:05d}.claim"
+
+
+def _try_claim(folder: Path, start: int, stop: int) -> IO[str] | None:
+    """The claim of shard [start, stop), open and locked, or None where another process
+    holds it. Called under the folder's lock. The lock is the kernel's (flock), so the claim
+    of a process that died is free again at once: its shard is computed by the next build."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(claim_path(folder, start, stop), "a")  # noqa: SIM115 (held until released)
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
+
+
+def _release(folder: Path, claim: IO[str]) -> None:
+    """Called under the folder's lock, after the shard's partial is saved (or abandoned)."""
+    Path(claim.name).unlink(missing_ok=True)
+    claim.close()
+
+
+def _next_shard(folder: Path, todo: list[tuple[int, int]]
+                ) -> tuple[tuple[int, int], IO[str]] | None:
+    for start, stop in todo:
+        claim = _try_claim(folder, start, stop)
+        if claim is not None:
+            return (start, stop), claim
+    return None
 
 
 def lowest_priority(threads: int = 1) -> dict[str, int | None]:
@@ -191,8 +223,9 @@ def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
     seconds = [s["seconds"] for s in shards]
     loads = [s["load_average"] for s in shards if s["load_average"] is not None]
     return {
-        "how": "nads catalog compute: shards computed one after another, each in one "
-               "process (its nice, threads and the load average while it ran: shard_list)",
+        "how": "nads catalog compute: each shard computed by one process, one or more "
+               "builds at a time (its nice, threads and the load average while it ran: "
+               "shard_list)",
         "shards": len(shards),
         "shard_seconds_total": round(sum(seconds), 1),
         "seconds_per_network": float(f"{sum(seconds) / max(parts[-1].stop, 1):.3g}"),
@@ -204,6 +237,15 @@ def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
         "last_finished_at": max((s["finished_at"] or "") for s in shards),
         "shard_list": shards,
     }
+
+
+def built(data: Path, arch: str, networks: int, precision: str) -> bool:
+    """Whether data/arch holds a finished entry of at least `networks` in `precision`."""
+    try:
+        prov = json.loads((data / arch / PROVENANCE).read_text())
+    except (OSError, ValueError):
+        return False
+    return prov.get("networks", 0) >= networks and prov.get("precision") == precision
 
 
 def finalize_build(data: Path, arch: str, networks: int, precision: str,
@@ -243,7 +285,12 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
             max_shards: int | None = None,
             report: Callable[[str], None] = print) -> Path | None:
     """Computes the shards of [0, networks) that are missing, then finalizes (unless told not
-    to). Returns the entry's folder when finalized. `max_shards` stops after that many."""
+    to). Returns the entry's folder when finalized. `max_shards` stops after that many.
+
+    Several builds of one architecture (processes, on one machine or sharing the folder)
+    cooperate: each claims the next free shard (`claim_path`, a kernel lock held while it
+    computes), so no shard is computed twice, and the build that saves the last finalizes.
+    A build that finds every shard left claimed returns None."""
     import torch
 
     from nadcore.nads.precision import native_bf16
@@ -252,35 +299,59 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
     shard = shard_networks or SHARD_NETWORKS.get(arch, 10)
     folder = partials_dir(data, arch)
     spec = catalog_spec(arch, networks, precision)
-    with _locked(folder):
-        done = present(folder)
-        if done:  # the key of what is there must be this build's
-            _load_part(done[0].path, merge_key(spec))
-        todo = missing_shards(done, networks, shard)
-        covered = networks - sum(b - a for a, b in todo)
-        report(f"{arch}: {covered} of {networks} networks present in {len(done)} partials; "
-               f"{len(todo)} shards of up to {shard} networks to compute ({precision}, "
-               f"{device}, {torch.get_num_threads()} thread(s), nice {os.nice(0)})")
-        runner = ShardRunner(spec, device) if todo else None
-        for i, (start, stop) in enumerate(todo):
-            if max_shards is not None and i >= max_shards:
+    runner, computed = None, 0
+    while True:
+        with _locked(data, arch):
+            done = present(folder)
+            if done:  # the key of what is there must be this build's
+                _load_part(done[0].path, merge_key(spec))
+            elif built(data, arch, networks, precision):  # by this build, or another one
+                report(f"{arch}: {data / arch} already holds an entry of {networks} or more "
+                       f"networks in {precision}; nothing to compute")
                 return None
+            todo = missing_shards(done, networks, shard)
+            covered = networks - sum(b - a for a, b in todo)
+            if computed == 0:
+                report(f"{arch}: {covered} of {networks} networks present in {len(done)} "
+                       f"partials; {len(todo)} shards of up to {shard} networks to compute "
+                       f"({precision}, {device}, {torch.get_num_threads()} thread(s), "
+                       f"nice {os.nice(0)})")
+            if not todo:
+                if not finalize:
+                    return None
+                t0 = time.perf_counter()
+                entry = finalize_build(data, arch, networks, precision)
+                break
+            if max_shards is not None and computed >= max_shards:
+                return None
+            chosen = _next_shard(folder, todo)
+            if chosen is None:  # the rest is claimed: its last builder finalizes
+                report(f"{arch}: the {len(todo)} shard(s) left are being computed by other "
+                       "builds; the last of them finalizes")
+                return None
+        (start, stop), claim = chosen
+        try:
+            runner = runner or ShardRunner(spec, device)
             load_before = os.getloadavg()[0]
             part = runner.partial(start, stop)
             part.meta |= {"nice": os.nice(0), "autogroup_nice": group_nice(),
                           "seed_range": [start, stop],
                           "load_average": round((load_before + os.getloadavg()[0]) / 2, 2),
                           "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
-            _save_atomic(part, partial_path(folder, start, stop))
-            covered += stop - start
-            per = part.meta["seconds"] / (stop - start)
-            left = (networks - covered) * per
-            report(f"{arch}: networks [{start}, {stop}) in {part.meta['seconds']:.0f} s "
-                   f"({per:.1f} s per network, load {part.meta['load_average']}); "
-                   f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate")
-        if not finalize:
-            return None
-        t0 = time.perf_counter()
-        entry = finalize_build(data, arch, networks, precision)
+            with _locked(data, arch):
+                _save_atomic(part, partial_path(folder, start, stop))
+                _release(folder, claim)
+                covered = networks - sum(b - a for a, b in missing_shards(
+                    present(folder), networks, shard))
+        except BaseException:
+            with _locked(data, arch):
+                _release(folder, claim)
+            raise
+        computed += 1
+        per = part.meta["seconds"] / (stop - start)
+        left = (networks - covered) * per
+        report(f"{arch}: networks [{start}, {stop}) in {part.meta['seconds']:.0f} s "
+               f"({per:.1f} s per network, load {part.meta['load_average']}); "
+               f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate")
     report(f"{arch}: finalized {entry} in {time.perf_counter() - t0:.0f} s; partials removed")
     return entry

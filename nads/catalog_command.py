@@ -154,7 +154,8 @@ def catalog_compute(
         "--finalize/--no-finalize", help="Write the entry once [0, N) is covered.")] = True,
 ) -> None:
     """Compute a catalog entry in this process, shard by shard into DATA/ARCH/partials/,
-    resuming from the partials present; once [0, N) is covered, write the shipped entry."""
+    resuming from the partials present; once [0, N) is covered, write the shipped entry.
+    Several at once (one per idle core) share the shards; the last to finish writes it."""
     from jobs.catalog import CatalogError, check_names
     from nads import catalog_background as background_build
 

@@ -6,7 +6,10 @@
 #
 #   cd <repository> && setsid nohup scripts/catalog_build.sh > catalog-build.log 2>&1 &
 #
-# NETWORKS=10000 extends the same partials (network j is always the same network).
+# NETWORKS=10000 extends the same partials (network j is always the same network). Started
+# twice (one per idle core), the two share each architecture's shards: each claims the next
+# free one, the last to finish finalizes, and one that finds the rest claimed goes on to the
+# next architecture.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}

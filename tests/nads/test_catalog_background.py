@@ -2,6 +2,7 @@
 resumed from the partials present, finalized into the same entry a one-shot run writes."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from nads.catalog_background import (
     BuildError,
     PartialFile,
     check_precision,
+    claim_path,
     compute,
     finalize_build,
     missing_shards,
@@ -86,11 +88,66 @@ def test_finalize_equals_a_one_shot_run(tmp_path: Path):
     assert prov["build"]["shards"] == 3
     assert [s["networks"] for s in prov["build"]["shard_list"]] == [[0, 5], [5, 10], [10, 12]]
     assert prov["wall_seconds"] > 0 and prov["build"]["seconds_per_network"] > 0
-    # a smaller build never replaces a larger entry
-    compute(built, "logreg", 8, "fp32", shard_networks=4, finalize=False, report=_quiet)
+    # a build the entry already covers computes nothing
+    lines = []
+    assert compute(built, "logreg", 8, "fp32", shard_networks=4, report=lines.append) is None
+    assert lines == [f"logreg: {entry} already holds an entry of 8 or more networks in fp32; "
+                     "nothing to compute"]
+    assert not partials_dir(built, "logreg").exists()
+    # and a smaller entry never replaces a larger one
+    compute(built, "logreg", 16, "fp32", shard_networks=4, max_shards=2, report=_quiet)
     with pytest.raises(BuildError, match="already holds an entry of more than 8 networks"):
-        compute(built, "logreg", 8, "fp32", shard_networks=4, report=_quiet)
+        finalize_build(built, "logreg", 8, "fp32")
     assert json.loads((entry / "provenance.json").read_text())["networks"] == 12
+
+
+def test_a_shard_claimed_by_another_build_is_left_to_it(tmp_path: Path):
+    """While another build holds a shard's claim, this one computes the other shards and
+    leaves that one; the claim of a build that died (its lock gone, its file left) is taken
+    over, and the build that saves the last shard finalizes."""
+    import fcntl
+
+    folder = partials_dir(tmp_path, "logreg")
+    folder.mkdir(parents=True)
+    other = open(claim_path(folder, 4, 8), "a")  # noqa: SIM115 (another build's claim)
+    fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    lines = []
+    assert compute(tmp_path, "logreg", 12, "fp32", shard_networks=4,
+                   report=lines.append) is None
+    assert [(p.start, p.stop) for p in present(folder)] == [(0, 4), (8, 12)]
+    assert lines[-1] == ("logreg: the 1 shard(s) left are being computed by other builds; "
+                         "the last of them finalizes")
+    assert not (tmp_path / "logreg" / "provenance.json").exists()
+    other.close()  # that build died: its lock is released, its claim file stays
+    assert claim_path(folder, 4, 8).exists()
+    entry = compute(tmp_path, "logreg", 12, "fp32", shard_networks=4, report=_quiet)
+    prov = json.loads((entry / "provenance.json").read_text())
+    assert [s["networks"] for s in prov["build"]["shard_list"]] == [[0, 4], [4, 8], [8, 12]]
+    assert not folder.exists()
+
+
+def test_two_builds_at_once_share_the_shards(tmp_path: Path):
+    """Two `nads catalog compute` processes of one entry: every shard computed once, by
+    either, and one entry written, equal to a one-shot run's."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "nads.cli", "catalog", "compute", "--arch", "lenet",
+               "--networks", "24", "--shard-networks", "2", "--data", str(tmp_path / "built"),
+               "--foreground"]
+    builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True) for _ in range(2)]
+    outputs = [b.communicate(timeout=600)[0] for b in builds]
+    assert [b.returncode for b in builds] == [0, 0], outputs
+    computed = [re.findall(r"networks \[(\d+), (\d+)\)", out) for out in outputs]
+    shards = sorted((int(a), int(b)) for found in computed for a, b in found)
+    assert shards == [(i, i + 2) for i in range(0, 24, 2)], outputs  # each once
+    assert sum("finalized" in out for out in outputs) == 1, outputs
+    entry = tmp_path / "built" / "lenet"
+    direct = export_direct(tmp_path / "direct", "lenet", networks=24, precision="fp32",
+                           device="cpu", check_networks=4)
+    np.testing.assert_array_equal(np.load(entry / "nads.npy"), np.load(direct / "nads.npy"))
+    assert not partials_dir(tmp_path / "built", "lenet").exists()
 
 
 def test_a_partial_of_another_precision_is_refused(tmp_path: Path):
