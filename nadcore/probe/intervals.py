@@ -10,7 +10,11 @@ Several replicates (each a training with its own seeds): the mean over them, wit
 interval mean +- t(1 - alpha/2, R - 1) s / sqrt(R), s the replicates' standard deviation. It
 covers both the test-set noise and the training-to-training variation, and is wide for few
 replicates (t = 12.7 for two, 4.3 for three) because two or three trainings say little about
-their spread.
+their spread. Its width comes from the replicates' sample spread alone, which can be zero when
+they happen to agree (all at 100 %, or all the same count of test samples right): then it
+would read [100, 100], certain from a finite test set. So it is never narrower than the Wilson
+interval of the mean on one test set (the test-set noise that is there whatever the
+replicates show), and it is cut to [0, 100], where accuracies lie.
 """
 
 from __future__ import annotations
@@ -57,7 +61,12 @@ def direction_intervals(per_replicate: np.ndarray, num_test: int,
         how = (f"Wilson {confidence:.0%} interval of a binomial proportion on {num_test} test "
                "samples (test-set noise; one training per direction)")
     else:
-        low, high = across_replicates(values, confidence)
+        t_low, t_high = across_replicates(values, confidence)
+        w_low, w_high = wilson(mean, num_test, confidence)
+        low = np.clip(np.minimum(t_low, w_low), 0.0, 100.0)
+        high = np.clip(np.maximum(t_high, w_high), 0.0, 100.0)
         how = (f"Student t {confidence:.0%} interval of the mean of {values.shape[0]} "
-               "replicates (test-set noise and training-to-training variation)")
+               "replicates (test-set noise and training-to-training variation), cut to "
+               f"[0, 100] and never narrower than the Wilson interval on {num_test} test "
+               "samples")
     return mean, low, high, how

@@ -281,7 +281,7 @@ def test_a_fourier_grid_with_replicates_trains_each_direction_once_per_replicate
     6 pairs, so 10 directions, each trained twice (2 replicates, with their own seeds) in 2
     shards that split the 20 trainings anywhere. The numbers equal the engine's in process;
     the summary gives every direction's mean and Student t interval across the replicates."""
-    from nadcore.probe.intervals import across_replicates
+    from nadcore.probe.intervals import direction_intervals
     from nadcore.training.shards import run_probe_shard
 
     body = {"architecture": "logreg", "input_shape": [1, 4, 4],
@@ -306,7 +306,7 @@ def test_a_fourier_grid_with_replicates_trains_each_direction_once_per_replicate
                                   per_replicate)
     np.testing.assert_array_equal(download_npy(alice, job, "accuracies.npy"),
                                   per_replicate.mean(0))
-    low, high = across_replicates(per_replicate)
+    _, low, high, _ = direction_intervals(per_replicate, 64)
     np.testing.assert_allclose(download_npy(alice, job, "intervals.npy"),
                                np.stack([low, high], 1))
     assert download_npy(alice, job, "curves.npy").shape == (20, 1, 4)

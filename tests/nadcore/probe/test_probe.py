@@ -432,3 +432,17 @@ def test_wilson_and_t_intervals_against_closed_forms():
     mean, low, high, how = direction_intervals(np.array([[80.0, 50.0]]), 2000)
     assert list(mean) == [80.0, 50.0] and "Wilson" in how
     assert low[0] > 50 and low[1] < 50 < high[1]
+    # replicates that agree (all 100 %) have no spread, but the test set is finite: the
+    # interval is at least Wilson's of one test set (100 n / (n + z^2) at 100 %), not [100, 100]
+    mean, low, high, how = direction_intervals(np.array([[100.0], [100.0], [100.0]]), 200)
+    assert mean[0] == 100.0 and high[0] == 100.0
+    assert low[0] == pytest.approx(100 * 200 / (200 + z2), abs=1e-4)
+    assert "Student t" in how and "never narrower than the Wilson interval on 200" in how
+    # a wide t interval is kept, cut to [0, 100]: 50 and 60 give 55 +- 63.5
+    mean, low, high, _ = direction_intervals(np.array([[50.0], [60.0]]), 200)
+    assert (low[0], high[0]) == (0.0, 100.0)
+    # between the two: the t interval where it is the wider
+    values = np.array([[70.0], [72.0], [74.0]])
+    t_low, t_high = across_replicates(values)
+    mean, low, high, _ = direction_intervals(values, 100_000)
+    assert (low[0], high[0]) == pytest.approx((t_low[0], t_high[0]))
