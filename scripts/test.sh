@@ -12,4 +12,6 @@ bash scripts/install.sh
 # cores busier than two (907 tests: 17.9 min with three, beside a nice-19 build; about 20 min
 # with two). NADS_TEST_PROCESSES=0 runs it in one process. Each process takes its own Redis
 # database, 13 + its index (tests/fixtures.py): at most three fit below Redis's 16.
-.venv/bin/python -m pytest -q -p no:cacheprovider -n "${NADS_TEST_PROCESSES:-3}" --dist loadfile "$@"
+# --durations: the slowest tests at the end, to keep the suite inside its 15 minutes
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "${NADS_TEST_PROCESSES:-3}" --dist loadfile \
+  --durations=25 "$@"
