@@ -158,3 +158,49 @@ def test_repeated_final_progress_is_one_database_round_trip(tmp_path: Path) -> N
                       progress=progress)
     assert len(frames) > 1000
     assert round_trips == [1]
+
+
+def _shard_spec(archive: Path, input_shape: tuple[int, int, int], networks: int):  # noqa: ANN202
+    import hashlib
+
+    from nadcore.nads.spec import NADSpec
+    return NADSpec(architecture={"id": "ab12cd", "sha256": hashlib.sha256(
+        archive.read_bytes()).hexdigest()}, input_shape=input_shape, num_networks=networks,
+        shards=2)
+
+
+@pytest.mark.skipif(check_available() is not None, reason="no sandbox here")
+def test_a_nad_shard_frame_is_bounded_by_the_specs_representation(tmp_path: Path) -> None:
+    """A NAD shard's result was bounded by its gradients *plus* the moments' 2 x D x D floats,
+    whichever the spec used: for 1 x 128 x 128 inputs and 2 networks (some 200 kB of
+    gradients) 4.3 GB, for 3 x 512 x 512 some 10 TB, i.e. only by the frame's 4 GiB. A model
+    that sent a frame of 256 MiB of zeros was taken whole into the worker's memory (its peak
+    RSS rose by 770 MiB: the frame is copied on its way) before the .npz was refused. The
+    bound is now that of the representation the engine uses for the spec, and the frame is
+    refused from its header."""
+    from worker.kinds import nads as nad_kind
+
+    size = 64 << 20
+    code = ("import os, struct, sys; fd = int(sys.argv[2]); "
+            f"os.write(fd, b'R' + struct.pack('>I', {size})); z = bytes(1 << 20)\n"
+            f"for _ in range({size >> 20}): os.write(fd, z)\nos._exit(0)")
+    archive = tmp_path / "model.pt2"
+    archive.write_bytes(pickled_weight_pt2(lenet_pt2(tmp_path), code))
+    spec = _shard_spec(archive, (1, 128, 128), 4)
+    settings = get_settings().model_copy(update={"unsafe_skip_archive_checks": True})
+    limit = result_bytes(2 * 128 * 128, 128 * 128)  # the gradients and eval_point
+    with pytest.raises(SandboxError, match=rf"sent {size:,} bytes; at most {limit:,} are"):
+        nad_kind.sandboxed_shard(settings, spec, archive, 0, 2, 1, lambda d, t: None,
+                                 lambda: False)
+
+
+def test_a_moments_shard_is_bounded_by_its_moments_only() -> None:
+    from nadcore.nads.engine import representation_for
+    from nadcore.nads.spec import NADSpec
+    from worker.kinds import nads as nad_kind
+
+    d = 4096
+    spec = NADSpec(architecture="lenet", input_shape=(1, 64, 64), num_networks=70_000,
+                   shards=2)
+    assert representation_for(spec) == "moments"
+    assert nad_kind.shard_result_limit(spec, 0, 35_000) == result_bytes(2, 2 * d, 2 * d * d, d)

@@ -13,7 +13,7 @@ import numpy as np
 from jobs.budget import Budget
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
 from nadcore.nads.decompose import subspace_overlap
-from nadcore.nads.engine import merge_key
+from nadcore.nads.engine import merge_key, representation_for
 from nadcore.nads.figures import render_nad_figures
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
@@ -83,14 +83,26 @@ def result_files(result: NADResult, inputs: Inputs, folder: Path
     return files + [(path, PNG) for path in figures], summary
 
 
+def shard_result_limit(spec: NADSpec, start: int, stop: int) -> int:
+    """The most bytes the sandbox may send for networks start..stop-1: the representation the
+    engine uses for this spec (`representation_for`), never both. The gradients' bound is
+    (stop - start) x D; the moments' 2 x D x D is far larger (for D = 3 x 512 x 512, some
+    10 TB, past what a frame can say) and would let a hostile model make the worker hold a
+    4 GiB frame (three copies of it on the way) for a result of a few MB."""
+    d = spec.input_dim
+    if representation_for(spec) == "gradients":
+        return uploaded.result_bytes((stop - start) * d, d)  # gradients, eval_point
+    return uploaded.result_bytes(2, 2 * d, 2 * d * d, d)  # count, sums, outer, eval_point
+
+
 def sandboxed_shard(settings: Settings, spec: NADSpec, archive: Path, start: int, stop: int,
                     threads: int, progress: Progress, should_stop: ShouldStop,
                     budget: Budget | None = None) -> PartialNADs:
     """Networks start..stop-1 of a NAD job on an uploaded architecture, in the sandbox
     (nadcore.nads.sandboxed), the partial checked before it is kept."""
     what = f"networks {start}..{stop - 1}"
-    d = spec.input_dim
-    limit = uploaded.result_bytes((stop - start) * d, 2 * d * d, 3 * d, 2)  # gradients or moments
+    d, representation = spec.input_dim, representation_for(spec)
+    limit = shard_result_limit(spec, start, stop)
     outcome = uploaded.run_kind("shard", "nadcore.nads.sandboxed", settings, spec, archive,
                                 threads, limit, progress, should_stop, budget, start=start,
                                 stop=stop)
@@ -98,6 +110,9 @@ def sandboxed_shard(settings: Settings, spec: NADSpec, archive: Path, start: int
     assert isinstance(part, PartialNADs)
     if part.key != merge_key(spec) or (part.start, part.stop) != (start, stop):
         raise SandboxError(f"{what}: the sandbox returned another shard")
+    if part.representation != representation:
+        raise SandboxError(f"{what}: the sandbox returned {part.representation}, not the "
+                           f"{representation} this spec's shards hold")
     uploaded.check_shape(what, "eval_point", part.eval_point, tuple(spec.input_shape))
     if part.gradients is not None:
         uploaded.check_shape(what, "gradients", part.gradients, (stop - start, d))
