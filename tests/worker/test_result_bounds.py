@@ -204,3 +204,52 @@ def test_a_moments_shard_is_bounded_by_its_moments_only() -> None:
                    shards=2)
     assert representation_for(spec) == "moments"
     assert nad_kind.shard_result_limit(spec, 0, 35_000) == result_bytes(2, 2 * d, 2 * d * d, d)
+
+
+WHOLE_REPLY = """
+import io, json, os, struct, sys
+import numpy as np
+info = json.dumps({'num_networks': 3, 'stability': STABILITY,
+                   'decomposition': DECOMPOSITION, 'info': {}}).encode()
+buf = io.BytesIO()
+np.savez(buf, nads=np.eye(2, 256, dtype=np.float32), eigenvalues=np.ones(2, np.float32),
+         eval_point=np.zeros((1, 16, 16), np.float32))
+for kind, payload in ((b'I', info), (b'R', buf.getvalue())):
+    os.write(int(sys.argv[2]), kind + struct.pack('>I', len(payload)) + payload)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(check_available() is not None, reason="no sandbox here")
+@pytest.mark.parametrize(("stability", "decomposition"), [
+    ("{'\\u00b2': 0.5, '4': 0.25}", "'covariance'"), ("[1, 2]", "'covariance'"),
+    ("{'1': 10 ** 400, '4': 0.25}", "'covariance'"), ("{'4': 0.25}", "'\\x1b]0;owned\\x07'")])
+def test_a_whole_nad_jobs_report_is_cleaned_before_it_is_read(tmp_path: Path, stability: str,
+                                                             decomposition: str) -> None:
+    """The `info` of a whole NAD job (early stopping) was read raw: a stability key that
+    str.isdigit() accepts and int() does not ('²'), a list, or an integer past any float made
+    the worker raise ValueError / AttributeError / TypeError instead of keeping or refusing
+    the model's word, and the decomposition's first 20 characters, terminal escapes included,
+    went into the job's summary. The report is cleaned (clean_info) before anything reads it:
+    what is not a stability is dropped, and the decomposition is one of the engine's two
+    words or the result is refused."""
+    from worker.kinds import nads as nad_kind
+
+    code = WHOLE_REPLY.replace("STABILITY", stability).replace("DECOMPOSITION", decomposition)
+    archive = tmp_path / "model.pt2"
+    archive.write_bytes(pickled_weight_pt2(lenet_pt2(tmp_path), code))
+    spec = _shard_spec(archive, (1, 16, 16), 3)
+    settings = get_settings().model_copy(update={"unsafe_skip_archive_checks": True})
+
+    def run():  # noqa: ANN202
+        return nad_kind.sandboxed_whole(settings, spec, archive, 1, lambda d, t: None,
+                                        lambda: False)
+
+    if "covariance" not in decomposition:
+        with pytest.raises(SandboxError, match="the job: the sandbox returned no valid "
+                                               "decomposition"):
+            run()
+        return
+    result = run()
+    assert result.decomposition == "covariance"
+    assert result.stability == ({} if stability.startswith("[") else {4: 0.25})

@@ -5,6 +5,7 @@ sequential job (early stopping) runs whole in one task (`run_whole`)."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,8 @@ def sandboxed_whole(settings: Settings, spec: NADSpec, archive: Path, threads: i
 
     arrays = uploaded.load_result(load, outcome.result, what, limit)
     assert isinstance(arrays, dict)
-    info = outcome.info
+    info = uploaded.clean_info(outcome.info)  # the model's word: nothing read raw
+    assert isinstance(info, dict)
     n = info.get("num_networks")
     if not isinstance(n, int) or not 2 <= n <= spec.num_networks:
         raise SandboxError(f"{what}: the sandbox returned no valid network count")
@@ -152,12 +154,18 @@ def sandboxed_whole(settings: Settings, spec: NADSpec, archive: Path, threads: i
     uploaded.check_shape(what, "eigenvalues", arrays["eigenvalues"], (k,))
     uploaded.check_shape(what, "eval_point", arrays["eval_point"], tuple(spec.input_shape))
     uploaded.check_finite(what, **arrays)
-    stability = {int(key): float(v) for key, v in (info.get("stability") or {}).items()
-                 if str(key).isdigit() and isinstance(v, (int, float)) and np.isfinite(v)}
-    extra = uploaded.clean_info(info.get("info") or {})
+    decomposition = info.get("decomposition")
+    if decomposition not in ("covariance", "lowrank"):
+        raise SandboxError(f"{what}: the sandbox returned no valid decomposition")
+    reported = info.get("stability")
+    stability = {int(key): float(v) for key, v in
+                 (reported.items() if isinstance(reported, dict) else ())
+                 if re.fullmatch(r"[0-9]{1,9}", key) and isinstance(v, (int, float))
+                 and not isinstance(v, bool)}
+    extra = info.get("info")
     return NADResult(nads=arrays["nads"], eigenvalues=arrays["eigenvalues"],
                      eval_point=arrays["eval_point"], stability=stability, spec=spec,
-                     num_networks=n, decomposition=str(info.get("decomposition", ""))[:20],
+                     num_networks=n, decomposition=decomposition,
                      info=extra if isinstance(extra, dict) else {})
 
 
