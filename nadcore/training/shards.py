@@ -18,6 +18,9 @@ from nadcore.probe.engine import run_probe
 from nadcore.probe.spec import ProbeSpec
 from nadcore.seeding import replicate_seed
 
+# a probe's curves per training and epoch: train loss, train acc %, test loss, test acc %
+CURVE_COLUMNS = 4
+
 
 @dataclass
 class ProbePartial:
@@ -26,7 +29,7 @@ class ProbePartial:
     start: int
     stop: int
     accuracies: np.ndarray  # (stop - start,) float64 percent
-    curves: np.ndarray  # (stop - start, epochs, 4) float32
+    curves: np.ndarray  # (stop - start, epochs, CURVE_COLUMNS) float32
     info: dict
 
     def save(self, path: Path) -> None:

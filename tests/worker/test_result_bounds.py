@@ -253,3 +253,21 @@ def test_a_whole_nad_jobs_report_is_cleaned_before_it_is_read(tmp_path: Path, st
     result = run()
     assert result.decomposition == "covariance"
     assert result.stability == ({} if stability.startswith("[") else {4: 0.25})
+
+
+@pytest.mark.parametrize("curves", [np.float32(1.0), np.zeros((2, 1, 5), np.float32)],
+                         ids=["0-d", "five-columns"])
+def test_a_probe_shards_curves_take_every_dimension_from_the_spec(curves: np.ndarray) -> None:
+    """The shape a probe shard's curves must have comes from the spec alone: a 0-d array raised
+    IndexError in the worker (its shape was read off the array), and five columns passed."""
+    from nadcore.probe.spec import ProbeSpec
+    from nadcore.training.shards import ProbePartial
+    from worker.kinds.probe import check_uploaded_shard
+
+    spec = ProbeSpec.model_validate({"architecture": "logreg", "input_shape": [1, 4, 4],
+                                     "directions": {"kind": "fourier"},
+                                     "training": {"epochs": 1}})
+    good = ProbePartial(0, 2, np.full(2, 50.0), np.zeros((2, 1, 4), np.float32), {})
+    check_uploaded_shard(spec, 0, 2, good)
+    with pytest.raises(SandboxError, match=r"directions 0\.\.1: curves has shape"):
+        check_uploaded_shard(spec, 0, 2, ProbePartial(0, 2, good.accuracies, curves, {}))

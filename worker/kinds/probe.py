@@ -21,7 +21,7 @@ from nadcore.probe.figures import render_accuracy_vs_index, render_heatmap, rend
 from nadcore.probe.intervals import CONFIDENCE, direction_intervals
 from nadcore.probe.spec import FourierDirections, NADDirections, ProbeSpec
 from nadcore.training.learning_check import probe_learning
-from nadcore.training.shards import ProbePartial, run_probe_shard
+from nadcore.training.shards import CURVE_COLUMNS, ProbePartial, run_probe_shard
 from store.settings import Settings, get_settings
 from worker import uploaded
 from worker.kinds.base import (
@@ -198,15 +198,22 @@ def sandboxed_shard(settings: Settings, spec: ProbeSpec, archive: Path, directio
     (nadcore.probe.sandboxed), the partial checked before it is kept."""
     what = f"directions {start}..{stop - 1}"
     n = stop - start
-    limit = uploaded.result_bytes(2, n, n * spec.training.epochs * 4)  # curves: (n, epochs, 4)
+    limit = uploaded.result_bytes(2, n, n * spec.training.epochs * CURVE_COLUMNS)
     outcome = uploaded.run_kind("shard", "nadcore.probe.sandboxed", settings, spec, archive,
                                 threads, limit, progress, should_stop, budget,
                                 arrays={"directions": directions}, start=start, stop=stop)
     part = uploaded.load_result(ProbePartial.load, outcome.result, what, limit)
     assert isinstance(part, ProbePartial)
-    uploaded.check_training(what, start, stop, part, {
-        "accuracies": (n,), "curves": (n, spec.training.epochs, part.curves.shape[-1])})
+    check_uploaded_shard(spec, start, stop, part)
     return part
+
+
+def check_uploaded_shard(spec: ProbeSpec, start: int, stop: int, part: ProbePartial) -> None:
+    """SandboxError unless the sandbox's partial is the shard asked for, its arrays of the
+    spec's shapes (every dimension from the spec, none from the partial itself) and finite."""
+    n = stop - start
+    uploaded.check_training(f"directions {start}..{stop - 1}", start, stop, part, {
+        "accuracies": (n,), "curves": (n, spec.training.epochs, CURVE_COLUMNS)})
 
 
 class ProbeRunner:
