@@ -26,7 +26,8 @@ well as the yardstick's would be told from chance by this test set. The yardstic
 a signal of epsilon / sigma = 1/3 among D = 1,024 input dimensions; a probe with a stronger
 signal or fewer dimensions is assumed no harder, so the yardstick only bounds it from below:
 when the yardstick says "cannot", such a probe is reported as unknown (`can_separate` None)
-and not refused. Likewise a weaker signal (epsilon / sigma below 1/3) is no easier, so the
+and not refused. Likewise a weaker signal (epsilon / sigma below 1/3) or a larger input
+(more than 1,024 values: more dimensions of noise to learn past) is no easier, so the
 yardstick bounds it from above: when the yardstick says "can", such a probe is unknown too
 (epsilon 1e-12 was reported as able to separate at the paper's sizes, where no network can
 learn anything: measured, logistic regression at 47-49 %).
@@ -97,14 +98,15 @@ def assess(num_train: int, epochs: int, num_test: int, snr: float = YARDSTICK_SN
            dim: int = YARDSTICK_DIM) -> dict[str, Any]:
     """The estimate's `power`: what the test set resolves, what the yardstick reaches at this
     training budget, whether that separates (None: not known, for a problem easier than the
-    yardstick's: signal epsilon / sigma = `snr` above 1/3, or `dim` below 1,024 inputs), and
-    the smallest sizes that would."""
+    yardstick's: signal epsilon / sigma = `snr` above 1/3, or `dim` below 1,024 inputs, where
+    it says "cannot"; or a harder one, `snr` below 1/3 or `dim` above 1,024, where it says
+    "can"), and the smallest sizes that would."""
     passes = num_train * epochs
     needed, reached = resolvable(num_test), reference(passes)
     separates: bool | None = reached >= needed
     if not separates and (snr > YARDSTICK_SNR * (1 + 1e-9) or dim < YARDSTICK_DIM):
         separates = None
-    weaker = separates and snr < YARDSTICK_SNR * (1 - 1e-9)
+    weaker = separates and (snr < YARDSTICK_SNR * (1 - 1e-9) or dim > YARDSTICK_DIM)
     if weaker:
         separates = None
     power = {"resolvable_accuracy": round(needed, 2), "reference_accuracy": round(reached, 2),
@@ -115,9 +117,9 @@ def assess(num_train: int, epochs: int, num_test: int, snr: float = YARDSTICK_SN
                        f"yardstick (LeNet 1x32x32, sine (0, 1), BENCHMARKS.md) reaches "
                        f"{reached:.1f} %")}
     if weaker:
-        power["basis"] += (f"; this probe's signal (epsilon / sigma = {snr:.3g}) is weaker "
-                           "than the yardstick's (1/3), which only bounds it from above: not "
-                           "known")
+        power["basis"] += (f"; this probe's signal (epsilon / sigma = {snr:.3g}, {dim:,} "
+                           "input values) is weaker or its input larger than the yardstick's "
+                           "(1/3, 1,024), which only bounds it from above: not known")
     elif separates is None:
         power["basis"] += ("; this probe's signal is stronger (epsilon / sigma) or its input "
                            "smaller than the yardstick's, which only bounds it from below: not "

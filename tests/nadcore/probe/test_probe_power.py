@@ -59,5 +59,9 @@ def test_what_separates_and_what_does_not() -> None:
     # a weaker signal than the yardstick's: "can" is not known either (epsilon 1e-12, sigma 3
     # at the paper's sizes was "can separate"; nothing can be learned from it)
     weak = assess(10_000, 20, 10_000, snr=1e-12 / 3)
-    assert weak["can_separate"] is None and "weaker than the yardstick's" in weak["basis"]
+    assert weak["can_separate"] is None and "weaker or its input larger" in weak["basis"]
+    # so is a larger input (more dimensions of noise), where the yardstick says "can"
+    large = assess(10_000, 5, 2000, dim=3 * 32 * 32)
+    assert large["can_separate"] is None and "3,072 input values" in large["basis"]
+    assert assess(2000, 3, 2000, dim=3 * 32 * 32)["can_separate"] is False
     assert assess(2000, 3, 2000, snr=1e-12 / 3)["can_separate"] is False  # cannot: still cannot
