@@ -30,6 +30,8 @@ from nadcore.nads.spec import NADSpec
 from nadcore.networks.factory import build_model, model_factory
 from nadcore.networks.init import NetworkSampler
 from nadcore.seeding import eval_point_seed
+from nadcore.uploaded.engine_assumptions import BlockCheck, reduction_length
+from nadcore.uploaded.network import UploadedModel
 
 # Gradient blocks up to this size are kept whole (bitwise reproducible merges); larger ones
 # are reduced to their moments.
@@ -120,10 +122,22 @@ class ShardRunner:
         self.evaluator = GradientEvaluator(
             self.template, torch.as_tensor(self.eval_point, device=self.device), spec.method,
             spec.scale, spec.output_index, self.plan.pixel_block, self.plan.strategy,
-            self.plan.channels_last, self.precision,
+            self.plan.channels_last, self.precision, self._block_check(),
         )
         self.key = merge_key(spec)
         self.representation = representation_for(spec)
+
+    def _block_check(self) -> BlockCheck | None:
+        """An uploaded network's finite differences are checked where they run (validation saw
+        the CPU's blocks in float32; nadcore.uploaded.engine_assumptions.check_block)."""
+        if not isinstance(self.template, UploadedModel) or \
+                self.spec.method != "finite_difference" or self.plan.profile is None:
+            return None
+        profile = self.plan.profile
+        what = "the uploaded network" if self.template.policy == "keep" else \
+            "a re-initialized network"
+        return BlockCheck(reduction_length(self.template, profile.largest), profile.operators,
+                          what)
 
     def gradients(
         self, start: int, stop: int, progress: Progress | None = None,

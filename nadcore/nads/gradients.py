@@ -4,6 +4,11 @@ One function computes a block of gradient entries of one network; a chunk of net
 it either through `vmap` over the networks' stacked state (torch.func's ensembling idiom: the
 first layer of all networks becomes one wide layer, the rest grouped layers) or in a loop
 over the networks, whichever measures faster on the device (`engine.default_strategy`).
+
+An uploaded network is checked where it runs (`block_check`): in each call, the first
+finite-difference block of the first network, a few of its rows evaluated again in a batch of
+their own (`nadcore.uploaded.engine_assumptions.check_block`). Autograd needs no check: each
+network sees one input, x0, alone.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from nadcore.nads.precision import precision_context
+from nadcore.uploaded.engine_assumptions import BlockCheck, check_block
 
 StateDict = dict[str, torch.Tensor]
 Strategy = Literal["vmap", "loop"]
@@ -46,6 +52,7 @@ class GradientEvaluator:
         strategy: Strategy | None = None,
         channels_last: bool = False,
         precision: str = "fp32",
+        block_check: BlockCheck | None = None,
     ):
         self.template = template
         self.x0 = x0
@@ -57,6 +64,7 @@ class GradientEvaluator:
         self.strategy: Strategy = strategy or "loop"
         self.channels_last = channels_last and x0.dim() == 3
         self.precision = precision  # resolved: fp32, tf32 or bf16 (nadcore.nads.precision)
+        self.block_check = block_check  # uploaded networks only (built-ins are ours)
 
     def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
         # an uploaded TorchScript model has no stateless call: it loads the state in place
@@ -69,11 +77,9 @@ class GradientEvaluator:
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _central_difference(self, state: StateDict, xs: torch.Tensor) -> torch.Tensor:
-        """(f(x0 + s e_i) - f(x0 - s e_i)) / 2s of one network, xs = the + block then the -."""
-        values = self._output(state, xs).float()  # bf16 outputs: the difference in fp32
-        p = xs.shape[0] // 2
-        return (values[:p] - values[p:]) / (2 * self.scale)
+    def _values(self, state: StateDict, xs: torch.Tensor) -> torch.Tensor:
+        """f(xs) of one network in float32 (bf16 outputs: the difference in fp32)."""
+        return self._output(state, xs).float()
 
     def _autograd(self, state: StateDict, x0: torch.Tensor) -> torch.Tensor:
         own = getattr(self.template, "input_gradient", None)  # an uploaded model's own
@@ -112,6 +118,19 @@ class GradientEvaluator:
                 e = basis_images(tuple(self.x0.shape), start, stop, self.x0.device)
                 # the perturbed inputs are shared by all networks: built once per block
                 xs = self._layout(torch.cat([self.x0 + self.scale * e, self.x0 - self.scale * e]))
-                out[:, start - pixels.start:stop - pixels.start] = self._map(
-                    self._central_difference, state, xs)
+                values = self._map(self._values, state, xs)  # xs = the + block then the -
+                if self.block_check is not None and start == pixels.start:
+                    self._check_block(state, xs, values[0])
+                # (f(x0 + s e_i) - f(x0 - s e_i)) / 2s
+                p = stop - start
+                out[:, start - pixels.start:stop - pixels.start] = \
+                    (values[:, :p] - values[:, p:]) / (2 * self.scale)
         return out
+
+    def _check_block(self, state: StateDict, xs: torch.Tensor, values: torch.Tensor
+                     ) -> dict[str, float]:
+        """Rows of the first network's block `xs` (its outputs `values`) evaluated again in a
+        batch of their own, at the same device and precision, in the same layout."""
+        one = self._network(state, 0)
+        return check_block(lambda x: self._values(one, self._layout(x)), xs, values,
+                           self.block_check, self.precision)

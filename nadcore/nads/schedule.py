@@ -31,11 +31,14 @@ def available_memory(device: torch.device) -> int:
 
 @dataclass(frozen=True)
 class ActivationProfile:
-    """Sizes (floats per input) of a model's activations, from one run on the meta device."""
+    """Sizes (floats per input) of a model's activations, from one run on the meta device, and
+    how many there are (modules of a built-in; operators of an uploaded model, which
+    `nadcore.uploaded.engine_assumptions.rounding_tolerance` counts as roundings)."""
 
     largest: int
     total: int
     parameters: int
+    operators: int = 0
 
 
 def activation_profile(template: nn.Module, input_shape: tuple[int, ...]) -> ActivationProfile:
@@ -54,7 +57,8 @@ def activation_profile(template: nn.Module, input_shape: tuple[int, ...]) -> Act
     for h in handles:
         h.remove()
     params = sum(p.numel() for p in template.parameters())
-    return ActivationProfile(max(sizes + [math.prod(input_shape)]), sum(sizes), params)
+    return ActivationProfile(max(sizes + [math.prod(input_shape)]), sum(sizes), params,
+                             len(sizes))
 
 
 def _pixel_block(largest: int, d: int, device_type: str) -> int:
@@ -80,6 +84,7 @@ class ExecutionPlan:
     init: str
     channels_last: bool = False
     threads: int = 1  # torch intra-op threads of the process that ran it
+    profile: ActivationProfile | None = None  # what the plan was sized from (not recorded)
 
     def as_dict(self) -> dict:
         return {"device": str(self.device), "chunk_size": self.chunk_size,
@@ -160,4 +165,4 @@ def plan_execution(
     channels_last = (device.type == "cuda" and has_conv and strategy == "loop"
                      and spec.method == "finite_difference")
     return ExecutionPlan(device, int(size), int(pixel_block), strategy, init, channels_last,
-                         fit_threads())
+                         fit_threads(), prof)

@@ -17,19 +17,34 @@
   network that mixes only in larger batches (a branch on the batch size): one that subtracted
   the batch mean above 16 inputs passed it and its jobs succeeded with NADs of the batch.
 
+Validation runs on the CPU, in float32, at the CPU plan's sizes; the engine runs the network at
+its own plan's block size (a GPU's finite-difference blocks are larger), on its device, at the
+job's precision, where a network may branch on what validation never showed it (the batch
+size above some threshold, x.is_cuda, the dtype under bf16 autocast). So the engine checks
+again where it runs an uploaded network (`check_block`, called by `nadcore.nads.gradients` on
+the first block of each chunk of networks): a few rows of the block evaluated again in a batch
+of their own must keep their outputs, or the job fails without a result.
+
 "The same" means within what float32 rounding explains (`rounding_tolerance`): a batch of 1
-and a batch of 8 may run different kernels that add the same terms in another order.
+and a batch of 8 may run different kernels that add the same terms in another order. At a
+reduced precision (tf32, bf16) the tolerance adds that precision's rounding at every operator.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 # float32 machine epsilon, 2**-23: twice the unit roundoff u = 2**-24 of round-to-nearest.
 EPS32 = torch.finfo(torch.float32).eps
+# The spacing of the reduced precisions a job's forward passes may run at
+# (`nadcore.nads.precision`), in the same units: TF32 keeps 10 bits of float32's 23-bit
+# mantissa (2**-10), bfloat16 7 bits (2**-7, torch.finfo(torch.bfloat16).eps); fp32 adds none.
+REDUCED_EPS = {"fp32": 0.0, "tf32": 2.0**-10, "bf16": torch.finfo(torch.bfloat16).eps}
 INDEPENDENCE_BATCH = 8  # samples compared alone, in the batch and in the batch reversed
 FIX = ("call model.eval() before torch.export.export or torch.jit.script (in training mode "
        "BatchNorm uses the batch's statistics and dropout draws a new mask each call)")
@@ -107,9 +122,11 @@ def reduction_length(net: nn.Module, largest_activation: int) -> int:
     return int(fan_ins + largest_activation)
 
 
-def rounding_tolerance(length: int, magnitude: float) -> float:
+def rounding_tolerance(length: int, magnitude: float, precision: str = "fp32",
+                       operators: int = 0) -> float:
     """How far two float32 evaluations of the same outputs may differ when only the order of
-    their sums changes (another batch size picks another kernel and blocking).
+    their sums changes (another batch size picks another kernel and blocking); at a reduced
+    `precision`, how far two evaluations at that precision may (see the end).
 
     A sum of n terms t_i computed in any order is within gamma_(n-1) * sum |t_i| of the exact
     sum, gamma_k = k u / (1 - k u) ~ k u, u = 2**-24 (Higham, Accuracy and Stability of
@@ -120,8 +137,22 @@ def rounding_tolerance(length: int, magnitude: float) -> float:
     batch, which is the terms' size for a network at its initialization (no layer cancels much
     larger terms). The bound is the worst case: rounding errors of random sign grow like
     sqrt(n) u, so the tolerance leaves a margin of about 2 sqrt(n) over typical differences
-    (measured in BENCHMARKS.md). The smallest normal float32 keeps an all-zero output exact."""
-    return float(length * EPS32 * magnitude + torch.finfo(torch.float32).tiny)
+    (measured in BENCHMARKS.md). The smallest normal float32 keeps an all-zero output exact.
+
+    At tf32 and bf16 (`nadcore.nads.precision`) the sums still accumulate in float32 (the term
+    above), and every operator rounds once more to the reduced precision: TF32 its operands
+    (a GPU's kernel may use TF32 at one batch size and IEEE float32 at another), bf16 autocast
+    its result. Where two evaluations' values differ, that rounding can go to neighbouring
+    values of the reduced precision, one unit REDUCED_EPS of the value apart, at each operator
+    on the way: `operators` (those whose outputs carry the batch, counted by the activation
+    profile: an upper bound on the roundings, some of which, ReLU or a view, are exact) units
+    of the terms' size are added. Also a worst case, and one that grows with the depth: at
+    bf16, 0.08, 0.18 and 0.39 of the largest |output| for LeNet, VGG-11 and ResNet-18 (10, 22
+    and 48 operators; at tf32 0.010, 0.032, 0.058), more than the output itself for
+    DenseNet-121 (304 operators: 2.4), so at bf16 only a mixing of that order is seen; fp32
+    adds nothing (validation's tolerance)."""
+    reduced = operators * REDUCED_EPS[precision] * magnitude
+    return float(length * EPS32 * magnitude + reduced + torch.finfo(torch.float32).tiny)
 
 
 # -- determinism and per-sample independence ----------------------------------------------------
@@ -207,6 +238,53 @@ def independence_inputs(input_shape: Sequence[int], gen: torch.Generator) -> tor
     return torch.randn((INDEPENDENCE_BATCH, *input_shape), generator=gen)
 
 
-__all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "AssumptionError", "check_assumptions",
-           "check_larger_batches", "describe_structure", "independence_inputs",
-           "reduction_length", "rounding_tolerance", "select_output"]
+# -- where the engine runs the network ------------------------------------------------------------
+@dataclass(frozen=True)
+class BlockCheck:
+    """What `check_block` needs of an uploaded architecture, fixed when a job's engine starts:
+    its `reduction_length`, its operators (`ActivationProfile.operators`) and what a message
+    calls its networks."""
+
+    length: int
+    operators: int
+    what: str = "a re-initialized network"
+
+
+def check_block(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor,
+                outputs: torch.Tensor, check: BlockCheck, precision: str) -> dict[str, float]:
+    """Per-sample independence where the engine runs the network: `xs` is a block of inputs
+    the engine has just evaluated in one batch (the + and - halves of a finite-difference
+    block), `outputs` the (B,) or (B, m) outputs it got, `forward` the same network at the same
+    device and `precision` (the caller's context). INDEPENDENCE_BATCH rows spread over the
+    whole block (both halves, not in +/- pairs: the mean of a block's +/- pairs is x0 alone)
+    are evaluated again in a batch of their own, at most half the block; each must keep its
+    output within `rounding_tolerance` at `precision` of the block's largest |output|.
+    AssumptionError (field `file`) naming the block size, the difference, the tolerance and the
+    fix; otherwise the block size, the largest difference and the tolerance. A block whose own
+    outputs are not all finite is left to the check of the result (which refuses it)."""
+    b = xs.shape[0]
+    k = min(INDEPENDENCE_BATCH, max(1, b // 2))
+    batch = outputs.reshape(b, -1)
+    if not bool(torch.isfinite(batch).all()):
+        return {"block": b, "difference": math.nan, "tolerance": math.nan}
+    rows = torch.linspace(0, b - 1, k, device=xs.device).round().long()
+    with torch.no_grad():
+        again = forward(xs[rows]).reshape(k, -1)
+    tol = rounding_tolerance(check.length, float(batch.abs().max()), precision, check.operators)
+    value, worst = _largest_difference(batch[rows], again)
+    if not value <= tol:
+        raise AssumptionError(
+            f"file: {check.what} mixes the samples of a batch where the engine runs it: in a "
+            f"finite-difference block of {b} inputs on {xs.device} at {precision}, the output "
+            f"of input {int(rows[worst])} changes by {value:.3g} when it is evaluated again in "
+            f"a batch of {k} of the block's inputs ({precision} rounding explains {tol:.3g}), "
+            "so its NADs would measure the batch, not the network: the job stops with no "
+            "result; compute each sample's output from that sample alone, whatever the batch "
+            "size, the device and the precision (no branch on the batch size, x.is_cuda or "
+            "the dtype, no statistic over the batch)")
+    return {"block": b, "difference": value, "tolerance": tol}
+
+
+__all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "REDUCED_EPS", "AssumptionError", "BlockCheck",
+           "check_assumptions", "check_block", "check_larger_batches", "describe_structure",
+           "independence_inputs", "reduction_length", "rounding_tolerance", "select_output"]

@@ -307,7 +307,8 @@ class UploadedModel(nn.Module):
         inside a TorchScript or exported graph; the dispatcher sees every operator)."""
         sizes = _operator_sizes(self, input_shape)
         params = sum(p.numel() for p in self.parameters())
-        return ActivationProfile(max(sizes + [math.prod(input_shape)]), sum(sizes), params)
+        return ActivationProfile(max(sizes + [math.prod(input_shape)]), sum(sizes), params,
+                                 len(sizes))
 
     def init_plan(self) -> list[ParamInit]:
         return list(self._plan)

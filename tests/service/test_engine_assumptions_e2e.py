@@ -3,7 +3,8 @@
 batch (anything computing a batch statistic), that writes its buffers (BatchNorm exported in
 training mode) or that is not deterministic (dropout) is rejected with the reason and the fix;
 a tuple, list or dict output is rejected naming its structure unless the upload names the
-element to use, which jobs then use."""
+element to use, which jobs then use. A network that mixes samples only where the engine runs
+it (here: under a job's bf16 autocast) passes validation and its job fails, naming the block."""
 
 from __future__ import annotations
 
@@ -97,6 +98,46 @@ class TwoNamedHeads(TwoHeads):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
         x = x.flatten(1)
         return {"small": self.small(x), "large": self.large(x)}
+
+
+class MixesInBf16(nn.Module):
+    """Independent in float32 (validation's precision); under bf16 autocast, where its
+    convolution's output is bfloat16, it subtracts that output's batch mean."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x)
+        if h.dtype == torch.bfloat16:
+            h = h - h.mean(0, keepdim=True)
+        return self.fc(torch.relu(h).flatten(1))
+
+
+def test_a_model_that_mixes_samples_only_where_the_engine_runs_it_fails_its_job(
+        alice: httpx.Client) -> None:
+    """Before the engine's own check (nadcore.nads.gradients) its bf16 job succeeded with the
+    NADs of its 128-input finite-difference blocks; now it fails naming the block and keeps no
+    result, and its fp32 job still succeeds."""
+    row = validated(alice, {"bf16": upload(alice, scripted(MixesInBf16().eval()),
+                                           "mixes_bf16.pt")})["bf16"]
+    assert row["status"] == "ready", row
+    body = {"architecture": {"id": row["id"]}, "input_shape": SHAPE, "num_networks": 4}
+    jobs = {}
+    for precision in ("fp32", "bf16"):
+        r = alice.post("/v1/jobs/nads", json={**body, "precision": precision})
+        assert r.status_code == 202, r.text
+        jobs[precision] = wait_for_job(alice, r.json()["id"])
+    assert jobs["fp32"]["status"] == "succeeded", jobs["fp32"]
+    job = jobs["bf16"]
+    assert job["status"] == "failed", job
+    assert "file: a re-initialized network mixes the samples of a batch where the engine runs " \
+        "it: in a finite-difference block of 128 inputs on cpu at bf16" in job["error"], job
+    assert "(bf16 rounding explains " in job["error"], job["error"]
+    assert alice.get(f"/v1/jobs/{job['id']}/artifacts/nads.npy").status_code == 404
 
 
 def test_models_that_mix_samples_or_are_random_are_rejected_with_the_fix(
