@@ -212,7 +212,8 @@ def _shard_record(part: PartialNADs) -> dict[str, Any]:
     return {"networks": [part.start, part.stop], "seconds": round(meta.get("seconds", 0.0), 2),
             "precision": meta.get("precision"), "device": meta.get("plan", {}).get("device"),
             "device_name": meta.get("device_name"), "torch": meta.get("torch"),
-            "threads": meta.get("plan", {}).get("threads"), "nice": meta.get("nice"),
+            "threads": meta.get("plan", {}).get("threads"),
+            "compiled": meta.get("plan", {}).get("compiled", False), "nice": meta.get("nice"),
             "autogroup_nice": meta.get("autogroup_nice"),
             "load_average": meta.get("load_average"), "finished_at": meta.get("finished_at")}
 
@@ -233,6 +234,8 @@ def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
         "devices": sorted({str(s["device_name"]) for s in shards}),
         "torch": sorted({str(s["torch"]) for s in shards}),
         "precisions": sorted({str(s["precision"]) for s in shards}),
+        "compiled_networks": sum(s["networks"][1] - s["networks"][0] for s in shards
+                                 if s["compiled"]),
         "first_finished_at": min((s["finished_at"] or "") for s in shards),
         "last_finished_at": max((s["finished_at"] or "") for s in shards),
         "shard_list": shards,
@@ -282,7 +285,7 @@ def finalize_build(data: Path, arch: str, networks: int, precision: str,
 
 def compute(data: Path, arch: str, networks: int, precision: str, *,
             shard_networks: int | None = None, device: str = "cpu", finalize: bool = True,
-            max_shards: int | None = None,
+            max_shards: int | None = None, compiled: bool = False,
             report: Callable[[str], None] = print) -> Path | None:
     """Computes the shards of [0, networks) that are missing, then finalizes (unless told not
     to). Returns the entry's folder when finalized. `max_shards` stops after that many.
@@ -290,7 +293,11 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
     Several builds of one architecture (processes, on one machine or sharing the folder)
     cooperate: each claims the next free shard (`claim_path`, a kernel lock held while it
     computes), so no shard is computed twice, and the build that saves the last finalizes.
-    A build that finds every shard left claimed returns None."""
+    A build that finds every shard left claimed returns None.
+
+    `compiled`: torch.compile'd forward passes (`nadcore.nads.gradients.compiled_forward`:
+    1.3-1.5x faster on a CPU, equal to float32 rounding); where compiling fails (no C++
+    compiler), the build says so and goes on in eager mode."""
     import torch
 
     from nadcore.nads.precision import native_bf16
@@ -331,9 +338,17 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
                 return None
         (start, stop), claim = chosen
         try:
-            runner = runner or ShardRunner(spec, device)
+            runner = runner or ShardRunner(spec, device, compiled=compiled)
             load_before = os.getloadavg()[0]
-            part = runner.partial(start, stop)
+            try:
+                part = runner.partial(start, stop)
+            except Exception as exc:  # Inductor's compile: a missing or failing C++ compiler
+                if not runner.compiled:
+                    raise
+                report(f"{arch}: compiling the forward passes failed ({type(exc).__name__}: "
+                       f"{str(exc)[:300]}); eager mode from here")
+                runner = ShardRunner(spec, device)
+                part = runner.partial(start, stop)
             part.meta |= {"nice": os.nice(0), "autogroup_nice": group_nice(),
                           "seed_range": [start, stop],
                           "load_average": round((load_before + os.getloadavg()[0]) / 2, 2),

@@ -152,6 +152,10 @@ def catalog_compute(
     ] = True,
     finalize: Annotated[bool, typer.Option(
         "--finalize/--no-finalize", help="Write the entry once [0, N) is covered.")] = True,
+    compiled: Annotated[bool, typer.Option(
+        "--compile/--no-compile", help="torch.compile the forward passes (1.3-1.5x faster "
+        "on a CPU, equal to float32 rounding; eager where compiling fails) [default: on].")
+    ] = True,
 ) -> None:
     """Compute a catalog entry in this process, shard by shard into DATA/ARCH/partials/,
     resuming from the partials present; once [0, N) is covered, write the shipped entry.
@@ -177,7 +181,7 @@ def catalog_compute(
             torch.set_num_threads(threads)
         entry = background_build.compute(data, arch, networks, precision,
                                          shard_networks=shard_networks, device=device,
-                                         finalize=finalize,
+                                         finalize=finalize, compiled=compiled,
                                          report=lambda line: print(line, flush=True))
     except (CatalogError, background_build.BuildError) as exc:
         print(f"nads catalog compute: {exc}", file=sys.stderr)

@@ -21,7 +21,7 @@ from nadcore.nads.decompose import (
     top_eigen,
     top_lowrank,
 )
-from nadcore.nads.gradients import GradientEvaluator
+from nadcore.nads.gradients import GradientEvaluator, compilable
 from nadcore.nads.identifiability import assess
 from nadcore.nads.partial import PartialNADs, merge_partials
 from nadcore.nads.precision import resolve_precision
@@ -103,6 +103,7 @@ class ShardRunner:
         chunk_size: int | None = None,
         memory_budget: int | None = None,
         strategy: str | None = None,
+        compiled: bool = False,
     ):
         self.spec = spec
         self.device = resolve_device(device)
@@ -119,10 +120,12 @@ class ShardRunner:
         )
         self.eval_point = eval_point_for(spec)
         self.precision = resolve_precision(spec, self.device)
+        # torch.compile'd forward passes where asked and where they apply (the plan's loop)
+        self.compiled = compiled and compilable(self.template, spec.method, self.plan.strategy)
         self.evaluator = GradientEvaluator(
             self.template, torch.as_tensor(self.eval_point, device=self.device), spec.method,
             spec.scale, spec.output_index, self.plan.pixel_block, self.plan.strategy,
-            self.plan.channels_last, self.precision, self._block_check(),
+            self.plan.channels_last, self.precision, self._block_check(), self.compiled,
         )
         self.key = merge_key(spec)
         self.representation = representation_for(spec)
@@ -165,9 +168,9 @@ class ShardRunner:
     def partial(self, start: int, stop: int, **kwargs) -> PartialNADs:
         t0 = time.perf_counter()
         grads = self.gradients(start, stop, **kwargs)
-        meta = {"plan": self.plan.as_dict(), "seconds": time.perf_counter() - t0,
-                "precision": self.precision, "device_name": device_name(self.device),
-                "torch": torch.__version__}
+        meta = {"plan": self.plan.as_dict() | {"compiled": self.compiled},
+                "seconds": time.perf_counter() - t0, "precision": self.precision,
+                "device_name": device_name(self.device), "torch": torch.__version__}
         return PartialNADs.from_gradients(self.key, start, grads, self.eval_point,
                                           self.representation, meta)
 

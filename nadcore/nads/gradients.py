@@ -38,6 +38,28 @@ def basis_images(shape: tuple[int, ...], start: int, stop: int, device: torch.de
     return e.view(p, *shape)
 
 
+def compiled_forward(template: nn.Module, method: str, strategy: Strategy) -> Callable:
+    """`functional_call` compiled by torch.compile (Inductor), for the finite differences of a
+    built-in architecture in a loop over networks, where it fuses the memory-bound steps that
+    eager mode runs one by one (BatchNorm, ReLU, DenseNet's concatenations): on one CPU thread
+    of an AVX-512 EPYC, 1.46x faster for DenseNet-121 and 1.3x for ResNet-18 in blocks of 128
+    inputs (BENCHMARKS.md, Catalog on the CPU). Outputs agree with eager mode to float32
+    rounding, not bitwise (fused kernels add in another order). Compiling costs 13 s (ResNet-18)
+    to 63 s (DenseNet-121) once per process, so the catalog's background build uses it and
+    jobs do not. ValueError where it does not apply (`compilable`)."""
+    if not compilable(template, method, strategy):
+        raise ValueError("compiled: only for a built-in architecture's finite differences "
+                         "in a loop over networks")
+    return torch.compile(functional_call, dynamic=False)
+
+
+def compilable(template: nn.Module, method: str, strategy: str) -> bool:
+    """Whether `compiled_forward` applies: not to an uploaded model (its own call), autograd
+    or vmap (the plan's choice for small networks such as logreg)."""
+    return (getattr(template, "call_with_state", None) is None
+            and method == "finite_difference" and strategy == "loop")
+
+
 class GradientEvaluator:
     """Computes the (n, D) input gradients of a chunk of networks given their stacked state."""
 
@@ -53,6 +75,7 @@ class GradientEvaluator:
         channels_last: bool = False,
         precision: str = "fp32",
         block_check: BlockCheck | None = None,
+        compiled: bool = False,
     ):
         self.template = template
         self.x0 = x0
@@ -65,6 +88,9 @@ class GradientEvaluator:
         self.channels_last = channels_last and x0.dim() == 3
         self.precision = precision  # resolved: fp32, tf32 or bf16 (nadcore.nads.precision)
         self.block_check = block_check  # uploaded networks only (built-ins are ours)
+        self._forward = functional_call
+        if compiled:  # see `compiled_forward`
+            self._forward = compiled_forward(template, method, self.strategy)
 
     def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
         # an uploaded TorchScript model has no stateless call: it loads the state in place
@@ -72,7 +98,7 @@ class GradientEvaluator:
         call = getattr(self.template, "call_with_state", None)
         if call is not None:
             return call(state, x)[:, self.output_index]
-        return functional_call(self.template, state, (x,))[:, self.output_index]
+        return self._forward(self.template, state, (x,))[:, self.output_index]
 
     def _layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -134,7 +134,7 @@ def test_two_builds_at_once_share_the_shards(tmp_path: Path):
 
     command = [sys.executable, "-m", "nads.cli", "catalog", "compute", "--arch", "lenet",
                "--networks", "24", "--shard-networks", "2", "--data", str(tmp_path / "built"),
-               "--foreground"]
+               "--foreground", "--no-compile"]  # eager: bitwise the one-shot run's
     builds = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True) for _ in range(2)]
     outputs = [b.communicate(timeout=600)[0] for b in builds]

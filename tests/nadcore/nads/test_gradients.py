@@ -140,3 +140,21 @@ def test_batched_equals_one_network_at_a_time(arch):
     for j, model in enumerate(models):
         ref = autograd_gradient(model, x0)
         np.testing.assert_allclose(batched[j], ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_compiled_forward_passes_agree_with_eager_to_float32_rounding():
+    """The catalog build's torch.compile'd forward passes (gradients.compiled_forward) give a
+    built-in network's finite-difference gradients to float32 rounding of eager mode's, and
+    say so in the partial's plan; they are refused where they do not apply."""
+    eager = _runner("lenet", (1, 16, 16), n=3)
+    compiled = _runner("lenet", (1, 16, 16), n=3, compiled=True)
+    assert eager.plan.strategy == "loop"
+    want, got = eager.partial(0, 3), compiled.partial(0, 3)
+    scale = float(np.abs(want.gradients).max())
+    np.testing.assert_allclose(got.gradients, want.gradients, rtol=0, atol=1e-5 * scale)
+    assert got.meta["plan"]["compiled"] is True and want.meta["plan"]["compiled"] is False
+    from nadcore.nads.gradients import compiled_forward
+
+    for method, strategy in (("autograd", "loop"), ("finite_difference", "vmap")):
+        with pytest.raises(ValueError, match="compiled: only for a built-in"):
+            compiled_forward(eager.template, method, strategy)
