@@ -34,6 +34,7 @@ from nadcore.specs.architecture import ArchitectureRef
 from nadcore.training.recipe import (
     EpochStats,
     batches,
+    eval_check,
     evaluate,
     fit,
     has_batchnorm,
@@ -257,12 +258,13 @@ def train_classifier(spec: PoisonSpec, data: ImageDataset, x_train: torch.Tensor
     spans = batches(n, tr.batch_size, has_batchnorm(model))
     shuffle = torch.Generator().manual_seed(poison_seed(spec.seed, _SHUFFLE, index_position))
     eval_batch = max(tr.batch_size, 512)
+    check = eval_check(model, shape)  # uploaded: `evaluate` checks its first batch of 512
     train_acc = np.zeros(tr.epochs)
     test_acc = np.zeros(tr.epochs)
 
     def after_epoch(epoch: int, stats: EpochStats) -> None:
-        fit_loss, fit_correct = evaluate(model, xtr, ytr, eval_batch)
-        test_loss, test_correct = evaluate(model, xte, yte, eval_batch)
+        fit_loss, fit_correct = evaluate(model, xtr, ytr, eval_batch, check)
+        test_loss, test_correct = evaluate(model, xte, yte, eval_batch, check)
         require_finite_losses(tr, what or f"the model at index position {index_position}",
                               epoch, training_loss=stats.loss,
                               loss_on_its_training_set=fit_loss, test_loss=test_loss)

@@ -54,6 +54,7 @@ from nadcore.training.recipe import (
     EpochStats,
     batches,
     check_stop,
+    eval_check,
     evaluate,
     fit,
     has_batchnorm,
@@ -61,6 +62,7 @@ from nadcore.training.recipe import (
     require_finite_losses,
     stacked_sgd_step,
 )
+from nadcore.uploaded.engine_assumptions import check_eval_batch
 
 STRATEGIES = ("vmap", "loop")
 
@@ -125,6 +127,8 @@ class ProbeTrainer:
         self.batches = batches(spec.data.num_train, spec.training.batch_size, self.has_bn)
         self.chunk_size = chunk_size or self._chunk_size(memory_budget)
         self.eval_batch = self._eval_batch()
+        # an uploaded model's evaluation batches are checked (validation never ran their size)
+        self.eval_check = eval_check(self.template, shape)
 
     # -- sizing --------------------------------------------------------------------------------
     def _activation_floats(self) -> int:
@@ -280,6 +284,11 @@ class ProbeTrainer:
         for start in range(0, num, self.eval_batch):
             stop = min(num, start + self.eval_batch)
             out = batched(params, buffers, x[:, start:stop])
+            if self.eval_check is not None and start == 0:  # the first model, the same vmap
+                first = ({k: v[:1] for k, v in params.items()},
+                         {k: v[:1] for k, v in buffers.items()})
+                check_eval_batch(lambda xb, first=first: batched(*first, xb[None])[0],
+                                 x[0, start:stop], out[0], self.eval_check)
             yb = y[:, start:stop]
             ce = F.cross_entropy(out.flatten(0, 1), yb.flatten(), reduction="none")
             loss += ce.view(n, -1).to(torch.float64).sum(1)
@@ -308,7 +317,8 @@ class ProbeTrainer:
         curves = np.zeros((tr.epochs, 4), dtype=np.float32)
 
         def after_epoch(epoch: int, stats: EpochStats) -> None:
-            test_loss, test_correct = evaluate(model, d.x_test, d.y_test, self.eval_batch)
+            test_loss, test_correct = evaluate(model, d.x_test, d.y_test, self.eval_batch,
+                                               self.eval_check)
             curves[epoch] = (stats.loss, stats.accuracy, test_loss,
                              100.0 * test_correct / spec.data.num_test)
             require_finite_losses(tr, f"direction {j}", epoch,

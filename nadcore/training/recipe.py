@@ -22,6 +22,8 @@ from torch import nn
 
 from nadcore.control import Cancelled, ShouldStop
 from nadcore.seeding import seeded_global_rng
+from nadcore.uploaded.engine_assumptions import BlockCheck, check_eval_batch, reduction_length
+from nadcore.uploaded.network import UploadedModel
 
 
 class Recipe(Protocol):
@@ -167,16 +169,32 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, recipe: Recipe, *,
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int,
-             ) -> tuple[float, int]:
+             check: BlockCheck | None = None) -> tuple[float, int]:
     """(mean cross-entropy, number of samples classified right) of `model` as it is (callers
-    put it in eval mode), `batch` samples per forward pass."""
+    put it in eval mode), `batch` samples per forward pass. With `check` (an uploaded model:
+    `eval_check`), the first forward pass is checked for per-sample independence
+    (`check_eval_batch`; AssumptionError): validation never ran the model at `batch`."""
     loss, correct = 0.0, 0
     for start in range(0, x.shape[0], batch):
         out = model(x[start:start + batch])
+        if check is not None and start == 0:
+            check_eval_batch(model, x[:batch], out, check)
         yb = y[start:start + batch]
         loss += float(F.cross_entropy(out, yb, reduction="sum"))
         correct += int((out.argmax(1) == yb).sum())
     return loss / x.shape[0], correct
+
+
+def eval_check(model: nn.Module, input_shape: tuple[int, ...]) -> BlockCheck | None:
+    """What `evaluate` (and the probe's vmap evaluation) needs to check an uploaded model's
+    evaluation batches, sizes that validation never ran (up to a whole test set); None for a
+    built-in (ours: not checked, nothing spent). One activation profile of the model (a
+    forward pass of one input), once per model or trainer."""
+    if not isinstance(model, UploadedModel):
+        return None
+    profile = model.activation_profile(tuple(input_shape))
+    return BlockCheck(reduction_length(model, profile.largest), profile.operators,
+                      "a trained uploaded network")
 
 
 def stacked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
@@ -205,6 +223,6 @@ def stacked_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor],
     return momentum
 
 
-__all__ = ["Diverged", "EpochStats", "Recipe", "batches", "check_stop", "evaluate", "fit",
-           "has_batchnorm", "lr_at", "require_finite_losses", "sgd", "stacked_sgd_step",
+__all__ = ["Diverged", "EpochStats", "Recipe", "batches", "check_stop", "eval_check", "evaluate",
+           "fit", "has_batchnorm", "lr_at", "require_finite_losses", "sgd", "stacked_sgd_step",
            "train_epoch"]

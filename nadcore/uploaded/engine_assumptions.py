@@ -23,7 +23,10 @@ job's precision, where a network may branch on what validation never showed it (
 size above some threshold, x.is_cuda, the dtype under bf16 autocast). So the engine checks
 again where it runs an uploaded network (`check_block`, called by `nadcore.nads.gradients` on
 the first block of each chunk of networks): a few rows of the block evaluated again in a batch
-of their own must keep their outputs, or the job fails without a result.
+of their own must keep their outputs, or the job fails without a result. Probe and poison jobs
+evaluate their trained networks in eval mode in batches of their own size (up to a whole test
+set); the first batch of each evaluation is checked the same way (`check_eval_batch`, called
+by `nadcore.training.recipe.evaluate` and the probe's vmap evaluation).
 
 "The same" means within what float32 rounding explains (`rounding_tolerance`): a batch of 1
 and a batch of 8 may run different kernels that add the same terms in another order. At a
@@ -262,6 +265,26 @@ def check_block(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tenso
     AssumptionError (field `file`) naming the block size, the difference, the tolerance and the
     fix; otherwise the block size, the largest difference and the tolerance. A block whose own
     outputs are not all finite is left to the check of the result (which refuses it)."""
+    return _check_rows(forward, xs, outputs, check, precision,
+                       "a finite-difference block", "block", "NADs")
+
+
+def check_eval_batch(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor,
+                     outputs: torch.Tensor, check: BlockCheck) -> dict[str, float]:
+    """`check_block` for an evaluation batch of probe and poison jobs (test accuracy, the fit
+    of the training set: `nadcore.training.recipe.evaluate` and the probe's vmap evaluation),
+    whose batches, up to a whole test set, validation never ran: `xs` a batch the job has just
+    evaluated in eval mode, `outputs` its (B, classes) logits, `forward` the same trained
+    network, device and mode; at float32 (the precision of those jobs)."""
+    return _check_rows(forward, xs, outputs, check, "fp32", "an evaluation batch", "batch",
+                       "accuracies")
+
+
+def _check_rows(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tensor,
+                outputs: torch.Tensor, check: BlockCheck, precision: str, where: str,
+                unit: str, results: str) -> dict[str, float]:
+    """check_block and check_eval_batch: `where` names the batch in the message ("a
+    finite-difference block"), `unit` it again ("block"), `results` what it would spoil."""
     b = xs.shape[0]
     k = min(INDEPENDENCE_BATCH, max(1, b // 2))
     batch = outputs.reshape(b, -1)
@@ -274,11 +297,11 @@ def check_block(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tenso
     value, worst = _largest_difference(batch[rows], again)
     if not value <= tol:
         raise AssumptionError(
-            f"file: {check.what} mixes the samples of a batch where the engine runs it: in a "
-            f"finite-difference block of {b} inputs on {xs.device} at {precision}, the output "
+            f"file: {check.what} mixes the samples of a batch where the engine runs it: in "
+            f"{where} of {b} inputs on {xs.device} at {precision}, the output "
             f"of input {int(rows[worst])} changes by {value:.3g} when it is evaluated again in "
-            f"a batch of {k} of the block's inputs ({precision} rounding explains {tol:.3g}), "
-            "so its NADs would measure the batch, not the network: the job stops with no "
+            f"a batch of {k} of the {unit}'s inputs ({precision} rounding explains {tol:.3g}), "
+            f"so its {results} would measure the batch, not the network: the job stops with no "
             "result; compute each sample's output from that sample alone, whatever the batch "
             "size, the device and the precision (no branch on the batch size, x.is_cuda or "
             "the dtype, no statistic over the batch)")
@@ -286,5 +309,6 @@ def check_block(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.Tenso
 
 
 __all__ = ["EPS32", "FIX", "INDEPENDENCE_BATCH", "REDUCED_EPS", "AssumptionError", "BlockCheck",
-           "check_assumptions", "check_block", "check_larger_batches", "describe_structure",
-           "independence_inputs", "reduction_length", "rounding_tolerance", "select_output"]
+           "check_assumptions", "check_block", "check_eval_batch", "check_larger_batches",
+           "describe_structure", "independence_inputs", "reduction_length", "rounding_tolerance",
+           "select_output"]
