@@ -275,8 +275,11 @@ def check_eval_batch(forward: Callable[[torch.Tensor], torch.Tensor], xs: torch.
     of the training set: `nadcore.training.recipe.evaluate` and the probe's vmap evaluation),
     whose batches, up to a whole test set, validation never ran: `xs` a batch the job has just
     evaluated in eval mode, `outputs` its (B, classes) logits, `forward` the same trained
-    network, device and mode; at float32 (the precision of those jobs)."""
-    return _check_rows(forward, xs, outputs, check, "fp32", "an evaluation batch", "batch",
+    network, device and mode; at float32 (the precision of those jobs), with TF32's tolerance
+    on a GPU, where cuDNN's convolutions default to TF32 and may use it at one batch size and
+    not at another (a false alarm would fail a sound job)."""
+    precision = "tf32" if xs.device.type == "cuda" else "fp32"
+    return _check_rows(forward, xs, outputs, check, precision, "an evaluation batch", "batch",
                        "accuracies")
 
 
