@@ -30,3 +30,19 @@ def autograd_gradient(model: nn.Module, x0: torch.Tensor, output: int = 0) -> np
     x = x0.clone().unsqueeze(0).requires_grad_(True)
     model(x)[0, output].backward()
     return x.grad[0].reshape(-1).numpy()
+
+
+def save_archive(module: nn.Module, path, shape: tuple[int, int, int] = (1, 6, 6)):  # noqa: ANN001, ANN201
+    """`module` as .pt (TorchScript) or .pt2 (torch.export, dynamic batch) at `path`, in the
+    module's current mode (as a user would save it); returns `path`."""
+    import warnings
+
+    if str(path).endswith(".pt2"):
+        program = torch.export.export(module, (torch.randn((2, *shape)),),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.export.save(program, str(path))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.jit.save(torch.jit.script(module), str(path))
+    return path

@@ -40,6 +40,7 @@ from nadcore.uploaded.engine_assumptions import (
 )
 from nadcore.uploaded.network import register_archive
 from nadcore.uploaded.validation import validate
+from tests.helpers import save_archive
 
 # A 32-channel convolution at 16x16 (largest activation 8,192 floats per input): the CPU plan's
 # blocks are 128 pixels (256 inputs, the size validation checks), the GPU plan's the whole
@@ -94,17 +95,8 @@ class _MixesInBf16(nn.Module):
 
 
 def _archive(module: nn.Module, path):  # noqa: ANN001, ANN202
-    """`module` (eval mode) as .pt (TorchScript) or .pt2 (torch.export, dynamic batch)."""
-    module = module.eval()
-    if str(path).endswith(".pt2"):
-        program = torch.export.export(module, (torch.randn((2, *SHAPE)),),
-                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
-        torch.export.save(program, str(path))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.jit.save(torch.jit.script(module), str(path))
-    return path
+    """`module` in eval mode as .pt (TorchScript) or .pt2 (torch.export, dynamic batch)."""
+    return save_archive(module.eval(), path, SHAPE)
 
 
 def _validated_spec(path, **fields) -> NADSpec:  # noqa: ANN001, ANN003

@@ -25,6 +25,7 @@ from nadcore.uploaded.engine_assumptions import (
     select_output,
 )
 from nadcore.uploaded.state_writes import tensors_written_in_script
+from tests.helpers import save_archive
 
 
 def _check(net: nn.Module, shape: tuple[int, int, int], seed: int = 0) -> dict[str, float]:
@@ -222,20 +223,6 @@ class _MixesAboveSixteenSmoothly(nn.Module):
         return self.fc((x - weight * x.mean(0, keepdim=True)).flatten(1))
 
 
-def _archive(module: nn.Module, path, shape: tuple[int, int, int] = (1, 6, 6)):  # noqa: ANN001
-    """`module` as .pt (TorchScript) or .pt2 (torch.export, dynamic batch) at `path`, in the
-    module's current mode (as a user would save it)."""
-    import warnings
-
-    if str(path).endswith(".pt2"):
-        program = torch.export.export(module, (torch.randn((2, *shape)),),
-                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
-        torch.export.save(program, str(path))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.jit.save(torch.jit.script(module), str(path))
-    return path
 
 
 @pytest.mark.parametrize(("module", "suffix"), [(_MixesAboveSixteen, "pt"),
@@ -249,7 +236,7 @@ def test_a_network_that_mixes_samples_only_in_larger_batches_is_refused(tmp_path
     from nadcore.uploaded.network import UploadedArchitectureError
     from nadcore.uploaded.validation import validate
 
-    path = _archive(module().eval(), tmp_path / f"mixes.{suffix}")
+    path = save_archive(module().eval(), tmp_path / f"mixes.{suffix}")
     with pytest.raises(UploadedArchitectureError) as exc:
         validate(path, (1, 6, 6), "torch-default")
     message = str(exc.value)
@@ -273,7 +260,7 @@ def test_networks_independent_at_every_batch_size_report_the_larger_batches(tmp_
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3)).eval()
-    info = validate(_archive(net, tmp_path / f"plain.{suffix}"), (1, 6, 6), "torch-default")
+    info = validate(save_archive(net, tmp_path / f"plain.{suffix}"), (1, 6, 6), "torch-default")
     checks = info["engine_checks"]
     assert info["batches"] == [1, 3, 72, 128]
     assert set(checks["larger_batches"]) == set(checks["larger_batches_tolerance"]) == {"72",
@@ -340,13 +327,13 @@ def test_a_program_that_writes_its_tensors_is_refused_naming_them(tmp_path, case
     torch.manual_seed(0)
     path = tmp_path / "writes.pt2"
     if case == "counter":
-        _archive(_CountsCallsInABuffer().eval(), path)
+        save_archive(_CountsCallsInABuffer().eval(), path)
     elif case == "counter, functional":
         _functional(_CountsCallsInABuffer().eval(), path)
     elif case == "batchnorm in training mode":
-        _archive(_bn_cnn().train(), path, (1, 8, 8))
+        save_archive(_bn_cnn().train(), path, (1, 8, 8))
     elif case == "input":
-        _archive(_WritesItsInput().eval(), path)
+        save_archive(_WritesItsInput().eval(), path)
     else:
         _functional(_WritesItsInput().eval(), path)
     shape = (1, 8, 8) if case.startswith("batchnorm") else (1, 6, 6)
@@ -411,7 +398,7 @@ def test_a_torchscript_network_that_writes_its_tensors_is_refused_naming_them(
     from nadcore.uploaded.validation import validate
 
     torch.manual_seed(0)
-    path = _archive(_WritesItsTensorsInScript(what).eval(), tmp_path / "writes.pt")
+    path = save_archive(_WritesItsTensorsInScript(what).eval(), tmp_path / "writes.pt")
     with pytest.raises(UploadedArchitectureError) as exc:
         validate(path, (1, 6, 6), "torch-default")
     message = str(exc.value)
@@ -455,7 +442,7 @@ def test_a_torchscript_hook_that_writes_tensors_is_refused(tmp_path, hook,
     else:
         net.register_forward_pre_hook(_rectify_input)
     with pytest.raises(UploadedArchitectureError) as exc:
-        validate(_archive(net.eval(), tmp_path / "hooked.pt"), (1, 6, 6), "torch-default")
+        validate(save_archive(net.eval(), tmp_path / "hooked.pt"), (1, 6, 6), "torch-default")
     assert str(exc.value).startswith(f"file: the network writes its {written} in place "), exc
 
 
@@ -464,7 +451,7 @@ def test_a_torchscript_network_writing_only_its_own_intermediates_is_accepted(tm
     torch.manual_seed(0)
     from nadcore.uploaded.validation import validate
 
-    path = _archive(_WritesItsTensorsInScript("nothing").eval(), tmp_path / "plain.pt")
+    path = save_archive(_WritesItsTensorsInScript("nothing").eval(), tmp_path / "plain.pt")
     assert validate(path, (1, 6, 6), "torch-default")["format"] == "torchscript"
 
 
@@ -539,7 +526,7 @@ def test_a_program_with_structured_control_flow_is_refused_naming_it(tmp_path, m
     from nadcore.uploaded.validation import validate
 
     torch.manual_seed(0)
-    path = _archive(module().eval(), tmp_path / "flow.pt2")
+    path = save_archive(module().eval(), tmp_path / "flow.pt2")
     with pytest.raises(UploadedArchitectureError) as exc:
         validate(path, (1, 6, 6), "torch-default")
     message = str(exc.value)

@@ -13,7 +13,6 @@ evaluation batch of each evaluation is checked: a few rows again in a batch of t
 from __future__ import annotations
 
 import io
-import warnings
 
 import numpy as np
 import pytest
@@ -32,6 +31,7 @@ from nadcore.uploaded import engine_assumptions
 from nadcore.uploaded.engine_assumptions import INDEPENDENCE_BATCH, AssumptionError
 from nadcore.uploaded.network import register_archive
 from nadcore.uploaded.validation import validate
+from tests.helpers import save_archive
 
 SHAPE = (1, 4, 4)
 MIXES_ABOVE = 300  # above every size validation runs (at most 128 here), below 512 and 1,000
@@ -72,17 +72,8 @@ class _MixesInLargeBatchesSmoothly(_Mlp):
 
 
 def _archive(module: nn.Module, path):  # noqa: ANN001, ANN202
-    """`module` (eval mode) as .pt (TorchScript) or .pt2 (torch.export, dynamic batch)."""
-    module = module.eval()
-    if str(path).endswith(".pt2"):
-        program = torch.export.export(module, (torch.randn((2, *SHAPE)),),
-                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
-        torch.export.save(program, str(path))
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.jit.save(torch.jit.script(module), str(path))
-    return path
+    """`module` in eval mode as .pt (TorchScript) or .pt2 (torch.export, dynamic batch)."""
+    return save_archive(module.eval(), path, SHAPE)
 
 
 def _validated(path) -> ArchitectureRef:  # noqa: ANN001
