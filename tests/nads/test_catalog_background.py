@@ -247,3 +247,25 @@ def test_a_bf16_build_is_refused_where_bf16_is_emulated(tmp_path: Path,
     with pytest.raises(BuildError, match="precision: bf16 is emulated on this CPU"):
         compute(tmp_path, "logreg", 4, "bf16", shard_networks=4, report=_quiet)
     assert not partials_dir(tmp_path, "logreg").exists()
+
+
+def test_a_build_whose_compilation_fails_goes_on_in_eager_mode(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    """Where torch.compile cannot build its kernels (no C++ compiler on the machine), the
+    build says so and computes the shard in eager mode, recorded as such."""
+    import torch
+
+    def no_compiler(fn, **_kwargs):  # noqa: ANN001, ANN202
+        def fails(*_args, **_kw):  # noqa: ANN202
+            raise RuntimeError("no C++ compiler")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    lines = []
+    compute(tmp_path, "lenet", 4, "fp32", shard_networks=2, finalize=False, compiled=True,
+            report=lines.append)
+    assert lines[1] == ("lenet: compiling the forward passes failed (RuntimeError: no C++ "
+                        "compiler); eager mode from here"), lines
+    folder = partials_dir(tmp_path, "lenet")
+    assert [(p.start, p.stop) for p in present(folder)] == [(0, 2), (2, 4)]
+    assert not any(PartialNADs.load(p.path).meta["plan"]["compiled"] for p in present(folder))
