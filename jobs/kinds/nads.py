@@ -16,12 +16,13 @@ from jobs.kinds.base import (
     Items,
     Plan,
     Quota,
+    SpecError,
     check_limits,
     counted_layers,
     uploaded_flops,
 )
 from nadcore.nads.cost import estimate_cost, running_bytes
-from nadcore.nads.spec import NADSpec
+from nadcore.nads.spec import GRADIENT_BLOCK_LIMIT, NADSpec
 from nadcore.specs.layer_counts import LayerCount
 from store.settings import Settings
 
@@ -32,6 +33,29 @@ QUOTAS = (
     Quota("memory_bytes", "max_memory_bytes", 16 * 2**30,
           "bytes of partial results and of one running network"),
 )
+
+
+# The most bytes one frame from the sandbox can declare: its length field is 4 bytes
+# (nadcore.uploaded.isolated.HEADER, ">cI"; that module imports torch, so not imported here).
+SANDBOX_FRAME_LIMIT = 2**32 - 1
+
+
+def check_returnable(spec: NADSpec) -> None:
+    """SpecError unless each shard of a job on an uploaded architecture can send its result back
+    from the sandbox in one frame. Only the moments of a covariance at D = 16,384 (the largest
+    the spec allows) from more than 16,384 networks cannot: 2 D^2 float64 are 4 GiB, and the
+    job would fail after computing every shard."""
+    if spec.representation != "moments":
+        return
+    moments = 2 * spec.input_dim**2 * 8
+    if moments + (1 << 20) > SANDBOX_FRAME_LIMIT:  # with the rest of the shard's .npz
+        most = GRADIENT_BLOCK_LIMIT // (4 * spec.input_dim)
+        raise SpecError(
+            "decomposition", f"a covariance of D = {spec.input_dim:,} from "
+            f"{spec.num_networks:,} networks of an uploaded architecture keeps each shard's "
+            f"gradients as their moments, {moments / 2**30:.1f} GiB, more than the sandbox can "
+            f"return ({SANDBOX_FRAME_LIMIT / 2**30:.0f} GiB); use decomposition lowrank, or at "
+            f"most {most:,} networks", spec.decomposition)
 
 
 def check_quota(spec: NADSpec, settings: Settings,
@@ -86,6 +110,8 @@ class NADKind:
         count = counted_layers(admission, spec.architecture, spec.input_shape,
                                spec.output_index + 1)
         estimate = check_quota(spec, admission.settings, admission.arch_info, count)
+        if admission.arch_info is not None:  # an upload: its results come through the sandbox
+            check_returnable(spec)
         if spec.target_stability is not None:
             return Plan(SEQUENTIAL, estimate, [(0, spec.num_networks)])
         return Plan(SHARDED, estimate, spec.shard_ranges())

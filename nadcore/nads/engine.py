@@ -33,10 +33,6 @@ from nadcore.seeding import eval_point_seed
 from nadcore.uploaded.engine_assumptions import BlockCheck, reduction_length
 from nadcore.uploaded.network import UploadedModel
 
-# Gradient blocks up to this size are kept whole (bitwise reproducible merges); larger ones
-# are reduced to their moments.
-GRADIENT_BLOCK_LIMIT = 1 << 30
-
 
 def eval_point_for(spec: NADSpec) -> np.ndarray:
     """x0 of the spec: given, or drawn from N(0, I) with the spec's seed (on the CPU)."""
@@ -72,13 +68,6 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return platform.processor() or platform.machine() or "cpu"
-
-
-def representation_for(spec: NADSpec) -> str:
-    blob = spec.num_networks * spec.input_dim * 4
-    if blob <= GRADIENT_BLOCK_LIMIT or spec.uses_lowrank:
-        return "gradients"
-    return "moments"
 
 
 class RunOptions(TypedDict, total=False):
@@ -128,7 +117,7 @@ class ShardRunner:
             self.plan.channels_last, self.precision, self._block_check(), self.compiled,
         )
         self.key = merge_key(spec)
-        self.representation = representation_for(spec)
+        self.representation = spec.representation
 
     def _block_check(self) -> BlockCheck | None:
         """An uploaded network's finite differences are checked where they run (validation saw

@@ -22,6 +22,9 @@ from nadcore.specs.ranges import shard_ranges
 
 Method = Literal["finite_difference", "autograd"]
 Decomposition = Literal["auto", "covariance", "lowrank"]
+# Gradient blocks up to this size are kept whole (bitwise reproducible merges); larger ones
+# are reduced to their moments (`NADSpec.representation`).
+GRADIENT_BLOCK_LIMIT = 1 << 30
 Precision = Literal["auto", "fp32", "tf32", "bf16"]
 
 STABILITY_KS = (1, 4, 16, 64)
@@ -188,6 +191,15 @@ class NADSpec(BaseModel):
         if self.decomposition == "auto":
             return self.input_dim > 4096
         return self.decomposition == "lowrank"
+
+    @property
+    def representation(self) -> str:
+        """How a shard's result is kept: "gradients" (its (n, D) float32 gradients, when all
+        the job's gradients fit in GRADIENT_BLOCK_LIMIT bytes, or for lowrank, which needs
+        them) or "moments" (their sums and outer products, for a covariance beyond it)."""
+        if self.num_networks * self.input_dim * 4 <= GRADIENT_BLOCK_LIMIT or self.uses_lowrank:
+            return "gradients"
+        return "moments"
 
     def shard_ranges(self) -> list[tuple[int, int]]:
         """Contiguous network-index ranges [start, stop) of the `shards` shards."""

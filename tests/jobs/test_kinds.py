@@ -181,3 +181,34 @@ def test_admission_pins_the_nad_result_a_spec_reads(session: Session, settings: 
     plan = get_kind("probe").plan(probe, _admit(session, settings, alice.user_id))
     assert plan.spec.directions.sha256 == "b" * 64
     assert probe.directions.sha256 == forged  # the submitted spec itself is left as it was
+
+
+def test_an_uploads_nad_job_whose_shards_cannot_come_back_is_refused_first(
+        session: Session, settings: Settings, alice: ApiKey) -> None:
+    """The moments of a covariance at D = 16,384 (2 D^2 float64, 4 GiB) are past what one frame
+    from the sandbox can declare: such a job on an upload failed after computing every shard.
+    It is refused at submission, naming the field and the ways out; built-ins (no sandbox) and
+    every smaller result are not."""
+    import struct
+
+    from jobs.kinds.base import SpecError
+    from jobs.kinds.nads import SANDBOX_FRAME_LIMIT, check_returnable
+    from nadcore.uploaded.isolated import HEADER
+
+    assert HEADER.format == ">cI" and 2 ** (8 * struct.calcsize(">I")) - 1 == SANDBOX_FRAME_LIMIT
+    kind = get_kind("nads")
+    spec = NADSpec(architecture="lenet", input_shape=(1, 128, 128), num_networks=16_385,
+                   decomposition="covariance", shards=4)
+    assert spec.representation == "moments"
+    upload = Admission(session, alice.user_id, settings,
+                       BlobStore(settings.resolved_blob_dir), {"num_params": 10})
+    with pytest.raises(SpecError, match="decomposition: a covariance of D = 16,384 from 16,385 "
+                       r"networks .* 4.0 GiB, more than the sandbox can return \(4 GiB\); use "
+                       "decomposition lowrank, or at most 16,384 networks"):
+        kind.plan(spec, upload)
+    assert kind.plan(spec, _admit(session, settings, alice.user_id)).ranges  # a built-in
+    for fits in (spec.model_copy(update={"num_networks": 16_384}),  # gradients
+                 spec.model_copy(update={"decomposition": "lowrank"}),
+                 NADSpec(architecture="lenet", input_shape=(1, 64, 64), num_networks=70_000,
+                         decomposition="covariance")):  # moments of 256 MiB
+        check_returnable(fits)

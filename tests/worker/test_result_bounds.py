@@ -195,14 +195,13 @@ def test_a_nad_shard_frame_is_bounded_by_the_specs_representation(tmp_path: Path
 
 
 def test_a_moments_shard_is_bounded_by_its_moments_only() -> None:
-    from nadcore.nads.engine import representation_for
     from nadcore.nads.spec import NADSpec
     from worker.kinds import nads as nad_kind
 
     d = 4096
     spec = NADSpec(architecture="lenet", input_shape=(1, 64, 64), num_networks=70_000,
                    shards=2)
-    assert representation_for(spec) == "moments"
+    assert spec.representation == "moments"
     assert nad_kind.shard_result_limit(spec, 0, 35_000) == result_bytes(2, 2 * d, 2 * d * d, d)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from jobs.budget import Budget
 from nadcore import NADResult, PartialNADs, compute_shard, finalize, merge_partials, run_spec
 from nadcore.nads.decompose import subspace_overlap
-from nadcore.nads.engine import merge_key, representation_for
+from nadcore.nads.engine import merge_key
 from nadcore.nads.figures import render_nad_figures
 from nadcore.nads.identifiability import chance, noise_upper
 from nadcore.nads.spec import STABILITY_KS, NADSpec
@@ -86,12 +86,12 @@ def result_files(result: NADResult, inputs: Inputs, folder: Path
 
 def shard_result_limit(spec: NADSpec, start: int, stop: int) -> int:
     """The most bytes the sandbox may send for networks start..stop-1: the representation the
-    engine uses for this spec (`representation_for`), never both. The gradients' bound is
+    engine uses for this spec (`NADSpec.representation`), never both. The gradients' bound is
     (stop - start) x D; the moments' 2 x D x D is far larger (for D = 3 x 512 x 512, some
     10 TB, past what a frame can say) and would let a hostile model make the worker hold a
     4 GiB frame (three copies of it on the way) for a result of a few MB."""
     d = spec.input_dim
-    if representation_for(spec) == "gradients":
+    if spec.representation == "gradients":
         return uploaded.result_bytes((stop - start) * d, d)  # gradients, eval_point
     return uploaded.result_bytes(2, 2 * d, 2 * d * d, d)  # count, sums, outer, eval_point
 
@@ -102,7 +102,7 @@ def sandboxed_shard(settings: Settings, spec: NADSpec, archive: Path, start: int
     """Networks start..stop-1 of a NAD job on an uploaded architecture, in the sandbox
     (nadcore.nads.sandboxed), the partial checked before it is kept."""
     what = f"networks {start}..{stop - 1}"
-    d, representation = spec.input_dim, representation_for(spec)
+    d, representation = spec.input_dim, spec.representation
     limit = shard_result_limit(spec, start, stop)
     outcome = uploaded.run_kind("shard", "nadcore.nads.sandboxed", settings, spec, archive,
                                 threads, limit, progress, should_stop, budget, start=start,
