@@ -79,9 +79,12 @@ class Process:
 
 
 def connected_workers(session: Session, settings: Settings) -> list[Worker]:
-    """Workers whose heartbeat is younger than `heartbeat_timeout_s`."""
+    """Workers whose heartbeat is younger than `heartbeat_timeout_s` and that have not said
+    they shut down (a worker stopped cleanly counts no more at once: its processes are not
+    slots that shards are sent to, nor throughput that estimates count)."""
     since = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s)
-    return list(session.scalars(select(Worker).where(Worker.last_seen >= since)
+    return list(session.scalars(select(Worker).where(Worker.last_seen >= since,
+                                                     Worker.stopped_at.is_(None))
                                 .order_by(Worker.name)))
 
 

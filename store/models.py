@@ -152,8 +152,8 @@ class Worker(Base):
     one process by rate key (the job kind, bf16 jobs apart: jobs.fleet.rate_key), from the
     calibration at its start (key `calibration`) and then from its finished shards
     (jobs/fleet.py reads them to estimate a job's run time), whether its device computes bf16
-    in hardware (`native_bf16`), and the `datasets` it can read (a job naming another is
-    refused at submission)."""
+    in hardware (`native_bf16`), the `datasets` it can read (a job naming another is refused at
+    submission), and when it shut down (`stopped_at`)."""
 
     __tablename__ = "workers"
 
@@ -173,6 +173,9 @@ class Worker(Base):
     # whether its device computes bfloat16 in hardware (nadcore.nads.precision.native_bf16, from
     # its calibration); None: not said (not calibrated yet, or a CPU that cannot be told)
     native_bf16: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # when it shut down cleanly (worker/heartbeat.py): from then on it is not connected, however
+    # recent `last_seen`; cleared by its next beat (a restart under the same name)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Artifact(Base):

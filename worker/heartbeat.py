@@ -59,12 +59,13 @@ class _Beat(threading.Thread):
 
 
 def beat_worker(session: Session, name: str, info: dict[str, Any] | None = None) -> None:
-    """Upserts the worker's row with last_seen = now; `info` (processes, queues, gpus: at its
-    start) is written too."""
+    """Upserts the worker's row with last_seen = now (and no `stopped_at`: a restart under the
+    same name is connected again); `info` (processes, queues, gpus: at its start) is written
+    too."""
     now = utcnow()
     info = info or {}
     result = session.execute(update(Worker).where(Worker.name == name)
-                             .values(last_seen=now, **info))
+                             .values(last_seen=now, stopped_at=None, **info))
     if result.rowcount == 0:
         session.add(Worker(name=name, hostname=socket.gethostname(), pid=os.getpid(),
                            started_at=now, last_seen=now, **info))
@@ -93,10 +94,34 @@ def shard_heartbeat(settings: Settings, shard_id: int, task_id: str | None) -> I
         thread.stop()
 
 
+def leave_worker(session: Session, name: str) -> None:
+    """Records that the worker shut down: it is not connected from now on (jobs/fleet.py), so
+    its processes are no longer slots that users' shards are sent to."""
+    session.execute(update(Worker).where(Worker.name == name).values(stopped_at=utcnow()))
+    session.commit()
+
+
+class _WorkerBeat(_Beat):
+    """The worker's heartbeat: stopping it (at the worker's clean shutdown) also records that
+    the worker left (`leave_worker`), after the last beat."""
+
+    def __init__(self, interval: float, beat: Callable[[], None], name: str,
+                 leave: Callable[[], None]) -> None:
+        super().__init__(interval, beat, name)
+        self.leave = leave
+
+    def stop(self) -> None:
+        super().stop()
+        try:
+            self.leave()
+        except Exception:  # noqa: BLE001 (the row times out after heartbeat_timeout_s anyway)
+            log.warning("could not record that %s left", self.name, exc_info=True)
+
+
 def start_worker_heartbeat(settings: Settings, name: str,
                            info: dict[str, Any] | None = None) -> _Beat:
     """Registers the worker (with `info`: processes, queues, gpus) and beats every interval,
-    each beat with the datasets it can read."""
+    each beat with the datasets it can read; its `stop()` records that the worker left."""
     from nadcore.poison.datasets import readable_datasets
 
     url = settings.resolved_database_url
@@ -108,9 +133,13 @@ def start_worker_heartbeat(settings: Settings, name: str,
         with session_scope(url) as session:
             beat_worker(session, name, datasets())
 
+    def leave() -> None:
+        with session_scope(url) as session:
+            leave_worker(session, name)
+
     with session_scope(url) as session:
         beat_worker(session, name, (info or {}) | datasets())
-    thread = _Beat(settings.heartbeat_interval_s, beat, f"worker-{name}")
+    thread = _WorkerBeat(settings.heartbeat_interval_s, beat, f"worker-{name}", leave)
     thread.start()
     return thread
 

@@ -20,8 +20,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from jobs.fleet import connected_workers
 from store.db import session_scope
-from store.models import ArchitectureCost, Worker, utcnow
+from store.models import ArchitectureCost, Worker
 from store.settings import Settings
 from tests.support import (
     NADS_BIN,
@@ -49,8 +50,7 @@ def _calibrated(settings: Settings, timeout: float = 90) -> list[Worker]:
     deadline = time.monotonic() + timeout
     while True:
         with session_scope(settings.resolved_database_url) as session:
-            fresh = [w for w in session.scalars(select(Worker))
-                     if (utcnow() - w.last_seen).total_seconds() < settings.heartbeat_timeout_s]
+            fresh = connected_workers(session, settings)
             if fresh and all((w.throughput or {}).get("calibration") for w in fresh):
                 session.expunge_all()
                 return fresh

@@ -9,7 +9,12 @@ printed for docs/service.md and BENCHMARKS.md, and bounded loosely (one shard, t
 same-moment race, plus the dispatch): on a loaded machine the dispatch alone has taken 1.9 s.
 
 Twice: on the embedded `nads serve` (SQLite, the file-system broker, its two workers on this
-2-core machine) while the catalog builds, and on Postgres + Redis with the suite's worker."""
+2-core machine) while the catalog builds, and on Postgres + Redis with the suite's worker.
+
+The slots are the connected workers' processes: a worker that shut down cleanly counts no more
+at once. (It used to count until its heartbeat timed out, 30 s: right after another test's
+worker stopped, A was sent shards for processes that were gone, and they waited at the broker
+ahead of B's, which then started after two more of A's.)"""
 
 from __future__ import annotations
 
@@ -23,10 +28,19 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from jobs.dispatch import user_slots
 from nadcore.cores import usable_cores
 from store.db import session_scope
 from store.settings import Settings
-from tests.support import clean_env, keyed_client, nads_serve, new_key, submit_job, wait_for_job
+from tests.support import (
+    celery_worker,
+    clean_env,
+    keyed_client,
+    nads_serve,
+    new_key,
+    submit_job,
+    wait_for_job,
+)
 from worker.layout import plan_layout
 
 from .test_worker_layout import needs_two_cores
@@ -94,6 +108,20 @@ def _two_users(a: httpx.Client, b: httpx.Client, rows_of) -> dict[str, float]:
     assert figures["wait_s"] <= (figures["running_shard_s"] + figures["median_shard_s"]
                                  + SLACK_S), figures
     return figures
+
+
+def _slots(settings: Settings) -> int:
+    with session_scope(settings.resolved_database_url) as session:
+        return user_slots(session, settings)
+
+
+def test_a_worker_that_shut_down_is_no_slot_at_once(worker: subprocess.Popen,
+                                                     settings: Settings) -> None:
+    assert _slots(settings) == SLOTS  # the suite's worker
+    with celery_worker(settings, queues="gpu,cpu", processes=1, log_name="extra.log"):
+        assert _slots(settings) == SLOTS + 1  # registered when ready
+    # stopped (SIGTERM, a warm shutdown): gone now, not after the heartbeat timeout
+    assert _slots(settings) == SLOTS
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from jobs import state
 from jobs.create import create_job
+from jobs.fleet import connected_workers
 from store.models import SHARDED, ApiKey, Shard, Worker, utcnow
 from store.settings import Settings
 from worker.heartbeat import shard_heartbeat, start_worker_heartbeat
@@ -89,3 +90,28 @@ def test_the_workers_heartbeat_is_written_and_advances(session: Session,
     stopped = last_seen()
     time.sleep(5 * INTERVAL_S)
     assert last_seen() == stopped
+
+
+def test_a_worker_that_stopped_is_not_connected_until_it_beats_again(
+        session: Session, settings: Settings) -> None:
+    """Stopping the worker's heartbeat (its clean shutdown) records that it left: its row is
+    not connected however recent its last beat; its restart under the same name is again."""
+    fast = settings.model_copy(update={"heartbeat_interval_s": INTERVAL_S})
+
+    def connected() -> list[str]:
+        names = [w.name for w in connected_workers(session, fast)]
+        session.commit()
+        return names
+
+    thread = start_worker_heartbeat(fast, "node-2", {"processes": 1, "queues": "gpu"})
+    assert "node-2" in connected()
+    thread.stop()
+    assert "node-2" not in connected()
+    row = session.get(Worker, "node-2")
+    assert utcnow() - row.last_seen < timedelta(seconds=fast.heartbeat_timeout_s)
+    session.commit()
+    again = start_worker_heartbeat(fast, "node-2", {"processes": 1, "queues": "gpu"})
+    try:
+        assert "node-2" in connected()
+    finally:
+        again.stop()
