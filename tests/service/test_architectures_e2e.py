@@ -29,13 +29,12 @@ from nads.export_command import export_architecture
 from store.db import session_scope
 from store.models import Architecture, utcnow
 from store.settings import Settings
-from tests.bad_models import Forever, NaN, Raises, scripted_bytes
+from tests.bad_models import NaN, Raises, scripted_bytes
 from tests.support import ServerThread, reference, wait_for_job
 from worker.reconcile import reconcile_once
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("worker")]
 SHAPE = [1, 16, 16]
-LIMIT_S = Settings().architecture_validation_timeout_s  # the default: the suite keeps it
 
 
 def upload(client: httpx.Client, data: bytes, filename: str = "model.pt",
@@ -152,8 +151,7 @@ def test_probe_job_trains_an_uploaded_model(alice: httpx.Client) -> None:
 
 
 def test_rejections_name_the_reason_and_the_worker_survives(
-        alice: httpx.Client, worker: subprocess.Popen, settings: Settings,
-        tmp_path: Path) -> None:
+        alice: httpx.Client, worker: subprocess.Popen, tmp_path: Path) -> None:
     checkpoint = io.BytesIO()
     torch.save(nn.Linear(4, 1), checkpoint)
     program = torch.export.export(NaN().eval(), (torch.zeros(2, 1, 2, 2),),
@@ -182,22 +180,16 @@ def test_rejections_name_the_reason_and_the_worker_survives(
         ((tmp_path / "nan.pt2").read_bytes(), "nan.pt2", "non-finite outputs"),
         ((tmp_path / "three.pt2").read_bytes(), "three.pt2", "input_shape: 1,2,2 disagrees "
          "with the uploaded program in channels: declared 1, the program takes 3"),
-        # at the default NADS_ARCHITECTURE_VALIDATION_TIMEOUT_S
-        (scripted_bytes(Forever()), "forever.pt",
-         f"time limit of {LIMIT_S:.0f} s"),
-    ]
+    ]  # one that runs forever: tests/service/test_validation_fairness.py (a short time limit)
     ids = []
     for data, name, _ in cases:
         r = upload(alice, data, name, shape=[1, 2, 2])
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
-    t0 = time.monotonic()
     for arch_id, (_, _, reason) in zip(ids, cases, strict=True):
-        row = wait_validated(alice, arch_id, timeout=LIMIT_S + 60)
+        row = wait_validated(alice, arch_id)
         assert row["status"] == "rejected" and reason in row["reason"], row
-    assert settings.architecture_validation_timeout_s == LIMIT_S  # the default
-    assert time.monotonic() - t0 < LIMIT_S + 240  # the runaway child was killed at the limit
-    # the worker killed the runaway child, not itself, and takes the next upload
+    # the worker's sandboxed children failed, not the worker: it takes the next upload
     assert worker.poll() is None
     good = upload(alice, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(4, 1))), "ok.pt",
                   shape=[1, 2, 2])

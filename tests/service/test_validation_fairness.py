@@ -5,6 +5,10 @@ validation finishes before most of A's, where a first-in-first-out lane validate
 A service of its own (SQLite, the embedded filesystem broker, a lane worker of one process
 that takes only `validate`, as `nads serve` and docker-compose's `validator` run it): the
 suite's shared worker takes shards too, and other tests' uploads must not share the lane.
+
+The lane's validation time limit is short here (RUNAWAY_LIMIT_S), so that an upload that runs
+forever is killed at it without holding a core for the default's three minutes; the lane then
+validates the next upload.
 """
 
 from __future__ import annotations
@@ -15,22 +19,25 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from torch import nn
 
 from api.main import create_app
 from store.migrate import upgrade
 from store.settings import Settings
-from tests.bad_models import Raises, scripted_bytes
+from tests.bad_models import Forever, Raises, scripted_bytes
 from tests.support import ServerThread, celery_worker, keyed_client, new_key
 
 pytestmark = pytest.mark.slow
 BURST = 5
+RUNAWAY_LIMIT_S = 20.0  # validations of the tiny archives here take a second or two
 
 
 @pytest.fixture(scope="module")
 def lane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, ...]]:
     data = tmp_path_factory.mktemp("validation-lane")
     settings = Settings(data_dir=data, upload_rate_per_minute=0, catalog_autobuild="",
-                        heartbeat_interval_s=1.0)
+                        heartbeat_interval_s=1.0,
+                        architecture_validation_timeout_s=RUNAWAY_LIMIT_S)
     upgrade(settings.resolved_database_url)
     keys = [new_key(settings, f"{who}-{uuid.uuid4().hex[:6]}") for who in ("a", "b")]
     env = {"NADS_CATALOG_AUTOBUILD": "", "NADS_HEARTBEAT_INTERVAL_S": "1.0"}
@@ -75,3 +82,20 @@ def test_another_users_upload_is_validated_before_most_of_a_burst(
     print(f"\nvalidation lane: B's upload finished {order.index(single) + 1} of "
           f"{len(order)}, before {len(after)} of A's {BURST}")
     assert len(after) > BURST // 2, order  # FIFO: B's was last, before none
+
+
+def test_a_runaway_validation_is_killed_at_the_limit_and_the_lane_goes_on(
+        lane: tuple[httpx.Client, httpx.Client]) -> None:
+    a, _ = lane
+    t0 = time.monotonic()
+    runaway = upload(a, scripted_bytes(Forever()), "forever")
+    assert finish_order(lane, {runaway}, timeout=RUNAWAY_LIMIT_S + 90) == [runaway]
+    elapsed = time.monotonic() - t0
+    row = a.get(f"/v1/architectures/{runaway}").json()
+    assert row["status"] == "rejected", row
+    assert f"time limit of {RUNAWAY_LIMIT_S:.0f} s" in row["reason"], row
+    assert RUNAWAY_LIMIT_S <= elapsed < RUNAWAY_LIMIT_S + 60, elapsed  # killed at the limit
+    # the lane worker killed the runaway child, not itself: it validates the next upload
+    good = upload(a, scripted_bytes(nn.Sequential(nn.Flatten(), nn.Linear(16, 1))), "ok")
+    assert finish_order(lane, {good}, timeout=90) == [good]
+    assert a.get(f"/v1/architectures/{good}").json()["status"] == "ready"
