@@ -6,13 +6,17 @@ first layer of all networks becomes one wide layer, the rest grouped layers) or 
 over the networks, whichever measures faster on the device (`engine.default_strategy`).
 
 An uploaded network is checked where it runs (`block_check`): in each call, the first
-finite-difference block of the first network, a few of its rows evaluated again in a batch of
-their own (`nadcore.uploaded.engine_assumptions.check_block`). Autograd needs no check: each
-network sees one input, x0, alone.
+finite-difference block and a smaller last one (a size validation did not run), a few of their
+rows evaluated again in a batch of their own
+(`nadcore.uploaded.engine_assumptions.check_block`), for every network of the chunk (a
+TorchScript network may branch on its weights) while that costs at most CHECK_SHARE of the
+forward passes, else for every `checked_stride`-th. Autograd needs no check: each network sees
+one input, x0, alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,10 +25,20 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from nadcore.nads.precision import precision_context
-from nadcore.uploaded.engine_assumptions import BlockCheck, check_block
+from nadcore.uploaded.engine_assumptions import INDEPENDENCE_BATCH, BlockCheck, check_block
 
 StateDict = dict[str, torch.Tensor]
 Strategy = Literal["vmap", "loop"]
+# the share of an uploaded network's forward passes that its block checks may add (per
+# network: INDEPENDENCE_BATCH rows of each checked block against 2 D rows in all)
+CHECK_SHARE = 0.01
+
+
+def checked_stride(dim: int) -> int:
+    """Every how many networks of a chunk the block checks run (the first network always): at
+    most two checked blocks of INDEPENDENCE_BATCH rows against 2 D rows, so every network from
+    D = 800 inputs (1x32x32: 1,024), every 50th at D = 16."""
+    return max(1, math.ceil(2 * INDEPENDENCE_BATCH / (CHECK_SHARE * 2 * dim)))
 
 
 def basis_images(shape: tuple[int, ...], start: int, stop: int, device: torch.device):
@@ -137,6 +151,7 @@ class GradientEvaluator:
             return self._map(self._autograd, state, self.x0).detach().float()
         pixels = pixels or range(self.dim)
         n = next(iter(state.values())).shape[0]
+        full = min(self.pixel_block, len(pixels))  # the pixels of a block but the last
         out = torch.empty((n, len(pixels)), dtype=torch.float32, device=self.x0.device)
         with torch.no_grad():
             for start in range(pixels.start, pixels.stop, self.pixel_block):
@@ -145,18 +160,20 @@ class GradientEvaluator:
                 # the perturbed inputs are shared by all networks: built once per block
                 xs = self._layout(torch.cat([self.x0 + self.scale * e, self.x0 - self.scale * e]))
                 values = self._map(self._values, state, xs)  # xs = the + block then the -
-                if self.block_check is not None and start == pixels.start:
-                    self._check_block(state, xs, values[0])
+                if self.block_check is not None and (start == pixels.start
+                                                     or stop - start < full):
+                    for j in range(0, n, checked_stride(len(pixels))):
+                        self._check_block(state, j, xs, values[j])
                 # (f(x0 + s e_i) - f(x0 - s e_i)) / 2s
                 p = stop - start
                 out[:, start - pixels.start:stop - pixels.start] = \
                     (values[:, :p] - values[:, p:]) / (2 * self.scale)
         return out
 
-    def _check_block(self, state: StateDict, xs: torch.Tensor, values: torch.Tensor
+    def _check_block(self, state: StateDict, j: int, xs: torch.Tensor, values: torch.Tensor
                      ) -> dict[str, float]:
-        """Rows of the first network's block `xs` (its outputs `values`) evaluated again in a
-        batch of their own, at the same device and precision, in the same layout."""
-        one = self._network(state, 0)
+        """Rows of network `j`'s block `xs` (its outputs `values`) evaluated again in a batch
+        of their own, at the same device and precision, in the same layout."""
+        one = self._network(state, j)
         return check_block(lambda x: self._values(one, self._layout(x)), xs, values,
                            self.block_check, self.precision)

@@ -7,7 +7,9 @@ the GPU plan's finite-difference blocks are larger than the CPU plan's (here 512
 256), and a network can branch on anything validation did not see (the batch size above some
 threshold, the device, the dtype under bf16 autocast). Such a network passed validation and
 its NAD jobs succeeded with NADs of the batch. The engine now re-evaluates a few rows of the
-first block of each chunk in a batch of their own and fails the job when they disagree.
+first block (and of a smaller last block, a size validation did not run) of the networks of
+each chunk in a batch of their own and fails the job when they disagree: every network from
+D = 800, every few below (here, D = 256: every 4th of a chunk, its first always).
 
 The GPU plan's blocks are emulated on this CPU by planning as for a GPU
 (`nadcore.nads.schedule._pixel_block` with the device type "cuda"): the engine then evaluates
@@ -17,6 +19,7 @@ blocks of the GPU's size, which is what the check must see.
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -181,7 +184,7 @@ def test_a_network_that_mixes_only_in_bf16_fails_its_bf16_job(tmp_path) -> None:
 def test_the_check_leaves_a_normal_networks_results_bitwise_unchanged(
         tmp_path, suffix, strategy, precision, monkeypatch) -> None:  # noqa: ANN001
     """The check re-evaluates rows on the side: the gradients are the same bits with and
-    without it (and it did run, once per chunk, on the first block)."""
+    without it (and it did run, once per chunk of two at this D, on the first block)."""
     spec = _validated_spec(_archive(_Wide(), tmp_path / f"plain.{suffix}"),
                            precision=precision, num_networks=5)
     _plan_as_on_a_gpu(monkeypatch)
@@ -200,6 +203,81 @@ def test_the_check_leaves_a_normal_networks_results_bitwise_unchanged(
     monkeypatch.setattr("nadcore.nads.gradients.check_block", lambda *a, **k: {})
     unchecked = compute_shard(spec, 0, 5, strategy=strategy, chunk_size=2).gradients
     assert np.array_equal(checked, unchecked)
+
+
+# 1x30x30 through a 4-channel convolution (largest activation 3,600 floats per input): the CPU
+# plan's blocks are 256 pixels, the last of D = 900 is 132 (264 inputs), a size validation
+# does not run; every network of a chunk is checked at this D (gradients.checked_stride)
+SHAPE30 = (1, 30, 30)
+LAST_BLOCK = 2 * (900 % 256)
+
+
+class _Small30(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 30 * 30, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class _MixesInTheLastBlock(_Small30):
+    """Subtracts the batch mean in batches of 264 inputs only (TorchScript)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 264:  # LAST_BLOCK
+            x = x - x.mean(0, keepdim=True)
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+class _MixesWhereItsWeightsSay(_Small30):
+    """Subtracts the batch mean when its fc.bias[0] exceeds `threshold`: in some re-initialized
+    networks of a job and not others (TorchScript)."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if float(self.fc.bias[0]) > self.threshold:
+            x = x - x.mean(0, keepdim=True)
+        return self.fc(torch.relu(self.conv(x)).flatten(1))
+
+
+def _spec30(path, num_networks: int) -> NADSpec:  # noqa: ANN001
+    ref = ArchitectureRef(id="0" * 32, sha256=register_archive(path), init="torch-default")
+    return NADSpec(architecture=ref, input_shape=SHAPE30, num_networks=num_networks, seed=3)
+
+
+def test_a_network_that_mixes_only_in_the_smaller_last_block_fails_its_job(tmp_path) -> None:  # noqa: ANN001
+    """It passes validation (its sizes: 1, 3, 128 and the full block, 512); the engine's last
+    block of each network is smaller, and the check runs there too."""
+    path = save_archive(_MixesInTheLastBlock().eval(), tmp_path / "last.pt", SHAPE30)
+    info = validate(path, SHAPE30, "torch-default")
+    assert info["batches"] == [1, 3, 128, 512] and LAST_BLOCK not in info["batches"], info
+    with pytest.raises(AssumptionError) as exc:
+        _shard(_spec30(path, 2), tmp_path)
+    assert f"in a finite-difference block of {LAST_BLOCK} inputs on cpu at fp32" in \
+        str(exc.value), exc.value
+
+
+def test_a_network_that_mixes_only_where_its_weights_say_fails_its_job(tmp_path) -> None:  # noqa: ANN001
+    """The job's first network does not mix, a later one does: every network of a chunk is
+    checked, not the first alone (before, this job succeeded with the NADs of the batch)."""
+    never = save_archive(_MixesWhereItsWeightsSay(math.inf).eval(), tmp_path / "never.pt",
+                         SHAPE30)
+    spec = _spec30(never, 6)
+    states = nads_engine.ShardRunner(spec).sampler.sample(range(6))
+    biases = states["net.fc.bias"][:, 0].tolist()
+    assert max(biases[1:]) > biases[0], biases  # seed 3: some later network's is larger
+    threshold = (biases[0] + max(biases[1:])) / 2  # network 0 does not mix, a later one does
+    path = save_archive(_MixesWhereItsWeightsSay(threshold).eval(), tmp_path / "mixes.pt",
+                        SHAPE30)
+    assert np.isfinite(_shard(_spec30(never, 6), tmp_path).gradients).all()
+    with pytest.raises(AssumptionError) as exc:
+        _shard(_spec30(path, 6), tmp_path)
+    assert "in a finite-difference block of 512 inputs on cpu at fp32" in str(exc.value)
 
 
 def test_builtin_architectures_are_not_checked(monkeypatch) -> None:  # noqa: ANN001
