@@ -37,12 +37,15 @@ def encode_frame(kind: bytes, payload: bytes) -> bytes:
 
 
 def decode_frames(buffer: bytearray) -> Iterator[tuple[bytes, bytes]]:
-    """Complete frames at the head of `buffer` (consumed); an incomplete tail stays."""
+    """Complete frames at the head of `buffer` (consumed); an incomplete tail stays. Each
+    payload is copied once, out of a view (a slice of the bytearray would be a second copy:
+    a result of gigabytes held three times in the worker's memory)."""
     while len(buffer) >= HEADER.size:
         kind, length = HEADER.unpack_from(buffer)
         if len(buffer) < HEADER.size + length:
             return
-        payload = bytes(buffer[HEADER.size:HEADER.size + length])
+        with memoryview(buffer) as view:
+            payload = bytes(view[HEADER.size:HEADER.size + length])
         del buffer[:HEADER.size + length]
         yield kind, payload
 
