@@ -22,8 +22,9 @@ its own plan's block size (a GPU's finite-difference blocks are larger), on its 
 job's precision, where a network may branch on what validation never showed it (the batch
 size above some threshold, x.is_cuda, the dtype under bf16 autocast). So the engine checks
 again where it runs an uploaded network (`check_block`, called by `nadcore.nads.gradients` on
-the first block of each chunk of networks): a few rows of the block evaluated again in a batch
-of their own must keep their outputs, or the job fails without a result. Probe and poison jobs
+the first block, and a smaller last one, of the networks of each chunk): a few rows of the
+block evaluated again in a batch of their own must keep their outputs, or the job fails
+without a result. Probe and poison jobs
 evaluate their trained networks in eval mode in batches of their own size (up to a whole test
 set); the first batch of each evaluation is checked the same way (`check_eval_batch`, called
 by `nadcore.training.recipe.evaluate` and the probe's vmap evaluation).
