@@ -35,39 +35,43 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-# The longest files, longest first: per-file totals of a two-process run (--junitxml, summed
-# per file), 2026-12-06. A file missing here (a new one) runs after them if it holds a slow
+# The longest files, longest first: per-file totals (setup, call and teardown) of a
+# three-process run (--durations=0, summed per file), 2026-12-07, beside the catalog builds and
+# a benchmark (load 5-10). A file missing here (a new one) runs after them if it holds a slow
 # test; re-measure and update when a file's time changes much.
 LONGEST_FIRST = (
-    "tests.service.test_recovery",
-    "tests.service.test_notebook",
-    "tests.service.test_sandbox",
-    "tests.service.test_readme",  # 229 s (2026-12-06, three processes, an AVX2-only EPYC)
-    "tests.service.test_faults",
-    "tests.service.test_fairness",
-    "tests.service.test_budgets",
-    "tests.service.test_engine_assumptions_e2e",
-    "tests.service.test_architectures_e2e",
-    "tests.nadcore.probe.test_probe",
-    "tests.service.test_cli_client",
-    "tests.service.test_catalog",
-    "tests.service.test_s3_e2e",
-    "tests.service.test_worker_layout",
-    "tests.service.test_estimates",
-    "tests.service.test_web",
-    "tests.service.test_learning_e2e",
-    "tests.nads.test_catalog_data",
-    "tests.nadcore.nads.test_precision",
-    "tests.nadcore.nads.test_engine",
-    "tests.service.test_catalog_shipped",
-    "tests.service.test_poison_e2e",
-    "tests.nadcore.nads.test_gradients",
-    "tests.worker.test_result_bounds",
-    "tests.service.test_embedded",
-    "tests.test_ci_skips",
-    "tests.api.test_fuzz",
-    "tests.nads.test_catalog_background",
-    "tests.service.test_jobs_e2e",
+    "tests.service.test_sandbox",  # 383 s
+    "tests.service.test_recovery",  # 357 s
+    "tests.service.test_readme",  # 332 s
+    "tests.service.test_notebook",  # 292 s
+    "tests.nadcore.probe.test_probe",  # 291 s
+    "tests.service.test_architectures_e2e",  # 176 s
+    "tests.service.test_catalog",  # 170 s
+    "tests.service.test_fairness",  # 162 s
+    "tests.service.test_cli_client",  # 159 s
+    "tests.nadcore.uploaded.test_untrusted",  # 148 s
+    "tests.service.test_engine_assumptions_e2e",  # 145 s
+    "tests.service.test_worker_layout",  # 143 s
+    "tests.nadcore.nads.test_gradients",  # 140 s
+    "tests.service.test_faults",  # 129 s
+    "tests.service.test_budgets",  # 122 s
+    "tests.service.test_estimates",  # 110 s
+    "tests.nads.test_catalog_background",  # 93 s
+    "tests.service.test_s3_e2e",  # 90 s
+    "tests.service.test_poison_e2e",  # 71 s
+    "tests.worker.test_result_bounds",  # 66 s
+    "tests.api.test_fuzz",  # 65 s
+    "tests.service.test_learning_e2e",  # 64 s
+    "tests.service.test_validation_fairness",  # 60 s
+    "tests.worker.test_sandbox_cgroup",  # 60 s
+    "tests.service.test_web",  # 59 s
+    "tests.worker.test_sandbox_escape",  # 56 s
+    "tests.service.test_jobs_e2e",  # 53 s
+    "tests.test_ci_skips",  # 53 s
+    "tests.nads.test_catalog_data",  # 53 s
+    "tests.service.test_probe_e2e",  # 49 s
+    "tests.service.test_identifiability_e2e",  # 44 s
+    "tests.api.test_request_limits",  # 40 s
 )
 
 
