@@ -11,7 +11,8 @@ to held: `preempt_shard`) -> succeeded or failed (`finish_shard`), or cancelled
 (`cancel_own_shard`; a queued one with its job: `cancel_job`). A job: queued -> running (its
 first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge queued
 (`claim_merge`, again: `resend_merge`) -> merge running (`start_merge`) -> succeeded
-(`succeed_job`), or failed (`fail_job`) or cancelled (`cancel_job`) from queued or running.
+(`succeed_job`), or failed (`fail_job`; with the shard that failed it:
+`fail_shard_and_job`) or cancelled (`cancel_job`) from queued or running.
 
 An uploaded architecture: validating, held (not sent) -> sent (`send_held_validation`, back
 with `hold_validation`) -> ready or rejected (`finish_validation`); deleted by its owner
@@ -22,8 +23,8 @@ attached (`attach_catalog_round`) -> ready (`finish_catalog_entry`) or failed
 shipped one replaced by a newer shipped entry (`update_shipped_entry`).
 
 Lock order: a transaction that moves a job's shards and the job itself updates the shards
-first, then the job (`claim_shard`, `cancel_job`); the other order deadlocks against them on
-PostgreSQL. Every other transition moves one row.
+first, then the job (`claim_shard`, `cancel_job`, `fail_shard_and_job`); the other order
+deadlocks against them on PostgreSQL. Every other transition moves one row.
 """
 
 from __future__ import annotations
@@ -291,6 +292,26 @@ def succeed_job(session: Session, job_pk: int, summary: dict[str, Any]) -> bool:
 def fail_job(session: Session, job_pk: int, error: str) -> bool:
     """A queued or running job fails with `error`; False when it had already finished."""
     now = utcnow()
+    result = session.execute(
+        update(Job)
+        .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))
+        .values(status=FAILED, error=error[:4000], finished_at=now, updated_at=now)
+    )
+    session.commit()
+    return result.rowcount == 1
+
+
+def fail_shard_and_job(session: Session, job_pk: int, shard_id: int | None,
+                       error: str) -> bool:
+    """A shard's error fails its job, in one transaction, so that no reader sees the job
+    failed and the shard that failed it still running: the shard first (the lock order), and
+    only if it was running (`finish_shard`'s condition), then the job as `fail_job`; returns
+    whether the job failed (False: it had already finished)."""
+    now = utcnow()
+    if shard_id is not None:
+        session.execute(update(Shard).where(Shard.id == shard_id, Shard.status == RUNNING)
+                        .values(status=FAILED, finished_at=now, updated_at=now,
+                                error=error[:4000]))
     result = session.execute(
         update(Job)
         .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))

@@ -28,7 +28,6 @@ from store import blobgc
 from store.blobs import Blobs, keep_blob, open_blob_store
 from store.db import get_sessionmaker, session_scope
 from store.models import (
-    FAILED,
     RUNNING,
     SUCCEEDED,
     Artifact,
@@ -78,11 +77,11 @@ class JobTask(Task):
             with session_scope(_db_url()) as session:
                 job = state.load_job(session, job_id)
                 if job is not None:
-                    state.fail_job(session, job.pk, message)
                     index = args[1] if len(args) > 1 else 0
                     shard = next((s for s in job.shards if s.index == index), None)
-                    if shard is not None:  # a running one: `finish_shard` leaves others
-                        state.finish_shard(session, shard.id, FAILED, error=message)
+                    # the shard if it was running, and the job, in one transaction
+                    state.fail_shard_and_job(session, job.pk,
+                                             None if shard is None else shard.id, message)
         except DBAPIError:
             log.exception("could not record the failure of job %s", job_id)
         _release(None, self.request.hostname)

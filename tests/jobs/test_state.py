@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from celery import Celery
+from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from jobs import state
@@ -112,6 +113,36 @@ def test_fail_never_overwrites_a_finished_job(session: Session, app: Celery,
     assert state.fail_job(session, other.pk, "x" * 5000)
     session.refresh(other)
     assert other.status == FAILED and len(other.error) == 4000
+
+
+def test_a_shard_that_fails_fails_its_job_in_the_same_commit(
+        session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
+    """The job and the running shard that failed it move together (before, the job was failed
+    and committed first: a reader in between saw it failed with that shard still running,
+    tests/service/test_jobs_e2e.py's failing job under load); a queued shard stays queued."""
+    job = _job(session, app, alice)
+    running, queued = job.shards[0], job.shards[1]
+    assert state.claim_shard(session, job, running, running.task_id, settings)
+    commits = []
+
+    def committed(_: Session) -> None:
+        commits.append(1)
+
+    event.listen(session, "after_commit", committed)
+    try:
+        assert state.fail_shard_and_job(session, job.pk, running.id, "shard 0: boom")
+    finally:
+        event.remove(session, "after_commit", committed)
+    assert len(commits) == 1
+    session.refresh(job)
+    session.refresh(running)
+    session.refresh(queued)
+    assert (job.status, job.error) == (FAILED, "shard 0: boom")
+    assert (running.status, running.error) == (FAILED, "shard 0: boom")
+    assert queued.status == QUEUED
+    assert not state.fail_shard_and_job(session, job.pk, running.id, "late")  # finished
+    session.refresh(job)
+    assert job.error == "shard 0: boom"
 
 
 def test_progress_is_recorded_only_for_a_running_shard(session: Session, app: Celery,
