@@ -89,8 +89,9 @@ def _reconcile_job(session: Session, app: Celery, settings: Settings, job: Job,
         if not is_lost(shard, settings, stale):
             continue
         if shard.attempts >= settings.max_attempts:
-            state.fail_job(session, job.pk, f"shard {shard.index}: gave up after "
-                           f"{shard.attempts} attempts (limit {settings.max_attempts})")
+            state.fail_shard_and_job(session, job.pk, shard.id,
+                                     f"shard {shard.index}: gave up after {shard.attempts} "
+                                     f"attempts (limit {settings.max_attempts})")
             return sent
         log.warning("job %s shard %d: %s and silent since %s, sending it again",
                     job.id, shard.index, shard.status, shard.heartbeat_at or shard.updated_at)

@@ -87,3 +87,18 @@ def test_reconcile_fails_a_shard_that_used_up_its_attempts(
     reconcile_once(session, app, settings)
     session.refresh(job)
     assert job.status == "failed" and "gave up after" in job.error
+    assert job.shards[0].status == "queued"  # lost before it ran: left as it was
+    # one that was running when it went silent fails with its job
+    job = create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="nads",
+                     mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1)],
+                     settings=settings)
+    shard = job.shards[0]
+    assert state.claim_shard(session, job, shard, shard.task_id, settings)
+    shard.attempts = settings.max_attempts
+    shard.heartbeat_at = utcnow() - timedelta(seconds=settings.heartbeat_timeout_s + 1)
+    session.commit()
+    reconcile_once(session, app, settings)
+    session.refresh(job)
+    session.refresh(shard)
+    assert job.status == "failed" and shard.status == "failed"
+    assert shard.error == job.error and "gave up after" in shard.error
