@@ -291,13 +291,18 @@ def succeed_job(session: Session, job_pk: int, summary: dict[str, Any]) -> bool:
 
 def fail_job(session: Session, job_pk: int, error: str) -> bool:
     """A queued or running job fails with `error`; False when it had already finished."""
-    now = utcnow()
+    failed = _fail_job_row(session, job_pk, error, utcnow())
+    session.commit()
+    return failed
+
+
+def _fail_job_row(session: Session, job_pk: int, error: str, now: datetime) -> bool:
+    """`fail_job`'s UPDATE, uncommitted."""
     result = session.execute(
         update(Job)
         .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))
         .values(status=FAILED, error=error[:4000], finished_at=now, updated_at=now)
     )
-    session.commit()
     return result.rowcount == 1
 
 
@@ -312,13 +317,9 @@ def fail_shard_and_job(session: Session, job_pk: int, shard_id: int | None,
         session.execute(update(Shard).where(Shard.id == shard_id, Shard.status == RUNNING)
                         .values(status=FAILED, finished_at=now, updated_at=now,
                                 error=error[:4000]))
-    result = session.execute(
-        update(Job)
-        .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))
-        .values(status=FAILED, error=error[:4000], finished_at=now, updated_at=now)
-    )
+    failed = _fail_job_row(session, job_pk, error, now)
     session.commit()
-    return result.rowcount == 1
+    return failed
 
 
 def cancel_job(session: Session, job: Job) -> bool:
