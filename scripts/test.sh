@@ -12,8 +12,8 @@ bash scripts/install.sh
 # cores busier than two (907 tests: 17.9 min with three, beside a nice-19 build; about 20 min
 # with two). NADS_TEST_PROCESSES=0 runs it in one process. Each process takes its own Redis
 # database, 13 + its index (tests/fixtures.py): at most three fit below Redis's 16. Four
-# (NADS_TEST_REDIS_DB=12) gained nothing on 2026-12-07: 21.0 min against 20.8 with three under
-# the same load; the cores, not the waits, bound it now.
+# (NADS_TEST_REDIS_DB=12) gained nothing on 2026-12-07: 21.0 min beside the two catalog
+# builds, against 20.8 with three beside the builds and other tests; the cores bound it now.
 # --durations: the slowest tests at the end, to keep the suite inside its 15 minutes
 .venv/bin/python -m pytest -q -p no:cacheprovider -n "${NADS_TEST_PROCESSES:-3}" --dist loadfile \
   --durations=25 "$@"
