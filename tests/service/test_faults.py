@@ -378,7 +378,15 @@ def test_a_full_or_read_only_blob_dir_fails_the_job_cleanly(stack: Stack, small_
     reason = "No space left on device" if fault == "full" else "Read-only file system"
     assert "blob store" in job["error"] and reason in job["error"], job["error"]
     assert job["artifacts"] == []
-    assert _files(small_blob_dir) == []  # no partial blob, not even a temporary file
+    # Once the job's shards have stopped (the failed job's other shard may still be writing
+    # when the first one's failure fails the job; each removes its own staged file before its
+    # row leaves running): no partial blob, not even a temporary file.
+    deadline = time.monotonic() + 120
+    while any(s["status"] == "running" for s in job["shards"]):
+        assert time.monotonic() < deadline, job["shards"]
+        time.sleep(0.2)
+        job = stack.client.get(f"/v1/jobs/{job_id}").json()
+    assert _files(small_blob_dir) == []
     # The service keeps serving: reads, listings, and a new submission.
     assert stack.client.get("/healthz").status_code == 200
     assert stack.client.get(f"/v1/jobs/{job_id}").status_code == 200
