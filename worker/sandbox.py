@@ -23,7 +23,8 @@ to be enough alone. The child (`python -m nadcore.uploaded.isolated`) runs under
 - in a memory and pids cgroup of its own where the worker can make one
   (`worker/sandbox_cgroup.py`): everything its processes together charge, shared memory and
   tmpfs included, is bounded by its memory limit, without swap, and its tasks by the process
-  limit; an OOM kill there is the job's memory error;
+  limit; an OOM kill there is the job's memory error; where the cpu controller can be had too,
+  its processes together run on at most its threads' cores (a CPU quota);
 - under rlimits set before exec: RLIMIT_DATA (heap), RLIMIT_AS (every mapping, shared memory
   included; CPU workers only: CUDA reserves address space by the terabyte), RLIMIT_CPU,
   RLIMIT_FSIZE, RLIMIT_NOFILE, no core dumps, and RLIMIT_NPROC (set inside its user namespace,
@@ -352,9 +353,10 @@ def spawn(job_dir: Path, limits: Limits, user: HostUser, *, fd: int | None = Non
 
 
 def confined(limits: Limits) -> contextlib.AbstractContextManager[SandboxCgroup | None]:
-    """The cgroup of one sandbox (None where the worker can make none): its memory limit, and
-    its child's tasks plus bwrap's own."""
-    return sandbox_cgroup.confined(limits.memory_bytes, process_limit(limits) + BWRAP_TASKS)
+    """The cgroup of one sandbox (None where the worker can make none): its memory limit, its
+    child's tasks plus bwrap's own, and the cores of its threads (its worker process's)."""
+    return sandbox_cgroup.confined(limits.memory_bytes, process_limit(limits) + BWRAP_TASKS,
+                                   max(1, limits.threads))
 
 
 _PROBE = """
@@ -447,9 +449,10 @@ def bounds() -> str:
     rlimits += f", RLIMIT_NPROC {PROCESSES} tasks, /tmp and /dev/shm capped"
     node = sandbox_cgroup.available()
     if node is not None:
+        cpu = ", a CPU quota of its threads' cores" if node.cpu is not None else ""
         return (f"a cgroup per sandbox ({node.describe()}): its memory limit counts everything "
-                f"its processes charge (shared memory, tmpfs, page cache), no swap, and a "
-                f"task limit; besides, {rlimits}")
+                f"its processes charge (shared memory, tmpfs, page cache), no swap, a task "
+                f"limit{cpu}; besides, {rlimits}")
     unbounded = "shared memory is bounded per process only" if not _gpu_nodes() else \
         "shared memory (mmap MAP_SHARED) is not bounded"
     return (f"no cgroup per sandbox ({sandbox_cgroup.why_unavailable()}): {rlimits}; "

@@ -1,10 +1,14 @@
-"""One memory and pids cgroup per sandbox, where the worker can make one.
+"""One memory, pids and CPU cgroup per sandbox, where the worker can make one.
 
 RLIMIT_DATA and RLIMIT_AS are per process and leave gaps: shared memory is not heap, a GPU
 worker sets no RLIMIT_AS (CUDA reserves address space by the terabyte), and 64 processes may
 each hold the limit. A cgroup counts what the sandbox's processes together charge to memory
 (anonymous, shared memory and tmpfs pages, page cache they bring in, kernel memory) and
-swap, and every task (threads included) against one bound each. The worker:
+swap, and every task (threads included) against one bound each. RLIMIT_CPU bounds each
+process's CPU seconds, not the cores a sandbox holds at once: a shard given one thread could
+run 64 busy processes on every core of the node for its wall time, taking them from the other
+worker processes' jobs. Where the cpu controller can be had too, each sandbox's cgroup gets a
+CPU quota of its threads' cores (the cores its worker process was given). The worker:
 
 - finds its own cgroup in /proc/self/cgroup and the hierarchy's mount in /proc/self/mountinfo;
 - cgroup v2: needs a hierarchy with the memory and pids controllers and its own cgroup
@@ -13,10 +17,14 @@ swap, and every task (threads included) against one bound each. The worker:
   own cgroup into a leaf `nads-worker` beside the sandboxes' node, then enables memory and pids
   for its children and for `nads-sandbox` below it;
 - cgroup v1: a memory and a pids hierarchy, the node `nads-sandbox` below its own cgroup in each;
+- the cpu controller is optional (v2: enabled beside memory and pids where it can be; v1: the
+  node in the cpu hierarchy too): without it the sandboxes keep the other bounds, and the
+  worker's start-up line says that no CPU quota holds;
 - per sandbox, a child of the node: memory.max (v1 memory.limit_in_bytes) = the sandbox's
   memory limit, no swap (memory.swap.max = 0; v1 memory.memsw.limit_in_bytes = the limit where
   the kernel accounts swap), pids.max, and on v2 memory.oom.group (an OOM kills the whole
-  sandbox, not one of its processes);
+  sandbox, not one of its processes); its cores as a quota per 100 ms period (v2 cpu.max, v1
+  cpu.cfs_quota_us);
 - puts the sandbox in it before bwrap runs: the files are opened by the worker, and the child
   writes its own pid into them between fork and exec (`join`, from Popen's preexec_fn), so that
   bwrap and everything it starts are born inside; no moment exists in which sandboxed code runs
@@ -46,9 +54,13 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from nadcore.cores import usable_cores
+
 NODE = "nads-sandbox"  # below the worker's own cgroup: every sandbox's cgroup is its child
 WORKER_LEAF = "nads-worker"  # v2: where the worker's own processes move (no internal processes)
-CONTROLLERS = ("memory", "pids")
+CONTROLLERS = ("memory", "pids")  # required; "cpu" is taken where it can be (`Node.cpu`)
+CPU_PERIOD_US = 100_000  # the quota's period: the kernel's default
+V1_SHARES_PER_CORE = 1024  # a nice-0 task's weight (see _v1_cpu_node)
 REMOVE_WAIT_S = 10.0
 
 log = logging.getLogger(__name__)
@@ -60,16 +72,23 @@ class CgroupUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Node:
-    """Where the sandboxes' cgroups are made: `memory` and `pids` are the same folder on v2."""
+    """Where the sandboxes' cgroups are made: `memory`, `pids` and `cpu` are the same folder on
+    v2; `cpu` is None where no CPU quota can be set."""
 
     version: int
     memory: Path
     pids: Path
+    cpu: Path | None = None
 
     def describe(self) -> str:
+        quota = "" if self.cpu is not None else ", no cpu controller (no CPU quota)"
         if self.version == 2:
-            return f"cgroup v2 under {self.memory}"
-        return f"cgroup v1 under {self.memory} and {self.pids}"
+            return f"cgroup v2 under {self.memory}{quota}"
+        cpu = f", {self.cpu}" if self.cpu is not None else ""
+        return f"cgroup v1 under {self.memory}, {self.pids}{cpu}{quota}"
+
+    def folders(self) -> set[Path]:
+        return {self.memory, self.pids} | ({self.cpu} if self.cpu is not None else set())
 
 
 # -- finding the hierarchies ---------------------------------------------------------------
@@ -145,7 +164,22 @@ def _v2_node() -> Node:
     except OSError as exc:
         raise CgroupUnavailable(f"cgroup v2 {here} is not writable by the worker "
                                 f"({exc.strerror})") from None
-    return Node(2, node, node)
+    return Node(2, node, node, node if _v2_enable_cpu(here, node) else None)
+
+
+def _v2_enable_cpu(here: Path, node: Path) -> bool:
+    """The cpu controller for the node's children, where `here` has it to give (not delegated,
+    or refused while a realtime task runs in the subtree: then no CPU quota). The node and the
+    worker's leaf are siblings of equal weight: neither starves the other's share."""
+    if "cpu" not in (here / "cgroup.controllers").read_text().split():
+        return False
+    try:
+        for folder in (here, node):
+            if "cpu" not in (folder / "cgroup.subtree_control").read_text().split():
+                _write(folder / "cgroup.subtree_control", "+cpu")
+    except OSError:
+        return False
+    return True
 
 
 def _make_private(node: Path) -> None:
@@ -192,7 +226,28 @@ def _v1_node() -> Node:
     except OSError as exc:
         raise CgroupUnavailable(f"cgroup v1 {folder.parent} is not writable by the worker "
                                 f"({exc.strerror})") from None
-    return Node(1, folders["memory"], folders["pids"])
+    return Node(1, folders["memory"], folders["pids"], _v1_cpu_node(own))
+
+
+def _v1_cpu_node(own: dict[str, str]) -> Path | None:
+    """The node in the cpu hierarchy, where there is one the worker may write (else None).
+
+    In v1 a cgroup competes with the tasks beside it as one task of its cpu.shares (1024: one
+    nice-0 task), so the node, which holds every sandbox of the worker, gets the weight of one
+    nice-0 task per usable core: on a busy machine the sandboxes together keep the share their
+    threads would have had outside it."""
+    for mount_root, point, fstype, options in _mounts():
+        if fstype == "cgroup" and "cpu" in options and "cpu" in own:
+            here = _folder(mount_root, point, own["cpu"])
+            if here is not None and (here / "cpu.cfs_quota_us").is_file():
+                node = here / NODE
+                try:
+                    _make_private(node)
+                    _write(node / "cpu.shares", str(V1_SHARES_PER_CORE * usable_cores()))
+                except OSError:
+                    return None
+                return node
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -206,7 +261,7 @@ def _node() -> Node | str:
             reasons.append(str(exc))
             continue
         try:  # a child with every limit written, removed at once: what each sandbox will need
-            SandboxCgroup.create(node, 1 << 30, 64).remove()
+            SandboxCgroup.create(node, 1 << 30, 64, 1.0).remove()
         except OSError as exc:
             reasons.append(f"{node.describe()}: a sandbox's cgroup cannot be made "
                            f"({exc.strerror}: {exc.filename})")
@@ -227,7 +282,7 @@ def why_unavailable() -> str | None:
 
 def _sweep(node: Node) -> None:
     """Removes the empty cgroups that sandboxes of a worker process no longer alive left."""
-    for folder in {node.memory, node.pids}:
+    for folder in node.folders():
         for child in folder.iterdir():
             pid = child.name.split("-")[0]
             if child.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
@@ -239,16 +294,19 @@ def _sweep(node: Node) -> None:
 @dataclass
 class SandboxCgroup:
     node: Node
-    folders: tuple[Path, ...]  # one on v2, the memory and the pids cgroup on v1
+    folders: tuple[Path, ...]  # one on v2; on v1 the memory, the pids and the cpu cgroup
     memory_bytes: int
     processes: int
+    cores: float  # its CPU quota, where the node has the cpu controller
 
     @classmethod
-    def create(cls, node: Node, memory_bytes: int, processes: int) -> SandboxCgroup:
+    def create(cls, node: Node, memory_bytes: int, processes: int,
+               cores: float) -> SandboxCgroup:
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"  # the pid: see _sweep
         memory, pids = node.memory / name, node.pids / name
-        folders = (memory,) if memory == pids else (memory, pids)
-        group = cls(node, (), memory_bytes, processes)
+        cpu = node.cpu / name if node.cpu is not None else None
+        folders = tuple(dict.fromkeys(f for f in (memory, pids, cpu) if f is not None))
+        group = cls(node, (), memory_bytes, processes, cores)
         try:
             for folder in folders:
                 folder.mkdir()
@@ -265,6 +323,13 @@ class SandboxCgroup:
                 else:  # the kernel does not account swap (swapaccount=0): swap as little as can be
                     _write(memory / "memory.swappiness", "0")
             _write(pids / "pids.max", str(processes))
+            if cpu is not None:
+                quota = max(1000, round(cores * CPU_PERIOD_US))  # the kernel's least: 1 ms
+                if node.version == 2:
+                    _write(cpu / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+                else:
+                    _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                    _write(cpu / "cpu.cfs_quota_us", str(quota))
         except BaseException:
             group.remove()
             raise
@@ -283,6 +348,17 @@ class SandboxCgroup:
             for line in (self.folders[0] / name).read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
+                    return int(value)
+        return 0
+
+    def throttled_periods(self) -> int:
+        """Periods in which the kernel held the sandbox back at its CPU quota (0 without one)."""
+        if self.node.cpu is None:
+            return 0
+        with contextlib.suppress(OSError):
+            for line in (self.folders[-1] / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "nr_throttled":
                     return int(value)
         return 0
 
@@ -351,13 +427,14 @@ def join(descriptors: list[int]) -> None:
 
 
 @contextlib.contextmanager
-def confined(memory_bytes: int, processes: int) -> Iterator[SandboxCgroup | None]:
+def confined(memory_bytes: int, processes: int,
+             cores: float) -> Iterator[SandboxCgroup | None]:
     """A fresh cgroup for one sandbox (None where none can be made), removed on leaving."""
     node = available()
     if node is None:
         yield None
         return
-    group = SandboxCgroup.create(node, memory_bytes, processes)
+    group = SandboxCgroup.create(node, memory_bytes, processes, cores)
     try:
         yield group
     finally:

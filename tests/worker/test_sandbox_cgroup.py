@@ -10,6 +10,7 @@ are small (256 MiB, the 64 tasks) to keep the controls light on the machine.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import json
 import os
@@ -40,16 +41,21 @@ class Run:
     returncode: int
     oom_kills: int
     folders: list[Path]  # the sandbox's cgroup folders (none without a cgroup)
+    throttled: int = 0  # CPU quota periods in which the kernel held it back
 
 
 def run(code: str, *, cgroup: bool = True, child: list[str] | None = None,
         user: sandbox.HostUser | None = None,
-        command: Callable[[list[str]], list[str]] | None = None) -> Run:
-    """Runs `code` as the sandboxed child, in its own cgroup unless `cgroup` is false; FOLDERS
-    in the code are the cgroup's folders on the host."""
+        command: Callable[[list[str]], list[str]] | None = None,
+        cores: float | None = None) -> Run:
+    """Runs `code` as the sandboxed child, in its own cgroup unless `cgroup` is false (with a
+    CPU quota of `cores` instead of LIMITS' threads where given); FOLDERS in the code are the
+    cgroup's folders on the host."""
     user = user or sandbox.host_user()
-    with sandbox.job_folder(user, None, {"task": "test"}) as job, \
-            sandbox.confined(LIMITS) if cgroup else contextlib.nullcontext() as group:
+    made = contextlib.nullcontext() if not cgroup else sandbox.confined(LIMITS) \
+        if cores is None else sandbox_cgroup.confined(
+            LIMITS.memory_bytes, sandbox.process_limit(LIMITS) + sandbox.BWRAP_TASKS, cores)
+    with sandbox.job_folder(user, None, {"task": "test"}) as job, made as group:
         folders = list(group.folders) if group is not None else []
         code = f"FOLDERS = {[str(f) for f in folders]!r}\n" + code
         proc = sandbox.spawn(job, LIMITS, user, stdout=subprocess.PIPE, cgroup=group,
@@ -57,8 +63,10 @@ def run(code: str, *, cgroup: bool = True, child: list[str] | None = None,
                              child=(child or sandbox.python_child(LIMITS)) + ["-c", code])
         out, err = proc.communicate(timeout=120)
         kills = group.oom_kills() if group is not None else 0
+        throttled = group.throttled_periods() if group is not None else 0
     lines = out.decode().strip().splitlines()
-    return Run(json.loads(lines[-1]) if lines else None, proc.returncode, kills, folders)
+    return Run(json.loads(lines[-1]) if lines else None, proc.returncode, kills, folders,
+               throttled)
 
 
 # -- memory that no rlimit counts ---------------------------------------------------------
@@ -147,13 +155,56 @@ def test_a_fork_bomb_stops_at_the_task_limit() -> None:
     assert free.out == {"processes": 128}, free
 
 
+# -- cores ---------------------------------------------------------------------------------
+BUSY = """
+import json, os, resource, time
+start = time.monotonic()
+kids = []
+for _ in range(4):  # four busy processes: each within its own RLIMIT_CPU
+    pid = os.fork()
+    if pid == 0:
+        while time.monotonic() - start < 2.0:
+            pass
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+used = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({'cores': (used.ru_utime + used.ru_stime) / (time.monotonic() - start)}))
+"""
+
+
+def test_busy_processes_get_the_sandboxs_cores_and_no_more() -> None:
+    """Four processes spin for 2 s: RLIMIT_CPU counts each one's seconds, not the cores they
+    hold together. Under a quota of a quarter core they get a quarter (the kernel throttles
+    them); without the cgroup the same code takes what the machine gives (more than half a
+    core even beside a full test run on two cores). A shard's sandbox gets its threads'
+    cores."""
+    node = sandbox_cgroup.available()
+    assert node is not None
+    if node.cpu is None:
+        pytest.skip(f"no cpu controller for the sandboxes here ({node.describe()})")
+    got = run(BUSY, cores=0.25)
+    assert got.out is not None and got.out["cores"] < 0.25 * 1.2, got
+    assert got.throttled > 0, got
+    free = run(BUSY, cgroup=False)
+    assert free.out is not None and free.out["cores"] > 0.5, free
+    with sandbox.confined(dataclasses.replace(LIMITS, threads=2)) as group:
+        assert group is not None
+        folder = group.folders[-1]
+        quota = (folder / "cpu.max").read_text().split() if node.version == 2 else \
+            [(folder / f"cpu.cfs_{name}_us").read_text().strip() for name in ("quota", "period")]
+        assert quota == ["200000", "100000"], quota
+
+
 # -- its own limits --------------------------------------------------------------------------
 WRITE_LIMITS = """
 import errno, json, os
 out = {}
 for folder in FOLDERS + [os.path.dirname(FOLDERS[0])]:  # its own cgroups, and the node above
     for name in ('memory.max', 'memory.limit_in_bytes', 'memory.memsw.limit_in_bytes',
-                 'memory.swap.max', 'pids.max', 'cgroup.procs'):
+                 'memory.swap.max', 'pids.max', 'cgroup.procs', 'cpu.max',
+                 'cpu.cfs_quota_us', 'cpu.cfs_period_us', 'cpu.shares', 'cpu.weight'):
         path = os.path.join(folder, name)
         try:  # opening for writing is the check; nothing is written
             os.close(os.open(path, os.O_WRONLY))
@@ -206,11 +257,11 @@ def test_the_node_is_the_workers_alone() -> None:
     that made it first (a sandbox that sees /sys cannot list the other sandboxes' cgroups)."""
     node = sandbox_cgroup.available()
     assert node is not None
-    folders = {node.memory, node.pids}
+    folders = node.folders()
     for folder in folders:
         folder.chmod(0o755)  # as a worker at umask 022 made it before
     made = sandbox_cgroup._v2_node if node.version == 2 else sandbox_cgroup._v1_node
-    assert {made().memory, made().pids} == folders
+    assert made().folders() == folders
     for folder in folders:
         st = folder.stat()
         assert st.st_uid == os.geteuid() and st.st_mode & 0o077 == 0, (folder, oct(st.st_mode))
