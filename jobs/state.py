@@ -8,11 +8,12 @@ with the repository, ready, where none was.
 A shard: held (queued, no task id) -> sent (queued, a task id: `send_held_shard`, back with
 `hold_shard`; sent again with a fresh id: `resend_shard`) -> running (`claim_shard`; taken back
 to held: `preempt_shard`) -> succeeded or failed (`finish_shard`), or cancelled
-(`cancel_own_shard`; a queued one with its job: `cancel_job`). A job: queued -> running (its
-first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge queued
-(`claim_merge`, again: `resend_merge`) -> merge running (`start_merge`) -> succeeded
+(`cancel_own_shard`; a queued one with its job: `cancel_job`, `fail_job`). A job: queued ->
+running (its first shard claimed: `claim_shard`; every shard reused: `start_job`) -> merge
+queued (`claim_merge`, again: `resend_merge`) -> merge running (`start_merge`) -> succeeded
 (`succeed_job`), or failed (`fail_job`; with the shard that failed it:
-`fail_shard_and_job`) or cancelled (`cancel_job`) from queued or running.
+`fail_shard_and_job`) or cancelled (`cancel_job`) from queued or running; either way its
+queued shards are cancelled with it.
 
 An uploaded architecture: validating, held (not sent) -> sent (`send_held_validation`, back
 with `hold_validation`) -> ready or rejected (`finish_validation`); deleted by its owner
@@ -290,14 +291,19 @@ def succeed_job(session: Session, job_pk: int, summary: dict[str, Any]) -> bool:
 
 
 def fail_job(session: Session, job_pk: int, error: str) -> bool:
-    """A queued or running job fails with `error`; False when it had already finished."""
-    failed = _fail_job_row(session, job_pk, error, utcnow())
+    """A queued or running job fails with `error` and its queued shards are cancelled; False
+    when it had already finished."""
+    failed = _fail_job_rows(session, job_pk, error, utcnow())
     session.commit()
     return failed
 
 
-def _fail_job_row(session: Session, job_pk: int, error: str, now: datetime) -> bool:
-    """`fail_job`'s UPDATE, uncommitted."""
+def _fail_job_rows(session: Session, job_pk: int, error: str, now: datetime) -> bool:
+    """`fail_job`'s UPDATEs, uncommitted: the job's queued shards cancelled first (the lock
+    order), whether held or sent (nothing will run them: a claim refuses a finished job's
+    shard, and the dispatcher and the reconciler look at unfinished jobs only), then the job."""
+    session.execute(update(Shard).where(Shard.job_pk == job_pk, Shard.status == QUEUED)
+                    .values(status=CANCELLED, finished_at=now, updated_at=now))
     result = session.execute(
         update(Job)
         .where(Job.pk == job_pk, Job.status.in_((QUEUED, RUNNING)))
@@ -309,15 +315,17 @@ def _fail_job_row(session: Session, job_pk: int, error: str, now: datetime) -> b
 def fail_shard_and_job(session: Session, job_pk: int, shard_id: int | None,
                        error: str) -> bool:
     """A shard's error fails its job, in one transaction, so that no reader sees the job
-    failed and the shard that failed it still running: the shard first (the lock order), and
-    only if it was running (`finish_shard`'s condition), then the job as `fail_job`; returns
+    failed and the shard that failed it still running or queued: the shard first (the lock
+    order), failed if it was running or queued (the reconciler gives up on a lost queued
+    shard too), then the job as `fail_job`, its other queued shards cancelled; returns
     whether the job failed (False: it had already finished)."""
     now = utcnow()
     if shard_id is not None:
-        session.execute(update(Shard).where(Shard.id == shard_id, Shard.status == RUNNING)
+        session.execute(update(Shard)
+                        .where(Shard.id == shard_id, Shard.status.in_((QUEUED, RUNNING)))
                         .values(status=FAILED, finished_at=now, updated_at=now,
                                 error=error[:4000]))
-    failed = _fail_job_row(session, job_pk, error, now)
+    failed = _fail_job_rows(session, job_pk, error, now)
     session.commit()
     return failed
 

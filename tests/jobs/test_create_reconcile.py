@@ -87,7 +87,9 @@ def test_reconcile_fails_a_shard_that_used_up_its_attempts(
     reconcile_once(session, app, settings)
     session.refresh(job)
     assert job.status == "failed" and "gave up after" in job.error
-    assert job.shards[0].status == "queued"  # lost before it ran: left as it was
+    lost = job.shards[0]  # lost before it ran: it fails with its job, not queued forever
+    session.refresh(lost)
+    assert lost.status == "failed" and "gave up after" in lost.error
     # one that was running when it went silent fails with its job
     job = create_job(session, app, user_id=alice.user_id, api_key_id=alice.id, kind="nads",
                      mode=SHARDED, spec={}, estimate=None, ranges=[(0, 1)],

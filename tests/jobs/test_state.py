@@ -113,15 +113,30 @@ def test_fail_never_overwrites_a_finished_job(session: Session, app: Celery,
     assert state.fail_job(session, other.pk, "x" * 5000)
     session.refresh(other)
     assert other.status == FAILED and len(other.error) == 4000
+    assert all(s.status == CANCELLED for s in other.shards)
+
+
+def test_a_lost_queued_shard_given_up_on_fails_with_its_job(
+        session: Session, app: Celery, alice: ApiKey) -> None:
+    """The reconciler gives up on a shard whose message was lost once it has used its attempts:
+    the queued shard fails with its job, and the job's other queued shard is cancelled."""
+    job = _job(session, app, alice)
+    lost, other = job.shards
+    assert state.fail_shard_and_job(session, job.pk, lost.id, "shard 0: gave up")
+    session.refresh(lost)
+    session.refresh(other)
+    assert (lost.status, lost.error, other.status) == (FAILED, "shard 0: gave up", CANCELLED)
 
 
 def test_a_shard_that_fails_fails_its_job_in_the_same_commit(
         session: Session, app: Celery, alice: ApiKey, settings: Settings) -> None:
     """The job and the running shard that failed it move together (before, the job was failed
     and committed first: a reader in between saw it failed with that shard still running,
-    tests/service/test_jobs_e2e.py's failing job under load); a queued shard stays queued."""
-    job = _job(session, app, alice)
-    running, queued = job.shards[0], job.shards[1]
+    tests/service/test_jobs_e2e.py's failing job under load); its queued shards, sent or
+    held, are cancelled with it (nothing would ever run them: they read queued forever)."""
+    job = _job(session, app, alice, shards=3)
+    running, queued, held = job.shards
+    assert state.hold_shard(session, held.id, held.task_id)
     assert state.claim_shard(session, job, running, running.task_id, settings)
     commits = []
 
@@ -137,9 +152,11 @@ def test_a_shard_that_fails_fails_its_job_in_the_same_commit(
     session.refresh(job)
     session.refresh(running)
     session.refresh(queued)
+    session.refresh(held)
     assert (job.status, job.error) == (FAILED, "shard 0: boom")
     assert (running.status, running.error) == (FAILED, "shard 0: boom")
-    assert queued.status == QUEUED
+    assert (queued.status, held.status) == (CANCELLED, CANCELLED)
+    assert not state.claim_shard(session, job, queued, queued.task_id, settings)
     assert not state.fail_shard_and_job(session, job.pk, running.id, "late")  # finished
     session.refresh(job)
     assert job.error == "shard 0: boom"
