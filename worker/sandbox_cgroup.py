@@ -60,7 +60,7 @@ NODE = "nads-sandbox"  # below the worker's own cgroup: every sandbox's cgroup i
 WORKER_LEAF = "nads-worker"  # v2: where the worker's own processes move (no internal processes)
 CONTROLLERS = ("memory", "pids")  # required; "cpu" is taken where it can be (`Node.cpu`)
 CPU_PERIOD_US = 100_000  # the quota's period: the kernel's default
-V1_SHARES_PER_CORE = 1024  # a nice-0 task's weight (see _v1_cpu_node)
+V1_SHARES_PER_CORE = 1024  # a nice-0 task's weight (see _v1_cpu_node; the kernel clamps at 2**18)
 REMOVE_WAIT_S = 10.0
 
 log = logging.getLogger(__name__)
