@@ -427,6 +427,7 @@ def test_layer_two_shared_memory_past_the_limit_is_a_memory_error(
     client, settings = unchecked
     log = (settings.data_dir / "worker.log").read_text()
     assert "sandbox bounds: a cgroup per sandbox" in log, log[-3000:]
+    assert ("a CPU quota of its threads' cores" in log) == (node.cpu is not None), log[-3000:]
     before = _pool_peaks(UNCHECKED_WORKER[0])
     row = upload(client, pickled_weight_pt2(lenet_archive, _SHARED_MEMORY), "shared.pt2")
     assert row["status"] == "rejected", row
@@ -435,6 +436,6 @@ def test_layer_two_shared_memory_past_the_limit_is_a_memory_error(
                                     f"the memory limit of {limit:,} bytes"), row["reason"]
     after = _pool_peaks(UNCHECKED_WORKER[0])
     assert max(after[pid] - before.get(pid, 0) for pid in after) < 256 << 20, (before, after)
-    left = [child for folder in {node.memory, node.pids} for child in folder.iterdir()
+    left = [child for folder in node.folders() for child in folder.iterdir()
             if child.name.split("-")[0] in {str(pid) for pid in after}]
     assert left == [], left
