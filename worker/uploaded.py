@@ -17,6 +17,7 @@ import io
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydantic import BaseModel
@@ -106,14 +107,45 @@ def check_shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ..
         raise SandboxError(f"{what}: {name} has shape {tuple(array.shape)}, expected {expected}")
 
 
-def _result(outcome_bytes: bytes | None, what: str) -> io.BytesIO:
+class _ReadOnlyView(io.RawIOBase):
+    """A seekable read-only file over bytes-like data, without a copy: io.BytesIO copies
+    anything but `bytes`, and a large result comes off the sandbox's pipe as the bytearray it
+    was read into (`nadcore.uploaded.isolated.FrameReader`), which would be held twice."""
+
+    def __init__(self, data: bytes | bytearray) -> None:
+        self.view, self.position = memoryview(data), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = max(0, min(len(target), len(self.view) - self.position))
+        target[:n] = self.view[self.position:self.position + n]
+        self.position += n
+        return n
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: len(self.view)}[whence]
+        if base + offset < 0:
+            raise OSError("negative seek position")
+        self.position = base + offset
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+
+def _result(outcome_bytes: bytes | bytearray | None, what: str) -> BinaryIO:
     if outcome_bytes is None:
         raise SandboxError(f"{what}: the sandbox returned no result")
-    return io.BytesIO(outcome_bytes)
+    return io.BufferedReader(_ReadOnlyView(outcome_bytes))
 
 
-def load_result(loader: Callable[[io.BytesIO], object], data: bytes | None, what: str,
-                limit: int) -> object:
+def load_result(loader: Callable[[BinaryIO], object], data: bytes | bytearray | None,
+                what: str, limit: int) -> object:
     """`loader` on the result's bytes once their declared sizes are within `limit`: a result
     that would inflate past it is refused before anything is decompressed."""
     buf = _result(data, what)
