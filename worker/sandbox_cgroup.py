@@ -324,12 +324,7 @@ class SandboxCgroup:
                     _write(memory / "memory.swappiness", "0")
             _write(pids / "pids.max", str(processes))
             if cpu is not None:
-                quota = max(1000, round(cores * CPU_PERIOD_US))  # the kernel's least: 1 ms
-                if node.version == 2:
-                    _write(cpu / "cpu.max", f"{quota} {CPU_PERIOD_US}")
-                else:
-                    _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                    _write(cpu / "cpu.cfs_quota_us", str(quota))
+                _set_quota(node.version, cpu, cores)
         except BaseException:
             group.remove()
             raise
@@ -392,6 +387,22 @@ class SandboxCgroup:
                         log.warning("sandbox cgroup %s left behind: %s", folder, exc.strerror)
                         break
                     time.sleep(0.02)
+
+
+def _set_quota(version: int, folder: Path, cores: float) -> None:
+    """`cores` as the cgroup's CPU quota. Where the kernel refuses it (v1: a quota above an
+    ancestor's, as in a container given fewer CPUs than the worker's threads), the sandbox runs
+    without one, its other bounds kept, and the worker's log says so."""
+    quota = max(1000, round(cores * CPU_PERIOD_US))  # the kernel's least: 1 ms
+    try:
+        if version == 2:
+            _write(folder / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+        else:
+            _write(folder / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(folder / "cpu.cfs_quota_us", str(quota))
+    except OSError as exc:
+        log.warning("sandbox cgroup %s: no CPU quota of %g core(s): %s", folder, cores,
+                    exc.strerror)
 
 
 def _kill_members(pids: set[int], members: Callable[[], set[int]]) -> None:

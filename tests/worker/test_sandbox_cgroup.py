@@ -197,6 +197,32 @@ def test_busy_processes_get_the_sandboxs_cores_and_no_more() -> None:
         assert quota == ["200000", "100000"], quota
 
 
+def test_a_quota_the_kernel_refuses_leaves_the_sandbox_its_other_bounds(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """cgroup v1 refuses a quota above an ancestor's (a container given half a core, a sandbox
+    of one thread): the sandbox's cgroup is made without it, its memory and task bounds kept,
+    and the worker's log says so (before, every sandbox failed to start)."""
+    node = sandbox_cgroup.available()
+    assert node is not None
+    if node.cpu is None or node.version != 1:
+        pytest.skip(f"needs cgroup v1's cpu controller ({node.describe()})")
+    parent = node.cpu / f"{os.getpid()}-test-half-core"
+    parent.mkdir()
+    try:
+        (parent / "cpu.cfs_quota_us").write_text("50000")
+        child = parent / "sandbox"
+        child.mkdir()
+        try:
+            sandbox_cgroup._set_quota(1, child, 1.0)
+            assert (child / "cpu.cfs_quota_us").read_text().strip() == "-1"
+        finally:
+            child.rmdir()
+    finally:
+        parent.rmdir()
+    assert any("no CPU quota of 1 core(s): Invalid argument" in r.getMessage()
+               for r in caplog.records), caplog.text
+
+
 # -- its own limits --------------------------------------------------------------------------
 WRITE_LIMITS = """
 import errno, json, os
