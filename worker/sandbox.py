@@ -49,6 +49,7 @@ import contextlib
 import json
 import logging
 import math
+import mmap
 import os
 import pwd
 import resource
@@ -121,7 +122,7 @@ class Limits:
 @dataclass
 class Outcome:
     info: dict = field(default_factory=dict)
-    result: bytes | bytearray | None = None
+    result: bytes | mmap.mmap | None = None
     seconds: float = 0.0
 
 
@@ -497,9 +498,9 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-def _json(payload: bytes, what: str) -> dict:
+def _json(payload: bytes | mmap.mmap, what: str) -> dict:
     try:
-        value = json.loads(payload)
+        value = json.loads(bytes(payload))  # a frame that spanned reads is an mmap
     except (ValueError, RecursionError):  # `[[[[...` within the frame bound nests too deep
         raise SandboxError(f"{what}: the sandboxed model sent malformed data") from None
     if not isinstance(value, dict):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import math
+import mmap
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -109,10 +110,10 @@ def check_shape(what: str, name: str, array: np.ndarray, expected: tuple[int, ..
 
 class _ReadOnlyView(io.RawIOBase):
     """A seekable read-only file over bytes-like data, without a copy: io.BytesIO copies
-    anything but `bytes`, and a large result comes off the sandbox's pipe as the bytearray it
+    anything but `bytes`, and a large result comes off the sandbox's pipe as the mapping it
     was read into (`nadcore.uploaded.isolated.FrameReader`), which would be held twice."""
 
-    def __init__(self, data: bytes | bytearray) -> None:
+    def __init__(self, data: bytes | mmap.mmap) -> None:
         self.view, self.position = memoryview(data), 0
 
     def readable(self) -> bool:
@@ -138,13 +139,13 @@ class _ReadOnlyView(io.RawIOBase):
         return self.position
 
 
-def _result(outcome_bytes: bytes | bytearray | None, what: str) -> BinaryIO:
+def _result(outcome_bytes: bytes | mmap.mmap | None, what: str) -> BinaryIO:
     if outcome_bytes is None:
         raise SandboxError(f"{what}: the sandbox returned no result")
     return io.BufferedReader(_ReadOnlyView(outcome_bytes))
 
 
-def load_result(loader: Callable[[BinaryIO], object], data: bytes | bytearray | None,
+def load_result(loader: Callable[[BinaryIO], object], data: bytes | mmap.mmap | None,
                 what: str, limit: int) -> object:
     """`loader` on the result's bytes once their declared sizes are within `limit`: a result
     that would inflate past it is refused before anything is decompressed."""

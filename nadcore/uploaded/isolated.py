@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import mmap
 import os
 import struct
 import sys
@@ -49,10 +50,12 @@ class FrameReader:
     """The frames of a pipe, as the worker reads them off it (`read()` once the pipe is readable).
 
     Small frames come through a buffer, a read of up to 1 MiB at a time. A frame that does not
-    arrive whole in one read is read straight into a bytearray of its declared length, once
-    `limit(kind)` allowed that length: a result of gigabytes is neither regrown (a buffer grown
-    read by read copied it over and over: 4.3 s of the worker's CPU for 1 GiB) nor copied out of
-    a buffer (held twice). Payloads are bytes-like: bytes, or that bytearray."""
+    arrive whole in one read is read straight into an anonymous mapping of its declared length,
+    once `limit(kind)` allowed that length: a result of gigabytes is neither regrown (a buffer
+    grown read by read copied it over and over: 4.3 s of the worker's CPU for 1 GiB) nor copied
+    out of a buffer (held twice), and its memory is taken as its bytes arrive, not when a
+    header declares it (a bytearray of the declared length is zeroed at once). Payloads are
+    bytes-like: bytes, or that mmap."""
 
     CHUNK = 1 << 20
 
@@ -60,11 +63,11 @@ class FrameReader:
         self.fd, self.limit = fd, limit
         self.buffer = bytearray()
         self.kind = b""
-        self.payload: bytearray | None = None  # the frame being read straight in
+        self.payload: mmap.mmap | None = None  # the frame being read straight in
         self.filled = 0
         self.received: Counter[bytes] = Counter()  # payload bytes read, by frame kind
 
-    def read(self) -> list[tuple[bytes, bytes | bytearray]] | None:
+    def read(self) -> list[tuple[bytes, bytes | mmap.mmap]] | None:
         """The frames that one read completed (None: the end of the pipe; an incomplete frame
         there is dropped). Raises FrameTooLong before reading a payload past its limit."""
         if self.payload is not None:
@@ -84,8 +87,8 @@ class FrameReader:
         self.buffer += chunk
         return self._complete()
 
-    def _complete(self) -> list[tuple[bytes, bytes | bytearray]]:
-        frames: list[tuple[bytes, bytes | bytearray]] = []
+    def _complete(self) -> list[tuple[bytes, bytes | mmap.mmap]]:
+        frames: list[tuple[bytes, bytes | mmap.mmap]] = []
         at = 0
         with memoryview(self.buffer) as view:
             while len(self.buffer) - at >= HEADER.size:
@@ -98,7 +101,7 @@ class FrameReader:
                     self.received[kind] += length
                     at = start + length
                     continue
-                self.kind, self.payload = kind, bytearray(length)
+                self.kind, self.payload = kind, mmap.mmap(-1, length)  # length > 0 here
                 self.filled = len(self.buffer) - start
                 self.received[kind] += self.filled
                 self.payload[:self.filled] = view[start:]
