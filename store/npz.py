@@ -87,14 +87,8 @@ def read_header(stream: BinaryIO, name: str) -> tuple[ArrayHeader, int]:
 def _member_count(source: Path | BinaryIO) -> int:
     """Entries of the zip, from its end records (zip64's included) before anything reads its
     central directory: a crafted archive may declare millions (`nadcore.uploaded.strict_zip`)."""
-    if not isinstance(source, Path):  # a result from the sandbox, already in memory
-        source.seek(0)
-        data: Path | bytes = source.read()
-        source.seek(0)
-    else:
-        data = source
-    try:
-        return read_end(data, Limits(max_entries=MAX_MEMBERS)).entries
+    try:  # a result from the sandbox is an open file over its bytes: read at offsets, no copy
+        return read_end(source, Limits(max_entries=MAX_MEMBERS)).entries
     except ZipError as exc:
         raise ArchiveError(str(exc).removeprefix("file: ").replace(
             "are accepted", "are accepted in a dataset (x, y, x_test, y_test)")) from None

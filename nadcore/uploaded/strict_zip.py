@@ -37,6 +37,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 _EOCD = struct.Struct("<4sHHHHIIH")  # 22 bytes
 _ZIP64_LOCATOR = struct.Struct("<4sIQI")  # 20 bytes
@@ -100,7 +101,7 @@ class Entry:
 class _Source:
     """Bounded reads at offsets of bytes or of an open file."""
 
-    def __init__(self, source: bytes | io.BufferedReader) -> None:
+    def __init__(self, source: bytes | BinaryIO) -> None:
         self._bytes = memoryview(source) if isinstance(source, bytes) else None
         self._file = None if isinstance(source, bytes) else source
         if self._bytes is not None:
@@ -117,8 +118,9 @@ class _Source:
         return self._file.read(length)
 
 
-def _with_source(source: Path | bytes, read: Callable[[_Source], object]) -> object:
-    if isinstance(source, bytes):
+def _with_source(source: Path | bytes | BinaryIO, read: Callable[[_Source], object]) -> object:
+    """`read` on bytes, a file by path, or an open seekable binary file (read at offsets)."""
+    if not isinstance(source, Path):
         return read(_Source(source))
     with open(source, "rb") as f:
         return read(_Source(f))
@@ -163,7 +165,7 @@ def _read_end(src: _Source, limits: Limits) -> End:
     return End(entries, directory_offset, directory_size)
 
 
-def read_end(source: Path | bytes, limits: Limits = DEFAULT_LIMITS) -> End:
+def read_end(source: Path | bytes | BinaryIO, limits: Limits = DEFAULT_LIMITS) -> End:
     """The entry count and central directory's place, from the file's last bytes only: refuses
     (ZipError naming the limit) an archive that declares too many entries or too large a
     directory before anything reads the directory."""
