@@ -120,7 +120,7 @@ class _Source:
 
 def _with_source(source: Path | bytes | BinaryIO, read: Callable[[_Source], object]) -> object:
     """`read` on bytes, a file by path, or an open seekable binary file (read at offsets)."""
-    if not isinstance(source, Path):
+    if not isinstance(source, (Path, str)):
         return read(_Source(source))
     with open(source, "rb") as f:
         return read(_Source(f))
