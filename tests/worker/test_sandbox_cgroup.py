@@ -176,19 +176,19 @@ print(json.dumps({'cores': (used.ru_utime + used.ru_stime) / (time.monotonic() -
 
 def test_busy_processes_get_the_sandboxs_cores_and_no_more() -> None:
     """Four processes spin for 2 s: RLIMIT_CPU counts each one's seconds, not the cores they
-    hold together. Under a quota of a quarter core they get a quarter (the kernel throttles
-    them); without the cgroup the same code takes what the machine gives (more than half a
-    core even beside a full test run on two cores). A shard's sandbox gets its threads'
-    cores."""
+    hold together. Under a quota of a tenth of a core they get a tenth (the kernel throttles
+    them); without the cgroup the same code takes what the machine gives (1.92 cores on an
+    idle 2-core machine, 0.46 beside a full test run: twice the quota is the control's bar).
+    A shard's sandbox gets its threads' cores."""
     node = sandbox_cgroup.available()
     assert node is not None
     if node.cpu is None:
         pytest.skip(f"no cpu controller for the sandboxes here ({node.describe()})")
-    got = run(BUSY, cores=0.25)
-    assert got.out is not None and got.out["cores"] < 0.25 * 1.2, got
+    got = run(BUSY, cores=0.1)
+    assert got.out is not None and got.out["cores"] < 0.1 * 1.3, got
     assert got.throttled > 0, got
     free = run(BUSY, cgroup=False)
-    assert free.out is not None and free.out["cores"] > 0.5, free
+    assert free.out is not None and free.out["cores"] > 0.2, free
     with sandbox.confined(dataclasses.replace(LIMITS, threads=2)) as group:
         assert group is not None
         folder = group.folders[-1]
