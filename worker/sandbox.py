@@ -81,7 +81,7 @@ MAX_JSON_FRAME = 1 << 20
 MAX_ERROR_CHARS = 600  # of the child's error message, escaped
 STDERR_LOG_CHARS = 2000  # of the end of the child's stderr in the worker's log, escaped
 # What reading a sandbox's pipes may cost the worker's thread (`_ReadGovernor`): CPU seconds up
-# front, this share of one core, and this much per GiB of its one result (measured in this VM:
+# front, this share of one core, and this much per GiB of its one result (measured on a 2-core VM:
 # 0.7 s to receive 1 GiB into memory touched before, 3.5 s into fresh memory).
 READ_CPU_BURST_S = 2.0
 READ_CPU_SHARE = 0.05
