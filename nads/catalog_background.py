@@ -152,6 +152,20 @@ def _release(folder: Path, claim: IO[str]) -> None:
     claim.close()
 
 
+def builds_computing(folder: Path) -> int:
+    """How many builds hold a claim in `folder` now (this one's included): the shards being
+    computed at once, which the time left divides by. Called under the folder's lock; a claim
+    file whose build died is free, taken and let go at once."""
+    held = 0
+    for path in folder.glob(".*.claim"):
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                held += 1
+    return held
+
+
 def _next_shard(folder: Path, todo: list[tuple[int, int]]
                 ) -> tuple[tuple[int, int], IO[str]] | None:
     for start, stop in todo:
@@ -355,6 +369,7 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
                           "finished_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
             with _locked(data, arch):
                 _save_atomic(part, partial_path(folder, start, stop))
+                builds = max(1, builds_computing(folder))  # before this one lets go
                 _release(folder, claim)
                 covered = networks - sum(b - a for a, b in missing_shards(
                     present(folder), networks, shard))
@@ -364,9 +379,10 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
             raise
         computed += 1
         per = part.meta["seconds"] / (stop - start)
-        left = (networks - covered) * per
+        left = (networks - covered) * per / builds
         report(f"{arch}: networks [{start}, {stop}) in {part.meta['seconds']:.0f} s "
                f"({per:.1f} s per network, load {part.meta['load_average']}); "
-               f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate")
+               f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate "
+               f"with {builds} build(s) computing")
     report(f"{arch}: finalized {entry} in {time.perf_counter() - t0:.0f} s; partials removed")
     return entry

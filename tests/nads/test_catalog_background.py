@@ -14,6 +14,7 @@ from nadcore.nads.partial import PartialNADs
 from nads.catalog_background import (
     BuildError,
     PartialFile,
+    builds_computing,
     check_precision,
     claim_path,
     compute,
@@ -117,9 +118,14 @@ def test_a_shard_claimed_by_another_build_is_left_to_it(tmp_path: Path):
     assert [(p.start, p.stop) for p in present(folder)] == [(0, 4), (8, 12)]
     assert lines[-1] == ("logreg: the 1 shard(s) left are being computed by other builds; "
                          "the last of them finalizes")
+    # the time left is divided among the builds computing: the other one and this one
+    shard_lines = [line for line in lines if "networks [" in line]
+    assert len(shard_lines) == 2 and all("with 2 build(s) computing" in line
+                                         for line in shard_lines), lines
+    assert builds_computing(folder) == 1
     assert not (tmp_path / "logreg" / "provenance.json").exists()
     other.close()  # that build died: its lock is released, its claim file stays
-    assert claim_path(folder, 4, 8).exists()
+    assert claim_path(folder, 4, 8).exists() and builds_computing(folder) == 0
     entry = compute(tmp_path, "logreg", 12, "fp32", shard_networks=4, report=_quiet)
     prov = json.loads((entry / "provenance.json").read_text())
     assert [s["networks"] for s in prov["build"]["shard_list"]] == [[0, 4], [4, 8], [8, 12]]
