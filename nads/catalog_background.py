@@ -227,7 +227,9 @@ def _shard_record(part: PartialNADs) -> dict[str, Any]:
             "precision": meta.get("precision"), "device": meta.get("plan", {}).get("device"),
             "device_name": meta.get("device_name"), "torch": meta.get("torch"),
             "threads": meta.get("plan", {}).get("threads"),
-            "compiled": meta.get("plan", {}).get("compiled", False), "nice": meta.get("nice"),
+            "compiled": meta.get("plan", {}).get("compiled", False),
+            "first_block_local": meta.get("plan", {}).get("first_block_local", False),
+            "nice": meta.get("nice"),
             "autogroup_nice": meta.get("autogroup_nice"),
             "load_average": meta.get("load_average"), "finished_at": meta.get("finished_at")}
 
@@ -250,6 +252,8 @@ def build_record(parts: list[PartialNADs]) -> dict[str, Any]:
         "precisions": sorted({str(s["precision"]) for s in shards}),
         "compiled_networks": sum(s["networks"][1] - s["networks"][0] for s in shards
                                  if s["compiled"]),
+        "first_block_local_networks": sum(s["networks"][1] - s["networks"][0] for s in shards
+                                          if s["first_block_local"]),
         "first_finished_at": min((s["finished_at"] or "") for s in shards),
         "last_finished_at": max((s["finished_at"] or "") for s in shards),
         "shard_list": shards,

@@ -93,6 +93,7 @@ class ShardRunner:
         memory_budget: int | None = None,
         strategy: str | None = None,
         compiled: bool = False,
+        first_block_local: bool = True,
     ):
         self.spec = spec
         self.device = resolve_device(device)
@@ -115,6 +116,7 @@ class ShardRunner:
             self.template, torch.as_tensor(self.eval_point, device=self.device), spec.method,
             spec.scale, spec.output_index, self.plan.pixel_block, self.plan.strategy,
             self.plan.channels_last, self.precision, self._block_check(), self.compiled,
+            local=first_block_local,
         )
         self.key = merge_key(spec)
         self.representation = spec.representation
@@ -157,7 +159,8 @@ class ShardRunner:
     def partial(self, start: int, stop: int, **kwargs) -> PartialNADs:
         t0 = time.perf_counter()
         grads = self.gradients(start, stop, **kwargs)
-        meta = {"plan": self.plan.as_dict() | {"compiled": self.compiled},
+        meta = {"plan": self.plan.as_dict() | {"compiled": self.compiled,
+                                               "first_block_local": self.evaluator.local},
                 "seconds": time.perf_counter() - t0, "precision": self.precision,
                 "device_name": device_name(self.device), "torch": torch.__version__}
         return PartialNADs.from_gradients(self.key, start, grads, self.eval_point,

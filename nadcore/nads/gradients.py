@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from nadcore.nads import first_block
 from nadcore.nads.precision import precision_context
 from nadcore.uploaded.engine_assumptions import INDEPENDENCE_BATCH, BlockCheck, check_block
 
@@ -90,6 +91,7 @@ class GradientEvaluator:
         precision: str = "fp32",
         block_check: BlockCheck | None = None,
         compiled: bool = False,
+        local: bool = False,
     ):
         self.template = template
         self.x0 = x0
@@ -105,6 +107,10 @@ class GradientEvaluator:
         self._forward = functional_call
         if compiled:  # see `compiled_forward`
             self._forward = compiled_forward(template, method, self.strategy)
+        # DenseNet-121's first block where a perturbation reaches it (nadcore.nads.first_block)
+        self._local = first_block.FirstBlockLocal(template) if local and \
+            first_block.applies(template, method, self.strategy) else None
+        self.local = self._local is not None
 
     def _output(self, state: StateDict, x: torch.Tensor) -> torch.Tensor:
         # an uploaded TorchScript model has no stateless call: it loads the state in place
@@ -156,6 +162,12 @@ class GradientEvaluator:
         with torch.no_grad():
             for start in range(pixels.start, pixels.stop, self.pixel_block):
                 stop = min(pixels.stop, start + self.pixel_block)
+                if self._local is not None and self.strategy == "loop":
+                    values = self._local_values(state, start, stop)
+                    p = stop - start
+                    out[:, start - pixels.start:stop - pixels.start] = \
+                        (values[:, :p] - values[:, p:]) / (2 * self.scale)
+                    continue
                 e = basis_images(tuple(self.x0.shape), start, stop, self.x0.device)
                 # the perturbed inputs are shared by all networks: built once per block
                 xs = self._layout(torch.cat([self.x0 + self.scale * e, self.x0 - self.scale * e]))
@@ -169,6 +181,19 @@ class GradientEvaluator:
                 out[:, start - pixels.start:stop - pixels.start] = \
                     (values[:, :p] - values[:, p:]) / (2 * self.scale)
         return out
+
+    def _local_values(self, state: StateDict, start: int, stop: int) -> torch.Tensor:
+        """(n, 2p) outputs at x0 + s e_i, then at x0 - s e_i, for pixels i in [start, stop),
+        through `first_block.FirstBlockLocal`."""
+        device = self.x0.device
+        index = torch.arange(start, stop, device=device).repeat(2)
+        delta = torch.full((2, stop - start), self.scale, device=device)
+        delta[1] = -self.scale
+        n = next(iter(state.values())).shape[0]
+        return torch.stack([
+            self._forward(self._local, {f"net.{k}": v for k, v in self._network(state, j).items()},
+                          (self.x0, index, delta.reshape(-1)))[:, self.output_index].float()
+            for j in range(n)])
 
     def _check_block(self, state: StateDict, j: int, xs: torch.Tensor, values: torch.Tensor
                      ) -> dict[str, float]:

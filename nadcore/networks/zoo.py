@@ -183,8 +183,11 @@ class DenseNet121(nn.Module):
         self.linear = nn.Linear(planes * h * w, num_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.features(self.conv1(x))
-        out = F.avg_pool2d(F.relu(self.bn(out), inplace=True), 4)
+        return self.classify(self.features(self.conv1(x)))
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """The outputs from the last dense block's (also nadcore.nads.first_block)."""
+        out = F.avg_pool2d(F.relu(self.bn(features), inplace=True), 4)
         return self.linear(out.flatten(1))
 
 

@@ -158,3 +158,33 @@ def test_compiled_forward_passes_agree_with_eager_to_float32_rounding():
     for method, strategy in (("autograd", "loop"), ("finite_difference", "vmap")):
         with pytest.raises(ValueError, match="compiled: only for a built-in"):
             compiled_forward(eager.template, method, strategy)
+
+
+def test_densenet_first_block_where_a_pixel_reaches_equals_the_whole_forward():
+    """nadcore.nads.first_block: DenseNet-121's outputs at one-pixel perturbations, its first
+    block computed on windows around each pixel, equal the plain forward of the perturbed
+    inputs to float32 rounding: at corners, edges and the middle, in every channel of a
+    non-square multi-channel input, for both signs; and the engine uses it for DenseNet-121's
+    finite differences in a loop, not for other networks or autograd."""
+    from nadcore.nads.first_block import FirstBlockLocal
+
+    shape = (2, 32, 36)
+    torch.manual_seed(0)
+    net = model_factory("densenet121")(shape, 2).eval()
+    x0 = torch.randn(shape)
+    h, w = shape[1:]
+    corners = [0, w - 1, (h - 1) * w, h * w - 1]
+    others = [5, 3 * w, 7 * w + 35, 16 * w + 18, 30 * w + 2]
+    index = torch.tensor([c * h * w + p for c in range(2) for p in corners + others])
+    delta = torch.where(torch.arange(len(index)) % 2 == 0, 100.0, -100.0)
+    inputs = x0.reshape(1, -1).repeat(len(index), 1)
+    inputs[torch.arange(len(index)), index] += delta
+    with torch.no_grad():
+        want = net(inputs.view(-1, *shape))
+        got = FirstBlockLocal(net)(x0, index, delta)
+        assert got.shape == want.shape == (len(index), 2)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6 * want.abs().max().item())
+
+    assert _runner("densenet121", (1, 32, 32), n=2).evaluator.local
+    assert not _runner("resnet18", (1, 32, 32), n=2).evaluator.local
+    assert not _runner("densenet121", (1, 32, 32), n=2, method="autograd").evaluator.local
