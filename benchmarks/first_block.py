@@ -1,10 +1,9 @@
 """DenseNet-121's first dense block computed only where a pixel's perturbation reaches it
 (`nadcore.nads.first_block`) against the whole forward pass, eager and compiled: the same
 networks of the catalog's spec (fp32, one torch thread) through the engine (`ShardRunner`
-with `first_block_local` off and on, `compiled` off and on), alternated round by round in one
-process so that the machine's load falls on all alike. Reports seconds per network, the ratios
-to the whole eager forward, and how far each is from it (largest |difference| over the largest
-|gradient|).
+with `first_block_local` off and on, `compiled` off and on), one after the other in each round,
+in one process. Reports seconds per network, the ratios to the whole eager forward, and how far
+each is from it (largest |difference| over the largest |gradient|).
 
     python benchmarks/first_block.py [--networks 1] [--rounds 1]
 

@@ -186,7 +186,8 @@ class DenseNet121(nn.Module):
         return self.classify(self.features(self.conv1(x)))
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """The outputs from the last dense block's (also nadcore.nads.first_block)."""
+        """The outputs from the last dense block's features (nadcore.nads.first_block calls it
+        too)."""
         out = F.avg_pool2d(F.relu(self.bn(features), inplace=True), 4)
         return self.linear(out.flatten(1))
 
