@@ -65,7 +65,7 @@ class FirstBlockLocal(nn.Module):
         base = [net.conv1(image)]  # the unperturbed activations, once per call
         for layer in block:
             base.append(layer(base[-1]))
-        padded = [F.pad(b, (pad,) * 4) for b in base]
+        padded = [F.pad(b, (pad,) * 4) for b in base[:-1]]  # the layers' inputs
         inside = F.pad(torch.ones_like(image[:, :1]), (pad,) * 4)
         channel, ys, xs = index // (h * w), index % (h * w) // w, index % w
         rows = torch.arange(len(index), device=x0.device)
@@ -84,11 +84,16 @@ class FirstBlockLocal(nn.Module):
             out = F.conv2d(out, layer.conv2.weight)  # radius r + 1
             patch = torch.cat([out, window[:, :, 1:-1, 1:-1]], 1)
             r += 1
-        # the block's output: the base's, the window written over it
-        full = padded[-1].expand(len(index), -1, -1, -1).clone()
+        # the block's output: the base's, the window's pixels inside the image written over
+        # it. A window position outside the image writes the window's value at its nearest
+        # pixel inside, the same value that pixel writes itself, so repeated indices agree
+        # and the copy keeps the map's own size.
+        features = base[-1].expand(len(index), -1, -1, -1).clone()
         k = torch.arange(-r, r + 1, device=x0.device)
-        iy = (pad + ys)[:, None, None] + k[None, :, None]
-        ix = (pad + xs)[:, None, None] + k[None, None, :]
-        full[rows[:, None, None], :, iy, ix] = patch.permute(0, 2, 3, 1)
-        features = full[:, :, pad:pad + h, pad:pad + w].contiguous()
+        iy = (ys[:, None] + k).clamp(0, h - 1)
+        ix = (xs[:, None] + k).clamp(0, w - 1)
+        wy, wx = iy - ys[:, None] + r, ix - xs[:, None] + r  # their places in the window
+        at = rows[:, None, None]
+        features[at, :, iy[:, :, None], ix[:, None, :]] = \
+            patch[at, :, wy[:, :, None], wx[:, None, :]]
         return net.classify(net.features[1:](features))
