@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ from nadcore.nads.partial import PartialNADs, merge_partials
 from nads.catalog_export import CHECK_NETWORKS_BY_ARCH, catalog_spec, export_partial
 
 AUTOGROUP = Path("/proc/self/autogroup")
+RECENT_SHARDS = 8  # the time left is estimated from the pace of this build's last 8 shards
 # networks per shard: a few minutes of one loaded CPU thread each (BENCHMARKS.md, Catalog on
 # the CPU), so that a stop loses little
 SHARD_NETWORKS = {"logreg": 500, "lenet": 100, "vgg11": 20, "resnet18": 8, "densenet121": 2}
@@ -164,6 +166,14 @@ def builds_computing(folder: Path) -> int:
             except BlockingIOError:
                 held += 1
     return held
+
+
+def time_left(seconds_per_network: list[float], networks_left: int, builds: int) -> float:
+    """Seconds until `networks_left` are computed by `builds` builds at once, each at the median
+    rate of this build's last `RECENT_SHARDS` shards: one slow shard (the first, which compiles;
+    one beside a test run) moves it little, a lasting change of pace within a few shards."""
+    recent = seconds_per_network[-RECENT_SHARDS:]
+    return statistics.median(recent) * networks_left / max(1, builds)
 
 
 def _next_shard(folder: Path, todo: list[tuple[int, int]]
@@ -324,7 +334,7 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
     shard = shard_networks or SHARD_NETWORKS.get(arch, 10)
     folder = partials_dir(data, arch)
     spec = catalog_spec(arch, networks, precision)
-    runner, computed = None, 0
+    runner, rates = None, []  # seconds per network of each shard this build computed
     while True:
         with _locked(data, arch):
             done = present(folder)
@@ -336,7 +346,7 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
                 return None
             todo = missing_shards(done, networks, shard)
             covered = networks - sum(b - a for a, b in todo)
-            if computed == 0:
+            if not rates:
                 report(f"{arch}: {covered} of {networks} networks present in {len(done)} "
                        f"partials; {len(todo)} shards of up to {shard} networks to compute "
                        f"({precision}, {device}, {torch.get_num_threads()} thread(s), "
@@ -347,7 +357,7 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
                 t0 = time.perf_counter()
                 entry = finalize_build(data, arch, networks, precision)
                 break
-            if max_shards is not None and computed >= max_shards:
+            if max_shards is not None and len(rates) >= max_shards:
                 return None
             chosen = _next_shard(folder, todo)
             if chosen is None:  # the rest is claimed: its last builder finalizes
@@ -381,12 +391,12 @@ def compute(data: Path, arch: str, networks: int, precision: str, *,
             with _locked(data, arch):
                 _release(folder, claim)
             raise
-        computed += 1
-        per = part.meta["seconds"] / (stop - start)
-        left = (networks - covered) * per / builds
+        rates.append(part.meta["seconds"] / (stop - start))
+        left = time_left(rates, networks - covered, builds)
         report(f"{arch}: networks [{start}, {stop}) in {part.meta['seconds']:.0f} s "
-               f"({per:.1f} s per network, load {part.meta['load_average']}); "
-               f"{covered} of {networks} done, about {left / 3600:.1f} h left at this rate "
+               f"({rates[-1]:.1f} s per network, load {part.meta['load_average']}); "
+               f"{covered} of {networks} done, about {left / 3600:.1f} h left at the median "
+               f"pace of this build's last {min(len(rates), RECENT_SHARDS)} shard(s) "
                f"with {builds} build(s) computing")
     report(f"{arch}: finalized {entry} in {time.perf_counter() - t0:.0f} s; partials removed")
     return entry

@@ -22,6 +22,7 @@ from nads.catalog_background import (
     missing_shards,
     partials_dir,
     present,
+    time_left,
 )
 from nads.catalog_export import export_direct
 from nads.cli import build_app
@@ -102,6 +103,16 @@ def test_finalize_equals_a_one_shot_run(tmp_path: Path):
     assert json.loads((entry / "provenance.json").read_text())["networks"] == 12
 
 
+def test_time_left_is_the_median_pace_of_the_last_shards_over_the_builds():
+    # the first shard compiles (100 s per network): the median of four hardly sees it
+    assert time_left([100.0, 40.0, 42.0, 41.0], 10, 2) == pytest.approx(41.5 * 10 / 2)
+    assert time_left([50.0], 3, 0) == 150.0  # no claim seen: this build alone
+    # only the last 8 shards count: 12 slow ones (a test run beside) then 8 at 40 s
+    assert time_left([400.0] * 12 + [40.0] * 8, 100, 1) == pytest.approx(4000.0)
+    # a lasting change of pace shows within a few shards (5 of the last 8 at 80 s)
+    assert time_left([40.0] * 8 + [80.0] * 5, 100, 1) == pytest.approx(8000.0)
+
+
 def test_a_shard_claimed_by_another_build_is_left_to_it(tmp_path: Path):
     """While another build holds a shard's claim, this one computes the other shards and
     leaves that one; the claim of a build that died (its lock gone, its file left) is taken
@@ -122,6 +133,7 @@ def test_a_shard_claimed_by_another_build_is_left_to_it(tmp_path: Path):
     shard_lines = [line for line in lines if "networks [" in line]
     assert len(shard_lines) == 2 and all("with 2 build(s) computing" in line
                                          for line in shard_lines), lines
+    assert "last 1 shard(s)" in shard_lines[0] and "last 2 shard(s)" in shard_lines[1]
     assert builds_computing(folder) == 1
     assert not (tmp_path / "logreg" / "provenance.json").exists()
     other.close()  # that build died: its lock is released, its claim file stays
