@@ -160,22 +160,29 @@ def test_compiled_forward_passes_agree_with_eager_to_float32_rounding():
             compiled_forward(eager.template, method, strategy)
 
 
-def test_densenet_first_block_where_a_pixel_reaches_equals_the_whole_forward():
+@pytest.mark.parametrize("shape", [(2, 32, 36), (1, 33, 35)])
+def test_densenet_first_block_where_a_pixel_reaches_equals_the_whole_forward(shape):
     """nadcore.nads.first_block: DenseNet-121's outputs at one-pixel perturbations, its first
-    block computed on windows around each pixel, equal the plain forward of the perturbed
-    inputs to float32 rounding: at corners, edges and the middle, in every channel of a
-    non-square multi-channel input, for both signs; and the engine uses it for DenseNet-121's
-    finite differences in a loop, not for other networks or autograd."""
+    block and transition computed on windows around each pixel, equal the plain forward of the
+    perturbed inputs to float32 rounding: at corners, edges and the middle (odd and even rows
+    and columns, an odd-sized map whose last row and column the pool drops), in every channel
+    of a non-square input, for both signs, with BatchNorm statistics that shift zeros; and the
+    engine uses it for DenseNet-121's finite differences in a loop, not for other networks or
+    autograd."""
     from nadcore.nads.first_block import FirstBlockLocal
 
-    shape = (2, 32, 36)
     torch.manual_seed(0)
     net = model_factory("densenet121")(shape, 2).eval()
+    for m in net.modules():  # BatchNorm(0) != 0: padding read as data would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.uniform_(-0.2, 0.2)
     x0 = torch.randn(shape)
-    h, w = shape[1:]
+    c, h, w = shape
     corners = [0, w - 1, (h - 1) * w, h * w - 1]
-    others = [5, 3 * w, 7 * w + 35, 16 * w + 18, 30 * w + 2]
-    index = torch.tensor([c * h * w + p for c in range(2) for p in corners + others])
+    others = [5, 3 * w, 7 * w + w - 1, 16 * w + 18, 30 * w + 2, (h - 2) * w + w - 2]
+    index = torch.tensor([k * h * w + p for k in range(c) for p in corners + others])
     delta = torch.where(torch.arange(len(index)) % 2 == 0, 100.0, -100.0)
     inputs = x0.reshape(1, -1).repeat(len(index), 1)
     inputs[torch.arange(len(index)), index] += delta
