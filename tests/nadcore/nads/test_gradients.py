@@ -181,7 +181,7 @@ def test_densenet_first_block_where_a_pixel_reaches_equals_the_whole_forward(sha
     x0 = torch.randn(shape)
     c, h, w = shape
     corners = [0, w - 1, (h - 1) * w, h * w - 1]
-    others = [5, 3 * w, 7 * w + w - 1, 16 * w + 18, 30 * w + 2, (h - 2) * w + w - 2]
+    others = [5, 3 * w, 7 * w + (w - 1), 16 * w + 18, 30 * w + 2, (h - 2) * w + (w - 2)]
     index = torch.tensor([k * h * w + p for k in range(c) for p in corners + others])
     delta = torch.where(torch.arange(len(index)) % 2 == 0, 100.0, -100.0)
     inputs = x0.reshape(1, -1).repeat(len(index), 1)
