@@ -52,7 +52,9 @@ class FirstBlockLocal(nn.Module):
         super().__init__()
         _check_shape(net)
         self.net = net
-        self.pad = len(net.features[0]) + 2  # the largest window radius, r + 2 below
+        # the largest reach before a pixel: the last layer's input window (radius r + 2 below)
+        # and the transition's region (from r + 1 = 8 before, rounded down to even)
+        self.pad = len(net.features[0]) + 2
 
     def _crop(self, padded: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int
               ) -> torch.Tensor:
