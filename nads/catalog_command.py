@@ -196,6 +196,8 @@ def catalog_verify(
     data: Annotated[Path | None, typer.Option(
         help="Folder of shipped entries [default: NADS_CATALOG_SHIPPED_DIR]")] = None,
     device: Annotated[str, typer.Option(help="Where to recompute.")] = "cpu",
+    networks: Annotated[int | None, typer.Option(
+        min=1, help="Recompute only the first N check networks [default: all shipped]")] = None,
 ) -> None:
     """Recompute shipped entries' first-network gradients on this machine and compare them."""
     from jobs.shipped import ShippedError
@@ -212,7 +214,7 @@ def catalog_verify(
     failed = False
     for name in names:
         try:
-            report = export.verify(root / name, device)
+            report = export.verify(root / name, device, networks)
         except (ShippedError, FileNotFoundError) as exc:
             print(f"{name}: FAILED: {exc}")
             failed = True

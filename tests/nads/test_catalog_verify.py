@@ -49,3 +49,15 @@ def test_a_missing_file_is_failed_and_exits_1(tmp_path: Path) -> None:
     code, output = _verify(tmp_path)
     assert code == 1, output
     assert output.startswith("logreg: FAILED:") and "eval_point.npy" in output, output
+
+
+def test_networks_recomputes_only_the_first_check_networks(tmp_path: Path) -> None:
+    """`--networks 1`: network 0 alone (the quick check of a large entry); 0 is refused."""
+    _copy(tmp_path)
+    code, output = _verify(tmp_path, "--networks", "1")
+    assert code == 0, output
+    assert output.startswith("logreg: ok: 1 networks recomputed"), output
+    code, output = _verify(tmp_path)
+    assert output.startswith("logreg: ok: 4 networks recomputed"), output
+    code, output = _verify(tmp_path, "--networks", "0")
+    assert code == 2 and "networks" in output, output
