@@ -9,8 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from nads.catalog_export import verify
 from nads.cli import build_app
 from store.settings import SHIPPED_CATALOG_DIR
 
@@ -52,8 +54,11 @@ def test_a_missing_file_is_failed_and_exits_1(tmp_path: Path) -> None:
 
 
 def test_networks_recomputes_only_the_first_check_networks(tmp_path: Path) -> None:
-    """`--networks 1`: network 0 alone (the quick check of a large entry); 0 is refused."""
-    _copy(tmp_path)
+    """`--networks 1`: network 0 alone (the quick check of a large entry); 0 is refused, by
+    the command and by `verify` itself."""
+    folder = _copy(tmp_path)
+    with pytest.raises(ValueError, match="^networks: at least 1"):
+        verify(folder, networks=0)
     code, output = _verify(tmp_path, "--networks", "1")
     assert code == 0, output
     assert output.startswith("logreg: ok: 1 networks recomputed"), output
