@@ -64,12 +64,12 @@ def test_nads_serve_runs_a_job_end_to_end_with_no_server(tmp_path: Path) -> None
         assert blob.stat().st_size == job["artifacts"][0]["size"]
         # the API's and the workers' files (database, blobs, messages, logs) are the user's
         # alone: `nads serve` runs them under a umask of 077 (nads/data_dir.py)
-        opened = {}
+        readable_by_others = {}
         for path in [data, *data.rglob("*")]:
             with contextlib.suppress(FileNotFoundError):  # a message taken meanwhile
                 if path.lstat().st_mode & 0o077:
-                    opened[str(path)] = oct(path.lstat().st_mode)
-        assert not opened, opened
+                    readable_by_others[str(path)] = oct(path.lstat().st_mode)
+        assert not readable_by_others, readable_by_others
         worker_pids = [p.pid for p in psutil.Process(serve.proc.pid).children(recursive=True)]
         assert worker_pids, "no supervised worker process"
         reader.join(timeout=30)
