@@ -6,7 +6,6 @@ Nothing here imports torch at import time: the API process and `nads admin` stay
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import shutil
@@ -260,9 +259,9 @@ def _expected_cpu_processes(settings: Settings) -> int:
     ones would refuse what they run)."""
     from jobs.broker import VALIDATE_QUEUE
     from nadcore.cores import usable_cores
-    from worker.layout import embedded_workers
+    from worker.layout import embedded_workers, has_nvidia_gpus
 
-    if glob.glob("/dev/nvidia[0-9]*"):
+    if has_nvidia_gpus():
         return 0
     cores = usable_cores()
     return sum(share if share is not None else settings.worker_processes or cores

@@ -14,12 +14,19 @@ import sys
 
 from nadcore.cores import usable_cores
 from store.settings import get_settings
-from worker.layout import WAIT_POLICY, Layout, celery_worker_command, plan_layout
+from worker.layout import (
+    WAIT_POLICY,
+    Layout,
+    celery_worker_command,
+    has_nvidia_gpus,
+    plan_layout,
+)
 
 
 def visible_gpus() -> int:
-    """CUDA devices this process sees (torch is imported here, then replaced by exec)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
+    """CUDA devices this process sees. torch is imported only where the machine has an NVIDIA
+    device node (then replaced by exec): a CPU node's workers start 2 s of CPU sooner each."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") == "" or not has_nvidia_gpus():
         return 0
     import torch
 

@@ -9,6 +9,7 @@ the cores shared out between them. Shards spread over the processes like over an
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 
@@ -19,6 +20,13 @@ VALIDATION_PROCESSES = 1  # of the validation lane (embedded_workers)
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 WAIT_POLICY = "OMP_WAIT_POLICY"
 GPUS_VARIABLE = "NADS_WORKER_GPUS"  # set by the launcher; read by each child (pin_gpu)
+DEVICE_NODES = "/dev"  # where an NVIDIA driver puts nvidia0, nvidia1, ... (has_nvidia_gpus)
+
+
+def has_nvidia_gpus() -> bool:
+    """Whether this machine (or container) has an NVIDIA GPU's device node: without one, CUDA
+    sees no device, which is answered here without importing torch (about 2 s of CPU)."""
+    return bool(glob.glob(os.path.join(DEVICE_NODES, "nvidia[0-9]*")))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -85,3 +86,31 @@ def test_the_validation_lane_says_its_concurrency_once(where: str, tmp_path: Pat
     assert command.count("--concurrency") == 1
     assert command[command.index("--concurrency") + 1] == "1"
     assert layout.processes == 1
+
+
+LAUNCHER_GPUS = """
+import os, sys
+import worker.layout
+worker.layout.DEVICE_NODES = sys.argv[1]
+from worker.launch import visible_gpus
+print(visible_gpus(), "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("nodes", "torch_asked"), [
+    ([], False), (["nvidiactl", "nvidia-uvm"], False), (["nvidiactl", "nvidia0"], True)])
+def test_launcher_asks_torch_for_gpus_only_where_an_nvidia_gpu_node_exists(
+        tmp_path: Path, nodes: list[str], torch_asked: bool) -> None:
+    """Importing torch costs each worker's start about 2 s of CPU, spent for nothing where no
+    GPU device node exists (CUDA sees no device without one)."""
+    import subprocess
+
+    for name in nodes:
+        (tmp_path / name).touch()
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    out = subprocess.run([sys.executable, "-c", LAUNCHER_GPUS, str(tmp_path)], cwd=ROOT,
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    count, imported = int(out[0]), out[1] == "True"
+    assert imported == torch_asked
+    if not torch_asked:
+        assert count == 0
