@@ -89,7 +89,7 @@ def test_the_validation_lane_says_its_concurrency_once(where: str, tmp_path: Pat
 
 
 LAUNCHER_GPUS = """
-import os, sys
+import sys
 import worker.layout
 worker.layout.DEVICE_NODES = sys.argv[1]
 from worker.launch import visible_gpus
